@@ -1,0 +1,18 @@
+// Package events is Interlock's vocabulary and its store on NATS JetStream.
+//
+// Every change to a flag is one immutable [Event]: a CloudEvents 1.0 event carried in NATS binary
+// mode (ce-* headers, JSON data). The stream is the source of truth; everything else in Interlock is
+// a projection of it.
+//
+// Invariants:
+//   - Event types are explicit, versioned strings (for example "io.interlock.flag.killed.v1"), never
+//     derived from Go type names. A type once written stays decodable forever: older versions are
+//     upcast to the current payload when read (see [Event.Payload]).
+//   - One subject per entity: interlock.<environment>.flag.<key>. The entity's version is the number
+//     of events on its subject; the append names the subject's expected last sequence, so a lost
+//     update is impossible and a stale writer gets [ErrConflict].
+//   - The event id is a UUIDv7 and doubles as Nats-Msg-Id, so a retried append is written once, on
+//     a single server and on a replicated stream alike.
+//   - Keys and environment names are validated by [ValidateFlagKey] and [ValidateEnvironment]
+//     before anything is written; a decoder never panics on bad input.
+package events

@@ -1,0 +1,298 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamConfig sets up the stream that holds every event.
+type StreamConfig struct {
+	// Name of the stream; "INTERLOCK" when empty.
+	Name string
+	// Replicas of the stream: 1 on a single server, 3 in a cluster. 1 when zero.
+	Replicas int
+	// Duplicates is the window in which a retried append (same event id) is recognised. Two
+	// minutes when zero.
+	Duplicates time.Duration
+}
+
+// DefaultStreamName is the stream's name unless configured otherwise.
+const DefaultStreamName = "INTERLOCK"
+
+// maxEventSize bounds one event on the stream.
+const maxEventSize = 1 << 20
+
+func (c *StreamConfig) setDefaults() {
+	if c.Name == "" {
+		c.Name = DefaultStreamName
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Duplicates == 0 {
+		c.Duplicates = 2 * time.Minute
+	}
+}
+
+// Validate reports every problem with the configuration.
+func (c StreamConfig) Validate() error {
+	var errs []error
+	if c.Replicas < 0 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("replicas: %d is not between 1 and 5", c.Replicas))
+	}
+	if c.Duplicates < 0 {
+		errs = append(errs, fmt.Errorf("duplicates: %v is negative", c.Duplicates))
+	}
+	return errors.Join(errs...)
+}
+
+// Store appends events to, and reads them from, one JetStream stream.
+type Store struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	name   string
+}
+
+// Open creates the stream, or updates it to cfg, and returns a store on it. The stream keeps
+// everything (limits retention, no age limit), refuses deletes and purges, and discards new
+// messages if a limit is ever reached rather than losing old ones.
+func Open(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("stream config: %w", err)
+	}
+	cfg.setDefaults()
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Name,
+		Description: "Interlock flag events: the source of truth",
+		Subjects:    []string{AllSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardNew,
+		MaxAge:      0,
+		MaxMsgSize:  maxEventSize,
+		Duplicates:  cfg.Duplicates,
+		Replicas:    cfg.Replicas,
+		DenyDelete:  true,
+		DenyPurge:   true,
+		AllowDirect: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
+	}
+	return &Store{js: js, stream: stream, name: cfg.Name}, nil
+}
+
+// StreamName is the name of the stream the store writes to.
+func (s *Store) StreamName() string { return s.name }
+
+// Append writes ev on its subject if the subject's last sequence is still expectedSeq (0: the
+// subject holds no event yet), and returns the event's stream sequence, also set in ev.Sequence.
+//
+// The event id is the message id, so appending the same event again (a retry after a lost
+// acknowledgement) writes nothing and returns the sequence of the copy already stored, whether
+// the stream answers the retry with a duplicate acknowledgement (replicated streams) or with
+// "wrong last sequence" (a single server).
+//
+// Errors: [ErrInvalid] or [ErrUnknownType] for an event that fails [Event.Validate];
+// [ErrConflict] when another event was appended after expectedSeq; otherwise a transport error,
+// after which the same event may be appended again safely.
+func (s *Store) Append(ctx context.Context, ev *Event, expectedSeq uint64) (uint64, error) {
+	if err := ev.Validate(); err != nil {
+		return 0, err
+	}
+	msg := ev.Msg()
+	if len(msg.Data) > maxEventSize-8<<10 {
+		return 0, invalid("event", "larger than %d bytes", maxEventSize-8<<10)
+	}
+	ack, err := s.js.PublishMsg(ctx, msg,
+		jetstream.WithExpectStream(s.name),
+		jetstream.WithExpectLastSequencePerSubject(expectedSeq),
+	)
+	if err == nil {
+		ev.Sequence = ack.Sequence
+		return ack.Sequence, nil
+	}
+	if !isWrongLastSequence(err) {
+		return 0, fmt.Errorf("append %s: %w", msg.Subject, err)
+	}
+	// The subject moved on. Either this very event was stored by an earlier attempt (then it is
+	// the first message on the subject after expectedSeq) or somebody else won.
+	next, gerr := s.stream.GetMsg(ctx, expectedSeq+1, jetstream.WithGetMsgSubject(msg.Subject))
+	if gerr == nil && next.Header.Get(HeaderID) == ev.ID {
+		ev.Sequence = next.Sequence
+		return next.Sequence, nil
+	}
+	if gerr != nil && !errors.Is(gerr, jetstream.ErrMsgNotFound) {
+		return 0, fmt.Errorf("append %s: check earlier attempt: %w", msg.Subject, gerr)
+	}
+	return 0, fmt.Errorf("append %s after sequence %d: %w", msg.Subject, expectedSeq, ErrConflict)
+}
+
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+// LastSequence is the sequence of the last event in the stream (0 when empty).
+func (s *Store) LastSequence(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream info: %w", err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// Query selects the events a read returns.
+type Query struct {
+	// Subjects filters by subject ([FlagSubject], [EnvironmentSubjects]); all events when empty.
+	Subjects []string
+	// FromSequence starts at this stream sequence (inclusive) when not zero.
+	FromSequence uint64
+	// FromTime starts at the first event stored at or after this time when not zero.
+	FromTime time.Time
+}
+
+func (q Query) consumerConfig() (jetstream.DeliverPolicy, uint64, *time.Time) {
+	switch {
+	case q.FromSequence > 0:
+		return jetstream.DeliverByStartSequencePolicy, q.FromSequence, nil
+	case !q.FromTime.IsZero():
+		t := q.FromTime
+		return jetstream.DeliverByStartTimePolicy, 0, &t
+	default:
+		return jetstream.DeliverAllPolicy, 0, nil
+	}
+}
+
+func (q Query) filters() []string {
+	if len(q.Subjects) == 0 {
+		return []string{AllSubjects}
+	}
+	return q.Subjects
+}
+
+// Handler receives events in stream order. A message that does not decode arrives as an error
+// wrapping [ErrMalformed] or [ErrUnknownType] with ev.Sequence set, so the caller can skip it and
+// say so. Returning an error stops the read and is returned by it.
+type Handler func(ev Event, err error) error
+
+// ErrStop may be returned by a [Handler] to end a read early without an error.
+var ErrStop = errors.New("stop")
+
+// Read calls h for every event that q selects and that was stored when Read began, in stream
+// order, then returns. It returns nil when h returns [ErrStop].
+func (s *Store) Read(ctx context.Context, q Query, h Handler) error {
+	policy, startSeq, startTime := q.consumerConfig()
+	cons, err := s.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubjects:    q.filters(),
+		DeliverPolicy:     policy,
+		OptStartSeq:       startSeq,
+		OptStartTime:      startTime,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("read %v: %w", q.filters(), err)
+	}
+	info := cons.CachedInfo()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = s.stream.DeleteConsumer(ctx, info.Name) // expires by itself if this fails
+	}()
+	if info.NumPending == 0 {
+		return nil
+	}
+	batch := int(min(info.NumPending, 1000))
+	it, err := cons.Messages(jetstream.PullMaxMessages(batch))
+	if err != nil {
+		return fmt.Errorf("read %v: %w", q.filters(), err)
+	}
+	defer it.Stop()
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return fmt.Errorf("read %v: %w", q.filters(), err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("read %v: %w", q.filters(), err)
+		}
+		ev, derr := Decode(msg.Subject(), msg.Headers(), msg.Data())
+		ev.Sequence = meta.Sequence.Stream
+		if err := h(ev, derr); err != nil {
+			if errors.Is(err, ErrStop) {
+				return nil
+			}
+			return err
+		}
+		if meta.NumPending == 0 {
+			return nil
+		}
+	}
+}
+
+// Load returns every event of one flag, oldest first. A flag that was never created has none.
+func (s *Store) Load(ctx context.Context, env, key string) ([]Event, error) {
+	var evs []Event
+	err := s.Read(ctx, Query{Subjects: []string{FlagSubject(env, key)}}, func(ev Event, err error) error {
+		if err != nil {
+			return fmt.Errorf("load %s/%s at sequence %d: %w", env, key, ev.Sequence, err)
+		}
+		evs = append(evs, ev)
+		return nil
+	})
+	return evs, err
+}
+
+// Follow calls h for every event that q selects, in stream order, and keeps following new ones
+// until ctx ends; then it returns nil. It survives reconnects and server restarts (an ordered
+// consumer recreates itself from the last sequence it delivered).
+func (s *Store) Follow(ctx context.Context, q Query, h Handler) error {
+	policy, startSeq, startTime := q.consumerConfig()
+	cons, err := s.js.OrderedConsumer(ctx, s.name, jetstream.OrderedConsumerConfig{
+		FilterSubjects: q.filters(),
+		DeliverPolicy:  policy,
+		OptStartSeq:    startSeq,
+		OptStartTime:   startTime,
+	})
+	if err != nil {
+		return fmt.Errorf("follow %v: %w", q.filters(), err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return fmt.Errorf("follow %v: %w", q.filters(), err)
+	}
+	defer it.Stop()
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("follow %v: %w", q.filters(), err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("follow %v: %w", q.filters(), err)
+		}
+		ev, derr := Decode(msg.Subject(), msg.Headers(), msg.Data())
+		ev.Sequence = meta.Sequence.Stream
+		if err := h(ev, derr); err != nil {
+			if errors.Is(err, ErrStop) {
+				return nil
+			}
+			return err
+		}
+	}
+}

@@ -1,0 +1,195 @@
+package events_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func openStore(t *testing.T, s *server.Server, replicas int) *events.Store {
+	t.Helper()
+	st, err := events.Open(context.Background(), natstest.JetStream(t, s), events.StreamConfig{Replicas: replicas})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func newEvent(t testing.TB, typ string, version uint64, payload any) events.Event {
+	t.Helper()
+	ev, err := events.NewEvent(typ, "production", "checkout-v2", payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.Actor, ev.Reason, ev.Version = "alice", "test", version
+	return ev
+}
+
+var created = events.FlagCreated{Flag: events.FlagConfig{
+	Kind:           events.KindRelease,
+	Variants:       map[string]json.RawMessage{"on": json.RawMessage("true"), "off": json.RawMessage("false")},
+	DefaultVariant: "on",
+	OffVariant:     "off",
+}}
+
+func TestAppendLoad(t *testing.T) {
+	st := openStore(t, natstest.RunServer(t), 1)
+	ctx := context.Background()
+
+	ev1 := newEvent(t, events.TypeFlagCreated, 1, created)
+	seq1, err := st.Append(ctx, &ev1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev2 := newEvent(t, events.TypeFlagKilled, 2, events.FlagKilled{})
+	if _, err := st.Append(ctx, &ev2, seq1); err != nil {
+		t.Fatal(err)
+	}
+	// A second creation, or an append on a stale sequence, is a conflict.
+	ev3 := newEvent(t, events.TypeFlagCreated, 1, created)
+	if _, err := st.Append(ctx, &ev3, 0); !errors.Is(err, events.ErrConflict) {
+		t.Fatalf("append on existing subject with expected 0: got %v, want ErrConflict", err)
+	}
+	ev4 := newEvent(t, events.TypeFlagEnabled, 2, events.FlagEnabled{})
+	if _, err := st.Append(ctx, &ev4, seq1); !errors.Is(err, events.ErrConflict) {
+		t.Fatalf("stale append: got %v, want ErrConflict", err)
+	}
+
+	got, err := st.Load(ctx, "production", "checkout-v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != ev1.ID || got[1].ID != ev2.ID {
+		t.Fatalf("load: got %d events %+v", len(got), got)
+	}
+	if got[1].Actor != "alice" || got[1].Reason != "test" || got[1].Version != 2 || got[1].Sequence != 2 {
+		t.Fatalf("envelope not kept: %+v", got[1])
+	}
+	if !got[0].Time.Equal(ev1.Time) {
+		t.Fatalf("time: got %v want %v", got[0].Time, ev1.Time)
+	}
+	p, err := got[0].Payload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fc := p.(*events.FlagCreated); fc.Flag.DefaultVariant != "on" {
+		t.Fatalf("payload: %+v", fc)
+	}
+	none, err := st.Load(ctx, "production", "nope")
+	if err != nil || len(none) != 0 {
+		t.Fatalf("load of unknown flag: %v, %v", none, err)
+	}
+}
+
+// A retried append of the same event is stored once, on one server and on a cluster of three:
+// they answer the retry differently (wrong last sequence, or a duplicate acknowledgement).
+func TestAppendRetryWritesOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		replicas int
+		server   func(t *testing.T) *server.Server
+	}{
+		{"R1", 1, func(t *testing.T) *server.Server { return natstest.RunServer(t) }},
+		{"R3", 3, func(t *testing.T) *server.Server { return natstest.RunCluster(t)[1] }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := openStore(t, tc.server(t), tc.replicas)
+			ctx := context.Background()
+			ev := newEvent(t, events.TypeFlagCreated, 1, created)
+			seq, err := st.Append(ctx, &ev, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				again := ev
+				got, err := st.Append(ctx, &again, 0)
+				if err != nil {
+					t.Fatalf("retry: %v", err)
+				}
+				if got != seq {
+					t.Fatalf("retry returned sequence %d, want %d", got, seq)
+				}
+			}
+			// After the subject moved on, a late retry of the first event is still recognised.
+			ev2 := newEvent(t, events.TypeFlagKilled, 2, events.FlagKilled{})
+			seq2, err := st.Append(ctx, &ev2, seq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			late := ev
+			if got, err := st.Append(ctx, &late, 0); err != nil || got != seq {
+				t.Fatalf("late retry: seq %d err %v, want %d", got, err, seq)
+			}
+			retry2 := ev2
+			if got, err := st.Append(ctx, &retry2, seq); err != nil || got != seq2 {
+				t.Fatalf("retry of second: seq %d err %v, want %d", got, err, seq2)
+			}
+			evs, err := st.Load(ctx, "production", "checkout-v2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(evs) != 2 {
+				t.Fatalf("stored %d events, want 2", len(evs))
+			}
+		})
+	}
+}
+
+// Many writers racing on one subject: exactly one wins each sequence; the others get ErrConflict.
+func TestAppendRace(t *testing.T) {
+	st := openStore(t, natstest.RunServer(t), 1)
+	ctx := context.Background()
+	first := newEvent(t, events.TypeFlagCreated, 1, created)
+	seq, err := st.Append(ctx, &first, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins, conflicts := 0, 0
+	for range 8 {
+		wg.Go(func() {
+			ev := newEvent(t, events.TypeFlagEnabled, 2, events.FlagEnabled{})
+			_, err := st.Append(ctx, &ev, seq)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				wins++
+			case errors.Is(err, events.ErrConflict):
+				conflicts++
+			default:
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if wins != 1 || conflicts != 7 {
+		t.Fatalf("wins %d conflicts %d, want 1 and 7", wins, conflicts)
+	}
+}
+
+func TestStreamSettings(t *testing.T) {
+	s := natstest.RunServer(t)
+	openStore(t, s, 1)
+	js := natstest.JetStream(t, s)
+	stream, err := js.Stream(context.Background(), events.DefaultStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	if !cfg.DenyDelete || !cfg.DenyPurge || cfg.Discard != jetstream.DiscardNew || cfg.MaxAge != 0 ||
+		cfg.Storage != jetstream.FileStorage || cfg.Duplicates == 0 {
+		t.Fatalf("stream config: %+v", cfg)
+	}
+	if err := stream.Purge(context.Background()); err == nil {
+		t.Fatal("purge allowed")
+	}
+}

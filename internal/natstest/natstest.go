@@ -1,0 +1,196 @@
+// Package natstest starts real NATS servers with JetStream for tests: a fresh single server per
+// test, or a cluster of three on loopback.
+package natstest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Options tune a test server.
+type Options struct {
+	// Sync makes JetStream fsync every write, as production does. Tests default to no sync.
+	Sync bool
+	// StoreDir reuses a directory, to restart a server on the same data; t.TempDir() when empty.
+	StoreDir string
+}
+
+// RunServer starts a JetStream server on a random loopback port, stopped when the test ends.
+func RunServer(tb testing.TB, o ...Options) *server.Server {
+	tb.Helper()
+	var opt Options
+	if len(o) > 0 {
+		opt = o[0]
+	}
+	dir := opt.StoreDir
+	if dir == "" {
+		dir = tb.TempDir()
+	}
+	s := start(tb, &server.Options{
+		Host:       "127.0.0.1",
+		Port:       server.RANDOM_PORT,
+		JetStream:  true,
+		StoreDir:   dir,
+		SyncAlways: opt.Sync,
+		NoSigs:     true,
+		NoLog:      true,
+	})
+	tb.Cleanup(func() { Shutdown(s) })
+	return s
+}
+
+// Shutdown stops s and waits for it.
+func Shutdown(s *server.Server) {
+	s.Shutdown()
+	s.WaitForShutdown()
+}
+
+func start(tb testing.TB, opts *server.Options) *server.Server {
+	tb.Helper()
+	s, err := server.NewServer(opts)
+	if err != nil {
+		tb.Fatalf("nats server: %v", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		tb.Fatal("nats server not ready")
+	}
+	return s
+}
+
+// RunCluster starts three clustered JetStream servers on loopback and waits until JetStream has
+// a meta leader. They are stopped when the test ends.
+func RunCluster(tb testing.TB) []*server.Server {
+	tb.Helper()
+	ports := freePorts(tb, 3)
+	routes := make([]string, len(ports))
+	for i, p := range ports {
+		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", p)
+	}
+	servers := make([]*server.Server, 3)
+	for i := range servers {
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Host:       "127.0.0.1",
+			Port:       server.RANDOM_PORT,
+			JetStream:  true,
+			StoreDir:   tb.TempDir(),
+			NoSigs:     true,
+			NoLog:      true,
+			Cluster: server.ClusterOpts{
+				Name: "interlock-test",
+				Host: "127.0.0.1",
+				Port: ports[i],
+			},
+			Routes: server.RoutesFromStr(joinRoutes(routes, i)),
+		}
+		s, err := server.NewServer(opts)
+		if err != nil {
+			tb.Fatalf("nats server %d: %v", i, err)
+		}
+		s.Start()
+		servers[i] = s
+	}
+	tb.Cleanup(func() {
+		for _, s := range servers {
+			Shutdown(s)
+		}
+	})
+	for _, s := range servers {
+		if !s.ReadyForConnections(10 * time.Second) {
+			tb.Fatal("cluster server not ready")
+		}
+	}
+	// Wait for a meta leader: JetStream API calls fail until there is one.
+	nc := Connect(tb, servers[0])
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := js.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("cluster has no jetstream meta leader: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return servers
+}
+
+func joinRoutes(routes []string, self int) string {
+	out := ""
+	for i, r := range routes {
+		if i == self {
+			continue
+		}
+		if out != "" {
+			out += ","
+		}
+		out += r
+	}
+	return out
+}
+
+func freePorts(tb testing.TB, n int) []int {
+	tb.Helper()
+	ports := make([]int, n)
+	ls := make([]net.Listener, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ls[i] = l
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+// Connect opens a client connection to s, closed when the test ends.
+func Connect(tb testing.TB, s *server.Server, opts ...nats.Option) *nats.Conn {
+	tb.Helper()
+	nc, err := nats.Connect(s.ClientURL(), opts...)
+	if err != nil {
+		tb.Fatalf("connect: %v", err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc
+}
+
+// JetStream returns a JetStream context on a fresh connection to s.
+func JetStream(tb testing.TB, s *server.Server) jetstream.JetStream {
+	tb.Helper()
+	js, err := jetstream.New(Connect(tb, s))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return js
+}
+
+// Eventually polls cond every 10ms until it holds or the deadline passes.
+func Eventually(tb testing.TB, within time.Duration, cond func() bool, format string, args ...any) {
+	tb.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("not within %v: "+format, append([]any{within}, args...)...)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
