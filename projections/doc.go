@@ -1,0 +1,13 @@
+// Package projections folds Interlock's events into read models: the current state of every
+// flag, the history of one flag with field-level diffs, and the state of a flag or a whole
+// environment at any past time, stream sequence or version.
+//
+// Invariants:
+//   - Folds are pure and deterministic: the same events in the same order give the same state, in
+//     the server, in a subscriber and at any point in time. They do no I/O and read no clock.
+//   - A fold refuses an event that does not follow its state (ErrOutOfOrder) instead of guessing.
+//     An event applied twice (a redelivery) is recognised by its stream sequence and skipped.
+//   - Folds replace configurations, never mutate them in place, so a copy of a read model may be
+//     handed to readers while the fold goes on.
+//   - The stream is the source of truth: every read model here can be thrown away and rebuilt.
+package projections
