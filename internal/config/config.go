@@ -1,0 +1,237 @@
+// Package config reads the configuration of `interlock serve` from flags, environment variables
+// and an optional JSON file, in that order of precedence. Only cmd calls it.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Config is everything `interlock serve` can be told.
+type Config struct {
+	// Data is the directory of the embedded NATS server's JetStream files.
+	Data string `json:"data"`
+	// HTTP is the address the API, OFREP and dashboard listen on.
+	HTTP string `json:"http"`
+	// NATSURL, when set, is a comma-separated list of an existing NATS cluster's URLs; no
+	// embedded server is started.
+	NATSURL string `json:"natsUrl"`
+	// NATSCreds is a NATS credentials file for NATSURL.
+	NATSCreds string `json:"natsCreds"`
+	// NATSListen is where the embedded server accepts other processes ("" for in-process only).
+	NATSListen string `json:"natsListen"`
+	// Replicas of the event stream (1 embedded; 3 in a cluster).
+	Replicas int `json:"replicas"`
+	// NoSync turns off the fsync of every write on the embedded server. Acknowledged events may
+	// then be lost on power failure; for tests and benchmarks only.
+	NoSync bool `json:"noSync"`
+	// LogLevel is debug, info, warn or error; LogFormat text or json.
+	LogLevel  string `json:"logLevel"`
+	LogFormat string `json:"logFormat"`
+	// AdminToken comes only from INTERLOCK_ADMIN_TOKEN (never a flag, which `ps` would show, nor a
+	// file that might be committed).
+	AdminToken string `json:"-"`
+}
+
+// Default is the configuration with nothing set.
+func Default() Config {
+	return Config{
+		Data:       ".interlock",
+		HTTP:       "127.0.0.1:8080",
+		NATSListen: "127.0.0.1:4222",
+		Replicas:   1,
+		LogLevel:   "info",
+		LogFormat:  "text",
+	}
+}
+
+// ErrHelp is returned when the arguments ask for help; the usage has been written.
+var ErrHelp = flag.ErrHelp
+
+// Load builds the configuration of `interlock serve` from its arguments (without "serve"), the
+// environment (INTERLOCK_* variables, read through getenv) and the JSON file named by --config or
+// INTERLOCK_CONFIG. Flags win over the environment, which wins over the file. Usage goes to out.
+func Load(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	cfg := Default()
+	fs := flag.NewFlagSet("interlock serve", flag.ContinueOnError)
+	fs.SetOutput(out)
+	configFile := fs.String("config", getenv("INTERLOCK_CONFIG"), "JSON configuration `file` (env INTERLOCK_CONFIG)")
+	fs.String("data", cfg.Data, "`dir`ectory of the embedded NATS server's data (env INTERLOCK_DATA)")
+	fs.String("http", cfg.HTTP, "HTTP listen `address` (env INTERLOCK_HTTP)")
+	fs.String("nats-url", "", "use this NATS cluster (comma-separated `urls`) instead of an embedded server (env INTERLOCK_NATS_URL)")
+	fs.String("nats-creds", "", "NATS credentials `file` for --nats-url (env INTERLOCK_NATS_CREDS)")
+	fs.String("nats-listen", cfg.NATSListen, "`address` where the embedded NATS server accepts clients; empty for in-process only (env INTERLOCK_NATS_LISTEN)")
+	fs.Int("replicas", cfg.Replicas, "`n` replicas of the event stream (env INTERLOCK_REPLICAS)")
+	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
+	fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env INTERLOCK_LOG_LEVEL)")
+	fs.String("log-format", cfg.LogFormat, "text or json (env INTERLOCK_LOG_FORMAT)")
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: interlock serve [flags]\n\nRuns the Interlock server. With no flags it starts an embedded NATS server storing under ./.interlock\nand serves HTTP on 127.0.0.1:8080. The bootstrap admin token comes from INTERLOCK_ADMIN_TOKEN or\nis generated at first start and printed once.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+
+	if *configFile != "" {
+		if err := cfg.loadFile(*configFile); err != nil {
+			return Config{}, err
+		}
+	}
+	if err := cfg.loadEnv(getenv); err != nil {
+		return Config{}, err
+	}
+	var errs []error
+	fs.Visit(func(f *flag.Flag) {
+		if err := cfg.set(f.Name, f.Value.String()); err != nil {
+			errs = append(errs, fmt.Errorf("--%s: %w", f.Name, err))
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, err
+	}
+	cfg.AdminToken = getenv("INTERLOCK_ADMIN_TOKEN")
+	return cfg, cfg.Validate()
+}
+
+func (c *Config) loadFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	defer f.Close()
+	dec := json.NewDecoder(io.LimitReader(f, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+var envNames = map[string]string{
+	"data": "INTERLOCK_DATA", "http": "INTERLOCK_HTTP", "nats-url": "INTERLOCK_NATS_URL",
+	"nats-creds": "INTERLOCK_NATS_CREDS", "nats-listen": "INTERLOCK_NATS_LISTEN",
+	"replicas": "INTERLOCK_REPLICAS", "no-sync": "INTERLOCK_NO_SYNC",
+	"log-level": "INTERLOCK_LOG_LEVEL", "log-format": "INTERLOCK_LOG_FORMAT",
+}
+
+func (c *Config) loadEnv(getenv func(string) string) error {
+	var errs []error
+	for name, env := range envNames {
+		v, ok := lookup(getenv, env)
+		if !ok {
+			continue
+		}
+		if err := c.set(name, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", env, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// lookup treats an unset and an empty variable alike, except INTERLOCK_NATS_LISTEN, where empty
+// is meaningful; getenv cannot tell them apart, so "none" also means in-process only.
+func lookup(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
+
+func (c *Config) set(name, v string) error {
+	switch name {
+	case "data":
+		c.Data = v
+	case "http":
+		c.HTTP = v
+	case "nats-url":
+		c.NATSURL = v
+	case "nats-creds":
+		c.NATSCreds = v
+	case "nats-listen":
+		c.NATSListen = v
+	case "replicas":
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", v)
+		}
+		c.Replicas = n
+	case "no-sync":
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		c.NoSync = b
+	case "log-level":
+		c.LogLevel = v
+	case "log-format":
+		c.LogFormat = v
+	}
+	return nil
+}
+
+// Validate reports every problem with the configuration at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NATSURL == "" && c.Data == "" {
+		errs = append(errs, errors.New("data: a directory is required for the embedded NATS server"))
+	}
+	if _, _, err := net.SplitHostPort(c.HTTP); err != nil {
+		errs = append(errs, fmt.Errorf("http: %q is not host:port", c.HTTP))
+	}
+	if c.NATSListen != "" && c.NATSListen != "none" {
+		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {
+			errs = append(errs, fmt.Errorf("nats-listen: %q is not host:port", c.NATSListen))
+		}
+	}
+	if c.NATSURL != "" {
+		for _, u := range strings.Split(c.NATSURL, ",") {
+			if !strings.HasPrefix(strings.TrimSpace(u), "nats://") && !strings.HasPrefix(strings.TrimSpace(u), "tls://") {
+				errs = append(errs, fmt.Errorf("nats-url: %q is not a nats:// or tls:// URL", u))
+			}
+		}
+	} else if c.NATSCreds != "" {
+		errs = append(errs, errors.New("nats-creds: only with --nats-url"))
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("replicas: %d is not between 1 and 5", c.Replicas))
+	}
+	if c.NATSURL == "" && c.Replicas != 1 {
+		errs = append(errs, fmt.Errorf("replicas: an embedded single server holds 1 replica, not %d; use --nats-url for a cluster", c.Replicas))
+	}
+	if _, err := c.Level(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("log-format: %q is not text or json", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// Level is the slog level LogLevel names.
+func (c Config) Level() (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return 0, fmt.Errorf("log-level: %q is not debug, info, warn or error", c.LogLevel)
+	}
+	return l, nil
+}
+
+// Logger builds the process's logger writing to w.
+func (c Config) Logger(w io.Writer) *slog.Logger {
+	level, _ := c.Level()
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,70 @@
+package config
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoadPrecedence(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "interlock.json")
+	if err := os.WriteFile(file, []byte(`{"http": "127.0.0.1:1111", "data": "/from-file", "logLevel": "debug"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load([]string{"--config", file, "--http", "127.0.0.1:3333"},
+		env(map[string]string{"INTERLOCK_HTTP": "127.0.0.1:2222", "INTERLOCK_DATA": "/from-env", "INTERLOCK_ADMIN_TOKEN": "secret"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP != "127.0.0.1:3333" || cfg.Data != "/from-env" || cfg.LogLevel != "debug" || cfg.AdminToken != "secret" {
+		t.Fatalf("precedence: %+v", cfg)
+	}
+}
+
+func TestLoadDefaults(t *testing.T) {
+	cfg, err := Load(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg != Default() {
+		t.Fatalf("got %+v, want %+v", cfg, Default())
+	}
+}
+
+func TestLoadRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"bad http", []string{"--http", "nope"}, nil, "http"},
+		{"replicas embedded", []string{"--replicas", "3"}, nil, "use --nats-url"},
+		{"replicas range", []string{"--nats-url", "nats://a:4222", "--replicas", "9"}, nil, "between 1 and 5"},
+		{"bad url", []string{"--nats-url", "http://x"}, nil, "nats://"},
+		{"bad env number", nil, map[string]string{"INTERLOCK_REPLICAS": "x"}, "INTERLOCK_REPLICAS"},
+		{"bad level", []string{"--log-level", "loud"}, nil, "log-level"},
+		{"unknown flag", []string{"--nope"}, nil, "not defined"},
+		{"stray argument", []string{"extra"}, nil, "unexpected argument"},
+		{"creds without url", []string{"--nats-creds", "x.creds"}, nil, "only with --nats-url"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(tc.args, env(tc.env), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadFileUnknownField(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.json")
+	os.WriteFile(file, []byte(`{"htp": "x"}`), 0o600)
+	if _, err := Load([]string{"--config", file}, env(nil), io.Discard); err == nil || !strings.Contains(err.Error(), "htp") {
+		t.Fatalf("got %v", err)
+	}
+}
