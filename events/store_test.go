@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 
@@ -191,5 +192,105 @@ func TestStreamSettings(t *testing.T) {
 	}
 	if err := stream.Purge(context.Background()); err == nil {
 		t.Fatal("purge allowed")
+	}
+}
+
+func TestReadFromAndFollow(t *testing.T) {
+	st := openStore(t, natstest.RunServer(t), 1)
+	ctx := context.Background()
+	var last uint64
+	appendN := func(key string, n int) {
+		for i := range n {
+			typ, payload := events.TypeFlagCreated, any(created)
+			if i > 0 {
+				typ, payload = events.TypeFlagEnabled, events.FlagEnabled{}
+			}
+			ev, err := events.NewEvent(typ, "production", key, payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev.Actor, ev.Version = "a", uint64(i+1)
+			var prev uint64
+			if i > 0 {
+				prev = last
+			}
+			if last, err = st.Append(ctx, &ev, prev); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendN("a", 3) // sequences 1-3
+	appendN("b", 2) // 4-5
+
+	var seqs []uint64
+	err := st.Read(ctx, events.Query{FromSequence: 3}, func(ev events.Event, err error) error {
+		if err != nil {
+			return err
+		}
+		seqs = append(seqs, ev.Sequence)
+		return nil
+	})
+	if err != nil || !slices.Equal(seqs, []uint64{3, 4, 5}) {
+		t.Fatalf("read from 3: %v %v", seqs, err)
+	}
+	seqs = nil
+	err = st.Read(ctx, events.Query{Subjects: []string{events.FlagSubject("production", "b")}}, func(ev events.Event, err error) error {
+		seqs = append(seqs, ev.Sequence)
+		return events.ErrStop
+	})
+	if err != nil || !slices.Equal(seqs, []uint64{4}) {
+		t.Fatalf("read b, stop after one: %v %v", seqs, err)
+	}
+
+	// Follow delivers what is there, then what comes, and returns nil when ctx ends.
+	fctx, cancel := context.WithCancel(ctx)
+	got := make(chan uint64, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- st.Follow(fctx, events.Query{FromSequence: 5}, func(ev events.Event, err error) error {
+			if err != nil {
+				return err
+			}
+			got <- ev.Sequence
+			return nil
+		})
+	}()
+	if s := <-got; s != 5 {
+		t.Fatalf("follow first: %d", s)
+	}
+	appendN("c", 1)
+	if s := <-got; s != 6 {
+		t.Fatalf("follow live: %d", s)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("follow after cancel: %v", err)
+	}
+}
+
+// A message published on an Interlock subject by something else is delivered as an error, not a
+// crash, and the read goes on.
+func TestReadMalformed(t *testing.T) {
+	s := natstest.RunServer(t)
+	st := openStore(t, s, 1)
+	ctx := context.Background()
+	if _, err := natstest.JetStream(t, s).Publish(ctx, "interlock.production.flag.x", []byte("garbage")); err != nil {
+		t.Fatal(err)
+	}
+	ev := newEvent(t, events.TypeFlagCreated, 1, created)
+	if _, err := st.Append(ctx, &ev, 0); err != nil {
+		t.Fatal(err)
+	}
+	var bad, good int
+	err := st.Read(ctx, events.Query{}, func(ev events.Event, err error) error {
+		if errors.Is(err, events.ErrMalformed) {
+			bad++
+		} else if err == nil {
+			good++
+		}
+		return nil
+	})
+	if err != nil || bad != 1 || good != 1 {
+		t.Fatalf("bad %d good %d err %v", bad, good, err)
 	}
 }
