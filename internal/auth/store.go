@@ -1,0 +1,274 @@
+// Package auth issues and checks the bearer tokens of Interlock's API.
+//
+// A token is an opaque random string ("ilk_" and 32 random bytes, base64url). Interlock never
+// stores a token, only its SHA-256 hash, as the key of an entry in the JetStream key-value bucket
+// [Bucket], so that every replica of a cluster knows every token. Nothing in this package logs a
+// token.
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket is the JetStream key-value bucket holding token hashes.
+const Bucket = "interlock_tokens"
+
+// TokenPrefix starts every token Interlock generates, so that a leaked one is recognisable.
+const TokenPrefix = "ilk_"
+
+// MinTokenLen is the shortest admin token accepted from the environment.
+const MinTokenLen = 16
+
+// maxTokenLen bounds what Authenticate hashes; longer strings are not tokens.
+const maxTokenLen = 1024
+
+// cacheTTL is how long a successful lookup is trusted without asking the bucket again: also how
+// long a deleted token may keep working on a replica that saw it recently.
+const cacheTTL = 10 * time.Second
+
+// maxCached bounds the cache of successful lookups.
+const maxCached = 4096
+
+// bootstrapKey marks that an admin token was generated once. Token keys are 64 hex digits, so it
+// can never collide with one.
+const bootstrapKey = "bootstrap"
+
+// adminName is the principal name of the bootstrap and environment admin tokens.
+const adminName = "admin"
+
+// record is the value stored under a token's hash.
+type record struct {
+	Name      string    `json:"name"`
+	Role      Role      `json:"role"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+type cached struct {
+	p       Principal
+	expires time.Time
+}
+
+// Store checks tokens against the bucket, and issues new ones. It is safe for concurrent use.
+type Store struct {
+	kv  jetstream.KeyValue
+	now func() time.Time
+
+	mu      sync.RWMutex
+	envHash *[sha256.Size]byte
+	cache   map[string]cached
+}
+
+// Open creates the token bucket if needed (file storage, one value per key, the given number of
+// replicas; 0 means 1) and returns a store on it.
+//
+// Errors: one wrapping [ErrInvalid] for replicas outside 0-5; otherwise a JetStream error.
+func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
+	if replicas < 0 || replicas > 5 {
+		return nil, fmt.Errorf("%w: replicas %d is not between 1 and 5", ErrInvalid, replicas)
+	}
+	if replicas == 0 {
+		replicas = 1
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "Interlock API tokens: SHA-256 hash → name, role",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("token bucket %s: %w", Bucket, err)
+	}
+	return &Store{kv: kv, now: time.Now, cache: make(map[string]cached)}, nil
+}
+
+// Bootstrap makes sure there is a way in as admin.
+//
+// If envToken is not empty (the operator set INTERLOCK_ADMIN_TOKEN), it is an admin token named
+// "admin" for the life of this Store: only its hash is kept, in memory, and it is compared in
+// constant time. Bootstrap then returns "".
+//
+// Otherwise, if no admin token was ever generated in this bucket, Bootstrap generates one, stores
+// its hash and returns the token, which the caller prints once: it cannot be recovered later.
+// When one was generated before (by this process, an earlier run or another replica) it returns "".
+// Replicas starting together generate at most one token between them.
+//
+// Errors: one wrapping [ErrInvalid] when envToken is shorter than [MinTokenLen] or contains
+// anything but visible ASCII; otherwise a JetStream error, after which it may be called again.
+func (s *Store) Bootstrap(ctx context.Context, envToken string) (string, error) {
+	if envToken != "" {
+		if err := checkToken(envToken); err != nil {
+			return "", fmt.Errorf("admin token: %w", err)
+		}
+		sum := sha256.Sum256([]byte(envToken))
+		s.mu.Lock()
+		s.envHash = &sum
+		s.mu.Unlock()
+		return "", nil
+	}
+	if _, err := s.kv.Get(ctx, bootstrapKey); err == nil {
+		return "", nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", fmt.Errorf("bootstrap: %w", err)
+	}
+	// The token first, then the marker: a marker always names a token that was stored. A crash in
+	// between leaves a token nobody knows, and the next start generates another.
+	token, key, err := s.issue(ctx, adminName, RoleAdmin)
+	if err != nil {
+		return "", fmt.Errorf("bootstrap: %w", err)
+	}
+	if _, err := s.kv.Create(ctx, bootstrapKey, []byte(key)); err != nil {
+		// Another replica won the race (or the marker could not be written): this token must
+		// not exist, since nobody will ever see it.
+		derr := s.kv.Delete(context.WithoutCancel(ctx), key)
+		if errors.Is(err, jetstream.ErrKeyExists) && derr == nil {
+			return "", nil
+		}
+		return "", fmt.Errorf("bootstrap: %w", errors.Join(err, derr))
+	}
+	return token, nil
+}
+
+// checkToken accepts visible ASCII of a sensible length: what fits a bearer header.
+func checkToken(token string) error {
+	if len(token) < MinTokenLen || len(token) > maxTokenLen {
+		return fmt.Errorf("%w: a token is %d-%d characters", ErrInvalid, MinTokenLen, maxTokenLen)
+	}
+	for i := 0; i < len(token); i++ {
+		if c := token[i]; c <= ' ' || c > '~' {
+			return fmt.Errorf("%w: a token is visible ASCII characters only", ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// Issue generates a token for a principal with the given name and role, stores its hash and
+// returns the token. It is the only time the token is seen.
+//
+// Errors: one wrapping [ErrInvalid] for an unknown role or a name that is not 1-256 bytes of
+// visible characters; otherwise a JetStream error.
+func (s *Store) Issue(ctx context.Context, name string, role Role) (string, error) {
+	if !role.Valid() {
+		return "", fmt.Errorf("issue: %w: role %q is not one of admin, writer, oncall, reader", ErrInvalid, role)
+	}
+	if err := checkName(name); err != nil {
+		return "", fmt.Errorf("issue: %w", err)
+	}
+	token, _, err := s.issue(ctx, name, role)
+	if err != nil {
+		return "", fmt.Errorf("issue: %w", err)
+	}
+	return token, nil
+}
+
+func checkName(name string) error {
+	if name == "" || len(name) > 256 {
+		return fmt.Errorf("%w: a name is 1-256 bytes", ErrInvalid)
+	}
+	if !utf8.ValidString(name) || strings.ContainsFunc(name, unicode.IsControl) {
+		return fmt.Errorf("%w: a name is printable UTF-8", ErrInvalid)
+	}
+	return nil
+}
+
+func (s *Store) issue(ctx context.Context, name string, role Role) (token, key string, err error) {
+	var raw [32]byte
+	_, _ = rand.Read(raw[:]) // never fails: crypto/rand crashes the program instead
+	token = TokenPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
+	key = hashKey(token)
+	val, err := json.Marshal(record{Name: name, Role: role, CreatedAt: s.now().UTC()})
+	if err != nil {
+		return "", "", err
+	}
+	if _, err := s.kv.Create(ctx, key, val); err != nil {
+		return "", "", fmt.Errorf("store token hash: %w", err)
+	}
+	return token, key, nil
+}
+
+func hashKey(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// Authenticate returns the principal a token stands for. A token found in the bucket is trusted
+// for a few seconds without asking the bucket again, so most requests cost no round trip.
+//
+// Errors: one wrapping [ErrUnauthenticated] for an empty, unknown or deleted token; otherwise a
+// JetStream error or one about a corrupt stored entry, which says nothing about the token.
+func (s *Store) Authenticate(ctx context.Context, token string) (Principal, error) {
+	if token == "" {
+		return Principal{}, fmt.Errorf("%w: no token", ErrUnauthenticated)
+	}
+	if len(token) > maxTokenLen {
+		return Principal{}, fmt.Errorf("%w: unknown token", ErrUnauthenticated)
+	}
+	sum := sha256.Sum256([]byte(token))
+	s.mu.RLock()
+	env := s.envHash
+	s.mu.RUnlock()
+	if env != nil && subtle.ConstantTimeCompare(sum[:], env[:]) == 1 {
+		return Principal{Name: adminName, Role: RoleAdmin}, nil
+	}
+	key := hex.EncodeToString(sum[:])
+	now := s.now()
+	s.mu.RLock()
+	c, ok := s.cache[key]
+	s.mu.RUnlock()
+	if ok && now.Before(c.expires) {
+		return c.p, nil
+	}
+	entry, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		s.forget(key)
+		return Principal{}, fmt.Errorf("%w: unknown token", ErrUnauthenticated)
+	}
+	if err != nil {
+		return Principal{}, fmt.Errorf("look up token: %w", err)
+	}
+	var rec record
+	if err := json.Unmarshal(entry.Value(), &rec); err != nil {
+		return Principal{}, fmt.Errorf("token entry at revision %d: %w", entry.Revision(), err)
+	}
+	p := Principal{Name: rec.Name, Role: rec.Role}
+	s.remember(key, p, now.Add(cacheTTL))
+	return p, nil
+}
+
+func (s *Store) remember(key string, p Principal, expires time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.cache) >= maxCached {
+		now := s.now()
+		for k, c := range s.cache {
+			if !now.Before(c.expires) {
+				delete(s.cache, k)
+			}
+		}
+		if len(s.cache) >= maxCached {
+			clear(s.cache)
+		}
+	}
+	s.cache[key] = cached{p: p, expires: expires}
+}
+
+func (s *Store) forget(key string) {
+	s.mu.Lock()
+	delete(s.cache, key)
+	s.mu.Unlock()
+}
