@@ -1,0 +1,238 @@
+// Package api is Interlock's admin REST API under /api/v1, with /healthz and /readyz.
+//
+// Reads (flags, history, audit) come from the projections; writes go through the command service
+// and wait until this replica's catalog has applied them, so that a client reads its own writes.
+// Writes need a bearer token whose role allows the action; reads are open unless
+// [Config.ReadAuth] is set. Every error is answered by one function, [API.writeError], as
+// {"error": {"code", "message"}} with the matching status.
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/auth"
+	"github.com/interlock-dev/interlock/internal/command"
+	"github.com/interlock-dev/interlock/projections"
+)
+
+// Commands is the write path: *command.Service. It is one interface, not several small ones,
+// because the API offers every command and nothing else would implement a subset.
+type Commands interface {
+	Create(ctx context.Context, m command.Meta, env, key string, cfg events.FlagConfig) (projections.Flag, error)
+	Update(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64, patch []byte) (projections.Flag, error)
+	Enable(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (projections.Flag, error)
+	Kill(ctx context.Context, m command.Meta, env, key string) (projections.Flag, error)
+	Archive(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (projections.Flag, error)
+	Unarchive(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (projections.Flag, error)
+	Restore(ctx context.Context, m command.Meta, env, key string, toVersion, expectedVersion uint64) (projections.Flag, error)
+}
+
+// Catalog is the live read model of the flags: *projections.Catalog.
+type Catalog interface {
+	Flag(env, key string) (projections.Flag, bool)
+	Flags(env string) []projections.Flag
+	Environments() []string
+	// WaitSequence returns once the catalog has applied the event at stream sequence seq.
+	WaitSequence(ctx context.Context, seq uint64) error
+}
+
+// Authenticator tells who a bearer token stands for: *auth.Store.
+type Authenticator interface {
+	// Authenticate returns an error wrapping auth.ErrUnauthenticated for a token it does not know.
+	Authenticate(ctx context.Context, token string) (auth.Principal, error)
+}
+
+// Defaults of [Config].
+const (
+	DefaultMaxBodyBytes = 1 << 20
+	DefaultWriteTimeout = 5 * time.Second
+)
+
+// Config is what the API needs. Every field without a default is required.
+type Config struct {
+	// Commands performs writes.
+	Commands Commands
+	// Catalog answers reads of the current state.
+	Catalog Catalog
+	// Reader is the event store, read for history, audit and past states.
+	Reader projections.Reader
+	// Auth checks bearer tokens.
+	Auth Authenticator
+	// Ready reports whether the catalog has caught up with the stream; until it has, reads of
+	// the current state answer 503.
+	Ready func() bool
+	// Logger receives request logs and unexpected errors, with component=api. Nil discards them.
+	Logger *slog.Logger
+	// MaxBodyBytes bounds request bodies; larger ones get 413. DefaultMaxBodyBytes when 0.
+	MaxBodyBytes int64
+	// WriteTimeout bounds how long a write waits for the catalog to apply it before answering
+	// anyway. DefaultWriteTimeout when 0.
+	WriteTimeout time.Duration
+	// ReadAuth makes reads require a token whose role may read. Off by default: reads are open,
+	// since flags are not secrets and every service evaluating them reads them anyway.
+	ReadAuth bool
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+}
+
+// Validate reports every problem with the configuration, joined.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Commands == nil {
+		errs = append(errs, errors.New("commands: required"))
+	}
+	if c.Catalog == nil {
+		errs = append(errs, errors.New("catalog: required"))
+	}
+	if c.Reader == nil {
+		errs = append(errs, errors.New("reader: required"))
+	}
+	if c.Auth == nil {
+		errs = append(errs, errors.New("auth: required"))
+	}
+	if c.Ready == nil {
+		errs = append(errs, errors.New("ready: required"))
+	}
+	if c.MaxBodyBytes < 0 {
+		errs = append(errs, errors.New("max body bytes: negative"))
+	}
+	if c.WriteTimeout < 0 {
+		errs = append(errs, errors.New("write timeout: negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// API serves the admin REST API.
+type API struct {
+	cfg     Config
+	logger  *slog.Logger
+	handler http.Handler
+}
+
+// New returns the API for cfg, or the configuration's problems (see [Config.Validate]).
+func New(cfg Config) (*API, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	a := &API{cfg: cfg, logger: cfg.Logger.With("component", "api")}
+	a.handler = a.middleware(a.routes())
+	return a, nil
+}
+
+// Handler is the http.Handler serving every endpoint, with request logging, correlation ids and
+// panic recovery.
+func (a *API) Handler() http.Handler { return a.handler }
+
+// Paths of the API.
+const (
+	pathFlags = "/api/v1/environments/{env}/flags"
+	pathFlag  = pathFlags + "/{key}"
+)
+
+// route is one path and the handler of each method on it.
+type route struct {
+	path    string
+	methods []string
+	handler []http.Handler
+}
+
+func (a *API) routes() *http.ServeMux {
+	table := []route{
+		{"/healthz", []string{"GET"}, []http.Handler{http.HandlerFunc(a.healthz)}},
+		{"/readyz", []string{"GET"}, []http.Handler{a.handle(a.readyz)}},
+		{"/api/v1/environments", []string{"GET"}, []http.Handler{a.read(a.listEnvironments)}},
+		{pathFlags, []string{"GET", "POST"}, []http.Handler{a.read(a.listFlags), a.write(auth.ActionWrite, a.createFlag)}},
+		{pathFlag, []string{"GET", "PATCH"}, []http.Handler{a.read(a.getFlag), a.write(auth.ActionWrite, a.updateFlag)}},
+		{pathFlag + "/history", []string{"GET"}, []http.Handler{a.read(a.flagHistory)}},
+		{pathFlag + "/kill", []string{"POST"}, []http.Handler{a.write(auth.ActionKill, a.killFlag)}},
+		{pathFlag + "/enable", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, a.action(Commands.Enable))}},
+		{pathFlag + "/archive", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, a.action(Commands.Archive))}},
+		{pathFlag + "/unarchive", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, a.action(Commands.Unarchive))}},
+		{pathFlag + "/restore", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, a.restoreFlag)}},
+		{"/api/v1/audit", []string{"GET"}, []http.Handler{a.read(a.audit)}},
+	}
+	mux := http.NewServeMux()
+	for _, rt := range table {
+		allow := ""
+		for i, m := range rt.methods {
+			mux.Handle(m+" "+rt.path, rt.handler[i])
+			if m == "GET" {
+				allow += "GET, HEAD, "
+			} else {
+				allow += m + ", "
+			}
+		}
+		allow = allow[:len(allow)-2]
+		// The same path without a method catches every other method.
+		mux.Handle(rt.path, a.handle(func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Allow", allow)
+			return &requestError{kind: errMethodNotAllowed, msg: r.Method + " is not allowed here; allowed: " + allow}
+		}))
+	}
+	mux.Handle("/", a.handle(func(w http.ResponseWriter, r *http.Request) error {
+		return &requestError{kind: errNoRoute, msg: "no endpoint at " + r.URL.Path}
+	}))
+	return mux
+}
+
+// handle turns a handler that returns an error into an http.Handler answering the error.
+func (a *API) handle(h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			a.writeError(w, r, err)
+		}
+	})
+}
+
+// read guards a read: open, or with ReadAuth a token whose role may read.
+func (a *API) read(h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	if !a.cfg.ReadAuth {
+		return a.handle(h)
+	}
+	return a.handle(func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := a.authorize(r, auth.ActionRead); err != nil {
+			return err
+		}
+		return h(w, r)
+	})
+}
+
+// write guards a write: a token whose role may perform action. The handler gets the principal,
+// which is the actor of the command.
+func (a *API) write(action auth.Action, h func(http.ResponseWriter, *http.Request, auth.Principal) error) http.Handler {
+	return a.handle(func(w http.ResponseWriter, r *http.Request) error {
+		p, err := a.authorize(r, action)
+		if err != nil {
+			return err
+		}
+		return h(w, r, p)
+	})
+}
+
+func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
+	a.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) error {
+	if !a.cfg.Ready() {
+		return errNotReady
+	}
+	a.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
