@@ -1,0 +1,105 @@
+// Package cli implements the client subcommands of the interlock binary: every admin action of an
+// Interlock server's HTTP API, human-readable by default and the server's JSON with -o json, with
+// exit codes that scripts can rely on (see [ExitOK] and the codes after it).
+//
+// The binary dispatches `interlock serve` itself and everything else to [Run].
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// ExitCodes are the process exit codes [Run] returns. They are a contract with scripts; `interlock
+// help` lists them too.
+//
+//	0 ok: the command did what was asked (killing a flag that is already off included)
+//	1 any other error: a 500, a response that does not decode, an interrupted command
+//	2 usage error: unknown command or flag, missing or malformed argument; nothing was sent
+//	3 not found: no such environment, flag or version
+//	4 conflict: the flag changed meanwhile, already exists, or is archived (HTTP 409, 412, 428)
+//	5 not allowed: no token, a bad token, or a token without the right (HTTP 401, 403)
+//	6 invalid input rejected by the server (HTTP 400, 413, 415)
+//	7 server unreachable or unavailable: connection error, timeout, HTTP 502, 503, 504
+const (
+	ExitOK          = 0
+	ExitError       = 1
+	ExitUsage       = 2
+	ExitNotFound    = 3
+	ExitConflict    = 4
+	ExitAuth        = 5
+	ExitInvalid     = 6
+	ExitUnavailable = 7
+)
+
+// errUsage marks a command line that is wrong; nothing was sent to the server.
+var errUsage = errors.New("usage error")
+
+// errUnreachable marks a server that could not be reached or did not answer in time.
+var errUnreachable = errors.New("server unreachable")
+
+// usageError is a wrong command line, for the command cmd ("" when no command was recognised).
+type usageError struct {
+	cmd *command
+	msg string
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+func (e *usageError) Unwrap() error { return errUsage }
+
+func usagef(cmd *command, format string, args ...any) error {
+	return &usageError{cmd: cmd, msg: fmt.Sprintf(format, args...)}
+}
+
+// Run executes one client command and returns the process exit code (see [ExitOK] and the codes
+// after it). args exclude the program name. Results go to stdout; errors go to stderr as
+// "interlock: <message>". getenv reads INTERLOCK_SERVER and INTERLOCK_TOKEN.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	r := &runner{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, now: time.Now}
+	return r.run(ctx, args)
+}
+
+// runner is one invocation of the CLI with its process boundary: streams, environment, clock.
+type runner struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	now            func() time.Time
+}
+
+func (r *runner) run(ctx context.Context, args []string) int {
+	err := r.dispatch(ctx, args)
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintf(r.stderr, "interlock: %s\n", clean(err.Error()))
+	var ue *usageError
+	if errors.As(err, &ue) {
+		if ue.cmd != nil {
+			fmt.Fprintf(r.stderr, "usage: interlock %s %s\nRun 'interlock help %s' for details.\n", ue.cmd.name, ue.cmd.args, ue.cmd.name)
+		} else {
+			fmt.Fprintf(r.stderr, "Run 'interlock help' for the list of commands.\n")
+		}
+	}
+	return exitCode(err)
+}
+
+// exitCode is the one place that maps an error to an exit code.
+func exitCode(err error) int {
+	var ae *apiError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, errUsage):
+		return ExitUsage
+	case errors.As(err, &ae):
+		return ae.exitCode()
+	case errors.Is(err, errUnreachable):
+		return ExitUnavailable
+	}
+	return ExitError
+}
