@@ -38,8 +38,9 @@ func (f *Flag) Exists() bool { return f.Version > 0 }
 // configuration replaces the old one — so copies of a Flag may share them safely.
 //
 // Errors: [ErrOutOfOrder] when ev is not the next version of this flag; an error wrapping
-// events.ErrMalformed when its payload does not decode. Events of types this version does not
-// know advance the version and change nothing else, so that an older reader keeps counting.
+// events.ErrMalformed when its payload does not decode; events.ErrUnknownType when a flag would
+// start with an event this version does not know. Later events of unknown types advance the
+// version and change nothing else, so that an older reader keeps counting.
 func (f *Flag) Apply(ev events.Event) error {
 	if ev.Version != f.Version+1 {
 		return fmt.Errorf("%w: %s/%s version %d after %d", ErrOutOfOrder, ev.Environment, ev.Key, ev.Version, f.Version)
@@ -47,7 +48,10 @@ func (f *Flag) Apply(ev events.Event) error {
 	if f.Exists() && (ev.Environment != f.Environment || ev.Key != f.Key) {
 		return fmt.Errorf("%w: event of %s/%s applied to %s/%s", ErrOutOfOrder, ev.Environment, ev.Key, f.Environment, f.Key)
 	}
-	if !f.Exists() && ev.Type != events.TypeFlagCreated && events.Known(ev.Type) {
+	if !f.Exists() && ev.Type != events.TypeFlagCreated {
+		if !events.Known(ev.Type) {
+			return fmt.Errorf("%w: %s/%s starts with %q", events.ErrUnknownType, ev.Environment, ev.Key, ev.Type)
+		}
 		return fmt.Errorf("%w: %s/%s starts with %s", ErrOutOfOrder, ev.Environment, ev.Key, ev.Type)
 	}
 	if events.Known(ev.Type) {

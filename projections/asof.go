@@ -1,0 +1,176 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/interlock-dev/interlock/events"
+)
+
+// Reader reads the events stored in the stream; *events.Store satisfies it.
+type Reader interface {
+	// Read calls h for every event q selects that was stored when Read began, in stream order.
+	Read(ctx context.Context, q events.Query, h events.Handler) error
+}
+
+// Point is a moment in a flag's or an environment's past. Exactly one field is set:
+//
+//   - Time: the state after every event, in stream order, up to the first event whose time is
+//     after Time. The stream's order is the order of time: an event is never folded after a later
+//     one was left out, even if a writer's clock put it earlier.
+//   - Sequence: the state after every event whose stream sequence is at most Sequence.
+//   - Version: the state of one flag at that version (only for a single flag).
+type Point struct {
+	Time     time.Time
+	Sequence uint64
+	Version  uint64
+}
+
+// Validate reports an error wrapping events.ErrInvalid unless exactly one field is set.
+func (p Point) Validate() error {
+	n := 0
+	if !p.Time.IsZero() {
+		n++
+	}
+	if p.Sequence != 0 {
+		n++
+	}
+	if p.Version != 0 {
+		n++
+	}
+	if n != 1 {
+		return &events.ValidationError{Field: "at", Message: "give exactly one of a time, a stream sequence or a version"}
+	}
+	return nil
+}
+
+// String describes the point for messages: an RFC 3339 time, "sequence N" or "version N".
+func (p Point) String() string {
+	switch {
+	case !p.Time.IsZero():
+		return p.Time.Format(time.RFC3339Nano)
+	case p.Sequence != 0:
+		return "sequence " + strconv.FormatUint(p.Sequence, 10)
+	default:
+		return "version " + strconv.FormatUint(p.Version, 10)
+	}
+}
+
+// after reports whether ev lies beyond the point, so that it and everything after it is left out.
+// Versions are checked by the caller, per flag.
+func (p Point) after(ev *events.Event) bool {
+	switch {
+	case !p.Time.IsZero():
+		return ev.Time.After(p.Time)
+	case p.Sequence != 0:
+		return ev.Sequence > p.Sequence
+	}
+	return false
+}
+
+// FlagAt returns the state one flag had at a point in its past (see [Point]), archived or not.
+// Events the live [Catalog] skips — messages that do not decode, events out of order — are skipped
+// here too, so the past shows what the server showed.
+//
+// Errors: one wrapping events.ErrInvalid for a bad environment, key or point; [ErrNotFound] when
+// the flag did not exist at that point, or never reached that version; otherwise a read error.
+func FlagAt(ctx context.Context, r Reader, env, key string, at Point) (Flag, error) {
+	if err := validateFlagRef(env, key); err != nil {
+		return Flag{}, err
+	}
+	if err := at.Validate(); err != nil {
+		return Flag{}, err
+	}
+	var f Flag
+	q := events.Query{Subjects: []string{events.FlagSubject(env, key)}}
+	err := r.Read(ctx, q, func(ev events.Event, err error) error {
+		if at.after(&ev) {
+			return events.ErrStop
+		}
+		if err != nil {
+			return nil
+		}
+		_ = apply(&f, &ev) // a refused event leaves the flag as it was, as in the live catalog
+		if at.Version != 0 && f.Version >= at.Version {
+			return events.ErrStop
+		}
+		return nil
+	})
+	if err != nil {
+		return Flag{}, fmt.Errorf("flag %s/%s at %v: %w", env, key, at, err)
+	}
+	if !f.Exists() || at.Version != 0 && f.Version != at.Version {
+		return Flag{}, fmt.Errorf("flag %s/%s at %v: %w", env, key, at, ErrNotFound)
+	}
+	return f, nil
+}
+
+// EnvironmentAt returns every flag of env as it was at a point in the past (a time or a stream
+// sequence), archived ones included, sorted by key; none when the environment had no flag then.
+// Events are folded exactly as the live [Catalog] folds them.
+//
+// Errors: one wrapping events.ErrInvalid for a bad environment or point, or a version point;
+// otherwise a read error.
+func EnvironmentAt(ctx context.Context, r Reader, env string, at Point) ([]Flag, error) {
+	if err := events.ValidateEnvironment(env); err != nil {
+		return nil, err
+	}
+	if err := at.Validate(); err != nil {
+		return nil, err
+	}
+	if at.Version != 0 {
+		return nil, &events.ValidationError{Field: "at", Message: "a version is a point in one flag's history, not an environment's"}
+	}
+	c := NewCatalog()
+	q := events.Query{Subjects: []string{events.EnvironmentSubjects(env)}}
+	err := r.Read(ctx, q, func(ev events.Event, err error) error {
+		if at.after(&ev) {
+			return events.ErrStop
+		}
+		if err != nil {
+			c.skip(ev.Sequence)
+			return nil
+		}
+		_ = c.Apply(ev) // a refused event leaves its flag as it was, as in the live catalog
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("environment %s at %v: %w", env, at, err)
+	}
+	return c.Flags(env), nil
+}
+
+// FlagHistory returns the whole history of one flag, oldest first, each entry with the fields it
+// changed.
+//
+// Errors: one wrapping events.ErrInvalid for a bad environment or key; [ErrNotFound] when the flag
+// has no events; one wrapping events.ErrMalformed or [ErrOutOfOrder] when a stored event cannot be
+// folded (then no history can be trusted); otherwise a read error.
+func FlagHistory(ctx context.Context, r Reader, env, key string) ([]Entry, error) {
+	if err := validateFlagRef(env, key); err != nil {
+		return nil, err
+	}
+	var evs []events.Event
+	q := events.Query{Subjects: []string{events.FlagSubject(env, key)}}
+	err := r.Read(ctx, q, func(ev events.Event, err error) error {
+		if err != nil {
+			return fmt.Errorf("sequence %d: %w", ev.Sequence, err)
+		}
+		evs = append(evs, ev)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("history of %s/%s: %w", env, key, err)
+	}
+	if len(evs) == 0 {
+		return nil, fmt.Errorf("history of %s/%s: %w", env, key, ErrNotFound)
+	}
+	return History(evs)
+}
+
+func validateFlagRef(env, key string) error {
+	return errors.Join(events.ValidateEnvironment(env), events.ValidateFlagKey(key))
+}

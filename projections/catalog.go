@@ -1,0 +1,186 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/interlock-dev/interlock/events"
+)
+
+// Catalog is the live read model of every flag in every environment, folded from the stream.
+//
+// One goroutine applies events (Apply is serialised internally, so more are safe but pointless)
+// while any number read. Reads take a read lock only for a map lookup and a struct copy; the fold
+// itself runs outside the lock, so readers never wait behind decoding.
+//
+// A Flag returned by a read is a copy: folding may go on while it is read. Its maps and slices are
+// shared with the catalog and must be treated as read-only (use FlagConfig.Clone to change them).
+type Catalog struct {
+	// wmu serialises writers, so that the fold of one event sees the result of the previous one.
+	wmu sync.Mutex
+	// mu guards envs; it is held for writing only to store one folded flag.
+	mu   sync.RWMutex
+	envs map[string]map[string]Flag
+	seq  atomic.Uint64
+
+	// waitMu guards notify, the channel closed when the sequence next advances. It is created
+	// only when somebody waits, so applying events costs no allocation.
+	waitMu sync.Mutex
+	notify chan struct{}
+}
+
+// NewCatalog returns an empty catalog at sequence 0.
+func NewCatalog() *Catalog {
+	return &Catalog{envs: make(map[string]map[string]Flag)}
+}
+
+// Apply folds one event read from the stream into the flag it belongs to, with [Flag.Apply].
+//
+// An event whose sequence is not after [Catalog.Sequence] was applied already (a redelivery) and
+// is skipped silently. Otherwise the catalog's sequence advances to ev.Sequence whether or not the
+// event folds, so that one bad event cannot wedge the catalog; a bad event leaves its flag
+// unchanged and Apply returns why.
+//
+// Errors: [ErrOutOfOrder] when the event does not follow its flag's state, or carries no stream
+// sequence (then nothing changes, not even the sequence); an error wrapping events.ErrInvalid
+// when its environment or key is not valid; one wrapping events.ErrMalformed when its payload
+// does not decode; one wrapping events.ErrUnknownType when an event of a type this version does
+// not know would create the flag. Events of unknown types on an existing flag advance its
+// version and change nothing else.
+func (c *Catalog) Apply(ev events.Event) error {
+	if ev.Sequence == 0 {
+		return fmt.Errorf("%w: event %q has no stream sequence", ErrOutOfOrder, ev.ID)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if ev.Sequence <= c.seq.Load() {
+		return nil
+	}
+	err := c.fold(ev)
+	c.advance(ev.Sequence)
+	if err != nil {
+		return fmt.Errorf("apply sequence %d: %w", ev.Sequence, err)
+	}
+	return nil
+}
+
+// fold applies ev to a copy of its flag and stores the copy. The caller holds wmu, so the flag
+// read here without mu cannot change underneath: only writers change envs.
+func (c *Catalog) fold(ev events.Event) error {
+	flags := c.envs[ev.Environment]
+	f := flags[ev.Key]
+	if err := apply(&f, &ev); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if flags == nil {
+		flags = make(map[string]Flag)
+		c.envs[ev.Environment] = flags
+	}
+	flags[ev.Key] = f
+	c.mu.Unlock()
+	return nil
+}
+
+// apply is the fold every read model here shares: [Flag.Apply], after checking what it leaves to
+// its caller. The event must name a valid environment and key, and an event of a type this
+// version does not know cannot bring a flag into existence (it would be a flag without a
+// configuration). On error f is unchanged.
+func apply(f *Flag, ev *events.Event) error {
+	if err := events.ValidateEnvironment(ev.Environment); err != nil {
+		return err
+	}
+	if err := events.ValidateFlagKey(ev.Key); err != nil {
+		return err
+	}
+	next := *f
+	if err := next.Apply(*ev); err != nil {
+		return err
+	}
+	*f = next
+	return nil
+}
+
+// skip advances the sequence past a message that is not an event at all (it did not decode), so
+// that readiness and WaitSequence see it as handled.
+func (c *Catalog) skip(seq uint64) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if seq > c.seq.Load() {
+		c.advance(seq)
+	}
+}
+
+// advance publishes the new sequence and wakes the waiters. The caller holds wmu.
+func (c *Catalog) advance(seq uint64) {
+	c.seq.Store(seq)
+	c.waitMu.Lock()
+	if c.notify != nil {
+		close(c.notify)
+		c.notify = nil
+	}
+	c.waitMu.Unlock()
+}
+
+// Sequence is the stream sequence of the last event applied (or skipped as bad), 0 before any.
+func (c *Catalog) Sequence() uint64 { return c.seq.Load() }
+
+// WaitSequence blocks until [Catalog.Sequence] is at least seq, for read-your-writes after an
+// append. It returns ctx.Err() if ctx ends first.
+func (c *Catalog) WaitSequence(ctx context.Context, seq uint64) error {
+	for {
+		c.waitMu.Lock()
+		if c.seq.Load() >= seq {
+			c.waitMu.Unlock()
+			return nil
+		}
+		if c.notify == nil {
+			c.notify = make(chan struct{})
+		}
+		ch := c.notify
+		c.waitMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Flag returns the current state of one flag, archived or not, and whether it exists.
+func (c *Catalog) Flag(env, key string) (Flag, bool) {
+	c.mu.RLock()
+	f, ok := c.envs[env][key]
+	c.mu.RUnlock()
+	return f, ok
+}
+
+// Flags returns every flag of env, archived ones included, sorted by key; none for an unknown
+// environment.
+func (c *Catalog) Flags(env string) []Flag {
+	c.mu.RLock()
+	flags := c.envs[env]
+	out := make([]Flag, 0, len(flags))
+	for _, f := range flags {
+		out = append(out, f)
+	}
+	c.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Flag) int { return strings.Compare(a.Key, b.Key) })
+	return out
+}
+
+// Environments returns the names of the environments that hold at least one flag, sorted.
+func (c *Catalog) Environments() []string {
+	c.mu.RLock()
+	out := make([]string, 0, len(c.envs))
+	for env := range c.envs {
+		out = append(out, env)
+	}
+	c.mu.RUnlock()
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,97 @@
+package projections_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// t0 is the time of the first event the tests write; each later one is a minute after the last.
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func boolConfig() events.FlagConfig {
+	return events.FlagConfig{
+		Kind:           events.KindRelease,
+		Variants:       map[string]json.RawMessage{"on": json.RawMessage("true"), "off": json.RawMessage("false")},
+		DefaultVariant: "on",
+		OffVariant:     "off",
+		Enabled:        true,
+	}
+}
+
+// event builds a valid event of one flag (no stream sequence).
+func event(t testing.TB, typ, env, key string, version uint64, payload any) events.Event {
+	t.Helper()
+	ev, err := events.NewEvent(typ, env, key, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.Actor, ev.Reason, ev.Version = "alice", "test", version
+	return ev
+}
+
+// writer appends events to a real store the way the command side does: each flag's next version
+// on its expected subject sequence, at times a minute apart from t0.
+type writer struct {
+	t     testing.TB
+	store *events.Store
+	last  map[string]events.Event
+	now   time.Time
+	all   []events.Event // every event written, in stream order
+}
+
+func newWriter(t testing.TB, st *events.Store) *writer {
+	return &writer{t: t, store: st, last: make(map[string]events.Event), now: t0}
+}
+
+func openStore(t testing.TB, s *server.Server) *events.Store {
+	t.Helper()
+	st, err := events.Open(context.Background(), natstest.JetStream(t, s), events.StreamConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// write appends the next event of env/key with the given actor and returns it as stored.
+func (w *writer) write(actor, typ, env, key string, payload any) events.Event {
+	w.t.Helper()
+	prev := w.last[env+"/"+key]
+	ev := event(w.t, typ, env, key, prev.Version+1, payload)
+	ev.Actor = actor
+	ev.Time = w.now
+	w.now = w.now.Add(time.Minute)
+	if _, err := w.store.Append(context.Background(), &ev, prev.Sequence); err != nil {
+		w.t.Fatalf("append %s %s/%s: %v", typ, env, key, err)
+	}
+	w.last[env+"/"+key] = ev
+	w.all = append(w.all, ev)
+	return ev
+}
+
+func (w *writer) create(env, key string) events.Event {
+	return w.write("alice", events.TypeFlagCreated, env, key, events.FlagCreated{Flag: boolConfig()})
+}
+
+func (w *writer) kill(env, key string) events.Event {
+	return w.write("bob", events.TypeFlagKilled, env, key, events.FlagKilled{})
+}
+
+func (w *writer) enable(env, key string) events.Event {
+	return w.write("alice", events.TypeFlagEnabled, env, key, events.FlagEnabled{})
+}
+
+func (w *writer) describe(env, key, description string) events.Event {
+	cfg := boolConfig()
+	cfg.Description = description
+	return w.write("carol", events.TypeFlagUpdated, env, key, events.FlagUpdated{Flag: cfg})
+}
+
+func (w *writer) archive(env, key string) events.Event {
+	return w.write("alice", events.TypeFlagArchived, env, key, events.FlagArchived{})
+}

@@ -1,0 +1,219 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/interlock-dev/interlock/events"
+)
+
+// Source is the stream a [Runner] replays and follows; *events.Store satisfies it.
+type Source interface {
+	// LastSequence is the sequence of the last event in the stream, 0 when it is empty.
+	LastSequence(ctx context.Context) (uint64, error)
+	// Follow calls h for every event q selects, in stream order, until ctx ends.
+	Follow(ctx context.Context, q events.Query, h events.Handler) error
+}
+
+// Backoff between attempts to follow the stream again after an error.
+const (
+	minRetry = 100 * time.Millisecond
+	maxRetry = 5 * time.Second
+)
+
+// Runner rebuilds a [Catalog] from the stream, then keeps it up to date as events are appended.
+type Runner struct {
+	src     Source
+	catalog *Catalog
+	logger  *slog.Logger
+
+	ready     atomic.Bool
+	readyCh   chan struct{}
+	readyOnce sync.Once
+	running   atomic.Bool
+}
+
+// NewRunner returns a runner that folds src into c. A nil logger discards the logs.
+func NewRunner(src Source, c *Catalog, logger *slog.Logger) *Runner {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Runner{
+		src:     src,
+		catalog: c,
+		logger:  logger.With("component", "projections"),
+		readyCh: make(chan struct{}),
+	}
+}
+
+// errRunning is returned by a second concurrent Run on the same runner.
+var errRunning = errors.New("runner already running")
+
+// Run replays the stream into the catalog from the event after the catalog's sequence (the
+// beginning, for a new catalog), then follows it until ctx ends, and returns nil then.
+//
+// The runner is ready (see [Runner.Ready]) once the catalog has caught up with the stream's last
+// sequence as it was when Run started. Messages that are not events, and events the catalog
+// refuses, are logged with their sequence and skipped. When following fails (the server went
+// away) Run logs the error and resumes from the catalog's sequence after a backoff of 100ms,
+// doubling up to 5s.
+//
+// Errors: one when Run is already running on this runner, and one wrapping [ErrOutOfOrder] when
+// the stream ends before the catalog's sequence — the stream was replaced, and the catalog has
+// to be rebuilt from a new one.
+func (r *Runner) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errRunning
+	}
+	defer r.running.Store(false)
+
+	target, err := r.lastSequence(ctx)
+	if err != nil || ctx.Err() != nil {
+		return err
+	}
+	r.logger.Info("rebuilding catalog", "from", r.catalog.Sequence()+1, "to", target)
+	start := time.Now()
+	fold := r.folder(target, start)
+	r.checkReady(target, start)
+
+	delay := minRetry
+	for {
+		before := r.catalog.Sequence()
+		err := r.follow(ctx, before+1, fold)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if r.catalog.Sequence() > before {
+			delay = minRetry // it made progress: the backoff starts over
+		}
+		r.logger.Warn("following the stream stopped; retrying", "from", r.catalog.Sequence()+1, "retry_in", delay, "error", err)
+		if !sleep(ctx, delay) {
+			return nil
+		}
+		delay = min(delay*2, maxRetry)
+		if _, err := r.lastSequence(ctx); err != nil || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// lastSequence asks the stream for its last sequence, retrying with backoff until it answers or
+// ctx ends (then it returns 0 and nil). A stream behind the catalog is an error.
+func (r *Runner) lastSequence(ctx context.Context) (uint64, error) {
+	delay := minRetry
+	for {
+		last, err := r.src.LastSequence(ctx)
+		if err == nil {
+			if seq := r.catalog.Sequence(); last < seq {
+				return 0, fmt.Errorf("%w: stream ends at sequence %d but the catalog is at %d: the stream was replaced", ErrOutOfOrder, last, seq)
+			}
+			return last, nil
+		}
+		if ctx.Err() != nil {
+			return 0, nil
+		}
+		r.logger.Warn("reading the stream's last sequence; retrying", "retry_in", delay, "error", err)
+		if !sleep(ctx, delay) {
+			return 0, nil
+		}
+		delay = min(delay*2, maxRetry)
+	}
+}
+
+// foldBuffer is how many delivered messages may wait to be folded.
+const foldBuffer = 1024
+
+type delivery struct {
+	ev  events.Event
+	err error
+}
+
+// follow follows the stream from a sequence until it fails or ctx ends. Messages are handed from
+// the goroutine that reads and decodes them to one that folds them, so that reading the next
+// message overlaps folding (mostly: decoding the payload of) this one. Every message handed over
+// is folded before follow returns, so the catalog's sequence is where to resume.
+func (r *Runner) follow(ctx context.Context, from uint64, fold func(events.Event, error)) error {
+	ch := make(chan delivery, foldBuffer)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for d := range ch {
+			fold(d.ev, d.err)
+		}
+	}()
+	err := r.src.Follow(ctx, events.Query{FromSequence: from}, func(ev events.Event, err error) error {
+		select {
+		case ch <- delivery{ev, err}:
+			return nil
+		case <-ctx.Done():
+			return events.ErrStop
+		}
+	})
+	close(ch)
+	<-done
+	return err
+}
+
+// folder returns the function that folds each delivered message into the catalog, logging what
+// it skips, and marks the runner ready once it reached target.
+func (r *Runner) folder(target uint64, start time.Time) func(events.Event, error) {
+	return func(ev events.Event, err error) {
+		if err != nil {
+			r.logger.Warn("skipping a message that is not an event", "sequence", ev.Sequence, "error", err)
+			r.catalog.skip(ev.Sequence)
+		} else {
+			if !events.Known(ev.Type) {
+				r.logger.Warn("event of an unknown type counts as a version only", "sequence", ev.Sequence, "type", ev.Type, "environment", ev.Environment, "key", ev.Key)
+			}
+			if err := r.catalog.Apply(ev); err != nil {
+				r.logger.Warn("skipping an event the catalog refuses", "sequence", ev.Sequence, "environment", ev.Environment, "key", ev.Key, "type", ev.Type, "error", err)
+			}
+		}
+		if !r.ready.Load() {
+			r.checkReady(target, start)
+		}
+	}
+}
+
+// checkReady marks the runner ready once the catalog reached target.
+func (r *Runner) checkReady(target uint64, start time.Time) {
+	if r.catalog.Sequence() < target {
+		return
+	}
+	r.readyOnce.Do(func() {
+		r.ready.Store(true)
+		close(r.readyCh)
+		r.logger.Info("catalog ready", "sequence", r.catalog.Sequence(), "took", time.Since(start))
+	})
+}
+
+// Ready reports whether the catalog has caught up with the stream as it was when Run started. It
+// stays true once it is.
+func (r *Runner) Ready() bool { return r.ready.Load() }
+
+// WaitReady blocks until the runner is ready, and returns ctx.Err() if ctx ends first.
+func (r *Runner) WaitReady(ctx context.Context) error {
+	select {
+	case <-r.readyCh:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// sleep waits for d, and reports false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
