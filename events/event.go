@@ -243,7 +243,7 @@ var decoders = map[string]func([]byte) (any, error){
 
 func decodeAs[T any](data []byte) (any, error) {
 	var v T
-	if len(data) == 0 {
+	if len(data) == 0 || string(data) == "{}" {
 		return &v, nil
 	}
 	if err := json.Unmarshal(data, &v); err != nil {

@@ -156,7 +156,8 @@ type Query struct {
 	Subjects []string
 	// FromSequence starts at this stream sequence (inclusive) when not zero.
 	FromSequence uint64
-	// FromTime starts at the first event stored at or after this time when not zero.
+	// FromTime starts at the first event stored at or after this time when not zero and
+	// FromSequence is zero (a sequence, being exact, wins).
 	FromTime time.Time
 }
 

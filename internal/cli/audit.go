@@ -13,14 +13,6 @@ import (
 	"github.com/interlock-dev/interlock/projections"
 )
 
-// auditEntry is one event of the audit trail. projections.Entry does not name the flag; the
-// environment and key are shown if a server sends them alongside.
-type auditEntry struct {
-	projections.Entry
-	Environment string `json:"environment,omitempty"`
-	Key         string `json:"key,omitempty"`
-}
-
 // auditPage is one page of the audit trail as the server sends it.
 type auditPage struct {
 	Events []json.RawMessage `json:"events"`
@@ -157,17 +149,13 @@ func (s *session) audit(ctx context.Context, q url.Values, after uint64, all boo
 
 // renderAuditPage prints events as a table and, when next is not 0, how to see the next page.
 func (s *session) renderAuditPage(q url.Values, raw []json.RawMessage, next uint64) error {
-	entries := make([]auditEntry, len(raw))
+	entries := make([]projections.Entry, len(raw))
 	for i, r := range raw {
 		if err := json.Unmarshal(r, &entries[i]); err != nil {
 			return fmt.Errorf("decode the audit trail from the server: %w", err)
 		}
 	}
-	known := ""
-	if q.Get("environment") != "" && q.Get("flag") != "" {
-		known = q.Get("environment") + "/" + q.Get("flag")
-	}
-	if err := renderAudit(s.stdout, entries, known); err != nil {
+	if err := renderAudit(s.stdout, entries); err != nil {
 		return err
 	}
 	if next > 0 {

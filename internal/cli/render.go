@@ -312,40 +312,16 @@ func renderHistory(w io.Writer, r ref, entries []projections.Entry) error {
 
 // renderAudit prints the audit trail. The FLAG column shows the flag an event belongs to when the
 // server says so, or when the query named one flag (known); it is left out when neither does.
-func renderAudit(w io.Writer, entries []auditEntry, known string) error {
+func renderAudit(w io.Writer, entries []projections.Entry) error {
 	if len(entries) == 0 {
 		_, err := fmt.Fprintln(w, "no events")
 		return err
 	}
-	names := make([]string, len(entries))
-	withNames := false
-	for i, e := range entries {
-		switch {
-		case e.Key != "":
-			names[i] = cell(e.Environment + "/" + e.Key)
-		case known != "":
-			names[i] = known
-		default:
-			names[i] = "-"
-			continue
-		}
-		withNames = true
-	}
 	tw := newTable(w)
-	flagCol := func(i int) string {
-		if !withNames {
-			return ""
-		}
-		return names[i] + "\t"
-	}
-	header := "SEQ\tTIME\tVERSION\tEVENT\tACTOR\tREASON\tCHANGED"
-	if withNames {
-		header = "SEQ\tTIME\tFLAG\tVERSION\tEVENT\tACTOR\tREASON\tCHANGED"
-	}
-	fmt.Fprintln(tw, header)
-	for i, e := range entries {
-		fmt.Fprintf(tw, "%d\t%s\t%s%d\t%s\t%s\t%s\t%s\n",
-			e.Sequence, showTime(e.Time), flagCol(i), e.Version, cell(shortType(e.Type)), cell(e.Actor), cell(e.Reason), cell(changedPaths(e.Changes)))
+	fmt.Fprintln(tw, "SEQ\tTIME\tFLAG\tVERSION\tEVENT\tACTOR\tREASON\tCHANGED")
+	for _, e := range entries {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n",
+			e.Sequence, showTime(e.Time), cell(e.Environment+"/"+e.Key), e.Version, cell(shortType(e.Type)), cell(e.Actor), cell(e.Reason), cell(changedPaths(e.Changes)))
 	}
 	return tw.Flush()
 }
