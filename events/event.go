@@ -20,11 +20,17 @@ const (
 	TypeFlagArchived   = "io.interlock.flag.archived.v1"
 	TypeFlagUnarchived = "io.interlock.flag.unarchived.v1"
 	TypeFlagRestored   = "io.interlock.flag.restored.v1"
+
+	TypeSegmentCreated    = "io.interlock.segment.created.v1"
+	TypeSegmentUpdated    = "io.interlock.segment.updated.v1"
+	TypeSegmentArchived   = "io.interlock.segment.archived.v1"
+	TypeSegmentUnarchived = "io.interlock.segment.unarchived.v1"
 )
 
-// Entity kinds, the third token of a subject.
+// Entity kinds, the third token of a subject. Every event type belongs to one.
 const (
-	EntityFlag = "flag"
+	EntityFlag    = "flag"
+	EntitySegment = "segment"
 )
 
 // FlagCreated is the first event of every flag.
@@ -58,6 +64,23 @@ type FlagRestored struct {
 	Flag        FlagConfig `json:"flag"`
 }
 
+// SegmentCreated is the first event of every segment.
+type SegmentCreated struct {
+	Segment SegmentConfig `json:"segment"`
+}
+
+// SegmentUpdated replaces a segment's configuration; Patch is the merge patch that was sent.
+type SegmentUpdated struct {
+	Segment SegmentConfig   `json:"segment"`
+	Patch   json.RawMessage `json:"patch,omitempty"`
+}
+
+// SegmentArchived retires a segment. Flags still naming it are refused until they stop.
+type SegmentArchived struct{}
+
+// SegmentUnarchived brings an archived segment back.
+type SegmentUnarchived struct{}
+
 // CloudEvents headers (binary content mode) and Interlock's extension attributes.
 const (
 	HeaderID              = "ce-id"
@@ -81,12 +104,14 @@ const Source = "/interlock"
 // MaxReasonLen bounds the reason and actor attributes.
 const MaxReasonLen = 1024
 
-// Event is one immutable change to one entity (today: a flag) in one environment.
+// Event is one immutable change to one entity (a flag or a segment) in one environment.
 type Event struct {
-	ID            string    `json:"id"`
-	Type          string    `json:"type"`
-	Source        string    `json:"source"`
-	Environment   string    `json:"environment"`
+	ID          string `json:"id"`
+	Type        string `json:"type"`
+	Source      string `json:"source"`
+	Environment string `json:"environment"`
+	// Entity is the kind of thing the event changes: [EntityFlag] or [EntitySegment].
+	Entity        string    `json:"entity"`
 	Key           string    `json:"key"`
 	Time          time.Time `json:"time"`
 	Actor         string    `json:"actor"`
@@ -101,7 +126,12 @@ type Event struct {
 }
 
 // NewEvent returns an event with a fresh UUIDv7 id and the current time, its payload encoded.
+// The entity follows from the type; an unknown type is an error wrapping [ErrUnknownType].
 func NewEvent(typ, env, key string, payload any) (Event, error) {
+	t, ok := types[typ]
+	if !ok {
+		return Event{}, fmt.Errorf("%w: %q", ErrUnknownType, truncate(typ))
+	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return Event{}, fmt.Errorf("event id: %w", err)
@@ -115,6 +145,7 @@ func NewEvent(typ, env, key string, payload any) (Event, error) {
 		Type:        typ,
 		Source:      Source,
 		Environment: env,
+		Entity:      t.entity,
 		Key:         key,
 		Time:        time.Now().UTC(),
 		Data:        data,
@@ -122,20 +153,24 @@ func NewEvent(typ, env, key string, payload any) (Event, error) {
 }
 
 // Subject is the stream subject the event belongs on.
-func (e *Event) Subject() string { return FlagSubject(e.Environment, e.Key) }
+func (e *Event) Subject() string { return subject(e.Environment, e.Entity, e.Key) }
 
 // Validate checks the envelope before it is written.
 func (e *Event) Validate() error {
 	if _, err := uuid.Parse(e.ID); err != nil {
 		return invalid("id", "%q is not a UUID", truncate(e.ID))
 	}
-	if _, ok := decoders[e.Type]; !ok {
+	t, ok := types[e.Type]
+	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownType, truncate(e.Type))
+	}
+	if e.Entity != t.entity {
+		return invalid("entity", "%s events are about a %s, not %q", e.Type, t.entity, truncate(e.Entity))
 	}
 	if err := ValidateEnvironment(e.Environment); err != nil {
 		return err
 	}
-	if err := ValidateFlagKey(e.Key); err != nil {
+	if err := validateKey("key", e.Key); err != nil {
 		return err
 	}
 	if e.Actor == "" || len(e.Actor) > 256 {
@@ -187,7 +222,7 @@ func Decode(subject string, h nats.Header, data []byte) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	if kind != EntityFlag {
+	if kind != EntityFlag && kind != EntitySegment {
 		return Event{}, fmt.Errorf("%w: entity %q", ErrUnknownType, truncate(kind))
 	}
 	get := func(name string) string {
@@ -204,6 +239,7 @@ func Decode(subject string, h nats.Header, data []byte) (Event, error) {
 		Type:          get(HeaderType),
 		Source:        get(HeaderSource),
 		Environment:   env,
+		Entity:        kind,
 		Key:           key,
 		Actor:         get(HeaderActor),
 		Reason:        get(HeaderReason),
@@ -213,6 +249,9 @@ func Decode(subject string, h nats.Header, data []byte) (Event, error) {
 	}
 	if e.ID == "" || e.Type == "" || e.Source == "" {
 		return Event{}, fmt.Errorf("%w: %s, %s and %s are required", ErrMalformed, HeaderID, HeaderType, HeaderSource)
+	}
+	if t, ok := types[e.Type]; ok && t.entity != kind {
+		return Event{}, fmt.Errorf("%w: a %s event on %s subject %q", ErrMalformed, e.Type, kind, truncate(subject))
 	}
 	if got := get(HeaderEnvironment); got != env {
 		return Event{}, fmt.Errorf("%w: %s %q does not match subject %q", ErrMalformed, HeaderEnvironment, truncate(got), truncate(subject))
@@ -229,16 +268,24 @@ func Decode(subject string, h nats.Header, data []byte) (Event, error) {
 	return e, nil
 }
 
-// decoders maps every known type to the decoder of its payload. Older versions of a type decode
-// to the current payload struct here (upcasting), so folds only ever see current payloads.
-var decoders = map[string]func([]byte) (any, error){
-	TypeFlagCreated:    decodeAs[FlagCreated],
-	TypeFlagUpdated:    decodeAs[FlagUpdated],
-	TypeFlagEnabled:    decodeAs[FlagEnabled],
-	TypeFlagKilled:     decodeAs[FlagKilled],
-	TypeFlagArchived:   decodeAs[FlagArchived],
-	TypeFlagUnarchived: decodeAs[FlagUnarchived],
-	TypeFlagRestored:   decodeAs[FlagRestored],
+// types maps every known type to its entity and the decoder of its payload. Older versions of a
+// type decode to the current payload struct here (upcasting), so folds only ever see current
+// payloads.
+var types = map[string]struct {
+	entity string
+	decode func([]byte) (any, error)
+}{
+	TypeFlagCreated:       {EntityFlag, decodeAs[FlagCreated]},
+	TypeFlagUpdated:       {EntityFlag, decodeAs[FlagUpdated]},
+	TypeFlagEnabled:       {EntityFlag, decodeAs[FlagEnabled]},
+	TypeFlagKilled:        {EntityFlag, decodeAs[FlagKilled]},
+	TypeFlagArchived:      {EntityFlag, decodeAs[FlagArchived]},
+	TypeFlagUnarchived:    {EntityFlag, decodeAs[FlagUnarchived]},
+	TypeFlagRestored:      {EntityFlag, decodeAs[FlagRestored]},
+	TypeSegmentCreated:    {EntitySegment, decodeAs[SegmentCreated]},
+	TypeSegmentUpdated:    {EntitySegment, decodeAs[SegmentUpdated]},
+	TypeSegmentArchived:   {EntitySegment, decodeAs[SegmentArchived]},
+	TypeSegmentUnarchived: {EntitySegment, decodeAs[SegmentUnarchived]},
 }
 
 func decodeAs[T any](data []byte) (any, error) {
@@ -254,19 +301,22 @@ func decodeAs[T any](data []byte) (any, error) {
 
 // Known reports whether typ is an event type this version of Interlock can decode.
 func Known(typ string) bool {
-	_, ok := decoders[typ]
+	_, ok := types[typ]
 	return ok
 }
+
+// Types lists every event type this version of Interlock knows, sorted.
+func Types() []string { return sortedKeys(types) }
 
 // Payload decodes the event's data into a pointer to its payload struct (for example
 // *FlagKilled). It returns an error wrapping [ErrUnknownType] for a type it does not know and
 // [ErrMalformed] for data that does not decode.
 func (e *Event) Payload() (any, error) {
-	dec, ok := decoders[e.Type]
+	t, ok := types[e.Type]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownType, truncate(e.Type))
 	}
-	p, err := dec(e.Data)
+	p, err := t.decode(e.Data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s data: %v", ErrMalformed, e.Type, err)
 	}

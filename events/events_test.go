@@ -309,3 +309,58 @@ func TestNewEventTimeUTC(t *testing.T) {
 		t.Fatalf("%v %v", ev.Time, err)
 	}
 }
+
+func TestSegmentConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  SegmentConfig
+		want string
+	}{
+		{"keys only", SegmentConfig{Included: []string{"u1"}}, ""},
+		{"conditions", SegmentConfig{Conditions: []Condition{{Attribute: "plan", Operator: "eq", Values: []any{"pro"}}}}, ""},
+		{"empty key", SegmentConfig{Excluded: []string{""}}, "excluded[0]"},
+		{"nested segment", SegmentConfig{Conditions: []Condition{{Attribute: "x", Operator: "inSegment", Values: []any{"other"}}}}, "cannot refer to other segments"},
+		{"bad condition", SegmentConfig{Conditions: []Condition{{Attribute: "x", Operator: "lt", Values: []any{"a"}}}}, "conditions[0].values[0]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+	c := SegmentConfig{Included: []string{"b", "a", "b"}}
+	c.Normalize()
+	if !reflect.DeepEqual(c.Included, []string{"a", "b"}) {
+		t.Fatalf("normalize: %v", c.Included)
+	}
+}
+
+func TestSegmentEventSubject(t *testing.T) {
+	ev, err := NewEvent(TypeSegmentCreated, "production", "beta-testers", SegmentCreated{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.Actor, ev.Version = "a", 1
+	msg := ev.Msg()
+	if msg.Subject != "interlock.production.segment.beta-testers" || ev.Entity != EntitySegment {
+		t.Fatalf("subject %q entity %q", msg.Subject, ev.Entity)
+	}
+	got, err := Decode(msg.Subject, msg.Header, msg.Data)
+	if err != nil || got.Entity != EntitySegment {
+		t.Fatalf("decode: %+v %v", got, err)
+	}
+	// A segment type on a flag subject is malformed.
+	if _, err := Decode("interlock.production.flag.beta-testers", msg.Header, msg.Data); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("segment event on a flag subject: %v", err)
+	}
+	if _, err := NewEvent("io.interlock.flag.nope.v1", "p", "k", nil); !errors.Is(err, ErrUnknownType) {
+		t.Fatalf("unknown type: %v", err)
+	}
+}

@@ -63,9 +63,22 @@ func validateKey(field, key string) error {
 const subjectRoot = "interlock"
 
 // FlagSubject is the JetStream subject holding the events of one flag.
-func FlagSubject(env, key string) string {
-	return subjectRoot + "." + env + ".flag." + key
+func FlagSubject(env, key string) string { return subject(env, EntityFlag, key) }
+
+// SegmentSubject is the JetStream subject holding the events of one segment.
+func SegmentSubject(env, key string) string { return subject(env, EntitySegment, key) }
+
+// EntitySubjects is the subject filter matching every event of one kind of entity in env.
+func EntitySubjects(env, entity string) string {
+	return subjectRoot + "." + env + "." + entity + ".>"
 }
+
+func subject(env, entity, key string) string {
+	return subjectRoot + "." + env + "." + entity + "." + key
+}
+
+// ValidateSegmentKey applies the flag key rules to a segment key.
+func ValidateSegmentKey(key string) error { return validateKey("segment", key) }
 
 // EnvironmentSubjects is the subject filter matching every event of one environment.
 func EnvironmentSubjects(env string) string {

@@ -125,7 +125,7 @@ func EnvironmentAt(ctx context.Context, r Reader, env string, at Point) ([]Flag,
 		return nil, &events.ValidationError{Field: "at", Message: "a version is a point in one flag's history, not an environment's"}
 	}
 	c := NewCatalog()
-	q := events.Query{Subjects: []string{events.EnvironmentSubjects(env)}}
+	q := events.Query{Subjects: []string{events.EntitySubjects(env, events.EntityFlag)}}
 	err := r.Read(ctx, q, func(ev events.Event, err error) error {
 		if at.after(&ev) {
 			return events.ErrStop

@@ -23,9 +23,13 @@ type Catalog struct {
 	// wmu serialises writers, so that the fold of one event sees the result of the previous one.
 	wmu sync.Mutex
 	// mu guards envs; it is held for writing only to store one folded flag.
-	mu   sync.RWMutex
-	envs map[string]map[string]Flag
-	seq  atomic.Uint64
+	mu       sync.RWMutex
+	envs     map[string]map[string]Flag
+	segments map[string]map[string]Segment
+	seq      atomic.Uint64
+	// observers are told of every event that changed a flag or segment, after the change is
+	// visible to readers, in stream order, on the applying goroutine.
+	observers []func(events.Event)
 
 	// waitMu guards notify, the channel closed when the sequence next advances. It is created
 	// only when somebody waits, so applying events costs no allocation.
@@ -35,7 +39,16 @@ type Catalog struct {
 
 // NewCatalog returns an empty catalog at sequence 0.
 func NewCatalog() *Catalog {
-	return &Catalog{envs: make(map[string]map[string]Flag)}
+	return &Catalog{envs: make(map[string]map[string]Flag), segments: make(map[string]map[string]Segment)}
+}
+
+// Observe registers fn to be called with every event that changed a flag or a segment, once the
+// change is visible to readers, in stream order, on the goroutine that applies events. fn must be
+// quick and must not call Apply. Register observers before events are applied.
+func (c *Catalog) Observe(fn func(events.Event)) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.observers = append(c.observers, fn)
 }
 
 // Apply folds one event read from the stream into the flag it belongs to, with [Flag.Apply].
@@ -60,12 +73,61 @@ func (c *Catalog) Apply(ev events.Event) error {
 	if ev.Sequence <= c.seq.Load() {
 		return nil
 	}
-	err := c.fold(ev)
+	var err error
+	if ev.Entity == events.EntitySegment {
+		err = c.foldSegment(ev)
+	} else {
+		err = c.fold(ev)
+	}
 	c.advance(ev.Sequence)
 	if err != nil {
 		return fmt.Errorf("apply sequence %d: %w", ev.Sequence, err)
 	}
+	for _, fn := range c.observers {
+		fn(ev)
+	}
 	return nil
+}
+
+// foldSegment is fold for a segment event.
+func (c *Catalog) foldSegment(ev events.Event) error {
+	if err := validateRef(&ev); err != nil {
+		return err
+	}
+	segs := c.segments[ev.Environment]
+	s := segs[ev.Key]
+	if err := s.Apply(ev); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if segs == nil {
+		segs = make(map[string]Segment)
+		c.segments[ev.Environment] = segs
+	}
+	segs[ev.Key] = s
+	c.mu.Unlock()
+	return nil
+}
+
+// Segment returns the current state of one segment, archived or not, and whether it exists.
+func (c *Catalog) Segment(env, key string) (Segment, bool) {
+	c.mu.RLock()
+	s, ok := c.segments[env][key]
+	c.mu.RUnlock()
+	return s, ok
+}
+
+// Segments returns every segment of env, archived ones included, sorted by key.
+func (c *Catalog) Segments(env string) []Segment {
+	c.mu.RLock()
+	segs := c.segments[env]
+	out := make([]Segment, 0, len(segs))
+	for _, s := range segs {
+		out = append(out, s)
+	}
+	c.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Segment) int { return strings.Compare(a.Key, b.Key) })
+	return out
 }
 
 // fold applies ev to a copy of its flag and stores the copy. The caller holds wmu, so the flag
@@ -91,10 +153,7 @@ func (c *Catalog) fold(ev events.Event) error {
 // version does not know cannot bring a flag into existence (it would be a flag without a
 // configuration). On error f is unchanged.
 func apply(f *Flag, ev *events.Event) error {
-	if err := events.ValidateEnvironment(ev.Environment); err != nil {
-		return err
-	}
-	if err := events.ValidateFlagKey(ev.Key); err != nil {
+	if err := validateRef(ev); err != nil {
 		return err
 	}
 	next := *f
@@ -103,6 +162,14 @@ func apply(f *Flag, ev *events.Event) error {
 	}
 	*f = next
 	return nil
+}
+
+// validateRef checks the environment and key an event names.
+func validateRef(ev *events.Event) error {
+	if err := events.ValidateEnvironment(ev.Environment); err != nil {
+		return err
+	}
+	return events.ValidateFlagKey(ev.Key)
 }
 
 // skip advances the sequence past a message that is not an event at all (it did not decode), so

@@ -42,6 +42,9 @@ func (f *Flag) Exists() bool { return f.Version > 0 }
 // start with an event this version does not know. Later events of unknown types advance the
 // version and change nothing else, so that an older reader keeps counting.
 func (f *Flag) Apply(ev events.Event) error {
+	if ev.Entity != events.EntityFlag {
+		return fmt.Errorf("%w: a %s event applied to flag %s/%s", ErrOutOfOrder, ev.Entity, f.Environment, f.Key)
+	}
 	if ev.Version != f.Version+1 {
 		return fmt.Errorf("%w: %s/%s version %d after %d", ErrOutOfOrder, ev.Environment, ev.Key, ev.Version, f.Version)
 	}

@@ -24,13 +24,19 @@ func boolConfig() events.FlagConfig {
 	}
 }
 
-// event builds a valid event of one flag (no stream sequence).
+// event builds a valid event of one flag (no stream sequence). A type this version does not know
+// is built as a newer writer would have written it.
 func event(t testing.TB, typ, env, key string, version uint64, payload any) events.Event {
 	t.Helper()
-	ev, err := events.NewEvent(typ, env, key, payload)
+	known := typ
+	if !events.Known(typ) {
+		known = events.TypeFlagEnabled
+	}
+	ev, err := events.NewEvent(known, env, key, payload)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ev.Type = typ
 	ev.Actor, ev.Reason, ev.Version = "alice", "test", version
 	return ev
 }
