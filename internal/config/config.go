@@ -13,6 +13,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/interlock-dev/interlock/events"
 )
 
 // Config is everything `interlock serve` can be told.
@@ -33,6 +35,9 @@ type Config struct {
 	// NoSync turns off the fsync of every write on the embedded server. Acknowledged events may
 	// then be lost on power failure; for tests and benchmarks only.
 	NoSync bool `json:"noSync"`
+	// DefaultEnvironment is the environment OFREP evaluates in when neither the token's scope nor
+	// the X-Interlock-Environment header names one.
+	DefaultEnvironment string `json:"defaultEnvironment"`
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string `json:"logLevel"`
 	LogFormat string `json:"logFormat"`
@@ -44,12 +49,13 @@ type Config struct {
 // Default is the configuration with nothing set.
 func Default() Config {
 	return Config{
-		Data:       ".interlock",
-		HTTP:       "127.0.0.1:8080",
-		NATSListen: "127.0.0.1:4222",
-		Replicas:   1,
-		LogLevel:   "info",
-		LogFormat:  "text",
+		Data:               ".interlock",
+		HTTP:               "127.0.0.1:8080",
+		NATSListen:         "127.0.0.1:4222",
+		Replicas:           1,
+		DefaultEnvironment: "production",
+		LogLevel:           "info",
+		LogFormat:          "text",
 	}
 }
 
@@ -70,6 +76,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.String("nats-creds", "", "NATS credentials `file` for --nats-url (env INTERLOCK_NATS_CREDS)")
 	fs.String("nats-listen", cfg.NATSListen, "`address` where the embedded NATS server accepts clients; empty for in-process only (env INTERLOCK_NATS_LISTEN)")
 	fs.Int("replicas", cfg.Replicas, "`n` replicas of the event stream (env INTERLOCK_REPLICAS)")
+	fs.String("default-environment", cfg.DefaultEnvironment, "`env`ironment OFREP evaluates in when the token and request name none (env INTERLOCK_DEFAULT_ENVIRONMENT)")
 	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
 	fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env INTERLOCK_LOG_LEVEL)")
 	fs.String("log-format", cfg.LogFormat, "text or json (env INTERLOCK_LOG_FORMAT)")
@@ -124,6 +131,7 @@ var envNames = map[string]string{
 	"nats-creds": "INTERLOCK_NATS_CREDS", "nats-listen": "INTERLOCK_NATS_LISTEN",
 	"replicas": "INTERLOCK_REPLICAS", "no-sync": "INTERLOCK_NO_SYNC",
 	"log-level": "INTERLOCK_LOG_LEVEL", "log-format": "INTERLOCK_LOG_FORMAT",
+	"default-environment": "INTERLOCK_DEFAULT_ENVIRONMENT",
 }
 
 func (c *Config) loadEnv(getenv func(string) string) error {
@@ -171,6 +179,8 @@ func (c *Config) set(name, v string) error {
 			return fmt.Errorf("%q is not true or false", v)
 		}
 		c.NoSync = b
+	case "default-environment":
+		c.DefaultEnvironment = v
 	case "log-level":
 		c.LogLevel = v
 	case "log-format":
@@ -207,6 +217,9 @@ func (c Config) Validate() error {
 	}
 	if c.NATSURL == "" && c.Replicas != 1 {
 		errs = append(errs, fmt.Errorf("replicas: an embedded single server holds 1 replica, not %d; use --nats-url for a cluster", c.Replicas))
+	}
+	if err := events.ValidateEnvironment(c.DefaultEnvironment); err != nil {
+		errs = append(errs, fmt.Errorf("default-environment: %w", err))
 	}
 	if _, err := c.Level(); err != nil {
 		errs = append(errs, err)
