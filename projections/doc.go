@@ -6,7 +6,8 @@
 //   - Folds are pure and deterministic: the same events in the same order give the same state, in
 //     the server, in a subscriber and at any point in time. They do no I/O and read no clock.
 //   - A fold refuses an event that does not follow its state (ErrOutOfOrder) instead of guessing.
-//     An event applied twice (a redelivery) is recognised by its stream sequence and skipped.
+//     The Catalog recognises an event delivered twice by its stream sequence and skips it, so no
+//     event is ever applied twice.
 //   - Folds replace configurations, never mutate them in place, so a copy of a read model may be
 //     handed to readers while the fold goes on.
 //   - The stream is the source of truth: every read model here can be thrown away and rebuilt.

@@ -1,0 +1,394 @@
+// Package command is Interlock's write path. A command turns the intent of a person (or of the
+// guard) into exactly one event, decided on the flag's folded state and appended with optimistic
+// concurrency: the append names the flag subject's last stream sequence, so a lost update is
+// impossible and a stale writer gets a clear error.
+//
+// The service keeps an in-memory cache of every flag it has touched (the folded state and its
+// last stream sequence) and decides on it without reading the stream. The cache is only trusted
+// where the append checks it: a command that would write something finds out from the append that
+// the cache was stale; a command that would write nothing (a refusal or a no-op) reads the events
+// after the cached sequence before it answers, unless the answer cannot depend on them.
+//
+// Every command returns, besides the errors it documents:
+//   - an error wrapping events.ErrInvalid (a *events.ValidationError, or several joined, naming
+//     the field at fault) for a bad environment, key, Meta or document; nothing is written;
+//   - an error wrapping events.ErrConflict when the flag kept changing under the command for 100
+//     decisions in a row;
+//   - ctx's error, or a transport error after which the event may or may not have been stored
+//     (the next command, or [Service.Get], finds out).
+package command
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/projections"
+)
+
+var (
+	// ErrNotFound means the flag was never created. Errors that wrap it also match
+	// projections.ErrNotFound.
+	ErrNotFound = errors.New("flag not found")
+	// ErrExists means a flag with that key already exists in that environment.
+	ErrExists = errors.New("flag already exists")
+	// ErrStale means the caller expected a version of the flag that is not the current one.
+	// It is carried by a [*VersionError].
+	ErrStale = errors.New("stale version")
+	// ErrArchived means the flag is archived and refuses the command until unarchived.
+	ErrArchived = errors.New("flag is archived")
+)
+
+// VersionError carries the versions of a stale write: the version the caller expected and the
+// flag's actual version. errors.Is(err, ErrStale) holds.
+type VersionError struct{ Expected, Actual uint64 }
+
+// Error says both versions.
+func (e *VersionError) Error() string {
+	return fmt.Sprintf("stale version: expected %d, the flag is at version %d", e.Expected, e.Actual)
+}
+
+// Unwrap makes errors.Is(err, ErrStale) hold.
+func (e *VersionError) Unwrap() error { return ErrStale }
+
+// notFound is the error behind every "no such flag": it matches both this package's ErrNotFound
+// and projections.ErrNotFound.
+type notFound struct{}
+
+func (notFound) Error() string   { return ErrNotFound.Error() }
+func (notFound) Unwrap() []error { return []error{ErrNotFound, projections.ErrNotFound} }
+
+// Meta travels with every command and ends up on its event. Actor comes from the authenticated
+// token, never from a request body. Leading and trailing white space is dropped from every field.
+type Meta struct {
+	Actor         string
+	Reason        string
+	CorrelationID string
+	CausationID   string
+}
+
+// Store is what the service needs from the event store; *events.Store satisfies it.
+type Store interface {
+	Append(ctx context.Context, ev *events.Event, expectedSeq uint64) (uint64, error)
+	Read(ctx context.Context, q events.Query, h events.Handler) error
+}
+
+// Bounds on retries.
+const (
+	// maxAttempts bounds how many times one command re-decides after conflicting appends.
+	maxAttempts = 100
+	// transportRetries is how many times an append that failed in transit is sent again.
+	transportRetries = 2
+	// transportBackoff is the pause before the first resend; it doubles for the next one.
+	transportBackoff = 50 * time.Millisecond
+)
+
+// Service decides and appends commands. It is safe for concurrent use: commands on one flag are
+// serialised inside the process, commands on different flags run in parallel. Several services
+// (replicas) may write to the same stream; the store's expected sequence keeps them consistent.
+//
+// The flags it returns share their configuration's maps and slices with its cache, as the
+// projections' read models do: treat them as read-only (Clone the FlagConfig to change a copy).
+// The service never modifies a configuration in place, so what a caller holds does not change.
+type Service struct {
+	store  Store
+	logger *slog.Logger
+
+	mu    sync.Mutex
+	flags map[string]*entry // by flag subject
+}
+
+// entry is the cached state of one flag and the lock that serialises its commands.
+type entry struct {
+	subject string
+	sem     chan struct{} // a mutex that a waiter can give up on when its ctx ends
+	refs    int           // holders and waiters, guarded by Service.mu
+	flag    projections.Flag
+
+	// The encoding of flag.FlagConfig (see encode), kept across commands so that a patch
+	// re-encodes only what it changes. Valid while encSeq is flag.Sequence.
+	enc    encoding
+	encSeq uint64
+}
+
+// encoding returns the encoding of the flag's configuration.
+func (e *entry) encoding() (encoding, error) {
+	if e.enc.canon == nil || e.encSeq != e.flag.Sequence {
+		enc, err := encode(e.flag.FlagConfig)
+		if err != nil {
+			return encoding{}, err
+		}
+		e.enc, e.encSeq = enc, e.flag.Sequence
+	}
+	return e.enc, nil
+}
+
+// New returns a service writing to store. A nil logger discards logs.
+func New(store Store, logger *slog.Logger) *Service {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{
+		store:  store,
+		logger: logger.With("component", "command"),
+		flags:  make(map[string]*entry),
+	}
+}
+
+// acquire returns the flag's entry, locked. It returns ctx's error if ctx ends while waiting.
+func (s *Service) acquire(ctx context.Context, env, key string) (*entry, error) {
+	subject := events.FlagSubject(env, key)
+	s.mu.Lock()
+	e := s.flags[subject]
+	if e == nil {
+		e = &entry{subject: subject, sem: make(chan struct{}, 1)}
+		s.flags[subject] = e
+	}
+	e.refs++
+	s.mu.Unlock()
+	select {
+	case e.sem <- struct{}{}:
+		return e, nil
+	case <-ctx.Done():
+		s.forget(e, false)
+		return nil, ctx.Err()
+	}
+}
+
+// release unlocks e. Entries of flags that do not exist are dropped once nobody uses them, so
+// that asking about keys that were never created does not grow the cache.
+func (s *Service) release(e *entry) {
+	exists := e.flag.Exists()
+	<-e.sem
+	s.forget(e, exists)
+}
+
+func (s *Service) forget(e *entry, exists bool) {
+	s.mu.Lock()
+	e.refs--
+	if e.refs == 0 && !exists {
+		delete(s.flags, e.subject)
+	}
+	s.mu.Unlock()
+}
+
+// refresh applies the events stored after the cached sequence. Events applied before an error
+// stay applied: each of them is real history.
+func (s *Service) refresh(ctx context.Context, e *entry) error {
+	f := e.flag
+	q := events.Query{Subjects: []string{e.subject}, FromSequence: f.Sequence + 1}
+	err := s.store.Read(ctx, q, func(ev events.Event, err error) error {
+		if err != nil {
+			return fmt.Errorf("event at sequence %d: %w", ev.Sequence, err)
+		}
+		return f.Apply(ev)
+	})
+	e.flag = f
+	if err != nil {
+		return fmt.Errorf("read %s: %w", e.subject, err)
+	}
+	return nil
+}
+
+// decision is what a command decided on one state of the flag: an event to append, or nothing.
+type decision struct {
+	typ     string
+	payload any
+	// data, when set, is the payload already encoded (compact JSON); payload is then unused.
+	data json.RawMessage
+	noop bool
+	// cfg, when set, is the configuration the payload carries, so that folding the event into
+	// the cache does not decode it again; enc, when set, is its encoding.
+	cfg *events.FlagConfig
+	enc *encoding
+}
+
+var noop = decision{noop: true}
+
+// command describes one command for [Service.exec].
+type command struct {
+	name     string // for error messages and logs: "update", "kill", ...
+	env, key string
+	meta     Meta
+	// expected is the version the caller expects the flag to be at; 0 for no expectation.
+	expected uint64
+	// create is set for the one command that needs the flag not to exist.
+	create bool
+	// decide looks at the current state (e.flag, which it must not modify) and returns the event
+	// to append, noop, or an error refusing the command.
+	decide func(ctx context.Context, e *entry) (decision, error)
+}
+
+// exec runs the decide → append loop of one command under the flag's lock.
+func (s *Service) exec(ctx context.Context, c command) (projections.Flag, error) {
+	e, err := s.acquire(ctx, c.env, c.key)
+	if err != nil {
+		return projections.Flag{}, fmt.Errorf("%s %s/%s: %w", c.name, c.env, c.key, err)
+	}
+	defer s.release(e)
+	f, err := s.execLocked(ctx, e, c)
+	if err != nil {
+		return projections.Flag{}, fmt.Errorf("%s %s/%s: %w", c.name, c.env, c.key, err)
+	}
+	return f, nil
+}
+
+func (s *Service) execLocked(ctx context.Context, e *entry, c command) (projections.Flag, error) {
+	fresh := false // whether e.flag was read from the stream during this command
+	for attempt := 1; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return projections.Flag{}, err
+		}
+		cur := e.flag
+		d, err := c.check(ctx, e)
+		if err != nil || d.noop {
+			// The cache may be behind the stream (another replica wrote): an answer that writes
+			// nothing is only given on fresh state, unless fresh state cannot change it.
+			if !fresh && !definitive(err) {
+				if err := s.refresh(ctx, e); err != nil {
+					return projections.Flag{}, err
+				}
+				fresh = true
+				continue
+			}
+			if err != nil {
+				return projections.Flag{}, err
+			}
+			return e.flag, nil
+		}
+
+		payload := d.payload
+		if d.data != nil {
+			payload = nil
+		}
+		ev, err := events.NewEvent(d.typ, c.env, c.key, payload)
+		if err != nil {
+			return projections.Flag{}, err
+		}
+		if d.data != nil {
+			ev.Data = d.data
+		}
+		ev.Actor, ev.Reason = c.meta.Actor, c.meta.Reason
+		ev.CorrelationID, ev.CausationID = c.meta.CorrelationID, c.meta.CausationID
+		ev.Version = cur.Version + 1
+		err = s.append(ctx, &ev, cur.Sequence)
+		if errors.Is(err, events.ErrConflict) {
+			// Somebody else appended since the cached sequence: catch up and decide again. With
+			// an expected version the next check answers ErrStale.
+			if attempt >= maxAttempts {
+				s.logger.Warn("command gave up after conflicts", "command", c.name,
+					"env", c.env, "key", c.key, "attempts", attempt, "actor", c.meta.Actor)
+				return projections.Flag{}, fmt.Errorf("%d attempts in a row lost the race: %w", attempt, err)
+			}
+			if err := s.refresh(ctx, e); err != nil {
+				return projections.Flag{}, err
+			}
+			fresh = true
+			continue
+		}
+		if err != nil {
+			return projections.Flag{}, err
+		}
+		if err := fold(&e.flag, ev, d.cfg); err != nil {
+			// Cannot happen for an event decided on this state; start over from the stream.
+			e.flag = projections.Flag{}
+			return projections.Flag{}, fmt.Errorf("apply appended event %s: %w", ev.ID, err)
+		}
+		if d.enc != nil {
+			e.enc, e.encSeq = *d.enc, e.flag.Sequence
+		}
+		level := slog.LevelDebug
+		if d.typ == events.TypeFlagKilled {
+			level = slog.LevelInfo
+		}
+		if s.logger.Enabled(ctx, level) {
+			s.logger.Log(ctx, level, "event appended", "type", d.typ, "env", c.env, "key", c.key,
+				"version", ev.Version, "sequence", ev.Sequence, "actor", c.meta.Actor,
+				"correlation_id", c.meta.CorrelationID)
+		}
+		return e.flag, nil
+	}
+}
+
+// fold applies ev to f with the projection's fold. When cfg is set it is the configuration ev's
+// payload carries (the command just encoded it): the fold then runs on the envelope alone, which
+// saves decoding the payload, and the configuration is cfg. Tests hold the result to the fold of
+// the stored events.
+func fold(f *projections.Flag, ev events.Event, cfg *events.FlagConfig) error {
+	if cfg == nil {
+		return f.Apply(ev)
+	}
+	ev.Data = nil // decodes to the zero payload
+	if err := f.Apply(ev); err != nil {
+		return err
+	}
+	f.FlagConfig = *cfg
+	return nil
+}
+
+// check applies the checks every command shares, in order (existence, expected version), then
+// the command's own decision.
+func (c *command) check(ctx context.Context, e *entry) (decision, error) {
+	if c.create {
+		if e.flag.Exists() {
+			return decision{}, ErrExists
+		}
+		return c.decide(ctx, e)
+	}
+	if !e.flag.Exists() {
+		return decision{}, notFound{}
+	}
+	if c.expected != 0 && c.expected != e.flag.Version {
+		return decision{}, &VersionError{Expected: c.expected, Actual: e.flag.Version}
+	}
+	return c.decide(ctx, e)
+}
+
+// definitive reports whether a refusal cannot change when the cache catches up: flags are never
+// deleted and versions only grow, so "exists" and "you expected an older version" are final.
+func definitive(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ve *VersionError
+	if errors.As(err, &ve) {
+		return ve.Expected < ve.Actual
+	}
+	return errors.Is(err, ErrExists)
+}
+
+// append appends ev, sending the same event again after a transport error (the store recognises
+// the copy by its id, so it is written once).
+func (s *Service) append(ctx context.Context, ev *events.Event, expectedSeq uint64) error {
+	backoff := transportBackoff
+	for try := 0; ; try++ {
+		_, err := s.store.Append(ctx, ev, expectedSeq)
+		if err == nil || try == transportRetries || !transient(ctx, err) {
+			return err
+		}
+		s.logger.Warn("append failed, sending again", "subject", ev.Subject(), "id", ev.ID, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		backoff *= 2
+	}
+}
+
+// transient reports whether an append error may be worth sending the same event again for.
+func transient(ctx context.Context, err error) bool {
+	return ctx.Err() == nil &&
+		!errors.Is(err, events.ErrConflict) &&
+		!errors.Is(err, events.ErrInvalid) &&
+		!errors.Is(err, events.ErrUnknownType) &&
+		!errors.Is(err, context.Canceled) &&
+		!errors.Is(err, context.DeadlineExceeded)
+}

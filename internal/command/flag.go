@@ -1,0 +1,362 @@
+package command
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/projections"
+)
+
+// Create creates a flag from cfg, validated and normalised. It is disabled unless cfg.Enabled.
+//
+// Errors: [ErrExists] if the flag already exists.
+func (s *Service) Create(ctx context.Context, m Meta, env, key string, cfg events.FlagConfig) (projections.Flag, error) {
+	m, cfg, err := validateCreate(m, env, key, cfg)
+	if err != nil {
+		return projections.Flag{}, fmt.Errorf("create %s/%s: %w", env, key, err)
+	}
+	return s.exec(ctx, command{
+		name: "create", env: env, key: key, meta: m, create: true,
+		decide: func(context.Context, *entry) (decision, error) {
+			return decision{typ: events.TypeFlagCreated, payload: events.FlagCreated{Flag: cfg}, cfg: &cfg}, nil
+		},
+	})
+}
+
+// validateCreate is everything Create checks before it looks at the stream.
+func validateCreate(m Meta, env, key string, cfg events.FlagConfig) (Meta, events.FlagConfig, error) {
+	m, err := validateCommand(m, env, key, false)
+	if err != nil {
+		return Meta{}, events.FlagConfig{}, err
+	}
+	cfg = cfg.Clone()
+	if err := cfg.Validate(); err != nil {
+		return Meta{}, events.FlagConfig{}, err
+	}
+	normalize(&cfg)
+	return m, cfg, nil
+}
+
+// Update applies patch, a JSON Merge Patch (RFC 7396) object, to the flag's configuration
+// document (the JSON of events.FlagConfig) and stores the result if it is valid and differs from
+// the current configuration; a patch that changes nothing writes nothing. The read-only fields of
+// a flag (key, environment, version, archived, createdAt, updatedAt, updatedBy) and unknown
+// fields are refused.
+//
+// Errors: [ErrNotFound]; [*VersionError] when expectedVersion is not 0 and not the flag's
+// version; [ErrArchived].
+func (s *Service) Update(ctx context.Context, m Meta, env, key string, expectedVersion uint64, patch []byte) (projections.Flag, error) {
+	m, err := validateCommand(m, env, key, false)
+	if err != nil {
+		return projections.Flag{}, fmt.Errorf("update %s/%s: %w", env, key, err)
+	}
+	p, err := parsePatch(patch)
+	if err != nil {
+		return projections.Flag{}, fmt.Errorf("update %s/%s: %w", env, key, err)
+	}
+	return s.exec(ctx, command{
+		name: "update", env: env, key: key, meta: m, expected: expectedVersion,
+		decide: func(_ context.Context, e *entry) (decision, error) {
+			cur := &e.flag
+			if cur.Archived {
+				return decision{}, archived()
+			}
+			enc, err := e.encoding()
+			if err != nil {
+				return decision{}, err
+			}
+			next, err := p.apply(cur.FlagConfig, enc)
+			if err != nil {
+				return decision{}, err
+			}
+			if next.same {
+				return noop, nil
+			}
+			return decision{
+				typ:  events.TypeFlagUpdated,
+				data: updatedData(next.enc.canon, p.compact),
+				cfg:  &next.cfg,
+				enc:  &next.enc,
+			}, nil
+		},
+	})
+}
+
+// Enable turns the flag on; enabling an enabled flag writes nothing.
+//
+// Errors: [ErrNotFound]; [*VersionError]; [ErrArchived].
+func (s *Service) Enable(ctx context.Context, m Meta, env, key string, expectedVersion uint64) (projections.Flag, error) {
+	m, err := validateCommand(m, env, key, false)
+	if err != nil {
+		return projections.Flag{}, fmt.Errorf("enable %s/%s: %w", env, key, err)
+	}
+	return s.exec(ctx, command{
+		name: "enable", env: env, key: key, meta: m, expected: expectedVersion,
+		decide: func(_ context.Context, e *entry) (decision, error) {
+			cur := &e.flag
+			switch {
+			case cur.Archived:
+				return decision{}, archived()
+			case cur.Enabled:
+				return noop, nil
+			}
+			return decision{typ: events.TypeFlagEnabled, payload: events.FlagEnabled{}}, nil
+		},
+	})
+}
+
+// Kill turns the flag off, whatever else is happening to it: it carries no expected version and
+// retries through concurrent changes. Meta.Reason is required. Killing a disabled flag writes
+// nothing. Archived flags can be killed.
+//
+// Errors: [ErrNotFound].
+func (s *Service) Kill(ctx context.Context, m Meta, env, key string) (projections.Flag, error) {
+	m, err := validateCommand(m, env, key, true)
+	if err != nil {
+		return projections.Flag{}, fmt.Errorf("kill %s/%s: %w", env, key, err)
+	}
+	return s.exec(ctx, command{
+		name: "kill", env: env, key: key, meta: m,
+		decide: func(_ context.Context, e *entry) (decision, error) {
+			cur := &e.flag
+			if !cur.Enabled {
+				return noop, nil
+			}
+			return decision{typ: events.TypeFlagKilled, payload: events.FlagKilled{}}, nil
+		},
+	})
+}
+
+// Archive retires the flag; archiving an archived flag writes nothing.
+//
+// Errors: [ErrNotFound]; [*VersionError].
+func (s *Service) Archive(ctx context.Context, m Meta, env, key string, expectedVersion uint64) (projections.Flag, error) {
+	return s.setArchived(ctx, "archive", m, env, key, expectedVersion, true)
+}
+
+// Unarchive brings an archived flag back; unarchiving a flag that is not archived writes nothing.
+//
+// Errors: [ErrNotFound]; [*VersionError].
+func (s *Service) Unarchive(ctx context.Context, m Meta, env, key string, expectedVersion uint64) (projections.Flag, error) {
+	return s.setArchived(ctx, "unarchive", m, env, key, expectedVersion, false)
+}
+
+func (s *Service) setArchived(ctx context.Context, name string, m Meta, env, key string, expectedVersion uint64, archive bool) (projections.Flag, error) {
+	m, err := validateCommand(m, env, key, false)
+	if err != nil {
+		return projections.Flag{}, fmt.Errorf("%s %s/%s: %w", name, env, key, err)
+	}
+	d := decision{typ: events.TypeFlagUnarchived, payload: events.FlagUnarchived{}}
+	if archive {
+		d = decision{typ: events.TypeFlagArchived, payload: events.FlagArchived{}}
+	}
+	return s.exec(ctx, command{
+		name: name, env: env, key: key, meta: m, expected: expectedVersion,
+		decide: func(_ context.Context, e *entry) (decision, error) {
+			cur := &e.flag
+			if cur.Archived == archive {
+				return noop, nil
+			}
+			return d, nil
+		},
+	})
+}
+
+// Restore brings back the configuration the flag had at version toVersion, which must be
+// between 1 and the current version minus one, as a new version: history is never rewritten.
+// Restoring a configuration equal to the current one writes nothing. Note that the configuration
+// includes whether the flag is enabled.
+//
+// Errors: [ErrNotFound]; [*VersionError]; [ErrArchived]; events.ErrInvalid for a toVersion out
+// of range, or a configuration that no longer passes today's validation.
+func (s *Service) Restore(ctx context.Context, m Meta, env, key string, toVersion, expectedVersion uint64) (projections.Flag, error) {
+	m, err := validateCommand(m, env, key, false)
+	if err == nil && toVersion == 0 {
+		err = &events.ValidationError{Field: "toVersion", Message: "versions start at 1"}
+	}
+	if err != nil {
+		return projections.Flag{}, fmt.Errorf("restore %s/%s: %w", env, key, err)
+	}
+	// The configuration at toVersion is loaded once: history does not change.
+	var (
+		old    *events.FlagConfig
+		oldErr error
+	)
+	return s.exec(ctx, command{
+		name: "restore", env: env, key: key, meta: m, expected: expectedVersion,
+		decide: func(ctx context.Context, e *entry) (decision, error) {
+			cur := &e.flag
+			if cur.Archived {
+				return decision{}, archived()
+			}
+			if toVersion >= cur.Version {
+				return decision{}, &events.ValidationError{Field: "toVersion",
+					Message: fmt.Sprintf("%d is not an earlier version: the flag is at version %d", toVersion, cur.Version)}
+			}
+			if oldErr != nil {
+				return decision{}, oldErr
+			}
+			if old == nil {
+				cfg, err := s.configAt(ctx, env, key, toVersion)
+				if errors.Is(err, events.ErrInvalid) {
+					oldErr = err
+				}
+				if err != nil {
+					return decision{}, err
+				}
+				old = &cfg
+			}
+			now, err := e.encoding()
+			if err != nil {
+				return decision{}, err
+			}
+			restored, err := encode(*old)
+			if err != nil {
+				return decision{}, err
+			}
+			if bytes.Equal(restored.canon, now.canon) {
+				return noop, nil
+			}
+			return decision{
+				typ:     events.TypeFlagRestored,
+				payload: events.FlagRestored{FromVersion: toVersion, Flag: *old},
+				cfg:     old,
+				enc:     &restored,
+			}, nil
+		},
+	})
+}
+
+// configAt folds the flag's events up to version and returns its configuration then, validated
+// against today's rules and normalised.
+func (s *Service) configAt(ctx context.Context, env, key string, version uint64) (events.FlagConfig, error) {
+	var f projections.Flag
+	q := events.Query{Subjects: []string{events.FlagSubject(env, key)}}
+	err := s.store.Read(ctx, q, func(ev events.Event, err error) error {
+		if err != nil {
+			return fmt.Errorf("event at sequence %d: %w", ev.Sequence, err)
+		}
+		if err := f.Apply(ev); err != nil {
+			return err
+		}
+		if f.Version == version {
+			return events.ErrStop
+		}
+		return nil
+	})
+	if err != nil {
+		return events.FlagConfig{}, fmt.Errorf("read history: %w", err)
+	}
+	if f.Version != version {
+		return events.FlagConfig{}, fmt.Errorf("version %d: %w", version, projections.ErrNotFound)
+	}
+	cfg := f.FlagConfig.Clone()
+	if err := cfg.Validate(); err != nil {
+		return events.FlagConfig{}, fmt.Errorf("the configuration of version %d no longer passes validation: %w", version, err)
+	}
+	normalize(&cfg)
+	return cfg, nil
+}
+
+// Get reads the flag's latest events from the stream, refreshing the cache, and returns its
+// current state, archived or not.
+//
+// Errors: [ErrNotFound]; events.ErrInvalid for a bad environment or key; otherwise a read error.
+func (s *Service) Get(ctx context.Context, env, key string) (projections.Flag, error) {
+	if err := validateTarget(env, key); err != nil {
+		return projections.Flag{}, fmt.Errorf("get %s/%s: %w", env, key, err)
+	}
+	e, err := s.acquire(ctx, env, key)
+	if err != nil {
+		return projections.Flag{}, fmt.Errorf("get %s/%s: %w", env, key, err)
+	}
+	defer s.release(e)
+	if err := s.refresh(ctx, e); err != nil {
+		return projections.Flag{}, fmt.Errorf("get %s/%s: %w", env, key, err)
+	}
+	if !e.flag.Exists() {
+		return projections.Flag{}, fmt.Errorf("get %s/%s: %w", env, key, notFound{})
+	}
+	return e.flag, nil
+}
+
+// updatedData is the encoding of events.FlagUpdated{Flag: cfg, Patch: patch} built from cfg's
+// canonical encoding, which saves encoding the configuration a second time. TestUpdatedData
+// holds it to the payload's encoding.
+func updatedData(canon, patch []byte) json.RawMessage {
+	b := make([]byte, 0, len(canon)+len(patch)+20)
+	b = append(b, `{"flag":`...)
+	b = append(b, canon...)
+	if len(patch) > 0 {
+		b = append(b, `,"patch":`...)
+		b = append(b, patch...)
+	}
+	return append(b, '}')
+}
+
+func archived() error {
+	return fmt.Errorf("%w: unarchive it first", ErrArchived)
+}
+
+// Limits on Meta besides events.MaxReasonLen.
+const (
+	maxActorLen = 256
+	maxIDLen    = 256
+)
+
+func validateTarget(env, key string) error {
+	if err := events.ValidateEnvironment(env); err != nil {
+		return err
+	}
+	return events.ValidateFlagKey(key)
+}
+
+// validateCommand checks what every command carries and returns m with white space trimmed.
+func validateCommand(m Meta, env, key string, reasonRequired bool) (Meta, error) {
+	if err := validateTarget(env, key); err != nil {
+		return Meta{}, err
+	}
+	m.Actor = strings.TrimSpace(m.Actor)
+	m.Reason = strings.TrimSpace(m.Reason)
+	m.CorrelationID = strings.TrimSpace(m.CorrelationID)
+	m.CausationID = strings.TrimSpace(m.CausationID)
+	var errs []error
+	check := func(field, v string, max int) {
+		if len(v) > max {
+			errs = append(errs, &events.ValidationError{Field: field, Message: fmt.Sprintf("longer than %d bytes", max)})
+		} else if msg := badText(v); msg != "" {
+			errs = append(errs, &events.ValidationError{Field: field, Message: msg})
+		}
+	}
+	if m.Actor == "" {
+		errs = append(errs, &events.ValidationError{Field: "actor", Message: "every command names its actor"})
+	}
+	check("actor", m.Actor, maxActorLen)
+	if reasonRequired && m.Reason == "" {
+		errs = append(errs, &events.ValidationError{Field: "reason", Message: "is required: say why"})
+	}
+	check("reason", m.Reason, events.MaxReasonLen)
+	check("correlationId", m.CorrelationID, maxIDLen)
+	check("causationId", m.CausationID, maxIDLen)
+	return m, errors.Join(errs...)
+}
+
+// badText says what is wrong with a header value, or "" when nothing is: NATS headers are one
+// line each, so a control character would be altered on the way to the stream.
+func badText(s string) string {
+	if !utf8.ValidString(s) {
+		return "is not valid UTF-8"
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return "contains a control character (a line break?): one line of text only"
+		}
+	}
+	return ""
+}
