@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/config"
+	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/interlock-dev/interlock/projections"
+)
+
+// server boots the real `interlock serve` on :0 with an embedded NATS server under dir.
+func server(t *testing.T, dir string, env map[string]string) (*app.Main, string) {
+	t.Helper()
+	getenv := func(k string) string { return env[k] }
+	cfg, err := config.Load([]string{"--data", dir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0"}, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	m, err := app.Start(context.Background(), cfg, slog.New(slog.DiscardHandler), &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	natstest.Eventually(t, 10*time.Second, m.Ready, "projections ready")
+	return m, out.String()
+}
+
+type cliResult struct {
+	code           int
+	stdout, stderr string
+}
+
+// cli runs the interlock binary's client side exactly as a shell would.
+func runCLI(t *testing.T, env map[string]string, args ...string) cliResult {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(args, strings.NewReader(""), &stdout, &stderr, func(k string) string { return env[k] })
+	return cliResult{code, stdout.String(), stderr.String()}
+}
+
+func TestWholeProgram(t *testing.T) {
+	dir := t.TempDir()
+	m, banner := server(t, dir, nil)
+	token := regexp.MustCompile(`export INTERLOCK_TOKEN=(\S+)`).FindStringSubmatch(banner)
+	if token == nil {
+		t.Fatalf("no token in banner:\n%s", banner)
+	}
+	base := "http://" + m.HTTPAddr()
+	env := map[string]string{"INTERLOCK_SERVER": base, "INTERLOCK_TOKEN": token[1]}
+
+	// Create through the CLI, read through the API.
+	if r := runCLI(t, env, "flags", "create", "production/checkout-v2", "--enabled", "--description", "new checkout", "--reason", "launch"); r.code != 0 {
+		t.Fatalf("create: %d %s", r.code, r.stderr)
+	}
+	resp, err := http.Get(base + "/api/v1/environments/production/flags/checkout-v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flag projections.Flag
+	json.NewDecoder(resp.Body).Decode(&flag)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !flag.Enabled || flag.Version != 1 || flag.UpdatedBy != "admin" || resp.Header.Get("ETag") != `"1"` {
+		t.Fatalf("get: %d %+v etag %s", resp.StatusCode, flag, resp.Header.Get("ETag"))
+	}
+	beforeKill := time.Now().UTC()
+
+	// The on-call path, twice: the second is a no-op, not an error.
+	for range 2 {
+		if r := runCLI(t, env, "kill", "production/checkout-v2", "--reason", "checkout errors"); r.code != 0 {
+			t.Fatalf("kill: %d %s", r.code, r.stderr)
+		}
+	}
+	r := runCLI(t, env, "flags", "get", "production/checkout-v2", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("get: %d %s", r.code, r.stderr)
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &flag); err != nil || flag.Enabled || flag.Version != 2 {
+		t.Fatalf("after kill: %+v %v\n%s", flag, err, r.stdout)
+	}
+
+	// History, field by field, with actor and reason from the token and the request.
+	r = runCLI(t, env, "flags", "history", "production/checkout-v2", "-o", "json")
+	var hist struct{ Entries []projections.Entry }
+	if err := json.Unmarshal([]byte(r.stdout), &hist); err != nil || len(hist.Entries) != 2 {
+		t.Fatalf("history: %v %s", err, r.stdout)
+	}
+	kill := hist.Entries[1]
+	if kill.Actor != "admin" || kill.Reason != "checkout errors" || len(kill.Changes) != 1 || kill.Changes[0].Path != "enabled" {
+		t.Fatalf("kill entry: %+v", kill)
+	}
+	if r := runCLI(t, env, "flags", "history", "production/checkout-v2"); r.code != 0 || !strings.Contains(r.stdout, "checkout errors") {
+		t.Fatalf("history table: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+
+	// The flag as it was before the kill, by time and by version.
+	q := url.Values{"at": {beforeKill.Format(time.RFC3339Nano)}}
+	resp, err = http.Get(base + "/api/v1/environments/production/flags/checkout-v2?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&flag)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !flag.Enabled || flag.Version != 1 {
+		t.Fatalf("as of %s: %d %+v", q.Get("at"), resp.StatusCode, flag)
+	}
+	if r := runCLI(t, env, "flags", "get", "production/checkout-v2", "--version", "1", "-o", "json"); r.code != 0 || !strings.Contains(r.stdout, `"enabled": true`) {
+		t.Fatalf("get --version 1: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+
+	// Exit codes scripts rely on.
+	noToken := map[string]string{"INTERLOCK_SERVER": base}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		code int
+	}{
+		{"not found", env, []string{"flags", "get", "production/nope"}, 3},
+		{"stale version", env, []string{"flags", "set", "production/checkout-v2", "--description", "x", "--if-version", "1"}, 4},
+		{"no token", noToken, []string{"kill", "production/checkout-v2", "--reason", "x"}, 5},
+		{"bad key", env, []string{"flags", "create", "production/bad key"}, 2},
+		{"rejected by server", env, []string{"flags", "create", "production/mixed", "--variant", "on=true", "--variant", `off="no"`, "--default", "on", "--off", "off"}, 6},
+		{"kill without reason", env, []string{"kill", "production/checkout-v2"}, 2},
+		{"unreachable", map[string]string{"INTERLOCK_SERVER": "http://127.0.0.1:1"}, []string{"flags", "list", "production"}, 7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if r := runCLI(t, tc.env, tc.args...); r.code != tc.code {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, tc.code, r.stdout, r.stderr)
+			}
+		})
+	}
+
+	// Audit across flags.
+	if r := runCLI(t, env, "flags", "create", "staging/DeptA.TeamB.66623"); r.code != 0 {
+		t.Fatalf("create: %d %s", r.code, r.stderr)
+	}
+	r = runCLI(t, env, "audit", "--actor", "admin", "-o", "json")
+	var audit struct{ Events []projections.Entry }
+	if err := json.Unmarshal([]byte(r.stdout), &audit); err != nil || len(audit.Events) != 3 {
+		t.Fatalf("audit: %v %s", err, r.stdout)
+	}
+
+	// A restart keeps everything: the replayed projections equal the live ones.
+	live := listAll(t, base)
+	m.Close()
+	m2, banner2 := server(t, dir, nil)
+	if strings.Contains(banner2, "INTERLOCK_TOKEN=") {
+		t.Fatalf("token printed again after restart:\n%s", banner2)
+	}
+	base2 := "http://" + m2.HTTPAddr()
+	if replayed := listAll(t, base2); !reflect.DeepEqual(live, replayed) {
+		t.Fatalf("after restart:\n got %+v\nwant %+v", replayed, live)
+	}
+	env["INTERLOCK_SERVER"] = base2
+	if r := runCLI(t, env, "flags", "enable", "production/checkout-v2", "--reason", "fixed"); r.code != 0 {
+		t.Fatalf("the generated token survives a restart: %d %s", r.code, r.stderr)
+	}
+}
+
+func listAll(t *testing.T, base string) map[string][]projections.Flag {
+	t.Helper()
+	out := map[string][]projections.Flag{}
+	for _, env := range []string{"production", "staging"} {
+		resp, err := http.Get(base + "/api/v1/environments/" + env + "/flags?archived=true")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct{ Flags []projections.Flag }
+		json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		out[env] = body.Flags
+	}
+	return out
+}
+
+func TestServeEnvToken(t *testing.T) {
+	m, banner := server(t, t.TempDir(), map[string]string{"INTERLOCK_ADMIN_TOKEN": "s3cret-token-for-tests"})
+	if strings.Contains(banner, "INTERLOCK_TOKEN=") {
+		t.Fatalf("generated a token although INTERLOCK_ADMIN_TOKEN was set:\n%s", banner)
+	}
+	env := map[string]string{"INTERLOCK_SERVER": "http://" + m.HTTPAddr(), "INTERLOCK_TOKEN": "s3cret-token-for-tests"}
+	if r := runCLI(t, env, "flags", "create", "production/a"); r.code != 0 {
+		t.Fatalf("create with env token: %d %s", r.code, r.stderr)
+	}
+	env["INTERLOCK_TOKEN"] = "wrong"
+	if r := runCLI(t, env, "flags", "create", "production/b"); r.code != 5 {
+		t.Fatalf("create with wrong token: exit %d, want 5", r.code)
+	}
+}
+
+func TestServeUsage(t *testing.T) {
+	r := runCLI(t, nil, "serve", "--replicas", "3")
+	if r.code != 2 || !strings.Contains(r.stderr, "--nats-url") {
+		t.Fatalf("exit %d stderr %s", r.code, r.stderr)
+	}
+}

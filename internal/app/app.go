@@ -1,0 +1,237 @@
+// Package app wires Interlock's parts into one running server: NATS (embedded or external), the
+// event store, the projections, the command path, auth and the HTTP API. Tests boot it whole.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/api"
+	"github.com/interlock-dev/interlock/internal/auth"
+	"github.com/interlock-dev/interlock/internal/command"
+	"github.com/interlock-dev/interlock/internal/config"
+	"github.com/interlock-dev/interlock/internal/embedded"
+	"github.com/interlock-dev/interlock/projections"
+)
+
+// Main is a running Interlock server.
+type Main struct {
+	cfg    config.Config
+	logger *slog.Logger
+
+	ns      *embedded.Server // nil with an external cluster
+	nc      *nats.Conn
+	store   *events.Store
+	catalog *projections.Catalog
+	runner  *projections.Runner
+	httpSrv *http.Server
+	httpLn  net.Listener
+
+	cancel    context.CancelFunc
+	group     *errgroup.Group
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start brings the server up: it returns once NATS is connected, the stream exists and the HTTP
+// listener is bound (so bind errors surface at once and ":0" works). Projections catch up in the
+// background; /readyz says when they have. What to tell the person starting it (where it listens,
+// the admin token when one was generated) goes to out.
+func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Writer) (_ *Main, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m := &Main{cfg: cfg, logger: logger}
+	defer func() {
+		if err != nil {
+			m.shutdown()
+		}
+	}()
+
+	if err := m.connect(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(m.nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if m.store, err = events.Open(setupCtx, js, events.StreamConfig{Replicas: cfg.Replicas}); err != nil {
+		return nil, err
+	}
+	tokens, err := auth.Open(setupCtx, js, cfg.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	generated, err := tokens.Bootstrap(setupCtx, cfg.AdminToken)
+	if err != nil {
+		return nil, err
+	}
+
+	m.catalog = projections.NewCatalog()
+	m.runner = projections.NewRunner(m.store, m.catalog, logger)
+	handler, err := api.New(api.Config{
+		Commands: command.New(m.store, logger),
+		Catalog:  m.catalog,
+		Reader:   m.store,
+		Auth:     tokens,
+		Ready:    m.runner.Ready,
+		Logger:   logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if m.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
+		return nil, fmt.Errorf("http listen: %w", err)
+	}
+	m.httpSrv = &http.Server{
+		Handler:           handler.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	m.cancel = cancelRun
+	m.group, runCtx = errgroup.WithContext(runCtx)
+	m.group.Go(func() error { return m.runner.Run(runCtx) })
+	m.group.Go(func() error {
+		if err := m.httpSrv.Serve(m.httpLn); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	m.group.Go(func() error {
+		<-runCtx.Done()
+		shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return m.httpSrv.Shutdown(shutCtx)
+	})
+
+	m.banner(out, generated)
+	logger.Info("interlock started", "http", m.HTTPAddr(), "nats", m.NATSURL(), "replicas", cfg.Replicas)
+	return m, nil
+}
+
+func (m *Main) connect() error {
+	if m.cfg.NATSURL != "" {
+		opts := []nats.Option{
+			nats.Name("interlock"),
+			nats.MaxReconnects(-1),
+			nats.ReconnectWait(250 * time.Millisecond),
+		}
+		if m.cfg.NATSCreds != "" {
+			opts = append(opts, nats.UserCredentials(m.cfg.NATSCreds))
+		}
+		nc, err := nats.Connect(m.cfg.NATSURL, opts...)
+		if err != nil {
+			return fmt.Errorf("connect to nats %s: %w", m.cfg.NATSURL, err)
+		}
+		m.nc = nc
+		return nil
+	}
+	if err := os.MkdirAll(m.cfg.Data, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	listen := m.cfg.NATSListen
+	if listen == "none" {
+		listen = ""
+	}
+	ns, err := embedded.Start(embedded.Config{
+		StoreDir: filepath.Join(m.cfg.Data, "jetstream"),
+		Listen:   listen,
+		NoSync:   m.cfg.NoSync,
+	}, m.logger.With("component", "nats"))
+	if err != nil {
+		return err
+	}
+	m.ns = ns
+	if m.nc, err = ns.Connect(); err != nil {
+		return fmt.Errorf("connect to embedded nats: %w", err)
+	}
+	return nil
+}
+
+func (m *Main) banner(out io.Writer, generated string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Interlock is serving http://%s (admin API /api/v1, health /healthz, readiness /readyz)\n", m.HTTPAddr())
+	switch {
+	case m.ns != nil && m.NATSURL() != "":
+		fmt.Fprintf(&b, "Embedded NATS with JetStream at %s, data in %s\n", m.NATSURL(), m.cfg.Data)
+	case m.ns != nil:
+		fmt.Fprintf(&b, "Embedded NATS with JetStream (in-process only), data in %s\n", m.cfg.Data)
+	default:
+		fmt.Fprintf(&b, "Using NATS at %s, stream replicas %d\n", m.cfg.NATSURL, m.cfg.Replicas)
+	}
+	switch {
+	case generated != "":
+		fmt.Fprintf(&b, "\nAn admin token was generated. It is shown this once and stored only as a hash:\n\n    export INTERLOCK_TOKEN=%s\n\nUse it as 'Authorization: Bearer <token>' or with the CLI's --token / INTERLOCK_TOKEN.\n", generated)
+	case m.cfg.AdminToken != "":
+		fmt.Fprintf(&b, "Admin token: the one in INTERLOCK_ADMIN_TOKEN.\n")
+	default:
+		fmt.Fprintf(&b, "Admin token: the one printed at first start (or set INTERLOCK_ADMIN_TOKEN to use your own).\n")
+	}
+	io.WriteString(out, b.String())
+}
+
+// HTTPAddr is the address the HTTP server listens on.
+func (m *Main) HTTPAddr() string { return m.httpLn.Addr().String() }
+
+// NATSURL is the embedded server's client URL ("" when it does not listen, or with an external
+// cluster).
+func (m *Main) NATSURL() string {
+	if m.ns == nil {
+		return ""
+	}
+	return m.ns.ClientURL()
+}
+
+// Ready reports whether the projections have caught up with the stream.
+func (m *Main) Ready() bool { return m.runner.Ready() }
+
+// Catalog is the live flag read model (for in-process users such as tests and benchmarks).
+func (m *Main) Catalog() *projections.Catalog { return m.catalog }
+
+// Wait blocks until a part of the server fails or Close is called, and returns the first error.
+func (m *Main) Wait() error { return m.group.Wait() }
+
+// Close shuts the server down gracefully: HTTP first (in-flight requests finish), then the
+// projections, the NATS connection and the embedded server. It is safe to call more than once.
+func (m *Main) Close() error {
+	m.closeOnce.Do(func() { m.closeErr = m.shutdown() })
+	return m.closeErr
+}
+
+func (m *Main) shutdown() error {
+	var err error
+	if m.cancel != nil {
+		m.cancel()
+		err = m.group.Wait()
+	} else if m.httpLn != nil {
+		m.httpLn.Close()
+	}
+	if m.nc != nil {
+		m.nc.Drain()
+		m.nc.Close()
+	}
+	if m.ns != nil {
+		m.ns.Shutdown()
+	}
+	return err
+}
