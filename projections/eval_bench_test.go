@@ -1,0 +1,246 @@
+package projections_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/interlock-dev/interlock/projections"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The four cases the peers were measured on:
+//
+//	a: a static bool;
+//	b: a bool with a role == "beta" rule;
+//	c: a 25/75 split by targeting key;
+//	d: a random flag among 10,000, a third each of a, b and c.
+func benchCase(i int) events.FlagConfig {
+	switch i % 3 {
+	case 0:
+		return boolConfig()
+	case 1:
+		return targeted(cond("role", "eq", "beta"))
+	default:
+		return splitFlag(25, 75)
+	}
+}
+
+// benchContexts are 1,024 prebuilt contexts: a targeting key and a few attributes, a quarter of
+// them beta users.
+func benchContexts() []*projections.EvalContext {
+	roles := []string{"beta", "admin", "user", "guest"}
+	countries := []string{"NL", "DE", "US", "FR", "JP"}
+	out := make([]*projections.EvalContext, 1024)
+	for i := range out {
+		out[i] = &projections.EvalContext{
+			TargetingKey: fmt.Sprintf("user-%06d", i*7919),
+			Attributes: map[string]any{
+				"role":    roles[i%len(roles)],
+				"country": countries[i%len(countries)],
+				"plan":    "pro",
+				"age":     20 + i%50,
+			},
+		}
+	}
+	return out
+}
+
+// BenchmarkEval measures Flagset.Evaluate on the four cases:
+//
+//	go test -run '^$' -bench BenchmarkEval -benchmem -count 5 ./projections/
+func BenchmarkEval(b *testing.B) {
+	ctxs := benchContexts()
+	small := compileSet(b, []projections.Flag{
+		flagOf("checkout.static", benchCase(0)),
+		flagOf("checkout.beta", benchCase(1)),
+		flagOf("checkout.ramp", benchCase(2)),
+	})
+	for _, c := range []struct{ name, key string }{
+		{"a-static", "checkout.static"},
+		{"b-targeting", "checkout.beta"},
+		{"c-fractional", "checkout.ramp"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			i := 0
+			for b.Loop() {
+				if small.Evaluate(c.key, ctxs[i&1023]).Variant == nil {
+					b.Fatal("no variant")
+				}
+				i++
+			}
+		})
+	}
+
+	const n = 10_000
+	flags := make([]projections.Flag, n)
+	keys := make([]string, n)
+	for i := range flags {
+		keys[i] = fmt.Sprintf("team-%02d.flag-%05d", i%20, i)
+		flags[i] = flagOf(keys[i], benchCase(i))
+	}
+	large := compileSet(b, flags)
+	rng := rand.New(rand.NewPCG(1, 2))
+	order := make([]string, 1<<16)
+	for i := range order {
+		order[i] = keys[rng.IntN(n)]
+	}
+	b.Run("d-10k-random", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			if large.Evaluate(order[i&(1<<16-1)], ctxs[i&1023]).Variant == nil {
+				b.Fatal("no variant")
+			}
+			i++
+		}
+	})
+}
+
+// BenchmarkFlagsetApply measures folding one event into a flag set of 1,000 and of 10,000
+// flags: a copy of the map of compiled flags and the compilation of the one that changed.
+func BenchmarkFlagsetApply(b *testing.B) {
+	for _, n := range []int{1_000, 10_000} {
+		b.Run(fmt.Sprintf("flags-%d", n), func(b *testing.B) {
+			flags := make([]projections.Flag, n)
+			for i := range flags {
+				flags[i] = flagOf(fmt.Sprintf("team-%02d.flag-%05d", i%20, i), benchConfig(i))
+			}
+			set, err := projections.CompileFlagset(env, 1, flags, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			evs := make([]events.Event, 2)
+			for i, typ := range []string{events.TypeFlagKilled, events.TypeFlagEnabled} {
+				ev, err := events.NewEvent(typ, env, flags[n/2].Key, map[string]any{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				evs[i] = ev
+			}
+			version, seq := uint64(1), uint64(1)
+			for b.Loop() {
+				ev := evs[seq%2]
+				version++
+				seq++
+				ev.Version, ev.Sequence = version, seq
+				if set, err = set.Apply(ev); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkRebuildEvaluators is BenchmarkRebuild (bench_test.go) with Evaluators attached to
+// the catalog, against the speed at which the stream can merely be read. The machine is shared,
+// so each iteration runs the three passes back to back — raw read, catalog rebuild, catalog
+// rebuild with evaluators and a read of the result — and the benchmark reports each pass's
+// events/s and the evaluators' share of raw:
+//
+//	go test ./projections/ -run '^$' -bench BenchmarkRebuildEvaluators -benchtime 3x -rebuild.events=100000
+func BenchmarkRebuildEvaluators(b *testing.B) {
+	n := *rebuildEvents
+	s := natstest.RunServer(b)
+	js := natstest.JetStream(b, s)
+	ctx := context.Background()
+	st, err := events.Open(ctx, js, events.StreamConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	writeRebuildStream(b, js, n)
+
+	raw := func() {
+		cons, err := js.OrderedConsumer(ctx, st.StreamName(), jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		it, err := cons.Messages(jetstream.PullMaxMessages(1000))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range n {
+			if _, err := it.Next(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		it.Stop()
+	}
+	rebuild := func(attach bool) {
+		c := projections.NewCatalog()
+		var e *projections.Evaluators
+		if attach {
+			e = projections.NewEvaluators(c)
+		}
+		r := projections.NewRunner(st, c, nil)
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- r.Run(rctx) }()
+		if err := r.WaitReady(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if attach {
+			set := e.Flagset("production")
+			if got := len(set.Keys()); got != min(n, rebuildFlags) || set.Sequence() != uint64(n) {
+				b.Fatalf("evaluators hold %d flags at %d", got, set.Sequence())
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+	}
+	timed := func(f func()) time.Duration {
+		start := time.Now()
+		f()
+		return time.Since(start)
+	}
+	var tRaw, tCatalog, tEval time.Duration
+	for b.Loop() {
+		tRaw += timed(raw)
+		tCatalog += timed(func() { rebuild(false) })
+		tEval += timed(func() { rebuild(true) })
+	}
+	rate := func(d time.Duration) float64 { return float64(n*b.N) / d.Seconds() }
+	b.ReportMetric(rate(tRaw), "raw-events/s")
+	b.ReportMetric(rate(tCatalog), "catalog-events/s")
+	b.ReportMetric(rate(tEval), "evaluators-events/s")
+	b.ReportMetric(100*rate(tEval)/rate(tRaw), "evaluators-%-of-raw")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkCatalogApplyEvaluators is BenchmarkCatalogApply (bench_test.go) with and without
+// Evaluators attached: the cost the evaluators add to the fold of each event, without the
+// stream.
+func BenchmarkCatalogApplyEvaluators(b *testing.B) {
+	evs := rebuildEventList(b, 30_000)
+	for _, attach := range []bool{false, true} {
+		name := "catalog"
+		if attach {
+			name = "evaluators"
+		}
+		b.Run(name, func(b *testing.B) {
+			runs := 0
+			for b.Loop() {
+				c := projections.NewCatalog()
+				var e *projections.Evaluators
+				if attach {
+					e = projections.NewEvaluators(c)
+				}
+				for _, ev := range evs {
+					if err := c.Apply(ev); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if attach && len(e.Flagset("production").Keys()) != rebuildFlags {
+					b.Fatal("evaluators do not hold every flag")
+				}
+				runs++
+			}
+			b.ReportMetric(float64(len(evs)*runs)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
