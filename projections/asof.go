@@ -16,13 +16,13 @@ type Reader interface {
 	Read(ctx context.Context, q events.Query, h events.Handler) error
 }
 
-// Point is a moment in a flag's or an environment's past. Exactly one field is set:
+// Point is a moment in the past of a flag, a segment or an environment. Exactly one field is set:
 //
 //   - Time: the state after every event, in stream order, up to the first event whose time is
 //     after Time. The stream's order is the order of time: an event is never folded after a later
 //     one was left out, even if a writer's clock put it earlier.
 //   - Sequence: the state after every event whose stream sequence is at most Sequence.
-//   - Version: the state of one flag at that version (only for a single flag).
+//   - Version: the state of one flag (or segment) at that version; not for an environment.
 type Point struct {
 	Time     time.Time
 	Sequence uint64
@@ -60,7 +60,7 @@ func (p Point) String() string {
 }
 
 // after reports whether ev lies beyond the point, so that it and everything after it is left out.
-// Versions are checked by the caller, per flag.
+// Versions are checked by the caller, per flag or segment.
 func (p Point) after(ev *events.Event) bool {
 	switch {
 	case !p.Time.IsZero():

@@ -124,12 +124,14 @@ type AuditPage struct {
 }
 
 // Audit returns one page of the audit trail: the events q selects, oldest first, each with the
-// fields it changed in its flag. Messages that are not events are left out; an event the live
-// [Catalog] refuses is listed with no changes, since it changed nothing.
+// fields it changed in its flag ([Diff]) or segment ([DiffSegment]). Messages that are not events
+// are left out; an event the live [Catalog] refuses is listed with no changes, since it changed
+// nothing.
 //
 // Reading a page costs two reads: one from the cursor (or from Since) to find the page's events,
-// and one folding the flags on the page from the start of the stream up to the page's last event,
-// which the changes need. The second grows with the history of those flags, not with the page.
+// and one folding the flags and segments on the page from the start of the stream up to the
+// page's last event, which the changes need. The second grows with the history of those flags and
+// segments, not with the page.
 //
 // Errors: one wrapping events.ErrInvalid for a bad query (see [AuditQuery.Validate]); otherwise a
 // read error.
@@ -197,21 +199,53 @@ func auditEvents(ctx context.Context, r Reader, q AuditQuery, limit int) ([]even
 	return evs, nil
 }
 
-type flagRef struct{ env, key string }
+// entityRef names one flag or one segment: a flag and a segment may share a key.
+type entityRef struct{ entity, env, key string }
 
-// auditChanges folds every flag that has an event in page from the start of the stream to the
-// page's last event, and returns the changes of each page event, in page order. The fold is the
-// live catalog's: an event it refuses changes nothing.
+func (r entityRef) subject() string {
+	if r.entity == events.EntitySegment {
+		return events.SegmentSubject(r.env, r.key)
+	}
+	return events.FlagSubject(r.env, r.key)
+}
+
+// folded is the state of one entity as auditChanges folds it: a flag or a segment, as its
+// entityRef says.
+type folded struct {
+	flag    Flag
+	segment Segment
+}
+
+// apply folds ev into the entity and returns the fields it changed; ok is false when the fold
+// refuses it (then nothing changed).
+func (f *folded) apply(ev *events.Event) (changes []Change, ok bool) {
+	if ev.Entity == events.EntitySegment {
+		before := f.segment
+		if applySegment(&f.segment, ev) != nil {
+			return nil, false
+		}
+		return DiffSegment(before, f.segment), true
+	}
+	before := f.flag
+	if apply(&f.flag, ev) != nil {
+		return nil, false
+	}
+	return Diff(before, f.flag), true
+}
+
+// auditChanges folds every flag and segment that has an event in page from the start of the
+// stream to the page's last event, and returns the changes of each page event, in page order.
+// The fold is the live catalog's: an event it refuses changes nothing.
 func auditChanges(ctx context.Context, r Reader, q AuditQuery, page []events.Event) ([][]Change, error) {
 	at := make(map[uint64]int, len(page))
-	flags := make(map[flagRef]*Flag)
+	states := make(map[entityRef]*folded)
 	var subjects []string
 	for i := range page {
 		at[page[i].Sequence] = i
-		ref := flagRef{page[i].Environment, page[i].Key}
-		if _, ok := flags[ref]; !ok {
-			flags[ref] = new(Flag)
-			subjects = append(subjects, events.FlagSubject(ref.env, ref.key))
+		ref := entityRef{page[i].Entity, page[i].Environment, page[i].Key}
+		if _, ok := states[ref]; !ok {
+			states[ref] = new(folded)
+			subjects = append(subjects, ref.subject())
 		}
 	}
 	if len(subjects) > maxFilterSubjects {
@@ -226,14 +260,13 @@ func auditChanges(ctx context.Context, r Reader, q AuditQuery, page []events.Eve
 		if err != nil {
 			return nil
 		}
-		f, ok := flags[flagRef{ev.Environment, ev.Key}]
+		st, ok := states[entityRef{ev.Entity, ev.Environment, ev.Key}]
 		if !ok {
 			return nil
 		}
-		before := *f
-		if apply(f, &ev) == nil {
+		if ch, ok := st.apply(&ev); ok {
 			if i, ok := at[ev.Sequence]; ok {
-				changes[i] = Diff(before, *f)
+				changes[i] = ch
 			}
 		}
 		if ev.Sequence >= last {

@@ -141,10 +141,12 @@ func toJSON(v any) json.RawMessage {
 	return b
 }
 
-// Entry is one event of a flag's history with the fields it changed.
+// Entry is one event of a flag's (or a segment's) history with the fields it changed.
 type Entry struct {
-	Sequence      uint64    `json:"sequence"`
-	Environment   string    `json:"environment"`
+	Sequence    uint64 `json:"sequence"`
+	Environment string `json:"environment"`
+	// Entity is what Key names: events.EntityFlag or events.EntitySegment.
+	Entity        string    `json:"entity"`
 	Key           string    `json:"key"`
 	Version       uint64    `json:"version"`
 	ID            string    `json:"id"`
@@ -161,6 +163,7 @@ func newEntry(ev *events.Event, changes []Change) Entry {
 	return Entry{
 		Sequence:      ev.Sequence,
 		Environment:   ev.Environment,
+		Entity:        ev.Entity,
 		Key:           ev.Key,
 		Version:       ev.Version,
 		ID:            ev.ID,

@@ -30,6 +30,11 @@ type Commands interface {
 	Archive(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (projections.Flag, error)
 	Unarchive(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (projections.Flag, error)
 	Restore(ctx context.Context, m command.Meta, env, key string, toVersion, expectedVersion uint64) (projections.Flag, error)
+
+	CreateSegment(ctx context.Context, m command.Meta, env, key string, cfg events.SegmentConfig) (projections.Segment, error)
+	UpdateSegment(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64, patch []byte) (projections.Segment, error)
+	ArchiveSegment(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (projections.Segment, error)
+	UnarchiveSegment(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (projections.Segment, error)
 }
 
 // Catalog is the live read model of the flags: *projections.Catalog.
@@ -39,6 +44,9 @@ type Catalog interface {
 	Environments() []string
 	// WaitSequence returns once the catalog has applied the event at stream sequence seq.
 	WaitSequence(ctx context.Context, seq uint64) error
+	// Segment and Segments read the segments (segments.go).
+	Segment(env, key string) (projections.Segment, bool)
+	Segments(env string) []projections.Segment
 }
 
 // Authenticator tells who a bearer token stands for: *auth.Store.
@@ -76,6 +84,21 @@ type Config struct {
 	// ReadAuth makes reads require a token whose role may read. Off by default: reads are open,
 	// since flags are not secrets and every service evaluating them reads them anyway.
 	ReadAuth bool
+	// Events follows the stream for the live event feed, GET /api/v1/events (events.go); without
+	// it that endpoint answers 404.
+	Events EventFeed
+	// EventsHeartbeat is how often an idle event feed sends a comment to keep proxies from
+	// closing it. DefaultEventsHeartbeat when 0.
+	EventsHeartbeat time.Duration
+	// EventsBuffer is how many events wait for one feed client at most. DefaultEventsBuffer
+	// when 0.
+	EventsBuffer int
+	// EventsSlowTimeout is how long a feed client may leave EventsBuffer events waiting before
+	// it is disconnected. DefaultEventsSlowTimeout when 0.
+	EventsSlowTimeout time.Duration
+	// Presence tracks the in-process subscribers, for GET .../subscribers and
+	// .../flags/{key}/propagation (propagation.go); without it those endpoints answer 404.
+	Presence Presence
 }
 
 func (c *Config) setDefaults() {
@@ -87,6 +110,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.EventsHeartbeat == 0 {
+		c.EventsHeartbeat = DefaultEventsHeartbeat
+	}
+	if c.EventsBuffer == 0 {
+		c.EventsBuffer = DefaultEventsBuffer
+	}
+	if c.EventsSlowTimeout == 0 {
+		c.EventsSlowTimeout = DefaultEventsSlowTimeout
 	}
 }
 
@@ -114,6 +146,9 @@ func (c Config) Validate() error {
 	if c.WriteTimeout < 0 {
 		errs = append(errs, errors.New("write timeout: negative"))
 	}
+	if c.EventsHeartbeat < 0 || c.EventsBuffer < 0 || c.EventsSlowTimeout < 0 {
+		errs = append(errs, errors.New("events heartbeat, buffer and slow timeout: negative"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -122,6 +157,7 @@ type API struct {
 	cfg     Config
 	logger  *slog.Logger
 	handler http.Handler
+	feeds   feeds // the open event feeds (events.go)
 }
 
 // New returns the API for cfg, or the configuration's problems (see [Config.Validate]).
@@ -143,6 +179,9 @@ func (a *API) Handler() http.Handler { return a.handler }
 const (
 	pathFlags = "/api/v1/environments/{env}/flags"
 	pathFlag  = pathFlags + "/{key}"
+	// Segments (segments.go).
+	pathSegments = "/api/v1/environments/{env}/segments"
+	pathSegment  = pathSegments + "/{key}"
 )
 
 // route is one path and the handler of each method on it.
@@ -166,6 +205,14 @@ func (a *API) routes() *http.ServeMux {
 		{pathFlag + "/unarchive", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, a.action(Commands.Unarchive))}},
 		{pathFlag + "/restore", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, a.restoreFlag)}},
 		{"/api/v1/audit", []string{"GET"}, []http.Handler{a.read(a.audit)}},
+		{"/api/v1/environments/{env}/subscribers", []string{"GET"}, []http.Handler{a.read(a.listSubscribers)}},
+		{pathFlag + "/propagation", []string{"GET"}, []http.Handler{a.read(a.flagPropagation)}},
+		{"/api/v1/events", []string{"GET"}, []http.Handler{a.read(a.eventFeed)}},
+		{pathSegments, []string{"GET", "POST"}, []http.Handler{a.read(a.listSegments), a.write(auth.ActionWrite, a.createSegment)}},
+		{pathSegment, []string{"GET", "PATCH"}, []http.Handler{a.read(a.getSegment), a.write(auth.ActionWrite, a.updateSegment)}},
+		{pathSegment + "/history", []string{"GET"}, []http.Handler{a.read(a.segmentHistory)}},
+		{pathSegment + "/archive", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, a.segmentAction(Commands.ArchiveSegment))}},
+		{pathSegment + "/unarchive", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, a.segmentAction(Commands.UnarchiveSegment))}},
 	}
 	mux := http.NewServeMux()
 	for _, rt := range table {

@@ -21,6 +21,7 @@ var (
 	errMethodNotAllowed     = errors.New("method not allowed")
 	errNoRoute              = errors.New("no route")
 	errFlagNotFound         = errors.New("flag not found")
+	errSegmentNotFound      = errors.New("segment not found")
 	// errStaleBody marks a stale version that came from a request body, not If-Match: a
 	// conflict (409), not a failed precondition (412).
 	errStaleBody = errors.New("stale version in body")
@@ -103,7 +104,7 @@ func classify(err error) (status int, code, msg string) {
 		return http.StatusPreconditionFailed, codePreconditionFailed, staleMessage(err)
 	case errors.Is(err, events.ErrInvalid):
 		return http.StatusBadRequest, codeInvalidArgument, validationMessage(err)
-	case errors.Is(err, errFlagNotFound):
+	case errors.Is(err, errFlagNotFound), errors.Is(err, errSegmentNotFound):
 		return http.StatusNotFound, codeNotFound, msg
 	case errors.Is(err, command.ErrNotFound), errors.Is(err, projections.ErrNotFound):
 		return http.StatusNotFound, codeNotFound, err.Error()
@@ -111,6 +112,8 @@ func classify(err error) (status int, code, msg string) {
 		return http.StatusConflict, codeAlreadyExists, err.Error()
 	case errors.Is(err, command.ErrArchived):
 		return http.StatusConflict, codeArchived, err.Error()
+	case errors.Is(err, command.ErrInUse):
+		return http.StatusConflict, codeConflict, err.Error()
 	case errors.Is(err, events.ErrConflict):
 		return http.StatusConflict, codeConflict, "the flag kept changing while the command was decided; try again"
 	case errors.Is(err, errNotReady):

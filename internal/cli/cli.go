@@ -24,6 +24,7 @@ import (
 //	5 not allowed: no token, a bad token, or a token without the right (HTTP 401, 403)
 //	6 invalid input rejected by the server (HTTP 400, 413, 415)
 //	7 server unreachable or unavailable: connection error, timeout, HTTP 502, 503, 504
+//	8 kill --wait: some live in-process subscribers had not applied the kill in time ([ExitPending])
 const (
 	ExitOK          = 0
 	ExitError       = 1
@@ -100,6 +101,8 @@ func exitCode(err error) int {
 		return ae.exitCode()
 	case errors.Is(err, errUnreachable):
 		return ExitUnavailable
+	case errors.Is(err, errPending):
+		return ExitPending
 	}
 	return ExitError
 }

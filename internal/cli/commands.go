@@ -47,9 +47,10 @@ type session struct {
 func commands() []*command {
 	return []*command{
 		flagsList(), flagsGet(), flagsCreate(), flagsSet(),
-		flagsKill("flags kill"), flagsEnable(), flagsAction("archive"), flagsAction("unarchive"),
-		flagsRestore(), flagsHistory(), flagsDiff(),
-		flagsKill("kill"), auditCommand(), environmentsCommand(), versionCommand(),
+		withWait(flagsKill("flags kill")), flagsEnable(), flagsAction("archive"), flagsAction("unarchive"),
+		flagsRestore(), flagsHistory(), flagsDiff(), flagsPropagation(),
+		segmentsList(), segmentsGet(), segmentsCreate(), segmentsSet(), segmentsAction("archive"), segmentsAction("unarchive"), segmentsHistory(),
+		withWait(flagsKill("kill")), auditCommand(), environmentsCommand(), subscribersCommand(), versionCommand(),
 	}
 }
 
@@ -75,7 +76,9 @@ func (r *runner) dispatch(ctx context.Context, args []string) error {
 	case "help":
 		return r.help(rest)
 	case "flags":
-		return usagef(nil, "flags needs a subcommand: list, get, create, set, kill, enable, archive, unarchive, restore, history or diff")
+		return usagef(nil, "flags needs a subcommand: list, get, create, set, kill, enable, archive, unarchive, restore, history, diff or propagation")
+	case "segments":
+		return usagef(nil, segmentsUsage)
 	}
 	cmd := lookup(name)
 	if cmd == nil {
@@ -96,7 +99,7 @@ func splitCommand(args []string) (name string, rest []string, err error) {
 		a := args[i]
 		if !isFlag(a) {
 			words = append(words, a)
-			if len(words) == 1 && a == "flags" {
+			if len(words) == 1 && (a == "flags" || a == "segments") {
 				want = 2
 			}
 			continue
@@ -175,6 +178,9 @@ func (r *runner) help(args []string) error {
 		return nil
 	case "flags":
 		r.group(r.stdout)
+		return nil
+	case "segments":
+		r.segmentsGroup(r.stdout)
 		return nil
 	}
 	cmd := lookup(name)
@@ -282,7 +288,8 @@ const exitCodesHelp = `Exit codes:
   4  conflict: the flag changed meanwhile, already exists or is archived (409, 412, 428)
   5  unauthenticated or forbidden (401, 403)
   6  invalid input rejected by the server (400, 413, 415)
-  7  server unreachable or unavailable (connection error, timeout, 502, 503, 504)`
+  7  server unreachable or unavailable (connection error, timeout, 502, 503, 504)
+  8  kill --wait: some live in-process subscribers had not applied the kill in time`
 
 // versionCommand prints the version of this client; it sends nothing.
 func versionCommand() *command {

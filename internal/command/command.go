@@ -1,19 +1,36 @@
 // Package command is Interlock's write path. A command turns the intent of a person (or of the
-// guard) into exactly one event, decided on the flag's folded state and appended with optimistic
-// concurrency: the append names the flag subject's last stream sequence, so a lost update is
-// impossible and a stale writer gets a clear error.
+// guard) into exactly one event, decided on the folded state of one entity (a flag or a segment)
+// and appended with optimistic concurrency: the append names the entity subject's last stream
+// sequence, so a lost update is impossible and a stale writer gets a clear error.
 //
-// The service keeps an in-memory cache of every flag it has touched (the folded state and its
-// last stream sequence) and decides on it without reading the stream. The cache is only trusted
-// where the append checks it: a command that would write something finds out from the append that
-// the cache was stale; a command that would write nothing (a refusal or a no-op) reads the events
-// after the cached sequence before it answers, unless the answer cannot depend on them.
+// The service keeps an in-memory cache of every flag and segment it has touched (the folded
+// state and its last stream sequence) and decides on it without reading the stream. The cache is
+// only trusted where the append checks it: a command that would write something finds out from
+// the append that the cache was stale; a command that would write nothing (a refusal or a no-op)
+// reads the events after the cached sequence before it answers, unless the answer cannot depend
+// on them.
+//
+// Segments are managed like flags: each command is one event on the segment's own subject,
+// decided on its cached fold and appended with the subject's last sequence. What a flag says
+// about segments is checked both ways:
+//
+//   - a flag create, update or restore whose rules name a segment (inSegment, notInSegment) that
+//     does not exist or is archived in the flag's environment is refused. The segment's state is
+//     read from its stream subject, so this check is exact at the time it is made.
+//   - archiving a segment that live (not archived) flags still name is refused. Which flags name
+//     it comes from the catalog given with [WithUsage], after it has caught up with the stream's
+//     last sequence, or else from the environment's flags folded from the stream.
+//
+// No transaction spans a flag and a segment, so the two checks can still cross: a flag change
+// that checked the segment a moment before the segment's archive checked the flags. The engine
+// treats a condition on a missing or archived segment as never matching, and the flag's next
+// change is refused until it stops naming the segment.
 //
 // Every command returns, besides the errors it documents:
 //   - an error wrapping events.ErrInvalid (a *events.ValidationError, or several joined, naming
 //     the field at fault) for a bad environment, key, Meta or document; nothing is written;
-//   - an error wrapping events.ErrConflict when the flag kept changing under the command for 100
-//     decisions in a row;
+//   - an error wrapping events.ErrConflict when the flag (or segment) kept changing under the
+//     command for 100 decisions in a row;
 //   - ctx's error, or a transport error after which the event may or may not have been stored
 //     (the next command, or [Service.Get], finds out).
 package command
@@ -42,15 +59,29 @@ var (
 	ErrStale = errors.New("stale version")
 	// ErrArchived means the flag is archived and refuses the command until unarchived.
 	ErrArchived = errors.New("flag is archived")
+	// ErrSegmentNotFound means the segment was never created. Errors that wrap it also match
+	// projections.ErrNotFound.
+	ErrSegmentNotFound = errors.New("segment not found")
+	// ErrInUse means a segment cannot be archived while live flags use it. It is carried by an
+	// [*InUseError].
+	ErrInUse = errors.New("segment is in use")
 )
 
 // VersionError carries the versions of a stale write: the version the caller expected and the
-// flag's actual version. errors.Is(err, ErrStale) holds.
-type VersionError struct{ Expected, Actual uint64 }
+// entity's actual version. errors.Is(err, ErrStale) holds.
+type VersionError struct {
+	Expected, Actual uint64
+	// Entity is what the versions are of: events.EntityFlag when empty, or events.EntitySegment.
+	Entity string
+}
 
 // Error says both versions.
 func (e *VersionError) Error() string {
-	return fmt.Sprintf("stale version: expected %d, the flag is at version %d", e.Expected, e.Actual)
+	entity := e.Entity
+	if entity == "" {
+		entity = events.EntityFlag
+	}
+	return fmt.Sprintf("stale version: expected %d, the %s is at version %d", e.Expected, entity, e.Actual)
 }
 
 // Unwrap makes errors.Is(err, ErrStale) hold.
@@ -62,6 +93,23 @@ type notFound struct{}
 
 func (notFound) Error() string   { return ErrNotFound.Error() }
 func (notFound) Unwrap() []error { return []error{ErrNotFound, projections.ErrNotFound} }
+
+// segmentNotFound is the error behind every "no such segment": it matches ErrSegmentNotFound and
+// projections.ErrNotFound.
+type segmentNotFound struct{}
+
+func (segmentNotFound) Error() string   { return ErrSegmentNotFound.Error() }
+func (segmentNotFound) Unwrap() []error { return []error{ErrSegmentNotFound, projections.ErrNotFound} }
+
+// entityError tells one of this package's flag sentinels (ErrExists, ErrArchived) about another
+// entity: its message names the entity, and errors.Is matches the sentinel.
+type entityError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *entityError) Error() string { return e.msg }
+func (e *entityError) Unwrap() error { return e.sentinel }
 
 // Meta travels with every command and ends up on its event. Actor comes from the authenticated
 // token, never from a request body. Leading and trailing white space is dropped from every field.
@@ -76,6 +124,8 @@ type Meta struct {
 type Store interface {
 	Append(ctx context.Context, ev *events.Event, expectedSeq uint64) (uint64, error)
 	Read(ctx context.Context, q events.Query, h events.Handler) error
+	// LastSequence is the sequence of the last event in the stream (0 when empty).
+	LastSequence(ctx context.Context) (uint64, error)
 }
 
 // Bounds on retries.
@@ -88,9 +138,10 @@ const (
 	transportBackoff = 50 * time.Millisecond
 )
 
-// Service decides and appends commands. It is safe for concurrent use: commands on one flag are
-// serialised inside the process, commands on different flags run in parallel. Several services
-// (replicas) may write to the same stream; the store's expected sequence keeps them consistent.
+// Service decides and appends commands. It is safe for concurrent use: commands on one flag (or
+// segment) are serialised inside the process, commands on different ones run in parallel.
+// Several services (replicas) may write to the same stream; the store's expected sequence keeps
+// them consistent.
 //
 // The flags it returns share their configuration's maps and slices with its cache, as the
 // projections' read models do: treat them as read-only (Clone the FlagConfig to change a copy).
@@ -98,17 +149,23 @@ const (
 type Service struct {
 	store  Store
 	logger *slog.Logger
+	// uses tells which flags use a segment, for ArchiveSegment; nil reads the stream instead.
+	uses Usage
 
-	mu    sync.Mutex
-	flags map[string]*entry // by flag subject
+	mu       sync.Mutex
+	flags    map[string]*entry // by flag subject
+	segments map[string]*entry // by segment subject
 }
 
-// entry is the cached state of one flag and the lock that serialises its commands.
+// entry is the cached state of one flag or segment and the lock that serialises its commands.
+// A flag and a segment never share an entry, even with the same key: their subjects differ.
 type entry struct {
 	subject string
+	entity  string        // events.EntityFlag or events.EntitySegment
 	sem     chan struct{} // a mutex that a waiter can give up on when its ctx ends
 	refs    int           // holders and waiters, guarded by Service.mu
 	flag    projections.Flag
+	segment projections.Segment
 
 	// The encoding of flag.FlagConfig (see encode), kept across commands so that a patch
 	// re-encodes only what it changes. Valid while encSeq is flag.Sequence.
@@ -128,26 +185,92 @@ func (e *entry) encoding() (encoding, error) {
 	return e.enc, nil
 }
 
+// exists reports whether the cached entity has been created.
+func (e *entry) exists() bool {
+	if e.entity == events.EntitySegment {
+		return e.segment.Exists()
+	}
+	return e.flag.Exists()
+}
+
+// head is the cached entity's version and the stream sequence of its last event.
+func (e *entry) head() (version, seq uint64) {
+	if e.entity == events.EntitySegment {
+		return e.segment.Version, e.segment.Sequence
+	}
+	return e.flag.Version, e.flag.Sequence
+}
+
+// apply folds ev into the cached entity with the projection's fold; on error nothing changes.
+func (e *entry) apply(ev events.Event) error {
+	if e.entity == events.EntitySegment {
+		return e.segment.Apply(ev)
+	}
+	return e.flag.Apply(ev)
+}
+
+// Usage tells which flags use a segment: *projections.Catalog satisfies it. It is eventually
+// consistent with the stream; the service waits for it to catch up before it trusts it.
+type Usage interface {
+	// Flags returns every flag of env, archived ones included.
+	Flags(env string) []projections.Flag
+	// WaitSequence returns once the stream up to sequence seq has been applied, or ctx's error.
+	WaitSequence(ctx context.Context, seq uint64) error
+}
+
+// Option configures a [Service].
+type Option func(*Service)
+
+// WithUsage makes ArchiveSegment ask u (normally the live *projections.Catalog) which flags use
+// the segment, after waiting for u to catch up with the stream's last sequence. Without it (or
+// with a nil u) ArchiveSegment folds the environment's flags from the stream, which is exact but
+// grows with the environment's history.
+func WithUsage(u Usage) Option {
+	return func(s *Service) { s.uses = u }
+}
+
 // New returns a service writing to store. A nil logger discards logs.
-func New(store Store, logger *slog.Logger) *Service {
+func New(store Store, logger *slog.Logger, opts ...Option) *Service {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{
-		store:  store,
-		logger: logger.With("component", "command"),
-		flags:  make(map[string]*entry),
+	s := &Service{
+		store:    store,
+		logger:   logger.With("component", "command"),
+		flags:    make(map[string]*entry),
+		segments: make(map[string]*entry),
 	}
+	for _, o := range opts {
+		if o != nil {
+			o(s)
+		}
+	}
+	return s
 }
 
-// acquire returns the flag's entry, locked. It returns ctx's error if ctx ends while waiting.
-func (s *Service) acquire(ctx context.Context, env, key string) (*entry, error) {
+// cache is the map of entries of one kind of entity. The caller holds s.mu.
+func (s *Service) cache(entity string) map[string]*entry {
+	if entity == events.EntitySegment {
+		return s.segments
+	}
+	return s.flags
+}
+
+// acquire returns the entry of the flag (or segment, for events.EntitySegment) env/key, locked.
+// It returns ctx's error if ctx ends while waiting.
+func (s *Service) acquire(ctx context.Context, entity, env, key string) (*entry, error) {
 	subject := events.FlagSubject(env, key)
+	if entity == events.EntitySegment {
+		subject = events.SegmentSubject(env, key)
+	} else {
+		entity = events.EntityFlag
+	}
 	s.mu.Lock()
-	e := s.flags[subject]
+	cache := s.cache(entity)
+	e := cache[subject]
 	if e == nil {
-		e = &entry{subject: subject, sem: make(chan struct{}, 1)}
-		s.flags[subject] = e
+		e = &entry{subject: subject, entity: entity, sem: make(chan struct{}, 1)}
+		cache[subject] = e
 	}
 	e.refs++
 	s.mu.Unlock()
@@ -160,10 +283,10 @@ func (s *Service) acquire(ctx context.Context, env, key string) (*entry, error) 
 	}
 }
 
-// release unlocks e. Entries of flags that do not exist are dropped once nobody uses them, so
-// that asking about keys that were never created does not grow the cache.
+// release unlocks e. Entries of entities that do not exist are dropped once nobody uses them,
+// so that asking about keys that were never created does not grow the cache.
 func (s *Service) release(e *entry) {
-	exists := e.flag.Exists()
+	exists := e.exists()
 	<-e.sem
 	s.forget(e, exists)
 }
@@ -172,7 +295,7 @@ func (s *Service) forget(e *entry, exists bool) {
 	s.mu.Lock()
 	e.refs--
 	if e.refs == 0 && !exists {
-		delete(s.flags, e.subject)
+		delete(s.cache(e.entity), e.subject)
 	}
 	s.mu.Unlock()
 }
@@ -180,86 +303,110 @@ func (s *Service) forget(e *entry, exists bool) {
 // refresh applies the events stored after the cached sequence. Events applied before an error
 // stay applied: each of them is real history.
 func (s *Service) refresh(ctx context.Context, e *entry) error {
-	f := e.flag
-	q := events.Query{Subjects: []string{e.subject}, FromSequence: f.Sequence + 1}
+	_, seq := e.head()
+	q := events.Query{Subjects: []string{e.subject}, FromSequence: seq + 1}
 	err := s.store.Read(ctx, q, func(ev events.Event, err error) error {
 		if err != nil {
 			return fmt.Errorf("event at sequence %d: %w", ev.Sequence, err)
 		}
-		return f.Apply(ev)
+		return e.apply(ev)
 	})
-	e.flag = f
 	if err != nil {
 		return fmt.Errorf("read %s: %w", e.subject, err)
 	}
 	return nil
 }
 
-// decision is what a command decided on one state of the flag: an event to append, or nothing.
+// decision is what a command decided on one state of the entity: an event to append, or nothing.
 type decision struct {
 	typ     string
 	payload any
 	// data, when set, is the payload already encoded (compact JSON); payload is then unused.
 	data json.RawMessage
 	noop bool
-	// cfg, when set, is the configuration the payload carries, so that folding the event into
-	// the cache does not decode it again; enc, when set, is its encoding.
+	// cfg, when set, is the flag configuration the payload carries, so that folding the event
+	// into the cache does not decode it again; enc, when set, is its encoding. Segment decisions
+	// leave both nil.
 	cfg *events.FlagConfig
 	enc *encoding
 }
 
 var noop = decision{noop: true}
 
-// command describes one command for [Service.exec].
+// command describes one command for [Service.exec] or [Service.execSegment].
 type command struct {
 	name     string // for error messages and logs: "update", "kill", ...
 	env, key string
 	meta     Meta
-	// expected is the version the caller expects the flag to be at; 0 for no expectation.
+	// entity is what the command changes: events.EntityFlag (also when empty) or
+	// events.EntitySegment.
+	entity string
+	// expected is the version the caller expects the entity to be at; 0 for no expectation.
 	expected uint64
-	// create is set for the one command that needs the flag not to exist.
+	// create is set for the commands that need the entity not to exist.
 	create bool
-	// decide looks at the current state (e.flag, which it must not modify) and returns the event
-	// to append, noop, or an error refusing the command.
+	// decide looks at the current state (e.flag or e.segment, which it must not modify) and
+	// returns the event to append, noop, or an error refusing the command.
 	decide func(ctx context.Context, e *entry) (decision, error)
 }
 
-// exec runs the decide → append loop of one command under the flag's lock.
+// exec runs the decide → append loop of one flag command under the flag's lock and returns the
+// flag's state afterwards.
 func (s *Service) exec(ctx context.Context, c command) (projections.Flag, error) {
-	e, err := s.acquire(ctx, c.env, c.key)
+	var f projections.Flag
+	err := s.run(ctx, c, func(e *entry) { f = e.flag })
 	if err != nil {
-		return projections.Flag{}, fmt.Errorf("%s %s/%s: %w", c.name, c.env, c.key, err)
-	}
-	defer s.release(e)
-	f, err := s.execLocked(ctx, e, c)
-	if err != nil {
-		return projections.Flag{}, fmt.Errorf("%s %s/%s: %w", c.name, c.env, c.key, err)
+		return projections.Flag{}, err
 	}
 	return f, nil
 }
 
-func (s *Service) execLocked(ctx context.Context, e *entry, c command) (projections.Flag, error) {
-	fresh := false // whether e.flag was read from the stream during this command
+// execSegment is exec for a segment command.
+func (s *Service) execSegment(ctx context.Context, c command) (projections.Segment, error) {
+	c.entity = events.EntitySegment
+	var seg projections.Segment
+	err := s.run(ctx, c, func(e *entry) { seg = e.segment })
+	if err != nil {
+		return projections.Segment{}, err
+	}
+	return seg, nil
+}
+
+// run runs c under its entity's lock and, once it succeeded, calls done with the entry, still
+// locked, to copy the state out.
+func (s *Service) run(ctx context.Context, c command, done func(*entry)) error {
+	e, err := s.acquire(ctx, c.entity, c.env, c.key)
+	if err != nil {
+		return fmt.Errorf("%s %s/%s: %w", c.name, c.env, c.key, err)
+	}
+	defer s.release(e)
+	if err := s.execLocked(ctx, e, c); err != nil {
+		return fmt.Errorf("%s %s/%s: %w", c.name, c.env, c.key, err)
+	}
+	done(e)
+	return nil
+}
+
+// execLocked decides and appends until the command is done; its outcome is the state in e.
+func (s *Service) execLocked(ctx context.Context, e *entry, c command) error {
+	fresh := false // whether e's state was read from the stream during this command
 	for attempt := 1; ; attempt++ {
 		if err := ctx.Err(); err != nil {
-			return projections.Flag{}, err
+			return err
 		}
-		cur := e.flag
+		version, seq := e.head()
 		d, err := c.check(ctx, e)
 		if err != nil || d.noop {
 			// The cache may be behind the stream (another replica wrote): an answer that writes
 			// nothing is only given on fresh state, unless fresh state cannot change it.
 			if !fresh && !definitive(err) {
 				if err := s.refresh(ctx, e); err != nil {
-					return projections.Flag{}, err
+					return err
 				}
 				fresh = true
 				continue
 			}
-			if err != nil {
-				return projections.Flag{}, err
-			}
-			return e.flag, nil
+			return err
 		}
 
 		payload := d.payload
@@ -268,36 +415,36 @@ func (s *Service) execLocked(ctx context.Context, e *entry, c command) (projecti
 		}
 		ev, err := events.NewEvent(d.typ, c.env, c.key, payload)
 		if err != nil {
-			return projections.Flag{}, err
+			return err
 		}
 		if d.data != nil {
 			ev.Data = d.data
 		}
 		ev.Actor, ev.Reason = c.meta.Actor, c.meta.Reason
 		ev.CorrelationID, ev.CausationID = c.meta.CorrelationID, c.meta.CausationID
-		ev.Version = cur.Version + 1
-		err = s.append(ctx, &ev, cur.Sequence)
+		ev.Version = version + 1
+		err = s.append(ctx, &ev, seq)
 		if errors.Is(err, events.ErrConflict) {
 			// Somebody else appended since the cached sequence: catch up and decide again. With
 			// an expected version the next check answers ErrStale.
 			if attempt >= maxAttempts {
 				s.logger.Warn("command gave up after conflicts", "command", c.name,
 					"env", c.env, "key", c.key, "attempts", attempt, "actor", c.meta.Actor)
-				return projections.Flag{}, fmt.Errorf("%d attempts in a row lost the race: %w", attempt, err)
+				return fmt.Errorf("%d attempts in a row lost the race: %w", attempt, err)
 			}
 			if err := s.refresh(ctx, e); err != nil {
-				return projections.Flag{}, err
+				return err
 			}
 			fresh = true
 			continue
 		}
 		if err != nil {
-			return projections.Flag{}, err
+			return err
 		}
-		if err := fold(&e.flag, ev, d.cfg); err != nil {
+		if err := e.fold(ev, d.cfg); err != nil {
 			// Cannot happen for an event decided on this state; start over from the stream.
-			e.flag = projections.Flag{}
-			return projections.Flag{}, fmt.Errorf("apply appended event %s: %w", ev.ID, err)
+			e.flag, e.segment = projections.Flag{}, projections.Segment{}
+			return fmt.Errorf("apply appended event %s: %w", ev.ID, err)
 		}
 		if d.enc != nil {
 			e.enc, e.encSeq = *d.enc, e.flag.Sequence
@@ -311,8 +458,16 @@ func (s *Service) execLocked(ctx context.Context, e *entry, c command) (projecti
 				"version", ev.Version, "sequence", ev.Sequence, "actor", c.meta.Actor,
 				"correlation_id", c.meta.CorrelationID)
 		}
-		return e.flag, nil
+		return nil
 	}
+}
+
+// fold applies an event just appended to the cached entity; cfg is as for the function fold.
+func (e *entry) fold(ev events.Event, cfg *events.FlagConfig) error {
+	if e.entity == events.EntitySegment {
+		return e.segment.Apply(ev)
+	}
+	return fold(&e.flag, ev, cfg)
 }
 
 // fold applies ev to f with the projection's fold. When cfg is set it is the configuration ev's
@@ -334,23 +489,35 @@ func fold(f *projections.Flag, ev events.Event, cfg *events.FlagConfig) error {
 // check applies the checks every command shares, in order (existence, expected version), then
 // the command's own decision.
 func (c *command) check(ctx context.Context, e *entry) (decision, error) {
+	segment := e.entity == events.EntitySegment
 	if c.create {
-		if e.flag.Exists() {
+		if e.exists() {
+			if segment {
+				return decision{}, &entityError{ErrExists, "segment already exists"}
+			}
 			return decision{}, ErrExists
 		}
 		return c.decide(ctx, e)
 	}
-	if !e.flag.Exists() {
+	if !e.exists() {
+		if segment {
+			return decision{}, segmentNotFound{}
+		}
 		return decision{}, notFound{}
 	}
-	if c.expected != 0 && c.expected != e.flag.Version {
-		return decision{}, &VersionError{Expected: c.expected, Actual: e.flag.Version}
+	if version, _ := e.head(); c.expected != 0 && c.expected != version {
+		ve := &VersionError{Expected: c.expected, Actual: version}
+		if segment {
+			ve.Entity = events.EntitySegment
+		}
+		return decision{}, ve
 	}
 	return c.decide(ctx, e)
 }
 
-// definitive reports whether a refusal cannot change when the cache catches up: flags are never
-// deleted and versions only grow, so "exists" and "you expected an older version" are final.
+// definitive reports whether a refusal cannot change when the cache catches up: flags and
+// segments are never deleted and versions only grow, so "exists" and "you expected an older
+// version" are final.
 func definitive(err error) bool {
 	if err == nil {
 		return false

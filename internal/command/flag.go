@@ -15,7 +15,8 @@ import (
 
 // Create creates a flag from cfg, validated and normalised. It is disabled unless cfg.Enabled.
 //
-// Errors: [ErrExists] if the flag already exists.
+// Errors: [ErrExists] if the flag already exists; events.ErrInvalid (naming the condition) when
+// a rule uses a segment that does not exist or is archived in env (see [Service.CreateSegment]).
 func (s *Service) Create(ctx context.Context, m Meta, env, key string, cfg events.FlagConfig) (projections.Flag, error) {
 	m, cfg, err := validateCreate(m, env, key, cfg)
 	if err != nil {
@@ -23,7 +24,10 @@ func (s *Service) Create(ctx context.Context, m Meta, env, key string, cfg event
 	}
 	return s.exec(ctx, command{
 		name: "create", env: env, key: key, meta: m, create: true,
-		decide: func(context.Context, *entry) (decision, error) {
+		decide: func(ctx context.Context, _ *entry) (decision, error) {
+			if err := s.checkSegments(ctx, env, &cfg); err != nil {
+				return decision{}, err
+			}
 			return decision{typ: events.TypeFlagCreated, payload: events.FlagCreated{Flag: cfg}, cfg: &cfg}, nil
 		},
 	})
@@ -50,7 +54,8 @@ func validateCreate(m Meta, env, key string, cfg events.FlagConfig) (Meta, event
 // fields are refused.
 //
 // Errors: [ErrNotFound]; [*VersionError] when expectedVersion is not 0 and not the flag's
-// version; [ErrArchived].
+// version; [ErrArchived]; events.ErrInvalid (naming the condition) when the result's rules use a
+// segment that does not exist or is archived in env.
 func (s *Service) Update(ctx context.Context, m Meta, env, key string, expectedVersion uint64, patch []byte) (projections.Flag, error) {
 	m, err := validateCommand(m, env, key, false)
 	if err != nil {
@@ -62,7 +67,7 @@ func (s *Service) Update(ctx context.Context, m Meta, env, key string, expectedV
 	}
 	return s.exec(ctx, command{
 		name: "update", env: env, key: key, meta: m, expected: expectedVersion,
-		decide: func(_ context.Context, e *entry) (decision, error) {
+		decide: func(ctx context.Context, e *entry) (decision, error) {
 			cur := &e.flag
 			if cur.Archived {
 				return decision{}, archived()
@@ -77,6 +82,9 @@ func (s *Service) Update(ctx context.Context, m Meta, env, key string, expectedV
 			}
 			if next.same {
 				return noop, nil
+			}
+			if err := s.checkSegments(ctx, env, &next.cfg); err != nil {
+				return decision{}, err
 			}
 			return decision{
 				typ:  events.TypeFlagUpdated,
@@ -174,7 +182,8 @@ func (s *Service) setArchived(ctx context.Context, name string, m Meta, env, key
 // includes whether the flag is enabled.
 //
 // Errors: [ErrNotFound]; [*VersionError]; [ErrArchived]; events.ErrInvalid for a toVersion out
-// of range, or a configuration that no longer passes today's validation.
+// of range, or a configuration that no longer passes today's validation or whose rules use a
+// segment that no longer exists or is archived.
 func (s *Service) Restore(ctx context.Context, m Meta, env, key string, toVersion, expectedVersion uint64) (projections.Flag, error) {
 	m, err := validateCommand(m, env, key, false)
 	if err == nil && toVersion == 0 {
@@ -222,6 +231,9 @@ func (s *Service) Restore(ctx context.Context, m Meta, env, key string, toVersio
 			}
 			if bytes.Equal(restored.canon, now.canon) {
 				return noop, nil
+			}
+			if err := s.checkSegments(ctx, env, old); err != nil {
+				return decision{}, err
 			}
 			return decision{
 				typ:     events.TypeFlagRestored,
@@ -272,7 +284,7 @@ func (s *Service) Get(ctx context.Context, env, key string) (projections.Flag, e
 	if err := validateTarget(env, key); err != nil {
 		return projections.Flag{}, fmt.Errorf("get %s/%s: %w", env, key, err)
 	}
-	e, err := s.acquire(ctx, env, key)
+	e, err := s.acquire(ctx, events.EntityFlag, env, key)
 	if err != nil {
 		return projections.Flag{}, fmt.Errorf("get %s/%s: %w", env, key, err)
 	}

@@ -14,7 +14,8 @@ import (
 	"github.com/interlock-dev/interlock/events"
 )
 
-// patch is a parsed JSON Merge Patch (RFC 7396) for a flag's configuration document.
+// patch is a parsed JSON Merge Patch (RFC 7396) for a configuration document (a flag's, or a
+// segment's).
 type patch struct {
 	members map[string]member // by name of the top-level member they change
 	names   []string          // of the members, sorted
@@ -29,6 +30,16 @@ type member struct {
 }
 
 type readOnlyField struct{ field, instead string }
+
+// document is a kind of configuration document that patches apply to: its shape, and the fields
+// of the entity around it that a patch may not set.
+type document struct {
+	schema   *schema
+	readOnly []readOnlyField
+}
+
+// flagDocument is the flag's configuration document.
+var flagDocument = &document{schema: configSchema, readOnly: readOnly}
 
 // readOnly are the fields of a flag that a patch may not set, and what to do instead.
 var readOnly = []readOnlyField{
@@ -50,7 +61,10 @@ const maxPatchLen = 512 << 10
 
 // parsePatch checks what can be checked of a patch without the flag: it is one JSON object,
 // it sets no read-only field and names no unknown one. Errors wrap events.ErrInvalid.
-func parsePatch(raw []byte) (*patch, error) {
+func parsePatch(raw []byte) (*patch, error) { return parseDocumentPatch(raw, flagDocument) }
+
+// parseDocumentPatch is parsePatch for a patch of doc.
+func parseDocumentPatch(raw []byte, doc *document) (*patch, error) {
 	if len(raw) > maxPatchLen {
 		return nil, &events.ValidationError{Field: "patch", Message: fmt.Sprintf("larger than %d bytes", maxPatchLen)}
 	}
@@ -77,13 +91,13 @@ func parsePatch(raw []byte) (*patch, error) {
 	p := &patch{members: make(map[string]member, len(top)), compact: compact}
 	var errs []error
 	for _, k := range sortedKeys(top) {
-		if i := slices.IndexFunc(readOnly, func(ro readOnlyField) bool { return strings.EqualFold(k, ro.field) }); i >= 0 {
-			errs = append(errs, &events.ValidationError{Field: k, Message: readOnly[i].instead})
+		if i := slices.IndexFunc(doc.readOnly, func(ro readOnlyField) bool { return strings.EqualFold(k, ro.field) }); i >= 0 {
+			errs = append(errs, &events.ValidationError{Field: k, Message: doc.readOnly[i].instead})
 			continue
 		}
-		f, ok := configSchema.fields[k]
+		f, ok := doc.schema.fields[k]
 		if !ok {
-			errs = append(errs, unknownField(k, k, configSchema.names))
+			errs = append(errs, unknownField(k, k, doc.schema.names))
 			continue
 		}
 		v := top[k]

@@ -1,0 +1,372 @@
+package command
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/projections"
+)
+
+// usageWait bounds how long ArchiveSegment waits for the catalog to catch up with the stream.
+const usageWait = 5 * time.Second
+
+// InUseError refuses to archive a segment that live flags use. errors.Is(err, ErrInUse) holds.
+type InUseError struct {
+	// Segment is the segment, as ENV/KEY.
+	Segment string
+	// Flags are the keys of the live flags whose rules name the segment, sorted.
+	Flags []string
+}
+
+// maxNamed bounds how many flags an InUseError's message names.
+const maxNamed = 10
+
+// Error names the flags (the first ten of them).
+func (e *InUseError) Error() string {
+	names, more := e.Flags, ""
+	if len(names) > maxNamed {
+		names, more = names[:maxNamed], fmt.Sprintf(" and %d more", len(names)-maxNamed)
+	}
+	return fmt.Sprintf("%v: %s %s%s still %s %s: remove their inSegment/notInSegment conditions on it (or archive them) first",
+		ErrInUse, plural(len(e.Flags), "flag", "flags"), strings.Join(names, ", "), more, plural(len(e.Flags), "uses", "use"), e.Segment)
+}
+
+// Unwrap makes errors.Is(err, ErrInUse) hold.
+func (e *InUseError) Unwrap() error { return ErrInUse }
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// CreateSegment creates a segment from cfg, validated and normalised (key lists sorted, without
+// repeats). Segment keys follow the flag key rules.
+//
+// Errors: [ErrExists] (with a message about a segment) if the segment already exists.
+func (s *Service) CreateSegment(ctx context.Context, m Meta, env, key string, cfg events.SegmentConfig) (projections.Segment, error) {
+	m, cfg, err := validateSegmentCreate(m, env, key, cfg)
+	if err != nil {
+		return projections.Segment{}, fmt.Errorf("create segment %s/%s: %w", env, key, err)
+	}
+	return s.execSegment(ctx, command{
+		name: "create segment", env: env, key: key, meta: m, create: true,
+		decide: func(context.Context, *entry) (decision, error) {
+			return decision{typ: events.TypeSegmentCreated, payload: events.SegmentCreated{Segment: cfg}}, nil
+		},
+	})
+}
+
+// validateSegmentCreate is everything CreateSegment checks before it looks at the stream.
+func validateSegmentCreate(m Meta, env, key string, cfg events.SegmentConfig) (Meta, events.SegmentConfig, error) {
+	m, err := validateCommand(m, env, key, false)
+	if err != nil {
+		return Meta{}, events.SegmentConfig{}, err
+	}
+	cfg = cfg.Clone()
+	if err := cfg.Validate(); err != nil {
+		return Meta{}, events.SegmentConfig{}, err
+	}
+	cfg.Normalize()
+	return m, cfg, nil
+}
+
+// UpdateSegment applies patch, a JSON Merge Patch (RFC 7396) object, to the segment's
+// configuration document (the JSON of events.SegmentConfig: description, included, excluded,
+// conditions) and stores the result if it is valid and differs from the current configuration;
+// a patch that changes nothing writes nothing. Arrays are replaced whole, as RFC 7396 says. The
+// read-only fields (key, environment, version, archived, createdAt, updatedAt, updatedBy) and
+// unknown fields are refused.
+//
+// Errors: [ErrSegmentNotFound]; [*VersionError] when expectedVersion is not 0 and not the
+// segment's version; [ErrArchived].
+func (s *Service) UpdateSegment(ctx context.Context, m Meta, env, key string, expectedVersion uint64, patch []byte) (projections.Segment, error) {
+	m, err := validateCommand(m, env, key, false)
+	if err != nil {
+		return projections.Segment{}, fmt.Errorf("update segment %s/%s: %w", env, key, err)
+	}
+	p, err := parseDocumentPatch(patch, segmentDocument)
+	if err != nil {
+		return projections.Segment{}, fmt.Errorf("update segment %s/%s: %w", env, key, err)
+	}
+	return s.execSegment(ctx, command{
+		name: "update segment", env: env, key: key, meta: m, expected: expectedVersion,
+		decide: func(_ context.Context, e *entry) (decision, error) {
+			cur := &e.segment
+			if cur.Archived {
+				return decision{}, segmentArchived()
+			}
+			next, same, err := applySegmentPatch(p, cur.SegmentConfig)
+			if err != nil {
+				return decision{}, err
+			}
+			if same {
+				return noop, nil
+			}
+			return decision{typ: events.TypeSegmentUpdated, payload: events.SegmentUpdated{Segment: next, Patch: p.compact}}, nil
+		},
+	})
+}
+
+// ArchiveSegment retires the segment; archiving an archived segment writes nothing. A segment
+// that live flags still name is not archived (see [WithUsage] for how they are found).
+//
+// Errors: [ErrSegmentNotFound]; [*VersionError]; [*InUseError] (matching [ErrInUse]); an error
+// wrapping context.DeadlineExceeded when the catalog given with WithUsage did not catch up
+// with the stream within 5 seconds.
+func (s *Service) ArchiveSegment(ctx context.Context, m Meta, env, key string, expectedVersion uint64) (projections.Segment, error) {
+	return s.setSegmentArchived(ctx, "archive segment", m, env, key, expectedVersion, true)
+}
+
+// UnarchiveSegment brings an archived segment back; unarchiving a segment that is not archived
+// writes nothing.
+//
+// Errors: [ErrSegmentNotFound]; [*VersionError].
+func (s *Service) UnarchiveSegment(ctx context.Context, m Meta, env, key string, expectedVersion uint64) (projections.Segment, error) {
+	return s.setSegmentArchived(ctx, "unarchive segment", m, env, key, expectedVersion, false)
+}
+
+func (s *Service) setSegmentArchived(ctx context.Context, name string, m Meta, env, key string, expectedVersion uint64, archive bool) (projections.Segment, error) {
+	m, err := validateCommand(m, env, key, false)
+	if err != nil {
+		return projections.Segment{}, fmt.Errorf("%s %s/%s: %w", name, env, key, err)
+	}
+	d := decision{typ: events.TypeSegmentUnarchived, payload: events.SegmentUnarchived{}}
+	if archive {
+		d = decision{typ: events.TypeSegmentArchived, payload: events.SegmentArchived{}}
+	}
+	return s.execSegment(ctx, command{
+		name: name, env: env, key: key, meta: m, expected: expectedVersion,
+		decide: func(ctx context.Context, e *entry) (decision, error) {
+			if e.segment.Archived == archive {
+				return noop, nil
+			}
+			if archive {
+				users, err := s.segmentUsers(ctx, env, key)
+				if err != nil {
+					return decision{}, err
+				}
+				if len(users) > 0 {
+					return decision{}, &InUseError{Segment: env + "/" + key, Flags: users}
+				}
+			}
+			return d, nil
+		},
+	})
+}
+
+// GetSegment reads the segment's latest events from the stream, refreshing the cache, and
+// returns its current state, archived or not.
+//
+// Errors: [ErrSegmentNotFound]; events.ErrInvalid for a bad environment or key; otherwise a read
+// error.
+func (s *Service) GetSegment(ctx context.Context, env, key string) (projections.Segment, error) {
+	if err := validateTarget(env, key); err != nil {
+		return projections.Segment{}, fmt.Errorf("get segment %s/%s: %w", env, key, err)
+	}
+	seg, err := s.segmentNow(ctx, env, key)
+	if err != nil {
+		return projections.Segment{}, fmt.Errorf("get segment %s/%s: %w", env, key, err)
+	}
+	if !seg.Exists() {
+		return projections.Segment{}, fmt.Errorf("get segment %s/%s: %w", env, key, segmentNotFound{})
+	}
+	return seg, nil
+}
+
+// segmentNow returns the segment's current state as the stream has it (the zero Segment when it
+// was never created), refreshing the cache.
+func (s *Service) segmentNow(ctx context.Context, env, key string) (projections.Segment, error) {
+	e, err := s.acquire(ctx, events.EntitySegment, env, key)
+	if err != nil {
+		return projections.Segment{}, err
+	}
+	defer s.release(e)
+	if err := s.refresh(ctx, e); err != nil {
+		return projections.Segment{}, err
+	}
+	return e.segment, nil
+}
+
+func segmentArchived() error {
+	return &entityError{ErrArchived, "segment is archived: unarchive it first"}
+}
+
+// segmentUse is one condition value naming a segment: the segment's key and the value's path in
+// the flag document.
+type segmentUse struct{ key, path string }
+
+// segmentUses lists the segments the rules of cfg name, in document order, one entry per
+// condition value.
+func segmentUses(cfg *events.FlagConfig) []segmentUse {
+	var uses []segmentUse
+	for i := range cfg.Rules {
+		for j, c := range cfg.Rules[i].Conditions {
+			if c.Operator != "inSegment" && c.Operator != "notInSegment" {
+				continue
+			}
+			for k, v := range c.Values {
+				if key, ok := v.(string); ok {
+					uses = append(uses, segmentUse{key, fmt.Sprintf("rules[%d].conditions[%d].values[%d]", i, j, k)})
+				}
+			}
+		}
+	}
+	return uses
+}
+
+// checkSegments refuses a flag configuration whose rules name a segment that does not exist or
+// is archived in env, with one *events.ValidationError per such condition value (joined). Each
+// segment is read once, from its stream subject.
+func (s *Service) checkSegments(ctx context.Context, env string, cfg *events.FlagConfig) error {
+	uses := segmentUses(cfg)
+	if len(uses) == 0 {
+		return nil
+	}
+	problems := make(map[string]string) // by segment key; "" when usable
+	var errs []error
+	for _, u := range uses {
+		msg, seen := problems[u.key]
+		if !seen {
+			seg, err := s.segmentNow(ctx, env, u.key)
+			if err != nil {
+				return fmt.Errorf("read segment %s/%s: %w", env, u.key, err)
+			}
+			switch {
+			case !seg.Exists():
+				msg = fmt.Sprintf("segment %q does not exist in %s: create it first", u.key, env)
+			case seg.Archived:
+				msg = fmt.Sprintf("segment %q is archived in %s: unarchive it or name another", u.key, env)
+			}
+			problems[u.key] = msg
+		}
+		if msg != "" {
+			errs = append(errs, &events.ValidationError{Field: u.path, Message: msg})
+		}
+	}
+	if len(errs) > maxReported {
+		more := len(errs) - maxReported
+		errs = append(errs[:maxReported], &events.ValidationError{Field: "rules", Message: fmt.Sprintf("and %d more conditions on missing or archived segments", more)})
+	}
+	return errors.Join(errs...)
+}
+
+// segmentUsers returns the keys of the live flags of env whose rules name segment key, sorted.
+func (s *Service) segmentUsers(ctx context.Context, env, key string) ([]string, error) {
+	last, err := s.store.LastSequence(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("find the flags using the segment: %w", err)
+	}
+	var flags []projections.Flag
+	if s.uses != nil {
+		wctx, cancel := context.WithTimeout(ctx, usageWait)
+		err := s.uses.WaitSequence(wctx, last)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("find the flags using the segment: the catalog has not caught up with sequence %d: %w", last, err)
+		}
+		flags = s.uses.Flags(env)
+	} else if last > 0 {
+		if flags, err = projections.EnvironmentAt(ctx, s.store, env, projections.Point{Sequence: last}); err != nil {
+			return nil, fmt.Errorf("find the flags using the segment: %w", err)
+		}
+	}
+	var users []string
+	for i := range flags {
+		f := &flags[i]
+		if f.Archived {
+			continue
+		}
+		if slices.ContainsFunc(segmentUses(&f.FlagConfig), func(u segmentUse) bool { return u.key == key }) {
+			users = append(users, f.Key)
+		}
+	}
+	slices.Sort(users)
+	return users, nil
+}
+
+// segmentReadOnly are the fields of a segment that a patch may not set, and what to do instead.
+var segmentReadOnly = []readOnlyField{
+	{"key", "a segment's key never changes: create a segment with the new key (and archive this one)"},
+	{"environment", "a segment's environment never changes: create the segment in the other environment"},
+	{"version", "is read-only: send the version you expect with the command (If-Match), not in the patch"},
+	{"archived", "is read-only: use the archive and unarchive commands"},
+	{"createdAt", "is read-only: recorded from the segment's events"},
+	{"updatedAt", "is read-only: recorded from the segment's events"},
+	{"updatedBy", "is read-only: recorded from the segment's events"},
+}
+
+// segmentDocument is the segment's configuration document.
+var segmentDocument = &document{schema: schemaOf(reflect.TypeFor[events.SegmentConfig]()), readOnly: segmentReadOnly}
+
+// applySegmentPatch merges p into cur and validates and normalises the result, as RFC 7396 does
+// on the whole document (FuzzSegmentPatch holds it to that), member by member: the members the
+// patch does not touch are copied, not encoded and decoded again. same reports that the result is
+// cur's configuration once normalised: nothing changed. cur is not modified. Errors wrap
+// events.ErrInvalid.
+func applySegmentPatch(p *patch, cur events.SegmentConfig) (next events.SegmentConfig, same bool, err error) {
+	next = cur.Clone() // normalising sorts the key lists in place
+	fields := reflect.ValueOf(&next).Elem()
+	for _, k := range p.names {
+		m := p.members[k]
+		sf := segmentDocument.schema.fields[k]
+		f := fields.FieldByIndex(sf.index)
+		f.SetZero() // what a document without the member decodes to
+		if m.del {
+			continue
+		}
+		raw := m.raw
+		if m.obj != nil {
+			// An object merged into a member that is not one: RFC 7396 gives the object.
+			if raw, err = json.Marshal(mergePatch(nil, m.obj)); err != nil {
+				return events.SegmentConfig{}, false, &events.ValidationError{Field: k, Message: "result does not encode: " + err.Error()}
+			}
+		}
+		if err := decodeMember(raw, f.Addr().Interface(), sf.schema); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				return events.SegmentConfig{}, false, decodeError(k, err)
+			}
+			return events.SegmentConfig{}, false, &events.ValidationError{Field: k, Message: "is not what a segment document holds here: " + err.Error()}
+		}
+	}
+	if err := next.Validate(); err != nil {
+		return events.SegmentConfig{}, false, err
+	}
+	next.Normalize()
+
+	// Only the members the patch touched can differ from cur's, once both are normalised.
+	before := cur.Clone()
+	before.Normalize()
+	was := reflect.ValueOf(&before).Elem()
+	same = true
+	for _, k := range p.names {
+		sf := segmentDocument.schema.fields[k]
+		x, y := was.FieldByIndex(sf.index), fields.FieldByIndex(sf.index)
+		if isEmptyValue(x) && isEmptyValue(y) {
+			continue
+		}
+		a, err := json.Marshal(x.Interface())
+		if err != nil {
+			return events.SegmentConfig{}, false, fmt.Errorf("encode segment %s: %w", k, err)
+		}
+		b, err := json.Marshal(y.Interface())
+		if err != nil {
+			return events.SegmentConfig{}, false, &events.ValidationError{Field: k, Message: "does not encode: " + err.Error()}
+		}
+		if !bytes.Equal(a, b) {
+			same = false
+			break
+		}
+	}
+	return next, same, nil
+}

@@ -1,0 +1,919 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/projections"
+)
+
+var (
+	// ErrClosed is returned by Run and WaitReady on a client that was closed.
+	ErrClosed = errors.New("local: client closed")
+	// ErrRunning is returned by a second Run while one is running.
+	ErrRunning = errors.New("local: client already running")
+	// ErrStreamReplaced is the error of a NoticeError when the stream ends before the sequence
+	// the client applied: it was deleted and made again, and the client must be replaced by a
+	// new one to follow it.
+	ErrStreamReplaced = errors.New("local: stream replaced")
+)
+
+// Backoff between attempts to follow the stream again after a failure.
+const (
+	minRetry = 100 * time.Millisecond
+	maxRetry = 5 * time.Second
+)
+
+// NoticeKind says what a [Notice] is about.
+type NoticeKind uint8
+
+// The kinds of notice, in the order a client usually sends them.
+const (
+	// NoticeReady: the first state is complete; the client evaluates with it from now on.
+	NoticeReady NoticeKind = iota + 1
+	// NoticeChanged: an event changed the state; Keys are the flags whose evaluation may differ.
+	NoticeChanged
+	// NoticeStale: contact with the stream is lost; the last-known state is still served.
+	NoticeStale
+	// NoticeFresh: contact is back after NoticeStale or NoticeError.
+	NoticeFresh
+	// NoticeError: following the stream fails (Err says why); the last-known state is served.
+	NoticeError
+)
+
+func (k NoticeKind) String() string {
+	switch k {
+	case NoticeReady:
+		return "ready"
+	case NoticeChanged:
+		return "changed"
+	case NoticeStale:
+		return "stale"
+	case NoticeFresh:
+		return "fresh"
+	case NoticeError:
+		return "error"
+	}
+	return fmt.Sprintf("NoticeKind(%d)", uint8(k))
+}
+
+// Notice tells an observer what happened to a client's state. Notices start with NoticeReady;
+// none comes before it.
+type Notice struct {
+	Kind NoticeKind
+	// Sequence is the stream sequence the client has applied when the notice is sent.
+	Sequence uint64
+	// Keys are, for NoticeChanged, the flags whose evaluation the event may have changed,
+	// sorted: the flag itself, or every flag whose rules name a changed segment.
+	Keys []string
+	// Err is why, for NoticeError.
+	Err error
+}
+
+// Stats are counters of what a client received from the stream since it was made.
+type Stats struct {
+	// Delivered counts the messages the stream delivered to the client.
+	Delivered uint64
+	// Applied counts the events folded into the state.
+	Applied uint64
+	// Skipped counts the messages that were not events or that the fold refused.
+	Skipped uint64
+	// SnapshotSequence is the sequence of the snapshot the state started from; 0 when it was
+	// replayed from the start of the stream.
+	SnapshotSequence uint64
+}
+
+// health is the client's contact with the stream, as last told to observers.
+type health uint8
+
+const (
+	healthFresh health = iota
+	healthStale
+	healthError
+)
+
+// Client follows one environment's events over a service's own NATS connection and evaluates
+// its flags in process. Evaluation reads an immutable [projections.Flagset] behind an atomic
+// pointer: it never blocks, never allocates (beyond what the engine does) and never does I/O, and
+// it keeps working with the last-known state while NATS is unreachable.
+//
+// A client starts from the server's latest snapshot of the environment plus the events after it
+// (or replays the environment's history when there is no snapshot), then applies every new event
+// as it is appended. It publishes heartbeats with the sequence it has applied so that the server
+// can tell how many subscribers have applied a change.
+type Client struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	cfg    Config
+	logger *slog.Logger
+
+	set     atomic.Pointer[projections.Flagset]
+	applied atomic.Uint64 // the sequence the published state reflects
+
+	ready     atomic.Bool
+	readyCh   chan struct{}
+	readyOnce sync.Once
+
+	// Contact with the stream, for Stale.
+	lastContact  atomic.Int64 // unix nanoseconds of the last message or successful probe
+	behindSince  atomic.Int64 // unix nanoseconds since the probe saw events not yet applied; 0 when not behind
+	broken       atomic.Bool  // following failed and is being re-established
+	missing      atomic.Bool  // the last probe found no stream (or no JetStream)
+	delivered    atomic.Uint64
+	appliedCount atomic.Uint64
+	skipped      atomic.Uint64
+	snapshotSeq  atomic.Uint64
+
+	// The run goroutine's own state (only Run and what it calls touch these).
+	handled uint64                         // last sequence handled: applied or skipped
+	target  uint64                         // the environment's last sequence when catching up began
+	flags   map[string]projections.Flag    // the state being caught up, before the first publish
+	segs    map[string]projections.Segment // idem
+	restart bool                           // the snapshot did not compile: replay from the start
+
+	// Observers, called one at a time in the order notices happen.
+	obsMu     sync.Mutex
+	observers []*func(Notice)
+	notifyMu  sync.Mutex
+	health    health
+	errKind   int // errorKind of the last NoticeError
+
+	// WaitSequence's wake-up, created only when somebody waits.
+	waitMu sync.Mutex
+	notify chan struct{}
+
+	// Heartbeats after applying events are rate-limited; the last of a burst is sent late.
+	hbMu      sync.Mutex
+	lastHB    time.Time
+	hbTimer   *time.Timer
+	hbStopped bool // no heartbeats: Run is not running, or it is leaving
+
+	mu       sync.Mutex
+	cancel   context.CancelFunc
+	done     chan struct{}
+	closed   bool
+	closedCh chan struct{}
+}
+
+// New returns a client following cfg.Environment over nc, which must stay open while the client
+// runs (the client never closes it). It does nothing until [Client.Run]. Errors: the
+// configuration's problems (see [Config.Validate]), or a nil connection.
+func New(nc *nats.Conn, cfg Config) (*Client, error) {
+	if nc == nil {
+		return nil, errors.New("local: nats connection: required")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("local: %w", err)
+	}
+	cfg.setDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("local: jetstream: %w", err)
+	}
+	c := &Client{
+		nc:       nc,
+		js:       js,
+		cfg:      cfg,
+		logger:   cfg.Logger.With("component", "local", "environment", cfg.Environment, "id", cfg.ID),
+		readyCh:  make(chan struct{}),
+		closedCh: make(chan struct{}),
+	}
+	c.hbStopped = true
+	c.set.Store(projections.NewFlagset(cfg.Environment))
+	return c, nil
+}
+
+// Environment is the environment the client follows.
+func (c *Client) Environment() string { return c.cfg.Environment }
+
+// ID is the client's id in heartbeats.
+func (c *Client) ID() string { return c.cfg.ID }
+
+// Evaluate evaluates flag key for ectx with the current state. Before the client is ready every
+// flag is FLAG_NOT_FOUND.
+func (c *Client) Evaluate(key string, ectx *projections.EvalContext) projections.Evaluation {
+	return c.set.Load().Evaluate(key, ectx)
+}
+
+// Flagset is the current state: immutable, safe to keep and read while newer states replace it.
+func (c *Client) Flagset() *projections.Flagset { return c.set.Load() }
+
+// Sequence is the stream sequence the current state reflects: every event of the environment up
+// to it has been applied (or skipped as bad). 0 before the client is ready.
+func (c *Client) Sequence() uint64 { return c.applied.Load() }
+
+// Ready reports whether the client has caught up with the stream as it was when it started. It
+// stays true once it is, even while stale.
+func (c *Client) Ready() bool { return c.ready.Load() }
+
+// WaitReady blocks until the client is ready. Errors: ctx.Err() when ctx ends first; [ErrClosed]
+// when the client is closed first.
+func (c *Client) WaitReady(ctx context.Context) error {
+	select {
+	case <-c.readyCh:
+		return nil
+	case <-c.closedCh:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// WaitSequence blocks until [Client.Sequence] is at least seq, for example the sequence an
+// append returned. Errors: ctx.Err() when ctx ends first; [ErrClosed] when the client is closed.
+func (c *Client) WaitSequence(ctx context.Context, seq uint64) error {
+	for {
+		c.waitMu.Lock()
+		if c.applied.Load() >= seq {
+			c.waitMu.Unlock()
+			return nil
+		}
+		if c.notify == nil {
+			c.notify = make(chan struct{})
+		}
+		ch := c.notify
+		c.waitMu.Unlock()
+		select {
+		case <-ch:
+		case <-c.closedCh:
+			return ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Stale reports whether the client may be serving an outdated state: its NATS connection is not
+// connected, following the stream fails, the stream is missing, or it has had no contact with the stream for longer
+// than [Config.StaleAfter] (or has known of newer events for that long without receiving them).
+func (c *Client) Stale() bool {
+	if !c.nc.IsConnected() || c.broken.Load() || c.missing.Load() {
+		return true
+	}
+	now := time.Now().UnixNano()
+	limit := int64(c.cfg.StaleAfter)
+	if now-c.lastContact.Load() > limit {
+		return true
+	}
+	b := c.behindSince.Load()
+	return b != 0 && now-b > limit
+}
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	return Stats{
+		Delivered:        c.delivered.Load(),
+		Applied:          c.appliedCount.Load(),
+		Skipped:          c.skipped.Load(),
+		SnapshotSequence: c.snapshotSeq.Load(),
+	}
+}
+
+// Observe registers fn to be told of every notice from now on, and returns the function that
+// unregisters it. Notices are delivered one at a time, in order, on the client's goroutines: fn
+// must be quick and must not call Observe or Close. A client that is already ready sends no
+// NoticeReady again; check [Client.Ready].
+func (c *Client) Observe(fn func(Notice)) (cancel func()) {
+	p := &fn
+	c.obsMu.Lock()
+	c.observers = append(slices.Clip(c.observers), p)
+	c.obsMu.Unlock()
+	return func() {
+		c.obsMu.Lock()
+		c.observers = slices.DeleteFunc(slices.Clone(c.observers), func(q *func(Notice)) bool { return q == p })
+		c.obsMu.Unlock()
+	}
+}
+
+// emit tells every observer of n. The caller holds notifyMu.
+func (c *Client) emit(n Notice) {
+	c.obsMu.Lock()
+	obs := c.observers
+	c.obsMu.Unlock()
+	for _, fn := range obs {
+		(*fn)(n)
+	}
+}
+
+// errorKind sorts the errors of NoticeError, so that a failure that changes nature (the stream
+// is gone, then back but replaced) is told again while the same one is told once.
+func errorKind(err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, ErrStreamReplaced):
+		return 1
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return 2
+	}
+	return 3
+}
+
+// setHealth records the client's contact with the stream and tells the observers when it
+// changed, once the client is ready.
+func (c *Client) setHealth(h health, err error) {
+	c.notifyMu.Lock()
+	defer c.notifyMu.Unlock()
+	kind := errorKind(err)
+	if h == c.health && (h != healthError || kind == c.errKind) {
+		return
+	}
+	c.health, c.errKind = h, kind
+	if !c.ready.Load() {
+		return
+	}
+	n := Notice{Sequence: c.applied.Load()}
+	switch h {
+	case healthFresh:
+		n.Kind = NoticeFresh
+	case healthStale:
+		n.Kind = NoticeStale
+	case healthError:
+		n.Kind, n.Err = NoticeError, err
+	}
+	c.emit(n)
+}
+
+// Run follows the environment until ctx ends or the client is closed, and returns nil then.
+// Failures to reach the stream are logged and retried with backoff (100ms doubling up to 5s)
+// while the last-known state keeps being served.
+//
+// Errors: [ErrRunning] when Run is already running; [ErrClosed] after Close.
+func (c *Client) Run(ctx context.Context) error {
+	c.mu.Lock()
+	switch {
+	case c.closed:
+		c.mu.Unlock()
+		return ErrClosed
+	case c.cancel != nil:
+		c.mu.Unlock()
+		return ErrRunning
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	c.cancel, c.done = cancel, make(chan struct{})
+	c.mu.Unlock()
+	defer func() {
+		cancel()
+		c.mu.Lock()
+		c.cancel = nil
+		close(c.done)
+		c.mu.Unlock()
+	}()
+
+	var wg sync.WaitGroup
+	wg.Go(func() { c.monitor(ctx) })
+	defer func() {
+		cancel()
+		wg.Wait()
+		c.leave()
+	}()
+
+	c.hbMu.Lock()
+	c.hbStopped = false
+	c.hbMu.Unlock()
+	if !c.ready.Load() && c.flags == nil {
+		if !c.start(ctx) {
+			return nil
+		}
+	}
+	delay := minRetry
+	for {
+		before := c.handled
+		err := c.follow(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, errRestart) {
+			continue
+		}
+		if c.handled > before {
+			delay = minRetry
+		}
+		c.broken.Store(true)
+		c.logger.Warn("following the stream stopped; retrying", "from", c.handled+1, "retry_in", delay, "error", err)
+		if c.nc.IsConnected() {
+			c.setHealth(healthError, err)
+		} else {
+			c.setHealth(healthStale, nil)
+		}
+		if !sleep(ctx, delay) {
+			return nil
+		}
+		delay = min(delay*2, maxRetry)
+	}
+}
+
+// start prepares a cold start: the environment's last sequence (the point of readiness) and the
+// latest snapshot. It reports false when ctx ended first.
+func (c *Client) start(ctx context.Context) bool {
+	delay := minRetry
+	for {
+		last, err := c.lastSequence(ctx)
+		if err == nil {
+			c.target = last
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		c.logger.Warn("reading the stream's last sequence; retrying", "retry_in", delay, "error", err)
+		if !sleep(ctx, delay) {
+			return false
+		}
+		delay = min(delay*2, maxRetry)
+	}
+	c.flags = make(map[string]projections.Flag)
+	c.segs = make(map[string]projections.Segment)
+	if !c.cfg.NoSnapshot {
+		if snap := c.loadSnapshot(ctx); snap != nil {
+			for _, f := range snap.Flags {
+				f.Sequence = snap.Sequence
+				c.flags[f.Key] = f
+			}
+			for _, s := range snap.Segments {
+				s.Sequence = snap.Sequence
+				c.segs[s.Key] = s
+			}
+			c.handled = snap.Sequence
+			c.snapshotSeq.Store(snap.Sequence)
+			c.logger.Info("starting from a snapshot", "sequence", snap.Sequence, "flags", len(snap.Flags), "segments", len(snap.Segments), "stream_last", c.target)
+		}
+	}
+	if c.handled >= c.target {
+		c.publishCatchup()
+	}
+	return true
+}
+
+// lastSequence is the stream sequence of the environment's last event, 0 when it has none.
+func (c *Client) lastSequence(ctx context.Context) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	stream, err := c.js.Stream(ctx, c.cfg.Stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", c.cfg.Stream, err)
+	}
+	msg, err := stream.GetLastMsgForSubject(ctx, events.EnvironmentSubjects(c.cfg.Environment))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("last event of %s: %w", c.cfg.Environment, err)
+	}
+	return msg.Sequence, nil
+}
+
+// loadSnapshot returns the environment's latest snapshot, or nil when there is none or it cannot
+// be used (then the stream is replayed from its start).
+func (c *Client) loadSnapshot(ctx context.Context) *Snapshot {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	obs, err := c.js.ObjectStore(ctx, c.cfg.SnapshotBucket)
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrBucketNotFound) {
+			c.logger.Warn("no snapshot: replaying the stream", "bucket", c.cfg.SnapshotBucket, "error", err)
+		}
+		return nil
+	}
+	data, err := obs.GetBytes(ctx, c.cfg.Environment)
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrObjectNotFound) {
+			c.logger.Warn("no snapshot: replaying the stream", "bucket", c.cfg.SnapshotBucket, "error", err)
+		}
+		return nil
+	}
+	snap, err := DecodeSnapshot(c.cfg.Environment, data)
+	if err != nil {
+		c.logger.Warn("unusable snapshot: replaying the stream", "error", err)
+		return nil
+	}
+	return &snap
+}
+
+// follow follows the environment from the event after the last one handled, until it fails or
+// ctx ends.
+func (c *Client) follow(ctx context.Context) error {
+	cons, err := c.js.OrderedConsumer(ctx, c.cfg.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.EnvironmentSubjects(c.cfg.Environment)},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    c.handled + 1,
+	})
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", c.cfg.Environment, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", c.cfg.Environment, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop) // also ends a consumer reset that is retrying
+	defer stop()
+	c.broken.Store(false)
+	c.touch()
+	if !c.Stale() {
+		c.setHealth(healthFresh, nil)
+	}
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("follow %s: %w", c.cfg.Environment, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("follow %s: %w", c.cfg.Environment, err)
+		}
+		ev, derr := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
+		ev.Sequence = meta.Sequence.Stream
+		c.handle(ev, derr)
+		if c.restart {
+			c.restart = false
+			return errRestart
+		}
+	}
+}
+
+// touch records contact with the stream.
+func (c *Client) touch() { c.lastContact.Store(time.Now().UnixNano()) }
+
+// handle folds one delivered message. Before the client is ready events are folded into plain
+// maps and compiled once at the end; after, each event makes a new flag set.
+func (c *Client) handle(ev events.Event, derr error) {
+	c.delivered.Add(1)
+	c.touch()
+	if ev.Sequence <= c.handled {
+		return // a redelivery
+	}
+	switch {
+	case derr != nil:
+		c.skipped.Add(1)
+		c.logger.Warn("skipping a message that is not an event", "sequence", ev.Sequence, "error", derr)
+	case ev.Environment != c.cfg.Environment:
+		c.skipped.Add(1)
+		c.logger.Warn("skipping an event of another environment", "sequence", ev.Sequence, "event_environment", ev.Environment)
+	case !c.ready.Load():
+		if err := c.fold(ev); err != nil {
+			c.skipped.Add(1)
+			c.logger.Warn("skipping an event the fold refuses", "sequence", ev.Sequence, "key", ev.Key, "type", ev.Type, "error", err)
+		} else {
+			c.appliedCount.Add(1)
+		}
+	default:
+		next, err := c.set.Load().Apply(ev)
+		if err != nil {
+			c.skipped.Add(1)
+			c.logger.Warn("skipping an event the flag set refuses", "sequence", ev.Sequence, "key", ev.Key, "type", ev.Type, "error", err)
+			break
+		}
+		c.appliedCount.Add(1)
+		c.set.Store(next)
+		c.handled = ev.Sequence
+		c.advance(ev.Sequence)
+		c.notifyChanged(next, ev)
+		c.heartbeatSoon()
+		return
+	}
+	c.handled = ev.Sequence
+	if c.ready.Load() {
+		c.advance(ev.Sequence)
+		c.heartbeatSoon()
+		return
+	}
+	if c.handled >= c.target {
+		c.publishCatchup()
+	}
+}
+
+// fold applies ev to the state being caught up, with the rules of projections.Catalog: a bad
+// event leaves its flag or segment unchanged.
+func (c *Client) fold(ev events.Event) error {
+	if err := events.ValidateFlagKey(ev.Key); err != nil {
+		return err
+	}
+	if ev.Entity == events.EntitySegment {
+		s := c.segs[ev.Key]
+		if err := s.Apply(ev); err != nil {
+			return err
+		}
+		c.segs[ev.Key] = s
+		return nil
+	}
+	f := c.flags[ev.Key]
+	if err := f.Apply(ev); err != nil {
+		return err
+	}
+	c.flags[ev.Key] = f
+	return nil
+}
+
+// errRestart ends a follow so that the next one starts over from the beginning of the stream.
+var errRestart = errors.New("restart from the beginning of the stream")
+
+// publishCatchup compiles the caught-up state, makes it the current one and marks the client
+// ready. A state the engine refuses is not published: if it came from a snapshot the client
+// starts over from the beginning of the stream (c.restart); otherwise it logs and tries again
+// with the next event.
+func (c *Client) publishCatchup() {
+	flags := make([]projections.Flag, 0, len(c.flags))
+	for _, f := range c.flags {
+		flags = append(flags, f)
+	}
+	segs := make([]projections.Segment, 0, len(c.segs))
+	for _, s := range c.segs {
+		segs = append(segs, s)
+	}
+	set, err := projections.CompileFlagset(c.cfg.Environment, c.handled, flags, segs)
+	if err != nil {
+		c.logger.Error("the caught-up state does not compile", "sequence", c.handled, "from_snapshot", c.snapshotSeq.Load(), "error", err)
+		if c.snapshotSeq.Load() != 0 {
+			clear(c.flags)
+			clear(c.segs)
+			c.handled = 0
+			c.snapshotSeq.Store(0)
+			c.restart = true
+		}
+		return
+	}
+	c.set.Store(set)
+	c.flags, c.segs = nil, nil
+	c.advance(c.handled)
+	c.notifyMu.Lock()
+	c.ready.Store(true)
+	c.readyOnce.Do(func() { close(c.readyCh) })
+	c.emit(Notice{Kind: NoticeReady, Sequence: c.handled})
+	c.notifyMu.Unlock()
+	c.logger.Info("ready", "sequence", c.handled, "flags", len(flags), "segments", len(segs), "snapshot", c.snapshotSeq.Load())
+	c.heartbeatSoon()
+}
+
+// advance publishes the applied sequence and wakes WaitSequence.
+func (c *Client) advance(seq uint64) {
+	c.applied.Store(seq)
+	c.waitMu.Lock()
+	if c.notify != nil {
+		close(c.notify)
+		c.notify = nil
+	}
+	c.waitMu.Unlock()
+}
+
+// notifyChanged tells the observers which flags ev may have changed in set.
+func (c *Client) notifyChanged(set *projections.Flagset, ev events.Event) {
+	c.obsMu.Lock()
+	n := len(c.observers)
+	c.obsMu.Unlock()
+	if n == 0 {
+		return
+	}
+	keys := []string{ev.Key}
+	if ev.Entity == events.EntitySegment {
+		keys = flagsUsingSegment(set, ev.Key)
+	}
+	c.notifyMu.Lock()
+	c.emit(Notice{Kind: NoticeChanged, Sequence: ev.Sequence, Keys: keys})
+	c.notifyMu.Unlock()
+}
+
+// flagsUsingSegment lists the flags of set whose rules name segment, directly or through other
+// segments, sorted.
+func flagsUsingSegment(set *projections.Flagset, segment string) []string {
+	named := func(conds []events.Condition, in map[string]bool) bool {
+		for _, cond := range conds {
+			if cond.Operator != "inSegment" && cond.Operator != "notInSegment" {
+				continue
+			}
+			for _, v := range cond.Values {
+				if s, ok := v.(string); ok && in[s] {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	affected := map[string]bool{segment: true}
+	segs := set.Segments()
+	for grew := true; grew; {
+		grew = false
+		for _, s := range segs {
+			if !affected[s.Key] && named(s.Conditions, affected) {
+				affected[s.Key], grew = true, true
+			}
+		}
+	}
+	keys := []string{}
+	for _, f := range set.Flags() {
+		for _, r := range f.Rules {
+			if named(r.Conditions, affected) {
+				keys = append(keys, f.Key)
+				break
+			}
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// monitor publishes heartbeats and checks the contact with the stream until ctx ends.
+func (c *Client) monitor(ctx context.Context) {
+	every := min(c.cfg.HeartbeatInterval, c.cfg.StaleAfter/3)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var behindTarget uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var perr error
+		behindTarget, perr = c.probe(ctx, every, behindTarget)
+		switch {
+		case perr != nil:
+			c.setHealth(healthError, perr)
+		case !c.Stale():
+			c.setHealth(healthFresh, nil)
+		case c.broken.Load() && c.nc.IsConnected():
+			// Following fails for another reason than the connection; Run reported it.
+		default:
+			c.setHealth(healthStale, nil)
+		}
+		c.hbMu.Lock()
+		due := time.Since(c.lastHB) >= c.cfg.HeartbeatInterval-every/2
+		c.hbMu.Unlock()
+		if due {
+			c.heartbeat(false)
+		}
+	}
+}
+
+// probe asks the stream for the environment's last sequence. An answer is contact. An event that
+// the probe saw (behindTarget) and that is still not applied at the next probe starts a period of
+// being behind, which makes the client stale once it lasts StaleAfter: the consumer is stuck.
+// It returns the sequence to check at the next probe (0: none), and an error when the server
+// answers that there is no such stream (or no JetStream), or that the stream ends before the
+// applied sequence ([ErrStreamReplaced]): then the client is failing, not just out of touch.
+func (c *Client) probe(ctx context.Context, timeout time.Duration, behindTarget uint64) (uint64, error) {
+	if !c.nc.IsConnected() {
+		return behindTarget, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, max(timeout, time.Second))
+	defer cancel()
+	last, err := c.lastSequence(ctx)
+	if err != nil {
+		c.logger.Debug("probe failed", "error", err)
+		missing := errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+			errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount)
+		c.missing.Store(missing)
+		if missing {
+			return behindTarget, err
+		}
+		return behindTarget, nil
+	}
+	applied := c.applied.Load()
+	if last < applied && c.ready.Load() {
+		// The stream ends before what was applied: it was deleted and made again. The state
+		// cannot be followed any more; a new client has to start over.
+		c.missing.Store(true)
+		return behindTarget, fmt.Errorf("%w: the stream ends at sequence %d, before the applied %d: it was replaced", ErrStreamReplaced, last, applied)
+	}
+	c.missing.Store(false)
+	c.touch()
+	switch {
+	case !c.ready.Load():
+		return 0, nil
+	case behindTarget != 0 && applied < behindTarget:
+		c.behindSince.CompareAndSwap(0, time.Now().UnixNano())
+		return behindTarget, nil
+	case last > applied:
+		c.behindSince.Store(0)
+		return last, nil
+	default:
+		c.behindSince.Store(0)
+		return 0, nil
+	}
+}
+
+// heartbeatSoon sends a heartbeat after events were applied: at once, unless one went out less
+// than HeartbeatGap ago; then one more is sent when the gap has passed, with the latest sequence.
+func (c *Client) heartbeatSoon() {
+	if c.cfg.NoPresence {
+		return
+	}
+	c.hbMu.Lock()
+	defer c.hbMu.Unlock()
+	if c.hbTimer != nil || c.hbStopped {
+		return
+	}
+	wait := c.cfg.HeartbeatGap - time.Since(c.lastHB)
+	if wait <= 0 {
+		c.publishLocked(false)
+		return
+	}
+	c.hbTimer = time.AfterFunc(wait, func() {
+		c.hbMu.Lock()
+		defer c.hbMu.Unlock()
+		c.hbTimer = nil
+		if !c.hbStopped {
+			c.publishLocked(false)
+		}
+	})
+}
+
+// heartbeat sends one heartbeat now.
+func (c *Client) heartbeat(leaving bool) {
+	if c.cfg.NoPresence {
+		return
+	}
+	c.hbMu.Lock()
+	defer c.hbMu.Unlock()
+	if !c.hbStopped {
+		c.publishLocked(leaving)
+	}
+}
+
+// leave stops heartbeats and says goodbye, so that the server stops counting this client at once
+// rather than after three missed heartbeats.
+func (c *Client) leave() {
+	if c.cfg.NoPresence {
+		return
+	}
+	c.hbMu.Lock()
+	if c.hbTimer != nil {
+		c.hbTimer.Stop()
+		c.hbTimer = nil
+	}
+	c.publishLocked(true)
+	c.hbStopped = true
+	c.hbMu.Unlock()
+	if c.nc.IsConnected() {
+		_ = c.nc.FlushTimeout(time.Second)
+	}
+}
+
+// publishLocked publishes the heartbeat. The caller holds hbMu.
+func (c *Client) publishLocked(leaving bool) {
+	hb := Heartbeat{
+		ID:             c.cfg.ID,
+		Name:           c.cfg.Name,
+		Environment:    c.cfg.Environment,
+		Sequence:       c.applied.Load(),
+		Time:           time.Now().UTC(),
+		IntervalMillis: c.cfg.HeartbeatInterval.Milliseconds(),
+		Ready:          c.ready.Load(),
+		Stale:          c.Stale(),
+		Leaving:        leaving,
+	}
+	data, err := hb.encode()
+	if err != nil {
+		c.logger.Error("encode heartbeat", "error", err)
+		return
+	}
+	c.lastHB = time.Now()
+	if err := c.nc.Publish(PresenceSubject(c.cfg.Environment, c.cfg.ID), data); err != nil {
+		c.logger.Debug("heartbeat not sent", "error", err)
+	}
+}
+
+// Close stops Run (and waits for it to return) and ends WaitReady and WaitSequence with
+// [ErrClosed]. The last state stays readable. Close is safe to call more than once; it never
+// fails.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	close(c.closedCh)
+	cancel, done := c.cancel, c.done
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+	return nil
+}
+
+// sleep waits for d, and reports false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

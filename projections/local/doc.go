@@ -1,0 +1,28 @@
+// Package local evaluates Interlock flags inside another Go service: a [Client] follows one
+// environment's events over the service's own NATS connection, holds the environment's flags as
+// an immutable projections.Flagset behind an atomic pointer, and evaluates them in process with
+// the same engine and the same folds as the server.
+//
+// Invariants:
+//   - Evaluation never blocks, never waits for the network and never sees half a change: a new
+//     flag set replaces the old one atomically once an event is folded in.
+//   - [Client.Sequence] is the stream sequence the current flag set reflects: every event of the
+//     environment up to it has been applied (or skipped as bad, with a log line); none after it.
+//   - A cold start reads the latest snapshot the server wrote (object store bucket
+//     [DefaultSnapshotBucket], one object per environment, the JSON of [Snapshot]) and the events
+//     after it; with no usable snapshot it replays the environment's events from the start. The
+//     client is ready once it has caught up with the stream as it was when it started.
+//   - While NATS or the stream cannot be reached the client keeps serving its last state and
+//     reports itself stale ([Client.Stale], a NoticeStale to observers); it resumes from the
+//     event after [Client.Sequence] when the stream is back.
+//   - Heartbeats ([Heartbeat], on [PresenceSubject], outside the event stream) carry the applied
+//     sequence, so the server can say how many subscribers have applied a change. A client that
+//     stops says goodbye; one that dies is forgotten after three missed heartbeats.
+//
+// The package imports nats.go, events and projections only: no HTTP, configuration files or CLI.
+// The OpenFeature provider on top of it is in package openfeature below this one.
+//
+// Permissions a service's NATS user needs: JetStream API access to create ordered (ephemeral)
+// consumers on the event stream and to get its last message by subject, read access to the
+// snapshot object store, and publish on _INTERLOCK.presence.<env>.<id>.
+package local
