@@ -1,0 +1,279 @@
+package guard_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/interlock-dev/interlock/guard"
+)
+
+// prometheusBinary finds the Debian package's prometheus (or promtool). Without it the test
+// fails, unless INTERLOCK_SKIP_PROMETHEUS=1 says to skip.
+func prometheusBinary(t *testing.T, name string) string {
+	t.Helper()
+	if os.Getenv("INTERLOCK_SKIP_PROMETHEUS") == "1" {
+		t.Skip("INTERLOCK_SKIP_PROMETHEUS=1: skipping the test against a real Prometheus")
+	}
+	path, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s is not installed: this test needs the Debian package prometheus "+
+			"(apt-get install -y prometheus); set INTERLOCK_SKIP_PROMETHEUS=1 to skip it: %v", name, err)
+	}
+	return path
+}
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var prometheusListening = regexp.MustCompile(`msg="Listening on" address=(127\.0\.0\.1:[0-9]+)`)
+
+// startPrometheus runs a real Prometheus on a random loopback port, scraping target (host:port)
+// every second, with its storage in a temporary directory; it is stopped, by its PID, when the
+// test ends. It returns the server's base URL.
+func startPrometheus(t *testing.T, target string) string {
+	t.Helper()
+	bin := prometheusBinary(t, "prometheus")
+	dir := t.TempDir()
+	config := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  scrape_timeout: 900ms
+scrape_configs:
+  - job_name: demo
+    static_configs:
+      - targets: [%q]
+`, target)
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out lockedBuffer
+	cmd := exec.Command(bin,
+		"--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address=127.0.0.1:0",
+	)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start prometheus: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("prometheus output:\n%s", out.String())
+		}
+	})
+
+	var base string
+	deadline := time.Now().Add(30 * time.Second)
+	for base == "" {
+		if m := prometheusListening.FindStringSubmatch(out.String()); m != nil {
+			base = "http://" + m[1]
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("prometheus exited early (%v):\n%s", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("prometheus did not say where it listens:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pollUntil(t, 30*time.Second, "prometheus ready", func() bool {
+		resp, err := http.Get(base + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return base
+}
+
+// pollUntil checks cond until it holds or the deadline passes.
+func pollUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
+	es, target := newExpoServer(t)
+	es.set("on", 5, 1)
+	es.set("off", 50, 2)
+	base := startPrometheus(t, strings.TrimPrefix(target.URL, "http://"))
+
+	src, err := guard.NewPrometheusSource(guard.PrometheusOptions{URL: base, StaleAfter: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tmpl := guard.CounterTemplate{Base: "requests_total", FlagLabel: "flag", VariantLabel: "variant"}
+	sumOn, err := tmpl.Sum("checkout-v2", "on")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rangeOn, err := tmpl.Range("checkout-v2", "on", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readNow := func(q string) guard.Reading {
+		t.Helper()
+		r, err := src.Counter(ctx, q, time.Now())
+		if err != nil && r.Status != guard.ReadingError && r.Status != guard.ReadingTimeout {
+			t.Fatalf("Counter(%s): error %v with status %s", q, err, r.Status)
+		}
+		return r
+	}
+
+	// Prometheus scrapes the exposition (it negotiates OpenMetrics, so this also checks that
+	// the OpenMetrics fixture is valid for a real parser) and the value shows up.
+	var r guard.Reading
+	pollUntil(t, 30*time.Second, "requests_total{variant=on} = 5", func() bool {
+		r = readNow(sumOn)
+		return r.Status == guard.ReadingOK && r.Value == 5
+	})
+	if up := readNow(`sum(up{job="demo"})`); !up.OK() || up.Value != 1 {
+		t.Fatalf("up = %+v: Prometheus could not scrape the exposition", up)
+	}
+	es.mu.Lock()
+	accept := es.accepts[len(es.accepts)-1]
+	es.mu.Unlock()
+	if !strings.Contains(accept, "application/openmetrics-text") {
+		t.Errorf("Prometheus asked for %q", accept)
+	}
+
+	// The raw sample, with its own timestamp, through the range template.
+	raw := readNow(rangeOn)
+	if !raw.OK() || raw.Value != 5 || raw.At.After(time.Now()) {
+		t.Fatalf("range reading %+v", raw)
+	}
+	sampledAt := raw.At
+
+	// The counter grows; the old value stays readable at the old time, and Delta counts
+	// exactly the growth.
+	es.set("on", 12, 1)
+	pollUntil(t, 30*time.Second, "requests_total{variant=on} = 12", func() bool {
+		r = readNow(sumOn)
+		return r.Status == guard.ReadingOK && r.Value == 12
+	})
+	then, err := src.Counter(ctx, sumOn, sampledAt)
+	if err != nil || !then.OK() || then.Value != 5 || !then.At.Equal(sampledAt) {
+		t.Fatalf("reading at %v = %+v, %v; want 5", sampledAt, then, err)
+	}
+	if d, st := guard.Delta(then, r); d != 7 || st != guard.DeltaOK {
+		t.Fatalf("Delta = %v, %s; want 7, ok", d, st)
+	}
+
+	// The direct scrape of the same exposition agrees with Prometheus.
+	direct, err := guard.NewScrapeSource(guard.ScrapeOptions{URL: target.URL + "/metrics", Interval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := direct.Scrape(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := direct.Counter(ctx, sumOn, time.Now()); err != nil || !d.OK() || d.Value != 12 {
+		t.Fatalf("direct scrape = %+v, %v; Prometheus said 12", d, err)
+	}
+
+	// The real text format of a real producer: Prometheus's own /metrics.
+	self, err := guard.NewScrapeSource(guard.ScrapeOptions{URL: base + "/metrics", Interval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := self.Scrape(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if q, err := self.Counter(ctx, `prometheus_http_requests_total{handler="/api/v1/query",code="200"}`, time.Now()); err != nil || !q.OK() || q.Value < 4 {
+		t.Fatalf("Prometheus's own query counter = %+v, %v", q, err)
+	}
+
+	// Statuses a real server produces.
+	tests := []struct {
+		name  string
+		q     string
+		want  guard.ReadingStatus
+		errIs error
+	}{
+		{"unknown series is empty", `sum(requests_total{flag="checkout-v2",variant="nope"})`, guard.ReadingEmpty, nil},
+		{"unknown metric is empty", `sum(nope_total)`, guard.ReadingEmpty, nil},
+		{"two series are ambiguous", `requests_total{flag="checkout-v2"}`, guard.ReadingAmbiguous, nil},
+		{"NaN", `0/0`, guard.ReadingNaN, nil},
+		{"bad query", `sum(requests_total`, guard.ReadingError, guard.ErrQueryFailed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := src.Counter(ctx, tt.q, time.Now())
+			if r.Status != tt.want || (tt.errIs == nil) != (err == nil) || (tt.errIs != nil && !errors.Is(err, tt.errIs)) {
+				t.Fatalf("Counter(%s) = %+v, %v; want %s", tt.q, r, err, tt.want)
+			}
+		})
+	}
+	var pe *guard.PrometheusError
+	if _, err := src.Counter(ctx, `sum(requests_total`, time.Now()); !errors.As(err, &pe) || pe.Type != "bad_data" || pe.StatusCode != http.StatusBadRequest {
+		t.Fatalf("bad query error = %v", err)
+	}
+
+	// The target goes away: Prometheus marks its series stale, so the sum is empty at once,
+	// and the newest raw sample grows older than the bound.
+	target.Close()
+	pollUntil(t, 30*time.Second, "the range reading to go stale", func() bool {
+		r = readNow(rangeOn)
+		return r.Status == guard.ReadingStale
+	})
+	if r.Value != 12 || time.Since(r.At) <= 3*time.Second {
+		t.Errorf("stale reading %+v", r)
+	}
+	pollUntil(t, 30*time.Second, "the sum to be empty", func() bool {
+		return readNow(sumOn).Status == guard.ReadingEmpty
+	})
+}
+
+// The example configuration in deploy/prometheus is valid for the Prometheus CI installs.
+func TestDeployPrometheusConfig(t *testing.T) {
+	promtool := prometheusBinary(t, "promtool")
+	out, err := exec.Command(promtool, "check", "config", "../deploy/prometheus/prometheus.yml").CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool check config: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,109 @@
+package guard_test
+
+import (
+	"encoding/json"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/interlock-dev/interlock/guard"
+)
+
+func TestDelta(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	ok := func(v float64, at time.Time) guard.Reading {
+		return guard.Reading{Value: v, At: at, Status: guard.ReadingOK}
+	}
+	with := func(st guard.ReadingStatus) guard.Reading {
+		return guard.Reading{Status: st, At: t0}
+	}
+	tests := []struct {
+		name      string
+		prev, cur guard.Reading
+		want      float64
+		status    guard.DeltaStatus
+		usable    bool
+	}{
+		{"growth", ok(100, t0), ok(130, t0.Add(15*time.Second)), 30, guard.DeltaOK, true},
+		{"no growth", ok(100, t0), ok(100, t0.Add(15*time.Second)), 0, guard.DeltaOK, true},
+		{"same instant", ok(100, t0), ok(100, t0), 0, guard.DeltaOK, true},
+		{"fractional", ok(0.5, t0), ok(2.25, t0.Add(time.Second)), 1.75, guard.DeltaOK, true},
+		{"reset", ok(1000, t0), ok(7, t0.Add(15*time.Second)), 7, guard.DeltaReset, true},
+		{"reset to zero", ok(1000, t0), ok(0, t0.Add(15*time.Second)), 0, guard.DeltaReset, true},
+		{"out of order", ok(100, t0.Add(time.Second)), ok(130, t0), 0, guard.DeltaOutOfOrder, false},
+		{"prev empty", with(guard.ReadingEmpty), ok(1, t0), 0, guard.DeltaStatus("empty"), false},
+		{"cur nan", ok(1, t0), with(guard.ReadingNaN), 0, guard.DeltaStatus("nan"), false},
+		{"cur stale", ok(1, t0), with(guard.ReadingStale), 0, guard.DeltaStatus("stale"), false},
+		{"cur error", ok(1, t0), with(guard.ReadingError), 0, guard.DeltaStatus("error"), false},
+		{"cur timeout", ok(1, t0), with(guard.ReadingTimeout), 0, guard.DeltaStatus("timeout"), false},
+		{"cur ambiguous", ok(1, t0), with(guard.ReadingAmbiguous), 0, guard.DeltaStatus("ambiguous"), false},
+		{"cur's status first", with(guard.ReadingEmpty), with(guard.ReadingTimeout), 0, guard.DeltaStatus("timeout"), false},
+		{"zero value reading", guard.Reading{}, ok(1, t0), 0, guard.DeltaInvalid, false},
+		{"unknown status", ok(1, t0), guard.Reading{Status: "fine", Value: 3, At: t0}, 0, guard.DeltaInvalid, false},
+		{"ok but NaN", ok(1, t0), ok(math.NaN(), t0.Add(time.Second)), 0, guard.DeltaInvalid, false},
+		{"ok but +Inf", ok(1, t0), ok(math.Inf(1), t0.Add(time.Second)), 0, guard.DeltaInvalid, false},
+		{"ok but negative", ok(-5, t0), ok(1, t0.Add(time.Second)), 0, guard.DeltaInvalid, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, st := guard.Delta(tt.prev, tt.cur)
+			if got != tt.want || st != tt.status {
+				t.Fatalf("Delta = %v, %q; want %v, %q", got, st, tt.want, tt.status)
+			}
+			if st.Usable() != tt.usable {
+				t.Fatalf("Usable() = %v, want %v", st.Usable(), tt.usable)
+			}
+			if got < 0 || math.IsNaN(got) || math.IsInf(got, 0) {
+				t.Fatalf("Delta returned %v", got)
+			}
+		})
+	}
+}
+
+func TestReadingStatus(t *testing.T) {
+	for _, st := range []guard.ReadingStatus{guard.ReadingOK, guard.ReadingEmpty, guard.ReadingNaN,
+		guard.ReadingStale, guard.ReadingError, guard.ReadingTimeout, guard.ReadingAmbiguous} {
+		if !st.Valid() {
+			t.Errorf("%q not valid", st)
+		}
+	}
+	for _, st := range []guard.ReadingStatus{"", "OK", "fine"} {
+		if st.Valid() {
+			t.Errorf("%q valid", st)
+		}
+	}
+	tests := []struct {
+		name string
+		r    guard.Reading
+		ok   bool
+	}{
+		{"ok", guard.Reading{Status: guard.ReadingOK, Value: 3}, true},
+		{"ok zero", guard.Reading{Status: guard.ReadingOK}, true},
+		{"stale", guard.Reading{Status: guard.ReadingStale, Value: 3}, false},
+		{"ok NaN", guard.Reading{Status: guard.ReadingOK, Value: math.NaN()}, false},
+		{"ok negative", guard.Reading{Status: guard.ReadingOK, Value: -1}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.r.OK() != tt.ok {
+				t.Fatalf("OK() = %v", !tt.ok)
+			}
+		})
+	}
+}
+
+// A reading is kept as evidence: every reading a source returns must encode as JSON.
+func TestReadingEncodes(t *testing.T) {
+	r := guard.Reading{Status: guard.ReadingNaN, Query: "q", Requested: time.Unix(1, 0), Detail: "value is NaN"}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back guard.Reading
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Status != r.Status || back.Query != r.Query || !back.Requested.Equal(r.Requested) {
+		t.Fatalf("round trip: %+v", back)
+	}
+}
