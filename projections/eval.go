@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
@@ -125,11 +126,20 @@ const (
 // sequence. Any number of goroutines may evaluate on it; a change makes a new Flagset
 // ([Flagset.Apply]) sharing what did not change, so readers holding the old one are never
 // disturbed and never see half a change.
+//
+// The flags and segments are spread over 256 shards by a hash of their keys: a change copies the
+// shard holding what it changed and the array of shard pointers, whatever the size of the
+// environment.
 type Flagset struct {
-	env      string
-	seq      uint64
-	flags    map[string]*compiledFlag
-	segments map[string]*compiledSegment
+	env  string
+	seq  uint64
+	seed maphash.Seed
+	// flags, segments and users are nil in an empty set.
+	flags    *shards[*compiledFlag]
+	segments *shards[*compiledSegment]
+	// users maps a segment key to the set of keys of the flags whose conditions name it.
+	users             *shards[map[string]struct{}]
+	nflags, nsegments int
 
 	keysOnce sync.Once
 	keys     []string
@@ -137,7 +147,23 @@ type Flagset struct {
 
 // NewFlagset returns an empty flag set of env at sequence 0.
 func NewFlagset(env string) *Flagset {
-	return &Flagset{env: env}
+	return &Flagset{env: env, seed: maphash.MakeSeed()}
+}
+
+// flag returns the compiled flag of key, or nil.
+func (s *Flagset) flag(key string) *compiledFlag {
+	if s.flags == nil {
+		return nil
+	}
+	return s.flags[shardOf(s.seed, key)][key]
+}
+
+// segment returns the compiled segment of key, or nil.
+func (s *Flagset) segment(key string) *compiledSegment {
+	if s.segments == nil {
+		return nil
+	}
+	return s.segments[shardOf(s.seed, key)][key]
 }
 
 // Environment is the environment the flags belong to.
@@ -189,7 +215,7 @@ func (s *Flagset) Sequence() uint64 { return s.seq }
 // the contexts it had when it is the first or the last by name, which two-variant splits always
 // are.
 func (s *Flagset) Evaluate(key string, ctx *EvalContext) Evaluation {
-	f := s.flags[key]
+	f := s.flag(key)
 	if f == nil || f.archived {
 		return Evaluation{FlagKey: key, Reason: ReasonError, ErrorCode: ErrorFlagNotFound, ErrorMessage: msgNotFound}
 	}
@@ -218,12 +244,12 @@ func (s *Flagset) Evaluate(key string, ctx *EvalContext) Evaluation {
 // the caller's.
 func (s *Flagset) Keys() []string {
 	s.keysOnce.Do(func() {
-		keys := make([]string, 0, len(s.flags))
-		for k, f := range s.flags {
+		keys := make([]string, 0, s.nflags)
+		s.flags.each(func(k string, f *compiledFlag) {
 			if !f.archived {
 				keys = append(keys, k)
 			}
-		}
+		})
 		slices.Sort(keys)
 		s.keys = keys
 	})
@@ -233,10 +259,8 @@ func (s *Flagset) Keys() []string {
 // Flags returns the documents of every flag, archived ones included, sorted by key: what a
 // snapshot holds. Their maps and slices are shared with the set: treat them as read-only.
 func (s *Flagset) Flags() []Flag {
-	out := make([]Flag, 0, len(s.flags))
-	for _, f := range s.flags {
-		out = append(out, f.src)
-	}
+	out := make([]Flag, 0, s.nflags)
+	s.flags.each(func(_ string, f *compiledFlag) { out = append(out, f.src) })
 	slices.SortFunc(out, func(a, b Flag) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }
@@ -244,10 +268,8 @@ func (s *Flagset) Flags() []Flag {
 // Segments returns the documents of every segment, archived ones included, sorted by key.
 // Their maps and slices are shared with the set: treat them as read-only.
 func (s *Flagset) Segments() []Segment {
-	out := make([]Segment, 0, len(s.segments))
-	for _, sg := range s.segments {
-		out = append(out, sg.src)
-	}
+	out := make([]Segment, 0, s.nsegments)
+	s.segments.each(func(_ string, sg *compiledSegment) { out = append(out, sg.src) })
 	slices.SortFunc(out, func(a, b Segment) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }
@@ -261,21 +283,37 @@ func (s *Flagset) Errors() []error {
 		err error
 	}
 	var all []keyed
-	for k, f := range s.flags {
+	s.flags.each(func(k string, f *compiledFlag) {
 		if f.err != nil {
 			all = append(all, keyed{"flag " + k, f.err})
 		}
-	}
-	for k, sg := range s.segments {
+	})
+	s.segments.each(func(k string, sg *compiledSegment) {
 		if sg.err != nil {
 			all = append(all, keyed{"segment " + k, sg.err})
 		}
-	}
+	})
 	slices.SortFunc(all, func(a, b keyed) int { return strings.Compare(a.key, b.key) })
 	out := make([]error, 0, len(all))
 	for _, e := range all {
 		out = append(out, e.err)
 	}
+	return out
+}
+
+// FlagsUsing returns the keys of the flags (archived ones included) whose conditions name
+// segment, sorted: the flags whose evaluations a change of segment may change. It costs what
+// the answer does, not what the set holds. The slice is the caller's.
+func (s *Flagset) FlagsUsing(segment string) []string {
+	var us map[string]struct{}
+	if s.users != nil {
+		us = s.users[shardOf(s.seed, segment)][segment]
+	}
+	out := make([]string, 0, len(us))
+	for fk := range us {
+		out = append(out, fk)
+	}
+	slices.Sort(out)
 	return out
 }
 
@@ -295,7 +333,7 @@ func (s *Flagset) MissingSegments(f Flag) []string {
 				if !ok {
 					continue
 				}
-				if sg := s.segments[key]; sg == nil || !sg.usable() {
+				if sg := s.segment(key); sg == nil || !sg.usable() {
 					missing = append(missing, key)
 				}
 			}
@@ -307,7 +345,9 @@ func (s *Flagset) MissingSegments(f Flag) []string {
 
 // Apply returns a new flag set with ev folded in: the flag or segment it names is folded with
 // [Flag.Apply] or [Segment.Apply] and compiled again, and so is every flag using a segment that
-// changed; everything else is shared with s, which does not change.
+// changed; everything else is shared with s, which does not change. The cost does not grow with
+// the number of flags: Apply copies the shards holding what changed (about 1/256 of the flags
+// each) and the array of shard pointers.
 //
 // The returned set is never nil; use it even when err is not nil. An event already folded in
 // (its sequence is not after [Flagset.Sequence]) is skipped. An event that does not fold leaves
@@ -331,19 +371,13 @@ func (s *Flagset) Apply(ev events.Event) (*Flagset, error) {
 	return b.publish(), err
 }
 
-// ApplyAll is [Flagset.Apply] for a batch of events in stream order, paying for one copy of the
-// set however many events there are: what a subscriber catching up after a snapshot wants. The
+// ApplyAll is [Flagset.Apply] for a batch of events in stream order, copying each shard it
+// changes once however many events change it: what a subscriber catching up wants. The
 // returned set is never nil. The error joins the errors of the events that did not fold, each
 // naming its sequence; those events change nothing but the sequence (and events of another
 // environment not even that).
 func (s *Flagset) ApplyAll(evs []events.Event) (*Flagset, error) {
 	b := s.edit()
-	for i := range evs {
-		if evs[i].Entity == events.EntitySegment {
-			b.indexUsers() // so that each segment event finds its flags without a scan
-			break
-		}
-	}
 	var errs []error
 	for i := range evs {
 		ev := &evs[i]
@@ -359,7 +393,7 @@ func (s *Flagset) ApplyAll(evs []events.Event) (*Flagset, error) {
 		}
 		b.seq = max(b.seq, ev.Sequence)
 	}
-	if len(errs) == 0 && b.seq == s.seq && b.flagsShared && b.segmentsShared {
+	if len(errs) == 0 && b.seq == s.seq && !b.changed() {
 		return s, nil
 	}
 	return b.publish(), errors.Join(errs...)
@@ -376,24 +410,25 @@ func CompileFlagset(env string, seq uint64, flags []Flag, segments []Segment) (*
 	if err := events.ValidateEnvironment(env); err != nil {
 		return nil, err
 	}
-	b := &builder{env: env, seq: seq, flags: make(map[string]*compiledFlag, len(flags)), segments: make(map[string]*compiledSegment, len(segments))}
+	b := newBuilder(env)
+	b.seq = seq
 	for _, sg := range segments {
 		if err := checkEntity(env, sg.Environment, "segment", sg.Key); err != nil {
 			return nil, err
 		}
-		if _, dup := b.segments[sg.Key]; dup {
+		if b.segment(sg.Key) != nil {
 			return nil, fmt.Errorf("%w: segment %q given twice", events.ErrInvalid, sg.Key)
 		}
-		b.segments[sg.Key] = compileSegment(sg)
+		b.setSegment(sg)
 	}
 	for _, f := range flags {
 		if err := checkEntity(env, f.Environment, "flag", f.Key); err != nil {
 			return nil, err
 		}
-		if _, dup := b.flags[f.Key]; dup {
+		if b.flags.get(b.shardOf(f.Key), f.Key) != nil {
 			return nil, fmt.Errorf("%w: flag %q given twice", events.ErrInvalid, f.Key)
 		}
-		b.flags[f.Key] = compileFlag(f, b.segments, nil)
+		b.setFlag(f)
 	}
 	return b.publish(), nil
 }
@@ -406,156 +441,4 @@ func checkEntity(env, entityEnv, kind, key string) error {
 		return fmt.Errorf("%w: %s %s of environment %q in the flag set of %q", ErrOutOfOrder, kind, key, entityEnv, env)
 	}
 	return nil
-}
-
-// builder makes flag sets. It owns its maps until it publishes them; after that it copies a map
-// before its next change to it, so a published set never changes.
-type builder struct {
-	env      string
-	seq      uint64
-	flags    map[string]*compiledFlag
-	segments map[string]*compiledSegment
-	// flagsShared and segmentsShared say the map is held by a published set.
-	flagsShared, segmentsShared bool
-	// users maps a segment key to the flags whose conditions name it. When nil, a segment change
-	// finds them by scanning every flag.
-	users map[string]map[string]struct{}
-}
-
-// edit returns a builder starting from s.
-func (s *Flagset) edit() *builder {
-	return &builder{env: s.env, seq: s.seq, flags: s.flags, segments: s.segments, flagsShared: true, segmentsShared: true}
-}
-
-// publish returns the current state as an immutable set.
-func (b *builder) publish() *Flagset {
-	b.flagsShared, b.segmentsShared = true, true
-	return &Flagset{env: b.env, seq: b.seq, flags: b.flags, segments: b.segments}
-}
-
-func (b *builder) ownFlags() {
-	if b.flagsShared || b.flags == nil {
-		next := make(map[string]*compiledFlag, len(b.flags)+1)
-		for k, v := range b.flags {
-			next[k] = v
-		}
-		b.flags, b.flagsShared = next, false
-	}
-}
-
-func (b *builder) ownSegments() {
-	if b.segmentsShared || b.segments == nil {
-		next := make(map[string]*compiledSegment, len(b.segments)+1)
-		for k, v := range b.segments {
-			next[k] = v
-		}
-		b.segments, b.segmentsShared = next, false
-	}
-}
-
-// fold folds ev into the flag or segment it names.
-func (b *builder) fold(ev *events.Event) error {
-	switch ev.Entity {
-	case events.EntityFlag:
-		return b.foldFlag(ev)
-	case events.EntitySegment:
-		return b.foldSegment(ev)
-	}
-	return fmt.Errorf("%w: event %q of unknown entity %q", events.ErrMalformed, ev.ID, ev.Entity)
-}
-
-// foldFlag folds ev into the flag it names and compiles the result.
-func (b *builder) foldFlag(ev *events.Event) error {
-	var f Flag
-	if prev := b.flags[ev.Key]; prev != nil {
-		f = prev.src
-	}
-	if err := apply(&f, ev); err != nil {
-		return err
-	}
-	b.setFlag(f)
-	return nil
-}
-
-// foldSegment folds ev into the segment it names and compiles the result.
-func (b *builder) foldSegment(ev *events.Event) error {
-	if err := validateRef(ev); err != nil {
-		return err
-	}
-	var sg Segment
-	if prev := b.segments[ev.Key]; prev != nil {
-		sg = prev.src
-	}
-	if err := sg.Apply(*ev); err != nil {
-		return err
-	}
-	b.setSegment(sg)
-	return nil
-}
-
-// setFlag compiles f against the builder's segments and stores it.
-func (b *builder) setFlag(f Flag) {
-	old := b.flags[f.Key]
-	c := compileFlag(f, b.segments, old)
-	b.ownFlags()
-	b.flags[f.Key] = c
-	if b.users == nil {
-		return
-	}
-	if old != nil {
-		for _, sk := range old.segments {
-			delete(b.users[sk], f.Key)
-			if len(b.users[sk]) == 0 {
-				delete(b.users, sk)
-			}
-		}
-	}
-	for _, sk := range c.segments {
-		u := b.users[sk]
-		if u == nil {
-			u = make(map[string]struct{})
-			b.users[sk] = u
-		}
-		u[f.Key] = struct{}{}
-	}
-}
-
-// setSegment compiles sg, stores it, and compiles again the flags that use it.
-func (b *builder) setSegment(sg Segment) {
-	b.ownSegments()
-	b.segments[sg.Key] = compileSegment(sg)
-	var users []string
-	if b.users != nil {
-		for fk := range b.users[sg.Key] {
-			users = append(users, fk)
-		}
-	} else {
-		for fk, f := range b.flags {
-			if slices.Contains(f.segments, sg.Key) {
-				users = append(users, fk)
-			}
-		}
-	}
-	if len(users) == 0 {
-		return
-	}
-	b.ownFlags()
-	for _, fk := range users {
-		b.flags[fk] = compileFlag(b.flags[fk].src, b.segments, nil)
-	}
-}
-
-// indexUsers builds the segment → flags index, so that segment changes no longer scan.
-func (b *builder) indexUsers() {
-	b.users = make(map[string]map[string]struct{})
-	for fk, f := range b.flags {
-		for _, sk := range f.segments {
-			u := b.users[sk]
-			if u == nil {
-				u = make(map[string]struct{})
-				b.users[sk] = u
-			}
-			u[fk] = struct{}{}
-		}
-	}
 }

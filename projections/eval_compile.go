@@ -78,7 +78,7 @@ type splitRange struct {
 // only enable, kill, archive or unarchive a flag keep it, since folds never change a
 // configuration in place), its compiled rules are reused. Pass nil to compile again, as when a
 // segment the flag uses changed.
-func compileFlag(f Flag, segs map[string]*compiledSegment, prev *compiledFlag) *compiledFlag {
+func compileFlag(f Flag, segs segmentLookup, prev *compiledFlag) *compiledFlag {
 	var c *compiledFlag
 	if prev != nil && sameConfig(&prev.src.FlagConfig, &f.FlagConfig) {
 		body := *prev
@@ -130,7 +130,7 @@ func sameConfig(a, b *events.FlagConfig) bool {
 	return true
 }
 
-func (c *compiledFlag) compile(cfg *events.FlagConfig, segs map[string]*compiledSegment) error {
+func (c *compiledFlag) compile(cfg *events.FlagConfig, segs segmentLookup) error {
 	if err := c.compileVariants(cfg); err != nil {
 		// With broken variants nothing is served, not even the off variant.
 		c.variants, c.kind = nil, KindUnknown
@@ -493,9 +493,12 @@ func (v *valueSet) hasBool(b bool) bool {
 	return v.hasFal
 }
 
+// segmentLookup returns the compiled segment of a key, or nil when there is none.
+type segmentLookup func(key string) *compiledSegment
+
 // compileCondition compiles c. segs resolves segment keys; allowSegments is false inside a
 // segment, which cannot refer to segments.
-func compileCondition(c *events.Condition, segs map[string]*compiledSegment, allowSegments bool) (condition, error) {
+func compileCondition(c *events.Condition, segs segmentLookup, allowSegments bool) (condition, error) {
 	if c.Attribute == "" {
 		return condition{}, errors.New("attribute is required")
 	}
@@ -522,7 +525,7 @@ func compileCondition(c *events.Condition, segs map[string]*compiledSegment, all
 	return out, nil
 }
 
-func (c *condition) addValue(opName string, v any, segs map[string]*compiledSegment, allowSegments bool) error {
+func (c *condition) addValue(opName string, v any, segs segmentLookup, allowSegments bool) error {
 	switch c.op {
 	case opEq:
 		if !c.eq.add(v) {
@@ -584,7 +587,7 @@ func (c *condition) addValue(opName string, v any, segs map[string]*compiledSegm
 		if !ok {
 			return fmt.Errorf("%s takes segment keys", opName)
 		}
-		sg := segs[key]
+		sg := segs(key)
 		if sg == nil || !sg.usable() {
 			// The write path refuses this; should it happen anyway, the condition never matches.
 			c.unusable = true

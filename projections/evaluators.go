@@ -14,8 +14,8 @@ import (
 //
 // Work is batched so that replaying the stream costs next to nothing per event: the observer only
 // records the new state of the flag or segment an event changed; the first read after changes
-// compiles what changed, once however many events changed it, and publishes a new set (a copy
-// of the environment's map of compiled flags, sharing the flags that did not change). A set is
+// compiles what changed, once however many events changed it, and publishes a new set (copying
+// only the shards of compiled flags that hold what changed, sharing everything else). A set is
 // always the exact state of the catalog after some event: the observer runs while the catalog
 // holds its writer lock, in stream order.
 type Evaluators struct {
@@ -137,8 +137,7 @@ func (e *Evaluators) register(env string, always bool) *liveEnv {
 // create registers a new environment holding flags and segments at seq, to be compiled on the
 // first read. The caller holds obs.
 func (e *Evaluators) create(env string, flags []Flag, segs []Segment, seq uint64) *liveEnv {
-	b := &builder{env: env}
-	b.indexUsers()
+	b := newBuilder(env)
 	le := &liveEnv{env: env, b: b, seq: seq, flags: make(map[string]Flag, len(flags)), segments: make(map[string]Segment, len(segs))}
 	for _, f := range flags {
 		le.flags[f.Key] = f

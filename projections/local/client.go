@@ -34,6 +34,15 @@ const (
 	maxRetry = 5 * time.Second
 )
 
+// Catching up once ready: events the stream has more events behind are queued and applied
+// together (one projections.Flagset.ApplyAll) when the last of them arrives, when maxBatch are
+// queued, or when the next one has not arrived within batchWait. The stream said it had more,
+// already on their way: the wait is a safety net for a consumer that stalls, not a delay.
+const (
+	maxBatch  = 1024
+	batchWait = 100 * time.Millisecond
+)
+
 // NoticeKind says what a [Notice] is about.
 type NoticeKind uint8
 
@@ -74,7 +83,10 @@ type Notice struct {
 	// Sequence is the stream sequence the client has applied when the notice is sent.
 	Sequence uint64
 	// Keys are, for NoticeChanged, the flags whose evaluation the event may have changed,
-	// sorted: the flag itself, or every flag whose rules name a changed segment.
+	// sorted: the flag itself, or every flag whose rules name a changed segment. Events the
+	// client catches up with (after an outage, or a burst it fell behind on) are applied
+	// together and told in one notice: Keys are then those of all of them, and Sequence the
+	// last one's.
 	Keys []string
 	// Err is why, for NoticeError.
 	Err error
@@ -140,6 +152,10 @@ type Client struct {
 	flags   map[string]projections.Flag    // the state being caught up, before the first publish
 	segs    map[string]projections.Segment // idem
 	restart bool                           // the snapshot did not compile: replay from the start
+	// Once ready: events received but not applied yet, because the stream had more behind
+	// them, and the last sequence received (applied, queued or skipped).
+	batch    []events.Event
+	received uint64
 
 	// Observers, called one at a time in the order notices happen.
 	obsMu     sync.Mutex
@@ -518,13 +534,24 @@ func (c *Client) follow(ctx context.Context) error {
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop) // also ends a consumer reset that is retrying
 	defer stop()
+	defer c.flush() // what was received is applied, whatever ends the follow
 	c.broken.Store(false)
 	c.touch()
 	if !c.Stale() {
 		c.setHealth(healthFresh, nil)
 	}
 	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
+		var msg jetstream.Msg
+		if c.received > c.handled {
+			// Events are queued: the stream said more were coming. Wait for them, a little.
+			msg, err = it.Next(jetstream.NextMaxWait(batchWait))
+			if errors.Is(err, nats.ErrTimeout) {
+				c.flush()
+				continue
+			}
+		} else {
+			msg, err = it.Next(jetstream.NextContext(ctx))
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -537,7 +564,7 @@ func (c *Client) follow(ctx context.Context) error {
 		}
 		ev, derr := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
 		ev.Sequence = meta.Sequence.Stream
-		c.handle(ev, derr)
+		c.handle(ev, derr, meta.NumPending > 0)
 		if c.restart {
 			c.restart = false
 			return errRestart
@@ -548,14 +575,17 @@ func (c *Client) follow(ctx context.Context) error {
 // touch records contact with the stream.
 func (c *Client) touch() { c.lastContact.Store(time.Now().UnixNano()) }
 
-// handle folds one delivered message. Before the client is ready events are folded into plain
-// maps and compiled once at the end; after, each event makes a new flag set.
-func (c *Client) handle(ev events.Event, derr error) {
+// handle folds one delivered message; more says the stream holds more events after it. Before
+// the client is ready events are folded into plain maps and compiled once at the end. After, a
+// live event (nothing behind it) makes a new flag set at once, while events the client is
+// catching up with are queued and applied together by flush.
+func (c *Client) handle(ev events.Event, derr error, more bool) {
 	c.delivered.Add(1)
 	c.touch()
-	if ev.Sequence <= c.handled {
+	if ev.Sequence <= max(c.handled, c.received) {
 		return // a redelivery
 	}
+	good := false
 	switch {
 	case derr != nil:
 		c.skipped.Add(1)
@@ -563,37 +593,76 @@ func (c *Client) handle(ev events.Event, derr error) {
 	case ev.Environment != c.cfg.Environment:
 		c.skipped.Add(1)
 		c.logger.Warn("skipping an event of another environment", "sequence", ev.Sequence, "event_environment", ev.Environment)
-	case !c.ready.Load():
+	default:
+		good = true
+	}
+	if c.ready.Load() {
+		if good {
+			c.batch = append(c.batch, ev)
+		}
+		c.received = ev.Sequence
+		if !more || len(c.batch) >= maxBatch {
+			c.flush()
+		}
+		return
+	}
+	if good {
 		if err := c.fold(ev); err != nil {
 			c.skipped.Add(1)
 			c.logger.Warn("skipping an event the fold refuses", "sequence", ev.Sequence, "key", ev.Key, "type", ev.Type, "error", err)
 		} else {
 			c.appliedCount.Add(1)
 		}
-	default:
-		next, err := c.set.Load().Apply(ev)
-		if err != nil {
-			c.skipped.Add(1)
-			c.logger.Warn("skipping an event the flag set refuses", "sequence", ev.Sequence, "key", ev.Key, "type", ev.Type, "error", err)
-			break
-		}
-		c.appliedCount.Add(1)
-		c.set.Store(next)
-		c.handled = ev.Sequence
-		c.advance(ev.Sequence)
-		c.notifyChanged(next, ev)
-		c.heartbeatSoon()
-		return
 	}
 	c.handled = ev.Sequence
-	if c.ready.Load() {
-		c.advance(ev.Sequence)
-		c.heartbeatSoon()
-		return
-	}
 	if c.handled >= c.target {
 		c.publishCatchup()
 	}
+}
+
+// flush applies the events received since the last flush, publishes the new flag set and tells
+// the observers: one event with Flagset.Apply, several with one Flagset.ApplyAll.
+func (c *Client) flush() {
+	if c.received <= c.handled {
+		return
+	}
+	evs, end := c.batch, c.received
+	c.batch = nil
+	var refused []error
+	if len(evs) > 0 {
+		cur := c.set.Load()
+		var next *projections.Flagset
+		var err error
+		if len(evs) == 1 {
+			ev := &evs[0]
+			if next, err = cur.Apply(*ev); err != nil {
+				refused = []error{err}
+				c.logger.Warn("skipping an event the flag set refuses", "sequence", ev.Sequence, "key", ev.Key, "type", ev.Type, "error", err)
+			}
+		} else {
+			next, err = cur.ApplyAll(evs)
+			// ApplyAll joins one error per refused event, each naming its sequence.
+			if joined, ok := err.(interface{ Unwrap() []error }); ok {
+				refused = joined.Unwrap()
+			} else if err != nil {
+				refused = []error{err}
+			}
+			for _, e := range refused {
+				c.logger.Warn("skipping an event the flag set refuses", "error", e)
+			}
+		}
+		c.skipped.Add(uint64(len(refused)))
+		c.appliedCount.Add(uint64(len(evs) - len(refused)))
+		if len(refused) < len(evs) {
+			c.set.Store(next)
+		}
+	}
+	c.handled = end
+	c.advance(end)
+	if len(refused) < len(evs) {
+		c.notifyChanged(c.set.Load(), evs, end)
+	}
+	c.heartbeatSoon()
 }
 
 // fold applies ev to the state being caught up, with the rules of projections.Catalog: a bad
@@ -669,60 +738,28 @@ func (c *Client) advance(seq uint64) {
 	c.waitMu.Unlock()
 }
 
-// notifyChanged tells the observers which flags ev may have changed in set.
-func (c *Client) notifyChanged(set *projections.Flagset, ev events.Event) {
+// notifyChanged tells the observers which flags evs, applied up to sequence end, may have
+// changed in set. A single event that set refused is not told.
+func (c *Client) notifyChanged(set *projections.Flagset, evs []events.Event, end uint64) {
 	c.obsMu.Lock()
 	n := len(c.observers)
 	c.obsMu.Unlock()
 	if n == 0 {
 		return
 	}
-	keys := []string{ev.Key}
-	if ev.Entity == events.EntitySegment {
-		keys = flagsUsingSegment(set, ev.Key)
-	}
-	c.notifyMu.Lock()
-	c.emit(Notice{Kind: NoticeChanged, Sequence: ev.Sequence, Keys: keys})
-	c.notifyMu.Unlock()
-}
-
-// flagsUsingSegment lists the flags of set whose rules name segment, directly or through other
-// segments, sorted.
-func flagsUsingSegment(set *projections.Flagset, segment string) []string {
-	named := func(conds []events.Condition, in map[string]bool) bool {
-		for _, cond := range conds {
-			if cond.Operator != "inSegment" && cond.Operator != "notInSegment" {
-				continue
-			}
-			for _, v := range cond.Values {
-				if s, ok := v.(string); ok && in[s] {
-					return true
-				}
-			}
-		}
-		return false
-	}
-	affected := map[string]bool{segment: true}
-	segs := set.Segments()
-	for grew := true; grew; {
-		grew = false
-		for _, s := range segs {
-			if !affected[s.Key] && named(s.Conditions, affected) {
-				affected[s.Key], grew = true, true
-			}
-		}
-	}
 	keys := []string{}
-	for _, f := range set.Flags() {
-		for _, r := range f.Rules {
-			if named(r.Conditions, affected) {
-				keys = append(keys, f.Key)
-				break
-			}
+	for i := range evs {
+		if evs[i].Entity == events.EntitySegment {
+			keys = append(keys, set.FlagsUsing(evs[i].Key)...)
+		} else {
+			keys = append(keys, evs[i].Key)
 		}
 	}
 	slices.Sort(keys)
-	return keys
+	keys = slices.Compact(keys)
+	c.notifyMu.Lock()
+	c.emit(Notice{Kind: NoticeChanged, Sequence: end, Keys: keys})
+	c.notifyMu.Unlock()
 }
 
 // monitor publishes heartbeats and checks the contact with the stream until ctx ends.

@@ -3,6 +3,7 @@ package local_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -188,12 +189,15 @@ func TestLiveFollow(t *testing.T) {
 		t.Fatalf("after enabling: %q", got)
 	}
 
-	// A segment change names the flags whose rules use it.
+	// A segment change names the flags whose rules use it. Each event is applied before the next
+	// is appended, so that each is live and told on its own (events a client falls behind on
+	// are told together: TestCatchUpInOneBatch).
 	seg := s.appendEvent(t, events.TypeSegmentCreated, "prod", "beta", 1, events.SegmentCreated{Segment: events.SegmentConfig{Included: []string{"u1"}}})
+	waitSequence(t, c, seg)
 	cfg := boolFlag(true)
 	cfg.DefaultVariant = "off"
 	cfg.Rules = []events.Rule{{Conditions: []events.Condition{{Attribute: "targetingKey", Operator: "inSegment", Values: []any{"beta"}}}, Serve: events.Serve{Variant: "on"}}}
-	s.create(t, "prod", "beta-feature", cfg)
+	waitSequence(t, c, s.create(t, "prod", "beta-feature", cfg).Sequence)
 	upd := s.appendEvent(t, events.TypeSegmentUpdated, "prod", "beta", 2, events.SegmentUpdated{Segment: events.SegmentConfig{Included: []string{"u2"}}})
 	waitSequence(t, c, upd)
 	ev := c.Evaluate("beta-feature", &projections.EvalContext{TargetingKey: "u2"})
@@ -201,6 +205,11 @@ func TestLiveFollow(t *testing.T) {
 		t.Fatalf("u2 after joining the segment: %+v", ev)
 	}
 
+	// Observers are told just after WaitSequence returns.
+	natstest.Eventually(t, wait, func() bool {
+		all := seen.all()
+		return len(all) > 0 && all[len(all)-1].Sequence == upd
+	}, "the notice of the last event")
 	got := seen.all()
 	if len(got) == 0 || got[0].Kind != local.NoticeReady {
 		t.Fatalf("notices %v: the first is not ready", seen.kinds())
@@ -228,6 +237,99 @@ func TestLiveFollow(t *testing.T) {
 		if changed[i].Sequence != w.seq || !slices.Equal(changed[i].Keys, w.keys) {
 			t.Errorf("changed notice %d = sequence %d keys %v, want %d %v", i, changed[i].Sequence, changed[i].Keys, w.seq, w.keys)
 		}
+	}
+}
+
+// TestCatchUpInOneBatch: the events appended while a ready client was not following (an outage)
+// are applied together when it follows again: one change notice naming every flag they changed,
+// with the last sequence; refused events among them are skipped and counted. Live events after
+// that are applied and told one by one again.
+func TestCatchUpInOneBatch(t *testing.T) {
+	s := boot(t)
+	s.create(t, "prod", "a", boolFlag(true))
+	c, err := local.New(connect(t, s.srv), local.Config{Environment: "prod", NoPresence: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	run := func() (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx) }()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run: %v", err)
+			}
+		}
+	}
+	stop := run()
+	waitReady(t, c)
+	stop()
+	var seen notices
+	c.Observe(seen.observe)
+
+	// While the client does not follow: 30 new flags, a kill, a refused event, a segment and a
+	// flag using it.
+	want := []string{"a"}
+	for i := range 30 {
+		key := fmt.Sprintf("f%02d", i)
+		s.create(t, "prod", key, boolFlag(i%2 == 0))
+		want = append(want, key)
+	}
+	s.kill(t, "prod", "a")
+	s.appendEvent(t, events.TypeFlagEnabled, "prod", "f00", 9, events.FlagEnabled{})
+	s.appendEvent(t, events.TypeSegmentCreated, "prod", "beta", 1, events.SegmentCreated{Segment: events.SegmentConfig{Included: []string{"u1"}}})
+	cfg := boolFlag(true)
+	cfg.DefaultVariant = "off"
+	cfg.Rules = []events.Rule{{Conditions: []events.Condition{{Attribute: "targetingKey", Operator: "inSegment", Values: []any{"beta"}}}, Serve: events.Serve{Variant: "on"}}}
+	last := s.create(t, "prod", "uses-beta", cfg).Sequence
+	want = append(want, "uses-beta")
+	before := c.Stats()
+
+	defer run()()
+	waitSequence(t, c, last)
+	var changed []local.Notice
+	natstest.Eventually(t, wait, func() bool { // observers are told after WaitSequence returns
+		changed = changed[:0]
+		for _, n := range seen.all() {
+			if n.Kind == local.NoticeChanged {
+				changed = append(changed, n)
+			}
+		}
+		return len(changed) > 0 && changed[len(changed)-1].Sequence == last
+	}, "a notice of the last event")
+	if len(changed) != 1 || changed[0].Sequence != last || !slices.Equal(changed[0].Keys, want) {
+		t.Fatalf("change notices %+v, want one at sequence %d naming %v", changed, last, want)
+	}
+	st := c.Stats()
+	if applied, skipped := st.Applied-before.Applied, st.Skipped-before.Skipped; applied != 33 || skipped != 1 {
+		t.Errorf("caught up with %d applied and %d skipped events, want 33 and 1", applied, skipped)
+	}
+	if got, reason := serves(c, "a"); got != "off" || reason != projections.ReasonDisabled {
+		t.Errorf("a serves %q %s after its kill", got, reason)
+	}
+	if got, _ := serves(c, "f29"); got != "off" {
+		t.Errorf("f29, created disabled, serves %q", got)
+	}
+	if ev := c.Evaluate("uses-beta", &projections.EvalContext{TargetingKey: "u1"}); ev.Variant == nil || ev.Variant.Name != "on" {
+		t.Errorf("uses-beta for a member of beta: %+v", ev)
+	}
+
+	killed := s.kill(t, "prod", "f02")
+	waitSequence(t, c, killed.Sequence)
+	var live []local.Notice
+	natstest.Eventually(t, wait, func() bool {
+		live = live[:0]
+		for _, n := range seen.all() {
+			if n.Kind == local.NoticeChanged && n.Sequence > last {
+				live = append(live, n)
+			}
+		}
+		return len(live) > 0
+	}, "a notice of the live kill")
+	if len(live) != 1 || live[0].Sequence != killed.Sequence || !slices.Equal(live[0].Keys, []string{"f02"}) {
+		t.Errorf("after catching up, a live kill is told as %+v", live)
 	}
 }
 

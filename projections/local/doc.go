@@ -5,7 +5,10 @@
 //
 // Invariants:
 //   - Evaluation never blocks, never waits for the network and never sees half a change: a new
-//     flag set replaces the old one atomically once an event is folded in.
+//     flag set replaces the old one atomically once an event is folded in. A live event (the
+//     stream has nothing after it) is applied on its own as soon as it arrives; events the
+//     client catches up with once ready (after an outage, or a burst it fell behind on) are
+//     applied in batches, one new flag set and one change notice per batch.
 //   - [Client.Sequence] is the stream sequence the current flag set reflects: every event of the
 //     environment up to it has been applied (or skipped as bad, with a log line); none after it.
 //   - A cold start reads the latest snapshot the server wrote (object store bucket
