@@ -1,0 +1,287 @@
+package guard
+
+import (
+	"fmt"
+	"math"
+)
+
+// GridSize is the number of alternatives in the mixture of an R1 or R5 e-process.
+const GridSize = 6
+
+// gridMultipliers are the alternatives of R1 as multiples of max(1, r0) (GUARD.md). R5 uses their
+// reciprocals as fractions of r_max.
+func gridMultipliers() [GridSize]float64 {
+	return [GridSize]float64{1.25, 1.5, 2, 3, 5, 10}
+}
+
+// logGridSize is ln(GridSize): the mixture's weights are equal, 1/GridSize each.
+const logGridSize = 1.791759469228055
+
+// RatioTest is the e-process of R1 (and, reversed, of R5) for one (flag, variant, segment, metric):
+// a mixture of likelihood ratios for the ratio r = λT/λC of the treatment's and the control's error
+// rates, each tick's treatment errors being Binomial(m_k, π_k(r)) given the tick's m_k errors, with
+// π_k(r) = r·π0_k / (r·π0_k + 1 − π0_k) and π0_k the treatment's share of the tick's exposures.
+//
+// Forward (R1) it tests H0: r ≤ r0 against the grid {1.25, 1.5, 2, 3, 5, 10}·max(1, r0). Reversed
+// (R5) it tests H0': r ≥ r_max against the grid r_max/{1.25, 1.5, 2, 3, 5, 10}. The mixture has equal
+// weights. Everything is kept in log space (per-alternative log-likelihood ratios, combined by
+// log-sum-exp), so no count of ticks or errors overflows it.
+//
+// The zero value is not usable; build one with [NewRatioTest] or [NewReverseRatioTest]. A RatioTest
+// is a value: copying it copies the whole e-process.
+type RatioTest struct {
+	reverse  bool
+	null     float64
+	grid     [GridSize]float64
+	logRatio [GridSize]float64 // ln(grid_j / null)
+	gridM1   [GridSize]float64 // grid_j − 1
+	logLik   [GridSize]float64 // ℓ_K(r_j)
+	logE     float64
+	maxLogE  float64
+	ticks    int
+	// Sums of the ticks that carried information, for the pooled estimate of r.
+	reqT, reqC, errT, errC float64
+}
+
+// NewRatioTest returns the R1 e-process for H0: r ≤ r0. It returns an error wrapping
+// [ErrMachineConfig] if r0 is not a finite number greater than zero.
+func NewRatioTest(r0 float64) (RatioTest, error) {
+	if !(r0 > 0) || math.IsInf(r0, 0) {
+		return RatioTest{}, fmt.Errorf("r0 %v: must be a finite number > 0: %w", r0, ErrMachineConfig)
+	}
+	t := RatioTest{null: r0}
+	base := math.Max(1, r0)
+	for j, k := range gridMultipliers() {
+		t.grid[j] = k * base
+	}
+	t.init()
+	return t, nil
+}
+
+// NewReverseRatioTest returns the R5 e-process for H0': r ≥ rMax, whose evidence means "the
+// treatment is not much worse than the control". It returns an error wrapping [ErrMachineConfig]
+// if rMax is not a finite number greater than zero.
+func NewReverseRatioTest(rMax float64) (RatioTest, error) {
+	if !(rMax > 0) || math.IsInf(rMax, 0) {
+		return RatioTest{}, fmt.Errorf("r_max %v: must be a finite number > 0: %w", rMax, ErrMachineConfig)
+	}
+	t := RatioTest{null: rMax, reverse: true}
+	for j, k := range gridMultipliers() {
+		t.grid[j] = rMax / k
+	}
+	t.init()
+	return t, nil
+}
+
+func (t *RatioTest) init() {
+	for j, g := range t.grid {
+		t.logRatio[j] = math.Log(g / t.null)
+		t.gridM1[j] = g - 1
+	}
+}
+
+// Observe adds one tick: nT and nC exposures (requests) and xT and xC errors of the treatment and
+// the control in the tick. The counts must be finite and non-negative. A tick without errors, or
+// in which one arm had no exposures, carries no information about r and leaves the e-process as it
+// was; Observe reports whether the tick was used.
+func (t *RatioTest) Observe(nT, nC, xT, xC float64) bool {
+	m := xT + xC
+	n := nT + nC
+	if !(m > 0) || !(nT > 0) || !(nC > 0) || math.IsInf(n, 0) || math.IsInf(m, 0) {
+		return false
+	}
+	pi0 := nT / n
+	// ln π(r_j)/π(null) = ln(r_j/null) − ln(D_j/D_null) and ln (1−π(r_j))/(1−π(null)) =
+	// −ln(D_j/D_null), with D(r) = 1 + (r−1)·π0; so the tick adds xT·ln(r_j/null) − m·ln(D_j/D_null).
+	logDNull := math.Log1p((t.null - 1) * pi0)
+	for j := range t.logLik {
+		t.logLik[j] += xT*t.logRatio[j] - m*(math.Log1p(t.gridM1[j]*pi0)-logDNull)
+	}
+	t.logE = logSumExp(&t.logLik) - logGridSize
+	if t.ticks == 0 || t.logE > t.maxLogE {
+		t.maxLogE = t.logE
+	}
+	t.ticks++
+	t.reqT += nT
+	t.reqC += nC
+	t.errT += xT
+	t.errC += xC
+	return true
+}
+
+// Reverse reports whether this is the R5 (H0': r ≥ r_max) e-process.
+func (t *RatioTest) Reverse() bool { return t.reverse }
+
+// Null is the boundary of the null hypothesis: r0 for R1, r_max for R5.
+func (t *RatioTest) Null() float64 { return t.null }
+
+// Grid returns the alternatives r_j of the mixture.
+func (t *RatioTest) Grid() [GridSize]float64 { return t.grid }
+
+// LogLik returns ℓ_K(r_j), the log-likelihood ratio of each alternative against the null so far.
+func (t *RatioTest) LogLik() [GridSize]float64 { return t.logLik }
+
+// LogE returns ln E_K, the log of the mixture e-value after the ticks observed so far (0 before
+// any informative tick).
+func (t *RatioTest) LogE() float64 { return t.logE }
+
+// E returns the mixture e-value E_K = Σ_j exp(ℓ_K(r_j))/GridSize. It is +Inf when it overflows a
+// float64; compare [RatioTest.LogE] instead.
+func (t *RatioTest) E() float64 { return math.Exp(t.logE) }
+
+// MaxLogE returns the largest ln E_k seen so far (0 before any informative tick).
+func (t *RatioTest) MaxLogE() float64 { return t.maxLogE }
+
+// P returns the always-valid p-value, 1/max_k E_k, capped at 1.
+func (t *RatioTest) P() float64 {
+	if t.maxLogE <= 0 {
+		return 1
+	}
+	return math.Exp(-t.maxLogE)
+}
+
+// Ticks returns the number of informative ticks observed.
+func (t *RatioTest) Ticks() int { return t.ticks }
+
+// Exceeds reports whether E_K ≥ 1/alpha.
+func (t *RatioTest) Exceeds(alpha float64) bool { return t.logE >= -math.Log(alpha) }
+
+// RatioMLE returns the maximum-likelihood estimate of r under constant per-request error rates in
+// both arms over the informative ticks: (ΣxT/ΣnT)/(ΣxC/ΣnC). It is +Inf when the control had no
+// errors and the treatment had some, and NaN when neither had any.
+func (t *RatioTest) RatioMLE() float64 {
+	return (t.errT / t.reqT) / (t.errC / t.reqC)
+}
+
+// GridArgmax returns the alternative with the largest log-likelihood ratio, or the null itself
+// when no alternative beats it (ℓ ≤ 0): the grid's maximum-likelihood estimate of r.
+func (t *RatioTest) GridArgmax() float64 {
+	best, bestL := t.null, 0.0
+	for j, l := range t.logLik {
+		if l > bestL {
+			best, bestL = t.grid[j], l
+		}
+	}
+	return best
+}
+
+func logSumExp(ls *[GridSize]float64) float64 {
+	mx := ls[0]
+	for _, l := range ls[1:] {
+		if l > mx {
+			mx = l
+		}
+	}
+	if math.IsInf(mx, 0) {
+		return mx
+	}
+	var s float64
+	for _, l := range ls {
+		s += math.Exp(l - mx)
+	}
+	return mx + math.Log(s)
+}
+
+// ProportionDiff returns, for xT events in nT trials of the treatment and xC in nC of the control,
+// the difference of proportions θ̂ = p̂T − p̂C and its variance V = p̂T(1−p̂T)/nT + p̂C(1−p̂C)/nC,
+// with each proportion clamped to [0, 1]. Both are NaN if a trial count is not positive.
+func ProportionDiff(xT, nT, xC, nC float64) (theta, v float64) {
+	if !(nT > 0) || !(nC > 0) {
+		return math.NaN(), math.NaN()
+	}
+	pT := clamp01(xT / nT)
+	pC := clamp01(xC / nC)
+	return pT - pC, pT*(1-pT)/nT + pC*(1-pC)/nC
+}
+
+func clamp01(p float64) float64 {
+	switch {
+	case p < 0:
+		return 0
+	case p > 1:
+		return 1
+	}
+	return p
+}
+
+// LogMSPRT returns ln Λ of R2, the one-sided normal mixture SPRT of H0: θ ≤ 0 with a half-normal
+// mixing distribution of scale tau:
+//
+//	Λ = 2·√(V/(V+τ²)) · exp(θ̂²τ²/(2V(V+τ²))) · Φ(θ̂τ/√(V(V+τ²)))
+//
+// computed in log space. It returns NaN when v or tau is not a finite positive number or theta is
+// not finite.
+func LogMSPRT(theta, v, tau float64) float64 {
+	if !(v > 0) || !(tau > 0) || math.IsInf(v, 0) || math.IsInf(tau, 0) || math.IsNaN(theta) || math.IsInf(theta, 0) {
+		return math.NaN()
+	}
+	t2 := tau * tau
+	vt := v + t2
+	return math.Ln2 + 0.5*math.Log(v/vt) + theta*theta*t2/(2*v*vt) + NormalLogCDF(theta*tau/math.Sqrt(v*vt))
+}
+
+// NormalLogCDF returns ln Φ(z) for the standard normal distribution, accurate far into both tails
+// (it does not underflow to −Inf for very negative z).
+func NormalLogCDF(z float64) float64 {
+	switch {
+	case math.IsNaN(z):
+		return math.NaN()
+	case z > 0:
+		return math.Log1p(-0.5 * math.Erfc(z/math.Sqrt2))
+	case z > -37:
+		return math.Log(0.5 * math.Erfc(-z/math.Sqrt2))
+	case math.IsInf(z, -1):
+		return math.Inf(-1)
+	}
+	// Asymptotic expansion of Mills' ratio; at z ≤ −37 the first omitted term is below 1e-13.
+	z2 := z * z
+	s := 1 - 1/z2 + 3/(z2*z2) - 15/(z2*z2*z2) + 105/(z2*z2*z2*z2)
+	return -z2/2 - math.Log(-z) - 0.5*math.Log(2*math.Pi) + math.Log(s)
+}
+
+// NormalQuantile returns z such that Φ(z) = p, for 0 < p < 1 (NaN otherwise).
+func NormalQuantile(p float64) float64 {
+	if !(p > 0 && p < 1) {
+		return math.NaN()
+	}
+	return math.Sqrt2 * math.Erfinv(2*p-1)
+}
+
+// WilsonLower returns the lower end of the Wilson score interval for x successes in n trials at
+// normal quantile z (one-sided: z = Φ⁻¹(confidence)); the observed proportion is clamped to
+// [0, 1]. It returns NaN if n is not positive.
+func WilsonLower(x, n, z float64) float64 {
+	if !(n > 0) {
+		return math.NaN()
+	}
+	p := clamp01(x / n)
+	z2 := z * z
+	center := p + z2/(2*n)
+	half := z * math.Sqrt(p*(1-p)/n+z2/(4*n*n))
+	return math.Max(0, (center-half)/(1+z2/n))
+}
+
+// SRM returns Pearson's χ² statistic (1 degree of freedom) of nT treatment and nC control
+// exposures against the configured treatment share, and its p-value. It returns NaN for both when
+// there are no exposures or share is not strictly between 0 and 1.
+func SRM(nT, nC, share float64) (chi2, p float64) {
+	n := nT + nC
+	if !(n > 0) || !(share > 0 && share < 1) {
+		return math.NaN(), math.NaN()
+	}
+	d := nT - n*share
+	chi2 = d * d / (n * share * (1 - share))
+	return chi2, ChiSquare1Survival(chi2)
+}
+
+// ChiSquare1Survival returns P(X ≥ x) for X χ²-distributed with one degree of freedom:
+// erfc(√(x/2)). It is 1 for x ≤ 0 and NaN for NaN.
+func ChiSquare1Survival(x float64) float64 {
+	switch {
+	case math.IsNaN(x):
+		return math.NaN()
+	case x <= 0:
+		return 1
+	}
+	return math.Erfc(math.Sqrt(x / 2))
+}
