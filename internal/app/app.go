@@ -26,6 +26,9 @@ import (
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/embedded"
+	"github.com/interlock-dev/interlock/internal/ofrep"
+	"github.com/interlock-dev/interlock/internal/presence"
+	"github.com/interlock-dev/interlock/internal/snapshot"
 	"github.com/interlock-dev/interlock/projections"
 )
 
@@ -86,31 +89,71 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 
 	m.catalog = projections.NewCatalog()
 	m.runner = projections.NewRunner(m.store, m.catalog, logger)
+	// Before the runner starts: the evaluators observe the catalog from its first event.
+	evaluators := projections.NewEvaluators(m.catalog)
+	// In-process subscribers (projections/local): who they are and what they applied, and the
+	// snapshots they start from; the writer observes the catalog, so it too comes before the runner.
+	tracker, err := presence.New(m.nc, presence.Config{Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	snapshots, err := snapshot.New(js, snapshot.Config{State: m.catalog, Ready: m.runner.Ready, Replicas: cfg.Replicas, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	m.catalog.Observe(snapshots.Observe)
 	handler, err := api.New(api.Config{
-		Commands: command.New(m.store, logger),
+		Commands: command.New(m.store, logger, command.WithUsage(m.catalog)),
 		Catalog:  m.catalog,
 		Reader:   m.store,
 		Auth:     tokens,
 		Ready:    m.runner.Ready,
 		Logger:   logger,
+		Events:   m.store,
+		Presence: tracker,
 	})
 	if err != nil {
 		return nil, err
 	}
+	ofrepHandler, err := ofrep.New(ofrep.Config{
+		Flagsets:           evaluators,
+		Auth:               tokens,
+		Ready:              m.runner.Ready,
+		DefaultEnvironment: cfg.DefaultEnvironment,
+		Logger:             logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	admin := handler.Handler()
+	// OFREP evaluation is the hot path: it is dispatched by prefix, without the mux's matching.
+	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/ofrep/") {
+			ofrepHandler.ServeHTTP(w, r)
+			return
+		}
+		admin.ServeHTTP(w, r)
+	})
 	if m.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
 		return nil, fmt.Errorf("http listen: %w", err)
 	}
 	m.httpSrv = &http.Server{
-		Handler:           handler.Handler(),
+		Handler:           root,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	// Shutdown waits for every handler; the live event feeds end only when told.
+	m.httpSrv.RegisterOnShutdown(handler.StopStreams)
+	// Shutdown does not end streaming responses: OFREP's event streams end here.
+	m.httpSrv.RegisterOnShutdown(ofrepHandler.Close)
 
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	m.cancel = cancelRun
 	m.group, runCtx = errgroup.WithContext(runCtx)
 	m.group.Go(func() error { return m.runner.Run(runCtx) })
+	m.group.Go(func() error { return tracker.Run(runCtx) })
+	m.group.Go(func() error { return snapshots.Run(runCtx) })
 	m.group.Go(func() error {
 		if err := m.httpSrv.Serve(m.httpLn); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
@@ -170,7 +213,7 @@ func (m *Main) connect() error {
 
 func (m *Main) banner(out io.Writer, generated string) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Interlock is serving http://%s (admin API /api/v1, health /healthz, readiness /readyz)\n", m.HTTPAddr())
+	fmt.Fprintf(&b, "Interlock is serving http://%s (admin API /api/v1, OFREP /ofrep/v1, health /healthz, readiness /readyz)\n", m.HTTPAddr())
 	switch {
 	case m.ns != nil && m.NATSURL() != "":
 		fmt.Fprintf(&b, "Embedded NATS with JetStream at %s, data in %s\n", m.NATSURL(), m.cfg.Data)

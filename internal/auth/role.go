@@ -73,6 +73,9 @@ func ParseRole(s string) (Role, error) {
 type Principal struct {
 	Name string `json:"name"`
 	Role Role   `json:"role"`
+	// Environment is the one environment a scoped token is for (see [Store.IssueScoped]); empty
+	// for a token valid in every environment.
+	Environment string `json:"environment,omitempty"`
 }
 
 // Authorize returns nil if p's role may perform a, and an error wrapping [ErrForbidden] (naming

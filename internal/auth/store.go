@@ -23,6 +23,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/interlock-dev/interlock/events"
 )
 
 // Bucket is the JetStream key-value bucket holding token hashes.
@@ -56,6 +58,9 @@ type record struct {
 	Name      string    `json:"name"`
 	Role      Role      `json:"role"`
 	CreatedAt time.Time `json:"createdAt"`
+	// Environment scopes the token to one environment; empty (and absent from entries written
+	// before scopes existed) for a token valid in every environment.
+	Environment string `json:"environment,omitempty"`
 }
 
 type cached struct {
@@ -128,7 +133,7 @@ func (s *Store) Bootstrap(ctx context.Context, envToken string) (string, error) 
 	}
 	// The token first, then the marker: a marker always names a token that was stored. A crash in
 	// between leaves a token nobody knows, and the next start generates another.
-	token, key, err := s.issue(ctx, adminName, RoleAdmin)
+	token, key, err := s.issue(ctx, adminName, RoleAdmin, "")
 	if err != nil {
 		return "", fmt.Errorf("bootstrap: %w", err)
 	}
@@ -169,7 +174,30 @@ func (s *Store) Issue(ctx context.Context, name string, role Role) (string, erro
 	if err := checkName(name); err != nil {
 		return "", fmt.Errorf("issue: %w", err)
 	}
-	token, _, err := s.issue(ctx, name, role)
+	token, _, err := s.issue(ctx, name, role, "")
+	if err != nil {
+		return "", fmt.Errorf("issue: %w", err)
+	}
+	return token, nil
+}
+
+// IssueScoped is [Store.Issue] for a token scoped to one environment: the principal it
+// authenticates as carries env in [Principal.Environment], and the parts of Interlock that honour
+// scopes (OFREP evaluation) serve that environment only.
+//
+// Errors: one wrapping [ErrInvalid] for an unknown role, a bad name, or an env that is not a valid
+// environment name (see events.ValidateEnvironment); otherwise a JetStream error.
+func (s *Store) IssueScoped(ctx context.Context, name string, role Role, env string) (string, error) {
+	if !role.Valid() {
+		return "", fmt.Errorf("issue: %w: role %q is not one of admin, writer, oncall, reader", ErrInvalid, role)
+	}
+	if err := checkName(name); err != nil {
+		return "", fmt.Errorf("issue: %w", err)
+	}
+	if err := events.ValidateEnvironment(env); err != nil {
+		return "", fmt.Errorf("issue: %w: %w", ErrInvalid, err)
+	}
+	token, _, err := s.issue(ctx, name, role, env)
 	if err != nil {
 		return "", fmt.Errorf("issue: %w", err)
 	}
@@ -186,12 +214,12 @@ func checkName(name string) error {
 	return nil
 }
 
-func (s *Store) issue(ctx context.Context, name string, role Role) (token, key string, err error) {
+func (s *Store) issue(ctx context.Context, name string, role Role, env string) (token, key string, err error) {
 	var raw [32]byte
 	_, _ = rand.Read(raw[:]) // never fails: crypto/rand crashes the program instead
 	token = TokenPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
 	key = hashKey(token)
-	val, err := json.Marshal(record{Name: name, Role: role, CreatedAt: s.now().UTC()})
+	val, err := json.Marshal(record{Name: name, Role: role, CreatedAt: s.now().UTC(), Environment: env})
 	if err != nil {
 		return "", "", err
 	}
@@ -245,7 +273,7 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 	if err := json.Unmarshal(entry.Value(), &rec); err != nil {
 		return Principal{}, fmt.Errorf("token entry at revision %d: %w", entry.Revision(), err)
 	}
-	p := Principal{Name: rec.Name, Role: rec.Role}
+	p := Principal{Name: rec.Name, Role: rec.Role, Environment: rec.Environment}
 	s.remember(key, p, now.Add(cacheTTL))
 	return p, nil
 }

@@ -274,3 +274,44 @@ func TestAuthenticateTransportError(t *testing.T) {
 		t.Fatalf("authenticate with the server down = %v, want a transport error that is not ErrUnauthenticated", err)
 	}
 }
+
+func TestIssueScoped(t *testing.T) {
+	js := natstest.JetStream(t, natstest.RunServer(t))
+	s := openStore(t, js)
+	tok, err := s.IssueScoped(t.Context(), "checkout-service", RoleReader, "staging")
+	if err != nil {
+		t.Fatalf("issue scoped: %v", err)
+	}
+	want := Principal{Name: "checkout-service", Role: RoleReader, Environment: "staging"}
+	if p := mustAuthenticate(t, s, tok); p != want {
+		t.Fatalf("principal = %+v, want %+v", p, want)
+	}
+	// A replica that never cached the token reads the scope from the bucket.
+	if p := mustAuthenticate(t, openStore(t, js), tok); p != want {
+		t.Fatalf("replica principal = %+v, want %+v", p, want)
+	}
+	unscoped, err := s.Issue(t.Context(), "ops", RoleReader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := mustAuthenticate(t, s, unscoped); p.Environment != "" {
+		t.Fatalf("an unscoped token has environment %q", p.Environment)
+	}
+	tests := []struct {
+		name, who, env string
+		role           Role
+	}{
+		{"empty environment", "svc", "", RoleReader},
+		{"uppercase environment", "svc", "Production", RoleReader},
+		{"environment with a dot", "svc", "prod.eu", RoleReader},
+		{"unknown role", "svc", "staging", Role("root")},
+		{"empty name", "", "staging", RoleReader},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tok, err := s.IssueScoped(t.Context(), tt.who, tt.role, tt.env); !errors.Is(err, ErrInvalid) || tok != "" {
+				t.Fatalf("issue scoped = %q, %v; want ErrInvalid", tok, err)
+			}
+		})
+	}
+}

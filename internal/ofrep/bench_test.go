@@ -1,0 +1,74 @@
+package ofrep
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"testing"
+)
+
+// benchWriter is the least a handler can write to: it keeps the status and counts the bytes.
+type benchWriter struct {
+	hdr    http.Header
+	status int
+	bytes  int
+}
+
+func (w *benchWriter) Header() http.Header { return w.hdr }
+
+func (w *benchWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	w.bytes += len(b)
+	return len(b), nil
+}
+
+func (w *benchWriter) WriteHeader(status int) { w.status = status }
+
+// BenchmarkOFREPEvaluate measures the handler alone, from a parsed request to the written answer
+// (authentication with the token store's cache, decoding, evaluation, encoding), without a
+// network or httptest in the way.
+func BenchmarkOFREPEvaluate(b *testing.B) {
+	s := startServer(b)
+	s.create("production", "static-bool", boolFlag(true))
+	s.create("production", "button-color", stringFlag())
+	s.create("production", "new-checkout", splitFlag())
+	cases := []struct {
+		name, path, body string
+		status           int
+	}{
+		{"a-static", pathOne + "static-bool", `{"context":{"targetingKey":"user-1234"}}`, 200},
+		{"b-targeting", pathOne + "button-color", `{"context":{"targetingKey":"user-1234","role":"beta","country":"NL"}}`, 200},
+		{"c-split", pathOne + "new-checkout", `{"context":{"targetingKey":"user-1234"}}`, 200},
+		{"not-found", pathOne + "no-such-flag", `{"context":{"targetingKey":"user-1234"}}`, 404},
+		{"bulk-3-flags", PathEvaluate, `{"context":{"targetingKey":"user-1234","role":"beta"}}`, 200},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			body := []byte(c.body)
+			rd := bytes.NewReader(body)
+			req := (&http.Request{
+				Method:        http.MethodPost,
+				URL:           &url.URL{Path: c.path},
+				Header:        http.Header{"Authorization": {"Bearer " + s.token}, "Content-Type": {"application/json"}},
+				Body:          io.NopCloser(rd),
+				ContentLength: int64(len(body)),
+			}).WithContext(context.Background())
+			w := &benchWriter{hdr: http.Header{}}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				rd.Reset(body)
+				clear(w.hdr)
+				w.status = 0
+				s.handler.ServeHTTP(w, req)
+			}
+			if w.status != c.status {
+				b.Fatalf("status %d, want %d", w.status, c.status)
+			}
+		})
+	}
+}
