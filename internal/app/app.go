@@ -120,6 +120,9 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		Auth:               tokens,
 		Ready:              m.runner.Ready,
 		DefaultEnvironment: cfg.DefaultEnvironment,
+		PublicURL:          cfg.PublicURL,
+		RateLimit:          cfg.OFREPRateLimit,
+		RateBurst:          cfg.OFREPRateBurst,
 		Logger:             logger,
 	})
 	if err != nil {

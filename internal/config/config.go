@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -38,6 +39,13 @@ type Config struct {
 	// DefaultEnvironment is the environment OFREP evaluates in when neither the token's scope nor
 	// the X-Interlock-Environment header names one.
 	DefaultEnvironment string `json:"defaultEnvironment"`
+	// PublicURL is the base URL clients reach this server at (for links the server hands out,
+	// such as OFREP's event stream); relative links when empty.
+	PublicURL string `json:"publicUrl"`
+	// OFREPRateLimit is how many OFREP evaluations per second each token may make (0: no limit),
+	// with bursts of OFREPRateBurst.
+	OFREPRateLimit float64 `json:"ofrepRateLimit"`
+	OFREPRateBurst int     `json:"ofrepRateBurst"`
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string `json:"logLevel"`
 	LogFormat string `json:"logFormat"`
@@ -77,6 +85,9 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.String("nats-listen", cfg.NATSListen, "`address` where the embedded NATS server accepts clients; empty for in-process only (env INTERLOCK_NATS_LISTEN)")
 	fs.Int("replicas", cfg.Replicas, "`n` replicas of the event stream (env INTERLOCK_REPLICAS)")
 	fs.String("default-environment", cfg.DefaultEnvironment, "`env`ironment OFREP evaluates in when the token and request name none (env INTERLOCK_DEFAULT_ENVIRONMENT)")
+	fs.String("public-url", "", "base `url` clients reach this server at, for links it hands out (env INTERLOCK_PUBLIC_URL)")
+	fs.Float64("ofrep-rate-limit", 0, "OFREP evaluations per second per token, 0 for no limit (env INTERLOCK_OFREP_RATE_LIMIT)")
+	fs.Int("ofrep-rate-burst", 0, "OFREP requests a token may make at once above the rate (env INTERLOCK_OFREP_RATE_BURST)")
 	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
 	fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env INTERLOCK_LOG_LEVEL)")
 	fs.String("log-format", cfg.LogFormat, "text or json (env INTERLOCK_LOG_FORMAT)")
@@ -132,6 +143,8 @@ var envNames = map[string]string{
 	"replicas": "INTERLOCK_REPLICAS", "no-sync": "INTERLOCK_NO_SYNC",
 	"log-level": "INTERLOCK_LOG_LEVEL", "log-format": "INTERLOCK_LOG_FORMAT",
 	"default-environment": "INTERLOCK_DEFAULT_ENVIRONMENT",
+	"public-url":          "INTERLOCK_PUBLIC_URL", "ofrep-rate-limit": "INTERLOCK_OFREP_RATE_LIMIT",
+	"ofrep-rate-burst": "INTERLOCK_OFREP_RATE_BURST",
 }
 
 func (c *Config) loadEnv(getenv func(string) string) error {
@@ -181,6 +194,20 @@ func (c *Config) set(name, v string) error {
 		c.NoSync = b
 	case "default-environment":
 		c.DefaultEnvironment = v
+	case "public-url":
+		c.PublicURL = v
+	case "ofrep-rate-limit":
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", v)
+		}
+		c.OFREPRateLimit = f
+	case "ofrep-rate-burst":
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", v)
+		}
+		c.OFREPRateBurst = n
 	case "log-level":
 		c.LogLevel = v
 	case "log-format":
@@ -220,6 +247,15 @@ func (c Config) Validate() error {
 	}
 	if err := events.ValidateEnvironment(c.DefaultEnvironment); err != nil {
 		errs = append(errs, fmt.Errorf("default-environment: %w", err))
+	}
+	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
+		errs = append(errs, fmt.Errorf("public-url: %q is not an http:// or https:// URL", c.PublicURL))
+	}
+	if c.OFREPRateLimit < 0 || math.IsNaN(c.OFREPRateLimit) || math.IsInf(c.OFREPRateLimit, 0) {
+		errs = append(errs, fmt.Errorf("ofrep-rate-limit: %v is not a rate (0 for no limit)", c.OFREPRateLimit))
+	}
+	if c.OFREPRateBurst < 0 {
+		errs = append(errs, fmt.Errorf("ofrep-rate-burst: %d is negative", c.OFREPRateBurst))
 	}
 	if _, err := c.Level(); err != nil {
 		errs = append(errs, err)

@@ -51,6 +51,9 @@ func TestLoadRefuses(t *testing.T) {
 		{"unknown flag", []string{"--nope"}, nil, "not defined"},
 		{"stray argument", []string{"extra"}, nil, "unexpected argument"},
 		{"creds without url", []string{"--nats-creds", "x.creds"}, nil, "only with --nats-url"},
+		{"bad public url", []string{"--public-url", "flags.example.com"}, nil, "public-url"},
+		{"negative rate", []string{"--ofrep-rate-limit", "-1"}, nil, "ofrep-rate-limit"},
+		{"bad burst env", nil, map[string]string{"INTERLOCK_OFREP_RATE_BURST": "many"}, "INTERLOCK_OFREP_RATE_BURST"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(tc.args, env(tc.env), io.Discard)
@@ -58,6 +61,17 @@ func TestLoadRefuses(t *testing.T) {
 				t.Fatalf("got %v, want an error mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestLoadOFREPSettings(t *testing.T) {
+	cfg, err := Load([]string{"--ofrep-rate-limit", "50", "--public-url", "https://flags.example.com"},
+		env(map[string]string{"INTERLOCK_OFREP_RATE_BURST": "20"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.OFREPRateLimit != 50 || cfg.OFREPRateBurst != 20 || cfg.PublicURL != "https://flags.example.com" {
+		t.Fatalf("%+v", cfg)
 	}
 }
 
