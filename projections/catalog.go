@@ -43,8 +43,10 @@ func NewCatalog() *Catalog {
 }
 
 // Observe registers fn to be called with every event that changed a flag or a segment, once the
-// change is visible to readers, in stream order, on the goroutine that applies events. fn must be
-// quick and must not call Apply. Register observers before events are applied.
+// change is visible to readers and before the catalog's sequence advances past it (so
+// WaitSequence returning means every observer has seen the event), in stream order, on the
+// goroutine that applies events. fn must be quick and must not call Apply. Register observers
+// before events are applied.
 func (c *Catalog) Observe(fn func(events.Event)) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -79,12 +81,15 @@ func (c *Catalog) Apply(ev events.Event) error {
 	} else {
 		err = c.fold(ev)
 	}
+	if err == nil {
+		// Before the sequence advances: once WaitSequence returns, every observer has seen the event.
+		for _, fn := range c.observers {
+			fn(ev)
+		}
+	}
 	c.advance(ev.Sequence)
 	if err != nil {
 		return fmt.Errorf("apply sequence %d: %w", ev.Sequence, err)
-	}
-	for _, fn := range c.observers {
-		fn(ev)
 	}
 	return nil
 }

@@ -100,15 +100,8 @@ func (e *Evaluators) Watch(env string) (<-chan struct{}, func()) {
 // evaluators have seen it, so that a read after a write sees the write. It returns ctx.Err() if
 // ctx ends first.
 func (e *Evaluators) WaitSequence(ctx context.Context, seq uint64) error {
-	if err := e.catalog.WaitSequence(ctx, seq); err != nil {
-		return err
-	}
-	// The catalog calls its observers before it releases its writer lock: once we hold it,
-	// every event up to its sequence has been observed.
-	e.catalog.wmu.Lock()
-	//lint:ignore SA2001 an empty critical section is the point: it waits for the observers.
-	e.catalog.wmu.Unlock()
-	return nil
+	// The catalog calls its observers before its sequence advances.
+	return e.catalog.WaitSequence(ctx, seq)
 }
 
 // register returns the state of env, creating it with everything the catalog holds of env. It
