@@ -143,6 +143,20 @@ func TestWholeProgram(t *testing.T) {
 		})
 	}
 
+	// A reader token, issued by the admin: it reads but cannot kill, and the admin can revoke it.
+	r = runCLI(t, env, "tokens", "create", "checkout-svc", "--role", "reader", "--environment", "production")
+	reader := regexp.MustCompile(`export INTERLOCK_TOKEN=(\S+)`).FindStringSubmatch(r.stdout)
+	if r.code != 0 || reader == nil {
+		t.Fatalf("tokens create: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	readerEnv := map[string]string{"INTERLOCK_SERVER": base, "INTERLOCK_TOKEN": reader[1]}
+	if r := runCLI(t, readerEnv, "kill", "production/checkout-v2", "--reason", "x"); r.code != 5 {
+		t.Fatalf("kill with a reader token: exit %d, want 5 (%s)", r.code, r.stderr)
+	}
+	if r := runCLI(t, env, "tokens", "revoke", "checkout-svc"); r.code != 0 {
+		t.Fatalf("tokens revoke: %d %s", r.code, r.stderr)
+	}
+
 	// Audit across flags.
 	if r := runCLI(t, env, "flags", "create", "staging/DeptA.TeamB.66623"); r.code != 0 {
 		t.Fatalf("create: %d %s", r.code, r.stderr)

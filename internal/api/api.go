@@ -99,6 +99,9 @@ type Config struct {
 	// Presence tracks the in-process subscribers, for GET .../subscribers and
 	// .../flags/{key}/propagation (propagation.go); without it those endpoints answer 404.
 	Presence Presence
+	// Tokens issues, lists and revokes tokens for /api/v1/tokens (tokens.go), which need a token
+	// whose role may administer; without it those endpoints answer 404.
+	Tokens Tokens
 }
 
 func (c *Config) setDefaults() {
@@ -213,6 +216,8 @@ func (a *API) routes() *http.ServeMux {
 		{pathSegment + "/history", []string{"GET"}, []http.Handler{a.read(a.segmentHistory)}},
 		{pathSegment + "/archive", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, a.segmentAction(Commands.ArchiveSegment))}},
 		{pathSegment + "/unarchive", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, a.segmentAction(Commands.UnarchiveSegment))}},
+		{"/api/v1/tokens", []string{"GET", "POST"}, []http.Handler{a.write(auth.ActionAdmin, a.listTokens), a.write(auth.ActionAdmin, a.createToken)}},
+		{"/api/v1/tokens/{name}", []string{"DELETE"}, []http.Handler{a.write(auth.ActionAdmin, a.revokeToken)}},
 	}
 	mux := http.NewServeMux()
 	for _, rt := range table {

@@ -98,6 +98,12 @@ func classify(err error) (status int, code, msg string) {
 			"a valid token is required: Authorization: Bearer <token>"
 	case errors.Is(err, auth.ErrForbidden):
 		return http.StatusForbidden, codeForbidden, err.Error()
+	case errors.Is(err, auth.ErrInvalid):
+		return http.StatusBadRequest, codeInvalidArgument, err.Error()
+	case errors.Is(err, auth.ErrExists):
+		return http.StatusConflict, codeAlreadyExists, err.Error()
+	case errors.Is(err, auth.ErrNotFound):
+		return http.StatusNotFound, codeNotFound, err.Error()
 	case errors.Is(err, errStaleBody):
 		return http.StatusConflict, codeConflict, staleMessage(err)
 	case errors.Is(err, command.ErrStale):

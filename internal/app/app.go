@@ -111,6 +111,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		Logger:   logger,
 		Events:   m.store,
 		Presence: tracker,
+		Tokens:   tokens,
 	})
 	if err != nil {
 		return nil, err

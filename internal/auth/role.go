@@ -19,7 +19,7 @@ var (
 // Role is what a token may do, by name. It is stored with the token.
 type Role string
 
-// The roles. Only admin tokens are issued today; the others are the seam for narrower tokens.
+// The roles. Admins issue tokens of any role (interlock tokens create NAME --role R).
 const (
 	// RoleAdmin may do everything.
 	RoleAdmin Role = "admin"

@@ -16,11 +16,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -76,6 +73,8 @@ type Store struct {
 	mu      sync.RWMutex
 	envHash *[sha256.Size]byte
 	cache   map[string]cached
+	// revokes counts revocations: a lookup that began before one does not cache what it found.
+	revokes uint64
 }
 
 // Open creates the token bucket if needed (file storage, one value per key, the given number of
@@ -133,10 +132,11 @@ func (s *Store) Bootstrap(ctx context.Context, envToken string) (string, error) 
 	}
 	// The token first, then the marker: a marker always names a token that was stored. A crash in
 	// between leaves a token nobody knows, and the next start generates another.
-	token, key, err := s.issue(ctx, adminName, RoleAdmin, "")
+	token, _, err := s.issue(ctx, adminName, RoleAdmin, "")
 	if err != nil {
 		return "", fmt.Errorf("bootstrap: %w", err)
 	}
+	key := hashKey(token)
 	if _, err := s.kv.Create(ctx, bootstrapKey, []byte(key)); err != nil {
 		// Another replica won the race (or the marker could not be written): this token must
 		// not exist, since nobody will ever see it.
@@ -165,68 +165,86 @@ func checkToken(token string) error {
 // Issue generates a token for a principal with the given name and role, stores its hash and
 // returns the token. It is the only time the token is seen.
 //
-// Errors: one wrapping [ErrInvalid] for an unknown role or a name that is not 1-256 bytes of
-// visible characters; otherwise a JetStream error.
+// Errors: as for [Store.Create].
 func (s *Store) Issue(ctx context.Context, name string, role Role) (string, error) {
-	if !role.Valid() {
-		return "", fmt.Errorf("issue: %w: role %q is not one of admin, writer, oncall, reader", ErrInvalid, role)
-	}
-	if err := checkName(name); err != nil {
-		return "", fmt.Errorf("issue: %w", err)
-	}
-	token, _, err := s.issue(ctx, name, role, "")
-	if err != nil {
-		return "", fmt.Errorf("issue: %w", err)
-	}
-	return token, nil
+	_, token, err := s.Create(ctx, name, role, "")
+	return token, err
 }
 
 // IssueScoped is [Store.Issue] for a token scoped to one environment: the principal it
 // authenticates as carries env in [Principal.Environment], and the parts of Interlock that honour
 // scopes (OFREP evaluation) serve that environment only.
 //
-// Errors: one wrapping [ErrInvalid] for an unknown role, a bad name, or an env that is not a valid
-// environment name (see events.ValidateEnvironment); otherwise a JetStream error.
+// Errors: as for [Store.Create], and one wrapping [ErrInvalid] for an empty env.
 func (s *Store) IssueScoped(ctx context.Context, name string, role Role, env string) (string, error) {
-	if !role.Valid() {
-		return "", fmt.Errorf("issue: %w: role %q is not one of admin, writer, oncall, reader", ErrInvalid, role)
+	if env == "" {
+		return "", fmt.Errorf("issue: %w: a scoped token needs an environment", ErrInvalid)
 	}
-	if err := checkName(name); err != nil {
-		return "", fmt.Errorf("issue: %w", err)
-	}
-	if err := events.ValidateEnvironment(env); err != nil {
-		return "", fmt.Errorf("issue: %w: %w", ErrInvalid, err)
-	}
-	token, _, err := s.issue(ctx, name, role, env)
-	if err != nil {
-		return "", fmt.Errorf("issue: %w", err)
-	}
-	return token, nil
+	_, token, err := s.Create(ctx, name, role, env)
+	return token, err
 }
 
-func checkName(name string) error {
-	if name == "" || len(name) > 256 {
-		return fmt.Errorf("%w: a name is 1-256 bytes", ErrInvalid)
+// Create generates a token named name with role, scoped to env when env is not empty, stores its
+// hash and returns what was stored and the token. It is the only time the token is seen.
+//
+// Errors: one wrapping [ErrInvalid] for an unknown role, a name that is not 1-64 letters,
+// digits, '-', '_' or '.', the name "admin" (the bootstrap token's), or an env that is not a valid
+// environment name (see events.ValidateEnvironment); one wrapping [ErrExists] when a token of that
+// name exists; otherwise a JetStream error.
+func (s *Store) Create(ctx context.Context, name string, role Role, env string) (TokenInfo, string, error) {
+	if !role.Valid() {
+		return TokenInfo{}, "", fmt.Errorf("issue: %w: role %q is not one of admin, writer, oncall, reader", ErrInvalid, role)
 	}
-	if !utf8.ValidString(name) || strings.ContainsFunc(name, unicode.IsControl) {
-		return fmt.Errorf("%w: a name is printable UTF-8", ErrInvalid)
+	if err := checkName(name); err != nil {
+		return TokenInfo{}, "", fmt.Errorf("issue: %w", err)
+	}
+	if env != "" {
+		if err := events.ValidateEnvironment(env); err != nil {
+			return TokenInfo{}, "", fmt.Errorf("issue: %w: %w", ErrInvalid, err)
+		}
+	}
+	if err := s.checkNewName(ctx, name); err != nil {
+		return TokenInfo{}, "", fmt.Errorf("issue: %w", err)
+	}
+	token, rec, err := s.issue(ctx, name, role, env)
+	if err != nil {
+		return TokenInfo{}, "", fmt.Errorf("issue: %w", err)
+	}
+	return rec.info(), token, nil
+}
+
+// maxNameLen bounds a token's name.
+const maxNameLen = 64
+
+// checkName accepts 1-64 letters, digits, '-', '_' and '.': a name that is safe in a log line, a
+// header and a URL path segment.
+func checkName(name string) error {
+	if name == "" || len(name) > maxNameLen {
+		return fmt.Errorf("%w: a token name is 1-%d characters", ErrInvalid, maxNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("%w: token name %q: only letters, digits, '-', '_' and '.' are allowed", ErrInvalid, name)
+		}
 	}
 	return nil
 }
 
-func (s *Store) issue(ctx context.Context, name string, role Role, env string) (token, key string, err error) {
+// issue generates a token and stores its hash, returning the token and what was stored.
+func (s *Store) issue(ctx context.Context, name string, role Role, env string) (token string, rec record, err error) {
 	var raw [32]byte
 	_, _ = rand.Read(raw[:]) // never fails: crypto/rand crashes the program instead
 	token = TokenPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
-	key = hashKey(token)
-	val, err := json.Marshal(record{Name: name, Role: role, CreatedAt: s.now().UTC(), Environment: env})
+	rec = record{Name: name, Role: role, CreatedAt: s.now().UTC(), Environment: env}
+	val, err := json.Marshal(rec)
 	if err != nil {
-		return "", "", err
+		return "", record{}, err
 	}
-	if _, err := s.kv.Create(ctx, key, val); err != nil {
-		return "", "", fmt.Errorf("store token hash: %w", err)
+	if _, err := s.kv.Create(ctx, hashKey(token), val); err != nil {
+		return "", record{}, fmt.Errorf("store token hash: %w", err)
 	}
-	return token, key, nil
+	return token, rec, nil
 }
 
 func hashKey(token string) string {
@@ -257,6 +275,7 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 	now := s.now()
 	s.mu.RLock()
 	c, ok := s.cache[key]
+	gen := s.revokes
 	s.mu.RUnlock()
 	if ok && now.Before(c.expires) {
 		return c.p, nil
@@ -274,13 +293,17 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 		return Principal{}, fmt.Errorf("token entry at revision %d: %w", entry.Revision(), err)
 	}
 	p := Principal{Name: rec.Name, Role: rec.Role, Environment: rec.Environment}
-	s.remember(key, p, now.Add(cacheTTL))
+	s.remember(key, p, now.Add(cacheTTL), gen)
 	return p, nil
 }
 
-func (s *Store) remember(key string, p Principal, expires time.Time) {
+// remember caches p under key, unless a revocation happened since the lookup began (gen).
+func (s *Store) remember(key string, p Principal, expires time.Time, gen uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if gen != s.revokes {
+		return
+	}
 	if len(s.cache) >= maxCached {
 		now := s.now()
 		for k, c := range s.cache {
@@ -298,5 +321,13 @@ func (s *Store) remember(key string, p Principal, expires time.Time) {
 func (s *Store) forget(key string) {
 	s.mu.Lock()
 	delete(s.cache, key)
+	s.mu.Unlock()
+}
+
+// revoked drops key from the cache and stops lookups in flight from caching anything.
+func (s *Store) revoked(key string) {
+	s.mu.Lock()
+	delete(s.cache, key)
+	s.revokes++
 	s.mu.Unlock()
 }

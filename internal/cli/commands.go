@@ -50,6 +50,7 @@ func commands() []*command {
 		withWait(flagsKill("flags kill")), flagsEnable(), flagsAction("archive"), flagsAction("unarchive"),
 		flagsRestore(), flagsHistory(), flagsDiff(), flagsPropagation(),
 		segmentsList(), segmentsGet(), segmentsCreate(), segmentsSet(), segmentsAction("archive"), segmentsAction("unarchive"), segmentsHistory(),
+		tokensCreate(), tokensList(), tokensRevoke(),
 		withWait(flagsKill("kill")), auditCommand(), environmentsCommand(), subscribersCommand(), versionCommand(),
 	}
 }
@@ -79,6 +80,8 @@ func (r *runner) dispatch(ctx context.Context, args []string) error {
 		return usagef(nil, "flags needs a subcommand: list, get, create, set, kill, enable, archive, unarchive, restore, history, diff or propagation")
 	case "segments":
 		return usagef(nil, segmentsUsage)
+	case "tokens":
+		return usagef(nil, tokensUsage)
 	}
 	cmd := lookup(name)
 	if cmd == nil {
@@ -99,7 +102,7 @@ func splitCommand(args []string) (name string, rest []string, err error) {
 		a := args[i]
 		if !isFlag(a) {
 			words = append(words, a)
-			if len(words) == 1 && (a == "flags" || a == "segments") {
+			if len(words) == 1 && (a == "flags" || a == "segments" || a == "tokens") {
 				want = 2
 			}
 			continue
