@@ -34,8 +34,9 @@ type ScrapeOptions struct {
 	MaxQueries int
 	// MaxBytes bounds an exposition body. 16 MiB by default.
 	MaxBytes int64
-	// Accept is the Accept header sent. By default OpenMetrics 1.0 is preferred over the text
-	// format 0.0.4, as Prometheus asks; protobuf is never asked for.
+	// Accept is the Accept header sent. By default delimited protobuf is preferred over the
+	// text format 0.0.4. OpenMetrics is not asked for: a body in it is refused (the expfmt
+	// version this module builds with has no OpenMetrics parser).
 	Accept string
 	// BearerToken, if set, is sent as "Authorization: Bearer …".
 	BearerToken string
@@ -60,7 +61,7 @@ const (
 	defaultScrapeMaxQueries = 1024
 	defaultScrapeMaxBytes   = 16 << 20
 	maxScrapeHistory        = 100_000
-	defaultScrapeAccept     = "application/openmetrics-text;version=1.0.0;q=0.75," +
+	defaultScrapeAccept     = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7," +
 		"text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
 
@@ -432,13 +433,14 @@ func (s *ScrapeSource) fetch(ctx context.Context) (*exposition, error) {
 	if resp.StatusCode/100 != 2 {
 		return nil, fmt.Errorf("http %d: %s", resp.StatusCode, snippet(body))
 	}
-	format, err := formatFromContentType(resp.Header.Get("Content-Type"))
+	format, err := scrapeFormat(resp.Header)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformedResponse, err)
 	}
-	expo, err := parseExposition(body, format)
+	expo, err := decodeExposition(body, format)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrMalformedResponse, format, err)
+		mediaType, _, _ := strings.Cut(string(format), ";")
+		return nil, fmt.Errorf("%w: %s: %w", ErrMalformedResponse, mediaType, err)
 	}
 	return expo, nil
 }

@@ -7,21 +7,22 @@ import (
 	"time"
 )
 
-func BenchmarkParseExposition(b *testing.B) {
+func BenchmarkDecodeExposition(b *testing.B) {
+	text := mustReadScrapeFixture(b, "scrape-prometheus-2.42.txt")
 	for _, c := range []struct {
-		name   string
-		file   string
-		format expoFormat
+		name string
+		ct   string
+		body []byte
 	}{
-		{"text-prometheus-271-series", "scrape-prometheus-2.42.txt", expoText},
-		{"openmetrics-fixture", "scrape-openmetrics.txt", expoOpenMetrics},
+		{"text-prometheus-271-series", ctText, text},
+		{"protobuf-prometheus-271-series", ctProto, textToProto(b, text)},
 	} {
-		body := mustReadScrapeFixture(b, c.file)
+		format := mustScrapeFormat(b, c.ct)
 		b.Run(c.name, func(b *testing.B) {
-			b.SetBytes(int64(len(body)))
+			b.SetBytes(int64(len(c.body)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := parseExposition(body, c.format); err != nil {
+				if _, err := decodeExposition(c.body, format); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -50,16 +51,17 @@ func guardedExposition(n int) ([]byte, []Selector) {
 	return []byte(sb.String()), sels
 }
 
-// BenchmarkScrapeTick is the work one scrape does for n guarded rollouts: parse the
+// BenchmarkScrapeTick is the work one scrape does for n guarded rollouts: decode the
 // exposition and evaluate every followed query (two arms, two counters each).
 func BenchmarkScrapeTick(b *testing.B) {
 	for _, n := range []int{10, 100, 1000} {
 		body, sels := guardedExposition(n)
 		at := time.Unix(1_700_000_000, 0)
+		format := mustScrapeFormat(b, ctText)
 		b.Run(fmt.Sprintf("rollouts-%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				e, err := parseExposition(body, expoText)
+				e, err := decodeExposition(body, format)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -15,12 +15,14 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/guard"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // expoServer serves a real exposition: a fixture (the real /metrics of Prometheus 2.42 for
-// the text format, a hand-written OpenMetrics 1.0 document otherwise) followed by the demo's
-// requests and errors counters by variant, negotiating the format from Accept as
-// client_golang does.
+// the text format and delimited protobuf, a hand-written OpenMetrics 1.0 document for
+// OpenMetrics) followed by the demo's requests and errors counters by variant, negotiating
+// the format from Accept as client_golang does.
 type expoServer struct {
 	mu       sync.Mutex
 	requests map[string]float64 // variant -> requests_total
@@ -107,12 +109,37 @@ func (es *expoServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		b.WriteString(es.extra)
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		if strings.Contains(r.Header.Get("Accept"), "application/vnd.google.protobuf") {
+			// Re-encoded as client_golang does; a body its parser refuses is sent as it is.
+			if proto, err := textToDelimitedProto(b.Bytes()); err == nil {
+				b.Reset()
+				b.Write(proto)
+			}
+			w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeProtoDelim)))
+		}
 	}
 	if es.ctype != "" {
 		w.Header().Set("Content-Type", es.ctype)
 	}
 	w.WriteHeader(es.status)
 	w.Write(b.Bytes())
+}
+
+// textToDelimitedProto re-encodes a text exposition as delimited protobuf.
+func textToDelimitedProto(text []byte) ([]byte, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(text))
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeProtoDelim))
+	for _, mf := range fams {
+		if err := enc.Encode(mf); err != nil {
+			return nil, err
+		}
+	}
+	return b.Bytes(), nil
 }
 
 // scrapeClock is a clock the test moves by hand.
@@ -160,7 +187,7 @@ func TestScrapeSourceFormats(t *testing.T) {
 		name   string
 		accept string
 	}{
-		{"negotiated openmetrics", ""},
+		{"negotiated protobuf", ""},
 		{"text", "text/plain;version=0.0.4"},
 	} {
 		t.Run(format.name, func(t *testing.T) {
@@ -192,19 +219,14 @@ func TestScrapeSourceFormats(t *testing.T) {
 				}
 			}
 			// Metrics of the fixture, read through the same path.
-			var q string
-			if format.accept == "" {
-				q = `http_requests_total{route="/checkout"}`
-			} else {
-				q = `promhttp_metric_handler_requests_total`
-			}
-			if r, err := src.Counter(ctx, q, t0); err != nil || r.Status != guard.ReadingOK {
+			q := `go_gc_duration_seconds_count`
+			if r, err := src.Counter(ctx, q, t0); err != nil || r.Status != guard.ReadingOK || r.Value != 3 {
 				t.Errorf("fixture counter %s: %+v, %v", q, r, err)
 			}
 			es.mu.Lock()
 			accept := es.accepts[0]
 			es.mu.Unlock()
-			if format.accept == "" && !strings.HasPrefix(accept, "application/openmetrics-text;version=1.0.0") {
+			if format.accept == "" && !strings.HasPrefix(accept, "application/vnd.google.protobuf;") {
 				t.Errorf("Accept = %q", accept)
 			}
 		})
@@ -315,6 +337,7 @@ func TestScrapeSourceStatuses(t *testing.T) {
 		want   guard.ReadingStatus
 		errIs  []error
 		detail string
+		accept string // "text/plain" when empty
 	}{
 		{name: "unknown series is empty, not zero", q: `requests_total{variant="beta"}`, want: guard.ReadingEmpty},
 		{name: "unknown metric", q: `nope_total`, want: guard.ReadingEmpty},
@@ -328,9 +351,12 @@ func TestScrapeSourceStatuses(t *testing.T) {
 		{name: "duplicate series", setup: func(es *expoServer) { es.extra = "dup_total{a=\"1\"} 1\ndup_total{a=\"1\"} 1\n" }, q: `dup_total`, want: guard.ReadingAmbiguous},
 		{name: "http 500", setup: func(es *expoServer) { es.setStatus(500) }, q: qOnRequests, want: guard.ReadingError, errIs: []error{guard.ErrQueryFailed}, detail: "http 500"},
 		{name: "html", setup: func(es *expoServer) { es.ctype = "text/html" }, q: qOnRequests, want: guard.ReadingError, errIs: []error{guard.ErrQueryFailed, guard.ErrMalformedResponse}},
-		{name: "protobuf", setup: func(es *expoServer) {
+		{name: "text labelled protobuf", setup: func(es *expoServer) {
 			es.ctype = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
 		}, q: qOnRequests, want: guard.ReadingError, errIs: []error{guard.ErrMalformedResponse}},
+		{name: "protobuf", accept: "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited", q: qOnRequests, want: guard.ReadingOK},
+		{name: "protobuf duplicate series", setup: func(es *expoServer) { es.extra = "dup_total{a=\"1\"} 1\ndup_total{a=\"1\"} 1\n" }, accept: "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited", q: `dup_total`, want: guard.ReadingAmbiguous},
+		{name: "openmetrics refused", accept: "application/openmetrics-text;version=1.0.0", q: qOnRequests, want: guard.ReadingError, errIs: []error{guard.ErrMalformedResponse}, detail: "neither"},
 		{name: "malformed line", setup: func(es *expoServer) { es.extra = "broken{ 1\n" }, q: qOnRequests, want: guard.ReadingError, errIs: []error{guard.ErrMalformedResponse}, detail: "line"},
 	}
 	for _, tt := range tests {
@@ -340,7 +366,11 @@ func TestScrapeSourceStatuses(t *testing.T) {
 			if tt.setup != nil {
 				tt.setup(es)
 			}
-			src, clock := newScrapeForTest(t, srv.URL, func(o *guard.ScrapeOptions) { o.Accept = "text/plain" })
+			accept := tt.accept
+			if accept == "" {
+				accept = "text/plain"
+			}
+			src, clock := newScrapeForTest(t, srv.URL, func(o *guard.ScrapeOptions) { o.Accept = accept })
 			if err := src.Watch(tt.q); err != nil {
 				t.Fatal(err)
 			}
