@@ -78,34 +78,42 @@ func (p Point) after(ev *events.Event) bool {
 // Errors: one wrapping events.ErrInvalid for a bad environment, key or point; [ErrNotFound] when
 // the flag did not exist at that point, or never reached that version; otherwise a read error.
 func FlagAt(ctx context.Context, r Reader, env, key string, at Point) (Flag, error) {
+	return entityAt(ctx, r, "flag", events.FlagSubject(env, key), env, key, at, apply,
+		func(f *Flag) uint64 { return f.Version })
+}
+
+// entityAt folds the events of one flag or segment (what) on subject up to the point at, with the
+// live catalog's fold (apply), and says ErrNotFound when the entity did not exist then or never
+// reached the version asked for.
+func entityAt[T any](ctx context.Context, r Reader, what, subject, env, key string, at Point,
+	apply func(*T, *events.Event) error, version func(*T) uint64) (T, error) {
+	var zero, x T
 	if err := validateFlagRef(env, key); err != nil {
-		return Flag{}, err
+		return zero, err
 	}
 	if err := at.Validate(); err != nil {
-		return Flag{}, err
+		return zero, err
 	}
-	var f Flag
-	q := events.Query{Subjects: []string{events.FlagSubject(env, key)}}
-	err := r.Read(ctx, q, func(ev events.Event, err error) error {
+	err := r.Read(ctx, events.Query{Subjects: []string{subject}}, func(ev events.Event, err error) error {
 		if at.after(&ev) {
 			return events.ErrStop
 		}
 		if err != nil {
 			return nil
 		}
-		_ = apply(&f, &ev) // a refused event leaves the flag as it was, as in the live catalog
-		if at.Version != 0 && f.Version >= at.Version {
+		_ = apply(&x, &ev) // a refused event leaves the entity as it was, as in the live catalog
+		if at.Version != 0 && version(&x) >= at.Version {
 			return events.ErrStop
 		}
 		return nil
 	})
 	if err != nil {
-		return Flag{}, fmt.Errorf("flag %s/%s at %v: %w", env, key, at, err)
+		return zero, fmt.Errorf("%s %s/%s at %v: %w", what, env, key, at, err)
 	}
-	if !f.Exists() || at.Version != 0 && f.Version != at.Version {
-		return Flag{}, fmt.Errorf("flag %s/%s at %v: %w", env, key, at, ErrNotFound)
+	if v := version(&x); v == 0 || at.Version != 0 && v != at.Version {
+		return zero, fmt.Errorf("%s %s/%s at %v: %w", what, env, key, at, ErrNotFound)
 	}
-	return f, nil
+	return x, nil
 }
 
 // EnvironmentAt returns every flag of env as it was at a point in the past (a time or a stream

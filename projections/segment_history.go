@@ -102,32 +102,6 @@ func SegmentHistory(ctx context.Context, r Reader, env, key string) ([]Entry, er
 // Errors: one wrapping events.ErrInvalid for a bad environment, key or point; [ErrNotFound] when
 // the segment did not exist at that point, or never reached that version; otherwise a read error.
 func SegmentAt(ctx context.Context, r Reader, env, key string, at Point) (Segment, error) {
-	if err := validateFlagRef(env, key); err != nil {
-		return Segment{}, err
-	}
-	if err := at.Validate(); err != nil {
-		return Segment{}, err
-	}
-	var s Segment
-	q := events.Query{Subjects: []string{events.SegmentSubject(env, key)}}
-	err := r.Read(ctx, q, func(ev events.Event, err error) error {
-		if at.after(&ev) {
-			return events.ErrStop
-		}
-		if err != nil {
-			return nil
-		}
-		_ = applySegment(&s, &ev) // a refused event leaves the segment as it was, as in the live catalog
-		if at.Version != 0 && s.Version >= at.Version {
-			return events.ErrStop
-		}
-		return nil
-	})
-	if err != nil {
-		return Segment{}, fmt.Errorf("segment %s/%s at %v: %w", env, key, at, err)
-	}
-	if !s.Exists() || at.Version != 0 && s.Version != at.Version {
-		return Segment{}, fmt.Errorf("segment %s/%s at %v: %w", env, key, at, ErrNotFound)
-	}
-	return s, nil
+	return entityAt(ctx, r, "segment", events.SegmentSubject(env, key), env, key, at, applySegment,
+		func(s *Segment) uint64 { return s.Version })
 }

@@ -165,31 +165,32 @@ func meta(r *http.Request, p auth.Principal, reason string) command.Meta {
 	return command.Meta{Actor: p.Name, Reason: reason, CorrelationID: correlationID(r.Context())}
 }
 
-// decodeCreate splits the body of a create into the key and the configuration document. The
-// document is decoded on its own (not embedded in a request struct) so that error messages name
-// its fields as the client wrote them.
-func decodeCreate(body []byte) (string, events.FlagConfig, error) {
+// decodeCreate splits the body of a create into the key and the configuration document of a
+// flag or segment (what names it in messages). The document is decoded on its own (not embedded
+// in a request struct) so that error messages name its fields as the client wrote them; unknown
+// fields and anything that is not one JSON object are refused.
+func decodeCreate[T any](body []byte, what string) (string, T, error) {
+	var zero, cfg T
 	var fields map[string]json.RawMessage
 	if err := decodeJSON(body, &fields); err != nil {
-		return "", events.FlagConfig{}, err
+		return "", zero, err
 	}
 	if fields == nil {
-		return "", events.FlagConfig{}, badRequest("the body is not a JSON object: send the flag document")
+		return "", zero, badRequest("the body is not a JSON object: send the " + what + " document")
 	}
 	var key string
 	if raw, ok := fields["key"]; ok {
 		if err := decodeJSON(raw, &key); err != nil {
-			return "", events.FlagConfig{}, badRequest("field key: a flag key is a JSON string")
+			return "", zero, badRequest("field key: a " + what + " key is a JSON string")
 		}
 		delete(fields, "key")
 	}
 	doc, err := json.Marshal(fields)
 	if err != nil {
-		return "", events.FlagConfig{}, badRequest("the body: " + err.Error())
+		return "", zero, badRequest("the body: " + err.Error())
 	}
-	var cfg events.FlagConfig
 	if err := decodeJSON(doc, &cfg); err != nil {
-		return "", events.FlagConfig{}, err
+		return "", zero, err
 	}
 	return key, cfg, nil
 }
@@ -203,7 +204,7 @@ func (a *API) createFlag(w http.ResponseWriter, r *http.Request, p auth.Principa
 	if err := a.readJSON(w, r, &body, false); err != nil {
 		return err
 	}
-	key, cfg, err := decodeCreate(body)
+	key, cfg, err := decodeCreate[events.FlagConfig](body, "flag")
 	if err != nil {
 		return err
 	}
@@ -216,30 +217,39 @@ func (a *API) createFlag(w http.ResponseWriter, r *http.Request, p auth.Principa
 	return nil
 }
 
-func (a *API) updateFlag(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	env, key := r.PathValue("env"), r.PathValue("key")
+// readPatch reads what every PATCH of a flag or segment (what) needs: no query parameters, a
+// JSON Merge Patch body that is one object, and the expected version from a required If-Match.
+func (a *API) readPatch(w http.ResponseWriter, r *http.Request, what string) (uint64, []byte, error) {
 	if _, err := query(r, nil); err != nil {
-		return err
+		return 0, nil, err
 	}
 	if err := checkContentType(r, mediaMergePatch, false); err != nil {
-		return err
+		return 0, nil, err
 	}
 	version, ok, err := ifMatch(r)
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
 	if !ok {
-		return &requestError{kind: errPreconditionRequired,
-			msg: `If-Match is required: send the ETag of the flag you read, such as If-Match: "3"`}
+		return 0, nil, &requestError{kind: errPreconditionRequired,
+			msg: `If-Match is required: send the ETag of the ` + what + ` you read, such as If-Match: "3"`}
 	}
 	patch, err := a.readBody(w, r)
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
 	if err := checkMergePatch(patch); err != nil {
+		return 0, nil, err
+	}
+	return version, patch, nil
+}
+
+func (a *API) updateFlag(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	version, patch, err := a.readPatch(w, r, "flag")
+	if err != nil {
 		return err
 	}
-	f, err := a.cfg.Commands.Update(r.Context(), meta(r, p, ""), env, key, version, patch)
+	f, err := a.cfg.Commands.Update(r.Context(), meta(r, p, ""), r.PathValue("env"), r.PathValue("key"), version, patch)
 	if err != nil {
 		return err
 	}

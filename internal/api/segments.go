@@ -102,34 +102,6 @@ func (a *API) segmentHistory(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// decodeSegmentCreate splits the body of a segment create into the key and the segment document,
-// refusing unknown fields and anything that is not one JSON object.
-func decodeSegmentCreate(body []byte) (string, events.SegmentConfig, error) {
-	var fields map[string]json.RawMessage
-	if err := decodeJSON(body, &fields); err != nil {
-		return "", events.SegmentConfig{}, err
-	}
-	if fields == nil {
-		return "", events.SegmentConfig{}, badRequest("the body is not a JSON object: send the segment document")
-	}
-	var key string
-	if raw, ok := fields["key"]; ok {
-		if err := decodeJSON(raw, &key); err != nil {
-			return "", events.SegmentConfig{}, badRequest("field key: a segment key is a JSON string")
-		}
-		delete(fields, "key")
-	}
-	doc, err := json.Marshal(fields)
-	if err != nil {
-		return "", events.SegmentConfig{}, badRequest("the body: " + err.Error())
-	}
-	var cfg events.SegmentConfig
-	if err := decodeJSON(doc, &cfg); err != nil {
-		return "", events.SegmentConfig{}, err
-	}
-	return key, cfg, nil
-}
-
 func (a *API) createSegment(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	env := r.PathValue("env")
 	if _, err := query(r, nil); err != nil {
@@ -139,7 +111,7 @@ func (a *API) createSegment(w http.ResponseWriter, r *http.Request, p auth.Princ
 	if err := a.readJSON(w, r, &body, false); err != nil {
 		return err
 	}
-	key, cfg, err := decodeSegmentCreate(body)
+	key, cfg, err := decodeCreate[events.SegmentConfig](body, "segment")
 	if err != nil {
 		return err
 	}
@@ -153,29 +125,11 @@ func (a *API) createSegment(w http.ResponseWriter, r *http.Request, p auth.Princ
 }
 
 func (a *API) updateSegment(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	env, key := r.PathValue("env"), r.PathValue("key")
-	if _, err := query(r, nil); err != nil {
-		return err
-	}
-	if err := checkContentType(r, mediaMergePatch, false); err != nil {
-		return err
-	}
-	version, ok, err := ifMatch(r)
+	version, patch, err := a.readPatch(w, r, "segment")
 	if err != nil {
 		return err
 	}
-	if !ok {
-		return &requestError{kind: errPreconditionRequired,
-			msg: `If-Match is required: send the ETag of the segment you read, such as If-Match: "3"`}
-	}
-	patch, err := a.readBody(w, r)
-	if err != nil {
-		return err
-	}
-	if err := checkMergePatch(patch); err != nil {
-		return err
-	}
-	s, err := a.cfg.Commands.UpdateSegment(r.Context(), meta(r, p, ""), env, key, version, patch)
+	s, err := a.cfg.Commands.UpdateSegment(r.Context(), meta(r, p, ""), r.PathValue("env"), r.PathValue("key"), version, patch)
 	if err != nil {
 		return err
 	}
