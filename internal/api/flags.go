@@ -106,13 +106,31 @@ func (a *API) listFlags(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *API) getFlag(w http.ResponseWriter, r *http.Request) error {
-	env, key := r.PathValue("env"), r.PathValue("key")
+// pastPoint reads the query of a GET of one flag or segment: nothing but at, version or sequence,
+// and whether one of them asks for the past.
+func pastPoint(r *http.Request) (projections.Point, bool, error) {
 	q, err := query(r, []string{"at", "version", "sequence"})
 	if err != nil {
-		return err
+		return projections.Point{}, false, err
 	}
-	at, past, err := point(q, "at", "version", "sequence")
+	return point(q, "at", "version", "sequence")
+}
+
+// writeVersioned answers a read of one versioned document with its ETag, or 304 when the client
+// has that version already.
+func (a *API) writeVersioned(w http.ResponseWriter, r *http.Request, version uint64, v any) {
+	tag := etag(version)
+	w.Header().Set("ETag", tag)
+	if noneMatch(r, tag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	a.writeJSON(w, r, http.StatusOK, v)
+}
+
+func (a *API) getFlag(w http.ResponseWriter, r *http.Request) error {
+	env, key := r.PathValue("env"), r.PathValue("key")
+	at, past, err := pastPoint(r)
 	if err != nil {
 		return err
 	}
@@ -133,13 +151,7 @@ func (a *API) getFlag(w http.ResponseWriter, r *http.Request) error {
 			return &requestError{kind: errFlagNotFound, msg: fmt.Sprintf("flag %s/%s does not exist", env, key)}
 		}
 	}
-	tag := etag(f.Version)
-	w.Header().Set("ETag", tag)
-	if noneMatch(r, tag) {
-		w.WriteHeader(http.StatusNotModified)
-		return nil
-	}
-	a.writeJSON(w, r, http.StatusOK, f)
+	a.writeVersioned(w, r, f.Version, f)
 	return nil
 }
 

@@ -53,11 +53,7 @@ func (a *API) listSegments(w http.ResponseWriter, r *http.Request) error {
 
 func (a *API) getSegment(w http.ResponseWriter, r *http.Request) error {
 	env, key := r.PathValue("env"), r.PathValue("key")
-	q, err := query(r, []string{"at", "version", "sequence"})
-	if err != nil {
-		return err
-	}
-	at, past, err := point(q, "at", "version", "sequence")
+	at, past, err := pastPoint(r)
 	if err != nil {
 		return err
 	}
@@ -78,13 +74,7 @@ func (a *API) getSegment(w http.ResponseWriter, r *http.Request) error {
 			return &requestError{kind: errSegmentNotFound, msg: fmt.Sprintf("segment %s/%s does not exist", env, key)}
 		}
 	}
-	tag := etag(s.Version)
-	w.Header().Set("ETag", tag)
-	if noneMatch(r, tag) {
-		w.WriteHeader(http.StatusNotModified)
-		return nil
-	}
-	a.writeJSON(w, r, http.StatusOK, s)
+	a.writeVersioned(w, r, s.Version, s)
 	return nil
 }
 
