@@ -286,6 +286,20 @@ var types = map[string]struct {
 	TypeSegmentUpdated:    {EntitySegment, decodeAs[SegmentUpdated]},
 	TypeSegmentArchived:   {EntitySegment, decodeAs[SegmentArchived]},
 	TypeSegmentUnarchived: {EntitySegment, decodeAs[SegmentUnarchived]},
+
+	TypeRolloutCreated:     {EntityFlag, decodeAs[RolloutCreated]},
+	TypeRolloutStarted:     {EntityFlag, decodeAs[RolloutStarted]},
+	TypeRolloutPaused:      {EntityFlag, decodeAs[RolloutPaused]},
+	TypeRolloutResumed:     {EntityFlag, decodeAs[RolloutResumed]},
+	TypeRolloutAdvanced:    {EntityFlag, decodeAs[RolloutAdvanced]},
+	TypeRolloutSteppedBack: {EntityFlag, decodeAs[RolloutSteppedBack]},
+	TypeRolloutCompleted:   {EntityFlag, decodeAs[RolloutCompleted]},
+	TypeRolloutAborted:     {EntityFlag, decodeAs[RolloutAborted]},
+	TypeGuardDecided:       {EntityFlag, decodeAs[GuardDecided]},
+	TypeGuardRearmed:       {EntityFlag, decodeAs[GuardRearmed]},
+	TypeValveConfigured:    {EntityFlag, decodeAs[ValveConfigured]},
+	TypeValveOpened:        {EntityFlag, decodeAs[ValveOpened]},
+	TypeValveClosed:        {EntityFlag, decodeAs[ValveClosed]},
 }
 
 func decodeAs[T any](data []byte) (any, error) {

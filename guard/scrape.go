@@ -285,15 +285,18 @@ func (h *scrapeHistory) add(e scrapeEntry, capacity int) {
 	h.next = (h.next + 1) % capacity
 }
 
-// at returns the newest entry at or before t.
+// at returns the newest entry at or before t; of entries with the same time, the one added last
+// (an immediate re-scrape on a coarse clock replaces the scrape it repeats).
 func (h *scrapeHistory) at(t time.Time) (scrapeEntry, bool) {
 	var best scrapeEntry
 	found := false
-	for _, e := range h.entries {
+	n := len(h.entries)
+	for i := range n {
+		e := h.entries[(h.next+i)%n] // oldest first
 		if e.at.After(t) {
 			continue
 		}
-		if !found || e.at.After(best.at) {
+		if !found || !e.at.Before(best.at) {
 			best, found = e, true
 		}
 	}

@@ -80,12 +80,14 @@ type splitRange struct {
 // segment the flag uses changed.
 func compileFlag(f Flag, segs segmentLookup, prev *compiledFlag) *compiledFlag {
 	var c *compiledFlag
-	if prev != nil && sameConfig(&prev.src.FlagConfig, &f.FlagConfig) {
+	if prev != nil && prev.src.Valve == f.Valve && sameConfig(&prev.src.FlagConfig, &f.FlagConfig) {
 		body := *prev
 		c = &body
 	} else {
-		c = &compiledFlag{segments: segmentRefs(&f.FlagConfig)}
-		if err := c.compile(&f.FlagConfig, segs); err != nil {
+		// An open safety valve serves its variant before the flag's own rules.
+		cfg := f.Served()
+		c = &compiledFlag{segments: segmentRefs(&cfg)}
+		if err := c.compile(&cfg, segs); err != nil {
 			c.err = fmt.Errorf("%w: flag %s: %w", ErrCompile, f.Key, err)
 			c.rules, c.static = nil, false
 		}

@@ -21,7 +21,11 @@ type Flag struct {
 	Key         string `json:"key"`
 	Environment string `json:"environment"`
 	events.FlagConfig
-	Archived  bool      `json:"archived"`
+	Archived bool `json:"archived"`
+	// Rollout is the flag's latest rollout, nil if it never had one.
+	Rollout *Rollout `json:"rollout,omitempty"`
+	// Valve is the flag's safety valve, nil unless it was configured or opened as one.
+	Valve     *Valve    `json:"valve,omitempty"`
 	Version   uint64    `json:"version"`
 	CreatedAt time.Time `json:"createdAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
@@ -71,8 +75,10 @@ func (f *Flag) Apply(ev events.Event) error {
 			f.FlagConfig = p.Flag
 		case *events.FlagUpdated:
 			f.FlagConfig = p.Flag
+			f.restartStage(ev)
 		case *events.FlagRestored:
 			f.FlagConfig = p.Flag
+			f.restartStage(ev)
 		case *events.FlagEnabled:
 			f.Enabled = true
 		case *events.FlagKilled:
@@ -81,6 +87,10 @@ func (f *Flag) Apply(ev events.Event) error {
 			f.Archived = true
 		case *events.FlagUnarchived:
 			f.Archived = false
+		default:
+			if err := f.applyRollout(ev, p); err != nil {
+				return err
+			}
 		}
 	}
 	f.Key, f.Environment = ev.Key, ev.Environment

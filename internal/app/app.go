@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/guard"
 	"github.com/interlock-dev/interlock/internal/api"
 	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/interlock-dev/interlock/internal/command"
@@ -102,8 +103,17 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		return nil, err
 	}
 	m.catalog.Observe(snapshots.Observe)
+	commands := command.New(m.store, logger, command.WithUsage(m.catalog))
+	guardRunner, err := guard.NewRunner(guard.RunnerOptions{
+		Catalog:  m.catalog,
+		Commands: commands.Guard(),
+		Logger:   logger,
+	})
+	if err != nil {
+		return nil, err
+	}
 	handler, err := api.New(api.Config{
-		Commands: command.New(m.store, logger, command.WithUsage(m.catalog)),
+		Commands: commands,
 		Catalog:  m.catalog,
 		Reader:   m.store,
 		Auth:     tokens,
@@ -158,6 +168,13 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	m.group.Go(func() error { return m.runner.Run(runCtx) })
 	m.group.Go(func() error { return tracker.Run(runCtx) })
 	m.group.Go(func() error { return snapshots.Run(runCtx) })
+	m.group.Go(func() error {
+		// The guard judges only once the projections caught up: it acts on current state.
+		if err := m.runner.WaitReady(runCtx); err != nil {
+			return nil
+		}
+		return guardRunner.Run(runCtx)
+	})
 	m.group.Go(func() error {
 		if err := m.httpSrv.Serve(m.httpLn); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 
@@ -82,6 +83,9 @@ func (s *Service) Update(ctx context.Context, m Meta, env, key string, expectedV
 			}
 			if next.same {
 				return noop, nil
+			}
+			if err := keepsRolloutServe(cur, &next.cfg); err != nil {
+				return decision{}, err
 			}
 			if err := s.checkSegments(ctx, env, &next.cfg); err != nil {
 				return decision{}, err
@@ -232,6 +236,9 @@ func (s *Service) Restore(ctx context.Context, m Meta, env, key string, toVersio
 			if bytes.Equal(restored.canon, now.canon) {
 				return noop, nil
 			}
+			if err := keepsRolloutServe(cur, old); err != nil {
+				return decision{}, err
+			}
 			if err := s.checkSegments(ctx, env, old); err != nil {
 				return decision{}, err
 			}
@@ -310,6 +317,16 @@ func updatedData(canon, patch []byte) json.RawMessage {
 		b = append(b, patch...)
 	}
 	return append(b, '}')
+}
+
+// keepsRolloutServe refuses a new configuration that would take the flag's default serve from
+// its active rollout: the rollout's stages own it.
+func keepsRolloutServe(cur *projections.Flag, next *events.FlagConfig) error {
+	if !cur.Rollout.Active() || reflect.DeepEqual(cur.DefaultServe, next.DefaultServe) {
+		return nil
+	}
+	return fmt.Errorf("%w: defaultServe belongs to rollout %s while it is %s; advance, pause or abort the rollout instead",
+		ErrRolloutActive, cur.Rollout.ID, cur.Rollout.Status)
 }
 
 func archived() error {

@@ -1,0 +1,620 @@
+package guard
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/projections"
+)
+
+// Actor is the actor of every command the guard issues.
+const Actor = "guard"
+
+// CommandKind names a command the guard issues.
+type CommandKind string
+
+// The commands the guard issues: the same ones a person can, through the same path.
+const (
+	CmdRecord     CommandKind = "record"     // append Decision
+	CmdAdvance    CommandKind = "advance"    // advance the rollout from stage From
+	CmdStepBack   CommandKind = "stepBack"   // step the rollout back from stage From
+	CmdAbort      CommandKind = "abort"      // abort the rollout: the flag serves the control
+	CmdPause      CommandKind = "pause"      // freeze the rollout where it is
+	CmdKill       CommandKind = "kill"       // turn the flag off
+	CmdOpenValve  CommandKind = "openValve"  // open the valve flag Flag
+	CmdCloseValve CommandKind = "closeValve" // close the valve flag Flag for Cause
+)
+
+// Command is one command of the guard, run by a [Commander] as actor [Actor].
+type Command struct {
+	Kind        CommandKind
+	Env, Flag   string
+	Rollout     string
+	From        int
+	Expected    uint64 // the flag version the command expects; 0 for none
+	Reason      string
+	Causation   string // the id of the decision event that caused the command
+	Correlation string // the rollout id, so that everything about one rollout correlates
+	Decision    *events.GuardDecided
+	Expires     time.Time
+	Cause       string
+	Evidence    json.RawMessage
+}
+
+// Commander runs the guard's commands through the write path people use. It returns the flag's
+// state after the command.
+type Commander interface {
+	Command(ctx context.Context, c Command) (projections.Flag, error)
+}
+
+// Catalog is where the guard finds the rollouts to judge: the live projection of every flag.
+type Catalog interface {
+	Environments() []string
+	Flags(env string) []projections.Flag
+}
+
+// Leader tells whether this replica may act ([*Lease] is one). The guard judges and acts only
+// while it holds the lease; when it loses it, it forgets its rollouts, and judges them afresh when
+// it holds it again.
+type Leader interface {
+	Held() (held bool, epoch uint64)
+}
+
+// SourceFactory builds the counter source of a plan's metric source.
+type SourceFactory func(src events.MetricSource) (CounterSource, error)
+
+// RunnerOptions configures a [Runner]. Zero values take the defaults listed.
+type RunnerOptions struct {
+	Catalog  Catalog   // required
+	Commands Commander // required
+	// Lease, when set, lets only its holder act; nil acts always (a single replica).
+	Lease Leader
+	// Sources builds the counter sources; by default a ScrapeSource or a PrometheusSource on
+	// Now, with the plan's interval and lag.
+	Sources SourceFactory
+	// Resolution is how often Run looks for rollouts that are due; 1s.
+	Resolution time.Duration
+	// Now reads the clock; time.Now by default.
+	Now func() time.Time
+	// NewTicker starts Run's ticker; time.NewTicker by default.
+	NewTicker func(d time.Duration) (<-chan time.Time, func())
+	// OnEvidence, when set, receives the evidence of every call the guard makes, in order,
+	// per rollout: the recorded inputs that replay its decisions.
+	OnEvidence func(env, flag string, ev Evidence)
+	Logger     *slog.Logger
+}
+
+// Runner is the guard's loop: on every tick of every running rollout it reads the metrics,
+// decides with the rollout's [Machine], records every change of state as an event carrying its
+// evidence, and acts (advance, kill, step back, open a valve, freeze) through [Commander] with
+// the decision event as causation. It is safe for concurrent use.
+type Runner struct {
+	opts RunnerOptions
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	rollouts map[string]*tracked // by env/flag
+	sources  map[string]CounterSource
+	held     bool
+}
+
+// tracked is the guard's state for one rollout.
+type tracked struct {
+	env, key     string
+	rollout      string
+	stage        int
+	stageVersion uint64
+	plan         events.RolloutPlan
+	m            *Machine
+	cfg          MachineConfig
+	queries      []metricQueries
+	src          CounterSource
+	srcKey       string
+	srcErr       error
+	next         time.Time
+	pending      *Command
+	last         Evidence
+	lastAt       time.Time
+	decision     string // id of the last decision event
+}
+
+// metricQueries are the four queries of one metric.
+type metricQueries struct {
+	reqT, errT, reqC, errC string
+	err                    error
+}
+
+// NewRunner checks opts and returns a runner.
+func NewRunner(opts RunnerOptions) (*Runner, error) {
+	var errs []error
+	if opts.Catalog == nil {
+		errs = append(errs, errors.New("catalog: required"))
+	}
+	if opts.Commands == nil {
+		errs = append(errs, errors.New("commands: required"))
+	}
+	if opts.Resolution < 0 {
+		errs = append(errs, errors.New("resolution: must not be negative"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("guard runner: %w", err)
+	}
+	if opts.Resolution == 0 {
+		opts.Resolution = time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.NewTicker == nil {
+		opts.NewTicker = func(d time.Duration) (<-chan time.Time, func()) {
+			t := time.NewTicker(d)
+			return t.C, t.Stop
+		}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Runner{
+		opts:     opts,
+		log:      opts.Logger.With("component", "guard"),
+		rollouts: map[string]*tracked{},
+		sources:  map[string]CounterSource{},
+	}
+	if r.opts.Sources == nil {
+		r.opts.Sources = r.defaultSource
+	}
+	return r, nil
+}
+
+// defaultSource builds a ScrapeSource or PrometheusSource for src on the runner's clock.
+func (r *Runner) defaultSource(src events.MetricSource) (CounterSource, error) {
+	switch src.Type {
+	case events.SourceScrape:
+		return NewScrapeSource(ScrapeOptions{URL: src.URL, Interval: src.Interval.Std(0), Lag: src.Lag.Std(0), Now: r.opts.Now, Logger: r.opts.Logger})
+	case events.SourcePrometheus:
+		return NewPrometheusSource(PrometheusOptions{URL: src.URL, Lag: src.Lag.Std(0)})
+	}
+	return nil, fmt.Errorf("%w: source type %q", ErrInvalidSource, src.Type)
+}
+
+// Run ticks every Resolution until ctx ends, and returns nil then.
+func (r *Runner) Run(ctx context.Context) error {
+	tick, stop := r.opts.NewTicker(r.opts.Resolution)
+	defer stop()
+	for {
+		if err := r.Tick(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("guard tick", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick:
+		}
+	}
+}
+
+// Tick makes one pass: it judges every running rollout that is due, closes the valves whose
+// expiry passed, and retries the actions that failed. It returns the errors of the pass joined;
+// one rollout's failure does not stop the others.
+func (r *Runner) Tick(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.opts.Lease != nil {
+		if held, _ := r.opts.Lease.Held(); !held {
+			if r.held {
+				r.log.Info("guard lease lost: another replica acts")
+				clear(r.rollouts)
+			}
+			r.held = false
+			return nil
+		}
+		if !r.held {
+			r.log.Info("guard lease held: this replica acts")
+		}
+	}
+	r.held = true
+	now := r.opts.Now()
+	var errs []error
+	seen := map[string]bool{}
+	var due []*tracked
+	for _, env := range r.opts.Catalog.Environments() {
+		for _, f := range r.opts.Catalog.Flags(env) {
+			if v := f.Valve; v != nil && v.Open && !v.Expires.IsZero() && !now.Before(v.Expires) {
+				errs = append(errs, r.expireValve(ctx, f))
+			}
+			if !f.Rollout.Active() || f.Archived {
+				continue
+			}
+			id := env + "/" + f.Key
+			seen[id] = true
+			t, err := r.track(id, &f, now)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if f.Rollout.Status != projections.RolloutRunning || f.Rollout.Guard.Tripped || !f.Enabled || now.Before(t.next) {
+				continue
+			}
+			t.next = now.Add(t.plan.Tick.Std(15 * time.Second))
+			due = append(due, t)
+		}
+	}
+	for id := range r.rollouts {
+		if !seen[id] {
+			delete(r.rollouts, id)
+		}
+	}
+	r.scrape(ctx, due)
+	for _, t := range due {
+		if err := r.judge(ctx, t, now); err != nil {
+			errs = append(errs, fmt.Errorf("%s/%s: %w", t.env, t.key, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// scrape reads each scrape source that a due rollout uses once.
+func (r *Runner) scrape(ctx context.Context, due []*tracked) {
+	done := map[CounterSource]bool{}
+	for _, t := range due {
+		if s, ok := t.src.(*ScrapeSource); ok && !done[s] {
+			done[s] = true
+			_ = s.Scrape(ctx) // a failure is recorded: the readings say so
+		}
+	}
+}
+
+// track returns the guard's state for the flag's rollout, bringing it in line with the
+// rollout's stage: a new rollout gets a new machine; a new stage, a re-arm or a change of the
+// flag's configuration is passed to the machine.
+func (r *Runner) track(id string, f *projections.Flag, now time.Time) (*tracked, error) {
+	ro := f.Rollout
+	t := r.rollouts[id]
+	if t != nil && t.rollout == ro.ID && t.stageVersion == ro.StageVersion {
+		return t, nil
+	}
+	cfg := StageConfig(f.Key, ro)
+	start := ro.StageStartedAt
+	if start.IsZero() || start.After(now) {
+		start = now
+	}
+	if t == nil || t.rollout != ro.ID {
+		m, err := NewMachine(cfg, start)
+		if err != nil {
+			return nil, fmt.Errorf("guard of rollout %s: %w", ro.ID, err)
+		}
+		t = &tracked{env: f.Environment, key: f.Key, rollout: ro.ID, m: m, next: now}
+		r.rollouts[id] = t
+	} else {
+		decision := uuid.NewString()
+		var ev Evidence
+		var err error
+		switch {
+		case t.m.State() == StateTripped && !ro.Guard.Tripped:
+			if ev, err = t.m.Rearm(decision, f.UpdatedBy, now); err == nil && ro.Stage != t.stage {
+				r.evidence(t, ev)
+				ev, err = t.m.ChangeStage(uuid.NewString(), cfg, now)
+			}
+		case ro.Stage != t.stage && !t.m.Pending():
+			ev, err = t.m.ChangeStage(decision, cfg, now)
+		default:
+			ev, err = t.m.Restart(decision, cfg, now)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("guard of rollout %s: %w", ro.ID, err)
+		}
+		r.evidence(t, ev)
+		t.next, t.pending = now, nil
+	}
+	t.stage, t.stageVersion, t.plan, t.cfg = ro.Stage, ro.StageVersion, ro.Plan, cfg
+	t.queries = queriesFor(f.Key, ro.Plan)
+	key := sourceKey(ro.Plan.Source)
+	if t.srcKey != key {
+		t.srcKey = key
+		t.src, t.srcErr = r.source(key, ro.Plan.Source)
+	}
+	return t, nil
+}
+
+func sourceKey(s events.MetricSource) string {
+	return s.Type + " " + s.URL + " " + time.Duration(s.Interval).String() + " " + time.Duration(s.Lag).String()
+}
+
+func (r *Runner) source(key string, s events.MetricSource) (CounterSource, error) {
+	if src, ok := r.sources[key]; ok {
+		return src, nil
+	}
+	src, err := r.opts.Sources(s)
+	if err != nil {
+		return nil, err
+	}
+	r.sources[key] = src
+	return src, nil
+}
+
+// StageConfig is the guard's configuration for the rollout's current stage: what the runner
+// builds its [Machine] from, and what a replay of its recorded evidence starts with.
+func StageConfig(flag string, ro *projections.Rollout) MachineConfig {
+	p := ro.Plan
+	st := p.Stages[min(max(ro.Stage, 0), len(p.Stages)-1)]
+	cfg := MachineConfig{
+		Rollout: ro.ID, Stage: ro.Stage, Flag: flag, Variant: p.Treatment, Control: p.Control,
+		Share: st.Percent / 100, Alpha: p.Alpha, R0: p.R0, RMax: p.RMax,
+		MinHold: time.Duration(st.MinHold), MaxExtension: time.Duration(p.MaxExtension),
+		BlindGrace: time.Duration(p.BlindGrace), OnBlind: Action(p.OnBlind),
+		OnInconclusive: Action(p.OnInconclusive), OnTrip: Action(p.OnTrip),
+		MaxAge: max(2*time.Minute, 3*p.Tick.Std(15*time.Second)),
+	}
+	for _, m := range p.Metrics {
+		cfg.Metrics = append(cfg.Metrics, MetricRule{Name: m.Name, Kind: MetricKind(m.Kind), Ceiling: m.Ceiling})
+	}
+	return cfg
+}
+
+// queriesFor renders the per-arm queries of every metric of the plan.
+func queriesFor(flag string, p events.RolloutPlan) []metricQueries {
+	flagLabel := p.Source.FlagLabel
+	if flagLabel == "-" {
+		flagLabel, flag = "", ""
+	}
+	qs := make([]metricQueries, len(p.Metrics))
+	for i, m := range p.Metrics {
+		render := func(base, variant string) string {
+			if qs[i].err != nil {
+				return ""
+			}
+			t := CounterTemplate{Base: base, VariantLabel: p.Source.VariantLabel, FlagLabel: flagLabel}
+			var q string
+			var err error
+			if p.Source.Type == events.SourcePrometheus {
+				q, err = t.Sum(flag, variant)
+			} else {
+				var sel Selector
+				if sel, err = t.Selector(flag, variant); err == nil {
+					q = sel.String()
+				}
+			}
+			qs[i].err = err
+			return q
+		}
+		qs[i].reqT, qs[i].errT = render(m.Requests, p.Treatment), render(m.Errors, p.Treatment)
+		qs[i].reqC, qs[i].errC = render(m.Requests, p.Control), render(m.Errors, p.Control)
+	}
+	return qs
+}
+
+// read takes one tick's readings at now.
+func (r *Runner) read(ctx context.Context, t *tracked, now time.Time) Tick {
+	tick := Tick{Time: now, Metrics: make([]MetricReadings, len(t.queries))}
+	var lag time.Duration
+	if l, ok := t.src.(interface{ Lag() time.Duration }); ok {
+		lag = l.Lag()
+	}
+	at := now.Add(-lag)
+	counter := func(q string, qerr error) Reading {
+		switch {
+		case t.srcErr != nil:
+			return Reading{Requested: at, Query: q, Status: ReadingError, Detail: "metric source: " + t.srcErr.Error()}
+		case qerr != nil:
+			return Reading{Requested: at, Query: q, Status: ReadingError, Detail: "query: " + qerr.Error()}
+		}
+		rd, _ := t.src.Counter(ctx, q, at) // a failed reading says why; it is never healthy
+		return rd
+	}
+	for i, q := range t.queries {
+		tick.Metrics[i] = MetricReadings{
+			Name:      t.cfg.Metrics[i].Name,
+			Treatment: ArmReadings{Requests: counter(q.reqT, q.err), Errors: counter(q.errT, q.err)},
+			Control:   ArmReadings{Requests: counter(q.reqC, q.err), Errors: counter(q.errC, q.err)},
+		}
+	}
+	return tick
+}
+
+// judge runs one tick of one rollout: retry a failed action, or read, decide, record and act.
+func (r *Runner) judge(ctx context.Context, t *tracked, now time.Time) error {
+	if t.pending != nil {
+		c := *t.pending
+		t.pending = nil
+		return r.act(ctx, t, c)
+	}
+	tick := r.read(ctx, t, now)
+	ev, err := t.m.Decide(uuid.NewString(), tick)
+	if err != nil {
+		return err
+	}
+	r.evidence(t, ev)
+	calls := []Evidence{ev}
+	if ev.Action == ActionConfirm {
+		// Re-query at once: a trip needs two readings in a row that fire.
+		if s, ok := t.src.(*ScrapeSource); ok {
+			_ = s.Scrape(ctx)
+		}
+		now2 := r.opts.Now()
+		if now2.Before(now) {
+			now2 = now
+		}
+		if ev, err = t.m.Confirm(uuid.NewString(), r.read(ctx, t, now2)); err != nil {
+			return err
+		}
+		r.evidence(t, ev)
+		calls = append(calls, ev)
+	}
+	final := t.m.Config().Share >= 1 && t.stage == len(t.plan.Stages)-1
+	complete := final && ev.StateAfter == StateHealthy && ev.MinHoldElapsed && ev.FreshTicks >= t.cfg.withDefaults().FreshTicks
+	if ev.StateAfter == ev.StateBefore && ev.Action == ActionNone && !complete {
+		return nil
+	}
+	action := string(ev.Action)
+	if complete && ev.Action == ActionNone {
+		action = "complete"
+	}
+	data, err := json.Marshal(calls)
+	if err != nil {
+		return fmt.Errorf("encode evidence: %w", err)
+	}
+	d := &events.GuardDecided{
+		Rollout: t.rollout, Stage: t.stage, StateBefore: string(calls[0].StateBefore), StateAfter: string(ev.StateAfter),
+		Action: action, Cause: string(ev.Cause), Evidence: data,
+	}
+	f, err := r.opts.Commands.Command(ctx, Command{
+		Kind: CmdRecord, Env: t.env, Flag: t.key, Rollout: t.rollout, Correlation: t.rollout,
+		Reason: reasonFor(d, &ev), Decision: d,
+	})
+	if err != nil {
+		return fmt.Errorf("record decision: %w", err)
+	}
+	if f.Rollout != nil {
+		t.decision = f.Rollout.Guard.Decision
+	}
+	c := Command{
+		Env: t.env, Flag: t.key, Rollout: t.rollout, From: t.stage, Expected: f.Version,
+		Causation: t.decision, Correlation: t.rollout, Reason: reasonFor(d, &ev),
+	}
+	switch Action(action) {
+	case ActionAdvance:
+		if t.plan.Manual {
+			return nil
+		}
+		c.Kind = CmdAdvance
+	case "complete":
+		c.Kind = CmdAdvance
+	case ActionKill:
+		c.Kind, c.Expected = CmdKill, 0
+	case ActionStepBack, ActionRevert:
+		c.Kind = CmdStepBack
+		if t.stage == 0 {
+			c.Kind = CmdAbort
+		}
+	case ActionFreeze:
+		c.Kind = CmdPause
+	case ActionOpenValve:
+		if t.plan.Valve == nil {
+			return fmt.Errorf("rollout %s trips with openValve but names no valve", t.rollout)
+		}
+		c.Kind, c.Flag, c.Expected, c.Evidence = CmdOpenValve, t.plan.Valve.Flag, 0, data
+	case ActionPage:
+		r.log.Warn("guard pages: a rollout needs a person", "env", t.env, "flag", t.key, "rollout", t.rollout,
+			"stage", t.stage, "cause", ev.Cause, "decision", t.decision)
+		return nil
+	default:
+		return nil
+	}
+	return r.act(ctx, t, c)
+}
+
+// act runs c; a failure that may pass is kept to be tried again on the rollout's next tick.
+func (r *Runner) act(ctx context.Context, t *tracked, c Command) error {
+	_, err := r.opts.Commands.Command(ctx, c)
+	if err == nil {
+		r.log.Info("guard acted", "command", c.Kind, "env", c.Env, "flag", c.Flag, "rollout", c.Rollout,
+			"stage", c.From, "decision", c.Causation, "reason", c.Reason)
+		return nil
+	}
+	if ctx.Err() == nil && retryable(err) {
+		t.pending = &c
+	}
+	return fmt.Errorf("%s: %w", c.Kind, err)
+}
+
+// ErrRefused marks a command the write path refused on the flag's state (a stale version, a
+// rollout that moved on, a tripped guard): a [Commander] wraps it so that the guard does not send
+// the command again, and judges the new state on the next tick instead.
+var ErrRefused = errors.New("command refused")
+
+// retryable reports whether a failed command of the guard is worth sending again.
+func retryable(err error) bool {
+	return !errors.Is(err, ErrRefused) && !errors.Is(err, events.ErrInvalid)
+}
+
+// reasonFor is the reason the guard gives on its events: what fired, with the numbers.
+func reasonFor(d *events.GuardDecided, ev *Evidence) string {
+	s := "guard " + d.StateBefore + " → " + d.StateAfter + " (" + d.Cause + ")"
+	if d.Action != string(ActionNone) {
+		s += ", " + d.Action
+	}
+	for _, m := range ev.Metrics {
+		switch {
+		case d.Cause == string(CauseR1) || d.Cause == string(CauseReady):
+			e := m.R1.E
+			if d.Cause == string(CauseReady) {
+				e = m.R5.E
+			}
+			s += fmt.Sprintf("; %s: e=%s, treatment %s/%s, control %s/%s", m.Name, short(float64(e)),
+				short(float64(m.Treatment.StageErrors)), short(float64(m.Treatment.StageRequests)),
+				short(float64(m.Control.StageErrors)), short(float64(m.Control.StageRequests)))
+		case d.Cause == string(CauseR3):
+			s += fmt.Sprintf("; %s: error rate lower bound %s > ceiling", m.Name, short(float64(m.R3.Lower)))
+		}
+	}
+	if len(s) > events.MaxReasonLen {
+		s = s[:events.MaxReasonLen]
+	}
+	return s
+}
+
+func short(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return fmt.Sprint(v)
+	}
+	return strconv.FormatFloat(v, 'g', 4, 64)
+}
+
+// expireValve closes a valve whose expiry passed.
+func (r *Runner) expireValve(ctx context.Context, f projections.Flag) error {
+	_, err := r.opts.Commands.Command(ctx, Command{
+		Kind: CmdCloseValve, Env: f.Environment, Flag: f.Key, Cause: events.ValveClosedExpired,
+		Reason: "valve expired at " + f.Valve.Expires.UTC().Format(time.RFC3339),
+	})
+	if err != nil {
+		return fmt.Errorf("close expired valve %s/%s: %w", f.Environment, f.Key, err)
+	}
+	return nil
+}
+
+func (r *Runner) evidence(t *tracked, ev Evidence) {
+	t.last, t.lastAt = ev, ev.Time
+	if r.opts.OnEvidence != nil {
+		r.opts.OnEvidence(t.env, t.key, ev)
+	}
+}
+
+// Status is the guard's live view of one rollout, as the acting replica holds it.
+type Status struct {
+	Acting   bool      `json:"acting"`
+	State    State     `json:"state"`
+	Stage    int       `json:"stage"`
+	Pending  string    `json:"pendingAction,omitempty"`
+	NextTick time.Time `json:"nextTick,omitzero"`
+	Decision string    `json:"lastDecisionEvent,omitempty"`
+	Latest   *Evidence `json:"latest,omitempty"` // the evidence of the latest call
+}
+
+// Live returns the live status of the rollout of env/flag, if this replica judges it.
+func (r *Runner) Live(env, flag string) (any, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.rollouts[env+"/"+flag]
+	if t == nil || !r.held {
+		return nil, false
+	}
+	last := t.last
+	st := Status{Acting: true, State: t.m.State(), Stage: t.stage, NextTick: t.next, Decision: t.decision}
+	if last.DecisionID != "" {
+		st.Latest = &last
+	}
+	if t.pending != nil {
+		st.Pending = string(t.pending.Kind)
+	}
+	return st, true
+}
