@@ -104,8 +104,8 @@ var person = command.Meta{Actor: "alice", Reason: "test"}
 func (w *world) createFlag(key string) {
 	w.t.Helper()
 	_, err := w.svc.Create(w.ctx, person, testEnv, key, events.FlagConfig{
-		Kind:     events.KindRelease,
-		Variants: map[string]json.RawMessage{"on": json.RawMessage("true"), "off": json.RawMessage("false")},
+		Kind:           events.KindRelease,
+		Variants:       map[string]json.RawMessage{"on": json.RawMessage("true"), "off": json.RawMessage("false")},
 		DefaultVariant: "off", OffVariant: "off", Enabled: true,
 	})
 	if err != nil {
