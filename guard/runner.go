@@ -104,6 +104,7 @@ type Runner struct {
 
 	mu       sync.Mutex
 	rollouts map[string]*tracked // by env/flag
+	valves   map[string]*trackedValve
 	sources  map[string]CounterSource
 	held     bool
 }
@@ -168,6 +169,7 @@ func NewRunner(opts RunnerOptions) (*Runner, error) {
 		opts:     opts,
 		log:      opts.Logger.With("component", "guard"),
 		rollouts: map[string]*tracked{},
+		valves:   map[string]*trackedValve{},
 		sources:  map[string]CounterSource{},
 	}
 	if r.opts.Sources == nil {
@@ -214,6 +216,7 @@ func (r *Runner) Tick(ctx context.Context) error {
 			if r.held {
 				r.log.Info("guard lease lost: another replica acts")
 				clear(r.rollouts)
+				clear(r.valves)
 			}
 			r.held = false
 			return nil
@@ -227,9 +230,22 @@ func (r *Runner) Tick(ctx context.Context) error {
 	var errs []error
 	seen := map[string]bool{}
 	var due []*tracked
+	var dueValves []*trackedValve
 	for _, env := range r.opts.Catalog.Environments() {
 		for _, f := range r.opts.Catalog.Flags(env) {
-			if v := f.Valve; v != nil && v.Open && !v.Expires.IsZero() && !now.Before(v.Expires) {
+			switch v := f.Valve; {
+			case v == nil || f.Archived:
+			case v.Policy != nil:
+				// The valve's controller watches it, its expiry included.
+				t, err := r.trackValve(&f, now)
+				if err != nil {
+					errs = append(errs, err)
+				} else if !now.Before(t.next) {
+					t.next = now.Add(t.interval)
+					dueValves = append(dueValves, t)
+				}
+				seen["valve "+env+"/"+f.Key] = true
+			case v.Open && !v.Expires.IsZero() && !now.Before(v.Expires):
 				errs = append(errs, r.expireValve(ctx, f))
 			}
 			if !f.Rollout.Active() || f.Archived {
@@ -242,7 +258,10 @@ func (r *Runner) Tick(ctx context.Context) error {
 				errs = append(errs, err)
 				continue
 			}
-			if f.Rollout.Status != projections.RolloutRunning || f.Rollout.Guard.Tripped || !f.Enabled || now.Before(t.next) {
+			// A command that failed is retried whatever the rollout's state: a trip's action
+			// latches the rollout, and must still be carried out.
+			judged := f.Rollout.Status == projections.RolloutRunning && !f.Rollout.Guard.Tripped && f.Enabled
+			if !judged && t.pending == nil || now.Before(t.next) {
 				continue
 			}
 			t.next = now.Add(t.plan.Tick.Std(15 * time.Second))
@@ -254,20 +273,43 @@ func (r *Runner) Tick(ctx context.Context) error {
 			delete(r.rollouts, id)
 		}
 	}
-	r.scrape(ctx, due)
+	for id := range r.valves {
+		if !seen["valve "+id] {
+			delete(r.valves, id)
+		}
+	}
+	srcs := make([]CounterSource, 0, len(due)+len(dueValves))
+	for _, t := range due {
+		srcs = append(srcs, t.src)
+	}
+	for _, t := range dueValves {
+		srcs = append(srcs, t.src)
+	}
+	r.scrape(ctx, srcs)
+	// Judge no earlier than the scrapes just taken, so that this tick reads them.
+	if len(srcs) > 0 {
+		if after := r.opts.Now(); after.After(now) {
+			now = after
+		}
+	}
 	for _, t := range due {
 		if err := r.judge(ctx, t, now); err != nil {
 			errs = append(errs, fmt.Errorf("%s/%s: %w", t.env, t.key, err))
 		}
 	}
+	for _, t := range dueValves {
+		if err := r.judgeValve(ctx, t, now); err != nil {
+			errs = append(errs, fmt.Errorf("valve %s/%s: %w", t.env, t.key, err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
-// scrape reads each scrape source that a due rollout uses once.
-func (r *Runner) scrape(ctx context.Context, due []*tracked) {
+// scrape reads each scrape source that a due rollout or valve uses once.
+func (r *Runner) scrape(ctx context.Context, srcs []CounterSource) {
 	done := map[CounterSource]bool{}
-	for _, t := range due {
-		if s, ok := t.src.(*ScrapeSource); ok && !done[s] {
+	for _, src := range srcs {
+		if s, ok := src.(*ScrapeSource); ok && !done[s] {
 			done[s] = true
 			_ = s.Scrape(ctx) // a failure is recorded: the readings say so
 		}
@@ -426,6 +468,9 @@ func (r *Runner) judge(ctx context.Context, t *tracked, now time.Time) error {
 	if t.pending != nil {
 		c := *t.pending
 		t.pending = nil
+		if c.Kind == CmdRecord {
+			return r.record(ctx, t, c)
+		}
 		return r.act(ctx, t, c)
 	}
 	tick := r.read(ctx, t, now)
@@ -467,21 +512,32 @@ func (r *Runner) judge(ctx context.Context, t *tracked, now time.Time) error {
 		Rollout: t.rollout, Stage: t.stage, StateBefore: string(calls[0].StateBefore), StateAfter: string(ev.StateAfter),
 		Action: action, Cause: string(ev.Cause), Evidence: data,
 	}
-	f, err := r.opts.Commands.Command(ctx, Command{
+	return r.record(ctx, t, Command{
 		Kind: CmdRecord, Env: t.env, Flag: t.key, Rollout: t.rollout, Correlation: t.rollout,
 		Reason: reasonFor(d, &ev), Decision: d,
 	})
+}
+
+// record appends the decision rec carries, then runs the action it calls for. A failure to
+// record that may pass is kept, like a failed action, to be tried again on the rollout's next
+// tick: the machine has moved on, and would not decide it again.
+func (r *Runner) record(ctx context.Context, t *tracked, rec Command) error {
+	f, err := r.opts.Commands.Command(ctx, rec)
 	if err != nil {
+		if ctx.Err() == nil && retryable(err) {
+			t.pending = &rec
+		}
 		return fmt.Errorf("record decision: %w", err)
 	}
 	if f.Rollout != nil {
 		t.decision = f.Rollout.Guard.Decision
 	}
+	d := rec.Decision
 	c := Command{
-		Env: t.env, Flag: t.key, Rollout: t.rollout, From: t.stage, Expected: f.Version,
-		Causation: t.decision, Correlation: t.rollout, Reason: reasonFor(d, &ev),
+		Env: t.env, Flag: t.key, Rollout: t.rollout, From: d.Stage, Expected: f.Version,
+		Causation: t.decision, Correlation: t.rollout, Reason: rec.Reason,
 	}
-	switch Action(action) {
+	switch Action(d.Action) {
 	case ActionAdvance:
 		if t.plan.Manual {
 			return nil
@@ -493,7 +549,7 @@ func (r *Runner) judge(ctx context.Context, t *tracked, now time.Time) error {
 		c.Kind, c.Expected = CmdKill, 0
 	case ActionStepBack, ActionRevert:
 		c.Kind = CmdStepBack
-		if t.stage == 0 {
+		if d.Stage == 0 {
 			c.Kind = CmdAbort
 		}
 	case ActionFreeze:
@@ -502,10 +558,10 @@ func (r *Runner) judge(ctx context.Context, t *tracked, now time.Time) error {
 		if t.plan.Valve == nil {
 			return fmt.Errorf("rollout %s trips with openValve but names no valve", t.rollout)
 		}
-		c.Kind, c.Flag, c.Expected, c.Evidence = CmdOpenValve, t.plan.Valve.Flag, 0, data
+		c.Kind, c.Flag, c.Expected, c.Evidence = CmdOpenValve, t.plan.Valve.Flag, 0, d.Evidence
 	case ActionPage:
 		r.log.Warn("guard pages: a rollout needs a person", "env", t.env, "flag", t.key, "rollout", t.rollout,
-			"stage", t.stage, "cause", ev.Cause, "decision", t.decision)
+			"stage", d.Stage, "cause", d.Cause, "decision", t.decision)
 		return nil
 	default:
 		return nil

@@ -1,0 +1,129 @@
+package guard_test
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/internal/command"
+)
+
+func TestRunnerValvePolicyOpensOnBurnAndClosesWhenHealthy(t *testing.T) {
+	w := newWorld(t)
+	_, err := w.svc.Create(w.ctx, person, testEnv, "search-degraded", events.FlagConfig{
+		Kind:           events.KindOperational,
+		Variants:       map[string]json.RawMessage{"open": json.RawMessage("true"), "closed": json.RawMessage("false")},
+		DefaultVariant: "closed", OffVariant: "closed", Enabled: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = w.svc.ConfigureValve(w.ctx, person, testEnv, "search-degraded", 0, events.ValveConfigured{
+		Variant: "open",
+		Policy: &events.ValvePolicy{
+			Source:   events.MetricSource{Type: events.SourceScrape, URL: w.url},
+			Requests: `requests_total{flag="search"}`, Errors: `errors_total{flag="search"}`,
+			Objective: 0.01, BurnRate: 10,
+			Long: events.Duration(10 * time.Minute), Short: events.Duration(time.Minute),
+			MinOpen: events.Duration(2 * time.Minute), HealthyFor: events.Duration(3 * time.Minute),
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.sync()
+	load := func(errRate float64) {
+		w.counters.add("requests_total", "search", "x", 1000)
+		w.counters.add("errors_total", "search", "x", 1000*errRate)
+		w.tick()
+	}
+	for range 20 {
+		load(0.001)
+	}
+	if w.flag("search-degraded").Valve.Open {
+		t.Fatal("valve opened on a healthy service")
+	}
+	opened := 0
+	for ; opened < 20 && !w.flag("search-degraded").Valve.Open; opened++ {
+		load(0.5)
+	}
+	v := w.flag("search-degraded").Valve
+	if !v.Open || v.OpenedBy != guard.Actor {
+		t.Fatalf("after %d ticks of 50%% errors the valve is %+v", opened, v)
+	}
+	t.Logf("opened after %d ticks of 50%% errors", opened)
+	closed := 0
+	for ; closed < 100 && w.flag("search-degraded").Valve.Open; closed++ {
+		load(0)
+	}
+	v = w.flag("search-degraded").Valve
+	if v.Open || v.Cause != events.ValveClosedHealthy {
+		t.Fatalf("after %d healthy ticks the valve is %+v", closed, v)
+	}
+	// It stayed open at least its minimum time and closed only after the healthy period.
+	if d := v.ClosedAt.Sub(v.OpenedAt); d < 0 {
+		t.Fatalf("closed before it opened: %v", d)
+	}
+	if closed < int((3*time.Minute)/(15*time.Second)) {
+		t.Fatalf("closed after %d healthy ticks, before the 3m healthy period", closed)
+	}
+	var open, shut *events.Event
+	hist := w.history("search-degraded")
+	for i := range hist {
+		switch hist[i].Type {
+		case events.TypeValveOpened:
+			open = &hist[i]
+		case events.TypeValveClosed:
+			shut = &hist[i]
+		}
+	}
+	if open == nil || shut == nil || open.Actor != guard.Actor || open.Reason == "" {
+		t.Fatalf("valve events %+v %+v", open, shut)
+	}
+	p, err := open.Payload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d guard.ValveDecision
+	if err := json.Unmarshal(p.(*events.ValveOpened).Evidence, &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Action != guard.ActionOpenValve || float64(d.Long.Burn) < 10 || float64(d.Short.Burn) < 10 || d.Requests.Query == "" {
+		t.Fatalf("open evidence %+v", d)
+	}
+}
+
+func TestRunnerManualValveExpires(t *testing.T) {
+	w := newWorld(t)
+	_, err := w.svc.Create(w.ctx, person, testEnv, "recs-off", events.FlagConfig{
+		Kind:           events.KindOperational,
+		Variants:       map[string]json.RawMessage{"open": json.RawMessage("true"), "closed": json.RawMessage("false")},
+		DefaultVariant: "closed", OffVariant: "closed", Enabled: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.svc.ConfigureValve(w.ctx, person, testEnv, "recs-off", 0, events.ValveConfigured{Variant: "open"}); err != nil {
+		t.Fatal(err)
+	}
+	expires := w.now.Add(time.Minute)
+	if _, err := w.svc.OpenValve(w.ctx, meta("on-call", "db overload"), testEnv, "recs-off", expires, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	w.sync()
+	w.tick()
+	if !w.flag("recs-off").Valve.Open {
+		t.Fatal("valve closed before its expiry")
+	}
+	for range 4 {
+		w.tick()
+	}
+	v := w.flag("recs-off").Valve
+	if v.Open || v.Cause != events.ValveClosedExpired {
+		t.Fatalf("valve after its expiry: %+v", v)
+	}
+}
+
+func meta(actor, reason string) command.Meta { return command.Meta{Actor: actor, Reason: reason} }
