@@ -35,6 +35,19 @@ type Commands interface {
 	UpdateSegment(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64, patch []byte) (projections.Segment, error)
 	ArchiveSegment(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (projections.Segment, error)
 	UnarchiveSegment(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (projections.Segment, error)
+
+	// Rollouts and safety valves (rollouts.go).
+	CreateRollout(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64, plan events.RolloutPlan) (projections.Flag, error)
+	StartRollout(ctx context.Context, m command.Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error)
+	PauseRollout(ctx context.Context, m command.Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error)
+	ResumeRollout(ctx context.Context, m command.Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error)
+	AdvanceRollout(ctx context.Context, m command.Meta, env, key, id string, from int, expectedVersion uint64) (projections.Flag, error)
+	StepBackRollout(ctx context.Context, m command.Meta, env, key, id string, from int, expectedVersion uint64) (projections.Flag, error)
+	AbortRollout(ctx context.Context, m command.Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error)
+	Rearm(ctx context.Context, m command.Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error)
+	ConfigureValve(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64, v events.ValveConfigured) (projections.Flag, error)
+	OpenValve(ctx context.Context, m command.Meta, env, key string, expires time.Time, rollout string, evidence []byte) (projections.Flag, error)
+	CloseValve(ctx context.Context, m command.Meta, env, key, cause string, evidence []byte) (projections.Flag, error)
 }
 
 // Catalog is the live read model of the flags: *projections.Catalog.
@@ -102,6 +115,9 @@ type Config struct {
 	// Tokens issues, lists and revokes tokens for /api/v1/tokens (tokens.go), which need a token
 	// whose role may administer; without it those endpoints answer 404.
 	Tokens Tokens
+	// Guard gives the guard's live view of a rollout for GET .../flags/{key}/rollout
+	// (rollouts.go); without it, or for a rollout it does not follow, "live" is null.
+	Guard GuardStatus
 }
 
 func (c *Config) setDefaults() {
@@ -219,6 +235,7 @@ func (a *API) routes() *http.ServeMux {
 		{"/api/v1/tokens", []string{"GET", "POST"}, []http.Handler{a.write(auth.ActionAdmin, a.listTokens), a.write(auth.ActionAdmin, a.createToken)}},
 		{"/api/v1/tokens/{name}", []string{"DELETE"}, []http.Handler{a.write(auth.ActionAdmin, a.revokeToken)}},
 	}
+	table = append(table, a.rolloutRoutes()...) // rollouts and valves (rollouts.go)
 	mux := http.NewServeMux()
 	for _, rt := range table {
 		allow := ""

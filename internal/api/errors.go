@@ -22,6 +22,8 @@ var (
 	errNoRoute              = errors.New("no route")
 	errFlagNotFound         = errors.New("flag not found")
 	errSegmentNotFound      = errors.New("segment not found")
+	// errNoValve means the flag was never configured nor opened as a safety valve (rollouts.go).
+	errNoValve = errors.New("not a valve")
 	// errStaleBody marks a stale version that came from a request body, not If-Match: a
 	// conflict (409), not a failed precondition (412).
 	errStaleBody = errors.New("stale version in body")
@@ -60,6 +62,7 @@ const (
 	codeAlreadyExists        = "already_exists"
 	codeArchived             = "archived"
 	codeConflict             = "conflict"
+	codeTripped              = "tripped" // the rollout's guard tripped: re-arm it first
 	codePreconditionFailed   = "precondition_failed"
 	codePreconditionRequired = "precondition_required"
 	codePayloadTooLarge      = "payload_too_large"
@@ -119,6 +122,12 @@ func classify(err error) (status int, code, msg string) {
 	case errors.Is(err, command.ErrArchived):
 		return http.StatusConflict, codeArchived, err.Error()
 	case errors.Is(err, command.ErrInUse):
+		return http.StatusConflict, codeConflict, err.Error()
+	case errors.Is(err, errNoValve), errors.Is(err, command.ErrNoRollout):
+		return http.StatusNotFound, codeNotFound, err.Error()
+	case errors.Is(err, command.ErrTripped):
+		return http.StatusConflict, codeTripped, err.Error()
+	case errors.Is(err, command.ErrRolloutActive), errors.Is(err, command.ErrRolloutState), errors.Is(err, command.ErrNotValve):
 		return http.StatusConflict, codeConflict, err.Error()
 	case errors.Is(err, events.ErrConflict):
 		return http.StatusConflict, codeConflict, "the flag kept changing while the command was decided; try again"

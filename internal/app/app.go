@@ -122,6 +122,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		Events:   m.store,
 		Presence: tracker,
 		Tokens:   tokens,
+		Guard:    guardRunner,
 	})
 	if err != nil {
 		return nil, err

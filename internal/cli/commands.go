@@ -45,14 +45,17 @@ type session struct {
 
 // commands returns every client command, in the order help lists them.
 func commands() []*command {
-	return []*command{
+	cmds := []*command{
 		flagsList(), flagsGet(), flagsCreate(), flagsSet(),
 		withWait(flagsKill("flags kill")), flagsEnable(), flagsAction("archive"), flagsAction("unarchive"),
 		flagsRestore(), flagsHistory(), flagsDiff(), flagsPropagation(),
 		segmentsList(), segmentsGet(), segmentsCreate(), segmentsSet(), segmentsAction("archive"), segmentsAction("unarchive"), segmentsHistory(),
 		tokensCreate(), tokensList(), tokensRevoke(),
-		withWait(flagsKill("kill")), auditCommand(), environmentsCommand(), subscribersCommand(), versionCommand(),
 	}
+	cmds = append(cmds, rolloutCommands()...) // rollouts and safety valves (rollouts.go)
+	return append(cmds,
+		withWait(flagsKill("kill")), auditCommand(), environmentsCommand(), subscribersCommand(), versionCommand(),
+	)
 }
 
 func lookup(name string) *command {
@@ -82,6 +85,10 @@ func (r *runner) dispatch(ctx context.Context, args []string) error {
 		return usagef(nil, segmentsUsage)
 	case "tokens":
 		return usagef(nil, tokensUsage)
+	case "rollout":
+		return usagef(nil, rolloutUsage)
+	case "valve":
+		return usagef(nil, valveUsage)
 	}
 	cmd := lookup(name)
 	if cmd == nil {
@@ -102,7 +109,7 @@ func splitCommand(args []string) (name string, rest []string, err error) {
 		a := args[i]
 		if !isFlag(a) {
 			words = append(words, a)
-			if len(words) == 1 && (a == "flags" || a == "segments" || a == "tokens") {
+			if len(words) == 1 && (a == "flags" || a == "segments" || a == "tokens" || a == "rollout" || a == "valve") {
 				want = 2
 			}
 			continue
@@ -184,6 +191,9 @@ func (r *runner) help(args []string) error {
 		return nil
 	case "segments":
 		r.segmentsGroup(r.stdout)
+		return nil
+	case "rollout", "valve":
+		r.groupHelp(r.stdout, name)
 		return nil
 	}
 	cmd := lookup(name)

@@ -1,0 +1,414 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/auth"
+	"github.com/interlock-dev/interlock/internal/command"
+	"github.com/interlock-dev/interlock/projections"
+)
+
+// Rollouts and safety valves are served under the flag they belong to:
+//
+//	POST .../flags/{key}/rollout            create a rollout from a plan (write; If-Match optional)
+//	GET  .../flags/{key}/rollout            the rollout's status, with the guard's live view
+//	POST .../flags/{key}/rollout/{verb}     start, pause, resume, advance, stepback, rearm (write),
+//	                                        abort (kill: on-call may); If-Match required
+//	GET  .../flags/{key}/valve              the valve's state
+//	PUT  .../flags/{key}/valve              configure the valve (write; If-Match required)
+//	POST .../flags/{key}/valve/open|close   open or close it (kill: on-call may); no version
+//
+// Every answer carries the flag's version as its ETag, since rollouts and valves are events of
+// the flag and one version orders them with every other change of it.
+
+// GuardStatus tells what the guard sees of a flag's rollout right now, between the decisions it
+// records: its statistics as of the last tick. The lead's guard runner implements it.
+type GuardStatus interface {
+	// Live returns the guard's live status for the rollout of flag env/key, JSON-encodable, and
+	// whether the guard is following that rollout at all.
+	Live(env, key string) (any, bool)
+}
+
+// Paths of rollouts and valves.
+const (
+	pathRollout = pathFlag + "/rollout"
+	pathValve   = pathFlag + "/valve"
+)
+
+// rolloutRoutes are the routes of rollouts and valves, for routes().
+func (a *API) rolloutRoutes() []route {
+	rs := []route{
+		{pathRollout, []string{"GET", "POST"}, []http.Handler{a.read(a.getRollout), a.write(auth.ActionWrite, a.createRollout)}},
+		{pathValve, []string{"GET", "PUT"}, []http.Handler{a.read(a.getValve), a.write(auth.ActionWrite, a.configureValve)}},
+		{pathValve + "/open", []string{"POST"}, []http.Handler{a.write(auth.ActionKill, a.openValve)}},
+		{pathValve + "/close", []string{"POST"}, []http.Handler{a.write(auth.ActionKill, a.closeValve)}},
+	}
+	for _, v := range rolloutVerbs {
+		rs = append(rs, route{pathRollout + "/" + v.name, []string{"POST"}, []http.Handler{a.write(v.action, a.rolloutAction(v))}})
+	}
+	return rs
+}
+
+// rolloutVerb is one command on a flag's rollout, served at .../rollout/{name}.
+type rolloutVerb struct {
+	name string
+	// action is what the token's role must allow: write, or kill for what on-call may do.
+	action auth.Action
+	// withFrom says the command takes the stage it moves from.
+	withFrom bool
+	do       func(c Commands, ctx context.Context, m command.Meta, env, key, id string, from int, expected uint64) (projections.Flag, error)
+}
+
+// rolloutVerbs are the commands on a rollout. Aborting is the on-call's switch, like a kill:
+// it takes the flag back to the control. Advancing, like every other move, is a writer's.
+var rolloutVerbs = []rolloutVerb{
+	{name: "start", action: auth.ActionWrite, do: func(c Commands, ctx context.Context, m command.Meta, env, key, id string, _ int, v uint64) (projections.Flag, error) {
+		return c.StartRollout(ctx, m, env, key, id, v)
+	}},
+	{name: "pause", action: auth.ActionWrite, do: func(c Commands, ctx context.Context, m command.Meta, env, key, id string, _ int, v uint64) (projections.Flag, error) {
+		return c.PauseRollout(ctx, m, env, key, id, v)
+	}},
+	{name: "resume", action: auth.ActionWrite, do: func(c Commands, ctx context.Context, m command.Meta, env, key, id string, _ int, v uint64) (projections.Flag, error) {
+		return c.ResumeRollout(ctx, m, env, key, id, v)
+	}},
+	{name: "advance", action: auth.ActionWrite, withFrom: true, do: Commands.AdvanceRollout},
+	{name: "stepback", action: auth.ActionWrite, withFrom: true, do: Commands.StepBackRollout},
+	{name: "abort", action: auth.ActionKill, do: func(c Commands, ctx context.Context, m command.Meta, env, key, id string, _ int, v uint64) (projections.Flag, error) {
+		return c.AbortRollout(ctx, m, env, key, id, v)
+	}},
+	{name: "rearm", action: auth.ActionWrite, do: func(c Commands, ctx context.Context, m command.Meta, env, key, id string, _ int, v uint64) (projections.Flag, error) {
+		return c.Rearm(ctx, m, env, key, id, v)
+	}},
+}
+
+// rolloutStatus is the answer of GET .../rollout and of every rollout write.
+type rolloutStatus struct {
+	Flag        string               `json:"flag"`
+	Environment string               `json:"environment"`
+	Version     uint64               `json:"version"`
+	Enabled     bool                 `json:"enabled"`
+	Rollout     *projections.Rollout `json:"rollout"`
+	// Stage is the stage being served (the first one before the start).
+	Stage stageStatus `json:"stage"`
+	// Split is what the flag serves when enabled and no rule matches: the stage's split while
+	// the rollout runs.
+	Split events.Serve `json:"split"`
+	// Live is the guard's live status, null when the server has no guard or the guard does not
+	// follow this rollout.
+	Live any `json:"live"`
+}
+
+// stageStatus is one stage of a rollout: its index in the plan, how many stages there are, and
+// the stage's own settings.
+type stageStatus struct {
+	Index   int             `json:"index"`
+	Count   int             `json:"count"`
+	Percent float64         `json:"percent"`
+	MinHold events.Duration `json:"minHold"`
+}
+
+// statusOf builds the rollout status of f, which has a rollout.
+func (a *API) statusOf(f projections.Flag) rolloutStatus {
+	r := f.Rollout
+	st := rolloutStatus{
+		Flag: f.Key, Environment: f.Environment, Version: f.Version, Enabled: f.Enabled, Rollout: r,
+		Split: events.Serve{Variant: f.DefaultVariant},
+	}
+	if f.DefaultServe != nil {
+		st.Split = *f.DefaultServe
+	}
+	st.Stage.Count = len(r.Plan.Stages)
+	if r.Stage >= 0 && r.Stage < len(r.Plan.Stages) {
+		s := r.Plan.Stages[r.Stage]
+		st.Stage = stageStatus{Index: r.Stage, Count: len(r.Plan.Stages), Percent: s.Percent, MinHold: s.MinHold}
+	}
+	if a.cfg.Guard != nil {
+		if live, ok := a.cfg.Guard.Live(f.Environment, f.Key); ok {
+			st.Live = live
+		}
+	}
+	return st
+}
+
+// valveStatus is the answer of GET .../valve and of every valve write.
+type valveStatus struct {
+	Flag        string             `json:"flag"`
+	Environment string             `json:"environment"`
+	Version     uint64             `json:"version"`
+	Valve       *projections.Valve `json:"valve"`
+}
+
+// valveOf is the valve status of f.
+func valveOf(f projections.Flag) valveStatus {
+	return valveStatus{Flag: f.Key, Environment: f.Environment, Version: f.Version, Valve: f.Valve}
+}
+
+// currentFlag reads flag env/key from the catalog for a GET, after checking the names.
+func (a *API) currentFlag(r *http.Request) (projections.Flag, error) {
+	env, key := r.PathValue("env"), r.PathValue("key")
+	if _, err := query(r, nil); err != nil {
+		return projections.Flag{}, err
+	}
+	if err := errors.Join(events.ValidateEnvironment(env), events.ValidateFlagKey(key)); err != nil {
+		return projections.Flag{}, err
+	}
+	if !a.cfg.Ready() {
+		return projections.Flag{}, errNotReady
+	}
+	f, ok := a.cfg.Catalog.Flag(env, key)
+	if !ok {
+		return projections.Flag{}, &requestError{kind: errFlagNotFound, msg: fmt.Sprintf("flag %s/%s does not exist", env, key)}
+	}
+	return f, nil
+}
+
+func (a *API) getRollout(w http.ResponseWriter, r *http.Request) error {
+	f, err := a.currentFlag(r)
+	if err != nil {
+		return err
+	}
+	if f.Rollout == nil {
+		return fmt.Errorf("flag %s/%s: %w: it never had a rollout", f.Environment, f.Key, command.ErrNoRollout)
+	}
+	a.writeVersioned(w, r, f.Version, a.statusOf(f))
+	return nil
+}
+
+// decodePlan decodes the body of a rollout create: one rollout plan, unknown fields refused.
+func decodePlan(body []byte) (events.RolloutPlan, error) {
+	var plan events.RolloutPlan
+	var obj map[string]json.RawMessage
+	if err := decodeJSON(body, &obj); err != nil {
+		return plan, err
+	}
+	if obj == nil {
+		return plan, badRequest("the body is not a JSON object: send the rollout plan")
+	}
+	if err := decodeJSON(body, &plan); err != nil {
+		return events.RolloutPlan{}, err
+	}
+	return plan, nil
+}
+
+func (a *API) createRollout(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if _, err := query(r, nil); err != nil {
+		return err
+	}
+	version, _, err := ifMatch(r)
+	if err != nil {
+		return err
+	}
+	var body json.RawMessage
+	if err := a.readJSON(w, r, &body, false); err != nil {
+		return err
+	}
+	plan, err := decodePlan(body)
+	if err != nil {
+		return err
+	}
+	f, err := a.cfg.Commands.CreateRollout(r.Context(), meta(r, p, ""), r.PathValue("env"), r.PathValue("key"), version, plan)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", flagURL(f.Environment, f.Key)+"/rollout")
+	a.settled(w, r, http.StatusCreated, f, a.statusOf(f))
+	return nil
+}
+
+// rolloutRequest is the body of a rollout command; every field is optional. From is the stage
+// an advance or step back moves from (the current one when absent); ID names the rollout meant
+// (the flag's latest when absent), so that a command meant for an earlier rollout fails.
+type rolloutRequest struct {
+	Reason string `json:"reason"`
+	From   *int   `json:"from"`
+	ID     string `json:"id"`
+}
+
+// requireIfMatch returns the version If-Match names, or 428 when there is none.
+func requireIfMatch(r *http.Request, what string) (uint64, error) {
+	version, ok, err := ifMatch(r)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, &requestError{kind: errPreconditionRequired,
+			msg: `If-Match is required: send the ETag of the ` + what + ` you read, such as If-Match: "3"`}
+	}
+	return version, nil
+}
+
+// rolloutAction serves the command v on the flag's rollout.
+func (a *API) rolloutAction(v rolloutVerb) func(http.ResponseWriter, *http.Request, auth.Principal) error {
+	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+		if _, err := query(r, nil); err != nil {
+			return err
+		}
+		var req rolloutRequest
+		if err := a.readJSON(w, r, &req, true); err != nil {
+			return err
+		}
+		from := -1
+		switch {
+		case req.From != nil && !v.withFrom:
+			return badRequest("from: " + v.name + " takes no stage; only advance and stepback do")
+		case req.From != nil && *req.From < 0:
+			return badRequest(fmt.Sprintf("from: %d is not a stage index (0 is the first stage)", *req.From))
+		case req.From != nil:
+			from = *req.From
+		}
+		if len(req.ID) > 128 {
+			return badRequest("id: longer than 128 bytes")
+		}
+		version, err := requireIfMatch(r, "flag")
+		if err != nil {
+			return err
+		}
+		f, err := v.do(a.cfg.Commands, r.Context(), meta(r, p, req.Reason), r.PathValue("env"), r.PathValue("key"), req.ID, from, version)
+		if err != nil {
+			return err
+		}
+		a.settled(w, r, http.StatusOK, f, a.statusOf(f))
+		return nil
+	}
+}
+
+func (a *API) getValve(w http.ResponseWriter, r *http.Request) error {
+	f, err := a.currentFlag(r)
+	if err != nil {
+		return err
+	}
+	if f.Valve == nil {
+		return &requestError{kind: errNoValve, msg: fmt.Sprintf("flag %s/%s is not a safety valve: configure it with PUT .../valve", f.Environment, f.Key)}
+	}
+	a.writeVersioned(w, r, f.Version, valveOf(f))
+	return nil
+}
+
+func (a *API) configureValve(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if _, err := query(r, nil); err != nil {
+		return err
+	}
+	version, err := requireIfMatch(r, "flag")
+	if err != nil {
+		return err
+	}
+	var cfg events.ValveConfigured
+	if err := a.readJSON(w, r, &cfg, false); err != nil {
+		return err
+	}
+	f, err := a.cfg.Commands.ConfigureValve(r.Context(), meta(r, p, ""), r.PathValue("env"), r.PathValue("key"), version, cfg)
+	if err != nil {
+		return err
+	}
+	a.settled(w, r, http.StatusOK, f, valveOf(f))
+	return nil
+}
+
+// openValveRequest is the body of a valve's opening. Expires and For (a Go duration such as
+// "30m") set when the valve closes by itself; give one at most.
+type openValveRequest struct {
+	Reason  string `json:"reason"`
+	Expires string `json:"expires"` // RFC 3339
+	For     string `json:"for"`
+}
+
+// closeValveRequest is the body of a valve's closing.
+type closeValveRequest struct {
+	Reason string `json:"reason"`
+}
+
+// noVersion refuses If-Match on a valve's opening or closing, which act whatever the version.
+func noVersion(r *http.Request, verb string) error {
+	if len(r.Header.Values("If-Match")) > 0 {
+		return badRequest(verb + " takes no version (no If-Match): it acts on the valve whatever the flag's version")
+	}
+	return nil
+}
+
+func (a *API) openValve(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if _, err := query(r, nil); err != nil {
+		return err
+	}
+	if err := noVersion(r, "opening a valve"); err != nil {
+		return err
+	}
+	var req openValveRequest
+	if err := a.readJSON(w, r, &req, true); err != nil {
+		return err
+	}
+	expires, err := req.expiry(time.Now())
+	if err != nil {
+		return err
+	}
+	f, err := a.cfg.Commands.OpenValve(r.Context(), meta(r, p, req.Reason), r.PathValue("env"), r.PathValue("key"), expires, "", nil)
+	if err != nil {
+		return err
+	}
+	a.settled(w, r, http.StatusOK, f, valveOf(f))
+	return nil
+}
+
+// maxValveFor bounds the "for" of a valve's opening.
+const maxValveFor = 366 * 24 * time.Hour
+
+// expiry is when the valve opened by req closes by itself (zero: never), as of now.
+func (req *openValveRequest) expiry(now time.Time) (time.Time, error) {
+	switch {
+	case req.For != "" && req.Expires != "":
+		return time.Time{}, badRequest("give expires or for, not both")
+	case req.For != "":
+		d, err := time.ParseDuration(strings.TrimSpace(req.For))
+		if err != nil || d <= 0 || d > maxValveFor {
+			return time.Time{}, badRequest(fmt.Sprintf("for: %q is not a duration of at most 8784h, such as \"30m\" or \"2h\"", truncate(req.For)))
+		}
+		return now.Add(d), nil
+	case req.Expires != "":
+		t, err := time.Parse(time.RFC3339Nano, req.Expires)
+		if err != nil {
+			return time.Time{}, badRequest(fmt.Sprintf("expires: %q is not an RFC 3339 time such as 2026-01-02T15:04:05Z", truncate(req.Expires)))
+		}
+		return t, nil
+	}
+	return time.Time{}, nil
+}
+
+func (a *API) closeValve(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if _, err := query(r, nil); err != nil {
+		return err
+	}
+	if err := noVersion(r, "closing a valve"); err != nil {
+		return err
+	}
+	var req closeValveRequest
+	if err := a.readJSON(w, r, &req, true); err != nil {
+		return err
+	}
+	f, err := a.cfg.Commands.CloseValve(r.Context(), meta(r, p, req.Reason), r.PathValue("env"), r.PathValue("key"), events.ValveClosedManual, nil)
+	if err != nil {
+		return err
+	}
+	a.settled(w, r, http.StatusOK, f, valveOf(f))
+	return nil
+}
+
+// settled is [API.written] for an answer that is a view of the flag (doc) rather than the flag:
+// it goes out once this replica's catalog has applied the write, or after WriteTimeout anyway,
+// with the flag's version as its ETag.
+func (a *API) settled(w http.ResponseWriter, r *http.Request, status int, f projections.Flag, doc any) {
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.WriteTimeout)
+	defer cancel()
+	if err := a.cfg.Catalog.WaitSequence(ctx, f.Sequence); err != nil {
+		a.logger.WarnContext(r.Context(), "answering a write before the catalog applied it",
+			"environment", f.Environment, "key", f.Key, "sequence", f.Sequence,
+			"correlation_id", correlationID(r.Context()), "error", err)
+	}
+	w.Header().Set("ETag", etag(f.Version))
+	a.writeJSON(w, r, status, doc)
+}
