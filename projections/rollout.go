@@ -145,7 +145,9 @@ func (f *Flag) applyRollout(ev events.Event, p any) error {
 			return err
 		}
 		r.Status, r.EndedAt = RolloutAborted, ev.Time
-		serve(p.Serve)
+		if p.Serve.Variant != "" || p.Serve.Split != nil {
+			serve(p.Serve) // empty when it never started: the flag's default serve stays
+		}
 	case *events.GuardDecided:
 		if err := needID(p.Rollout); err != nil {
 			return err

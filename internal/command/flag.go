@@ -320,13 +320,28 @@ func updatedData(canon, patch []byte) json.RawMessage {
 }
 
 // keepsRolloutServe refuses a new configuration that would take the flag's default serve from
-// its active rollout: the rollout's stages own it.
+// its active rollout (the rollout's stages own it) or drop a variant that the rollout or the
+// flag's safety valve may still serve.
 func keepsRolloutServe(cur *projections.Flag, next *events.FlagConfig) error {
-	if !cur.Rollout.Active() || reflect.DeepEqual(cur.DefaultServe, next.DefaultServe) {
+	has := func(name string) bool { _, ok := next.Variants[name]; return ok }
+	if v := cur.Valve; v != nil && v.Variant != "" && !has(v.Variant) {
+		return &events.ValidationError{Field: "variants",
+			Message: fmt.Sprintf("%q is what the flag's safety valve serves: configure the valve with another variant first", v.Variant)}
+	}
+	r := cur.Rollout
+	if !r.Active() {
 		return nil
 	}
-	return fmt.Errorf("%w: defaultServe belongs to rollout %s while it is %s; advance, pause or abort the rollout instead",
-		ErrRolloutActive, cur.Rollout.ID, cur.Rollout.Status)
+	if !reflect.DeepEqual(cur.DefaultServe, next.DefaultServe) {
+		return fmt.Errorf("%w: defaultServe belongs to rollout %s while it is %s; advance, pause or abort the rollout instead",
+			ErrRolloutActive, r.ID, r.Status)
+	}
+	for _, name := range []string{r.Plan.Treatment, r.Plan.Control} {
+		if !has(name) {
+			return fmt.Errorf("%w: variant %q belongs to rollout %s while it is %s", ErrRolloutActive, name, r.ID, r.Status)
+		}
+	}
+	return nil
 }
 
 func archived() error {

@@ -2,8 +2,10 @@ package command
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/google/uuid"
@@ -114,6 +116,10 @@ func (s *Service) StartRollout(ctx context.Context, m Meta, env, key, id string,
 		case r.Status != projections.RolloutCreated:
 			return decision{}, fmt.Errorf("%w: rollout %s is %s", ErrRolloutState, r.ID, r.Status)
 		}
+		// The flag may have changed since the plan was checked against it.
+		if err := r.Plan.Validate(&f.FlagConfig); err != nil {
+			return decision{}, err
+		}
 		st := r.Plan.Stages[0]
 		return decision{typ: events.TypeRolloutStarted, payload: events.RolloutStarted{
 			ID: r.ID, Stage: 0, Serve: events.StageServe(r.Plan.Treatment, r.Plan.Control, st.Percent),
@@ -169,8 +175,8 @@ func (s *Service) setPaused(ctx context.Context, name string, m Meta, env, key, 
 // writes nothing. A negative from means the current stage. Meta.Reason is required.
 //
 // Errors: [ErrNotFound]; [*VersionError]; [ErrArchived]; [ErrNoRollout]; [ErrRolloutState]
-// unless running or paused, or when from is ahead of the rollout; [ErrTripped] while the guard
-// is tripped.
+// unless running or paused (or completed from stage from), or when from is ahead of the rollout;
+// [ErrTripped] while the guard is tripped.
 func (s *Service) AdvanceRollout(ctx context.Context, m Meta, env, key, id string, from int, expectedVersion uint64) (projections.Flag, error) {
 	m, err := validateCommand(m, env, key, true)
 	if err != nil {
@@ -184,8 +190,9 @@ func (s *Service) AdvanceRollout(ctx context.Context, m Meta, env, key, id strin
 		switch {
 		case f.Archived:
 			return decision{}, archived()
-		case r.Finished() && stage <= r.Stage || r.Active() && stage < r.Stage:
-			return noop, nil // already done
+		case stage < r.Stage && (r.Active() || r.Finished()),
+			stage == r.Stage && r.Status == projections.RolloutCompleted:
+			return noop, nil // already done (an aborted rollout never left its last stage)
 		case !r.Active():
 			return decision{}, fmt.Errorf("%w: rollout %s is %s", ErrRolloutState, r.ID, r.Status)
 		case stage > r.Stage:
@@ -222,11 +229,11 @@ func (s *Service) StepBackRollout(ctx context.Context, m Meta, env, key, id stri
 			stage = r.Stage
 		}
 		switch {
-		case r.Active() && stage > r.Stage:
+		case r.Active() && stage > r.Stage && stage < len(r.Plan.Stages):
 			return noop, nil // already stepped back
 		case !r.Active():
 			return decision{}, fmt.Errorf("%w: rollout %s is %s", ErrRolloutState, r.ID, r.Status)
-		case stage < r.Stage:
+		case stage != r.Stage:
 			return decision{}, fmt.Errorf("%w: rollout %s is at stage %d, not %d", ErrRolloutState, r.ID, r.Stage, stage)
 		case stage == 0:
 			return decision{}, fmt.Errorf("%w: rollout %s is at its first stage: abort it instead", ErrRolloutState, r.ID)
@@ -238,8 +245,9 @@ func (s *Service) StepBackRollout(ctx context.Context, m Meta, env, key, id stri
 	})
 }
 
-// AbortRollout ends the rollout: the flag serves the control to everyone. Aborting an aborted
-// rollout writes nothing. Meta.Reason is required.
+// AbortRollout ends the rollout: the flag serves the control to everyone, unless the rollout
+// never started (its default serve is left as it is). Aborting an aborted rollout writes
+// nothing. Meta.Reason is required.
 //
 // Errors: [ErrNotFound]; [*VersionError]; [ErrNoRollout]; [ErrRolloutState] if it completed.
 func (s *Service) AbortRollout(ctx context.Context, m Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error) {
@@ -254,9 +262,11 @@ func (s *Service) AbortRollout(ctx context.Context, m Meta, env, key, id string,
 		case projections.RolloutCompleted:
 			return decision{}, fmt.Errorf("%w: rollout %s completed; change the flag instead", ErrRolloutState, r.ID)
 		}
-		return decision{typ: events.TypeRolloutAborted, payload: events.RolloutAborted{
-			ID: r.ID, Serve: events.Serve{Variant: r.Plan.Control},
-		}}, nil
+		ab := events.RolloutAborted{ID: r.ID, Serve: events.Serve{Variant: r.Plan.Control}}
+		if r.Status == projections.RolloutCreated {
+			ab.Serve = events.Serve{} // it never owned the default serve: leave it
+		}
+		return decision{typ: events.TypeRolloutAborted, payload: ab}, nil
 	})
 }
 
@@ -270,6 +280,9 @@ func (s *Service) RecordDecision(ctx context.Context, m Meta, env, key string, e
 	m, err := validateCommand(m, env, key, false)
 	if err == nil && (d.StateAfter == "" || d.Action == "" || d.Rollout == "") {
 		err = &events.ValidationError{Field: "decision", Message: "rollout, stateAfter and action are required"}
+	}
+	if err == nil {
+		err = validEvidence(d.Evidence)
 	}
 	if err != nil {
 		return projections.Flag{}, fmt.Errorf("record decision %s/%s: %w", env, key, err)
@@ -304,7 +317,10 @@ func (s *Service) Rearm(ctx context.Context, m Meta, env, key, id string, expect
 // serves, to whom, and, with a policy, when the guard opens and closes it by itself. The flag
 // must be of kind operational.
 //
-// Errors: [ErrNotFound]; [*VersionError]; [ErrArchived]; events.ErrInvalid naming the field.
+// Configuring a valve as it is writes nothing.
+//
+// Errors: [ErrNotFound]; [*VersionError]; [ErrArchived]; events.ErrInvalid naming the field
+// (segment when the segment does not exist or is archived).
 func (s *Service) ConfigureValve(ctx context.Context, m Meta, env, key string, expectedVersion uint64, v events.ValveConfigured) (projections.Flag, error) {
 	m, err := validateCommand(m, env, key, false)
 	if err == nil {
@@ -323,10 +339,17 @@ func (s *Service) ConfigureValve(ctx context.Context, m Meta, env, key string, e
 			if err := v.Validate(&f.FlagConfig); err != nil {
 				return decision{}, err
 			}
+			if cur := f.Valve; cur != nil && cur.Variant == v.Variant && cur.Segment == v.Segment && reflect.DeepEqual(cur.Policy, v.Policy) {
+				return noop, nil
+			}
 			if v.Segment != "" {
-				cfg := events.FlagConfig{Rules: []events.Rule{{Conditions: []events.Condition{{Attribute: "targetingKey", Operator: "inSegment", Values: []any{v.Segment}}}}}}
-				if err := s.checkSegments(ctx, env, &cfg); err != nil {
-					return decision{}, err
+				seg, err := s.segmentNow(ctx, env, v.Segment)
+				switch {
+				case err != nil:
+					return decision{}, fmt.Errorf("read segment %s/%s: %w", env, v.Segment, err)
+				case !seg.Exists() || seg.Archived:
+					return decision{}, &events.ValidationError{Field: "segment",
+						Message: fmt.Sprintf("segment %q does not exist or is archived in %s", v.Segment, env)}
 				}
 			}
 			return decision{typ: events.TypeValveConfigured, payload: v}, nil
@@ -343,6 +366,9 @@ func (s *Service) ConfigureValve(ctx context.Context, m Meta, env, key string, e
 // Errors: [ErrNotFound]; [ErrNotValve]; events.ErrInvalid for an expiry in the past.
 func (s *Service) OpenValve(ctx context.Context, m Meta, env, key string, expires time.Time, rollout string, evidence []byte) (projections.Flag, error) {
 	m, err := validateCommand(m, env, key, true)
+	if err == nil {
+		err = validEvidence(evidence)
+	}
 	if err != nil {
 		return projections.Flag{}, fmt.Errorf("open valve %s/%s: %w", env, key, err)
 	}
@@ -377,6 +403,9 @@ func (s *Service) CloseValve(ctx context.Context, m Meta, env, key, cause string
 	if err == nil && cause != events.ValveClosedManual && cause != events.ValveClosedExpired && cause != events.ValveClosedHealthy {
 		err = &events.ValidationError{Field: "cause", Message: fmt.Sprintf("%q is not manual, expired or healthy", cause)}
 	}
+	if err == nil {
+		err = validEvidence(evidence)
+	}
 	if err != nil {
 		return projections.Flag{}, fmt.Errorf("close valve %s/%s: %w", env, key, err)
 	}
@@ -393,4 +422,12 @@ func (s *Service) CloseValve(ctx context.Context, m Meta, env, key, cause string
 			return decision{typ: events.TypeValveClosed, payload: events.ValveClosed{Cause: cause, Evidence: evidence}}, nil
 		},
 	})
+}
+
+// validEvidence refuses evidence that is not JSON: it is stored as JSON in the event.
+func validEvidence(b []byte) error {
+	if len(b) > 0 && !json.Valid(b) {
+		return &events.ValidationError{Field: "evidence", Message: "is not JSON"}
+	}
+	return nil
 }
