@@ -1,7 +1,6 @@
 package projections
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
@@ -85,12 +84,10 @@ func (f *Flag) applyRollout(ev events.Event, p any) error {
 	if f.Rollout != nil {
 		r = *f.Rollout
 	}
-	needID := func(id string) error {
-		if f.Rollout == nil || f.Rollout.ID != id {
-			return fmt.Errorf("%w: %s/%s: %s for rollout %q, which is not the flag's", ErrOutOfOrder, ev.Environment, ev.Key, ev.Type, id)
-		}
-		return nil
-	}
+	// An event about another rollout cannot come from the command path, which decides on this
+	// fold; should one be stored anyway, it changes nothing but the version, as an event of an
+	// unknown type does, so that the flag's later events still apply.
+	ours := func(id string) bool { return f.Rollout != nil && f.Rollout.ID == id }
 	restart := func() {
 		r.StageStartedAt, r.StageVersion = ev.Time, ev.Version
 	}
@@ -103,62 +100,62 @@ func (f *Flag) applyRollout(ev events.Event, p any) error {
 	case *events.RolloutCreated:
 		r = Rollout{ID: p.ID, Plan: p.Plan.WithDefaults(), Status: RolloutCreated, CreatedAt: ev.Time, CreatedBy: ev.Actor}
 	case *events.RolloutStarted:
-		if err := needID(p.ID); err != nil {
-			return err
+		if !ours(p.ID) {
+			return nil
 		}
 		r.Status, r.Stage = RolloutRunning, p.Stage
 		restart()
 		serve(p.Serve)
 	case *events.RolloutPaused:
-		if err := needID(p.ID); err != nil {
-			return err
+		if !ours(p.ID) {
+			return nil
 		}
 		r.Status = RolloutPaused
 	case *events.RolloutResumed:
-		if err := needID(p.ID); err != nil {
-			return err
+		if !ours(p.ID) {
+			return nil
 		}
 		r.Status = RolloutRunning
 		restart()
 	case *events.RolloutAdvanced:
-		if err := needID(p.ID); err != nil {
-			return err
+		if !ours(p.ID) {
+			return nil
 		}
 		r.Stage = p.To
 		restart()
 		serve(p.Serve)
 	case *events.RolloutSteppedBack:
-		if err := needID(p.ID); err != nil {
-			return err
+		if !ours(p.ID) {
+			return nil
 		}
 		r.Stage = p.To
 		restart()
 		serve(p.Serve)
 	case *events.RolloutCompleted:
-		if err := needID(p.ID); err != nil {
-			return err
+		if !ours(p.ID) {
+			return nil
 		}
 		r.Status, r.EndedAt = RolloutCompleted, ev.Time
 		serve(p.Serve)
 	case *events.RolloutAborted:
-		if err := needID(p.ID); err != nil {
-			return err
+		if !ours(p.ID) {
+			return nil
 		}
 		r.Status, r.EndedAt = RolloutAborted, ev.Time
 		if p.Serve.Variant != "" || p.Serve.Split != nil {
 			serve(p.Serve) // empty when it never started: the flag's default serve stays
 		}
 	case *events.GuardDecided:
-		if err := needID(p.Rollout); err != nil {
-			return err
+		if !ours(p.Rollout) {
+			return nil
 		}
 		r.Guard = GuardStatus{
 			State: p.StateAfter, Tripped: r.Guard.Tripped || p.StateAfter == "TRIPPED",
 			Action: p.Action, Cause: p.Cause, Decision: ev.ID, Stage: p.Stage, At: ev.Time,
 		}
 	case *events.GuardRearmed:
-		if err := needID(p.Rollout); err != nil {
-			return err
+		if !ours(p.Rollout) {
+			return nil
 		}
 		r.Guard = GuardStatus{State: "WARMUP", Action: "rearm", Cause: "rearmed", Decision: ev.ID, Stage: r.Stage, At: ev.Time}
 		restart()
@@ -181,7 +178,7 @@ func (f *Flag) applyRollout(ev events.Event, p any) error {
 		return nil
 	case *events.ValveClosed:
 		if f.Valve == nil {
-			return fmt.Errorf("%w: %s/%s: a valve closed that was never configured nor opened", ErrOutOfOrder, ev.Environment, ev.Key)
+			return nil // nothing to close: see ours above
 		}
 		v := *f.Valve
 		v.Open, v.ClosedAt, v.Cause = false, ev.Time, p.Cause
