@@ -56,7 +56,8 @@ func validateCreate(m Meta, env, key string, cfg events.FlagConfig) (Meta, event
 //
 // Errors: [ErrNotFound]; [*VersionError] when expectedVersion is not 0 and not the flag's
 // version; [ErrArchived]; events.ErrInvalid (naming the condition) when the result's rules use a
-// segment that does not exist or is archived in env.
+// segment that does not exist or is archived in env; [ErrRolloutActive] when it would change the
+// defaultServe of a flag whose rollout is running or paused.
 func (s *Service) Update(ctx context.Context, m Meta, env, key string, expectedVersion uint64, patch []byte) (projections.Flag, error) {
 	m, err := validateCommand(m, env, key, false)
 	if err != nil {
