@@ -91,7 +91,10 @@ type RunnerOptions struct {
 	// OnEvidence, when set, receives the evidence of every call the guard makes, in order,
 	// per rollout: the recorded inputs that replay its decisions.
 	OnEvidence func(env, flag string, ev Evidence)
-	Logger     *slog.Logger
+	// Board, when set, shares the live view of every judged rollout with the other replicas,
+	// and answers Live for the rollouts this replica does not judge.
+	Board  *StatusBoard
+	Logger *slog.Logger
 }
 
 // Runner is the guard's loop: on every tick of every running rollout it reads the metrics,
@@ -295,6 +298,11 @@ func (r *Runner) Tick(ctx context.Context) error {
 	for _, t := range due {
 		if err := r.judge(ctx, t, now); err != nil {
 			errs = append(errs, fmt.Errorf("%s/%s: %w", t.env, t.key, err))
+		}
+	}
+	if r.opts.Board != nil {
+		for _, t := range due {
+			r.opts.Board.publish(t.env, t.key, t.status(true))
 		}
 	}
 	for _, t := range dueValves {
@@ -656,21 +664,39 @@ type Status struct {
 	Latest   *Evidence `json:"latest,omitempty"` // the evidence of the latest call
 }
 
-// Live returns the live status of the rollout of env/flag, if this replica judges it.
-func (r *Runner) Live(env, flag string) (any, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	t := r.rollouts[env+"/"+flag]
-	if t == nil || !r.held {
-		return nil, false
-	}
+// status is the live view of t.
+func (t *tracked) status(acting bool) Status {
 	last := t.last
-	st := Status{Acting: true, State: t.m.State(), Stage: t.stage, NextTick: t.next, Decision: t.decision}
+	st := Status{Acting: acting, State: t.m.State(), Stage: t.stage, NextTick: t.next, Decision: t.decision}
 	if last.DecisionID != "" {
 		st.Latest = &last
 	}
 	if t.pending != nil {
 		st.Pending = string(t.pending.Kind)
 	}
-	return st, true
+	return st
+}
+
+// Live returns the live status of the rollout of env/flag: this replica's own when it judges the
+// rollout, otherwise the acting replica's latest from the Board, if any.
+func (r *Runner) Live(env, flag string) (any, bool) {
+	r.mu.Lock()
+	t := r.rollouts[env+"/"+flag]
+	if t != nil && r.held {
+		st := t.status(true)
+		r.mu.Unlock()
+		return st, true
+	}
+	r.mu.Unlock()
+	if r.opts.Board == nil {
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, ok, err := r.opts.Board.Get(ctx, env, flag)
+	if err != nil {
+		r.log.Warn("read guard status", "env", env, "flag", flag, "error", err)
+		return nil, false
+	}
+	return st, ok
 }

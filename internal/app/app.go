@@ -20,6 +20,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/google/uuid"
+
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/guard"
 	"github.com/interlock-dev/interlock/internal/api"
@@ -104,9 +106,23 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	}
 	m.catalog.Observe(snapshots.Observe)
 	commands := command.New(m.store, logger, command.WithUsage(m.catalog))
+	// Every replica runs the guard; only the holder of the lease acts.
+	hostname, _ := os.Hostname()
+	lease, err := guard.NewLease(setupCtx, js, guard.LeaseOptions{
+		Holder: hostname + "-" + uuid.NewString(), Replicas: cfg.Replicas, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	board, err := guard.NewStatusBoard(setupCtx, js, cfg.Replicas, 0, logger)
+	if err != nil {
+		return nil, err
+	}
 	guardRunner, err := guard.NewRunner(guard.RunnerOptions{
 		Catalog:  m.catalog,
 		Commands: commands.Guard(),
+		Lease:    lease,
+		Board:    board,
 		Logger:   logger,
 	})
 	if err != nil {
@@ -169,6 +185,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	m.group.Go(func() error { return m.runner.Run(runCtx) })
 	m.group.Go(func() error { return tracker.Run(runCtx) })
 	m.group.Go(func() error { return snapshots.Run(runCtx) })
+	m.group.Go(func() error { return lease.Run(runCtx) })
 	m.group.Go(func() error {
 		// The guard judges only once the projections caught up: it acts on current state.
 		if err := m.runner.WaitReady(runCtx); err != nil {
