@@ -45,6 +45,7 @@ type Main struct {
 	store   *events.Store
 	catalog *projections.Catalog
 	runner  *projections.Runner
+	lease   *guard.Lease
 	httpSrv *http.Server
 	httpLn  net.Listener
 
@@ -108,7 +109,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	commands := command.New(m.store, logger, command.WithUsage(m.catalog))
 	// Every replica runs the guard; only the holder of the lease acts.
 	hostname, _ := os.Hostname()
-	lease, err := guard.NewLease(setupCtx, js, guard.LeaseOptions{
+	m.lease, err = guard.NewLease(setupCtx, js, guard.LeaseOptions{
 		Holder: hostname + "-" + uuid.NewString(), Replicas: cfg.Replicas, Logger: logger,
 	})
 	if err != nil {
@@ -121,7 +122,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	guardRunner, err := guard.NewRunner(guard.RunnerOptions{
 		Catalog:  m.catalog,
 		Commands: commands.Guard(),
-		Lease:    lease,
+		Lease:    m.lease,
 		Board:    board,
 		Logger:   logger,
 	})
@@ -185,7 +186,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	m.group.Go(func() error { return m.runner.Run(runCtx) })
 	m.group.Go(func() error { return tracker.Run(runCtx) })
 	m.group.Go(func() error { return snapshots.Run(runCtx) })
-	m.group.Go(func() error { return lease.Run(runCtx) })
+	m.group.Go(func() error { return m.lease.Run(runCtx) })
 	m.group.Go(func() error {
 		// The guard judges only once the projections caught up: it acts on current state.
 		if err := m.runner.WaitReady(runCtx); err != nil {
@@ -286,6 +287,12 @@ func (m *Main) NATSURL() string {
 
 // Ready reports whether the projections have caught up with the stream.
 func (m *Main) Ready() bool { return m.runner.Ready() }
+
+// GuardActing reports whether this replica holds the guard's lease: whether its guard acts.
+func (m *Main) GuardActing() bool {
+	held, _ := m.lease.Held()
+	return held
+}
 
 // Catalog is the live flag read model (for in-process users such as tests and benchmarks).
 func (m *Main) Catalog() *projections.Catalog { return m.catalog }
