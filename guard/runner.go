@@ -130,6 +130,7 @@ type tracked struct {
 	last         Evidence
 	lastAt       time.Time
 	decision     string // id of the last decision event
+	latched      bool   // the rollout's guard is tripped, as the projection says
 }
 
 // metricQueries are the four queries of one metric.
@@ -185,7 +186,9 @@ func NewRunner(opts RunnerOptions) (*Runner, error) {
 func (r *Runner) defaultSource(src events.MetricSource) (CounterSource, error) {
 	switch src.Type {
 	case events.SourceScrape:
-		return NewScrapeSource(ScrapeOptions{URL: src.URL, Interval: src.Interval.Std(0), Lag: src.Lag.Std(0), Now: r.opts.Now, Logger: r.opts.Logger})
+		// One endpoint often serves every rollout of a service: four queries per rollout.
+		return NewScrapeSource(ScrapeOptions{URL: src.URL, Interval: src.Interval.Std(0), Lag: src.Lag.Std(0),
+			MaxQueries: 1 << 16, Now: r.opts.Now, Logger: r.opts.Logger})
 	case events.SourcePrometheus:
 		return NewPrometheusSource(PrometheusOptions{URL: src.URL, Lag: src.Lag.Std(0)})
 	}
@@ -243,7 +246,7 @@ func (r *Runner) Tick(ctx context.Context) error {
 				t, err := r.trackValve(&f, now)
 				if err != nil {
 					errs = append(errs, err)
-				} else if !now.Before(t.next) {
+				} else if r.due(now, t.next) {
 					t.next = now.Add(t.interval)
 					dueValves = append(dueValves, t)
 				}
@@ -264,15 +267,16 @@ func (r *Runner) Tick(ctx context.Context) error {
 			// A command that failed is retried whatever the rollout's state: a trip's action
 			// latches the rollout, and must still be carried out.
 			judged := f.Rollout.Status == projections.RolloutRunning && !f.Rollout.Guard.Tripped && f.Enabled
-			if !judged && t.pending == nil || now.Before(t.next) {
+			if !judged && t.pending == nil || !r.due(now, t.next) {
 				continue
 			}
 			t.next = now.Add(t.plan.Tick.Std(15 * time.Second))
 			due = append(due, t)
 		}
 	}
-	for id := range r.rollouts {
+	for id, t := range r.rollouts {
 		if !seen[id] {
+			t.unwatch()
 			delete(r.rollouts, id)
 		}
 	}
@@ -313,6 +317,14 @@ func (r *Runner) Tick(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// due reports whether what is next due at next is due in the pass at now. Run looks every
+// Resolution, each time a varying moment late: what falls due a moment after one look would
+// wait a whole Resolution more, and a tick as long as Resolution would run every other time.
+// So a pass up to half a Resolution early counts.
+func (r *Runner) due(now, next time.Time) bool {
+	return !now.Add(r.opts.Resolution / 2).Before(next)
+}
+
 // scrape reads each scrape source that a due rollout or valve uses once.
 func (r *Runner) scrape(ctx context.Context, srcs []CounterSource) {
 	done := map[CounterSource]bool{}
@@ -331,6 +343,7 @@ func (r *Runner) track(id string, f *projections.Flag, now time.Time) (*tracked,
 	ro := f.Rollout
 	t := r.rollouts[id]
 	if t != nil && t.rollout == ro.ID && t.stageVersion == ro.StageVersion {
+		t.latched = ro.Guard.Tripped
 		return t, nil
 	}
 	cfg := StageConfig(f.Key, ro)
@@ -351,7 +364,11 @@ func (r *Runner) track(id string, f *projections.Flag, now time.Time) (*tracked,
 		var err error
 		switch {
 		case t.m.State() == StateTripped && !ro.Guard.Tripped:
-			if ev, err = t.m.Rearm(decision, f.UpdatedBy, now); err == nil && ro.Stage != t.stage {
+			by := ro.Guard.RearmedBy
+			if by == "" {
+				by = f.UpdatedBy
+			}
+			if ev, err = t.m.Rearm(decision, by, now); err == nil && ro.Stage != t.stage {
 				r.evidence(t, ev)
 				ev, err = t.m.ChangeStage(uuid.NewString(), cfg, now)
 			}
@@ -367,6 +384,7 @@ func (r *Runner) track(id string, f *projections.Flag, now time.Time) (*tracked,
 		t.next, t.pending = now, nil
 	}
 	t.stage, t.stageVersion, t.plan, t.cfg = ro.Stage, ro.StageVersion, ro.Plan, cfg
+	t.latched = ro.Guard.Tripped
 	t.queries = queriesFor(f.Key, ro.Plan)
 	key := sourceKey(ro.Plan.Source)
 	if t.srcKey != key {
@@ -664,10 +682,29 @@ type Status struct {
 	Latest   *Evidence `json:"latest,omitempty"` // the evidence of the latest call
 }
 
+// unwatch stops the rollout's scrape source from following its queries.
+func (t *tracked) unwatch() {
+	s, ok := t.src.(*ScrapeSource)
+	if !ok {
+		return
+	}
+	for _, q := range t.queries {
+		for _, query := range []string{q.reqT, q.errT, q.reqC, q.errC} {
+			if query != "" {
+				s.Unwatch(query)
+			}
+		}
+	}
+}
+
 // status is the live view of t.
 func (t *tracked) status(acting bool) Status {
 	last := t.last
 	st := Status{Acting: acting, State: t.m.State(), Stage: t.stage, NextTick: t.next, Decision: t.decision}
+	if t.latched {
+		// A trip recorded before this machine was built (another replica's, or before a restart).
+		st.State = StateTripped
+	}
 	if last.DecisionID != "" {
 		st.Latest = &last
 	}

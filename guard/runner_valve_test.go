@@ -127,3 +127,42 @@ func TestRunnerManualValveExpires(t *testing.T) {
 }
 
 func meta(actor, reason string) command.Meta { return command.Meta{Actor: actor, Reason: reason} }
+
+// A replica that takes over after a trip (a new runner) shows the rollout tripped and leaves it
+// alone until a person re-arms it.
+func TestRunnerTakeoverKeepsTripLatched(t *testing.T) {
+	w := newWorld(t)
+	w.createFlag("pay")
+	w.startRollout("pay", w.plan(events.OnTripFreeze))
+	for range 3 {
+		w.traffic("pay", 4000, 0.01, 0.01)
+		w.tick()
+	}
+	for i := 0; i < 40 && !w.flag("pay").Rollout.Guard.Tripped; i++ {
+		w.traffic("pay", 4000, 0.3, 0.01)
+		w.tick()
+	}
+	if !w.flag("pay").Rollout.Guard.Tripped {
+		t.Fatal("no trip")
+	}
+	next, err := guard.NewRunner(guard.RunnerOptions{Catalog: w.cat, Commands: w.svc.Guard(), Now: func() time.Time { return w.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(w.history("pay"))
+	for range 3 {
+		w.now = w.now.Add(15 * time.Second)
+		w.traffic("pay", 4000, 0.3, 0.01)
+		if err := next.Tick(w.ctx); err != nil {
+			t.Fatal(err)
+		}
+		w.sync()
+	}
+	if n := len(w.history("pay")); n != before {
+		t.Fatalf("the new runner wrote %d events about a tripped rollout", n-before)
+	}
+	live, ok := next.Live(testEnv, "pay")
+	if !ok || live.(guard.Status).State != guard.StateTripped {
+		t.Fatalf("live status after takeover: %+v %v", live, ok)
+	}
+}

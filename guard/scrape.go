@@ -243,6 +243,14 @@ func parseScrapeQuery(q string) (Selector, error) {
 	return ParseSelector(t)
 }
 
+// Unwatch stops following q and drops its history, as when the rollout reading it ended. A later
+// Counter or Watch of q follows it afresh.
+func (s *ScrapeSource) Unwatch(q string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.queries, q)
+}
+
 // Watch starts following q, so that scrapes from now on are kept for it. Counter watches the
 // queries it is asked for; Watch lets a caller start the history before its first read. It
 // returns an error matching [ErrInvalidQuery] when q is not a selector or sum(selector), or

@@ -55,6 +55,8 @@ type GuardStatus struct {
 	Decision string    `json:"decision,omitempty"` // the id of the decision event
 	Stage    int       `json:"stage"`
 	At       time.Time `json:"at,omitzero"`
+	// RearmedBy is the person who last re-armed the guard, until its next decision.
+	RearmedBy string `json:"rearmedBy,omitempty"`
 }
 
 // Valve is the state of a safety valve: a flag of kind operational that, open, serves Variant to
@@ -157,7 +159,7 @@ func (f *Flag) applyRollout(ev events.Event, p any) error {
 		if !ours(p.Rollout) {
 			return nil
 		}
-		r.Guard = GuardStatus{State: "WARMUP", Action: "rearm", Cause: "rearmed", Decision: ev.ID, Stage: r.Stage, At: ev.Time}
+		r.Guard = GuardStatus{State: "WARMUP", Action: "rearm", Cause: "rearmed", Decision: ev.ID, Stage: r.Stage, At: ev.Time, RearmedBy: ev.Actor}
 		restart()
 	case *events.ValveConfigured:
 		v := Valve{}
