@@ -1,128 +1,17 @@
 package guard_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/internal/promtest"
 )
-
-// prometheusBinary finds the Debian package's prometheus (or promtool). Without it the test
-// fails, unless INTERLOCK_SKIP_PROMETHEUS=1 says to skip.
-func prometheusBinary(t *testing.T, name string) string {
-	t.Helper()
-	if os.Getenv("INTERLOCK_SKIP_PROMETHEUS") == "1" {
-		t.Skip("INTERLOCK_SKIP_PROMETHEUS=1: skipping the test against a real Prometheus")
-	}
-	path, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s is not installed: this test needs the Debian package prometheus "+
-			"(apt-get install -y prometheus); set INTERLOCK_SKIP_PROMETHEUS=1 to skip it: %v", name, err)
-	}
-	return path
-}
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-var prometheusListening = regexp.MustCompile(`msg="Listening on" address=(127\.0\.0\.1:[0-9]+)`)
-
-// startPrometheus runs a real Prometheus on a random loopback port, scraping target (host:port)
-// every second, with its storage in a temporary directory; it is stopped, by its PID, when the
-// test ends. It returns the server's base URL.
-func startPrometheus(t *testing.T, target string) string {
-	t.Helper()
-	bin := prometheusBinary(t, "prometheus")
-	dir := t.TempDir()
-	config := fmt.Sprintf(`global:
-  scrape_interval: 1s
-  scrape_timeout: 900ms
-scrape_configs:
-  - job_name: demo
-    static_configs:
-      - targets: [%q]
-`, target)
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var out lockedBuffer
-	cmd := exec.Command(bin,
-		"--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address=127.0.0.1:0",
-	)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start prometheus: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("prometheus output:\n%s", out.String())
-		}
-	})
-
-	var base string
-	deadline := time.Now().Add(30 * time.Second)
-	for base == "" {
-		if m := prometheusListening.FindStringSubmatch(out.String()); m != nil {
-			base = "http://" + m[1]
-			break
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("prometheus exited early (%v):\n%s", err, out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("prometheus did not say where it listens:\n%s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	pollUntil(t, 30*time.Second, "prometheus ready", func() bool {
-		resp, err := http.Get(base + "/-/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	return base
-}
 
 // pollUntil checks cond until it holds or the deadline passes.
 func pollUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
@@ -140,7 +29,7 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 	es, target := newExpoServer(t)
 	es.set("on", 5, 1)
 	es.set("off", 50, 2)
-	base := startPrometheus(t, strings.TrimPrefix(target.URL, "http://"))
+	base := promtest.Start(t, []string{strings.TrimPrefix(target.URL, "http://")}, time.Second)
 
 	src, err := guard.NewPrometheusSource(guard.PrometheusOptions{URL: base, StaleAfter: 3 * time.Second})
 	if err != nil {
@@ -271,7 +160,7 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 
 // The example configuration in deploy/prometheus is valid for the Prometheus CI installs.
 func TestDeployPrometheusConfig(t *testing.T) {
-	promtool := prometheusBinary(t, "promtool")
+	promtool := promtest.Binary(t, "promtool")
 	out, err := exec.Command(promtool, "check", "config", "../deploy/prometheus/prometheus.yml").CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool check config: %v\n%s", err, out)
