@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
@@ -157,10 +158,20 @@ type Entry struct {
 	CorrelationID string    `json:"correlationId,omitempty"`
 	CausationID   string    `json:"causationId,omitempty"`
 	Changes       []Change  `json:"changes"`
+	// Data is the event's payload for the events of rollouts, of the guard and of valves: the
+	// plan, the stages, and the evidence of the guard's decisions.
+	Data json.RawMessage `json:"data,omitempty"`
 }
 
 func newEntry(ev *events.Event, changes []Change) Entry {
+	var data json.RawMessage
+	for _, prefix := range []string{"io.interlock.rollout.", "io.interlock.guard.", "io.interlock.valve."} {
+		if strings.HasPrefix(ev.Type, prefix) {
+			data = ev.Data
+		}
+	}
 	return Entry{
+		Data:          data,
 		Sequence:      ev.Sequence,
 		Environment:   ev.Environment,
 		Entity:        ev.Entity,

@@ -129,7 +129,9 @@ func (a *API) statusOf(f projections.Flag) rolloutStatus {
 		s := r.Plan.Stages[r.Stage]
 		st.Stage = stageStatus{Index: r.Stage, Count: len(r.Plan.Stages), Percent: s.Percent, MinHold: s.MinHold}
 	}
-	if a.cfg.Guard != nil {
+	// Only a running or paused rollout has a guard judging it: a finished one's last live view
+	// would be out of date.
+	if a.cfg.Guard != nil && r.Active() {
 		if live, ok := a.cfg.Guard.Live(f.Environment, f.Key); ok {
 			st.Live = live
 		}

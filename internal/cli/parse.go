@@ -175,6 +175,20 @@ func eventTypes() map[string]string {
 		"archived":   events.TypeFlagArchived,
 		"unarchived": events.TypeFlagUnarchived,
 		"restored":   events.TypeFlagRestored,
+
+		"rollout.created":     events.TypeRolloutCreated,
+		"rollout.started":     events.TypeRolloutStarted,
+		"rollout.paused":      events.TypeRolloutPaused,
+		"rollout.resumed":     events.TypeRolloutResumed,
+		"rollout.advanced":    events.TypeRolloutAdvanced,
+		"rollout.steppedback": events.TypeRolloutSteppedBack,
+		"rollout.completed":   events.TypeRolloutCompleted,
+		"rollout.aborted":     events.TypeRolloutAborted,
+		"guard.decided":       events.TypeGuardDecided,
+		"guard.rearmed":       events.TypeGuardRearmed,
+		"valve.configured":    events.TypeValveConfigured,
+		"valve.opened":        events.TypeValveOpened,
+		"valve.closed":        events.TypeValveClosed,
 	}
 }
 
@@ -187,7 +201,7 @@ func parseEventType(s string) (string, error) {
 	if strings.Count(s, ".") >= 2 && len(s) <= 256 && utf8.ValidString(s) && s == clean(s) {
 		return s, nil
 	}
-	return "", fmt.Errorf("--type %q: use created, updated, enabled, killed, archived, unarchived, restored, or a full event type such as %s", truncate(s), events.TypeFlagKilled)
+	return "", fmt.Errorf("--type %q: use created, updated, enabled, killed, archived, unarchived, restored, rollout.advanced, guard.decided, valve.opened (and the other rollout., guard. and valve. names), or a full event type such as %s", truncate(s), events.TypeFlagKilled)
 }
 
 // shortType is the short name of an event type for tables.
