@@ -354,7 +354,15 @@ func TestRolloutLive(t *testing.T) {
 		s.create(t, "prod", key)
 		s.post(t, rolloutPath("prod", key), s.writer, plan, nil).must(t, http.StatusCreated, nil)
 	}
+	// A rollout that has not started has no guard judging it.
 	var st statusJSON
+	s.get(t, rolloutPath("prod", "checkout")).must(t, http.StatusOK, &st)
+	if string(st.Live) != "null" {
+		t.Errorf("live of a rollout not started = %s", st.Live)
+	}
+	for _, key := range []string{"checkout", "other"} {
+		s.post(t, rolloutPath("prod", key)+"/start", s.writer, `{}`, ifMatch(2)).must(t, http.StatusOK, nil)
+	}
 	s.get(t, rolloutPath("prod", "checkout")).must(t, http.StatusOK, &st)
 	want, _ := json.Marshal(live)
 	var a, b any
