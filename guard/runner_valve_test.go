@@ -166,3 +166,44 @@ func TestRunnerTakeoverKeepsTripLatched(t *testing.T) {
 		t.Fatalf("live status after takeover: %+v %v", live, ok)
 	}
 }
+
+// Run looks every Resolution, each time a moment early or late: a rollout whose tick equals the
+// resolution is judged on every pass, not on every other one.
+func TestRunnerJudgesEveryPassWhenTickEqualsResolution(t *testing.T) {
+	w := newWorld(t)
+	var err error
+	w.guard, err = guard.NewRunner(guard.RunnerOptions{
+		Catalog: w.cat, Commands: w.svc.Guard(), Resolution: time.Second, Now: func() time.Time { return w.now },
+		OnEvidence: func(env, flag string, ev guard.Evidence) {
+			w.evidence[env+"/"+flag] = append(w.evidence[env+"/"+flag], ev)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.createFlag("tick")
+	plan := w.plan(events.OnTripKill)
+	plan.Tick = events.Duration(time.Second)
+	w.startRollout("tick", plan)
+	for i := range 20 {
+		w.traffic("tick", 1000, 0.01, 0.01)
+		step := 990 * time.Millisecond // a pass slightly early ...
+		if i%2 == 1 {
+			step = 1010 * time.Millisecond // ... then slightly late
+		}
+		w.now = w.now.Add(step)
+		if err := w.guard.Tick(w.ctx); err != nil {
+			t.Fatal(err)
+		}
+		w.sync()
+	}
+	decides := 0
+	for _, ev := range w.evidence[testEnv+"/tick"] {
+		if ev.Call == guard.CallDecide {
+			decides++
+		}
+	}
+	if decides != 20 {
+		t.Fatalf("%d decisions in 20 passes one tick apart", decides)
+	}
+}
