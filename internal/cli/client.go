@@ -198,6 +198,19 @@ func decodeJSON(resp *response, what string, v any) error {
 	return nil
 }
 
+// show answers a command with the server's reply: its JSON as it is with -o json, otherwise the
+// reply decoded (what names it in errors) and rendered for people.
+func show[T any](s *session, resp *response, what string, render func(*T) error) error {
+	if s.json {
+		return s.printJSON(resp.body)
+	}
+	var v T
+	if err := decodeJSON(resp, what, &v); err != nil {
+		return err
+	}
+	return render(&v)
+}
+
 // flagPath is the API path (unescaped; refs are validated) of one flag, or of one of its actions when action is not empty.
 func flagPath(r ref, action string) string {
 	p := "/api/v1/environments/" + r.env + "/flags/" + r.key

@@ -406,11 +406,8 @@ recorded with who and when.`,
 				if err != nil {
 					return err
 				}
-				if strings.TrimSpace(*reason) == "" {
-					return usagef(s.cmd, "--reason is required: say why the flag is killed")
-				}
-				if err := checkReason("reason", *reason); err != nil {
-					return usagef(s.cmd, "%v", err)
+				if err := requireReason(s, *reason, " the flag is killed"); err != nil {
+					return err
 				}
 				body := struct {
 					Reason string `json:"reason"`
@@ -673,13 +670,8 @@ func (s *session) showFlag(resp *response, done string) error {
 // showAction prints the answer to kill, enable, archive, unarchive or restore: the JSON, or one
 // line saying what the flag does now.
 func (s *session) showAction(resp *response, done string) error {
-	if s.json {
-		return s.printJSON(resp.body)
-	}
-	var f projections.Flag
-	if err := decodeJSON(resp, "the flag", &f); err != nil {
+	return show(s, resp, "the flag", func(f *projections.Flag) error {
+		_, err := fmt.Fprintf(s.stdout, "%s %s/%s: %s (version %d)\n", done, clean(f.Environment), clean(f.Key), serving(f), f.Version)
 		return err
-	}
-	_, err := fmt.Fprintf(s.stdout, "%s %s/%s: %s (version %d)\n", done, clean(f.Environment), clean(f.Key), serving(&f), f.Version)
-	return err
+	})
 }

@@ -214,6 +214,18 @@ func shortType(t string) string {
 	return t
 }
 
+// requireReason checks the --reason a command cannot go without: present and one line. why ends
+// the usage error's "say why" ("" or " the flag is killed").
+func requireReason(s *session, reason, why string) error {
+	if strings.TrimSpace(reason) == "" {
+		return usagef(s.cmd, "--reason is required: say why%s", why)
+	}
+	if err := checkReason("reason", reason); err != nil {
+		return usagef(s.cmd, "%v", err)
+	}
+	return nil
+}
+
 // checkReason refuses reasons that cannot travel in a header or would garble a table.
 func checkReason(flagName, s string) error {
 	if !utf8.ValidString(s) {

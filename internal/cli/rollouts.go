@@ -151,14 +151,7 @@ control's, and the e-value of the evidence for advancing (READY once it suffices
 				if err != nil {
 					return err
 				}
-				if s.json {
-					return s.printJSON(resp.body)
-				}
-				var st rolloutStatus
-				if err := decodeJSON(resp, "the rollout", &st); err != nil {
-					return err
-				}
-				return renderRollout(s.stdout, &st)
+				return show(s, resp, "the rollout", func(st *rolloutStatus) error { return renderRollout(s.stdout, st) })
 			}
 		},
 	}
@@ -581,11 +574,8 @@ with who and when.`,
 				if err != nil {
 					return err
 				}
-				if strings.TrimSpace(*reason) == "" {
-					return usagef(s.cmd, "--reason is required: say why the valve opens")
-				}
-				if err := checkReason("reason", *reason); err != nil {
-					return usagef(s.cmd, "%v", err)
+				if err := requireReason(s, *reason, " the valve opens"); err != nil {
+					return err
 				}
 				body := struct {
 					Reason  string `json:"reason"`
@@ -631,11 +621,8 @@ func valveClose() *command {
 				if err != nil {
 					return err
 				}
-				if strings.TrimSpace(*reason) == "" {
-					return usagef(s.cmd, "--reason is required: say why the valve closes")
-				}
-				if err := checkReason("reason", *reason); err != nil {
-					return usagef(s.cmd, "%v", err)
+				if err := requireReason(s, *reason, " the valve closes"); err != nil {
+					return err
 				}
 				body := struct {
 					Reason string `json:"reason"`
@@ -665,14 +652,7 @@ func valveStatusCommand() *command {
 				if err != nil {
 					return err
 				}
-				if s.json {
-					return s.printJSON(resp.body)
-				}
-				var st valveStatus
-				if err := decodeJSON(resp, "the valve", &st); err != nil {
-					return err
-				}
-				return renderValve(s.stdout, &st)
+				return show(s, resp, "the valve", func(st *valveStatus) error { return renderValve(s.stdout, st) })
 			}
 		},
 	}
@@ -680,15 +660,10 @@ func valveStatusCommand() *command {
 
 // showValveAction prints the answer to a valve command: the JSON, or one line.
 func (s *session) showValveAction(resp *response, done string) error {
-	if s.json {
-		return s.printJSON(resp.body)
-	}
-	var st valveStatus
-	if err := decodeJSON(resp, "the valve", &st); err != nil {
+	return show(s, resp, "the valve", func(st *valveStatus) error {
+		_, err := fmt.Fprintf(s.stdout, "%s %s/%s: %s (version %d)\n", done, clean(st.Environment), clean(st.Flag), valveSummary(st.Valve), st.Version)
 		return err
-	}
-	_, err := fmt.Fprintf(s.stdout, "%s %s/%s: %s (version %d)\n", done, clean(st.Environment), clean(st.Flag), valveSummary(st.Valve), st.Version)
-	return err
+	})
 }
 
 // valveServes is what the valve serves when open: `"off" to everyone`.
