@@ -82,6 +82,9 @@ type RunnerOptions struct {
 	// Sources builds the counter sources; by default a ScrapeSource or a PrometheusSource on
 	// Now, with the plan's interval and lag.
 	Sources SourceFactory
+	// AllowSource, when set, vets every source URL before the guard reads it (see
+	// [AllowSources]); a refused source reads as an error, so its rollouts are BLIND.
+	AllowSource func(rawURL string) error
 	// Resolution is how often Run looks for rollouts that are due; 1s.
 	Resolution time.Duration
 	// Now reads the clock; time.Now by default.
@@ -401,6 +404,11 @@ func sourceKey(s events.MetricSource) string {
 func (r *Runner) source(key string, s events.MetricSource) (CounterSource, error) {
 	if src, ok := r.sources[key]; ok {
 		return src, nil
+	}
+	if r.opts.AllowSource != nil {
+		if err := r.opts.AllowSource(s.URL); err != nil {
+			return nil, err
+		}
 	}
 	src, err := r.opts.Sources(s)
 	if err != nil {

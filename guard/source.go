@@ -268,3 +268,30 @@ func snippet(b []byte) string {
 		return r
 	}, s)
 }
+
+// AllowSources returns a check that accepts a metric source URL only when it starts with one of
+// prefixes (compared after parsing, so "http://127.0.0.1:8081/" does not admit
+// "http://127.0.0.1:80810/"); with no prefixes it accepts every http or https URL. The guard reads
+// what a rollout's plan names, so a server that must not reach arbitrary URLs on a writer's word
+// lists where metrics live. The error wraps [ErrInvalidSource].
+func AllowSources(prefixes []string) func(rawURL string) error {
+	return func(rawURL string) error {
+		u, err := url.Parse(rawURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%w: %q is not an http or https URL", ErrInvalidSource, truncate(rawURL, 256))
+		}
+		if len(prefixes) == 0 {
+			return nil
+		}
+		for _, p := range prefixes {
+			pu, err := url.Parse(p)
+			if err != nil {
+				continue
+			}
+			if pu.Scheme == u.Scheme && pu.Host == u.Host && strings.HasPrefix(u.EscapedPath(), pu.EscapedPath()) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: %s is not among the sources this server may read (--guard-sources)", ErrInvalidSource, truncate(rawURL, 256))
+	}
+}

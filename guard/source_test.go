@@ -2,6 +2,7 @@ package guard_test
 
 import (
 	"encoding/json"
+	"errors"
 	"math"
 	"testing"
 	"time"
@@ -105,5 +106,34 @@ func TestReadingEncodes(t *testing.T) {
 	}
 	if back.Status != r.Status || back.Query != r.Query || !back.Requested.Equal(r.Requested) {
 		t.Fatalf("round trip: %+v", back)
+	}
+}
+
+func TestAllowSources(t *testing.T) {
+	allow := guard.AllowSources([]string{"http://127.0.0.1:8081/", "https://prom.internal:9090"})
+	for _, tc := range []struct {
+		url string
+		ok  bool
+	}{
+		{"http://127.0.0.1:8081/metrics", true},
+		{"https://prom.internal:9090", true},
+		{"https://prom.internal:9090/api/v1/query", true},
+		{"http://127.0.0.1:80810/metrics", false},
+		{"http://127.0.0.1:8082/metrics", false},
+		{"https://127.0.0.1:8081/metrics", false},
+		{"http://169.254.169.254/latest/meta-data/", false},
+		{"file:///etc/passwd", false},
+		{"not a url", false},
+	} {
+		err := allow(tc.url)
+		if (err == nil) != tc.ok || err != nil && !errors.Is(err, guard.ErrInvalidSource) {
+			t.Errorf("%s: %v, want ok=%v", tc.url, err, tc.ok)
+		}
+	}
+	if err := guard.AllowSources(nil)("http://anything:1/x"); err != nil {
+		t.Errorf("no prefixes: %v", err)
+	}
+	if err := guard.AllowSources(nil)("gopher://x/"); err == nil {
+		t.Error("no prefixes still refuses non-HTTP URLs")
 	}
 }

@@ -106,7 +106,8 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		return nil, err
 	}
 	m.catalog.Observe(snapshots.Observe)
-	commands := command.New(m.store, logger, command.WithUsage(m.catalog))
+	allowSource := guard.AllowSources(cfg.GuardSources)
+	commands := command.New(m.store, logger, command.WithUsage(m.catalog), command.WithSourceCheck(allowSource))
 	// Every replica runs the guard; only the holder of the lease acts.
 	hostname, _ := os.Hostname()
 	m.lease, err = guard.NewLease(setupCtx, js, guard.LeaseOptions{
@@ -120,11 +121,12 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		return nil, err
 	}
 	guardRunner, err := guard.NewRunner(guard.RunnerOptions{
-		Catalog:  m.catalog,
-		Commands: commands.Guard(),
-		Lease:    m.lease,
-		Board:    board,
-		Logger:   logger,
+		Catalog:     m.catalog,
+		Commands:    commands.Guard(),
+		Lease:       m.lease,
+		AllowSource: allowSource,
+		Board:       board,
+		Logger:      logger,
 	})
 	if err != nil {
 		return nil, err

@@ -151,6 +151,8 @@ type Service struct {
 	logger *slog.Logger
 	// uses tells which flags use a segment, for ArchiveSegment; nil reads the stream instead.
 	uses Usage
+	// sourceOK vets the metric source URL of a rollout plan or a valve policy; nil accepts any.
+	sourceOK func(rawURL string) error
 
 	mu       sync.Mutex
 	flags    map[string]*entry // by flag subject
@@ -227,6 +229,13 @@ type Option func(*Service)
 // grows with the environment's history.
 func WithUsage(u Usage) Option {
 	return func(s *Service) { s.uses = u }
+}
+
+// WithSourceCheck makes CreateRollout and ConfigureValve refuse a metric source URL that check
+// refuses (events.ErrInvalid naming source.url), so that the guard is never asked to read a URL
+// the server may not reach.
+func WithSourceCheck(check func(rawURL string) error) Option {
+	return func(s *Service) { s.sourceOK = check }
 }
 
 // New returns a service writing to store. A nil logger discards logs.

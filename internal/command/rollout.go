@@ -64,6 +64,9 @@ func (s *Service) CreateRollout(ctx context.Context, m Meta, env, key string, ex
 	if err := plan.Validate(nil); err != nil {
 		return projections.Flag{}, fmt.Errorf("create rollout %s/%s: %w", env, key, err)
 	}
+	if err := s.checkSource("source.url", plan.Source.URL); err != nil {
+		return projections.Flag{}, fmt.Errorf("create rollout %s/%s: %w", env, key, err)
+	}
 	if plan.Valve != nil {
 		v, err := s.Get(ctx, env, plan.Valve.Flag)
 		switch {
@@ -326,6 +329,9 @@ func (s *Service) ConfigureValve(ctx context.Context, m Meta, env, key string, e
 	if err == nil {
 		err = v.Validate(nil)
 	}
+	if err == nil && v.Policy != nil {
+		err = s.checkSource("policy.source.url", v.Policy.Source.URL)
+	}
 	if err != nil {
 		return projections.Flag{}, fmt.Errorf("configure valve %s/%s: %w", env, key, err)
 	}
@@ -428,6 +434,17 @@ func (s *Service) CloseValve(ctx context.Context, m Meta, env, key, cause string
 func validEvidence(b []byte) error {
 	if len(b) > 0 && !json.Valid(b) {
 		return &events.ValidationError{Field: "evidence", Message: "is not JSON"}
+	}
+	return nil
+}
+
+// checkSource vets a metric source URL with the service's source check.
+func (s *Service) checkSource(field, rawURL string) error {
+	if s.sourceOK == nil {
+		return nil
+	}
+	if err := s.sourceOK(rawURL); err != nil {
+		return &events.ValidationError{Field: field, Message: err.Error()}
 	}
 	return nil
 }

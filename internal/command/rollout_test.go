@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/guard"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
@@ -837,4 +838,34 @@ func TestValveCommands(t *testing.T) {
 	if e := set.Evaluate("search", &projections.EvalContext{TargetingKey: "anyone"}); e.Variant == nil || e.Variant.Name != "degraded" {
 		t.Fatalf("open valve serves %+v", e)
 	}
+}
+
+// A server told where metrics live refuses plans and valve policies that read elsewhere.
+func TestSourceCheck(t *testing.T) {
+	st := openStore(t, natstest.RunServer(t))
+	svc := command.New(st, nil, command.WithSourceCheck(guard.AllowSources([]string{"http://prometheus:9090"})))
+	ctx := context.Background()
+	mustCreate(t, svc, "ramp", rampConfig())
+	mustCreate(t, svc, "valve", valveConfig())
+	plan := rampPlan()
+	plan.Source.URL = "http://169.254.169.254/latest/meta-data"
+	unchanged(t, st, func() {
+		_, err := svc.CreateRollout(ctx, alice, env, "ramp", 0, plan)
+		var ve *events.ValidationError
+		if !errors.As(err, &ve) || ve.Field != "source.url" {
+			t.Fatalf("plan reading elsewhere: %v", err)
+		}
+	})
+	if _, err := svc.CreateRollout(ctx, alice, env, "ramp", 0, rampPlan()); err != nil {
+		t.Fatalf("plan reading the allowed server: %v", err)
+	}
+	policy := &events.ValvePolicy{Source: events.MetricSource{Type: events.SourceScrape, URL: "http://10.0.0.1/metrics"},
+		Requests: "requests_total", Errors: "errors_total"}
+	unchanged(t, st, func() {
+		_, err := svc.ConfigureValve(ctx, alice, env, "valve", 0, events.ValveConfigured{Variant: "degraded", Policy: policy})
+		var ve *events.ValidationError
+		if !errors.As(err, &ve) || ve.Field != "policy.source.url" {
+			t.Fatalf("valve policy reading elsewhere: %v", err)
+		}
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -46,6 +47,9 @@ type Config struct {
 	// with bursts of OFREPRateBurst.
 	OFREPRateLimit float64 `json:"ofrepRateLimit"`
 	OFREPRateBurst int     `json:"ofrepRateBurst"`
+	// GuardSources, when not empty, are the URL prefixes a rollout's or a valve's metric source
+	// may have (comma-separated on the command line): the guard fetches nothing else.
+	GuardSources []string `json:"guardSources"`
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string `json:"logLevel"`
 	LogFormat string `json:"logFormat"`
@@ -88,6 +92,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.String("public-url", "", "base `url` clients reach this server at, for links it hands out (env INTERLOCK_PUBLIC_URL)")
 	fs.Float64("ofrep-rate-limit", 0, "OFREP evaluations per second per token, 0 for no limit (env INTERLOCK_OFREP_RATE_LIMIT)")
 	fs.Int("ofrep-rate-burst", 0, "OFREP requests a token may make at once above the rate (env INTERLOCK_OFREP_RATE_BURST)")
+	fs.String("guard-sources", "", "comma-separated URL `prefixes` the guard may read metrics from; empty for any (env INTERLOCK_GUARD_SOURCES)")
 	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
 	fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env INTERLOCK_LOG_LEVEL)")
 	fs.String("log-format", cfg.LogFormat, "text or json (env INTERLOCK_LOG_FORMAT)")
@@ -144,7 +149,7 @@ var envNames = map[string]string{
 	"log-level": "INTERLOCK_LOG_LEVEL", "log-format": "INTERLOCK_LOG_FORMAT",
 	"default-environment": "INTERLOCK_DEFAULT_ENVIRONMENT",
 	"public-url":          "INTERLOCK_PUBLIC_URL", "ofrep-rate-limit": "INTERLOCK_OFREP_RATE_LIMIT",
-	"ofrep-rate-burst": "INTERLOCK_OFREP_RATE_BURST",
+	"ofrep-rate-burst": "INTERLOCK_OFREP_RATE_BURST", "guard-sources": "INTERLOCK_GUARD_SOURCES",
 }
 
 func (c *Config) loadEnv(getenv func(string) string) error {
@@ -208,6 +213,13 @@ func (c *Config) set(name, v string) error {
 			return fmt.Errorf("%q is not a number", v)
 		}
 		c.OFREPRateBurst = n
+	case "guard-sources":
+		c.GuardSources = nil
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				c.GuardSources = append(c.GuardSources, p)
+			}
+		}
 	case "log-level":
 		c.LogLevel = v
 	case "log-format":
@@ -256,6 +268,11 @@ func (c Config) Validate() error {
 	}
 	if c.OFREPRateBurst < 0 {
 		errs = append(errs, fmt.Errorf("ofrep-rate-burst: %d is negative", c.OFREPRateBurst))
+	}
+	for _, p := range c.GuardSources {
+		if u, err := url.Parse(p); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("guard-sources: %q is not an http:// or https:// URL prefix", p))
+		}
 	}
 	if _, err := c.Level(); err != nil {
 		errs = append(errs, err)

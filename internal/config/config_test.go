@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -30,7 +31,7 @@ func TestLoadDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg != Default() {
+	if !reflect.DeepEqual(cfg, Default()) {
 		t.Fatalf("got %+v, want %+v", cfg, Default())
 	}
 }
@@ -80,5 +81,24 @@ func TestLoadFileUnknownField(t *testing.T) {
 	os.WriteFile(file, []byte(`{"htp": "x"}`), 0o600)
 	if _, err := Load([]string{"--config", file}, env(nil), io.Discard); err == nil || !strings.Contains(err.Error(), "htp") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func TestGuardSources(t *testing.T) {
+	getenv := func(k string) string {
+		if k == "INTERLOCK_GUARD_SOURCES" {
+			return "http://127.0.0.1:8081/, https://prometheus.internal:9090"
+		}
+		return ""
+	}
+	cfg, err := Load(nil, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"http://127.0.0.1:8081/", "https://prometheus.internal:9090"}; !reflect.DeepEqual(cfg.GuardSources, want) {
+		t.Fatalf("guard sources %q, want %q", cfg.GuardSources, want)
+	}
+	if _, err := Load([]string{"--guard-sources", "ftp://x/"}, func(string) string { return "" }, io.Discard); err == nil || !strings.Contains(err.Error(), "guard-sources") {
+		t.Fatalf("an ftp prefix: %v", err)
 	}
 }
