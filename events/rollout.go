@@ -451,6 +451,10 @@ type GuardDecided struct {
 	Action      string          `json:"action"`
 	Cause       string          `json:"cause"`
 	Evidence    json.RawMessage `json:"evidence"`
+	// Before is the guard's complete state before the decision's first call (a JSON
+	// guard.MachineSnapshot): with Evidence, the decision replays from this event alone
+	// (guard.ReplayDecision). Absent from decisions recorded before it existed.
+	Before json.RawMessage `json:"before,omitempty"`
 }
 
 // GuardRearmed clears a tripped guard on a person's word (the actor); the stage begins afresh.

@@ -396,8 +396,9 @@ func (s *machineState) copyFrom(src *machineState) {
 // a change of what is tested ([Machine.Restart]) or a re-arm ([Machine.Rearm]) starts them afresh.
 //
 // A Machine is deterministic: its only clock is the time passed in with each call, so replaying
-// the recorded inputs through a fresh Machine reproduces its decisions exactly ([Replay]). It is
-// not safe for concurrent use.
+// the recorded inputs through a fresh Machine reproduces its decisions exactly ([Replay]), and so
+// does running one decision's inputs through a machine restored from the [MachineSnapshot] taken
+// before it ([ReplayDecision]). It is not safe for concurrent use.
 type Machine struct {
 	cfg       MachineConfig
 	digest    string

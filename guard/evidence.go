@@ -278,39 +278,7 @@ func Replay(cfg MachineConfig, start time.Time, records []Evidence) ([]Evidence,
 	if err != nil {
 		return nil, fmt.Errorf("replay: %w", err)
 	}
-	out := make([]Evidence, 0, len(records))
-	for i := range records {
-		rec := &records[i]
-		if rec.Call != CallRestart && rec.Call != CallChangeStage && rec.ConfigDigest != m.ConfigDigest() {
-			return out, fmt.Errorf("replay record %d (%s): recorded under configuration %s, replaying %s: %w",
-				i, rec.DecisionID, rec.ConfigDigest, m.ConfigDigest(), ErrEvidence)
-		}
-		var ev Evidence
-		switch rec.Call {
-		case CallDecide:
-			ev, err = m.Decide(rec.DecisionID, rec.Input())
-		case CallConfirm:
-			ev, err = m.Confirm(rec.DecisionID, rec.Input())
-		case CallRearm:
-			ev, err = m.Rearm(rec.DecisionID, rec.By, rec.Time)
-		case CallRestart, CallChangeStage:
-			if rec.Config == nil {
-				return out, fmt.Errorf("replay record %d (%s): %s without its configuration: %w", i, rec.DecisionID, rec.Call, ErrEvidence)
-			}
-			if rec.Call == CallRestart {
-				ev, err = m.Restart(rec.DecisionID, *rec.Config, rec.Time)
-			} else {
-				ev, err = m.ChangeStage(rec.DecisionID, *rec.Config, rec.Time)
-			}
-		default:
-			return out, fmt.Errorf("replay record %d (%s): call %q: %w", i, rec.DecisionID, rec.Call, ErrEvidence)
-		}
-		if err != nil {
-			return out, fmt.Errorf("replay record %d: %w", i, err)
-		}
-		out = append(out, ev)
-	}
-	return out, nil
+	return replayOn(m, records)
 }
 
 // Float is a float64 that survives JSON: finite values encode as numbers (as encoding/json writes

@@ -134,6 +134,8 @@ type tracked struct {
 	lastAt       time.Time
 	decision     string // id of the last decision event
 	latched      bool   // the rollout's guard is tripped, as the projection says
+
+	before Machine // m as it was before the tick's decision: what its record replays from
 }
 
 // metricQueries are the four queries of one metric.
@@ -508,6 +510,7 @@ func (r *Runner) judge(ctx context.Context, t *tracked, now time.Time) error {
 		return r.act(ctx, t, c)
 	}
 	tick := r.read(ctx, t, now)
+	t.m.copyTo(&t.before) // copied every tick, encoded only when recorded
 	ev, err := t.m.Decide(uuid.NewString(), tick)
 	if err != nil {
 		return err
@@ -542,9 +545,13 @@ func (r *Runner) judge(ctx context.Context, t *tracked, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("encode evidence: %w", err)
 	}
+	snap, err := json.Marshal(t.before.Snapshot())
+	if err != nil {
+		return fmt.Errorf("encode machine snapshot: %w", err)
+	}
 	d := &events.GuardDecided{
 		Rollout: t.rollout, Stage: t.stage, StateBefore: string(calls[0].StateBefore), StateAfter: string(ev.StateAfter),
-		Action: action, Cause: string(ev.Cause), Evidence: data,
+		Action: action, Cause: string(ev.Cause), Evidence: data, Before: snap,
 	}
 	return r.record(ctx, t, Command{
 		Kind: CmdRecord, Env: t.env, Flag: t.key, Rollout: t.rollout, Correlation: t.rollout,

@@ -206,6 +206,20 @@ func testErrorSpike(t *testing.T, prometheus bool) {
 	if calls[0].Action != guard.ActionConfirm {
 		t.Errorf("the first call asked for %s, want confirm", calls[0].Action)
 	}
+	// The trip replays from its event alone: the guard's state before it, and its calls.
+	var before guard.MachineSnapshot
+	if err := json.Unmarshal(dec.Before, &before); err != nil {
+		t.Fatalf("the decision's snapshot %q: %v", dec.Before, err)
+	}
+	replayed, err := guard.ReplayDecision(before, calls)
+	if err != nil {
+		t.Fatalf("replay the trip: %v", err)
+	}
+	got, _ := json.Marshal(replayed)
+	want, _ := json.Marshal(calls)
+	if !bytes.Equal(got, want) || replayed[1].StateAfter != guard.StateTripped || replayed[1].Action != guard.ActionKill {
+		t.Errorf("the trip replays differently:\nrecorded %s\nreplayed %s", want, got)
+	}
 	last := calls[1]
 	if last.StateAfter != guard.StateTripped || last.Action != guard.ActionKill || last.Flag != flagKey || last.Variant != "on" || last.Control != "off" {
 		t.Errorf("confirmation %s → %s, action %s, flag %s, %s against %s", last.StateBefore, last.StateAfter, last.Action, last.Flag, last.Variant, last.Control)
