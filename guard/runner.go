@@ -113,6 +113,11 @@ type Runner struct {
 	valves   map[string]*trackedValve
 	sources  map[string]CounterSource
 	held     bool
+
+	// live is the status of every rollout this replica judges, as of its last pass, so that
+	// Live answers without waiting for a pass in progress.
+	liveMu sync.RWMutex
+	live   map[string]Status
 }
 
 // tracked is the guard's state for one rollout.
@@ -227,6 +232,7 @@ func (r *Runner) Tick(ctx context.Context) error {
 			if r.held {
 				r.log.Info("guard lease lost: another replica acts")
 				clear(r.rollouts)
+				r.setLive(nil)
 				clear(r.valves)
 			}
 			r.held = false
@@ -319,7 +325,18 @@ func (r *Runner) Tick(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("valve %s/%s: %w", t.env, t.key, err))
 		}
 	}
+	live := make(map[string]Status, len(r.rollouts))
+	for id, t := range r.rollouts {
+		live[id] = t.status(true)
+	}
+	r.setLive(live)
 	return errors.Join(errs...)
+}
+
+func (r *Runner) setLive(live map[string]Status) {
+	r.liveMu.Lock()
+	r.live = live
+	r.liveMu.Unlock()
 }
 
 // due reports whether what is next due at next is due in the pass at now. Run looks every
@@ -729,17 +746,16 @@ func (t *tracked) status(acting bool) Status {
 	return st
 }
 
-// Live returns the live status of the rollout of env/flag: this replica's own when it judges the
-// rollout, otherwise the acting replica's latest from the Board, if any.
+// Live returns the live status of the rollout of env/flag: this replica's own as of its last pass
+// when it judges the rollout (it never waits for a pass in progress), otherwise the acting
+// replica's latest from the Board, if any.
 func (r *Runner) Live(env, flag string) (any, bool) {
-	r.mu.Lock()
-	t := r.rollouts[env+"/"+flag]
-	if t != nil && r.held {
-		st := t.status(true)
-		r.mu.Unlock()
+	r.liveMu.RLock()
+	st, ok := r.live[env+"/"+flag]
+	r.liveMu.RUnlock()
+	if ok {
 		return st, true
 	}
-	r.mu.Unlock()
 	if r.opts.Board == nil {
 		return nil, false
 	}
