@@ -1,6 +1,7 @@
 package guard_test
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 	"time"
@@ -8,6 +9,8 @@ import (
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/guard"
 	"github.com/interlock-dev/interlock/internal/command"
+	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/interlock-dev/interlock/projections"
 )
 
 func TestRunnerValvePolicyOpensOnBurnAndClosesWhenHealthy(t *testing.T) {
@@ -205,5 +208,57 @@ func TestRunnerJudgesEveryPassWhenTickEqualsResolution(t *testing.T) {
 	}
 	if decides != 20 {
 		t.Fatalf("%d decisions in 20 passes one tick apart", decides)
+	}
+}
+
+// blockingCommands holds the guard's commands until released, once armed.
+type blockingCommands struct {
+	guard.Commander
+	armed   chan struct{} // closed: block the next command
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingCommands) Command(ctx context.Context, c guard.Command) (projections.Flag, error) {
+	select {
+	case <-b.armed:
+		b.entered <- struct{}{}
+		<-b.release
+	default:
+	}
+	return b.Commander.Command(ctx, c)
+}
+
+// Live answers from the last pass while a pass waits on a command.
+func TestRunnerLiveDoesNotWaitForAPass(t *testing.T) {
+	w := newWorld(t)
+	cmds := &blockingCommands{Commander: w.svc.Guard(), armed: make(chan struct{}), entered: make(chan struct{}, 8), release: make(chan struct{})}
+	var err error
+	w.guard, err = guard.NewRunner(guard.RunnerOptions{Catalog: w.cat, Commands: cmds, Now: func() time.Time { return w.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.createFlag("live")
+	w.startRollout("live", w.plan(events.OnTripKill))
+	w.traffic("live", 4000, 0.01, 0.01)
+	w.tick() // baseline: nothing to record
+	if _, ok := w.guard.Live(testEnv, "live"); !ok {
+		t.Fatal("no live status after a pass")
+	}
+	close(cmds.armed)
+	w.traffic("live", 4000, 0.01, 0.01)
+	w.now = w.now.Add(15 * time.Second)
+	done := make(chan error, 1)
+	go func() { done <- w.guard.Tick(w.ctx) }()
+	<-cmds.entered // the pass is now inside a command
+	answered := make(chan bool, 1)
+	go func() { _, ok := w.guard.Live(testEnv, "live"); answered <- ok }()
+	natstest.Eventually(t, 30*time.Second, func() bool { return len(answered) == 1 }, "Live waited for the pass")
+	close(cmds.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !<-answered {
+		t.Fatal("Live had no status during the pass")
 	}
 }
