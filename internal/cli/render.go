@@ -211,9 +211,29 @@ func showCondition(c *events.Condition) string {
 	return clean(c.Attribute) + " " + clean(c.Operator) + " " + v
 }
 
+// line is one "label: value" line of a block.
+type line struct{ label, value string }
+
+// renderBlock prints lines with their values aligned; an empty label continues the line above.
+func renderBlock(w io.Writer, lines []line) error {
+	width := 0
+	for _, l := range lines {
+		width = max(width, len(l.label)+1)
+	}
+	var b strings.Builder
+	for _, l := range lines {
+		label := ""
+		if l.label != "" {
+			label = l.label + ":"
+		}
+		b.WriteString(label + strings.Repeat(" ", width-len(label)+2) + l.value + "\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
 // renderFlag prints one flag as a block of "label: value" lines.
 func renderFlag(w io.Writer, f *projections.Flag) error {
-	type line struct{ label, value string }
 	var lines []line
 	add := func(label, value string) { lines = append(lines, line{label, value}) }
 	add("flag", clean(f.Environment)+"/"+clean(f.Key))
@@ -271,21 +291,7 @@ func renderFlag(w io.Writer, f *projections.Flag) error {
 		updated += " by " + clean(f.UpdatedBy)
 	}
 	add("updated", updated)
-
-	labelWidth := 0
-	for _, l := range lines {
-		labelWidth = max(labelWidth, len(l.label)+1)
-	}
-	var b strings.Builder
-	for _, l := range lines {
-		label := ""
-		if l.label != "" {
-			label = l.label + ":"
-		}
-		b.WriteString(label + strings.Repeat(" ", labelWidth-len(label)+2) + l.value + "\n")
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return renderBlock(w, lines)
 }
 
 func changedPaths(changes []projections.Change) string {

@@ -314,27 +314,6 @@ func rolloutSummary(st *rolloutStatus) string {
 	return s + ", serving " + showServe(&st.Split)
 }
 
-// line is one "label: value" line of a block.
-type line struct{ label, value string }
-
-// renderBlock prints lines with their values aligned; an empty label continues the line above.
-func renderBlock(w io.Writer, lines []line) error {
-	width := 0
-	for _, l := range lines {
-		width = max(width, len(l.label)+1)
-	}
-	var b strings.Builder
-	for _, l := range lines {
-		label := ""
-		if l.label != "" {
-			label = l.label + ":"
-		}
-		b.WriteString(label + strings.Repeat(" ", width-len(label)+2) + l.value + "\n")
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
-}
-
 // renderRollout prints a rollout's status as a block, then the guard's live statistics if any.
 func renderRollout(w io.Writer, st *rolloutStatus) error {
 	ro := st.Rollout

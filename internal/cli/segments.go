@@ -617,7 +617,6 @@ func renderSegmentList(w io.Writer, env string, segs []projections.Segment) erro
 
 // renderSegment prints one segment as a block of "label: value" lines.
 func renderSegment(w io.Writer, s *projections.Segment) error {
-	type line struct{ label, value string }
 	lines := []line{
 		{"segment", clean(s.Environment) + "/" + clean(s.Key)},
 		{"state", segmentState(s)},
@@ -641,21 +640,7 @@ func renderSegment(w io.Writer, s *projections.Segment) error {
 		updated += " by " + clean(s.UpdatedBy)
 	}
 	lines = append(lines, line{"version", strconv.FormatUint(s.Version, 10)}, line{"created", showTime(s.CreatedAt)}, line{"updated", updated})
-
-	width := 0
-	for _, l := range lines {
-		width = max(width, len(l.label)+1)
-	}
-	var b strings.Builder
-	for _, l := range lines {
-		label := ""
-		if l.label != "" {
-			label = l.label + ":"
-		}
-		b.WriteString(label + strings.Repeat(" ", width-len(label)+2) + l.value + "\n")
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return renderBlock(w, lines)
 }
 
 // segmentEventName is the short name of a segment event type for tables: created, updated,
