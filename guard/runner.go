@@ -139,6 +139,7 @@ type tracked struct {
 	lastAt       time.Time
 	decision     string // id of the last decision event
 	latched      bool   // the rollout's guard is tripped, as the projection says
+	version      uint64 // the flag's version as this pass found it
 
 	before Machine // m as it was before the tick's decision: what its record replays from
 }
@@ -365,7 +366,7 @@ func (r *Runner) track(id string, f *projections.Flag, now time.Time) (*tracked,
 	ro := f.Rollout
 	t := r.rollouts[id]
 	if t != nil && t.rollout == ro.ID && t.stageVersion == ro.StageVersion {
-		t.latched = ro.Guard.Tripped
+		t.latched, t.version = ro.Guard.Tripped, f.Version
 		return t, nil
 	}
 	cfg := StageConfig(f.Key, ro)
@@ -406,7 +407,7 @@ func (r *Runner) track(id string, f *projections.Flag, now time.Time) (*tracked,
 		t.next, t.pending = now, nil
 	}
 	t.stage, t.stageVersion, t.plan, t.cfg = ro.Stage, ro.StageVersion, ro.Plan, cfg
-	t.latched = ro.Guard.Tripped
+	t.latched, t.version = ro.Guard.Tripped, f.Version
 	t.queries = queriesFor(f.Key, ro.Plan)
 	key := sourceKey(ro.Plan.Source)
 	if t.srcKey != key {
@@ -551,6 +552,16 @@ func (r *Runner) judge(ctx context.Context, t *tracked, now time.Time) error {
 	}
 	final := t.m.Config().Share >= 1 && t.stage == len(t.plan.Stages)-1
 	complete := final && ev.StateAfter == StateHealthy && ev.MinHoldElapsed && ev.FreshTicks >= t.cfg.withDefaults().FreshTicks
+	if ev.StateAfter == StateReady && ev.StateBefore == StateReady && ev.Action == ActionNone && !t.plan.Manual {
+		// Still READY at this stage: the advance decided earlier did not happen (refused on a
+		// state that has changed back since, such as a kill and an enable). Ask again: an advance
+		// names the stage it leaves, so it never moves the rollout twice.
+		return r.act(ctx, t, Command{
+			Kind: CmdAdvance, Env: t.env, Flag: t.key, Rollout: t.rollout, From: t.stage, Expected: t.version,
+			Causation: t.decision, Correlation: t.rollout,
+			Reason: fmt.Sprintf("guard: still READY (r5) at stage %d; advancing", t.stage+1),
+		})
+	}
 	if ev.StateAfter == ev.StateBefore && ev.Action == ActionNone && !complete {
 		return nil
 	}

@@ -3,6 +3,8 @@ package guard_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -260,5 +262,53 @@ func TestRunnerLiveDoesNotWaitForAPass(t *testing.T) {
 	}
 	if !<-answered {
 		t.Fatal("Live had no status during the pass")
+	}
+}
+
+// refuseFirstAdvance refuses the guard's first advance, as the write path does when the flag
+// changed under it.
+type refuseFirstAdvance struct {
+	guard.Commander
+	refused int
+}
+
+func (c *refuseFirstAdvance) Command(ctx context.Context, cmd guard.Command) (projections.Flag, error) {
+	if cmd.Kind == guard.CmdAdvance && c.refused == 0 {
+		c.refused++
+		return projections.Flag{}, fmt.Errorf("%w: the flag changed", guard.ErrRefused)
+	}
+	return c.Commander.Command(ctx, cmd)
+}
+
+// A READY rollout whose advance was refused asks again on its next tick, and advances once.
+func TestRunnerAdvancesAgainWhenStillReady(t *testing.T) {
+	w := newWorld(t)
+	cmds := &refuseFirstAdvance{Commander: w.svc.Guard()}
+	var err error
+	w.guard, err = guard.NewRunner(guard.RunnerOptions{Catalog: w.cat, Commands: cmds, Now: func() time.Time { return w.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.createFlag("again")
+	w.startRollout("again", w.plan(events.OnTripKill))
+	for i := 0; i < 100 && w.flag("again").Rollout.Stage == 0; i++ {
+		w.traffic("again", 4000, 0.02, 0.02)
+		w.now = w.now.Add(15 * time.Second)
+		if err := w.guard.Tick(w.ctx); err != nil && !errors.Is(err, guard.ErrRefused) {
+			t.Fatal(err)
+		}
+		w.sync()
+	}
+	if cmds.refused != 1 || w.flag("again").Rollout.Stage != 1 {
+		t.Fatalf("refused %d advances; rollout at stage %d", cmds.refused, w.flag("again").Rollout.Stage)
+	}
+	advances := 0
+	for _, ev := range w.history("again") {
+		if ev.Type == events.TypeRolloutAdvanced {
+			advances++
+		}
+	}
+	if advances != 1 {
+		t.Fatalf("%d advance events, want 1", advances)
 	}
 }
