@@ -30,7 +30,7 @@
 //   - an error wrapping events.ErrInvalid (a *events.ValidationError, or several joined, naming
 //     the field at fault) for a bad environment, key, Meta or document; nothing is written;
 //   - an error wrapping events.ErrConflict when the flag (or segment) kept changing under the
-//     command for 100 decisions in a row;
+//     command for 100 decisions in a row (a kill never gives up: it tries until ctx ends);
 //   - ctx's error, or a transport error after which the event may or may not have been stored
 //     (the next command, or [Service.Get], finds out).
 package command
@@ -354,6 +354,9 @@ type command struct {
 	expected uint64
 	// create is set for the commands that need the entity not to exist.
 	create bool
+	// persistent commands (a kill) keep deciding again after conflicting appends until ctx ends,
+	// instead of giving up after maxAttempts: they must win against any rate of other writes.
+	persistent bool
 	// decide looks at the current state (e.flag or e.segment, which it must not modify) and
 	// returns the event to append, noop, or an error refusing the command.
 	decide func(ctx context.Context, e *entry) (decision, error)
@@ -436,7 +439,7 @@ func (s *Service) execLocked(ctx context.Context, e *entry, c command) error {
 		if errors.Is(err, events.ErrConflict) {
 			// Somebody else appended since the cached sequence: catch up and decide again. With
 			// an expected version the next check answers ErrStale.
-			if attempt >= maxAttempts {
+			if attempt >= maxAttempts && !c.persistent {
 				s.logger.Warn("command gave up after conflicts", "command", c.name,
 					"env", c.env, "key", c.key, "attempts", attempt, "actor", c.meta.Actor)
 				return fmt.Errorf("%d attempts in a row lost the race: %w", attempt, err)

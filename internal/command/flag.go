@@ -125,7 +125,7 @@ func (s *Service) Enable(ctx context.Context, m Meta, env, key string, expectedV
 }
 
 // Kill turns the flag off, whatever else is happening to it: it carries no expected version and
-// retries through concurrent changes. Meta.Reason is required. Killing a disabled flag writes
+// decides again after every concurrent change until it wins or ctx ends (no attempt limit). Meta.Reason is required. Killing a disabled flag writes
 // nothing. Archived flags can be killed.
 //
 // Errors: [ErrNotFound].
@@ -135,7 +135,7 @@ func (s *Service) Kill(ctx context.Context, m Meta, env, key string) (projection
 		return projections.Flag{}, fmt.Errorf("kill %s/%s: %w", env, key, err)
 	}
 	return s.exec(ctx, command{
-		name: "kill", env: env, key: key, meta: m,
+		name: "kill", env: env, key: key, meta: m, persistent: true,
 		decide: func(_ context.Context, e *entry) (decision, error) {
 			cur := &e.flag
 			if !cur.Enabled {
