@@ -749,6 +749,13 @@ func (m *Machine) header(call Call, id string, now time.Time, before State) Evid
 
 // counterProblem says why a counter reading cannot be used, or "" if it can.
 func (m *Machine) counterProblem(c *CounterEvidence, now, lastAt time.Time, hasLast bool) string {
+	return readingProblem(c, now, m.cfg.MaxAge, lastAt, hasLast, "tick")
+}
+
+// readingProblem says why a counter reading taken for a decision at now cannot be counted, or ""
+// if it can: the one rule of what a usable reading is, for rollouts and valves alike. lastAt is
+// the time of the last reading used (when hasLast); moment names now in the message.
+func readingProblem(c *CounterEvidence, now time.Time, maxAge time.Duration, lastAt time.Time, hasLast bool, moment string) string {
 	v := float64(c.Value)
 	switch {
 	case c.Status != ReadingOK:
@@ -767,8 +774,8 @@ func (m *Machine) counterProblem(c *CounterEvidence, now, lastAt time.Time, hasL
 	case c.At.IsZero():
 		return "no sample time"
 	case c.At.After(now):
-		return "sample time after the tick"
-	case now.Sub(c.At) > m.cfg.MaxAge:
+		return "sample time after the " + moment
+	case now.Sub(c.At) > maxAge:
 		return "stale sample"
 	case hasLast && c.At.Before(lastAt):
 		return "sample older than the last one used"

@@ -601,31 +601,7 @@ func (v *Valve) header(call Call, id string, now time.Time) ValveDecision {
 // counterProblem says why a reading cannot be used, or "" if it can; i is 0 for requests, 1 for
 // errors.
 func (v *Valve) counterProblem(c *CounterEvidence, now time.Time, i int) string {
-	val := float64(c.Value)
-	switch {
-	case c.Status != ReadingOK:
-		if c.Status == "" {
-			return "no status"
-		}
-		return "status " + string(c.Status)
-	case math.IsNaN(val):
-		return "NaN value"
-	case math.IsInf(val, 0):
-		return "infinite value"
-	case val < 0:
-		return "negative value"
-	case val > maxCount:
-		return "value beyond 2^53"
-	case c.At.IsZero():
-		return "no sample time"
-	case c.At.After(now):
-		return "sample time after the call"
-	case now.Sub(c.At) > v.cfg.MaxAge:
-		return "stale sample"
-	case v.hasBase && c.At.Before(v.baseAt[i]):
-		return "sample older than the last one used"
-	}
-	return ""
+	return readingProblem(c, now, v.cfg.MaxAge, v.baseAt[i], v.hasBase, "call")
 }
 
 // fillWindows forgets the deltas older than the long window and records both windows in d.
