@@ -332,6 +332,16 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		return fmt.Errorf("connect to nats %s: %w", s.cfg.URL, err)
 	}
 	defer nc.Close()
+	// Closing the Watermill subscriber drains the connection: the durable's callbacks finish (an
+	// unanswered event is nakked in one) before the connection closes. drained says it has.
+	drained := make(chan struct{})
+	closedCB := nc.Opts.ClosedCB
+	nc.SetClosedHandler(func(c *nats.Conn) {
+		close(drained)
+		if closedCB != nil {
+			closedCB(c)
+		}
+	})
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
@@ -371,8 +381,23 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watermill subscriber: %w", err)
 	}
-	// Closing the Watermill subscriber drains the connection, which is this Run's own.
-	defer sub.Close()
+	// Closing the Watermill subscriber drains the connection, which is this Run's own. Run waits
+	// for the drain: closing the connection first would lose the nak of an event in hand, which
+	// the durable would then hold back for its whole ack wait, even from a restarted subscriber.
+	defer func() {
+		if err := sub.Close(); err != nil {
+			// Not drained (say, the connection is down): nothing to wait for.
+			s.logger.Warn("close subscriber", "error", err)
+			return
+		}
+		wait := time.NewTimer(s.cfg.AckWait)
+		defer wait.Stop()
+		select {
+		case <-drained:
+		case <-wait.C:
+			s.logger.Warn("connection not drained within the ack wait; closing it", "ack_wait", s.cfg.AckWait)
+		}
+	}()
 
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: s.cfg.AckWait}, wlog)
 	if err != nil {
