@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -270,17 +271,26 @@ func snippet(b []byte) string {
 }
 
 // AllowSources returns a check that accepts a metric source URL only when it starts with one of
-// prefixes (compared after parsing, so "http://127.0.0.1:8081/" does not admit
-// "http://127.0.0.1:80810/"); with no prefixes it accepts every http or https URL. The guard reads
-// what a rollout's plan names, so a server that must not reach arbitrary URLs on a writer's word
-// lists where metrics live. The error wraps [ErrInvalidSource].
+// prefixes, compared after parsing: the scheme and host:port must be the same and the path must
+// continue the prefix's at a segment boundary, so "http://127.0.0.1:8081/" does not admit
+// "http://127.0.0.1:80810/" and ".../metrics" does not admit ".../metricsx". A path with "." or
+// ".." segments is refused. With no prefixes it accepts only loopback hosts (localhost, 127.0.0.0/8,
+// ::1): the guard reads what a rollout's plan names, so by default a writer cannot make the server
+// fetch anything beyond the machine it runs on; a server whose metrics live elsewhere lists where.
+// The error wraps [ErrInvalidSource].
 func AllowSources(prefixes []string) func(rawURL string) error {
 	return func(rawURL string) error {
 		u, err := url.Parse(rawURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
 			return fmt.Errorf("%w: %q is not an http or https URL", ErrInvalidSource, truncate(rawURL, 256))
 		}
+		if dotSegments(u.Path) {
+			return fmt.Errorf("%w: %s has a \".\" or \"..\" path segment", ErrInvalidSource, truncate(rawURL, 256))
+		}
 		if len(prefixes) == 0 {
+			if !loopback(u.Hostname()) {
+				return fmt.Errorf("%w: %s is not on this machine, and no --guard-sources are configured (without them the guard reads only loopback addresses)", ErrInvalidSource, truncate(rawURL, 256))
+			}
 			return nil
 		}
 		for _, p := range prefixes {
@@ -288,10 +298,39 @@ func AllowSources(prefixes []string) func(rawURL string) error {
 			if err != nil {
 				continue
 			}
-			if pu.Scheme == u.Scheme && pu.Host == u.Host && strings.HasPrefix(u.EscapedPath(), pu.EscapedPath()) {
+			if pu.Scheme == u.Scheme && pu.Host == u.Host && pathUnder(u.EscapedPath(), pu.EscapedPath()) {
 				return nil
 			}
 		}
 		return fmt.Errorf("%w: %s is not among the sources this server may read (--guard-sources)", ErrInvalidSource, truncate(rawURL, 256))
 	}
+}
+
+// pathUnder says whether path is prefix or continues it after a "/".
+func pathUnder(path, prefix string) bool {
+	if !strings.HasPrefix(path, prefix) {
+		return false
+	}
+	rest := path[len(prefix):]
+	return rest == "" || prefix == "" || strings.HasSuffix(prefix, "/") || rest[0] == '/'
+}
+
+// dotSegments says whether path has a "." or ".." segment, which a server may resolve to a path
+// outside the prefix the check compared.
+func dotSegments(path string) bool {
+	for seg := range strings.SplitSeq(path, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// loopback says whether host (without a port) names this machine's loopback interface.
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }

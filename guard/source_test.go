@@ -116,6 +116,10 @@ func TestAllowSources(t *testing.T) {
 		ok  bool
 	}{
 		{"http://127.0.0.1:8081/metrics", true},
+		{"http://127.0.0.1:8081/", true},
+		{"http://127.0.0.1:8081/metrics/../admin", false},
+		{"http://127.0.0.1:8081/%2e%2e/admin", false},
+		{"http://127.0.0.1:8081/./metrics", false},
 		{"https://prom.internal:9090", true},
 		{"https://prom.internal:9090/api/v1/query", true},
 		{"http://127.0.0.1:80810/metrics", false},
@@ -130,8 +134,39 @@ func TestAllowSources(t *testing.T) {
 			t.Errorf("%s: %v, want ok=%v", tc.url, err, tc.ok)
 		}
 	}
-	if err := guard.AllowSources(nil)("http://anything:1/x"); err != nil {
-		t.Errorf("no prefixes: %v", err)
+	under := guard.AllowSources([]string{"http://127.0.0.1:8081/metrics"})
+	for url, ok := range map[string]bool{
+		"http://127.0.0.1:8081/metrics":        true,
+		"http://127.0.0.1:8081/metrics/":       true,
+		"http://127.0.0.1:8081/metrics/x":      true,
+		"http://127.0.0.1:8081/metrics?x=1":    true,
+		"http://127.0.0.1:8081/metricsx":       false,
+		"http://127.0.0.1:8081/metrics-admin/": false,
+		"http://127.0.0.1:8081/":               false,
+	} {
+		if err := under(url); (err == nil) != ok {
+			t.Errorf("prefix .../metrics, %s: %v, want ok=%v", url, err, ok)
+		}
+	}
+	// Without prefixes: loopback only.
+	for url, ok := range map[string]bool{
+		"http://127.0.0.1:8081/metrics":            true,
+		"http://127.9.9.9/metrics":                 true,
+		"http://localhost:9090":                    true,
+		"http://LOCALHOST:9090":                    true,
+		"http://[::1]:9090/api/v1/query":           true,
+		"http://[::ffff:127.0.0.1]:9090/":          true,
+		"http://anything:1/x":                      false,
+		"http://10.0.0.1:9090":                     false,
+		"http://169.254.169.254/latest/meta-data/": false,
+		"http://0.0.0.0:9090":                      false,
+		"http://localhost.evil.example:9090":       false,
+		"http://127.0.0.1.nip.io:9090":             false,
+	} {
+		err := guard.AllowSources(nil)(url)
+		if (err == nil) != ok || err != nil && !errors.Is(err, guard.ErrInvalidSource) {
+			t.Errorf("no prefixes, %s: %v, want ok=%v", url, err, ok)
+		}
 	}
 	if err := guard.AllowSources(nil)("gopher://x/"); err == nil {
 		t.Error("no prefixes still refuses non-HTTP URLs")

@@ -48,7 +48,8 @@ type Config struct {
 	OFREPRateLimit float64 `json:"ofrepRateLimit"`
 	OFREPRateBurst int     `json:"ofrepRateBurst"`
 	// GuardSources, when not empty, are the URL prefixes a rollout's or a valve's metric source
-	// may have (comma-separated on the command line): the guard fetches nothing else.
+	// may have (comma-separated on the command line): the guard fetches nothing else. When
+	// empty, it fetches only from loopback addresses.
 	GuardSources []string `json:"guardSources"`
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string `json:"logLevel"`
@@ -92,7 +93,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.String("public-url", "", "base `url` clients reach this server at, for links it hands out (env INTERLOCK_PUBLIC_URL)")
 	fs.Float64("ofrep-rate-limit", 0, "OFREP evaluations per second per token, 0 for no limit (env INTERLOCK_OFREP_RATE_LIMIT)")
 	fs.Int("ofrep-rate-burst", 0, "OFREP requests a token may make at once above the rate (env INTERLOCK_OFREP_RATE_BURST)")
-	fs.String("guard-sources", "", "comma-separated URL `prefixes` the guard may read metrics from; empty for any (env INTERLOCK_GUARD_SOURCES)")
+	fs.String("guard-sources", "", "comma-separated URL `prefixes` the guard may read metrics from; empty for loopback addresses only (env INTERLOCK_GUARD_SOURCES)")
 	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
 	fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env INTERLOCK_LOG_LEVEL)")
 	fs.String("log-format", cfg.LogFormat, "text or json (env INTERLOCK_LOG_FORMAT)")
