@@ -119,15 +119,43 @@ type MetricSource struct {
 }
 
 // RolloutMetric is one metric guarding a rollout: two counters labelled by variant (requests
-// and errors, or trials and events), given as selectors without the variant and flag labels,
-// which the guard adds per arm.
+// and errors, trials and events, or the count and the sum of a histogram), given as selectors
+// without the variant and flag labels, which the guard adds per arm.
 type RolloutMetric struct {
-	Name     string `json:"name"`
-	Kind     string `json:"kind,omitempty"` // "ratio" (default: R1 and R5) or "msprt" (R2)
-	Requests string `json:"requests"`       // e.g. requests_total{service="checkout"}
-	Errors   string `json:"errors"`         // e.g. errors_total{service="checkout"}
+	Name string `json:"name"`
+	// Kind is "ratio" (the default: R1 trips, R5 advances), "msprt" (R2 on a proportion) or
+	// "mean" (R2 on the mean of a continuous metric such as latency; higher is worse).
+	Kind     string `json:"kind,omitempty"`
+	Requests string `json:"requests,omitempty"` // ratio, msprt: e.g. requests_total{service="checkout"}
+	Errors   string `json:"errors,omitempty"`   // ratio, msprt: e.g. errors_total{service="checkout"}
+	// Count and Sum (mean) are the counters of the observations and of their sum, e.g.
+	// http_request_duration_seconds_count{route="/pay"} and ..._sum{route="/pay"}.
+	Count string `json:"count,omitempty"`
+	Sum   string `json:"sum,omitempty"`
 	// Ceiling is R3's absolute ceiling on the treatment's error rate, in [0, 1); 0 is off.
+	// Not for kind mean.
 	Ceiling float64 `json:"ceiling,omitempty"`
+	// Margin (mean) is how much higher than the control's, relatively, the treatment's mean may
+	// be before it counts as worse, in [0, 10]: 0.1 tolerates 10% slower. 0 by default.
+	Margin float64 `json:"margin,omitempty"`
+	// Tau (mean) is the relative regression the test is most sensitive to, in (0, 10]; 0.1.
+	Tau float64 `json:"tau,omitempty"`
+}
+
+// Metric kinds.
+const (
+	MetricRatio = "ratio"
+	MetricMSPRT = "msprt"
+	MetricMean  = "mean"
+)
+
+// Counters returns the metric's two counter selectors: requests and errors, trials and events,
+// or count and sum.
+func (m RolloutMetric) Counters() (string, string) {
+	if m.Kind == MetricMean {
+		return m.Count, m.Sum
+	}
+	return m.Requests, m.Errors
 }
 
 // ValveRef names the safety valve a rollout opens when its guard trips with onTrip openValve:
@@ -175,7 +203,10 @@ func (p RolloutPlan) WithDefaults() RolloutPlan {
 	p.Metrics = slices.Clone(p.Metrics)
 	for i := range p.Metrics {
 		if p.Metrics[i].Kind == "" {
-			p.Metrics[i].Kind = "ratio"
+			p.Metrics[i].Kind = MetricRatio
+		}
+		if p.Metrics[i].Kind == MetricMean && p.Metrics[i].Tau == 0 {
+			p.Metrics[i].Tau = 0.1
 		}
 	}
 	if p.Source.VariantLabel == "" {
@@ -280,13 +311,19 @@ func (p *RolloutPlan) Validate(flag *FlagConfig) error {
 		}
 		names[m.Name] = true
 		switch m.Kind {
-		case "ratio":
+		case MetricRatio:
 			ratios++
-		case "msprt":
+		case MetricMSPRT, MetricMean:
 		default:
-			add(field+".kind", "%q is not ratio or msprt", truncate(m.Kind))
+			add(field+".kind", "%q is not ratio, msprt or mean", truncate(m.Kind))
 		}
-		for _, s := range []struct{ field, sel string }{{"requests", m.Requests}, {"errors", m.Errors}} {
+		type counter struct{ field, sel string }
+		want := []counter{{"requests", m.Requests}, {"errors", m.Errors}}
+		other := []counter{{"count", m.Count}, {"sum", m.Sum}}
+		if m.Kind == MetricMean {
+			want, other = other, want
+		}
+		for _, s := range want {
 			switch {
 			case s.sel == "":
 				add(field+"."+s.field, "a counter selector is required")
@@ -294,8 +331,30 @@ func (p *RolloutPlan) Validate(flag *FlagConfig) error {
 				add(field+"."+s.field, "longer than 1024 bytes")
 			}
 		}
+		for _, s := range other {
+			if s.sel != "" {
+				add(field+"."+s.field, "is not a counter of a %s metric (use %s and %s)", truncate(m.Kind), want[0].field, want[1].field)
+			}
+		}
 		if math.IsNaN(m.Ceiling) || m.Ceiling < 0 || m.Ceiling >= 1 {
 			add(field+".ceiling", "must be in [0, 1)")
+		} else if m.Ceiling != 0 && m.Kind == MetricMean {
+			add(field+".ceiling", "bounds an error rate: not for a mean metric")
+		}
+		if m.Kind == MetricMean {
+			if !(m.Margin >= 0 && m.Margin <= 10) {
+				add(field+".margin", "must be in [0, 10]")
+			}
+			if !(m.Tau > 0 && m.Tau <= 10) {
+				add(field+".tau", "must be in (0, 10]")
+			}
+		} else {
+			if m.Margin != 0 {
+				add(field+".margin", "is for mean metrics")
+			}
+			if m.Tau != 0 {
+				add(field+".tau", "is for mean metrics")
+			}
 		}
 	}
 	if len(q.Metrics) > 0 && ratios == 0 {

@@ -20,6 +20,7 @@ func FuzzRolloutPlan(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte(`{"treatment":"on","control":"off","stages":[{"percent":1e308},{"percent":-0}],"metrics":[{"name":"x","kind":"msprt","requests":"a","errors":"b","ceiling":0.5}],"source":{"type":"scrape","url":"http://h","flagLabel":"-","lag":"-1s"},"tick":"1h1s","alpha":1e-300}`))
 	f.Add([]byte(`{"stages":[{"percent":5,"minHold":null}],"tick":null,"valve":{}}`))
+	f.Add([]byte(`{"treatment":"on","control":"off","metrics":[{"name":"e","requests":"a","errors":"b"},{"name":"l","kind":"mean","count":"d_count","sum":"d_sum","margin":0.1,"tau":0.05}],"source":{"type":"scrape","url":"http://h"}}`))
 	flag := boolFlag()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var p RolloutPlan

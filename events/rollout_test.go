@@ -60,6 +60,31 @@ func TestRolloutPlanValidate(t *testing.T) {
 		{"msprt with a ratio", func(p *RolloutPlan) {
 			p.Metrics = append(p.Metrics, RolloutMetric{Name: "latency", Kind: "msprt", Requests: "a", Errors: "b"})
 		}, ""},
+		{"mean with a ratio", func(p *RolloutPlan) {
+			p.Metrics = append(p.Metrics, RolloutMetric{Name: "latency", Kind: MetricMean, Count: "d_count", Sum: "d_sum", Margin: 0.1})
+		}, ""},
+		{"mean: requests", func(p *RolloutPlan) {
+			p.Metrics = append(p.Metrics, RolloutMetric{Name: "latency", Kind: MetricMean, Count: "d_count", Sum: "d_sum", Requests: "a"})
+		}, "metrics[1].requests"},
+		{"mean: no sum", func(p *RolloutPlan) {
+			p.Metrics = append(p.Metrics, RolloutMetric{Name: "latency", Kind: MetricMean, Count: "d_count"})
+		}, "metrics[1].sum"},
+		{"mean: no count", func(p *RolloutPlan) {
+			p.Metrics = append(p.Metrics, RolloutMetric{Name: "latency", Kind: MetricMean, Sum: "d_sum"})
+		}, "metrics[1].count"},
+		{"mean: ceiling", func(p *RolloutPlan) {
+			p.Metrics = append(p.Metrics, RolloutMetric{Name: "latency", Kind: MetricMean, Count: "c", Sum: "s", Ceiling: 0.5})
+		}, "metrics[1].ceiling"},
+		{"mean: negative margin", func(p *RolloutPlan) {
+			p.Metrics = append(p.Metrics, RolloutMetric{Name: "latency", Kind: MetricMean, Count: "c", Sum: "s", Margin: -0.1})
+		}, "metrics[1].margin"},
+		{"mean: tau too big", func(p *RolloutPlan) {
+			p.Metrics = append(p.Metrics, RolloutMetric{Name: "latency", Kind: MetricMean, Count: "c", Sum: "s", Tau: 11})
+		}, "metrics[1].tau"},
+		{"ratio: count", func(p *RolloutPlan) { p.Metrics[0].Count = "c" }, "metrics[0].count"},
+		{"ratio: margin", func(p *RolloutPlan) { p.Metrics[0].Margin = 0.1 }, "metrics[0].margin"},
+		{"ratio: tau", func(p *RolloutPlan) { p.Metrics[0].Tau = 0.1 }, "metrics[0].tau"},
+		{"only mean", func(p *RolloutPlan) { p.Metrics = []RolloutMetric{{Name: "l", Kind: MetricMean, Count: "c", Sum: "s"}} }, "metrics"},
 		{"open valve with valve", func(p *RolloutPlan) { p.OnTrip, p.Valve = OnTripOpenValve, &ValveRef{Flag: "search.degrade"} }, ""},
 		{"no flag label", func(p *RolloutPlan) { p.Source.FlagLabel = "-" }, ""},
 		{"every policy", func(p *RolloutPlan) {

@@ -77,17 +77,31 @@ const (
 	KindRatio MetricKind = "ratio"
 	// KindMSPRT: counts of trials and events of a non-rare proportion, compared by R2 (trip only).
 	KindMSPRT MetricKind = "msprt"
+	// KindMean: the count and the sum of a continuous metric's observations (a histogram's or a
+	// summary's _count and _sum, such as latency in seconds), whose means R2 compares relative
+	// to the control's (trip only; higher is worse).
+	KindMean MetricKind = "mean"
 )
 
 // MetricRule is one guarded metric of a rollout.
 type MetricRule struct {
 	// Name identifies the metric; Tick.Metrics must carry the same names in the same order.
 	Name string `json:"name"`
-	// Kind is the sequential test: KindRatio (R1 and R5) or KindMSPRT (R2).
+	// Kind is the sequential test: KindRatio (R1 and R5), KindMSPRT or KindMean (R2).
 	Kind MetricKind `json:"kind"`
 	// Ceiling is R3's absolute ceiling of the treatment's error rate, in [0, 1); 0 turns R3 off.
+	// Not for KindMean.
 	Ceiling float64 `json:"ceiling,omitempty"`
+	// Margin (KindMean only) is how much higher, relative to the control's, the treatment's mean
+	// may be before it counts as worse: R2 tests μT/μC − 1 ≤ Margin. In [0, 10]; 0 by default.
+	Margin float64 `json:"margin,omitempty"`
+	// Tau (KindMean only) is R2's mixing scale on the relative difference μT/μC − 1: the size of
+	// regression the test is most sensitive to. Default 0.1 (10%).
+	Tau float64 `json:"tau,omitempty"`
 }
+
+// DefaultMeanTau is R2's mixing scale for a KindMean metric: a 10% regression of the mean.
+const DefaultMeanTau = 0.1
 
 // MachineConfig configures the guard of one rollout stage. Zero fields take the defaults listed;
 // [MachineConfig.Validate] says what is out of range.
@@ -127,6 +141,11 @@ type MachineConfig struct {
 // withDefaults returns a copy with zero fields set to their defaults and its own Metrics slice.
 func (c MachineConfig) withDefaults() MachineConfig {
 	c.Metrics = append([]MetricRule(nil), c.Metrics...)
+	for i := range c.Metrics {
+		if c.Metrics[i].Kind == KindMean && c.Metrics[i].Tau == 0 {
+			c.Metrics[i].Tau = DefaultMeanTau
+		}
+	}
 	setF := func(p *float64, v float64) {
 		if *p == 0 {
 			*p = v
@@ -208,12 +227,25 @@ func (c MachineConfig) Validate() error {
 		switch mr.Kind {
 		case KindRatio:
 			ratios++
-		case KindMSPRT:
+		case KindMSPRT, KindMean:
 		default:
-			bad("metrics[%d].kind %q: must be %q or %q", i, mr.Kind, KindRatio, KindMSPRT)
+			bad("metrics[%d].kind %q: must be %q, %q or %q", i, mr.Kind, KindRatio, KindMSPRT, KindMean)
 		}
 		if !(mr.Ceiling >= 0 && mr.Ceiling < 1) {
 			bad("metrics[%d].ceiling %v: must be in [0, 1)", i, mr.Ceiling)
+		}
+		if mr.Kind == KindMean {
+			if mr.Ceiling != 0 {
+				bad("metrics[%d].ceiling %v: R3 bounds an error rate, not a mean: must be 0 for kind %q", i, mr.Ceiling, KindMean)
+			}
+			if !(mr.Margin >= 0 && mr.Margin <= 10) {
+				bad("metrics[%d].margin %v: must be in [0, 10]", i, mr.Margin)
+			}
+			if !(mr.Tau > 0) || !finite(mr.Tau) {
+				bad("metrics[%d].tau %v: must be a finite number > 0", i, mr.Tau)
+			}
+		} else if mr.Margin != 0 || mr.Tau != 0 {
+			bad("metrics[%d]: margin and tau are for kind %q (the machine's tau serves %q)", i, KindMean, KindMSPRT)
 		}
 	}
 	if len(c.Metrics) > 0 && ratios == 0 {
@@ -344,6 +376,38 @@ func (w *floorWindow) copyFrom(src *floorWindow) {
 	w.head = 0
 }
 
+// meanAcc accumulates one arm's observations of a KindMean metric tick by tick: n observations
+// with sum s over k ticks that had any, and q = Σ sₖ²/nₖ, from which the between-tick variance
+// of the per-tick means estimates the variance of one observation.
+type meanAcc struct {
+	n, s, k, q float64
+}
+
+// add takes one tick's delta: n observations summing to s.
+func (a *meanAcc) add(n, s float64) {
+	if !(n > 0) {
+		return
+	}
+	a.n += n
+	a.s += s
+	a.k++
+	a.q += s * s / n
+}
+
+// mean returns the mean of the observations, and an estimate of one observation's variance:
+// Σ nₖ(mₖ − m)²/(k − 1), which under independent observations of variance σ² has expectation σ²
+// (and is larger when the mean drifts between ticks, which errs on the side of not tripping).
+func (a *meanAcc) mean() (mean, variance float64) {
+	if a.n <= 0 {
+		return 0, 0
+	}
+	mean = a.s / a.n
+	if a.k > 1 {
+		variance = max(a.q-a.s*mean, 0) / (a.k - 1)
+	}
+	return mean, variance
+}
+
 // metricState is one metric's part of the machine. Arrays are indexed [arm][requests, errors].
 type metricState struct {
 	last    [2][2]float64   // the last usable readings
@@ -352,6 +416,7 @@ type metricState struct {
 	stage   [2][2]float64   // counts of the ticks inside the stage (exposure, R5's expected errors)
 	srm     [2]float64      // exposures of the stage's ticks without a counter reset (R4)
 	total   [2][2]float64   // counts since the e-process began (R2)
+	mean    [2]meanAcc      // per-tick means since the e-process began (R2 of KindMean)
 	r1      RatioTest       // kept across stage changes
 	r5      RatioTest       // fresh every stage
 	floor   floorWindow
@@ -629,7 +694,8 @@ func sameTest(a, b MachineConfig) error {
 	same := a.Flag == b.Flag && a.Variant == b.Variant && a.Control == b.Control && a.Segment == b.Segment &&
 		a.Alpha == b.Alpha && a.R0 == b.R0 && a.Tau == b.Tau && len(a.Metrics) == len(b.Metrics)
 	for i := 0; same && i < len(a.Metrics); i++ {
-		same = a.Metrics[i].Name == b.Metrics[i].Name && a.Metrics[i].Kind == b.Metrics[i].Kind
+		x, y := &a.Metrics[i], &b.Metrics[i]
+		same = x.Name == y.Name && x.Kind == y.Kind && x.Margin == y.Margin && x.Tau == y.Tau
 	}
 	if !same {
 		return fmt.Errorf("a stage change may not change the flag, variants, segment, metrics, alpha, r0 or tau (restart instead): %w", ErrMachineConfig)
@@ -980,6 +1046,10 @@ func (m *Machine) update(ms *metricState, me *MetricEvidence, rule *MetricRule, 
 			ms.srm[a] += d[a][0]
 		}
 	}
+	if ctl && rule.Kind == KindMean {
+		ms.mean[armT].add(d[armT][0], d[armT][1])
+		ms.mean[armC].add(d[armC][0], d[armC][1])
+	}
 	if ctl && rule.Kind == KindRatio {
 		me.R1.Used = ms.r1.Observe(d[armT][0], d[armC][0], d[armT][1], d[armC][1])
 		ms.r5.Observe(d[armT][0], d[armC][0], d[armT][1], d[armC][1])
@@ -1036,6 +1106,12 @@ func (m *Machine) evaluate(ms *metricState, me *MetricEvidence, rule *MetricRule
 			r.Fired = l >= m.logTrip
 			f.r2 = r.Fired
 		}
+		if tot[armT][0] > 0 && tot[armC][0] > 0 && tot[armC][1] > 0 {
+			r.Ratio = Float((tot[armT][1] / tot[armT][0]) / (tot[armC][1] / tot[armC][0]))
+		}
+	}
+	if ctl && rule.Kind == KindMean {
+		f.r2 = m.evaluateMean(ms, &me.R2, rule)
 	}
 	if rule.Ceiling > 0 {
 		fl := &me.R3
@@ -1072,3 +1148,36 @@ func (m *Machine) evaluate(ms *metricState, me *MetricEvidence, rule *MetricRule
 
 // msprtMinEvents is how many events each arm needs before R2 runs.
 const msprtMinEvents = 30
+
+// meanMinTicks is how many ticks with observations each arm of a KindMean metric needs before
+// R2 runs: the variance is estimated from the spread of the per-tick means.
+const meanMinTicks = 30
+
+// evaluateMean runs R2 on a KindMean metric: the one-sided normal mSPRT on the relative
+// difference of the means, θ = μT/μC − 1 − margin, with the variance of θ̂ by the delta method from
+// each arm's per-tick means. It reports whether R2 fired.
+func (m *Machine) evaluateMean(ms *metricState, r *MSPRTEvidence, rule *MetricRule) bool {
+	r.Statistic, r.Alpha, r.Threshold = "msprt-normal-one-sided-relative-mean", Float(m.alphaTrip), Float(1/m.alphaTrip)
+	r.Tau, r.Margin, r.MinTicks = Float(rule.Tau), Float(rule.Margin), meanMinTicks
+	t, c := &ms.mean[armT], &ms.mean[armC]
+	mT, varT := t.mean()
+	mC, varC := c.mean()
+	r.TreatmentTrials, r.TreatmentSum, r.TreatmentTicks, r.TreatmentMean, r.TreatmentVariance = Float(t.n), Float(t.s), int(t.k), Float(mT), Float(varT)
+	r.ControlTrials, r.ControlSum, r.ControlTicks, r.ControlMean, r.ControlVariance = Float(c.n), Float(c.s), int(c.k), Float(mC), Float(varC)
+	if !(mC > 0) {
+		return false
+	}
+	ratio := mT / mC
+	r.Ratio = Float(ratio)
+	theta := ratio - 1 - rule.Margin
+	v := varT/(t.n*mC*mC) + ratio*ratio*varC/(c.n*mC*mC)
+	r.Theta, r.V = Float(theta), Float(v)
+	r.Active = t.k >= meanMinTicks && c.k >= meanMinTicks && v > 0 && !math.IsInf(v, 0) && !math.IsNaN(theta)
+	if !r.Active {
+		return false
+	}
+	l := LogMSPRT(theta, v, rule.Tau)
+	r.LogLambda = Float(l)
+	r.Fired = l >= m.logTrip
+	return r.Fired
+}

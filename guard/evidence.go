@@ -200,21 +200,39 @@ type AdvanceEvidence struct {
 	Met bool `json:"met"`
 }
 
-// MSPRTEvidence is R2 on the cumulative proportions.
+// MSPRTEvidence is R2: on the cumulative proportions of a KindMSPRT metric, or on the means of a
+// KindMean metric (statistic "msprt-normal-one-sided-relative-mean", with the Mean fields).
 type MSPRTEvidence struct {
 	Statistic string `json:"statistic"`
 	Alpha     Float  `json:"alpha"`
 	Threshold Float  `json:"threshold"` // 1/α
 	Tau       Float  `json:"tau"`
-	MinEvents int    `json:"minEvents"`
-	// The counts since the e-process began (R2 runs across stages, like R1).
+	MinEvents int    `json:"minEvents,omitempty"` // proportions: events each arm needs
+	MinTicks  int    `json:"minTicks,omitempty"`  // means: ticks with observations each arm needs
+	// The counts since the e-process began (R2 runs across stages, like R1): trials and events
+	// of a proportion; of a mean, the observations (trials) and their sum.
 	TreatmentTrials Float `json:"treatmentTrials"`
-	TreatmentEvents Float `json:"treatmentEvents"`
+	TreatmentEvents Float `json:"treatmentEvents,omitempty"`
 	ControlTrials   Float `json:"controlTrials"`
-	ControlEvents   Float `json:"controlEvents"`
-	Theta           Float `json:"theta"` // p̂T − p̂C
-	V               Float `json:"v"`
-	// Active: each arm has at least MinEvents events, so the test ran.
+	ControlEvents   Float `json:"controlEvents,omitempty"`
+	TreatmentSum    Float `json:"treatmentSum,omitempty"`
+	ControlSum      Float `json:"controlSum,omitempty"`
+	// Means only: each arm's mean, the variance of one observation estimated from the spread
+	// of the per-tick means, and the number of ticks with observations.
+	TreatmentMean     Float `json:"treatmentMean,omitempty"`
+	ControlMean       Float `json:"controlMean,omitempty"`
+	TreatmentVariance Float `json:"treatmentVariance,omitempty"`
+	ControlVariance   Float `json:"controlVariance,omitempty"`
+	TreatmentTicks    int   `json:"treatmentTicks,omitempty"`
+	ControlTicks      int   `json:"controlTicks,omitempty"`
+	Margin            Float `json:"margin,omitempty"` // means: the tolerated relative increase
+	// Ratio is the estimate: p̂T/p̂C of a proportion, the ratio of the means of a mean.
+	Ratio Float `json:"ratio,omitempty"`
+	// Theta is p̂T − p̂C of a proportion, μ̂T/μ̂C − 1 − margin of a mean; V its variance.
+	Theta Float `json:"theta"`
+	V     Float `json:"v"`
+	// Active: each arm has at least MinEvents events (proportions) or MinTicks ticks with
+	// observations (means), so the test ran.
 	Active    bool  `json:"active"`
 	LogLambda Float `json:"logLambda"`
 	Fired     bool  `json:"fired"`

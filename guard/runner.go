@@ -452,7 +452,7 @@ func StageConfig(flag string, ro *projections.Rollout) MachineConfig {
 		MaxAge: max(2*time.Minute, 3*p.Tick.Std(15*time.Second)),
 	}
 	for _, m := range p.Metrics {
-		cfg.Metrics = append(cfg.Metrics, MetricRule{Name: m.Name, Kind: MetricKind(m.Kind), Ceiling: m.Ceiling})
+		cfg.Metrics = append(cfg.Metrics, MetricRule{Name: m.Name, Kind: MetricKind(m.Kind), Ceiling: m.Ceiling, Margin: m.Margin, Tau: m.Tau})
 	}
 	return cfg
 }
@@ -483,8 +483,9 @@ func queriesFor(flag string, p events.RolloutPlan) []metricQueries {
 			qs[i].err = err
 			return q
 		}
-		qs[i].reqT, qs[i].errT = render(m.Requests, p.Treatment), render(m.Errors, p.Treatment)
-		qs[i].reqC, qs[i].errC = render(m.Requests, p.Control), render(m.Errors, p.Control)
+		first, second := m.Counters()
+		qs[i].reqT, qs[i].errT = render(first, p.Treatment), render(second, p.Treatment)
+		qs[i].reqC, qs[i].errC = render(first, p.Control), render(second, p.Control)
 	}
 	return qs
 }

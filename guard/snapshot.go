@@ -48,9 +48,11 @@ type MetricSnapshot struct {
 	Stage   [2][2]Float     `json:"stage"`   // the stage's counts (exposure, R5's expected errors)
 	SRM     [2]Float        `json:"srm"`     // R4's exposures
 	Total   [2][2]Float     `json:"total"`   // the counts since the e-process began (R2)
-	R1      RatioSnapshot   `json:"r1"`
-	R5      RatioSnapshot   `json:"r5"`
-	Floor   []FloorSnapshot `json:"floor,omitempty"` // R3's window, oldest first
+	// Mean is R2's per-tick accumulation of a KindMean metric, per arm.
+	Mean  [2]MeanSnapshot `json:"mean,omitzero"`
+	R1    RatioSnapshot   `json:"r1"`
+	R5    RatioSnapshot   `json:"r5"`
+	Floor []FloorSnapshot `json:"floor,omitempty"` // R3's window, oldest first
 }
 
 // RatioSnapshot is the state of an R1 or R5 e-process; its null and grid follow from the
@@ -65,6 +67,15 @@ type RatioSnapshot struct {
 	ReqC Float `json:"reqC"`
 	ErrT Float `json:"errT"`
 	ErrC Float `json:"errC"`
+}
+
+// MeanSnapshot is one arm's accumulation of a KindMean metric's observations: N observations
+// summing to Sum over Ticks ticks that had any, and SumSquaredOverN = Σ sumₖ²/nₖ.
+type MeanSnapshot struct {
+	N               Float `json:"n"`
+	Sum             Float `json:"sum"`
+	Ticks           Float `json:"ticks"`
+	SumSquaredOverN Float `json:"sumSquaredOverN"`
 }
 
 // FloorSnapshot is one tick's treatment deltas in R3's window.
@@ -106,6 +117,8 @@ func (m *Machine) Snapshot() MachineSnapshot {
 				out.Last[a][c], out.Stage[a][c], out.Total[a][c] = Float(ms.last[a][c]), Float(ms.stage[a][c]), Float(ms.total[a][c])
 			}
 			out.SRM[a] = Float(ms.srm[a])
+			ma := &ms.mean[a]
+			out.Mean[a] = MeanSnapshot{N: Float(ma.n), Sum: Float(ma.s), Ticks: Float(ma.k), SumSquaredOverN: Float(ma.q)}
 		}
 		out.R1, out.R5 = ratioSnapshot(&ms.r1), ratioSnapshot(&ms.r5)
 		if live := ms.floor.buf[ms.floor.head:]; len(live) > 0 {
@@ -212,6 +225,11 @@ func RestoreMachine(snap MachineSnapshot) (*Machine, error) {
 				ms.lastAt[a][c] = normTime(in.LastAt[a][c])
 			}
 			ms.srm[a] = float64(in.SRM[a])
+			ma := &in.Mean[a]
+			if ma.N < 0 || ma.Ticks < 0 || ma.SumSquaredOverN < 0 {
+				return nil, bad("metric %q: negative mean accumulation", in.Name)
+			}
+			ms.mean[a] = meanAcc{n: float64(ma.N), s: float64(ma.Sum), k: float64(ma.Ticks), q: float64(ma.SumSquaredOverN)}
 		}
 		in.R1.restore(&ms.r1)
 		in.R5.restore(&ms.r5)
