@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/guard"
 	"github.com/interlock-dev/interlock/projections"
 )
 
@@ -65,6 +66,9 @@ func (s *Service) CreateRollout(ctx context.Context, m Meta, env, key string, ex
 		return projections.Flag{}, fmt.Errorf("create rollout %s/%s: %w", env, key, err)
 	}
 	if err := s.checkSource("source.url", plan.Source.URL); err != nil {
+		return projections.Flag{}, fmt.Errorf("create rollout %s/%s: %w", env, key, err)
+	}
+	if err := guard.CheckPlan(key, plan); err != nil {
 		return projections.Flag{}, fmt.Errorf("create rollout %s/%s: %w", env, key, err)
 	}
 	if plan.Valve != nil {
@@ -331,6 +335,9 @@ func (s *Service) ConfigureValve(ctx context.Context, m Meta, env, key string, e
 	}
 	if err == nil && v.Policy != nil {
 		err = s.checkSource("policy.source.url", v.Policy.Source.URL)
+	}
+	if err == nil {
+		err = guard.CheckValvePolicy(v.Policy)
 	}
 	if err != nil {
 		return projections.Flag{}, fmt.Errorf("configure valve %s/%s: %w", env, key, err)

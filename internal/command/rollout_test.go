@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -867,5 +868,59 @@ func TestSourceCheck(t *testing.T) {
 		if !errors.As(err, &ve) || ve.Field != "policy.source.url" {
 			t.Fatalf("valve policy reading elsewhere: %v", err)
 		}
+	})
+}
+
+// A selector the guard could not query is refused when the plan or the policy is written, not
+// found BLIND at the first tick.
+func TestQueriesCheckedOnWrite(t *testing.T) {
+	st := openStore(t, natstest.RunServer(t))
+	svc := command.New(st, nil)
+	ctx := context.Background()
+	mustCreate(t, svc, "ramp", rampConfig())
+	mustCreate(t, svc, "valve", valveConfig())
+	for _, tc := range []struct {
+		name   string
+		mutate func(p *events.RolloutPlan)
+		field  string
+	}{
+		{"unclosed brace", func(p *events.RolloutPlan) { p.Metrics[0].Requests = `requests_total{route="/"` }, "metrics[0].requests"},
+		{"not a metric name", func(p *events.RolloutPlan) { p.Metrics[0].Errors = "0errors" }, "metrics[0].errors"},
+		{"variant already constrained", func(p *events.RolloutPlan) { p.Metrics[0].Requests = `requests_total{variant="on"}` }, "metrics[0].requests"},
+		{"flag already constrained", func(p *events.RolloutPlan) { p.Metrics[0].Errors = `errors_total{flag="other"}` }, "metrics[0].errors"},
+		{"bad regexp", func(p *events.RolloutPlan) { p.Metrics[0].Requests = `requests_total{route=~"("}` }, "metrics[0].requests"},
+		{"mean: bad sum", func(p *events.RolloutPlan) {
+			p.Metrics = append(p.Metrics, events.RolloutMetric{Name: "latency", Kind: events.MetricMean,
+				Count: "request_duration_seconds_count", Sum: "request_duration_seconds_sum{"})
+		}, "metrics[1].sum"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			plan := rampPlan()
+			plan.Metrics = slices.Clone(plan.Metrics)
+			tc.mutate(&plan)
+			unchanged(t, st, func() {
+				_, err := svc.CreateRollout(ctx, alice, env, "ramp", 0, plan)
+				checkErr(t, err, events.ErrInvalid)
+				checkField(t, err, tc.field)
+			})
+		})
+	}
+	mean := rampPlan()
+	mean.Metrics = append(slices.Clone(mean.Metrics), events.RolloutMetric{Name: "latency", Kind: events.MetricMean,
+		Count: `request_duration_seconds_count{route="/pay"}`, Sum: `request_duration_seconds_sum{route="/pay"}`, Margin: 0.1})
+	f, err := svc.CreateRollout(ctx, alice, env, "ramp", 0, mean)
+	if err != nil {
+		t.Fatalf("a plan with a mean metric: %v", err)
+	}
+	if got := f.Rollout.Plan.Metrics[1]; got.Tau != 0.1 || got.Margin != 0.1 || got.Kind != events.MetricMean {
+		t.Errorf("recorded mean metric %+v, want tau 0.1 filled in", got)
+	}
+
+	policy := &events.ValvePolicy{Source: events.MetricSource{Type: events.SourceScrape, URL: "http://127.0.0.1/metrics"},
+		Requests: "requests_total", Errors: `errors_total{code=~"5.."`}
+	unchanged(t, st, func() {
+		_, err := svc.ConfigureValve(ctx, alice, env, "valve", 0, events.ValveConfigured{Variant: "degraded", Policy: policy})
+		checkErr(t, err, events.ErrInvalid)
+		checkField(t, err, "policy.errors")
 	})
 }
