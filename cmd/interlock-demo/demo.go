@@ -12,8 +12,10 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,15 +42,31 @@ const (
 	variantOther      = "other"
 	maxVariantNameLen = 64
 	maxKnobBody       = 1 << 10
+	// maxLatency and maxSlowFactor bound the knob's latency (seconds) and slow factor.
+	maxLatency    = 60
+	maxSlowFactor = 100
 	// minTick and maxTick bound the load loop's ticker: at high rates a tick issues several
 	// requests; at rates below one per second the loop still looks at the clock every second.
 	minTick = 5 * time.Millisecond
 	maxTick = time.Second
 )
 
+// The simulated latency: a request's latency is log-normal, its median the knob's Latency and
+// the standard deviation of its logarithm latencyLogSD.
+const (
+	defaultLatency    = 0.05
+	defaultSlowFactor = 1
+	latencyLogSD      = 0.5
+)
+
+// latencyBounds are the upper bounds (le) of the finite buckets of request_duration_seconds, in
+// seconds, ascending; the +Inf bucket follows them.
+var latencyBounds = [...]float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
 var (
-	// errBadKnob marks a knob change that is refused: malformed JSON, an unknown field, a rate
-	// outside [0, 1], a bad variant name, or nothing to change.
+	// errBadKnob marks a knob change that is refused: malformed JSON, an unknown field, a value
+	// of the wrong type, a rate outside [0, 1], a latency or slow factor out of range, a bad
+	// variant name, or nothing to change.
 	errBadKnob = errors.New("bad knob")
 	// errBodyTooLarge marks a request body over maxKnobBody.
 	errBodyTooLarge = errors.New("request body too large")
@@ -67,11 +85,17 @@ type syncState interface {
 }
 
 // knob is the failure injection: every request fails with probability BaseErrorRate, and those
-// served FailVariant with probability FailRate on top (1-(1-base)(1-fail) in all).
+// served FailVariant with probability FailRate on top (1-(1-base)(1-fail) in all). Every request
+// also takes a simulated latency, log-normal with median Latency seconds, SlowFactor times that
+// for those served FailVariant.
 type knob struct {
 	FailVariant   string  `json:"failVariant"`
 	FailRate      float64 `json:"failRate"`
 	BaseErrorRate float64 `json:"baseErrorRate"`
+	// Latency is the median simulated latency of a request, in seconds: in (0, maxLatency].
+	Latency float64 `json:"latency"`
+	// SlowFactor multiplies the latency of the requests served FailVariant: in [1, maxSlowFactor].
+	SlowFactor float64 `json:"slowFactor"`
 }
 
 // validate reports every problem with k, joined; each wraps errBadKnob.
@@ -86,6 +110,12 @@ func (k knob) validate() error {
 	if err := validateRate(k.BaseErrorRate); err != nil {
 		errs = append(errs, fmt.Errorf("%w: baseErrorRate: %w", errBadKnob, err))
 	}
+	if l := k.Latency; math.IsNaN(l) || l <= 0 || l > maxLatency {
+		errs = append(errs, fmt.Errorf("%w: latency: %v seconds is not above 0 and at most %d", errBadKnob, l, maxLatency))
+	}
+	if f := k.SlowFactor; math.IsNaN(f) || f < 1 || f > maxSlowFactor {
+		errs = append(errs, fmt.Errorf("%w: slowFactor: %v is not between 1 and %d", errBadKnob, f, maxSlowFactor))
+	}
 	return errors.Join(errs...)
 }
 
@@ -95,6 +125,15 @@ func (k *knob) failProbability(variant string) float64 {
 		return 1 - (1-k.BaseErrorRate)*(1-k.FailRate)
 	}
 	return k.BaseErrorRate
+}
+
+// latency draws the simulated latency of a request served variant from rng, in seconds.
+func (k *knob) latency(rng *rand.Rand, variant string) float64 {
+	l := k.Latency * math.Exp(latencyLogSD*rng.NormFloat64())
+	if variant == k.FailVariant {
+		l *= k.SlowFactor
+	}
+	return l
 }
 
 func validateRate(r float64) error {
@@ -124,24 +163,67 @@ type knobPatch struct {
 	FailVariant   *string  `json:"failVariant"`
 	FailRate      *float64 `json:"failRate"`
 	BaseErrorRate *float64 `json:"baseErrorRate"`
+	Latency       *float64 `json:"latency"`
+	SlowFactor    *float64 `json:"slowFactor"`
 }
 
+// knobFields are the names of the knob's fields in JSON, as knobPatch spells them.
+var knobFields = []string{"failVariant", "failRate", "baseErrorRate", "latency", "slowFactor"}
+
 // decodeKnobPatch decodes one JSON object with at least one of the knob's fields and nothing
-// else. Errors wrap errBadKnob.
+// else; field names are case-sensitive. Errors wrap errBadKnob; one about a field names it.
 func decodeKnobPatch(body []byte) (knobPatch, error) {
+	// encoding/json matches names without regard to case: the keys are checked first, when
+	// the body is an object at all (if not, decoding it below says why).
+	var keys map[string]json.RawMessage
+	if json.Unmarshal(body, &keys) == nil {
+		var unknown []string
+		for _, k := range slices.Sorted(maps.Keys(keys)) {
+			if !slices.Contains(knobFields, k) {
+				unknown = append(unknown, strconv.Quote(k))
+			}
+		}
+		if len(unknown) > 0 {
+			what := "unknown field"
+			if len(unknown) > 1 {
+				what += "s"
+			}
+			return knobPatch{}, fmt.Errorf("%w: %s %s: the knob's fields are %s (case-sensitive)",
+				errBadKnob, what, strings.Join(unknown, ", "), strings.Join(knobFields, ", "))
+		}
+	}
 	var p knobPatch
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
+		if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+			return knobPatch{}, typeError(te)
+		}
 		return knobPatch{}, fmt.Errorf("%w: %w", errBadKnob, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return knobPatch{}, fmt.Errorf("%w: one JSON object expected, found more after it", errBadKnob)
 	}
-	if p.FailVariant == nil && p.FailRate == nil && p.BaseErrorRate == nil {
-		return knobPatch{}, fmt.Errorf("%w: nothing to change: give failVariant, failRate or baseErrorRate", errBadKnob)
+	if p == (knobPatch{}) {
+		return knobPatch{}, fmt.Errorf("%w: nothing to change: give any of %s", errBadKnob, strings.Join(knobFields, ", "))
 	}
 	return p, nil
+}
+
+// typeError says which field of a knob patch holds a value of the wrong type (or a number too
+// large for it) and what the field takes. It wraps errBadKnob.
+func typeError(te *json.UnmarshalTypeError) error {
+	if te.Field == "" {
+		return fmt.Errorf("%w: a JSON object expected, not %s", errBadKnob, te.Value)
+	}
+	want := "a number"
+	if te.Type != nil && te.Type.Kind() == reflect.String {
+		want = "a string"
+	}
+	if n, ok := strings.CutPrefix(te.Value, "number "); ok && want == "a number" {
+		return fmt.Errorf("%w: %s: %s is out of range", errBadKnob, te.Field, n)
+	}
+	return fmt.Errorf("%w: %s: %s expected, not %s", errBadKnob, te.Field, want, te.Value)
 }
 
 // apply returns k changed by p, validated. Errors wrap errBadKnob.
@@ -155,6 +237,12 @@ func (k knob) apply(p knobPatch) (knob, error) {
 	if p.BaseErrorRate != nil {
 		k.BaseErrorRate = *p.BaseErrorRate
 	}
+	if p.Latency != nil {
+		k.Latency = *p.Latency
+	}
+	if p.SlowFactor != nil {
+		k.SlowFactor = *p.SlowFactor
+	}
 	if err := k.validate(); err != nil {
 		return knob{}, err
 	}
@@ -167,10 +255,47 @@ type knobState struct {
 	Version uint64 `json:"version"`
 }
 
-// tally counts one variant's requests and the errors among them.
+// tally counts one variant's requests and the errors among them, and sums up their simulated
+// latencies. It is comparable, so that tests can compare tallies with ==.
 type tally struct {
 	Requests uint64 `json:"requests"`
 	Errors   uint64 `json:"errors"`
+	// LatencySum is the requests' simulated latencies added up, in seconds.
+	LatencySum float64 `json:"latencySumSeconds"`
+	// buckets[i] counts the requests whose latency is at most latencyBounds[i] and above the
+	// bound before it; those above the last bound are Requests minus all of these.
+	buckets [len(latencyBounds)]uint64
+}
+
+// observe adds a request's latency to the histogram (the caller counts the request).
+func (t *tally) observe(latency float64) {
+	t.LatencySum += latency
+	if i, _ := slices.BinarySearch(latencyBounds[:], latency); i < len(latencyBounds) {
+		t.buckets[i]++
+	}
+}
+
+// meanLatency is the requests' mean latency in seconds, 0 before the first request.
+func (t tally) meanLatency() float64 {
+	if t.Requests == 0 {
+		return 0
+	}
+	return t.LatencySum / float64(t.Requests)
+}
+
+// MarshalJSON adds the mean latency (meanLatencySeconds, absent before the first request) to the
+// tally's fields.
+func (t tally) MarshalJSON() ([]byte, error) {
+	type plain tally
+	var mean *float64
+	if t.Requests > 0 {
+		m := t.meanLatency()
+		mean = &m
+	}
+	return json.Marshal(struct {
+		plain
+		MeanLatency *float64 `json:"meanLatencySeconds,omitempty"`
+	}{plain(t), mean})
 }
 
 // served is what the last request was served.
@@ -183,8 +308,9 @@ type served struct {
 }
 
 // snapshot is the load loop's counters as of the end of one tick. It is immutable once
-// published: every reader sees requests and errors of the same instant, never more errors than
-// requests, and counts made with one knob version (the loop reads the knob once per tick).
+// published: every reader sees requests, errors and latencies of the same instant (so a
+// histogram's count is always its variant's requests), never more errors than requests, and
+// counts made with one knob version (the loop reads the knob once per tick).
 type snapshot struct {
 	Requests    uint64           `json:"requests"`
 	Variants    map[string]tally `json:"variants"`
@@ -353,11 +479,12 @@ func (d *demo) runLoad(ctx context.Context) error {
 	}
 }
 
-// newRand is the load loop's source of users and failures: the same seed, the same sequence.
+// newRand is the load loop's source of users, failures and latencies: the same seed, the same
+// sequence.
 func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x1e7e_10c4)) }
 
 // request is one request of the load loop: a random user, the flag evaluated for it, and a
-// failure drawn from the knob. It returns what was served.
+// failure and a latency drawn from the knob. It returns what was served.
 func (d *demo) request(rng *rand.Rand, k *knob, counts map[string]*tally) served {
 	user := "user-" + strconv.Itoa(rng.IntN(d.cfg.Users))
 	ev := d.flags.Evaluate(d.cfg.Flag, &projections.EvalContext{TargetingKey: user})
@@ -379,6 +506,7 @@ func (d *demo) request(rng *rand.Rand, k *knob, counts map[string]*tally) served
 	if rng.Float64() < k.failProbability(variant) {
 		c.Errors++
 	}
+	c.observe(k.latency(rng, variant))
 	return served{Variant: variant, Reason: string(ev.Reason), ErrorCode: string(ev.ErrorCode), FlagVersion: ev.Version, User: user}
 }
 
@@ -458,7 +586,8 @@ func (d *demo) handleSetKnob(w http.ResponseWriter, r *http.Request) {
 		d.writeError(w, err)
 		return
 	}
-	d.logger.Info("knob changed", "fail_variant", k.FailVariant, "fail_rate", k.FailRate, "base_error_rate", k.BaseErrorRate, "version", k.Version)
+	d.logger.Info("knob changed", "fail_variant", k.FailVariant, "fail_rate", k.FailRate, "base_error_rate", k.BaseErrorRate,
+		"latency", k.Latency, "slow_factor", k.SlowFactor, "version", k.Version)
 	writeJSON(w, http.StatusOK, k)
 }
 
@@ -479,29 +608,49 @@ func (d *demo) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// families are the exposition of s: requests_total and errors_total by flag and variant, the
-// variants sorted.
+// families are the exposition of s: the counters requests_total and errors_total and the
+// histogram request_duration_seconds, by flag and variant, the variants sorted. A histogram's
+// count is its variant's requests_total; its buckets leave out +Inf, whose count is that.
 func families(flag string, s *snapshot) []*dto.MetricFamily {
 	variants := slices.Sorted(maps.Keys(s.Variants))
-	family := func(name, help string, value func(tally) uint64) *dto.MetricFamily {
-		mf := &dto.MetricFamily{Name: proto.String(name), Help: proto.String(help), Type: dto.MetricType_COUNTER.Enum()}
+	family := func(name, help string, typ dto.MetricType, set func(*dto.Metric, tally)) *dto.MetricFamily {
+		mf := &dto.MetricFamily{Name: proto.String(name), Help: proto.String(help), Type: typ.Enum()}
 		for _, v := range variants {
-			mf.Metric = append(mf.Metric, &dto.Metric{
-				Label: []*dto.LabelPair{
-					{Name: proto.String("flag"), Value: proto.String(flag)},
-					{Name: proto.String("variant"), Value: proto.String(v)},
-				},
-				Counter: &dto.Counter{Value: proto.Float64(float64(value(s.Variants[v])))},
-			})
+			m := &dto.Metric{Label: []*dto.LabelPair{
+				{Name: proto.String("flag"), Value: proto.String(flag)},
+				{Name: proto.String("variant"), Value: proto.String(v)},
+			}}
+			set(m, s.Variants[v])
+			mf.Metric = append(mf.Metric, m)
 		}
 		return mf
 	}
+	counter := func(value func(tally) uint64) func(*dto.Metric, tally) {
+		return func(m *dto.Metric, t tally) { m.Counter = &dto.Counter{Value: proto.Float64(float64(value(t)))} }
+	}
 	return []*dto.MetricFamily{
 		family("requests_total", "Requests served, by flag and the variant the flag evaluated to (\"error\" when the evaluation failed).",
-			func(t tally) uint64 { return t.Requests }),
+			dto.MetricType_COUNTER, counter(func(t tally) uint64 { return t.Requests })),
 		family("errors_total", "Requests that failed, by flag and the variant they were served.",
-			func(t tally) uint64 { return t.Errors }),
+			dto.MetricType_COUNTER, counter(func(t tally) uint64 { return t.Errors })),
+		family("request_duration_seconds", "Simulated latency of the requests, by flag and the variant they were served.",
+			dto.MetricType_HISTOGRAM, func(m *dto.Metric, t tally) { m.Histogram = histogram(t) }),
 	}
+}
+
+// histogram is the latency histogram of t, with cumulative bucket counts.
+func histogram(t tally) *dto.Histogram {
+	h := &dto.Histogram{
+		SampleCount: proto.Uint64(t.Requests),
+		SampleSum:   proto.Float64(t.LatencySum),
+		Bucket:      make([]*dto.Bucket, len(latencyBounds)),
+	}
+	var cum uint64
+	for i, le := range latencyBounds {
+		cum += t.buckets[i]
+		h.Bucket[i] = &dto.Bucket{UpperBound: proto.Float64(le), CumulativeCount: proto.Uint64(cum)}
+	}
+	return h
 }
 
 // writeError is the one place errors become HTTP statuses: a refused knob is a 400 that says why,

@@ -1,28 +1,40 @@
 // Command interlock-demo is a service whose traffic depends on one Interlock flag, for trying a
 // guarded rollout by hand or in end-to-end tests. It follows the flag's environment over NATS with
 // package projections/local and runs a load loop against itself in process: every request picks
-// a random user (user-0 … user-N-1) as the targeting key, evaluates the flag, and fails with the
-// probability the failure knob gives the variant it was served. It exposes the counts for
-// Prometheus:
+// a random user (user-0 … user-N-1) as the targeting key, evaluates the flag, fails with the
+// probability the failure knob gives the variant it was served, and takes a simulated latency
+// (nothing sleeps): log-normal with the knob's median latency and a log standard deviation of
+// 0.5, times the knob's slow factor for the failing variant. It exposes the counts and a latency
+// histogram for Prometheus:
 //
 //	requests_total{flag="checkout-v2",variant="on"} 1027
 //	errors_total{flag="checkout-v2",variant="on"} 3
+//	request_duration_seconds_bucket{flag="checkout-v2",variant="on",le="0.05"} 512
+//	request_duration_seconds_bucket{flag="checkout-v2",variant="on",le="+Inf"} 1027
+//	request_duration_seconds_sum{flag="checkout-v2",variant="on"} 58.1
+//	request_duration_seconds_count{flag="checkout-v2",variant="on"} 1027
+//
+// The histogram's buckets are 5ms, 10ms, 25ms, 50ms, 100ms, 250ms, 500ms, 1s, 2.5s, 5s, 10s and
+// +Inf; its count is always the variant's requests_total.
 //
 // A disabled or killed flag serves its off variant and is counted under it. A failed evaluation
 // (the flag does not exist) is counted under variant="error" and does not fail the request.
 //
 // Start it next to `interlock serve` (which runs NATS on 127.0.0.1:4222), then make the flag's
-// variant "on" fail for one request in five:
+// variant "on" fail for one request in five, and three times slower:
 //
 //	interlock-demo --flag checkout-v2 --env production --rate 50
-//	curl -s -X POST localhost:8081/knob -d '{"failRate":0.2}'
+//	curl -s -X POST localhost:8081/knob -d '{"failRate":0.2,"slowFactor":3}'
 //	curl -s localhost:8081/metrics
 //
-// Endpoints: GET / (status as JSON), GET /metrics, GET /readyz (200 once the flag client is ready
-// and the load runs, else 503), GET /knob and POST /knob (a JSON object with any of failVariant,
-// failRate and baseErrorRate; absent fields keep their value; 400 for anything else). The load
-// starts once the client has caught up with the environment; --seed makes the users and failures
-// repeatable, and --report prints the traffic per variant on standard output.
+// Endpoints: GET / (status as JSON, with the mean latency per variant), GET /metrics, GET /readyz
+// (200 once the flag client is ready and the load runs, else 503), GET /knob and POST /knob. POST
+// /knob takes a JSON object with any of the knob's fields: failVariant, failRate and
+// baseErrorRate (probabilities in [0, 1]), latency (the median in seconds, above 0 and at most
+// 60) and slowFactor (1 to 100). Absent fields keep their value; anything else is a 400 that
+// names the field and changes nothing. The load starts once the client has caught up with the
+// environment; --seed makes the users, failures and latencies repeatable, and --report prints the
+// traffic per variant on standard output.
 package main
 
 import (
@@ -65,8 +77,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: interlock-demo --flag KEY [flags]\n\n"+
-			"Sends itself requests that evaluate one Interlock flag and fail as the knob says, and\n"+
-			"exposes requests_total and errors_total by variant on /metrics.\n\n")
+			"Sends itself requests that evaluate one Interlock flag and fail and take a simulated\n"+
+			"latency as the knob says, and exposes requests_total, errors_total and the histogram\n"+
+			"request_duration_seconds by variant on /metrics.\n\n")
 		fs.PrintDefaults()
 	}
 	cfg := demoConfig{}
@@ -80,7 +93,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Knob.FailVariant, "fail-variant", "on", "variant that fails with probability --fail-rate")
 	fs.Float64Var(&cfg.Knob.FailRate, "fail-rate", 0, "probability (0..1) that a request served --fail-variant fails")
 	fs.Float64Var(&cfg.Knob.BaseErrorRate, "base-error-rate", 0.001, "probability (0..1) that any request fails")
-	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed of the random users and failures (0: random)")
+	fs.Float64Var(&cfg.Knob.Latency, "latency", defaultLatency, "median simulated latency of a request in seconds, log-normal (above 0, at most 60)")
+	fs.Float64Var(&cfg.Knob.SlowFactor, "slow-factor", defaultSlowFactor, "multiplier (1..100) of the simulated latency of requests served --fail-variant")
+	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed of the random users, failures and latencies (0: random)")
 	fs.DurationVar(&cfg.Report, "report", 10*time.Second, "how often to print the traffic per variant on stdout (0: never)")
 	verbose := fs.Bool("v", false, "debug logs")
 	if err := fs.Parse(args); err != nil {

@@ -207,7 +207,8 @@ func (p *demoProc) scrape(t *testing.T) counts {
 	return countsOf(t, fams)
 }
 
-// countsOf checks the two counter families and returns their values by variant.
+// countsOf checks the two counter families and the latency histogram, and returns their values
+// by variant (with the histogram's sum and buckets).
 func countsOf(t *testing.T, fams map[string]*dto.MetricFamily) counts {
 	t.Helper()
 	out := counts{}
@@ -250,6 +251,79 @@ func countsOf(t *testing.T, fams map[string]*dto.MetricFamily) counts {
 		if c.Errors > c.Requests {
 			t.Fatalf("variant %s: %d errors of %d requests", v, c.Errors, c.Requests)
 		}
+	}
+	// The histogram comes with the counters, its count always the variant's requests_total.
+	if (fams["requests_total"] == nil) != (fams[latencyFamily] == nil) {
+		t.Fatalf("/metrics has one of requests_total and %s without the other", latencyFamily)
+	}
+	lat := latenciesOf(t, flagKey, fams)
+	if len(lat) != len(out) {
+		t.Fatalf("%s has %d variants, requests_total %d", latencyFamily, len(lat), len(out))
+	}
+	for v, l := range lat {
+		c, ok := out[v]
+		if !ok || l.Requests != c.Requests {
+			t.Fatalf("variant %s: %s_count %d, requests_total %d (exposed: %v)", v, latencyFamily, l.Requests, c.Requests, ok)
+		}
+		c.LatencySum, c.buckets = l.LatencySum, l.buckets
+		out[v] = c
+	}
+	return out
+}
+
+// latencyFamily is the name of the latency histogram.
+const latencyFamily = "request_duration_seconds"
+
+// latenciesOf checks the latency histogram of flag and returns it by variant: the count as
+// Requests, the sum and the buckets (not cumulative). A text exposition has a +Inf bucket, a
+// protobuf one may leave it out.
+func latenciesOf(t *testing.T, flag string, fams map[string]*dto.MetricFamily) map[string]tally {
+	t.Helper()
+	out := map[string]tally{}
+	mf := fams[latencyFamily]
+	if mf == nil {
+		return out
+	}
+	if mf.GetType() != dto.MetricType_HISTOGRAM {
+		t.Fatalf("%s is a %v, want a histogram", latencyFamily, mf.GetType())
+	}
+	for _, m := range mf.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if len(labels) != 2 || labels["flag"] != flag || labels["variant"] == "" {
+			t.Fatalf("%s has labels %v, want flag=%q and variant", latencyFamily, labels, flag)
+		}
+		v := labels["variant"]
+		if _, dup := out[v]; dup {
+			t.Fatalf("%s{variant=%q} appears twice", latencyFamily, v)
+		}
+		h := m.GetHistogram()
+		c := tally{Requests: h.GetSampleCount(), LatencySum: h.GetSampleSum()}
+		if math.IsNaN(c.LatencySum) || math.IsInf(c.LatencySum, 0) || c.LatencySum < 0 || (c.Requests > 0) != (c.LatencySum > 0) {
+			t.Fatalf("%s{variant=%q}: sum %v of %d requests", latencyFamily, v, c.LatencySum, c.Requests)
+		}
+		buckets := h.GetBucket()
+		if n := len(buckets); n == len(latencyBounds)+1 {
+			if inf := buckets[n-1]; !math.IsInf(inf.GetUpperBound(), 1) || inf.GetCumulativeCount() != c.Requests {
+				t.Fatalf("%s{variant=%q}: last bucket le=%v holds %d, want +Inf holding the count %d", latencyFamily, v, inf.GetUpperBound(), inf.GetCumulativeCount(), c.Requests)
+			}
+			buckets = buckets[:n-1]
+		}
+		if len(buckets) != len(latencyBounds) {
+			t.Fatalf("%s{variant=%q}: %d buckets, want %v and +Inf", latencyFamily, v, len(h.GetBucket()), latencyBounds)
+		}
+		var prev uint64
+		for i, b := range buckets {
+			n := b.GetCumulativeCount()
+			if b.GetUpperBound() != latencyBounds[i] || n < prev || n > c.Requests {
+				t.Fatalf("%s{variant=%q}: bucket %d is le=%v holding %d after %d of %d; want le=%v, cumulative", latencyFamily, v, i, b.GetUpperBound(), n, prev, c.Requests, latencyBounds[i])
+			}
+			c.buckets[i] = n - prev
+			prev = n
+		}
+		out[v] = c
 	}
 	return out
 }
@@ -415,33 +489,44 @@ func TestFailKnob(t *testing.T) {
 func TestKnobRefusals(t *testing.T) {
 	s := boot(t)
 	s.createFlag(t)
-	p := start(t, s, "--flag", flagKey, "--rate", "100", "--fail-rate", "0.25")
+	p := start(t, s, "--flag", flagKey, "--rate", "100", "--fail-rate", "0.25", "--latency", "0.2", "--slow-factor", "2")
 	var want knobState
-	if code := p.getJSON(t, "/knob", &want); code != http.StatusOK || want.FailRate != 0.25 || want.Version != 1 {
+	if code := p.getJSON(t, "/knob", &want); code != http.StatusOK || want.FailRate != 0.25 || want.Latency != 0.2 || want.SlowFactor != 2 || want.Version != 1 {
 		t.Fatalf("GET /knob: %d %+v", code, want)
 	}
 	for _, tc := range []struct {
 		name, body string
 		code       int
+		says       string // in the error message: the field at fault
 	}{
-		{"not json", `failRate=1`, http.StatusBadRequest},
-		{"truncated", `{"failRate":0.`, http.StatusBadRequest},
-		{"empty", ``, http.StatusBadRequest},
-		{"empty object", `{}`, http.StatusBadRequest},
-		{"null", `null`, http.StatusBadRequest},
-		{"array", `[{"failRate":0.1}]`, http.StatusBadRequest},
-		{"rate above 1", `{"failRate":1.5}`, http.StatusBadRequest},
-		{"negative rate", `{"failRate":-0.1}`, http.StatusBadRequest},
-		{"base rate above 1", `{"baseErrorRate":2}`, http.StatusBadRequest},
-		{"huge number", `{"failRate":1e400}`, http.StatusBadRequest},
-		{"rate as string", `{"failRate":"0.1"}`, http.StatusBadRequest},
-		{"unknown field", `{"failRate":0.1,"rate":5}`, http.StatusBadRequest},
-		{"bad variant", `{"failVariant":"o n","failRate":0.1}`, http.StatusBadRequest},
-		{"empty variant", `{"failVariant":""}`, http.StatusBadRequest},
-		{"one good one bad", `{"failVariant":"off","failRate":7}`, http.StatusBadRequest},
-		{"two objects", `{"failRate":0.1}{"failRate":0.2}`, http.StatusBadRequest},
-		{"trailing garbage", `{"failRate":0.1} x`, http.StatusBadRequest},
-		{"too large", `{"failVariant":"` + strings.Repeat("a", 2000) + `"}`, http.StatusRequestEntityTooLarge},
+		{"not json", `failRate=1`, http.StatusBadRequest, ""},
+		{"truncated", `{"failRate":0.`, http.StatusBadRequest, ""},
+		{"empty", ``, http.StatusBadRequest, ""},
+		{"empty object", `{}`, http.StatusBadRequest, "nothing to change"},
+		{"null", `null`, http.StatusBadRequest, "nothing to change"},
+		{"array", `[{"failRate":0.1}]`, http.StatusBadRequest, "object"},
+		{"rate above 1", `{"failRate":1.5}`, http.StatusBadRequest, "failRate"},
+		{"negative rate", `{"failRate":-0.1}`, http.StatusBadRequest, "failRate"},
+		{"base rate above 1", `{"baseErrorRate":2}`, http.StatusBadRequest, "baseErrorRate"},
+		{"huge number", `{"failRate":1e400}`, http.StatusBadRequest, "failRate"},
+		{"rate as string", `{"failRate":"0.1"}`, http.StatusBadRequest, "failRate"},
+		{"unknown field", `{"failRate":0.1,"rate":5}`, http.StatusBadRequest, `"rate"`},
+		{"field in the wrong case", `{"Latency":0.1}`, http.StatusBadRequest, `"Latency"`},
+		{"bad variant", `{"failVariant":"o n","failRate":0.1}`, http.StatusBadRequest, "failVariant"},
+		{"empty variant", `{"failVariant":""}`, http.StatusBadRequest, "failVariant"},
+		{"one good one bad", `{"failVariant":"off","failRate":7}`, http.StatusBadRequest, "failRate"},
+		{"zero latency", `{"latency":0}`, http.StatusBadRequest, "latency"},
+		{"negative latency", `{"latency":-1}`, http.StatusBadRequest, "latency"},
+		{"latency above a minute", `{"latency":60.5}`, http.StatusBadRequest, "latency"},
+		{"latency as string", `{"latency":"0.1"}`, http.StatusBadRequest, "latency"},
+		{"huge latency", `{"latency":1e999}`, http.StatusBadRequest, "latency"},
+		{"slow factor below 1", `{"slowFactor":0.5}`, http.StatusBadRequest, "slowFactor"},
+		{"slow factor above 100", `{"slowFactor":101}`, http.StatusBadRequest, "slowFactor"},
+		{"slow factor as bool", `{"slowFactor":true}`, http.StatusBadRequest, "slowFactor"},
+		{"good latency, bad slow factor", `{"latency":0.1,"slowFactor":0}`, http.StatusBadRequest, "slowFactor"},
+		{"two objects", `{"failRate":0.1}{"failRate":0.2}`, http.StatusBadRequest, ""},
+		{"trailing garbage", `{"failRate":0.1} x`, http.StatusBadRequest, ""},
+		{"too large", `{"failVariant":"` + strings.Repeat("a", 2000) + `"}`, http.StatusRequestEntityTooLarge, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, body := p.postKnob(t, tc.body)
@@ -451,6 +536,8 @@ func TestKnobRefusals(t *testing.T) {
 			var e map[string]string
 			if err := json.Unmarshal([]byte(body), &e); err != nil || e["error"] == "" {
 				t.Errorf("body %q is not a JSON error", body)
+			} else if !strings.Contains(e["error"], tc.says) {
+				t.Errorf("POST /knob %s: error %q does not name %s", tc.body, e["error"], tc.says)
 			}
 			var got knobState
 			if p.getJSON(t, "/knob", &got); got != want {
@@ -466,6 +553,72 @@ func TestKnobRefusals(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("PUT /knob: %d, want 405", resp.StatusCode)
+	}
+}
+
+// deltaMean is the mean latency of the requests of variant between two scrapes.
+func deltaMean(before, after counts, variant string) float64 {
+	return (after[variant].LatencySum - before[variant].LatencySum) / float64(after[variant].Requests-before[variant].Requests)
+}
+
+func TestLatencyKnob(t *testing.T) {
+	s := boot(t)
+	s.createFlag(t)
+	p := start(t, s, "--flag", flagKey, "--rate", "4000", "--seed", "4", "--latency", "0.02")
+	p.scrapeUntil(t, "traffic", func(c counts) bool { return c["on"].Requests > 0 && c["off"].Requests > 0 })
+
+	// The status shows each variant's mean latency.
+	var st struct {
+		Variants map[string]struct {
+			Requests    uint64   `json:"requests"`
+			MeanLatency *float64 `json:"meanLatencySeconds"`
+		} `json:"variants"`
+	}
+	if code := p.getJSON(t, "/", &st); code != http.StatusOK {
+		t.Fatalf("GET /: %d", code)
+	}
+	for _, v := range []string{"on", "off"} {
+		if c := st.Variants[v]; c.Requests == 0 || c.MeanLatency == nil || *c.MeanLatency <= 0 || *c.MeanLatency > 1 {
+			t.Errorf("status of %s: %d requests, mean latency %v", v, c.Requests, c.MeanLatency)
+		}
+	}
+
+	// Both variants alike, then on three times slower, then off instead.
+	logNormalMean := 0.02 * math.Exp(0.125)
+	for _, step := range []struct {
+		body           string
+		slow           string
+		factor         float64
+		lowest, higest float64 // of the ratio of the slow variant's mean latency to the other's
+	}{
+		{`{"baseErrorRate":0}`, "on", 1, 0.8, 1.25},
+		{`{"slowFactor":3}`, "on", 3, 2, 4},
+		{`{"failVariant":"off","slowFactor":10}`, "off", 10, 6, 15},
+	} {
+		code, k, body := p.postKnob(t, step.body)
+		if code != http.StatusOK || k.Latency != 0.02 || k.SlowFactor != step.factor || k.FailVariant != step.slow {
+			t.Fatalf("POST /knob %s: %d %s", step.body, code, body)
+		}
+		var got knobState
+		if code := p.getJSON(t, "/knob", &got); code != http.StatusOK || got != k {
+			t.Errorf("GET /knob: %d %+v, want %+v", code, got, k)
+		}
+		p.statusUntil(t, "the knob applied", func(st status) bool { return st.KnobVersion >= k.Version })
+		before := p.scrape(t)
+		after := p.scrapeUntil(t, "2000 more requests of each variant", func(c counts) bool {
+			return c["on"].Requests >= before["on"].Requests+2000 && c["off"].Requests >= before["off"].Requests+2000
+		})
+		other := "off"
+		if step.slow == "off" {
+			other = "on"
+		}
+		slow, normal := deltaMean(before, after, step.slow), deltaMean(before, after, other)
+		if r := slow / normal; r < step.lowest || r > step.higest {
+			t.Errorf("%s: mean latency %s %v, %s %v: ratio %.2f, want between %v and %v", step.body, step.slow, slow, other, normal, r, step.lowest, step.higest)
+		}
+		if math.Abs(normal-logNormalMean) > logNormalMean/4 {
+			t.Errorf("%s: mean latency of %s %v, want about %v", step.body, other, normal, logNormalMean)
+		}
 	}
 }
 
@@ -553,6 +706,20 @@ func TestUsage(t *testing.T) {
 		{"fail rate", []string{"--flag", "f", "--fail-rate", "1.5"}, 2, "failRate"},
 		{"base rate", []string{"--flag", "f", "--base-error-rate", "-1"}, 2, "baseErrorRate"},
 		{"fail variant", []string{"--flag", "f", "--fail-variant", ""}, 2, "failVariant"},
+		{"zero latency", []string{"--flag", "f", "--latency", "0"}, 2, "latency: 0 seconds is not above 0"},
+		{"negative latency", []string{"--flag", "f", "--latency", "-0.1"}, 2, "latency:"},
+		{"latency above a minute", []string{"--flag", "f", "--latency", "61"}, 2, "latency:"},
+		{"latency NaN", []string{"--flag", "f", "--latency", "NaN"}, 2, "latency:"},
+		{"latency Inf", []string{"--flag", "f", "--latency", "+Inf"}, 2, "latency:"},
+		{"latency not a number", []string{"--flag", "f", "--latency", "50ms"}, 2, `invalid value "50ms" for flag -latency`},
+		{"slow factor below 1", []string{"--flag", "f", "--slow-factor", "0.9"}, 2, "slowFactor: 0.9 is not between 1 and 100"},
+		{"slow factor above 100", []string{"--flag", "f", "--slow-factor", "1000"}, 2, "slowFactor:"},
+		{"slow factor NaN", []string{"--flag", "f", "--slow-factor", "nan"}, 2, "slowFactor:"},
+		{"slow factor Inf", []string{"--flag", "f", "--slow-factor", "Inf"}, 2, "slowFactor:"},
+		{"slow factor not a number", []string{"--flag", "f", "--slow-factor", "x3"}, 2, `invalid value "x3" for flag -slow-factor`},
+		{"help names the histogram", []string{"-h"}, 0, "request_duration_seconds"},
+		{"help has the latency", []string{"-h"}, 0, "-latency float"},
+		{"help has the slow factor", []string{"-h"}, 0, "-slow-factor float"},
 		{"several", []string{"--rate", "-1", "--users", "-1"}, 2, "users:"},
 		{"arguments", []string{"--flag", "f", "extra"}, 2, "unexpected arguments"},
 		{"unknown flag", []string{"--nope"}, 2, "not defined"},
