@@ -679,6 +679,13 @@ func reasonFor(d *events.GuardDecided, ev *Evidence) string {
 			s += fmt.Sprintf("; %s: e=%s, treatment %s/%s, control %s/%s", m.Name, short(float64(e)),
 				short(float64(m.Treatment.StageErrors)), short(float64(m.Treatment.StageRequests)),
 				short(float64(m.Control.StageErrors)), short(float64(m.Control.StageRequests)))
+		case d.Cause == string(CauseR2) && m.R2.Fired && m.Kind == KindMean:
+			s += fmt.Sprintf("; %s: Λ=%s, mean treatment %s vs control %s (×%s)", m.Name, short(math.Exp(float64(m.R2.LogLambda))),
+				short(float64(m.R2.TreatmentMean)), short(float64(m.R2.ControlMean)), short(float64(m.R2.Ratio)))
+		case d.Cause == string(CauseR2) && m.R2.Fired:
+			s += fmt.Sprintf("; %s: Λ=%s, treatment %s/%s, control %s/%s", m.Name, short(math.Exp(float64(m.R2.LogLambda))),
+				short(float64(m.R2.TreatmentEvents)), short(float64(m.R2.TreatmentTrials)),
+				short(float64(m.R2.ControlEvents)), short(float64(m.R2.ControlTrials)))
 		case d.Cause == string(CauseR3):
 			s += fmt.Sprintf("; %s: error rate lower bound %s > ceiling", m.Name, short(float64(m.R3.Lower)))
 		}

@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -375,6 +377,7 @@ type liveView struct {
 // liveMetric is one metric of the guard's evidence.
 type liveMetric struct {
 	Name  string `json:"name"`
+	Kind  string `json:"kind"`
 	Blind string `json:"blind"`
 	R1    struct {
 		E    json.RawMessage `json:"e"`
@@ -385,6 +388,31 @@ type liveMetric struct {
 		E   json.RawMessage `json:"e"`
 		Met bool            `json:"met"`
 	} `json:"r5"`
+	// R2 guards msprt and mean metrics: its mixture likelihood ratio Λ (an e-value) and the
+	// estimated ratio of the treatment's rate or mean to the control's.
+	R2 struct {
+		LogLambda json.RawMessage `json:"logLambda"`
+		Ratio     json.RawMessage `json:"ratio"`
+		Active    bool            `json:"active"`
+	} `json:"r2"`
+}
+
+// trip returns the metric's trip test columns: e-value, always-valid p and estimated ratio.
+// R2 keeps no running maximum, so it has no always-valid p; before it runs it shows "-".
+func (m *liveMetric) trip() (e, p, ratio string) {
+	if m.Kind == "" || m.Kind == "ratio" {
+		return showNumber(m.R1.E), showNumber(m.R1.P), showNumber(m.R1.RHat)
+	}
+	e = "-"
+	if m.R2.Active {
+		var l float64
+		if err := json.Unmarshal(m.R2.LogLambda, &l); err == nil {
+			e = showNumber(json.RawMessage(strconv.FormatFloat(math.Exp(l), 'g', -1, 64)))
+		} else {
+			e = showNumber(m.R2.LogLambda) // "NaN" or an infinity, as the server sent it
+		}
+	}
+	return e, "-", showNumber(m.R2.Ratio)
 }
 
 // renderLive prints the guard's live statistics: a line with its state, then a table per metric
@@ -423,10 +451,14 @@ func renderLive(w io.Writer, raw json.RawMessage) error {
 		return nil
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "METRIC\tE-VALUE\tP\tR-HAT\tADVANCE E\tREADY\tBLIND")
+	fmt.Fprintln(tw, "METRIC\tKIND\tE-VALUE\tP\tR-HAT\tADVANCE E\tREADY\tBLIND")
 	for _, m := range metrics {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(m.Name), showNumber(m.R1.E), showNumber(m.R1.P), showNumber(m.R1.RHat),
-			showNumber(m.R5.E), map[bool]string{true: "yes", false: "no"}[m.R5.Met], cell(m.Blind))
+		e, p, ratio := m.trip()
+		advance, ready := showNumber(m.R5.E), map[bool]string{true: "yes", false: "no"}[m.R5.Met]
+		if m.Kind != "" && m.Kind != "ratio" {
+			advance, ready = "-", "-" // only ratio metrics advance
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(m.Name), cell(cmp.Or(m.Kind, "ratio")), e, p, ratio, advance, ready, cell(m.Blind))
 	}
 	return tw.Flush()
 }

@@ -64,6 +64,8 @@ func liveStatus(t *testing.T) string {
 			{Name: "errors", Kind: guard.KindRatio, R1: ratio(0.4213, 1, 0.91234), R5: guard.AdvanceEvidence{RatioEvidence: ratio(7.5, 0.13, 1)}},
 			{Name: "latency_p99", Kind: guard.KindRatio, Blind: "stale", R1: ratio(math.NaN(), math.Inf(1), 1e-7),
 				R5: guard.AdvanceEvidence{RatioEvidence: ratio(12.25, 0.08, 1), Met: true}},
+			{Name: "latency", Kind: guard.KindMean, R2: guard.MSPRTEvidence{Active: true, LogLambda: guard.Float(math.Log(250)), Ratio: 1.31}},
+			{Name: "slow", Kind: guard.KindMSPRT, R2: guard.MSPRTEvidence{Ratio: 1.02}},
 		}}}
 	return mustJSON(t, st)
 }
