@@ -377,35 +377,73 @@ func (w *floorWindow) copyFrom(src *floorWindow) {
 }
 
 // meanAcc accumulates one arm's observations of a KindMean metric tick by tick: n observations
-// with sum s over k ticks that had any, and q = Σ sₖ²/nₖ, from which the between-tick variance
-// of the per-tick means estimates the variance of one observation.
+// with sum s over k ticks that had any. The variance of one observation is estimated from the
+// differences of successive per-tick means (von Neumann's mean square successive difference):
+// a step or a slow drift in the mean, such as the regression the test looks for, moves only the
+// differences around it, where the spread around the overall mean would grow with it and hide
+// the regression. q sums the squared differences, each divided by its variance in units of σ²
+// (1/nₖ + 1/nₖ₋₁); lastMean and lastN are the previous tick's.
 type meanAcc struct {
-	n, s, k, q float64
+	n, s, k, q      float64
+	lastMean, lastN float64
 }
 
-// add takes one tick's delta: n observations summing to s.
+// add takes one tick's delta: n observations summing to s. A tick without observations does
+// not count.
 func (a *meanAcc) add(n, s float64) {
 	if !(n > 0) {
 		return
 	}
+	m := s / n
+	if a.k > 0 {
+		d := m - a.lastMean
+		a.q += d * d / (1/n + 1/a.lastN)
+	}
 	a.n += n
 	a.s += s
 	a.k++
-	a.q += s * s / n
+	a.lastMean, a.lastN = m, n
 }
 
-// mean returns the mean of the observations, and an estimate of one observation's variance:
-// Σ nₖ(mₖ − m)²/(k − 1), which under independent observations of variance σ² has expectation σ²
-// (and is larger when the mean drifts between ticks, which errs on the side of not tripping).
+// mean returns the mean of the observations, and the estimate of one observation's variance,
+// q/(k − 1), whose expectation is σ² for independent observations of a stable mean.
 func (a *meanAcc) mean() (mean, variance float64) {
 	if a.n <= 0 {
 		return 0, 0
 	}
 	mean = a.s / a.n
 	if a.k > 1 {
-		variance = max(a.q-a.s*mean, 0) / (a.k - 1)
+		variance = a.q / (a.k - 1)
 	}
 	return mean, variance
+}
+
+// meanTest is R2's state for a KindMean metric: each arm's accumulation, and the comparison
+// stratified by tick. Tick k, where both arms have observations, gives the difference of the
+// arms' means dₖ = m_Tₖ − m_Cₖ with weight wₖ = 1/(1/n_Tₖ + 1/n_Cₖ); the estimate of μT − μC is
+// D = Σwₖdₖ/W. Comparing within ticks, like R1's per-tick likelihood, makes the comparison immune
+// to what both arms share: a drift over the day does not bias it even when the split, and so the
+// arms' weights over time, changes between stages. Its variance is (σT²·A_T + σC²·A_C)/W², with
+// A_T = Σwₖ²/n_Tₖ and A_C = Σwₖ²/n_Cₖ.
+type meanTest struct {
+	arm           [2]meanAcc
+	w, wd, aT, aC float64
+	pairs         float64
+}
+
+// observe takes one tick's deltas of both arms: observations and their sums.
+func (t *meanTest) observe(nT, sT, nC, sC float64) {
+	t.arm[armT].add(nT, sT)
+	t.arm[armC].add(nC, sC)
+	if !(nT > 0 && nC > 0) {
+		return
+	}
+	w := 1 / (1/nT + 1/nC)
+	t.w += w
+	t.wd += w * (sT/nT - sC/nC)
+	t.aT += w * w / nT
+	t.aC += w * w / nC
+	t.pairs++
 }
 
 // metricState is one metric's part of the machine. Arrays are indexed [arm][requests, errors].
@@ -416,7 +454,7 @@ type metricState struct {
 	stage   [2][2]float64   // counts of the ticks inside the stage (exposure, R5's expected errors)
 	srm     [2]float64      // exposures of the stage's ticks without a counter reset (R4)
 	total   [2][2]float64   // counts since the e-process began (R2)
-	mean    [2]meanAcc      // per-tick means since the e-process began (R2 of KindMean)
+	mean    meanTest        // R2 of KindMean, since the e-process began
 	r1      RatioTest       // kept across stage changes
 	r5      RatioTest       // fresh every stage
 	floor   floorWindow
@@ -1047,8 +1085,7 @@ func (m *Machine) update(ms *metricState, me *MetricEvidence, rule *MetricRule, 
 		}
 	}
 	if ctl && rule.Kind == KindMean {
-		ms.mean[armT].add(d[armT][0], d[armT][1])
-		ms.mean[armC].add(d[armC][0], d[armC][1])
+		ms.mean.observe(d[armT][0], d[armT][1], d[armC][0], d[armC][1])
 	}
 	if ctl && rule.Kind == KindRatio {
 		me.R1.Used = ms.r1.Observe(d[armT][0], d[armC][0], d[armT][1], d[armC][1])
@@ -1154,25 +1191,29 @@ const msprtMinEvents = 30
 const meanMinTicks = 30
 
 // evaluateMean runs R2 on a KindMean metric: the one-sided normal mSPRT on the relative
-// difference of the means, θ = μT/μC − 1 − margin, with the variance of θ̂ by the delta method from
-// each arm's per-tick means. It reports whether R2 fired.
+// difference of the means, θ = (μT − μC)/μC − margin, estimated by D/m̄C − margin with D the
+// tick-stratified difference of [meanTest] and m̄C the control's mean; each arm's variance comes
+// from its successive per-tick means ([meanAcc]). It reports whether R2 fired.
 func (m *Machine) evaluateMean(ms *metricState, r *MSPRTEvidence, rule *MetricRule) bool {
 	r.Statistic, r.Alpha, r.Threshold = "msprt-normal-one-sided-relative-mean", Float(m.alphaTrip), Float(1/m.alphaTrip)
 	r.Tau, r.Margin, r.MinTicks = Float(rule.Tau), Float(rule.Margin), meanMinTicks
-	t, c := &ms.mean[armT], &ms.mean[armC]
+	mt := &ms.mean
+	t, c := &mt.arm[armT], &mt.arm[armC]
 	mT, varT := t.mean()
 	mC, varC := c.mean()
 	r.TreatmentTrials, r.TreatmentSum, r.TreatmentTicks, r.TreatmentMean, r.TreatmentVariance = Float(t.n), Float(t.s), int(t.k), Float(mT), Float(varT)
 	r.ControlTrials, r.ControlSum, r.ControlTicks, r.ControlMean, r.ControlVariance = Float(c.n), Float(c.s), int(c.k), Float(mC), Float(varC)
-	if !(mC > 0) {
+	r.PairedTicks = int(mt.pairs)
+	if !(mC > 0) || !(mt.w > 0) {
 		return false
 	}
-	ratio := mT / mC
-	r.Ratio = Float(ratio)
-	theta := ratio - 1 - rule.Margin
-	v := varT/(t.n*mC*mC) + ratio*ratio*varC/(c.n*mC*mC)
+	rel := mt.wd / mt.w / mC
+	r.Ratio = Float(1 + rel)
+	theta := rel - rule.Margin
+	v := (varT*mt.aT + varC*mt.aC) / (mt.w * mt.w) / (mC * mC)
 	r.Theta, r.V = Float(theta), Float(v)
-	r.Active = t.k >= meanMinTicks && c.k >= meanMinTicks && v > 0 && !math.IsInf(v, 0) && !math.IsNaN(theta)
+	r.Active = mt.pairs >= meanMinTicks && t.k >= meanMinTicks && c.k >= meanMinTicks &&
+		v > 0 && !math.IsInf(v, 0) && !math.IsNaN(theta) && !math.IsInf(theta, 0)
 	if !r.Active {
 		return false
 	}

@@ -225,10 +225,14 @@ type MSPRTEvidence struct {
 	ControlVariance   Float `json:"controlVariance,omitempty"`
 	TreatmentTicks    int   `json:"treatmentTicks,omitempty"`
 	ControlTicks      int   `json:"controlTicks,omitempty"`
-	Margin            Float `json:"margin,omitempty"` // means: the tolerated relative increase
-	// Ratio is the estimate: p̂T/p̂C of a proportion, the ratio of the means of a mean.
+	// PairedTicks (means) counts the ticks where both arms had observations: the comparison
+	// is made within each of them and weighted, so a drift both arms share cancels out.
+	PairedTicks int   `json:"pairedTicks,omitempty"`
+	Margin      Float `json:"margin,omitempty"` // means: the tolerated relative increase
+	// Ratio is the estimate: p̂T/p̂C of a proportion; of a mean, 1 + D/m̄C, D being the
+	// tick-weighted difference of the arms' means and m̄C the control's mean.
 	Ratio Float `json:"ratio,omitempty"`
-	// Theta is p̂T − p̂C of a proportion, μ̂T/μ̂C − 1 − margin of a mean; V its variance.
+	// Theta is p̂T − p̂C of a proportion, D/m̄C − margin of a mean; V its variance.
 	Theta Float `json:"theta"`
 	V     Float `json:"v"`
 	// Active: each arm has at least MinEvents events (proportions) or MinTicks ticks with

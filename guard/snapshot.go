@@ -48,11 +48,11 @@ type MetricSnapshot struct {
 	Stage   [2][2]Float     `json:"stage"`   // the stage's counts (exposure, R5's expected errors)
 	SRM     [2]Float        `json:"srm"`     // R4's exposures
 	Total   [2][2]Float     `json:"total"`   // the counts since the e-process began (R2)
-	// Mean is R2's per-tick accumulation of a KindMean metric, per arm.
-	Mean  [2]MeanSnapshot `json:"mean,omitzero"`
-	R1    RatioSnapshot   `json:"r1"`
-	R5    RatioSnapshot   `json:"r5"`
-	Floor []FloorSnapshot `json:"floor,omitempty"` // R3's window, oldest first
+	// Mean is R2's accumulation of a KindMean metric.
+	Mean  MeanTestSnapshot `json:"mean,omitzero"`
+	R1    RatioSnapshot    `json:"r1"`
+	R5    RatioSnapshot    `json:"r5"`
+	Floor []FloorSnapshot  `json:"floor,omitempty"` // R3's window, oldest first
 }
 
 // RatioSnapshot is the state of an R1 or R5 e-process; its null and grid follow from the
@@ -69,13 +69,29 @@ type RatioSnapshot struct {
 	ErrC Float `json:"errC"`
 }
 
+// MeanTestSnapshot is R2's state for a KindMean metric: each arm's accumulation, and the sums of
+// the tick-stratified comparison: W = Σwₖ, WD = Σwₖdₖ, AT = Σwₖ²/n_Tₖ, AC = Σwₖ²/n_Cₖ over Pairs
+// ticks with observations on both arms.
+type MeanTestSnapshot struct {
+	Arms  [2]MeanSnapshot `json:"arms"`
+	W     Float           `json:"w"`
+	WD    Float           `json:"wd"`
+	AT    Float           `json:"aT"`
+	AC    Float           `json:"aC"`
+	Pairs Float           `json:"pairs"`
+}
+
 // MeanSnapshot is one arm's accumulation of a KindMean metric's observations: N observations
-// summing to Sum over Ticks ticks that had any, and SumSquaredOverN = Σ sumₖ²/nₖ.
+// summing to Sum over Ticks ticks that had any; SuccessiveSquares, the sum of the squared
+// differences of successive per-tick means, each over 1/nₖ + 1/nₖ₋₁; and the last tick's mean
+// and count of observations.
 type MeanSnapshot struct {
-	N               Float `json:"n"`
-	Sum             Float `json:"sum"`
-	Ticks           Float `json:"ticks"`
-	SumSquaredOverN Float `json:"sumSquaredOverN"`
+	N                 Float `json:"n"`
+	Sum               Float `json:"sum"`
+	Ticks             Float `json:"ticks"`
+	SuccessiveSquares Float `json:"successiveSquares"`
+	LastMean          Float `json:"lastMean"`
+	LastN             Float `json:"lastN"`
 }
 
 // FloorSnapshot is one tick's treatment deltas in R3's window.
@@ -117,9 +133,12 @@ func (m *Machine) Snapshot() MachineSnapshot {
 				out.Last[a][c], out.Stage[a][c], out.Total[a][c] = Float(ms.last[a][c]), Float(ms.stage[a][c]), Float(ms.total[a][c])
 			}
 			out.SRM[a] = Float(ms.srm[a])
-			ma := &ms.mean[a]
-			out.Mean[a] = MeanSnapshot{N: Float(ma.n), Sum: Float(ma.s), Ticks: Float(ma.k), SumSquaredOverN: Float(ma.q)}
+			ma := &ms.mean.arm[a]
+			out.Mean.Arms[a] = MeanSnapshot{N: Float(ma.n), Sum: Float(ma.s), Ticks: Float(ma.k),
+				SuccessiveSquares: Float(ma.q), LastMean: Float(ma.lastMean), LastN: Float(ma.lastN)}
 		}
+		mt := &ms.mean
+		out.Mean.W, out.Mean.WD, out.Mean.AT, out.Mean.AC, out.Mean.Pairs = Float(mt.w), Float(mt.wd), Float(mt.aT), Float(mt.aC), Float(mt.pairs)
 		out.R1, out.R5 = ratioSnapshot(&ms.r1), ratioSnapshot(&ms.r5)
 		if live := ms.floor.buf[ms.floor.head:]; len(live) > 0 {
 			out.Floor = make([]FloorSnapshot, len(live))
@@ -225,12 +244,18 @@ func RestoreMachine(snap MachineSnapshot) (*Machine, error) {
 				ms.lastAt[a][c] = normTime(in.LastAt[a][c])
 			}
 			ms.srm[a] = float64(in.SRM[a])
-			ma := &in.Mean[a]
-			if ma.N < 0 || ma.Ticks < 0 || ma.SumSquaredOverN < 0 {
+			ma := &in.Mean.Arms[a]
+			if ma.N < 0 || ma.Ticks < 0 || ma.SuccessiveSquares < 0 || ma.LastN < 0 {
 				return nil, bad("metric %q: negative mean accumulation", in.Name)
 			}
-			ms.mean[a] = meanAcc{n: float64(ma.N), s: float64(ma.Sum), k: float64(ma.Ticks), q: float64(ma.SumSquaredOverN)}
+			ms.mean.arm[a] = meanAcc{n: float64(ma.N), s: float64(ma.Sum), k: float64(ma.Ticks),
+				q: float64(ma.SuccessiveSquares), lastMean: float64(ma.LastMean), lastN: float64(ma.LastN)}
 		}
+		mt := &in.Mean
+		if mt.W < 0 || mt.AT < 0 || mt.AC < 0 || mt.Pairs < 0 {
+			return nil, bad("metric %q: negative mean comparison sums", in.Name)
+		}
+		ms.mean.w, ms.mean.wd, ms.mean.aT, ms.mean.aC, ms.mean.pairs = float64(mt.W), float64(mt.WD), float64(mt.AT), float64(mt.AC), float64(mt.Pairs)
 		in.R1.restore(&ms.r1)
 		in.R5.restore(&ms.r5)
 		for j, e := range in.Floor {

@@ -56,6 +56,9 @@ func TestGuardedRolloutEndToEnd(t *testing.T) {
 			t.Run("error spike kills the flag", func(t *testing.T) { testErrorSpike(t, src.prometheus) })
 		})
 	}
+	// The continuous metric's path is the same for both sources; R2 needs 30 ticks per arm
+	// before it runs, so it is tried once, with the direct scrape.
+	t.Run("scrape/latency regression kills the flag", testLatencyRegression)
 }
 
 // testHealthyRollout runs a rollout 20% → 50% → 100% with both variants failing alike: the
@@ -255,6 +258,56 @@ func testErrorSpike(t *testing.T, prometheus bool) {
 	r.servesOnly(st.Version, "off", "on")
 }
 
+// testLatencyRegression holds a rollout at 20% until R2 runs on the demo's latency histogram and
+// finds nothing wrong, then makes the treatment twice as slow with no more errors: the guard
+// trips on R2 and kills the flag, with the means in its evidence.
+func testLatencyRegression(t *testing.T) {
+	r := newRig(t, false)
+	r.createRolloutWith(`[{"percent": 20, "minHold": "1h"}, {"percent": 100}]`, `[`+errorsMetric+`,
+		{"name": "latency", "kind": "mean", "count": "request_duration_seconds_count", "sum": "request_duration_seconds_sum", "margin": 0.1}]`)
+	var live struct {
+		Latest struct {
+			Metrics []guard.MetricEvidence `json:"metrics"`
+		} `json:"latest"`
+	}
+	r.rolloutUntil("R2 to run on the latency", func(st rolloutView) bool {
+		if st.Rollout.Guard.Tripped || !st.Enabled {
+			r.t.Fatalf("the rollout tripped before the slowdown: %s", st)
+		}
+		return json.Unmarshal(st.Live, &live) == nil && len(live.Latest.Metrics) == 2 && live.Latest.Metrics[1].R2.Active
+	})
+	if r2 := live.Latest.Metrics[1].R2; r2.Fired || float64(r2.Ratio) < 0.8 || float64(r2.Ratio) > 1.2 {
+		t.Fatalf("healthy latency: R2 %+v", r2)
+	}
+
+	if code, _, body := r.demo.postKnob(t, `{"slowFactor": 2}`); code != http.StatusOK {
+		t.Fatalf("POST /knob: %d %s", code, body)
+	}
+	slowed := time.Now()
+	st := r.rolloutUntil("the guard to kill the flag", func(st rolloutView) bool { return !st.Enabled })
+	t.Logf("the guard killed the flag %v after the slowdown", time.Since(slowed).Round(time.Millisecond))
+	g := st.Rollout.Guard
+	if !g.Tripped || g.Cause != string(guard.CauseR2) || g.Action != string(guard.ActionKill) {
+		t.Fatalf("the rollout's guard after the kill: %+v; want tripped by r2 with action kill", g)
+	}
+	entries := r.history()
+	i := slices.IndexFunc(entries, func(e projections.Entry) bool { return e.Type == events.TypeFlagKilled })
+	if i < 0 || entries[i].Actor != guard.Actor || entries[i].CausationID != g.Decision {
+		t.Fatalf("no kill by the guard caused by %s:\n%s", g.Decision, showEntries(entries))
+	}
+	calls := evidenceOf(t, decidedOf(t, r.flagEvents(entries[i].Sequence), g.Decision))
+	m := calls[len(calls)-1].Metrics[1]
+	if m.Kind != guard.KindMean || !m.R2.Fired || float64(m.R2.Ratio) <= 1.1 ||
+		!strings.Contains(m.Treatment.Requests.Query, `request_duration_seconds_count{flag="`+flagKey+`",variant="on"}`) ||
+		!strings.Contains(m.Control.Errors.Query, `request_duration_seconds_sum{flag="`+flagKey+`",variant="off"}`) {
+		t.Errorf("latency evidence: kind %s, R2 %+v, queries %q %q", m.Kind, m.R2, m.Treatment.Requests.Query, m.Control.Errors.Query)
+	}
+	if e := calls[len(calls)-1].Metrics[0]; e.R1.Fired {
+		t.Errorf("R1 fired too, on errors that did not change: %+v", e.R1)
+	}
+	r.servesOnly(st.Version, "off", "on")
+}
+
 // rig is one Interlock server and one demo following its flag, with a real Prometheus scraping
 // the demo when the guard reads through one.
 type rig struct {
@@ -427,18 +480,27 @@ func (st rolloutView) String() string {
 	return string(b)
 }
 
-// createRollout creates a rollout of on against off over stages (JSON), reading the plan's
-// source every second, and starts it.
+// errorsMetric guards the demo's error ratio.
+const errorsMetric = `{"name": "errors", "requests": "requests_total", "errors": "errors_total"}`
+
+// createRollout creates a rollout of on against off over stages (JSON), guarded by the error
+// ratio, reading the plan's source every second, and starts it.
 func (r *rig) createRollout(stages string) {
+	r.t.Helper()
+	r.createRolloutWith(stages, "["+errorsMetric+"]")
+}
+
+// createRolloutWith creates and starts a rollout as createRollout does, guarded by metrics (JSON).
+func (r *rig) createRolloutWith(stages, metrics string) {
 	r.t.Helper()
 	plan := fmt.Sprintf(`{
 		"treatment": "on", "control": "off",
 		"stages": %s,
-		"metrics": [{"name": "errors", "requests": "requests_total", "errors": "errors_total"}],
+		"metrics": %s,
 		"source": %s,
 		"tick": "1s",
 		"alpha": 0.001
-	}`, stages, r.source)
+	}`, stages, metrics, r.source)
 	var st rolloutView
 	h := r.do(http.MethodPost, flagPath("/rollout"), nil, plan, http.StatusCreated, &st)
 	if st.Rollout == nil || st.Rollout.Status != projections.RolloutCreated {
