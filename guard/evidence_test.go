@@ -251,7 +251,8 @@ func FuzzMachine(f *testing.F) {
 	f.Add([]byte("the guard decides"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg := decConfig()
-		cfg.Metrics = append(cfg.Metrics, guard.MetricRule{Name: "slow", Kind: guard.KindMSPRT, Ceiling: 0.2})
+		cfg.Metrics = append(cfg.Metrics, guard.MetricRule{Name: "slow", Kind: guard.KindMSPRT, Ceiling: 0.2},
+			guard.MetricRule{Name: "latency", Kind: guard.KindMean, Margin: 0.1})
 		if len(data) > 0 && data[0]&1 == 1 {
 			cfg.Share = 1 // a stage without control (the control variant stays named)
 		}

@@ -28,7 +28,7 @@ func meanConfig(rule guard.MetricRule) guard.MachineConfig {
 // whose latencies are log-normal with the arm's median and log-sd 0.5, and a healthy 1% of
 // them fail.
 type meanFeed struct {
-	t   *testing.T
+	t   testing.TB
 	m   *guard.Machine
 	rng *rand.Rand
 	now time.Time
@@ -37,7 +37,7 @@ type meanFeed struct {
 	ids                 int
 }
 
-func newMeanFeed(t *testing.T, cfg guard.MachineConfig, seed uint64) *meanFeed {
+func newMeanFeed(t testing.TB, cfg guard.MachineConfig, seed uint64) *meanFeed {
 	t.Helper()
 	m, err := guard.NewMachine(cfg, decT0)
 	if err != nil {

@@ -371,6 +371,14 @@ func FuzzRestoreMachine(f *testing.F) {
 	if m, err := guard.NewMachine(decConfig(), decT0); err == nil {
 		f.Add(mustJSON(f, m.Snapshot()))
 	}
+	mean := newMeanFeed(f, meanConfig(guard.MetricRule{Margin: 0.1}), 9)
+	for range 35 {
+		if _, err := mean.m.Decide("d", mean.tick()); err != nil {
+			f.Fatal(err)
+		}
+		mean.serve(20, 0.05, 0.05)
+	}
+	f.Add(mustJSON(f, mean.m.Snapshot()))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`null`))
 	f.Add([]byte(`{"version":1,"config":{"flag":"f","variant":"v","share":1,"metrics":[{"name":"e","kind":"ratio"}]},"stageStart":"2025-01-01T00:00:00+02:00","state":"BLIND","metrics":[{"name":"e","floor":[{"at":"2025-01-01T00:00:00Z","requests":"NaN","errors":"+Inf"}]}]}`))
