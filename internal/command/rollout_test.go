@@ -766,6 +766,15 @@ func TestValveCommands(t *testing.T) {
 		_, err := svc.ConfigureValve(ctx, alice, env, "search", 1, cfg)
 		checkErr(t, err, command.ErrStale)
 	})
+	// The segment the valve serves cannot be archived from under it.
+	unchanged(t, st, func() {
+		_, err := svc.ArchiveSegment(ctx, alice, env, "tenant.acme", 0)
+		checkErr(t, err, command.ErrInUse)
+		var inUse *command.InUseError
+		if !errors.As(err, &inUse) || !slices.Equal(inUse.Flags, []string{"search"}) {
+			t.Fatalf("archive the valve's segment: %v, want it in use by search", err)
+		}
+	})
 
 	// Open: expiry in the past refused; then open with an expiry; the same again writes nothing.
 	unchanged(t, st, func() {

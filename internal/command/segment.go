@@ -118,7 +118,8 @@ func (s *Service) UpdateSegment(ctx context.Context, m Meta, env, key string, ex
 }
 
 // ArchiveSegment retires the segment; archiving an archived segment writes nothing. A segment
-// that live flags still name is not archived (see [WithUsage] for how they are found).
+// that live flags still name, in their rules or as the segment their valve serves, is not
+// archived (see [WithUsage] for how they are found).
 //
 // Errors: [ErrSegmentNotFound]; [*VersionError]; [*InUseError] (matching [ErrInUse]); an error
 // wrapping context.DeadlineExceeded when the catalog given with WithUsage did not catch up
@@ -260,7 +261,8 @@ func (s *Service) checkSegments(ctx context.Context, env string, cfg *events.Fla
 	return errors.Join(errs...)
 }
 
-// segmentUsers returns the keys of the live flags of env whose rules name segment key, sorted.
+// segmentUsers returns the keys of the live flags of env whose rules name segment key, or that
+// are valves serving that segment, sorted.
 func (s *Service) segmentUsers(ctx context.Context, env, key string) ([]string, error) {
 	last, err := s.store.LastSequence(ctx)
 	if err != nil {
@@ -286,7 +288,8 @@ func (s *Service) segmentUsers(ctx context.Context, env, key string) ([]string, 
 		if f.Archived {
 			continue
 		}
-		if slices.ContainsFunc(segmentUses(&f.FlagConfig), func(u segmentUse) bool { return u.key == key }) {
+		if slices.ContainsFunc(segmentUses(&f.FlagConfig), func(u segmentUse) bool { return u.key == key }) ||
+			f.Valve != nil && f.Valve.Segment == key {
 			users = append(users, f.Key)
 		}
 	}
