@@ -544,17 +544,7 @@ func TestMetricsHistogram(t *testing.T) {
 			if resp.StatusCode != http.StatusOK || format.FormatType() != tc.format {
 				t.Fatalf("GET /metrics: %d %q, want 200 and %v", resp.StatusCode, resp.Header.Get("Content-Type"), tc.format)
 			}
-			fams := map[string]*dto.MetricFamily{}
-			dec := expfmt.NewDecoder(resp.Body, format)
-			for {
-				var mf dto.MetricFamily
-				if err := dec.Decode(&mf); err == io.EOF {
-					break
-				} else if err != nil {
-					t.Fatalf("decode: %v", err)
-				}
-				fams[mf.GetName()] = &mf
-			}
+			fams := decodeFamilies(t, resp.Body, format)
 			got := latenciesOf(t, "checkout-v2", fams)
 			if len(got) != 3 {
 				t.Fatalf("histograms of %d variants, want on, off and spare", len(got))
@@ -653,4 +643,21 @@ func BenchmarkRequest(b *testing.B) {
 	for b.Loop() {
 		d.request(rng, &k.knob, counts)
 	}
+}
+
+// decodeFamilies decodes an exposition in format into its metric families by name.
+func decodeFamilies(t *testing.T, body io.Reader, format expfmt.Format) map[string]*dto.MetricFamily {
+	t.Helper()
+	fams := map[string]*dto.MetricFamily{}
+	dec := expfmt.NewDecoder(body, format)
+	for {
+		var mf dto.MetricFamily
+		if err := dec.Decode(&mf); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("decode %s: %v", format, err)
+		}
+		fams[mf.GetName()] = &mf
+	}
+	return fams
 }

@@ -399,17 +399,7 @@ func TestSplitAndMetrics(t *testing.T) {
 	if format.FormatType() != expfmt.TypeProtoDelim {
 		t.Errorf("asked for protobuf, got %q", resp.Header.Get("Content-Type"))
 	}
-	fams := map[string]*dto.MetricFamily{}
-	dec := expfmt.NewDecoder(resp.Body, format)
-	for {
-		var mf dto.MetricFamily
-		if err := dec.Decode(&mf); err == io.EOF {
-			break
-		} else if err != nil {
-			t.Fatalf("decode protobuf: %v", err)
-		}
-		fams[mf.GetName()] = &mf
-	}
+	fams := decodeFamilies(t, resp.Body, format)
 	resp.Body.Close()
 	if pb := countsOf(t, fams); pb["on"].Requests < later["on"].Requests {
 		t.Errorf("protobuf scrape has %d on requests, the text one before it %d", pb["on"].Requests, later["on"].Requests)
