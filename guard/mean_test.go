@@ -361,3 +361,35 @@ func TestMeanIgnoresDriftAcrossStages(t *testing.T) {
 		t.Errorf("false-trip rate %d/%d > %.4f", trips, runs, bound)
 	}
 }
+
+// BenchmarkTickWithMean is one Decide of a machine guarding errors (ratio) and latency (mean):
+// what a latency metric adds to BenchmarkTick/rollouts=1.
+func BenchmarkTickWithMean(b *testing.B) {
+	const steps = 512
+	f := newMeanFeed(b, meanConfig(guard.MetricRule{Margin: 0.1}), 1)
+	ticks := make([]guard.Tick, steps)
+	for k := range ticks {
+		f.serve(100, 0.05, 0.05)
+		ticks[k] = f.tick()
+	}
+	fresh := func() *guard.Machine {
+		m, err := guard.NewMachine(meanConfig(guard.MetricRule{Margin: 0.1}), decT0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return m
+	}
+	m, k := fresh(), 0
+	b.ReportAllocs()
+	for b.Loop() {
+		if k == steps {
+			b.StopTimer()
+			m, k = fresh(), 0
+			b.StartTimer()
+		}
+		if _, err := m.Decide("bench", ticks[k]); err != nil {
+			b.Fatal(err)
+		}
+		k++
+	}
+}
