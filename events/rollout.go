@@ -185,6 +185,10 @@ type RolloutPlan struct {
 	Valve        *ValveRef `json:"valve,omitempty"` // required with onTrip openValve
 	// Manual makes the guard judge without ever advancing: people advance by hand.
 	Manual bool `json:"manual,omitempty"`
+	// NoLateStarts makes R1 the plain mixture begun at the rollout's first informative tick; by
+	// default it also mixes over later starts, so that a regression after a long healthy run
+	// trips in minutes rather than hours (docs/guard.md).
+	NoLateStarts bool `json:"noLateStarts,omitempty"`
 }
 
 // MaxStages bounds a plan's stages; MaxMetrics its metrics.

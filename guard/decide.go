@@ -136,6 +136,11 @@ type MachineConfig struct {
 	FloorWindow       time.Duration `json:"floorWindow"`       // R3; default 5m
 	FloorMinRequests  float64       `json:"floorMinRequests"`  // R3; default 200
 	FloorConfidence   float64       `json:"floorConfidence"`   // R3, one-sided; default 0.999
+	// NoLateStarts makes R1 GUARD.md's plain mixture, begun at the rollout's first informative
+	// tick, whose e-value does not depend on how errors fall into ticks. By default R1 also mixes
+	// over later starts (weight [LateStartWeight]; see [RatioTest.WithLateStarts]), so that a
+	// regression after a long healthy run is not held back by the deficit the healthy ticks dug.
+	NoLateStarts bool `json:"noLateStarts,omitempty"`
 }
 
 // withDefaults returns a copy with zero fields set to their defaults and its own Metrics slice.
@@ -562,6 +567,9 @@ func (m *Machine) resetStage(s *machineState, state State) {
 		buf := s.metrics[i].floor.buf[:0]
 		// The parameters were validated, so the constructors cannot fail.
 		r1, _ := NewRatioTest(m.cfg.R0)
+		if !m.cfg.NoLateStarts {
+			r1, _ = r1.WithLateStarts(LateStartWeight)
+		}
 		r5, _ := NewReverseRatioTest(m.cfg.RMax)
 		s.metrics[i] = metricState{r1: r1, r5: r5, floor: floorWindow{buf: buf}}
 	}
@@ -730,13 +738,13 @@ func (m *Machine) ChangeStage(id string, cfg MachineConfig, now time.Time) (Evid
 // sameTest reports, wrapping ErrMachineConfig, a change of what an e-process tests.
 func sameTest(a, b MachineConfig) error {
 	same := a.Flag == b.Flag && a.Variant == b.Variant && a.Control == b.Control && a.Segment == b.Segment &&
-		a.Alpha == b.Alpha && a.R0 == b.R0 && a.Tau == b.Tau && len(a.Metrics) == len(b.Metrics)
+		a.Alpha == b.Alpha && a.R0 == b.R0 && a.Tau == b.Tau && a.NoLateStarts == b.NoLateStarts && len(a.Metrics) == len(b.Metrics)
 	for i := 0; same && i < len(a.Metrics); i++ {
 		x, y := &a.Metrics[i], &b.Metrics[i]
 		same = x.Name == y.Name && x.Kind == y.Kind && x.Margin == y.Margin && x.Tau == y.Tau
 	}
 	if !same {
-		return fmt.Errorf("a stage change may not change the flag, variants, segment, metrics, alpha, r0 or tau (restart instead): %w", ErrMachineConfig)
+		return fmt.Errorf("a stage change may not change the flag, variants, segment, metrics, alpha, r0, tau or late starts (restart instead): %w", ErrMachineConfig)
 	}
 	return nil
 }

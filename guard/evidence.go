@@ -163,8 +163,13 @@ type RatioEvidence struct {
 	Threshold Float           `json:"threshold"` // 1/α
 	Null      Float           `json:"null"`      // r0 (R1) or r_max (R5)
 	Grid      [GridSize]Float `json:"grid"`
-	LogLik    [GridSize]Float `json:"logLik"` // ℓ_K(r_j)
-	Ticks     int             `json:"ticks"`  // informative ticks so far
+	LogLik    [GridSize]Float `json:"logLik"` // ℓ_K(r_j), from the first informative tick
+	// LateStarts (R1) is the weight of the starts after the first ([RatioTest.WithLateStarts]);
+	// LogS each alternative's mixture over start times, ln S_K(r_j), whose mean over the grid is
+	// E. Without late starts LogS is LogLik.
+	LateStarts Float           `json:"lateStarts,omitempty"`
+	LogS       [GridSize]Float `json:"logS"`
+	Ticks      int             `json:"ticks"` // informative ticks so far
 	// Used: this tick carried information (errors, and exposures on both arms). R1 only.
 	Used bool  `json:"used,omitempty"`
 	LogE Float `json:"logE"`
@@ -181,8 +186,9 @@ type RatioEvidence struct {
 func (r *RatioEvidence) fill(t *RatioTest, statistic string, alpha float64, fired bool) {
 	r.Statistic, r.Alpha, r.Threshold, r.Null = statistic, Float(alpha), Float(1/alpha), Float(t.Null())
 	for j := range GridSize {
-		r.Grid[j], r.LogLik[j] = Float(t.grid[j]), Float(t.logLik[j])
+		r.Grid[j], r.LogLik[j], r.LogS[j] = Float(t.grid[j]), Float(t.logLik[j]), Float(t.logS[j])
 	}
+	r.LateStarts = Float(t.late)
 	r.Ticks = t.Ticks()
 	r.LogE, r.E, r.P = Float(t.LogE()), Float(t.E()), Float(t.P())
 	r.RHat, r.RHatGrid = Float(t.RatioMLE()), Float(t.GridArgmax())

@@ -449,7 +449,8 @@ func StageConfig(flag string, ro *projections.Rollout) MachineConfig {
 		MinHold: time.Duration(st.MinHold), MaxExtension: time.Duration(p.MaxExtension),
 		BlindGrace: time.Duration(p.BlindGrace), OnBlind: Action(p.OnBlind),
 		OnInconclusive: Action(p.OnInconclusive), OnTrip: Action(p.OnTrip),
-		MaxAge: max(2*time.Minute, 3*p.Tick.Std(15*time.Second)),
+		MaxAge:       max(2*time.Minute, 3*p.Tick.Std(15*time.Second)),
+		NoLateStarts: p.NoLateStarts,
 	}
 	for _, m := range p.Metrics {
 		cfg.Metrics = append(cfg.Metrics, MetricRule{Name: m.Name, Kind: MetricKind(m.Kind), Ceiling: m.Ceiling, Margin: m.Margin, Tau: m.Tau})

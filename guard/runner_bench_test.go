@@ -420,20 +420,25 @@ func TestRunnerTripPropagation(t *testing.T) {
 }
 
 // TestRatioTripDelayAfterHealthyHistory reports how many ticks R1 takes to trip a regression
-// after a run of healthy ticks: the e-process drifts down while the data are healthy, so the
-// longer a rollout was healthy, the longer a regression takes to trip it. 15 s ticks of 400
-// treatment and 3,600 control requests, 1% errors on both arms, then 2× or 20× on the treatment.
-// It only runs with -guard.tripbench and only reports.
+// after a run of healthy ticks, as the plain mixture and with late starts (the machine's
+// default): the plain e-process drifts down while the data are healthy, so the longer a rollout
+// was healthy, the longer a regression takes to trip it. 15 s ticks of 400 treatment and 3,600
+// control requests, 1% errors on both arms, then 2× or 20× on the treatment. It only runs with
+// -guard.tripbench and only reports.
 func TestRatioTripDelayAfterHealthyHistory(t *testing.T) {
 	if !*tripBench {
 		t.Skip("run with -guard.tripbench to measure")
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n%-22s %18s %18s\n", "healthy before", "ticks to trip 2×", "ticks to trip 20×")
+	fmt.Fprintf(&sb, "\n%-22s %10s %10s %12s %12s\n", "healthy before", "plain 2×", "plain 20×", "late st. 2×", "late st. 20×")
 	for _, healthy := range []int{0, 40, 240, 960, 5760} {
 		fmt.Fprintf(&sb, "%-22s", fmt.Sprintf("%d ticks (%v)", healthy, time.Duration(healthy)*15*time.Second))
-		for _, xT := range []float64{8, 80} {
+		for _, c := range []struct{ late, xT float64 }{{0, 8}, {0, 80}, {guard.LateStartWeight, 8}, {guard.LateStartWeight, 80}} {
+			xT := c.xT
 			r, err := guard.NewRatioTest(1)
+			if err == nil {
+				r, err = r.WithLateStarts(c.late)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -444,7 +449,7 @@ func TestRatioTripDelayAfterHealthyHistory(t *testing.T) {
 			for ; !r.Exceeds(0.01) && n < 100_000; n++ {
 				r.Observe(400, 3600, xT, 36)
 			}
-			fmt.Fprintf(&sb, " %18d", n)
+			fmt.Fprintf(&sb, " %11d", n)
 		}
 		sb.WriteByte('\n')
 	}

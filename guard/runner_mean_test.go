@@ -104,3 +104,30 @@ func TestRunnerLatencyRegressionKills(t *testing.T) {
 		t.Fatal("the trip does not replay from its record")
 	}
 }
+
+// The plan says whether R1 mixes over late starts: by default it does, with noLateStarts it is
+// the plain mixture; the evidence records which.
+func TestRunnerLateStartsFromPlan(t *testing.T) {
+	w := newWorld(t)
+	w.createFlag("late")
+	w.createFlag("plain")
+	w.startRollout("late", w.plan(events.OnTripKill))
+	p := w.plan(events.OnTripKill)
+	p.NoLateStarts = true
+	w.startRollout("plain", p)
+	for range 4 {
+		w.traffic("late", 2000, 0.01, 0.01)
+		w.traffic("plain", 2000, 0.01, 0.01)
+		w.tick()
+	}
+	for key, want := range map[string]float64{"late": guard.LateStartWeight, "plain": 0} {
+		evs := w.evidence[testEnv+"/"+key]
+		r1 := evs[len(evs)-1].Metrics[0].R1
+		if float64(r1.LateStarts) != want || r1.Ticks == 0 {
+			t.Errorf("%s: R1 late starts %v after %d ticks, want %v", key, r1.LateStarts, r1.Ticks, want)
+		}
+		if want == 0 && r1.LogS != r1.LogLik {
+			t.Errorf("%s: the plain mixture's ln S %v is not its ℓ %v", key, r1.LogS, r1.LogLik)
+		}
+	}
+}

@@ -58,10 +58,14 @@ type MetricSnapshot struct {
 // RatioSnapshot is the state of an R1 or R5 e-process; its null and grid follow from the
 // configuration (r0 for R1, rMax for R5).
 type RatioSnapshot struct {
-	LogLik  [GridSize]Float `json:"logLik"`
-	LogE    Float           `json:"logE"`
-	MaxLogE Float           `json:"maxLogE"`
-	Ticks   int             `json:"ticks"`
+	LogLik [GridSize]Float `json:"logLik"`
+	// LateStarts is the weight of the starts after the first (0: the plain mixture); LogS each
+	// alternative's mixture over start times, which the e-value sums.
+	LateStarts Float           `json:"lateStarts,omitempty"`
+	LogS       [GridSize]Float `json:"logS"`
+	LogE       Float           `json:"logE"`
+	MaxLogE    Float           `json:"maxLogE"`
+	Ticks      int             `json:"ticks"`
 	// The sums of the informative ticks: treatment and control requests and errors.
 	ReqT Float `json:"reqT"`
 	ReqC Float `json:"reqC"`
@@ -164,19 +168,20 @@ func (m *Machine) copyTo(dst *Machine) {
 
 func ratioSnapshot(t *RatioTest) RatioSnapshot {
 	r := RatioSnapshot{
-		LogE: Float(t.logE), MaxLogE: Float(t.maxLogE), Ticks: t.ticks,
+		LogE: Float(t.logE), MaxLogE: Float(t.maxLogE), Ticks: t.ticks, LateStarts: Float(t.late),
 		ReqT: Float(t.reqT), ReqC: Float(t.reqC), ErrT: Float(t.errT), ErrC: Float(t.errC),
 	}
-	for j, l := range t.logLik {
-		r.LogLik[j] = Float(l)
+	for j := range t.logLik {
+		r.LogLik[j], r.LogS[j] = Float(t.logLik[j]), Float(t.logS[j])
 	}
 	return r
 }
 
 func (r *RatioSnapshot) restore(t *RatioTest) {
-	for j, l := range r.LogLik {
-		t.logLik[j] = float64(l)
+	for j := range r.LogLik {
+		t.logLik[j], t.logS[j] = float64(r.LogLik[j]), float64(r.LogS[j])
 	}
+	t.late = float64(r.LateStarts)
 	t.logE, t.maxLogE, t.ticks = float64(r.LogE), float64(r.MaxLogE), r.Ticks
 	t.reqT, t.reqC, t.errT, t.errC = float64(r.ReqT), float64(r.ReqC), float64(r.ErrT), float64(r.ErrC)
 }

@@ -14,6 +14,11 @@ func gridMultipliers() [GridSize]float64 {
 	return [GridSize]float64{1.25, 1.5, 2, 3, 5, 10}
 }
 
+// LateStartWeight is the weight R1 gives the starts after the first when its machine has late
+// starts ([RatioTest.WithLateStarts], [MachineConfig.NoLateStarts]): 5%, which costs a fresh
+// regression ln(1/0.95) ≈ 0.05 of the ln(1/α) it must reach.
+const LateStartWeight = 0.05
+
 // logGridSize is ln(GridSize): the mixture's weights are equal, 1/GridSize each.
 const logGridSize = 1.791759469228055
 
@@ -36,9 +41,13 @@ type RatioTest struct {
 	logRatio [GridSize]float64 // ln(grid_j / null)
 	gridM1   [GridSize]float64 // grid_j − 1
 	logLik   [GridSize]float64 // ℓ_K(r_j)
-	logE     float64
-	maxLogE  float64
-	ticks    int
+	// late is the weight ε of the starts after the first (see [RatioTest.WithLateStarts]); logS
+	// the log of each alternative's mixture over start times.
+	late    float64
+	logS    [GridSize]float64
+	logE    float64
+	maxLogE float64
+	ticks   int
 	// Sums of the ticks that carried information, for the pooled estimate of r.
 	reqT, reqC, errT, errC float64
 }
@@ -77,7 +86,42 @@ func (t *RatioTest) init() {
 	for j, g := range t.grid {
 		t.logRatio[j] = math.Log(g / t.null)
 		t.gridM1[j] = g - 1
+		t.logS[j] = math.Inf(-1)
 	}
+}
+
+// WithLateStarts returns t, before any tick, as a mixture over the time the alternative begins:
+// the e-process that starts at the first informative tick with weight 1 − late, and one starting
+// at every later informative tick s with weight late/((s−1)·s), weights summing to one:
+//
+//	S_K(r_j) = Σ_{s ≤ K} π_s · Π_{k=s..K} LR_k(r_j),   E_K = Σ_j S_K(r_j)/GridSize
+//
+// With the mass π_s of the starts still to come, it is a non-negative supermartingale under H0
+// that begins at 1, so Ville's inequality bounds the chance that E_K ever reaches 1/α by α, as for
+// the plain mixture. A regression that begins after a long healthy run no longer has to climb out
+// of the deficit the healthy ticks dug: the start nearest it pays only ln(1/π_s), about 2·ln s.
+// A fresh regression pays ln(1/(1 − late)). late = 0 is the plain mixture. It returns an error
+// wrapping [ErrMachineConfig] if late is not in [0, 1) or t has observed a tick.
+func (t RatioTest) WithLateStarts(late float64) (RatioTest, error) {
+	if !(late >= 0 && late < 1) {
+		return t, fmt.Errorf("late starts %v: must be in [0, 1): %w", late, ErrMachineConfig)
+	}
+	if t.ticks > 0 {
+		return t, fmt.Errorf("late starts: the e-process has begun: %w", ErrMachineConfig)
+	}
+	t.late = late
+	return t, nil
+}
+
+// logStartWeight is ln π_s of the s-th informative tick (s ≥ 1).
+func (t *RatioTest) logStartWeight(s int) float64 {
+	if s == 1 {
+		return math.Log1p(-t.late)
+	}
+	if t.late == 0 {
+		return math.Inf(-1)
+	}
+	return math.Log(t.late) - math.Log(float64(s-1)) - math.Log(float64(s))
 }
 
 // Observe adds one tick: nT and nC exposures (requests) and xT and xC errors of the treatment and
@@ -94,10 +138,13 @@ func (t *RatioTest) Observe(nT, nC, xT, xC float64) bool {
 	// ln π(r_j)/π(null) = ln(r_j/null) − ln(D_j/D_null) and ln (1−π(r_j))/(1−π(null)) =
 	// −ln(D_j/D_null), with D(r) = 1 + (r−1)·π0; so the tick adds xT·ln(r_j/null) − m·ln(D_j/D_null).
 	logDNull := math.Log1p((t.null - 1) * pi0)
+	logPi := t.logStartWeight(t.ticks + 1)
 	for j := range t.logLik {
-		t.logLik[j] += xT*t.logRatio[j] - m*(math.Log1p(t.gridM1[j]*pi0)-logDNull)
+		lr := xT*t.logRatio[j] - m*(math.Log1p(t.gridM1[j]*pi0)-logDNull)
+		t.logLik[j] += lr
+		t.logS[j] = lr + logAddExp(t.logS[j], logPi)
 	}
-	t.logE = logSumExp(&t.logLik) - logGridSize
+	t.logE = logSumExp(&t.logS) - logGridSize
 	if t.ticks == 0 || t.logE > t.maxLogE {
 		t.maxLogE = t.logE
 	}
@@ -164,6 +211,24 @@ func (t *RatioTest) GridArgmax() float64 {
 	}
 	return best
 }
+
+// logAddExp returns ln(eᵃ + eᵇ).
+func logAddExp(a, b float64) float64 {
+	if a < b {
+		a, b = b, a
+	}
+	if math.IsInf(b, -1) {
+		return a
+	}
+	return a + math.Log1p(math.Exp(b-a))
+}
+
+// LateStarts returns the weight of the starts after the first: 0 for the plain mixture.
+func (t *RatioTest) LateStarts() float64 { return t.late }
+
+// LogS returns ln S_K(r_j), each alternative's mixture over start times (ℓ_K(r_j) + ln(1 − late)
+// while no later start has come into play; ℓ_K(r_j) exactly when late = 0).
+func (t *RatioTest) LogS() [GridSize]float64 { return t.logS }
 
 func logSumExp(ls *[GridSize]float64) float64 {
 	mx := ls[0]

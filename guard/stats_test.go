@@ -415,3 +415,131 @@ func BenchmarkRatioTestObserve(b *testing.B) {
 		rt.Observe(75, 1425, 1, 7)
 	}
 }
+
+// Late starts: with weight 0 the e-process is the plain mixture; the weights are checked; the
+// first start's part is the plain mixture times 1 − late, and a start at tick s adds its own
+// product of likelihood ratios weighted late/((s−1)s), computed here by brute force.
+func TestRatioTestLateStarts(t *testing.T) {
+	plain, _ := guard.NewRatioTest(1)
+	zero, err := plain.WithLateStarts(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, err := plain.WithLateStarts(0.05)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []float64{-0.1, 1, 2, math.NaN()} {
+		if _, err := plain.WithLateStarts(bad); !errors.Is(err, guard.ErrMachineConfig) {
+			t.Errorf("late starts %v: %v, want ErrMachineConfig", bad, err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(3, 3))
+	var ticks []statTick
+	for range 40 {
+		tk := statTick{nT: 100, nC: 900, xT: float64(rng.IntN(4)), xC: float64(rng.IntN(20))}
+		ticks = append(ticks, tk)
+		plain.Observe(tk.nT, tk.nC, tk.xT, tk.xC)
+		zero.Observe(tk.nT, tk.nC, tk.xT, tk.xC)
+		late.Observe(tk.nT, tk.nC, tk.xT, tk.xC)
+	}
+	if zero.LogE() != plain.LogE() || zero.LogS() != plain.LogLik() {
+		t.Errorf("weight 0: ln E %v, want the plain mixture's %v", zero.LogE(), plain.LogE())
+	}
+	if _, err := late.WithLateStarts(0.1); !errors.Is(err, guard.ErrMachineConfig) {
+		t.Errorf("late starts after a tick: %v, want ErrMachineConfig", err)
+	}
+	// Brute force: Σ_s π_s Π_{k≥s} LR_k for each alternative, over the informative ticks.
+	grid := plain.Grid()
+	var want float64
+	for _, r := range grid {
+		lr := func(tk statTick) float64 {
+			pi0 := tk.nT / (tk.nT + tk.nC)
+			p := r * pi0 / (r*pi0 + 1 - pi0)
+			return math.Pow(p/pi0, tk.xT) * math.Pow((1-p)/(1-pi0), tk.xC)
+		}
+		var informative []statTick
+		for _, tk := range ticks {
+			if tk.xT+tk.xC > 0 {
+				informative = append(informative, tk)
+			}
+		}
+		for s := 1; s <= len(informative); s++ {
+			w := 1 - 0.05
+			if s > 1 {
+				w = 0.05 / float64((s-1)*s)
+			}
+			prod := 1.0
+			for _, tk := range informative[s-1:] {
+				prod *= lr(tk)
+			}
+			want += w * prod / guard.GridSize
+		}
+	}
+	if !closeTo(late.LogE(), math.Log(want), 1e-9) {
+		t.Errorf("ln E with late starts %v, brute force %v", late.LogE(), math.Log(want))
+	}
+	if late.LogE() < plain.LogE()+math.Log1p(-0.05)-1e-12 {
+		t.Errorf("ln E with late starts %v below the first start's part %v", late.LogE(), plain.LogE()+math.Log1p(-0.05))
+	}
+}
+
+// The point of late starts: after a long healthy run, the plain mixture needs many ticks to trip
+// a 2× regression, the late starts few. Counts are fixed (400 treatment and 3,600 control
+// requests a tick, 1% errors, then 2% on the treatment), so the numbers of ticks are exact.
+func TestRatioTestLateStartsAfterHealthyHistory(t *testing.T) {
+	ticksToTrip := func(late float64, healthy int) int {
+		r, _ := guard.NewRatioTest(1)
+		r, _ = r.WithLateStarts(late)
+		for range healthy {
+			r.Observe(400, 3600, 4, 36)
+		}
+		n := 0
+		for ; !r.Exceeds(0.01) && n < 10_000; n++ {
+			r.Observe(400, 3600, 8, 36)
+		}
+		return n
+	}
+	fresh, freshLate := ticksToTrip(0, 0), ticksToTrip(guard.LateStartWeight, 0)
+	plainDay, lateDay := ticksToTrip(0, 960), ticksToTrip(guard.LateStartWeight, 960)
+	t.Logf("ticks to trip 2×: fresh %d (late starts %d); after 4 h healthy %d (late starts %d)", fresh, freshLate, plainDay, lateDay)
+	if freshLate > fresh+1 {
+		t.Errorf("late starts slow a fresh regression: %d ticks against %d", freshLate, fresh)
+	}
+	if lateDay > 3*fresh+10 || plainDay < 5*lateDay {
+		t.Errorf("after 4 h healthy: %d ticks with late starts, %d without", lateDay, plainDay)
+	}
+}
+
+// Late starts keep R1's guarantee: over long healthy runs (the null at its boundary, r = 1) the
+// share of runs whose e-value ever reaches 1/α stays within α plus three standard errors.
+func TestRatioTestLateStartsFalseTrips(t *testing.T) {
+	const runs, ticks, alpha = 1000, 2000, 0.05
+	trips := 0
+	for seed := range uint64(runs) {
+		rng := rand.New(rand.NewPCG(seed, 99))
+		r, _ := guard.NewRatioTest(1)
+		r, _ = r.WithLateStarts(guard.LateStartWeight)
+		for range ticks {
+			// 10% treatment share, 20 errors a tick on average, each the treatment's with
+			// probability 0.1: exactly the null.
+			m := 10 + rng.IntN(21)
+			xT := 0
+			for range m {
+				if rng.Float64() < 0.1 {
+					xT++
+				}
+			}
+			r.Observe(100, 900, float64(xT), float64(m-xT))
+			if r.Exceeds(alpha) {
+				trips++
+				break
+			}
+		}
+	}
+	bound := alpha + 3*math.Sqrt(alpha*(1-alpha)/runs)
+	t.Logf("late starts, %d null runs of %d ticks: %d reached 1/α (%.2f%%, bound %.2f%%)", runs, ticks, trips, 100*float64(trips)/runs, 100*bound)
+	if float64(trips)/runs > bound {
+		t.Errorf("false-trip rate %d/%d above %.4f", trips, runs, bound)
+	}
+}
