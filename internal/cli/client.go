@@ -211,16 +211,8 @@ func show[T any](s *session, resp *response, what string, render func(*T) error)
 	return render(&v)
 }
 
-// flagPath is the API path (unescaped; refs are validated) of one flag, or of one of its actions when action is not empty.
+// flagPath is the API path (unescaped; refs are validated) of one flag, or of one of its actions
+// when action is not empty.
 func flagPath(r ref, action string) string {
-	p := "/api/v1/environments/" + r.env + "/flags/" + r.key
-	if action != "" {
-		p += "/" + action
-	}
-	return p
-}
-
-// flagsPath is the API path of an environment's flags.
-func flagsPath(env string) string {
-	return "/api/v1/environments/" + env + "/flags"
+	return flagEntity.path(r, action)
 }

@@ -46,10 +46,11 @@ type session struct {
 // commands returns every client command, in the order help lists them.
 func commands() []*command {
 	cmds := []*command{
-		flagsList(), flagsGet(), flagsCreate(), flagsSet(),
-		withWait(flagsKill("flags kill")), flagsEnable(), flagsAction("archive"), flagsAction("unarchive"),
-		flagsRestore(), flagsHistory(), flagsDiff(), flagsPropagation(),
-		segmentsList(), segmentsGet(), segmentsCreate(), segmentsSet(), segmentsAction("archive"), segmentsAction("unarchive"), segmentsHistory(),
+		listCommand(flagEntity), getCommand(flagEntity), flagsCreate(), flagsSet(),
+		withWait(flagsKill("flags kill")), flagsEnable(), archiveCommand(flagEntity), unarchiveCommand(flagEntity),
+		flagsRestore(), historyCommand(flagEntity), flagsDiff(), flagsPropagation(),
+		listCommand(segmentEntity), getCommand(segmentEntity), segmentsCreate(), segmentsSet(),
+		archiveCommand(segmentEntity), unarchiveCommand(segmentEntity), historyCommand(segmentEntity),
 		tokensCreate(), tokensList(), tokensRevoke(),
 	}
 	cmds = append(cmds, rolloutCommands()...) // rollouts and safety valves (rollouts.go)
@@ -186,13 +187,7 @@ func (r *runner) help(args []string) error {
 	case "":
 		r.overview(r.stdout)
 		return nil
-	case "flags":
-		r.group(r.stdout)
-		return nil
-	case "segments":
-		r.segmentsGroup(r.stdout)
-		return nil
-	case "rollout", "valve":
+	case "flags", "segments", "rollout", "valve":
 		r.groupHelp(r.stdout, name)
 		return nil
 	}
@@ -223,17 +218,17 @@ Flags may come before or after the arguments. Global flags (every command):
 	fmt.Fprint(w, "\n"+timesHelp+"\n\n"+exitCodesHelp+"\n")
 }
 
-// group is the help of `interlock flags`.
-func (r *runner) group(w io.Writer) {
-	fmt.Fprint(w, "Usage:\n  interlock flags <command> [arguments] [flags]\n\nCommands:\n")
+// groupHelp is the help of a group of commands such as `interlock flags`.
+func (r *runner) groupHelp(w io.Writer, group string) {
+	fmt.Fprintf(w, "Usage:\n  interlock %s <command> [arguments] [flags]\n\nCommands:\n", group)
 	var cmds []*command
 	for _, c := range commands() {
-		if strings.HasPrefix(c.name, "flags ") {
+		if strings.HasPrefix(c.name, group+" ") {
 			cmds = append(cmds, c)
 		}
 	}
 	r.commandList(w, cmds)
-	fmt.Fprint(w, "\nRun 'interlock help flags <command>' for the flags of one.\n")
+	fmt.Fprintf(w, "\nRun 'interlock help %s <command>' for the flags of one.\n", group)
 }
 
 func (r *runner) commandList(w io.Writer, cmds []*command) {

@@ -23,77 +23,24 @@ const maxInput = 4 << 20
 // reasonHeader carries the reason of a change made with a JSON document body.
 const reasonHeader = "X-Interlock-Reason"
 
-func flagsList() *command {
-	return &command{
-		name: "flags list", operands: "ENV", args: "ENV [--archived] [--at TIME]",
-		summary: "List the flags of an environment.",
-		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
-			archived := fs.Bool("archived", false, "include archived flags")
-			at := fs.String("at", "", "list the flags as they were at `TIME`")
-			return func(ctx context.Context, s *session, pos []string) error {
-				env := pos[0]
-				if err := events.ValidateEnvironment(env); err != nil {
-					return usagef(s.cmd, "%v", err)
-				}
-				q := url.Values{}
-				if *archived {
-					q.Set("archived", "true")
-				}
-				if err := s.timeParam(q, "at", *at); err != nil {
-					return err
-				}
-				resp, err := s.client.get(ctx, flagsPath(env), q)
-				if err != nil {
-					return err
-				}
-				if s.json {
-					return s.printJSON(resp.body)
-				}
-				var body struct {
-					Flags []projections.Flag `json:"flags"`
-				}
-				if err := decodeJSON(resp, "the flags", &body); err != nil {
-					return err
-				}
-				return renderFlagList(s.stdout, env, body.Flags)
-			}
-		},
-	}
-}
-
-func flagsGet() *command {
-	return &command{
-		name: "flags get", operands: "ENV/FLAG", args: "ENV/FLAG [--at TIME | --version N]",
-		summary: "Show one flag: now, as it was at a time, or at a version.",
-		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
-			at := fs.String("at", "", "show the flag as it was at `TIME`")
-			var version versionFlag
-			fs.Var(&version, "version", "show version `N` of the flag")
-			return func(ctx context.Context, s *session, pos []string) error {
-				r, err := s.ref(pos[0])
-				if err != nil {
-					return err
-				}
-				if *at != "" && version.set {
-					return usagef(s.cmd, "give --at or --version, not both")
-				}
-				q := url.Values{}
-				if err := s.timeParam(q, "at", *at); err != nil {
-					return err
-				}
-				if version.set {
-					q.Set("version", strconv.FormatUint(version.v, 10))
-				}
-				resp, err := s.client.get(ctx, flagPath(r, ""), q)
-				if err != nil {
-					return err
-				}
-				return s.showFlag(resp, "")
-			}
-		},
-	}
+// flagEntity describes flags: how ENV/FLAG is parsed, their API paths and how they are shown.
+var flagEntity = &entity[projections.Flag]{
+	noun: "flag", plural: "flags", operand: "ENV/FLAG", example: "production/checkout-v2",
+	validateKey:    events.ValidateFlagKey,
+	listAt:         true,
+	archiveSummary: "Retire a flag: hidden from lists, refusing changes until unarchived.",
+	decodeList: func(resp *response) ([]projections.Flag, error) {
+		var body struct {
+			Flags []projections.Flag `json:"flags"`
+		}
+		err := decodeJSON(resp, "the flags", &body)
+		return body.Flags, err
+	},
+	renderList: renderFlagList,
+	render:     renderFlag,
+	id:         func(f *projections.Flag) (string, string, uint64) { return f.Environment, f.Key, f.Version },
+	state:      serving,
+	eventName:  shortType,
 }
 
 func flagsCreate() *command {
@@ -153,11 +100,11 @@ replaced by ENV/FLAG.`,
 						events.FlagConfig
 					}{r.key, cfg}
 				}
-				resp, err := s.client.postJSON(ctx, flagsPath(r.env), reasonHeaders(*reason), body)
+				resp, err := s.client.postJSON(ctx, flagEntity.listPath(r.env), reasonHeaders(*reason), body)
 				if err != nil {
 					return err
 				}
-				return s.showFlag(resp, "created")
+				return flagEntity.showOne(s, resp, "created")
 			}
 		},
 	}
@@ -195,7 +142,7 @@ func (s *session) variants(cfg *events.FlagConfig, given stringList) error {
 	return nil
 }
 
-// fileDocument reads a flag document for create and makes it name the flag r.
+// fileDocument reads a flag or segment document for create and makes it name r.
 func (s *session) fileDocument(name string, r ref) (map[string]json.RawMessage, error) {
 	data, err := s.readInput(name)
 	if err != nil {
@@ -291,10 +238,8 @@ refused (exit code 4) rather than overwritten.`,
 				if err != nil {
 					return err
 				}
-				ifMatch := ""
-				if ifVersion.set {
-					ifMatch = strconv.Quote(strconv.FormatUint(ifVersion.v, 10))
-				} else if ifMatch, err = s.currentETag(ctx, r); err != nil {
+				ifMatch, err := s.flagIfMatch(ctx, r, ifVersion)
+				if err != nil {
 					return err
 				}
 				h := reasonHeaders(*reason)
@@ -306,7 +251,7 @@ refused (exit code 4) rather than overwritten.`,
 				if err != nil {
 					return err
 				}
-				return s.showFlag(resp, "changed")
+				return flagEntity.showOne(s, resp, "changed")
 			}
 		},
 	}
@@ -368,8 +313,12 @@ func (s *session) buildPatch(fs *flag.FlagSet, patchArg string, variants, tags s
 	return body, nil
 }
 
-// currentETag reads the flag and returns the ETag of the version read, for If-Match.
-func (s *session) currentETag(ctx context.Context, r ref) (string, error) {
+// flagIfMatch is the If-Match of a change to the flag r: version N of --if-version when given,
+// else the ETag of the flag as read now, so that a change made in between is refused.
+func (s *session) flagIfMatch(ctx context.Context, r ref, ifVersion versionFlag) (string, error) {
+	if ifVersion.set {
+		return strconv.Quote(strconv.FormatUint(ifVersion.v, 10)), nil
+	}
 	resp, err := s.client.get(ctx, flagPath(r, ""), nil)
 	if err != nil {
 		return "", err
@@ -400,71 +349,38 @@ func flagsKill(name string) *command {
 recorded with who and when.`,
 		minArgs: 1, maxArgs: 1,
 		setup: func(fs *flag.FlagSet) action {
-			reason := fs.String("reason", "", "why: `TEXT` recorded with the event (required)")
-			return func(ctx context.Context, s *session, pos []string) error {
-				r, err := s.ref(pos[0])
-				if err != nil {
-					return err
-				}
-				if err := requireReason(s, *reason, " the flag is killed"); err != nil {
-					return err
-				}
-				body := struct {
-					Reason string `json:"reason"`
-				}{*reason}
-				resp, err := s.client.postJSON(ctx, flagPath(r, "kill"), nil, body)
-				if err != nil {
-					return err
-				}
-				return s.showAction(resp, "killed")
-			}
+			return reasonAction(fs, " the flag is killed", func(r ref) string { return flagPath(r, "kill") },
+				func(s *session, resp *response) error { return flagEntity.showState(s, resp, "killed") })
 		},
 	}
 }
 
-// stateBody is the body of enable, archive, unarchive and restore.
-type stateBody struct {
-	ToVersion uint64 `json:"toVersion,omitempty"`
-	Reason    string `json:"reason,omitempty"`
-	Version   uint64 `json:"version,omitempty"`
+// reasonAction registers the required --reason of an on-call command on ENV/FLAG that sends
+// nothing else (kill, valve close) and returns its action: it posts the reason to path(r) and
+// prints the answer with answer. why ends the message for a missing reason.
+func reasonAction(fs *flag.FlagSet, why string, path func(r ref) string, answer func(s *session, resp *response) error) action {
+	reason := fs.String("reason", "", "why: `TEXT` recorded with the event (required)")
+	return func(ctx context.Context, s *session, pos []string) error {
+		r, err := s.ref(pos[0])
+		if err != nil {
+			return err
+		}
+		if err := requireReason(s, *reason, why); err != nil {
+			return err
+		}
+		body := struct {
+			Reason string `json:"reason"`
+		}{*reason}
+		resp, err := s.client.postJSON(ctx, path(r), nil, body)
+		if err != nil {
+			return err
+		}
+		return answer(s, resp)
+	}
 }
 
 func flagsEnable() *command {
-	c := flagsAction("enable")
-	c.summary = "Turn a flag on: it serves its targeting again."
-	return c
-}
-
-// flagsAction is enable, archive or unarchive.
-func flagsAction(verb string) *command {
-	summaries := map[string]string{
-		"archive":   "Retire a flag: hidden from lists, refusing changes until unarchived.",
-		"unarchive": "Bring an archived flag back.",
-	}
-	return &command{
-		name: "flags " + verb, operands: "ENV/FLAG", args: "ENV/FLAG [--reason R] [--if-version N]",
-		summary: summaries[verb],
-		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
-			reason := fs.String("reason", "", "why: `TEXT` recorded with the event")
-			var ifVersion versionFlag
-			fs.Var(&ifVersion, "if-version", "apply only to version `N` of the flag")
-			return func(ctx context.Context, s *session, pos []string) error {
-				r, err := s.ref(pos[0])
-				if err != nil {
-					return err
-				}
-				if err := checkReason("reason", *reason); err != nil {
-					return usagef(s.cmd, "%v", err)
-				}
-				resp, err := s.client.postJSON(ctx, flagPath(r, verb), nil, stateBody{Reason: *reason, Version: ifVersion.v})
-				if err != nil {
-					return err
-				}
-				return s.showAction(resp, verb+"d")
-			}
-		},
-	}
+	return stateCommand(flagEntity, "enable", "Turn a flag on: it serves its targeting again.")
 }
 
 func flagsRestore() *command {
@@ -492,37 +408,7 @@ func flagsRestore() *command {
 				if err != nil {
 					return err
 				}
-				return s.showAction(resp, fmt.Sprintf("restored the configuration of version %d to", to.v))
-			}
-		},
-	}
-}
-
-func flagsHistory() *command {
-	return &command{
-		name: "flags history", operands: "ENV/FLAG", args: "ENV/FLAG",
-		summary: "List every change of a flag: who, when, why and what.",
-		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
-			return func(ctx context.Context, s *session, pos []string) error {
-				r, err := s.ref(pos[0])
-				if err != nil {
-					return err
-				}
-				resp, err := s.client.get(ctx, flagPath(r, "history"), nil)
-				if err != nil {
-					return err
-				}
-				if s.json {
-					return s.printJSON(resp.body)
-				}
-				var body struct {
-					Entries []projections.Entry `json:"entries"`
-				}
-				if err := decodeJSON(resp, "the history", &body); err != nil {
-					return err
-				}
-				return renderHistory(s.stdout, r, body.Entries)
+				return flagEntity.showState(s, resp, fmt.Sprintf("restored the configuration of version %d to", to.v))
 			}
 		},
 	}
@@ -621,11 +507,7 @@ func environmentsCommand() *command {
 
 // ref parses an ENV/FLAG argument; a bad one is a usage error.
 func (s *session) ref(arg string) (ref, error) {
-	r, err := parseRef(arg)
-	if err != nil {
-		return ref{}, usagef(s.cmd, "%v", err)
-	}
-	return r, nil
+	return flagEntity.ref(s, arg)
 }
 
 // timeParam sets q[name] from a --at, --since or --until value, if given.
@@ -650,28 +532,4 @@ func (s *session) printJSON(body []byte) error {
 	buf.WriteByte('\n')
 	_, err := s.stdout.Write(buf.Bytes())
 	return err
-}
-
-// showFlag prints a flag answer: the JSON, or the flag block after a line saying what was done.
-func (s *session) showFlag(resp *response, done string) error {
-	if s.json {
-		return s.printJSON(resp.body)
-	}
-	var f projections.Flag
-	if err := decodeJSON(resp, "the flag", &f); err != nil {
-		return err
-	}
-	if done != "" {
-		fmt.Fprintf(s.stdout, "%s %s/%s (version %d)\n\n", done, clean(f.Environment), clean(f.Key), f.Version)
-	}
-	return renderFlag(s.stdout, &f)
-}
-
-// showAction prints the answer to kill, enable, archive, unarchive or restore: the JSON, or one
-// line saying what the flag does now.
-func (s *session) showAction(resp *response, done string) error {
-	return show(s, resp, "the flag", func(f *projections.Flag) error {
-		_, err := fmt.Fprintf(s.stdout, "%s %s/%s: %s (version %d)\n", done, clean(f.Environment), clean(f.Key), serving(f), f.Version)
-		return err
-	})
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/interlock-dev/interlock/events"
 )
 
-// ref names one flag: ENV/FLAG.
+// ref names one flag or segment: ENV/KEY.
 type ref struct {
 	env, key string
 }
@@ -26,17 +26,7 @@ func (r ref) String() string { return r.env + "/" + r.key }
 // parseRef parses ENV/FLAG, checking both parts with the server's own rules. The error says
 // what is wrong; it wraps events.ErrInvalid when a part breaks a naming rule.
 func parseRef(s string) (ref, error) {
-	env, key, ok := strings.Cut(s, "/")
-	if !ok {
-		return ref{}, fmt.Errorf("%q is not ENV/FLAG: name the environment and the flag, like production/checkout-v2", truncate(s))
-	}
-	if err := events.ValidateEnvironment(env); err != nil {
-		return ref{}, fmt.Errorf("%q: %w", truncate(s), err)
-	}
-	if err := events.ValidateFlagKey(key); err != nil {
-		return ref{}, fmt.Errorf("%q: %w", truncate(s), err)
-	}
-	return ref{env: env, key: key}, nil
+	return flagEntity.parseRef(s)
 }
 
 // variant is one --variant name=JSON.

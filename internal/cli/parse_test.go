@@ -247,6 +247,26 @@ func FuzzParseRef(f *testing.F) {
 	})
 }
 
+// FuzzParseSegmentRef: segment refs go through the same parser as flag refs, with the segment
+// key rules.
+func FuzzParseSegmentRef(f *testing.F) {
+	for _, s := range []string{"production/beta-testers", "a/tenant.acme", "x", "/", "a//b", "A/b", "a/b c", "é/x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := segmentEntity.parseRef(s)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		if events.ValidateEnvironment(r.env) != nil || events.ValidateSegmentKey(r.key) != nil || r.String() != s {
+			t.Fatalf("accepted %q as %v", s, r)
+		}
+	})
+}
+
 func FuzzParseVariant(f *testing.F) {
 	for _, s := range []string{"on=true", "ttl=30", `c="blue"`, `o={"a":1}`, "x=null", "=1", "a=", "a=b", "a==", "a=\x00"} {
 		f.Add(s)

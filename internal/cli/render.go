@@ -302,7 +302,8 @@ func changedPaths(changes []projections.Change) string {
 	return strings.Join(paths, ", ")
 }
 
-func renderHistory(w io.Writer, r ref, entries []projections.Entry) error {
+// renderHistory prints the history of r as a table; eventName shortens the event types.
+func renderHistory(w io.Writer, r ref, entries []projections.Entry, eventName func(string) string) error {
 	if len(entries) == 0 {
 		_, err := fmt.Fprintf(w, "no history for %s\n", r)
 		return err
@@ -311,7 +312,7 @@ func renderHistory(w io.Writer, r ref, entries []projections.Entry) error {
 	fmt.Fprintln(tw, "VERSION\tTIME\tEVENT\tACTOR\tREASON\tCHANGED")
 	for _, e := range entries {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n",
-			e.Version, showTime(e.Time), cell(shortType(e.Type)), cell(e.Actor), cell(e.Reason), cell(changedPaths(e.Changes)))
+			e.Version, showTime(e.Time), cell(eventName(e.Type)), cell(e.Actor), cell(e.Reason), cell(changedPaths(e.Changes)))
 	}
 	return tw.Flush()
 }

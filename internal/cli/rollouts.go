@@ -24,19 +24,6 @@ const (
 	valveUsage   = "valve needs a subcommand: configure, open, close or status"
 )
 
-// groupHelp is the help of a group of commands such as `interlock rollout`.
-func (r *runner) groupHelp(w io.Writer, group string) {
-	fmt.Fprintf(w, "Usage:\n  interlock %s <command> [arguments] [flags]\n\nCommands:\n", group)
-	var cmds []*command
-	for _, c := range commands() {
-		if strings.HasPrefix(c.name, group+" ") {
-			cmds = append(cmds, c)
-		}
-	}
-	r.commandList(w, cmds)
-	fmt.Fprintf(w, "\nRun 'interlock help %s <command>' for the flags of one.\n", group)
-}
-
 // rolloutPath is the API path of a flag's rollout, or of a command on it when verb is not empty.
 func rolloutPath(r ref, verb string) string {
 	p := flagPath(r, "rollout")
@@ -549,10 +536,8 @@ change applies to the version read.`,
 				if err != nil {
 					return fmt.Errorf("encode request: %w", err)
 				}
-				ifMatch := ""
-				if ifVersion.set {
-					ifMatch = strconv.Quote(strconv.FormatUint(ifVersion.v, 10))
-				} else if ifMatch, err = s.currentETag(ctx, r); err != nil {
+				ifMatch, err := s.flagIfMatch(ctx, r, ifVersion)
+				if err != nil {
 					return err
 				}
 				h := reasonHeaders(*reason)
@@ -626,24 +611,8 @@ func valveClose() *command {
 		help:    `Closing a closed valve succeeds and changes nothing. The reason is required.`,
 		minArgs: 1, maxArgs: 1,
 		setup: func(fs *flag.FlagSet) action {
-			reason := fs.String("reason", "", "why: `TEXT` recorded with the event (required)")
-			return func(ctx context.Context, s *session, pos []string) error {
-				r, err := s.ref(pos[0])
-				if err != nil {
-					return err
-				}
-				if err := requireReason(s, *reason, " the valve closes"); err != nil {
-					return err
-				}
-				body := struct {
-					Reason string `json:"reason"`
-				}{*reason}
-				resp, err := s.client.postJSON(ctx, valvePath(r, "close"), nil, body)
-				if err != nil {
-					return err
-				}
-				return s.showValveAction(resp, "closed valve")
-			}
+			return reasonAction(fs, " the valve closes", func(r ref) string { return valvePath(r, "close") },
+				func(s *session, resp *response) error { return s.showValveAction(resp, "closed valve") })
 		},
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,56 +21,24 @@ import (
 // segmentsUsage is the message for `interlock segments` without a subcommand.
 const segmentsUsage = "segments needs a subcommand: list, get, create, set, archive, unarchive or history"
 
-// segmentsGroup is the help of `interlock segments`.
-func (r *runner) segmentsGroup(w io.Writer) {
-	fmt.Fprint(w, "Usage:\n  interlock segments <command> [arguments] [flags]\n\nCommands:\n")
-	var cmds []*command
-	for _, c := range commands() {
-		if strings.HasPrefix(c.name, "segments ") {
-			cmds = append(cmds, c)
+// segmentEntity describes segments: how ENV/SEGMENT is parsed, their API paths and how they are
+// shown.
+var segmentEntity = &entity[projections.Segment]{
+	noun: "segment", plural: "segments", operand: "ENV/SEGMENT", example: "production/beta-testers",
+	validateKey:    events.ValidateSegmentKey,
+	archiveSummary: "Retire a segment: hidden from lists; refused while live flags use it.",
+	decodeList: func(resp *response) ([]projections.Segment, error) {
+		var body struct {
+			Segments []projections.Segment `json:"segments"`
 		}
-	}
-	r.commandList(w, cmds)
-	fmt.Fprint(w, "\nRun 'interlock help segments <command>' for the flags of one.\n")
-}
-
-// segmentsPath is the API path of an environment's segments.
-func segmentsPath(env string) string {
-	return "/api/v1/environments/" + env + "/segments"
-}
-
-// segmentPath is the API path (unescaped; refs are validated) of one segment, or of one of its
-// actions when action is not empty.
-func segmentPath(r ref, action string) string {
-	p := segmentsPath(r.env) + "/" + r.key
-	if action != "" {
-		p += "/" + action
-	}
-	return p
-}
-
-// parseSegmentRef parses ENV/SEGMENT with the server's rules for both parts.
-func parseSegmentRef(s string) (ref, error) {
-	env, key, ok := strings.Cut(s, "/")
-	if !ok {
-		return ref{}, fmt.Errorf("%q is not ENV/SEGMENT: name the environment and the segment, like production/beta-testers", truncate(s))
-	}
-	if err := events.ValidateEnvironment(env); err != nil {
-		return ref{}, fmt.Errorf("%q: %w", truncate(s), err)
-	}
-	if err := events.ValidateSegmentKey(key); err != nil {
-		return ref{}, fmt.Errorf("%q: %w", truncate(s), err)
-	}
-	return ref{env: env, key: key}, nil
-}
-
-// segmentRef parses an ENV/SEGMENT argument; a bad one is a usage error.
-func (s *session) segmentRef(arg string) (ref, error) {
-	r, err := parseSegmentRef(arg)
-	if err != nil {
-		return ref{}, usagef(s.cmd, "%v", err)
-	}
-	return r, nil
+		err := decodeJSON(resp, "the segments", &body)
+		return body.Segments, err
+	},
+	renderList: renderSegmentList,
+	render:     renderSegment,
+	id:         func(seg *projections.Segment) (string, string, uint64) { return seg.Environment, seg.Key, seg.Version },
+	state:      segmentState,
+	eventName:  segmentEventName,
 }
 
 // numericOperators compare numbers: their --condition values are parsed as numbers.
@@ -153,75 +120,6 @@ func (s *session) checkKeys(flagName string, keys []string) error {
 	return nil
 }
 
-func segmentsList() *command {
-	return &command{
-		name: "segments list", operands: "ENV", args: "ENV [--archived]",
-		summary: "List the segments of an environment.",
-		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
-			archived := fs.Bool("archived", false, "include archived segments")
-			return func(ctx context.Context, s *session, pos []string) error {
-				env := pos[0]
-				if err := events.ValidateEnvironment(env); err != nil {
-					return usagef(s.cmd, "%v", err)
-				}
-				q := url.Values{}
-				if *archived {
-					q.Set("archived", "true")
-				}
-				resp, err := s.client.get(ctx, segmentsPath(env), q)
-				if err != nil {
-					return err
-				}
-				if s.json {
-					return s.printJSON(resp.body)
-				}
-				var body struct {
-					Segments []projections.Segment `json:"segments"`
-				}
-				if err := decodeJSON(resp, "the segments", &body); err != nil {
-					return err
-				}
-				return renderSegmentList(s.stdout, env, body.Segments)
-			}
-		},
-	}
-}
-
-func segmentsGet() *command {
-	return &command{
-		name: "segments get", operands: "ENV/SEGMENT", args: "ENV/SEGMENT [--at TIME | --version N]",
-		summary: "Show one segment: now, as it was at a time, or at a version.",
-		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
-			at := fs.String("at", "", "show the segment as it was at `TIME`")
-			var version versionFlag
-			fs.Var(&version, "version", "show version `N` of the segment")
-			return func(ctx context.Context, s *session, pos []string) error {
-				r, err := s.segmentRef(pos[0])
-				if err != nil {
-					return err
-				}
-				if *at != "" && version.set {
-					return usagef(s.cmd, "give --at or --version, not both")
-				}
-				q := url.Values{}
-				if err := s.timeParam(q, "at", *at); err != nil {
-					return err
-				}
-				if version.set {
-					q.Set("version", strconv.FormatUint(version.v, 10))
-				}
-				resp, err := s.client.get(ctx, segmentPath(r, ""), q)
-				if err != nil {
-					return err
-				}
-				return s.showSegment(resp, "")
-			}
-		},
-	}
-}
-
 func segmentsCreate() *command {
 	return &command{
 		name: "segments create", operands: "ENV/SEGMENT",
@@ -249,7 +147,7 @@ are replaced by ENV/SEGMENT.`,
 			reason := fs.String("reason", "", "why: `TEXT` recorded with the event")
 			file := fs.String("file", "", "read the segment document from `FILE` (- for standard input)")
 			return func(ctx context.Context, s *session, pos []string) error {
-				r, err := s.segmentRef(pos[0])
+				r, err := segmentEntity.ref(s, pos[0])
 				if err != nil {
 					return err
 				}
@@ -282,11 +180,11 @@ are replaced by ENV/SEGMENT.`,
 						Conditions  json.RawMessage `json:"conditions,omitempty"`
 					}{r.key, *description, include, exclude, conds}
 				}
-				resp, err := s.client.postJSON(ctx, segmentsPath(r.env), reasonHeaders(*reason), body)
+				resp, err := s.client.postJSON(ctx, segmentEntity.listPath(r.env), reasonHeaders(*reason), body)
 				if err != nil {
 					return err
 				}
-				return s.showSegment(resp, "created")
+				return segmentEntity.showOne(s, resp, "created")
 			}
 		},
 	}
@@ -320,7 +218,7 @@ refused (exit code 4) rather than overwritten.`,
 			fs.Var(&ifVersion, "if-version", "apply only to version `N` of the segment")
 			reason := fs.String("reason", "", "why: `TEXT` recorded with the event")
 			return func(ctx context.Context, s *session, pos []string) error {
-				r, err := s.segmentRef(pos[0])
+				r, err := segmentEntity.ref(s, pos[0])
 				if err != nil {
 					return err
 				}
@@ -377,13 +275,13 @@ refused (exit code 4) rather than overwritten.`,
 				h := reasonHeaders(*reason)
 				h.Set("If-Match", ifMatch)
 				resp, err := s.client.do(ctx, request{
-					method: http.MethodPatch, path: segmentPath(r, ""), header: h,
+					method: http.MethodPatch, path: segmentEntity.path(r, ""), header: h,
 					contentType: "application/merge-patch+json", body: body,
 				})
 				if err != nil {
 					return err
 				}
-				return s.showSegment(resp, "changed")
+				return segmentEntity.showOne(s, resp, "changed")
 			}
 		},
 	}
@@ -469,7 +367,7 @@ func sortedKeySet(keys []string) []string {
 
 // currentSegment reads the segment and returns it with the ETag of the version read.
 func (s *session) currentSegment(ctx context.Context, r ref) (projections.Segment, string, error) {
-	resp, err := s.client.get(ctx, segmentPath(r, ""), nil)
+	resp, err := s.client.get(ctx, segmentEntity.path(r, ""), nil)
 	if err != nil {
 		return projections.Segment{}, "", err
 	}
@@ -485,92 +383,6 @@ func (s *session) currentSegment(ctx context.Context, r ref) (projections.Segmen
 		etag = strconv.Quote(strconv.FormatUint(seg.Version, 10))
 	}
 	return seg, etag, nil
-}
-
-// segmentsAction is archive or unarchive.
-func segmentsAction(verb string) *command {
-	summaries := map[string]string{
-		"archive":   "Retire a segment: hidden from lists; refused while live flags use it.",
-		"unarchive": "Bring an archived segment back.",
-	}
-	return &command{
-		name: "segments " + verb, operands: "ENV/SEGMENT", args: "ENV/SEGMENT [--reason R] [--if-version N]",
-		summary: summaries[verb],
-		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
-			reason := fs.String("reason", "", "why: `TEXT` recorded with the event")
-			var ifVersion versionFlag
-			fs.Var(&ifVersion, "if-version", "apply only to version `N` of the segment")
-			return func(ctx context.Context, s *session, pos []string) error {
-				r, err := s.segmentRef(pos[0])
-				if err != nil {
-					return err
-				}
-				if err := checkReason("reason", *reason); err != nil {
-					return usagef(s.cmd, "%v", err)
-				}
-				resp, err := s.client.postJSON(ctx, segmentPath(r, verb), nil, stateBody{Reason: *reason, Version: ifVersion.v})
-				if err != nil {
-					return err
-				}
-				if s.json {
-					return s.printJSON(resp.body)
-				}
-				var seg projections.Segment
-				if err := decodeJSON(resp, "the segment", &seg); err != nil {
-					return err
-				}
-				_, err = fmt.Fprintf(s.stdout, "%sd %s/%s: %s (version %d)\n", verb, clean(seg.Environment), clean(seg.Key), segmentState(&seg), seg.Version)
-				return err
-			}
-		},
-	}
-}
-
-func segmentsHistory() *command {
-	return &command{
-		name: "segments history", operands: "ENV/SEGMENT", args: "ENV/SEGMENT",
-		summary: "List every change of a segment: who, when, why and what.",
-		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
-			return func(ctx context.Context, s *session, pos []string) error {
-				r, err := s.segmentRef(pos[0])
-				if err != nil {
-					return err
-				}
-				resp, err := s.client.get(ctx, segmentPath(r, "history"), nil)
-				if err != nil {
-					return err
-				}
-				if s.json {
-					return s.printJSON(resp.body)
-				}
-				var body struct {
-					Entries []projections.Entry `json:"entries"`
-				}
-				if err := decodeJSON(resp, "the history", &body); err != nil {
-					return err
-				}
-				return renderSegmentHistory(s.stdout, r, body.Entries)
-			}
-		},
-	}
-}
-
-// showSegment prints a segment answer: the JSON, or the segment block after a line saying what
-// was done.
-func (s *session) showSegment(resp *response, done string) error {
-	if s.json {
-		return s.printJSON(resp.body)
-	}
-	var seg projections.Segment
-	if err := decodeJSON(resp, "the segment", &seg); err != nil {
-		return err
-	}
-	if done != "" {
-		fmt.Fprintf(s.stdout, "%s %s/%s (version %d)\n\n", done, clean(seg.Environment), clean(seg.Key), seg.Version)
-	}
-	return renderSegment(s.stdout, &seg)
 }
 
 // segmentState is active or archived.
@@ -652,18 +464,4 @@ func segmentEventName(t string) string {
 		}
 	}
 	return t
-}
-
-func renderSegmentHistory(w io.Writer, r ref, entries []projections.Entry) error {
-	if len(entries) == 0 {
-		_, err := fmt.Fprintf(w, "no history for %s\n", r)
-		return err
-	}
-	tw := newTable(w)
-	fmt.Fprintln(tw, "VERSION\tTIME\tEVENT\tACTOR\tREASON\tCHANGED")
-	for _, e := range entries {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n",
-			e.Version, showTime(e.Time), cell(segmentEventName(e.Type)), cell(e.Actor), cell(e.Reason), cell(changedPaths(e.Changes)))
-	}
-	return tw.Flush()
 }
