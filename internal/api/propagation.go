@@ -1,8 +1,6 @@
 package api
 
 import (
-	"errors"
-	"fmt"
 	"net/http"
 
 	"github.com/interlock-dev/interlock/events"
@@ -70,18 +68,15 @@ func (a *API) flagPropagation(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := errors.Join(events.ValidateEnvironment(env), events.ValidateFlagKey(key)); err != nil {
+	if err := flagResource.validate(env, key); err != nil {
 		return err
 	}
 	if a.cfg.Presence == nil {
 		return errNoPresence
 	}
-	if !a.cfg.Ready() {
-		return errNotReady
-	}
-	f, ok := a.cfg.Catalog.Flag(env, key)
-	if !ok {
-		return &requestError{kind: errFlagNotFound, msg: fmt.Sprintf("flag %s/%s does not exist", env, key)}
+	f, err := flagResource.current(a, env, key)
+	if err != nil {
+		return err
 	}
 	body := propagationBody{Environment: env, Flag: key}
 	if seq == 0 {

@@ -194,6 +194,19 @@ func ifMatch(r *http.Request) (uint64, bool, error) {
 	return v, true, nil
 }
 
+// requireIfMatch returns the version If-Match names, or 428 when there is none.
+func requireIfMatch(r *http.Request, what string) (uint64, error) {
+	version, ok, err := ifMatch(r)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, &requestError{kind: errPreconditionRequired,
+			msg: `If-Match is required: send the ETag of the ` + what + ` you read, such as If-Match: "3"`}
+	}
+	return version, nil
+}
+
 // noneMatch reports whether If-None-Match names the current tag (or is *), by weak comparison.
 func noneMatch(r *http.Request, tag string) bool {
 	for _, v := range r.Header.Values("If-None-Match") {

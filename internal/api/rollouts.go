@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -158,17 +157,10 @@ func (a *API) currentFlag(r *http.Request) (projections.Flag, error) {
 	if _, err := query(r, nil); err != nil {
 		return projections.Flag{}, err
 	}
-	if err := errors.Join(events.ValidateEnvironment(env), events.ValidateFlagKey(key)); err != nil {
+	if err := flagResource.validate(env, key); err != nil {
 		return projections.Flag{}, err
 	}
-	if !a.cfg.Ready() {
-		return projections.Flag{}, errNotReady
-	}
-	f, ok := a.cfg.Catalog.Flag(env, key)
-	if !ok {
-		return projections.Flag{}, &requestError{kind: errFlagNotFound, msg: fmt.Sprintf("flag %s/%s does not exist", env, key)}
-	}
-	return f, nil
+	return flagResource.current(a, env, key)
 }
 
 func (a *API) getRollout(w http.ResponseWriter, r *http.Request) error {
@@ -220,7 +212,7 @@ func (a *API) createRollout(w http.ResponseWriter, r *http.Request, p auth.Princ
 		return err
 	}
 	w.Header().Set("Location", flagURL(f.Environment, f.Key)+"/rollout")
-	a.settled(w, r, http.StatusCreated, f, a.statusOf(f))
+	a.written(w, r, http.StatusCreated, flagStamp(f), a.statusOf(f))
 	return nil
 }
 
@@ -231,19 +223,6 @@ type rolloutRequest struct {
 	Reason string `json:"reason"`
 	From   *int   `json:"from"`
 	ID     string `json:"id"`
-}
-
-// requireIfMatch returns the version If-Match names, or 428 when there is none.
-func requireIfMatch(r *http.Request, what string) (uint64, error) {
-	version, ok, err := ifMatch(r)
-	if err != nil {
-		return 0, err
-	}
-	if !ok {
-		return 0, &requestError{kind: errPreconditionRequired,
-			msg: `If-Match is required: send the ETag of the ` + what + ` you read, such as If-Match: "3"`}
-	}
-	return version, nil
 }
 
 // rolloutAction serves the command v on the flag's rollout.
@@ -276,7 +255,7 @@ func (a *API) rolloutAction(v rolloutVerb) func(http.ResponseWriter, *http.Reque
 		if err != nil {
 			return err
 		}
-		a.settled(w, r, http.StatusOK, f, a.statusOf(f))
+		a.written(w, r, http.StatusOK, flagStamp(f), a.statusOf(f))
 		return nil
 	}
 }
@@ -309,7 +288,7 @@ func (a *API) configureValve(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if err != nil {
 		return err
 	}
-	a.settled(w, r, http.StatusOK, f, valveOf(f))
+	a.written(w, r, http.StatusOK, flagStamp(f), valveOf(f))
 	return nil
 }
 
@@ -353,7 +332,7 @@ func (a *API) openValve(w http.ResponseWriter, r *http.Request, p auth.Principal
 	if err != nil {
 		return err
 	}
-	a.settled(w, r, http.StatusOK, f, valveOf(f))
+	a.written(w, r, http.StatusOK, flagStamp(f), valveOf(f))
 	return nil
 }
 
@@ -396,21 +375,6 @@ func (a *API) closeValve(w http.ResponseWriter, r *http.Request, p auth.Principa
 	if err != nil {
 		return err
 	}
-	a.settled(w, r, http.StatusOK, f, valveOf(f))
+	a.written(w, r, http.StatusOK, flagStamp(f), valveOf(f))
 	return nil
-}
-
-// settled is [API.written] for an answer that is a view of the flag (doc) rather than the flag:
-// it goes out once this replica's catalog has applied the write, or after WriteTimeout anyway,
-// with the flag's version as its ETag.
-func (a *API) settled(w http.ResponseWriter, r *http.Request, status int, f projections.Flag, doc any) {
-	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.WriteTimeout)
-	defer cancel()
-	if err := a.cfg.Catalog.WaitSequence(ctx, f.Sequence); err != nil {
-		a.logger.WarnContext(r.Context(), "answering a write before the catalog applied it",
-			"environment", f.Environment, "key", f.Key, "sequence", f.Sequence,
-			"correlation_id", correlationID(r.Context()), "error", err)
-	}
-	w.Header().Set("ETag", etag(f.Version))
-	a.writeJSON(w, r, status, doc)
 }
