@@ -1194,8 +1194,9 @@ func (m *Machine) evaluate(ms *metricState, me *MetricEvidence, rule *MetricRule
 // msprtMinEvents is how many events each arm needs before R2 runs.
 const msprtMinEvents = 30
 
-// meanMinTicks is how many ticks with observations each arm of a KindMean metric needs before
-// R2 runs: the variance is estimated from the spread of the per-tick means.
+// meanMinTicks is how many ticks with observations each arm of a KindMean metric needs (and how
+// many with observations on both) before R2 runs: each arm's variance is estimated from its
+// successive per-tick means.
 const meanMinTicks = 30
 
 // evaluateMean runs R2 on a KindMean metric: the one-sided normal mSPRT on the relative

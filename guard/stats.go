@@ -29,7 +29,7 @@ const logGridSize = 1.791759469228055
 //
 // Forward (R1) it tests H0: r ≤ r0 against the grid {1.25, 1.5, 2, 3, 5, 10}·max(1, r0). Reversed
 // (R5) it tests H0': r ≥ r_max against the grid r_max/{1.25, 1.5, 2, 3, 5, 10}. The mixture has equal
-// weights. Everything is kept in log space (per-alternative log-likelihood ratios, combined by
+// weights; it may also mix over the tick at which the alternative begins ([RatioTest.WithLateStarts]). Everything is kept in log space (per-alternative log-likelihood ratios, combined by
 // log-sum-exp), so no count of ticks or errors overflows it.
 //
 // The zero value is not usable; build one with [NewRatioTest] or [NewReverseRatioTest]. A RatioTest
