@@ -185,9 +185,9 @@ type RolloutPlan struct {
 	Valve        *ValveRef `json:"valve,omitempty"` // required with onTrip openValve
 	// Manual makes the guard judge without ever advancing: people advance by hand.
 	Manual bool `json:"manual,omitempty"`
-	// NoLateStarts makes R1 the plain mixture begun at the rollout's first informative tick; by
-	// default it also mixes over later starts, so that a regression after a long healthy run
-	// trips in minutes rather than hours (docs/guard.md).
+	// NoLateStarts makes R1 (and R2 on means) begin at the rollout's first informative tick
+	// only; by default they also mix over later starts, so that a regression after a long
+	// healthy run trips in minutes rather than hours (docs/guard.md).
 	NoLateStarts bool `json:"noLateStarts,omitempty"`
 }
 

@@ -137,9 +137,10 @@ type MachineConfig struct {
 	FloorMinRequests  float64       `json:"floorMinRequests"`  // R3; default 200
 	FloorConfidence   float64       `json:"floorConfidence"`   // R3, one-sided; default 0.999
 	// NoLateStarts makes R1 GUARD.md's plain mixture, begun at the rollout's first informative
-	// tick, whose e-value does not depend on how errors fall into ticks. By default R1 also mixes
-	// over later starts (weight [LateStartWeight]; see [RatioTest.WithLateStarts]), so that a
-	// regression after a long healthy run is not held back by the deficit the healthy ticks dug.
+	// tick, whose e-value does not depend on how errors fall into ticks, and R2 on means the
+	// comparison from the first paired tick alone. By default both also mix over later starts
+	// (weight [LateStartWeight]; see [RatioTest.WithLateStarts] and meanTest), so that a
+	// regression after a long healthy run is not held back by the healthy ticks before it.
 	NoLateStarts bool `json:"noLateStarts,omitempty"`
 }
 
@@ -430,10 +431,37 @@ func (a *meanAcc) mean() (mean, variance float64) {
 // to what both arms share: a drift over the day does not bias it even when the split, and so the
 // arms' weights over time, changes between stages. Its variance is (σT²·A_T + σC²·A_C)/W², with
 // A_T = Σwₖ²/n_Tₖ and A_C = Σwₖ²/n_Cₖ.
+//
+// Like R1, the test also mixes over later starts: the comparison from the first paired tick has
+// weight 1 − [LateStartWeight], the one beginning at the p-th weight LateStartWeight/((p−1)p), so
+// that a regression after a long healthy run is not diluted by it. Keeping every start would
+// cost a tick in proportion to the run's length; a start is kept while p is a multiple of
+// 2^⌊log2(age/meanStartsDense)⌋, age being how many paired ticks ago it began: all starts of the
+// last few ticks, every other one before that, every fourth before that, and so on, about
+// 2·meanStartsDense·log2(ticks) of them. Leaving starts out only lowers the sum, so the bound
+// on false trips holds.
 type meanTest struct {
-	arm           [2]meanAcc
+	arm   [2]meanAcc
+	all   meanStart   // the comparison from the first paired tick
+	late  []meanStart // later starts, oldest first
+	pairs float64
+}
+
+// meanStart is the tick-stratified comparison from one start: over the paired ticks since the
+// start-th, W = Σwₖ, WD = Σwₖdₖ, AT = Σwₖ²/n_Tₖ and AC = Σwₖ²/n_Cₖ.
+type meanStart struct {
+	start         float64 // the paired tick it began at, from 1
 	w, wd, aT, aC float64
-	pairs         float64
+}
+
+// meanStartsDense is how many of the latest starts are all kept; older ones thin out by halves.
+const meanStartsDense = 2
+
+func (c *meanStart) add(w, wd, aT, aC float64) {
+	c.w += w
+	c.wd += wd
+	c.aT += aT
+	c.aC += aC
 }
 
 // observe takes one tick's deltas of both arms: observations and their sums.
@@ -444,11 +472,42 @@ func (t *meanTest) observe(nT, sT, nC, sC float64) {
 		return
 	}
 	w := 1 / (1/nT + 1/nC)
-	t.w += w
-	t.wd += w * (sT/nT - sC/nC)
-	t.aT += w * w / nT
-	t.aC += w * w / nC
+	wd, aT, aC := w*(sT/nT-sC/nC), w*w/nT, w*w/nC
 	t.pairs++
+	t.all.add(w, wd, aT, aC)
+	for i := range t.late {
+		t.late[i].add(w, wd, aT, aC)
+	}
+	if t.pairs > 1 {
+		t.late = append(t.late, meanStart{start: t.pairs, w: w, wd: wd, aT: aT, aC: aC})
+	}
+	kept := t.late[:0]
+	for _, c := range t.late {
+		if keepStart(c.start, t.pairs) {
+			kept = append(kept, c)
+		}
+	}
+	t.late = kept
+}
+
+// keepStart says whether the start at paired tick start is kept at paired tick now: always
+// within the last meanStartsDense ticks, and then while start is a multiple of 2^j for the j
+// with 2^j ≤ age/meanStartsDense < 2^(j+1). As now grows j grows, so a start once dropped is
+// never wanted again.
+func keepStart(start, now float64) bool {
+	age := now - start
+	if age < meanStartsDense {
+		return true
+	}
+	step := math.Exp2(math.Floor(math.Log2(age / meanStartsDense)))
+	return math.Mod(start, step) == 0
+}
+
+// copyFrom makes t a copy of src in t's own buffer.
+func (t *meanTest) copyFrom(src *meanTest) {
+	late := t.late
+	*t = *src
+	t.late = append(late[:0], src.late...)
 }
 
 // metricState is one metric's part of the machine. Arrays are indexed [arm][requests, errors].
@@ -486,10 +545,12 @@ func (s *machineState) copyFrom(src *machineState) {
 	}
 	s.metrics = ms[:len(src.metrics)]
 	for i := range src.metrics {
-		buf := s.metrics[i].floor.buf
+		buf, late := s.metrics[i].floor.buf, s.metrics[i].mean.late
 		s.metrics[i] = src.metrics[i]
 		s.metrics[i].floor.buf = buf
 		s.metrics[i].floor.copyFrom(&src.metrics[i].floor)
+		s.metrics[i].mean.late = late
+		s.metrics[i].mean.copyFrom(&src.metrics[i].mean)
 	}
 }
 
@@ -564,14 +625,14 @@ func (m *Machine) resetStage(s *machineState, state State) {
 	}
 	s.metrics = ms[:len(m.cfg.Metrics)]
 	for i := range s.metrics {
-		buf := s.metrics[i].floor.buf[:0]
+		buf, late := s.metrics[i].floor.buf[:0], s.metrics[i].mean.late[:0]
 		// The parameters were validated, so the constructors cannot fail.
 		r1, _ := NewRatioTest(m.cfg.R0)
 		if !m.cfg.NoLateStarts {
 			r1, _ = r1.WithLateStarts(LateStartWeight)
 		}
 		r5, _ := NewReverseRatioTest(m.cfg.RMax)
-		s.metrics[i] = metricState{r1: r1, r5: r5, floor: floorWindow{buf: buf}}
+		s.metrics[i] = metricState{r1: r1, r5: r5, floor: floorWindow{buf: buf}, mean: meanTest{late: late}}
 	}
 }
 
@@ -1202,7 +1263,8 @@ const meanMinTicks = 30
 // evaluateMean runs R2 on a KindMean metric: the one-sided normal mSPRT on the relative
 // difference of the means, θ = (μT − μC)/μC − margin, estimated by D/m̄C − margin with D the
 // tick-stratified difference of [meanTest] and m̄C the control's mean; each arm's variance comes
-// from its successive per-tick means ([meanAcc]). It reports whether R2 fired.
+// from its successive per-tick means ([meanAcc]). Λ mixes the comparison from the first paired
+// tick and the later starts kept, each weighted as [meanTest] says. It reports whether R2 fired.
 func (m *Machine) evaluateMean(ms *metricState, r *MSPRTEvidence, rule *MetricRule) bool {
 	r.Statistic, r.Alpha, r.Threshold = "msprt-normal-one-sided-relative-mean", Float(m.alphaTrip), Float(1/m.alphaTrip)
 	r.Tau, r.Margin, r.MinTicks = Float(rule.Tau), Float(rule.Margin), meanMinTicks
@@ -1213,20 +1275,51 @@ func (m *Machine) evaluateMean(ms *metricState, r *MSPRTEvidence, rule *MetricRu
 	r.TreatmentTrials, r.TreatmentSum, r.TreatmentTicks, r.TreatmentMean, r.TreatmentVariance = Float(t.n), Float(t.s), int(t.k), Float(mT), Float(varT)
 	r.ControlTrials, r.ControlSum, r.ControlTicks, r.ControlMean, r.ControlVariance = Float(c.n), Float(c.s), int(c.k), Float(mC), Float(varC)
 	r.PairedTicks = int(mt.pairs)
-	if !(mC > 0) || !(mt.w > 0) {
+	if !m.cfg.NoLateStarts {
+		r.LateStarts = LateStartWeight
+	}
+	if !(mC > 0) || !(mt.all.w > 0) {
 		return false
 	}
-	rel := mt.wd / mt.w / mC
-	r.Ratio = Float(1 + rel)
-	theta := rel - rule.Margin
-	v := (varT*mt.aT + varC*mt.aC) / (mt.w * mt.w) / (mC * mC)
+	// θ̂ and V of the comparison from one start.
+	stat := func(cs *meanStart) (theta, v float64) {
+		return cs.wd/cs.w/mC - rule.Margin, (varT*cs.aT + varC*cs.aC) / (cs.w * cs.w) / (mC * mC)
+	}
+	theta, v := stat(&mt.all)
+	r.Ratio = Float(1 + theta + rule.Margin)
 	r.Theta, r.V = Float(theta), Float(v)
 	r.Active = mt.pairs >= meanMinTicks && t.k >= meanMinTicks && c.k >= meanMinTicks &&
 		v > 0 && !math.IsInf(v, 0) && !math.IsNaN(theta) && !math.IsInf(theta, 0)
 	if !r.Active {
 		return false
 	}
-	l := LogMSPRT(theta, v, rule.Tau)
+	first := 1.0
+	if !m.cfg.NoLateStarts {
+		first = 1 - LateStartWeight
+	}
+	firstLog := math.Log(first) + LogMSPRT(theta, v, rule.Tau)
+	l := firstLog
+	best, bestLog := -1, math.Inf(-1)
+	for i := range mt.late {
+		if m.cfg.NoLateStarts {
+			break
+		}
+		cs := &mt.late[i]
+		th, vv := stat(cs)
+		if !(vv > 0) || math.IsInf(vv, 0) || math.IsNaN(th) {
+			continue
+		}
+		li := math.Log(LateStartWeight) - math.Log(cs.start-1) - math.Log(cs.start) + LogMSPRT(th, vv, rule.Tau)
+		l = logAddExp(l, li)
+		if li > bestLog {
+			best, bestLog = i, li
+		}
+	}
+	if best >= 0 && bestLog > firstLog {
+		cs := &mt.late[best]
+		r.LateStartAgo = int(mt.pairs - cs.start + 1)
+		r.LateStartRatio = Float(1 + cs.wd/cs.w/mC)
+	}
 	r.LogLambda = Float(l)
 	r.Fired = l >= m.logTrip
 	return r.Fired

@@ -231,6 +231,13 @@ type MSPRTEvidence struct {
 	ControlVariance   Float `json:"controlVariance,omitempty"`
 	TreatmentTicks    int   `json:"treatmentTicks,omitempty"`
 	ControlTicks      int   `json:"controlTicks,omitempty"`
+	// LateStarts (means) is the weight of the comparisons that begin after the first paired
+	// tick (0: none). LateStartAgo and LateStartRatio describe the one that weighs most in Λ,
+	// when it outweighs the comparison from the first tick: how many paired ticks ago it began,
+	// and its estimate of the ratio of the means.
+	LateStarts     Float `json:"lateStarts,omitempty"`
+	LateStartAgo   int   `json:"lateStartAgo,omitempty"`
+	LateStartRatio Float `json:"lateStartRatio,omitempty"`
 	// PairedTicks (means) counts the ticks where both arms had observations: the comparison
 	// is made within each of them and weighted, so a drift both arms share cancels out.
 	PairedTicks int   `json:"pairedTicks,omitempty"`

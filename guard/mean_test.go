@@ -167,8 +167,57 @@ func TestMeanTripsOnSlowerTreatment(t *testing.T) {
 	if v := float64(r2.ControlVariance); v < wantVar/1.5 || v > wantVar*1.5 {
 		t.Errorf("control variance %v, the distribution's %v", v, wantVar)
 	}
-	if want := guard.LogMSPRT(float64(r2.Theta), float64(r2.V), guard.DefaultMeanTau); float64(r2.LogLambda) != want {
-		t.Errorf("ln Λ %v, want %v", r2.LogLambda, want)
+	// Λ mixes the comparison from the first tick (weight 0.95) with the later starts: at least
+	// the first's part.
+	first := math.Log1p(-guard.LateStartWeight) + guard.LogMSPRT(float64(r2.Theta), float64(r2.V), guard.DefaultMeanTau)
+	if float64(r2.LogLambda) < first-1e-12 || r2.LateStarts != guard.LateStartWeight {
+		t.Errorf("ln Λ %v, below the first start's part %v; late starts %v", r2.LogLambda, first, r2.LateStarts)
+	}
+
+	// Without late starts, Λ is the comparison from the first tick alone.
+	cfg := meanConfig(guard.MetricRule{})
+	cfg.NoLateStarts = true
+	plain := newMeanFeed(t, cfg, 1)
+	for range 31 {
+		ev = plain.decide()
+		plain.serve(100, 0.065, 0.05)
+	}
+	r2 = ev.Metrics[1].R2
+	if want := guard.LogMSPRT(float64(r2.Theta), float64(r2.V), guard.DefaultMeanTau); float64(r2.LogLambda) != want || r2.LateStarts != 0 || r2.LateStartAgo != 0 {
+		t.Errorf("no late starts: ln Λ %v, want %v; late starts %v, %d ago", r2.LogLambda, want, r2.LateStarts, r2.LateStartAgo)
+	}
+}
+
+// A slowdown after a long healthy run: the comparison from the first tick is diluted by the
+// healthy ticks, the late start near the slowdown is not. With late starts R2 trips within a few
+// ticks and says where the comparison that weighs most began; without them it takes far longer.
+func TestMeanLateStartAfterHealthyHistory(t *testing.T) {
+	run := func(noLate bool) (int, guard.MSPRTEvidence) {
+		cfg := meanConfig(guard.MetricRule{Margin: 0.05})
+		cfg.NoLateStarts = noLate
+		f := newMeanFeed(t, cfg, 8)
+		for range 480 { // two hours of healthy ticks
+			if ev := f.decide(); ev.StateAfter == guard.StateTripped {
+				t.Fatalf("tripped while healthy: %+v", ev.Metrics[1].R2)
+			}
+			f.serve(100, 0.05, 0.05)
+		}
+		for n := 1; n <= 2000; n++ {
+			f.serve(100, 0.065, 0.05)
+			if ev := f.decide(); ev.StateAfter == guard.StateTripped {
+				return n, ev.Metrics[1].R2
+			}
+		}
+		return -1, guard.MSPRTEvidence{}
+	}
+	late, r2 := run(false)
+	plain, _ := run(true)
+	t.Logf("1.3× slower after 2 h healthy: R2 trips in %d ticks with late starts (the comparison from %d ticks ago, ×%.3f), %d without", late, r2.LateStartAgo, r2.LateStartRatio, plain)
+	if late < 0 || late > 10 || r2.LateStartAgo == 0 || r2.LateStartAgo > late+1 || float64(r2.LateStartRatio) < 1.15 {
+		t.Errorf("with late starts: %d ticks, evidence %+v", late, r2)
+	}
+	if plain >= 0 && plain < 3*late {
+		t.Errorf("without late starts %d ticks, with %d: the test shows nothing", plain, late)
 	}
 }
 
@@ -194,11 +243,11 @@ func TestMeanMargin(t *testing.T) {
 }
 
 // Healthy rollouts of the same latency on both arms trip R2 at most α of the time, however
-// long they run: the simulation of GUARD.md for the mean. 400 seeded runs of 240 ticks (an
-// hour at 15 s) with bursty traffic; α = 0.05 on R2 so that false trips are common enough to
-// count. The bound is α plus three standard errors of the estimate.
+// long they run, late starts included: the simulation of GUARD.md for the mean. 200 seeded runs
+// of 960 ticks (four hours at 15 s) with bursty traffic; α = 0.05 on R2 so that false trips are
+// common enough to count. The bound is α plus three standard errors of the estimate.
 func TestMeanFalseTripRate(t *testing.T) {
-	const runs, ticks, alpha = 400, 240, 0.05
+	const runs, ticks, alpha = 200, 960, 0.05
 	trips := 0
 	for seed := range uint64(runs) {
 		cfg := meanConfig(guard.MetricRule{})

@@ -75,14 +75,24 @@ type RatioSnapshot struct {
 
 // MeanTestSnapshot is R2's state for a KindMean metric: each arm's accumulation, and the sums of
 // the tick-stratified comparison: W = Σwₖ, WD = Σwₖdₖ, AT = Σwₖ²/n_Tₖ, AC = Σwₖ²/n_Cₖ over Pairs
-// ticks with observations on both arms.
+// ticks with observations on both arms; Late, the same sums from the later starts kept.
 type MeanTestSnapshot struct {
-	Arms  [2]MeanSnapshot `json:"arms"`
-	W     Float           `json:"w"`
-	WD    Float           `json:"wd"`
-	AT    Float           `json:"aT"`
-	AC    Float           `json:"aC"`
-	Pairs Float           `json:"pairs"`
+	Arms  [2]MeanSnapshot     `json:"arms"`
+	W     Float               `json:"w"`
+	WD    Float               `json:"wd"`
+	AT    Float               `json:"aT"`
+	AC    Float               `json:"aC"`
+	Pairs Float               `json:"pairs"`
+	Late  []MeanStartSnapshot `json:"late,omitempty"`
+}
+
+// MeanStartSnapshot is the comparison from the Start-th paired tick on.
+type MeanStartSnapshot struct {
+	Start Float `json:"start"`
+	W     Float `json:"w"`
+	WD    Float `json:"wd"`
+	AT    Float `json:"aT"`
+	AC    Float `json:"aC"`
 }
 
 // MeanSnapshot is one arm's accumulation of a KindMean metric's observations: N observations
@@ -142,7 +152,10 @@ func (m *Machine) Snapshot() MachineSnapshot {
 				SuccessiveSquares: Float(ma.q), LastMean: Float(ma.lastMean), LastN: Float(ma.lastN)}
 		}
 		mt := &ms.mean
-		out.Mean.W, out.Mean.WD, out.Mean.AT, out.Mean.AC, out.Mean.Pairs = Float(mt.w), Float(mt.wd), Float(mt.aT), Float(mt.aC), Float(mt.pairs)
+		out.Mean.W, out.Mean.WD, out.Mean.AT, out.Mean.AC, out.Mean.Pairs = Float(mt.all.w), Float(mt.all.wd), Float(mt.all.aT), Float(mt.all.aC), Float(mt.pairs)
+		for _, c := range mt.late {
+			out.Mean.Late = append(out.Mean.Late, MeanStartSnapshot{Start: Float(c.start), W: Float(c.w), WD: Float(c.wd), AT: Float(c.aT), AC: Float(c.aC)})
+		}
 		out.R1, out.R5 = ratioSnapshot(&ms.r1), ratioSnapshot(&ms.r5)
 		if live := ms.floor.buf[ms.floor.head:]; len(live) > 0 {
 			out.Floor = make([]FloorSnapshot, len(live))
@@ -260,7 +273,14 @@ func RestoreMachine(snap MachineSnapshot) (*Machine, error) {
 		if mt.W < 0 || mt.AT < 0 || mt.AC < 0 || mt.Pairs < 0 {
 			return nil, bad("metric %q: negative mean comparison sums", in.Name)
 		}
-		ms.mean.w, ms.mean.wd, ms.mean.aT, ms.mean.aC, ms.mean.pairs = float64(mt.W), float64(mt.WD), float64(mt.AT), float64(mt.AC), float64(mt.Pairs)
+		ms.mean.all = meanStart{start: 1, w: float64(mt.W), wd: float64(mt.WD), aT: float64(mt.AT), aC: float64(mt.AC)}
+		ms.mean.pairs = float64(mt.Pairs)
+		for j, c := range mt.Late {
+			if !(c.Start > 1 && c.Start <= mt.Pairs) || j > 0 && !(c.Start > mt.Late[j-1].Start) || c.W < 0 || c.AT < 0 || c.AC < 0 {
+				return nil, bad("metric %q: R2's later start %d at %v is out of order or out of range", in.Name, j, c.Start)
+			}
+			ms.mean.late = append(ms.mean.late, meanStart{start: float64(c.Start), w: float64(c.W), wd: float64(c.WD), aT: float64(c.AT), aC: float64(c.AC)})
+		}
 		in.R1.restore(&ms.r1)
 		in.R5.restore(&ms.r5)
 		for j, e := range in.Floor {
