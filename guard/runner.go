@@ -683,6 +683,9 @@ func reasonFor(d *events.GuardDecided, ev *Evidence) string {
 		case d.Cause == string(CauseR2) && m.R2.Fired && m.Kind == KindMean:
 			s += fmt.Sprintf("; %s: Λ=%s, mean treatment %s vs control %s (×%s)", m.Name, short(math.Exp(float64(m.R2.LogLambda))),
 				short(float64(m.R2.TreatmentMean)), short(float64(m.R2.ControlMean)), short(float64(m.R2.Ratio)))
+			if m.R2.LateStartAgo > 0 {
+				s += fmt.Sprintf(", ×%s over the last %d ticks", short(float64(m.R2.LateStartRatio)), m.R2.LateStartAgo)
+			}
 		case d.Cause == string(CauseR2) && m.R2.Fired:
 			s += fmt.Sprintf("; %s: Λ=%s, treatment %s/%s, control %s/%s", m.Name, short(math.Exp(float64(m.R2.LogLambda))),
 				short(float64(m.R2.TreatmentEvents)), short(float64(m.R2.TreatmentTrials)),

@@ -73,7 +73,7 @@ func TestRunnerLatencyRegressionKills(t *testing.T) {
 	decisions := w.ofType("pay", events.TypeGuardDecided)
 	trip := decisions[len(decisions)-1]
 	d := decided(t, trip)
-	if d.Cause != string(guard.CauseR2) || d.Action != string(guard.ActionKill) || !strings.Contains(trip.Reason, "latency: Λ=") || !strings.Contains(trip.Reason, "mean treatment") {
+	if d.Cause != string(guard.CauseR2) || d.Action != string(guard.ActionKill) || !strings.Contains(trip.Reason, "latency: Λ=") || !strings.Contains(trip.Reason, "mean treatment") || !strings.Contains(trip.Reason, "over the last") {
 		t.Fatalf("trip decision %+v, reason %q", d, trip.Reason)
 	}
 	killed := w.ofType("pay", events.TypeFlagKilled)
