@@ -211,16 +211,20 @@ func (s *Store) Read(ctx context.Context, q Query, h Handler) error {
 		defer cancel()
 		_ = s.stream.DeleteConsumer(ctx, info.Name) // expires by itself if this fails
 	}()
-	if info.NumPending == 0 {
+	// What was stored when the read began: the consumer's pending count at its creation. The
+	// count of what is pending later grows with every event appended meanwhile, so under a
+	// steady stream of appends it may never reach zero: the read stops after this many.
+	stored := info.NumPending
+	if stored == 0 {
 		return nil
 	}
-	batch := int(min(info.NumPending, 1000))
+	batch := int(min(stored, 1000))
 	it, err := cons.Messages(jetstream.PullMaxMessages(batch))
 	if err != nil {
 		return fmt.Errorf("read %v: %w", q.filters(), err)
 	}
 	defer it.Stop()
-	for {
+	for read := uint64(1); ; read++ {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
 			return fmt.Errorf("read %v: %w", q.filters(), err)
@@ -237,7 +241,7 @@ func (s *Store) Read(ctx context.Context, q Query, h Handler) error {
 			}
 			return err
 		}
-		if meta.NumPending == 0 {
+		if meta.NumPending == 0 || read >= stored {
 			return nil
 		}
 	}
@@ -275,7 +279,7 @@ func (s *Store) Follow(ctx context.Context, q Query, h Handler) error {
 		return fmt.Errorf("follow %v: %w", q.filters(), err)
 	}
 	defer it.Stop()
-	for {
+	for read := uint64(1); ; read++ {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
 			if ctx.Err() != nil {

@@ -294,3 +294,46 @@ func TestReadMalformed(t *testing.T) {
 		t.Fatalf("bad %d good %d err %v", bad, good, err)
 	}
 }
+
+// A read returns what was stored when it began, even while events keep being appended faster
+// than it reads them: here the handler itself appends one for every one it reads, so the count
+// of pending events never falls to zero. More are stored than one pull fetches (1,000), so the
+// later pull sees the appended ones.
+func TestReadEndsUnderSteadyAppends(t *testing.T) {
+	const stored = 1100
+	st := openStore(t, natstest.RunServer(t), 1)
+	ctx := context.Background()
+	ev := newEvent(t, events.TypeFlagCreated, 1, created)
+	last, err := st.Append(ctx, &ev, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v := uint64(2); v <= stored; v++ {
+		ev := newEvent(t, events.TypeFlagEnabled, v, events.FlagEnabled{})
+		if last, err = st.Append(ctx, &ev, last); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version := uint64(stored)
+	var seen []uint64
+	q := events.Query{Subjects: []string{events.FlagSubject("production", "checkout-v2")}}
+	err = st.Read(ctx, q, func(got events.Event, err error) error {
+		if err != nil {
+			return err
+		}
+		seen = append(seen, got.Sequence)
+		if len(seen) > stored {
+			return errors.New("the read goes on past what was stored when it began")
+		}
+		version++
+		more := newEvent(t, events.TypeFlagKilled, version, events.FlagKilled{})
+		last, err = st.Append(ctx, &more, last)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != stored || seen[0] != 1 || seen[stored-1] != stored {
+		t.Fatalf("read %d events, sequences %d to %d; want the %d stored when the read began", len(seen), seen[0], seen[len(seen)-1], stored)
+	}
+}
