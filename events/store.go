@@ -279,7 +279,7 @@ func (s *Store) Follow(ctx context.Context, q Query, h Handler) error {
 		return fmt.Errorf("follow %v: %w", q.filters(), err)
 	}
 	defer it.Stop()
-	for read := uint64(1); ; read++ {
+	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
 			if ctx.Err() != nil {
