@@ -78,11 +78,11 @@ func boot(t testing.TB, tune ...func(*api.Config)) *system {
 	cfg := api.Config{
 		Commands:    commands,
 		TokenEvents: commands,
-		Catalog:  catalog,
-		Reader:   store,
-		Auth:     tokens,
-		Ready:    runner.Ready,
-		Logger:   logger,
+		Catalog:     catalog,
+		Reader:      store,
+		Auth:        tokens,
+		Ready:       runner.Ready,
+		Logger:      logger,
 	}
 	for _, f := range tune {
 		f(&cfg)
