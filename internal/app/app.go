@@ -166,6 +166,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		PublicURL:          cfg.PublicURL,
 		RateLimit:          cfg.OFREPRateLimit,
 		RateBurst:          cfg.OFREPRateBurst,
+		PublicRead:         cfg.PublicRead,
 		Logger:             logger,
 	})
 	if err != nil {
