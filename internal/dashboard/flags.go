@@ -155,6 +155,9 @@ func (d *Dashboard) flagList(w http.ResponseWriter, r *http.Request, s *session)
 	lo := (ld.Page - 1) * per
 	hi := min(lo+per, len(views))
 	for _, v := range views[lo:hi] {
+		if v.Serving.State == "" { // only the rows shown need their full view
+			v = view(v.Flag, d.flagNotes(v.Flag, live))
+		}
 		ld.Rows = append(ld.Rows, rowData{F: v, Env: env, CanKill: ld.CanKill, Past: !live, At: lq.At})
 	}
 	if ld.Page > 1 {
@@ -176,6 +179,7 @@ func (d *Dashboard) flagList(w http.ResponseWriter, r *http.Request, s *session)
 // filter keeps the flags lq selects, as views. Archived flags show only when asked for.
 func (d *Dashboard) filter(flags []projections.Flag, lq listQuery, live bool) []flagView {
 	needle := strings.ToLower(lq.Q)
+	full := lq.State != "" || lq.Guard != "" || lq.Sort == "state"
 	out := make([]flagView, 0, min(len(flags), 1024))
 	for _, f := range flags {
 		if f.Archived && lq.State != stateArchived {
@@ -187,11 +191,13 @@ func (d *Dashboard) filter(flags []projections.Flag, lq listQuery, live bool) []
 		if needle != "" && !matches(&f, needle) {
 			continue
 		}
-		var n flagNotes
-		if live {
-			n = d.notes.get(f.Environment, f.Key)
+		// What a flag serves is worked out only when the filter or the sort needs it; otherwise
+		// only for the rows of the page shown.
+		if !full {
+			out = append(out, flagView{Flag: f})
+			continue
 		}
-		v := view(f, n)
+		v := view(f, d.flagNotes(f, live))
 		if lq.State != "" && v.Serving.State != lq.State {
 			continue
 		}
@@ -201,6 +207,14 @@ func (d *Dashboard) filter(flags []projections.Flag, lq listQuery, live bool) []
 		out = append(out, v)
 	}
 	return out
+}
+
+// flagNotes are the notes of a live flag; a past one has none.
+func (d *Dashboard) flagNotes(f projections.Flag, live bool) flagNotes {
+	if !live {
+		return flagNotes{}
+	}
+	return d.notes.get(f.Environment, f.Key)
 }
 
 // matches reports whether the key, description, owner or a tag contains needle (lower case).

@@ -133,7 +133,7 @@ func variantServing(cfg events.FlagConfig, variant string, s serving) serving {
 // variantText names a variant with its value when the name does not say it.
 func variantText(cfg events.FlagConfig, name string) string {
 	raw := strings.TrimSpace(string(cfg.Variants[name]))
-	if raw == "" || raw == strconv.Quote(name) || raw == name {
+	if raw == "" || raw == strconv.Quote(name) || raw == name || name == "on" && raw == "true" || name == "off" && raw == "false" {
 		return name
 	}
 	if len(raw) > 40 {
