@@ -46,3 +46,75 @@ func TestParseRole(t *testing.T) {
 		}
 	}
 }
+
+func TestAuthorizeIn(t *testing.T) {
+	staging := Principal{Name: "s", Role: RoleWriter, Environment: "staging"}
+	every := Principal{Name: "e", Role: RoleWriter}
+	tests := []struct {
+		name string
+		p    Principal
+		a    Action
+		env  string
+		ok   bool
+	}{
+		{"scoped in its environment", staging, ActionWrite, "staging", true},
+		{"scoped in another environment", staging, ActionWrite, "production", false},
+		{"scoped reads in another environment", staging, ActionRead, "production", false},
+		{"scoped reads across environments (filtered)", staging, ActionRead, "", true},
+		{"scoped acts across environments", staging, ActionKill, "", false},
+		{"unscoped anywhere", every, ActionWrite, "production", true},
+		{"unscoped across environments", every, ActionKill, "", true},
+		{"role still applies", Principal{Name: "r", Role: RoleReader, Environment: "staging"}, ActionKill, "staging", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := AuthorizeIn(tt.p, tt.a, tt.env)
+			if tt.ok && err != nil {
+				t.Fatalf("AuthorizeIn = %v, want nil", err)
+			}
+			if !tt.ok && !errors.Is(err, ErrForbidden) {
+				t.Fatalf("AuthorizeIn = %v, want ErrForbidden", err)
+			}
+		})
+	}
+}
+
+func TestCanMint(t *testing.T) {
+	admin := Principal{Name: "a", Role: RoleAdmin}
+	stagingAdmin := Principal{Name: "sa", Role: RoleAdmin, Environment: "staging"}
+	tests := []struct {
+		name   string
+		issuer Principal
+		role   Role
+		env    string
+		ok     bool
+	}{
+		{"admin mints an unscoped admin", admin, RoleAdmin, "", true},
+		{"admin mints a scoped reader", admin, RoleReader, "production", true},
+		{"scoped admin mints its own scope", stagingAdmin, RoleAdmin, "staging", true},
+		{"scoped admin cannot mint unscoped", stagingAdmin, RoleReader, "", false},
+		{"scoped admin cannot mint another scope", stagingAdmin, RoleWriter, "production", false},
+		{"writer mints nothing", Principal{Name: "w", Role: RoleWriter}, RoleReader, "", false},
+		{"unknown role", admin, Role("root"), "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CanMint(tt.issuer, tt.role, tt.env)
+			if tt.ok && err != nil {
+				t.Fatalf("CanMint = %v, want nil", err)
+			}
+			if !tt.ok && !errors.Is(err, ErrForbidden) {
+				t.Fatalf("CanMint = %v, want ErrForbidden", err)
+			}
+		})
+	}
+}
+
+// The ranking CanMint uses must name every role, or a new role could be minted by anyone.
+func TestRankCoversEveryRole(t *testing.T) {
+	for r := range permissions {
+		if _, ok := rank[r]; !ok {
+			t.Errorf("role %q has no rank", r)
+		}
+	}
+}
