@@ -1,26 +1,15 @@
 package dashboard
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/interlock-dev/interlock/internal/auth"
 )
 
-// authorizeIn checks that p's role may perform a in env ("" for no one environment), and that a
-// scoped token stays in its environment.
-func authorizeIn(p auth.Principal, a auth.Action, env string) error {
-	if err := auth.Authorize(p, a); err != nil {
-		return err
-	}
-	switch {
-	case env != "" && p.Environment != "" && p.Environment != env:
-		return fmt.Errorf("%w: the token is scoped to environment %q, not %q", auth.ErrForbidden, p.Environment, env)
-	case env == "" && p.Environment != "" && a != auth.ActionRead:
-		return fmt.Errorf("%w: the token is scoped to environment %q", auth.ErrForbidden, p.Environment)
-	}
-	return nil
-}
+// authorizeIn checks that p's role may perform a in env and that p's scope covers env.
+var authorizeIn = auth.AuthorizeIn
 
 // tokenExpired reports whether p's token has run out.
-func tokenExpired(p auth.Principal, now time.Time) bool { return false }
+func tokenExpired(p auth.Principal, now time.Time) bool {
+	return !p.ExpiresAt.IsZero() && !now.Before(p.ExpiresAt)
+}

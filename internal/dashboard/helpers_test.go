@@ -19,15 +19,13 @@ import (
 	"github.com/interlock-dev/interlock/internal/app"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/interlock-dev/interlock/internal/testdeps"
 )
 
 // update writes the screenshots under docs/screenshots (also INTERLOCK_SCREENSHOTS=1).
 var update = flag.Bool("update", false, "write the dashboard screenshots under docs/screenshots")
 
-const (
-	adminToken = "dashboard-test-admin-token"
-	chromium   = "/usr/bin/chromium"
-)
+const adminToken = "dashboard-test-admin-token"
 
 // server boots the whole of `interlock serve` on :0 with an embedded NATS server, as a user
 // would start it, and returns its base URL.
@@ -115,11 +113,8 @@ func issue(t testing.TB, base, name, role, env string) string {
 // browser starts headless Chromium, or skips the test when it is not installed.
 func browser(t testing.TB) context.Context {
 	t.Helper()
-	if _, err := os.Stat(chromium); err != nil {
-		t.Skipf("%s not found: the dashboard's browser tests need Debian's chromium package (apt-get install chromium)", chromium)
-	}
 	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium),
+		chromedp.ExecPath(testdeps.Program(t, "chromium", "chromium")),
 		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
