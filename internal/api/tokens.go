@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
@@ -39,10 +37,6 @@ type issuedToken struct {
 	Token string `json:"token"`
 }
 
-// maxTokenLifetime bounds expiresIn: ten years is "never" for any practical purpose, and bounds
-// the arithmetic.
-const maxTokenLifetime = 10 * 365 * 24 * time.Hour
-
 func (a *API) createToken(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	if a.cfg.Tokens == nil {
 		return errNoTokens
@@ -73,7 +67,7 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, p auth.Princip
 		if !body.ExpiresAt.IsZero() {
 			return badRequest("give expiresIn or expiresAt, not both")
 		}
-		d, err := ParseLifetime(body.ExpiresIn)
+		d, err := auth.ParseLifetime(body.ExpiresIn)
 		if err != nil {
 			return badRequest("expiresIn: " + err.Error())
 		}
@@ -101,28 +95,6 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, p auth.Princip
 	w.Header().Set("Cache-Control", "no-store")
 	a.writeJSON(w, r, http.StatusCreated, issuedToken{TokenInfo: info, Token: token})
 	return nil
-}
-
-// ParseLifetime reads a token lifetime: a Go duration ("12h", "90m") or a whole number of days
-// ("30d"), between one minute and ten years.
-func ParseLifetime(s string) (time.Duration, error) {
-	var d time.Duration
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.ParseUint(days, 10, 16)
-		if err != nil {
-			return 0, fmt.Errorf("%q is not a lifetime such as 30d, 12h or 90m", s)
-		}
-		d = time.Duration(n) * 24 * time.Hour
-	} else {
-		var err error
-		if d, err = time.ParseDuration(s); err != nil {
-			return 0, fmt.Errorf("%q is not a lifetime such as 30d, 12h or 90m", s)
-		}
-	}
-	if d < time.Minute || d > maxTokenLifetime {
-		return 0, fmt.Errorf("%q: a lifetime is between 1m and 3650d", s)
-	}
-	return d, nil
 }
 
 func (a *API) listTokens(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
