@@ -83,7 +83,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	if m.store, err = events.Open(setupCtx, js, events.StreamConfig{Replicas: cfg.Replicas}); err != nil {
 		return nil, err
 	}
-	tokens, err := auth.Open(setupCtx, js, cfg.Replicas)
+	tokens, err := auth.Open(setupCtx, js, cfg.Replicas, auth.WithLogger(logger))
 	if err != nil {
 		return nil, err
 	}
@@ -219,6 +219,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	m.cancel = cancelRun
 	m.group, runCtx = errgroup.WithContext(runCtx)
 	m.group.Go(func() error { return m.runner.Run(runCtx) })
+	m.group.Go(func() error { return tokens.Run(runCtx) })
 	m.group.Go(func() error { return tracker.Run(runCtx) })
 	m.group.Go(func() error { return snapshots.Run(runCtx) })
 	m.group.Go(func() error { return m.lease.Run(runCtx) })
