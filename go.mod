@@ -13,6 +13,7 @@ require (
 	github.com/open-feature/go-sdk-contrib/providers/ofrep v0.1.7
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.67.1
+	github.com/rs/cors v1.11.1
 	go.yaml.in/yaml/v2 v2.4.3
 	golang.org/x/sync v0.24.0
 	google.golang.org/protobuf v1.36.12
