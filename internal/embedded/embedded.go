@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"strconv"
 	"time"
 
@@ -29,7 +28,7 @@ import (
 const Account = server.DEFAULT_GLOBAL_ACCOUNT
 
 // internalUser is the name of Interlock's own NATS user, which the auth callout does not handle.
-const internalUser = "interlock"
+const internalUser = "interlock-server"
 
 // Config of the embedded server.
 type Config struct {
@@ -143,9 +142,9 @@ func (s *Server) Kick(id uint64) error {
 	return nil
 }
 
-// KickTagged closes every open client connection whose user carries tag, and returns how many it
-// closed.
-func (s *Server) KickTagged(tag string) (int, error) {
+// KickUsers closes every open client connection whose user's name matches, and returns how many
+// it closed.
+func (s *Server) KickUsers(match func(user string) bool) (int, error) {
 	var ids []uint64
 	for offset := 0; ; {
 		cz, err := s.ns.Connz(&server.ConnzOptions{Username: true, Offset: offset, Limit: 1024, State: server.ConnOpen})
@@ -153,7 +152,7 @@ func (s *Server) KickTagged(tag string) (int, error) {
 			return 0, fmt.Errorf("list connections: %w", err)
 		}
 		for _, c := range cz.Conns {
-			if slices.Contains(c.Tags, tag) {
+			if match(c.AuthorizedUser) {
 				ids = append(ids, c.Cid)
 			}
 		}

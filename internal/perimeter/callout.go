@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -23,12 +24,24 @@ const calloutSubject = "$SYS.REQ.USER.AUTH"
 // authTimeout bounds one token lookup; the server gives the whole callout a few seconds.
 const authTimeout = 2 * time.Second
 
-// tagPrefix starts the tag that names a token's bucket key on the NATS user it admits.
-const tagPrefix = "interlock-token:"
+// userSeparator separates the token's name from its key in the name of the NATS user the callout
+// admits. Token names cannot hold it.
+const userSeparator = "#"
 
-// TokenTag is the tag carried by the NATS user of a client admitted with the token stored under
-// key (the hex SHA-256 of the token): what [Revocations] looks for to close its connections.
-func TokenTag(key string) string { return tagPrefix + key }
+// keyLen is how much of the token's key the user's name holds: enough to tell tokens apart.
+const keyLen = 16
+
+// UserName is the name of the NATS user of a client admitted with the token named token and
+// stored under key (the hex SHA-256 of the token): "checkout#1a2b3c4d5e6f7a8b". It is what
+// monitoring shows, what JetStream's audit names, and what [Revocations] looks for to close the
+// token's connections.
+func UserName(token, key string) string { return token + userSeparator + key[:keyLen] }
+
+// tokenOf is the name of the token a user name of [UserName] stands for.
+func tokenOf(user string) string {
+	name, _, _ := strings.Cut(user, userSeparator)
+	return name
+}
 
 // tokenKey is the key of token's bucket entry.
 func tokenKey(token string) string {
@@ -154,10 +167,9 @@ func (c *Callout) admit(ctx context.Context, req *jwt.AuthorizationRequestClaims
 		return "", "the token could not be checked"
 	}
 	uc := jwt.NewUserClaims(req.UserNkey)
-	uc.Name = p.Name
+	uc.Name = UserName(p.Name, tokenKey(token))
 	uc.Audience = c.cfg.Account
 	uc.Permissions = Permissions(p, events.InboxPrefix(token))
-	uc.Tags.Add(TokenTag(tokenKey(token)))
 	if !p.ExpiresAt.IsZero() {
 		uc.Expires = p.ExpiresAt.Unix()
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -12,8 +13,8 @@ import (
 
 // Kicker closes client connections: the embedded server.
 type Kicker interface {
-	// KickTagged closes every connection whose user carries tag and says how many it closed.
-	KickTagged(tag string) (int, error)
+	// KickUsers closes every connection whose user's name matches and says how many it closed.
+	KickUsers(match func(user string) bool) (int, error)
 }
 
 // Forgetter drops what it cached about a token: auth.Store.
@@ -80,8 +81,12 @@ func (r *Revocations) watch(ctx context.Context) error {
 }
 
 func (r *Revocations) revoked(key string) {
+	if len(key) < keyLen { // not a token: the bootstrap marker
+		return
+	}
 	r.forget.Forget(key)
-	n, err := r.kick.KickTagged(TokenTag(key))
+	suffix := userSeparator + key[:keyLen]
+	n, err := r.kick.KickUsers(func(user string) bool { return strings.HasSuffix(user, suffix) })
 	if err != nil {
 		r.logger.Error("closing the connections of a revoked token", "error", err)
 		return

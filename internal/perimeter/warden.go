@@ -54,9 +54,11 @@ func NewWarden(js jetstream.JetStream, kick ClientKicker, tokens TokenLister, lo
 // audit is the part of JetStream's API audit the warden reads.
 type audit struct {
 	Client *struct {
-		ID      uint64   `json:"id"`
-		NameTag string   `json:"name_tag"`
-		Tags    []string `json:"tags"`
+		ID uint64 `json:"id"`
+		// User is the name of the user the auth callout admitted (see UserName).
+		User string `json:"user"`
+		// IssuerKey is set for users the auth callout admitted, not for Interlock's own.
+		IssuerKey string `json:"issuer_key"`
 	} `json:"client"`
 	Subject  string `json:"subject"`
 	Request  string `json:"request"`
@@ -80,7 +82,7 @@ func (w *Warden) Listen(ctx context.Context, nc *nats.Conn) error {
 
 func (w *Warden) check(ctx context.Context, data []byte) {
 	var a audit
-	if json.Unmarshal(data, &a) != nil || a.Client == nil || !admitted(a.Client.Tags) {
+	if json.Unmarshal(data, &a) != nil || a.Client == nil || a.Client.IssuerKey == "" {
 		return
 	}
 	prefix := jsAPI + "CONSUMER.CREATE." + events.DefaultStreamName + "."
@@ -99,12 +101,13 @@ func (w *Warden) check(ctx context.Context, data []byte) {
 		json.Unmarshal([]byte(a.Response), &resp) != nil || resp.Error != nil {
 		return
 	}
-	if OwnsDurable(a.Client.NameTag, req.Config.Durable) {
+	token := tokenOf(a.Client.User)
+	if OwnsDurable(token, req.Config.Durable) {
 		return
 	}
 	durable := req.Config.Durable
 	w.logger.Warn("a token made or changed a durable it does not own: closing its connection",
-		"token", a.Client.NameTag, "durable", durable)
+		"token", token, "durable", durable)
 	if err := w.kick.Kick(a.Client.ID); err != nil {
 		w.logger.Warn("durable warden", "error", err)
 	}
@@ -114,7 +117,7 @@ func (w *Warden) check(ctx context.Context, data []byte) {
 		return
 	}
 	for _, t := range tokens {
-		if t.Name != a.Client.NameTag && OwnsDurable(t.Name, durable) {
+		if t.Name != token && OwnsDurable(t.Name, durable) {
 			w.logger.Warn("durable warden: the durable is another token's; kept", "durable", durable, "owner", t.Name)
 			return
 		}
@@ -122,14 +125,4 @@ func (w *Warden) check(ctx context.Context, data []byte) {
 	if err := w.js.DeleteConsumer(ctx, events.DefaultStreamName, durable); err != nil {
 		w.logger.Error("durable warden: delete durable", "durable", durable, "error", err)
 	}
-}
-
-// admitted reports whether tags are those of a user the auth callout admitted with a token.
-func admitted(tags []string) bool {
-	for _, t := range tags {
-		if strings.HasPrefix(t, tagPrefix) {
-			return true
-		}
-	}
-	return false
 }
