@@ -312,10 +312,10 @@ func (s *Subscriber) consumerConfig() jetstream.ConsumerConfig {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		// The server redelivers only after the subscriber's own limit has passed, so an event
 		// is not handled twice at once.
-		AckWait:        s.cfg.AckWait + 5*time.Second,
-		MaxDeliver:     -1,
-		MaxAckPending:  1,
-		ReplayPolicy:   jetstream.ReplayInstantPolicy,
+		AckWait:       s.cfg.AckWait + 5*time.Second,
+		MaxDeliver:    -1,
+		MaxAckPending: 1,
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
 	}
 	// One filter goes in the request's subject, where the server's permissions can check it.
 	if len(s.filters) == 1 {
