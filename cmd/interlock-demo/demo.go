@@ -323,8 +323,10 @@ type demoConfig struct {
 	NATSURL string
 	// Token is an Interlock token (a reader's is enough), for Interlock's embedded NATS server.
 	Token string
-	// Creds is a NATS credentials file, for an operator's NATS cluster.
+	// Creds is a NATS credentials file, and Inbox the reply prefix its user may receive on, for
+	// an operator's NATS cluster.
 	Creds       string
+	Inbox       string
 	Environment string
 	Flag        string
 	Listen      string

@@ -72,6 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		verbose    = fs.Bool("v", false, "debug logs")
 	)
 	fs.StringVar(creds, "creds", "", "same as --nats-creds")
+	inbox := fs.String("nats-inbox", "", "reply subject prefix the NATS user may subscribe to, for an operator's NATS cluster (see deploy/nats-cluster.conf)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -106,6 +107,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *creds != "" {
 		cfg.Options = append(cfg.Options, nats.UserCredentials(*creds))
+	}
+	if *inbox != "" {
+		cfg.Options = append(cfg.Options, nats.CustomInboxPrefix(*inbox))
 	}
 
 	ctx, stop := context.WithCancel(ctx)
