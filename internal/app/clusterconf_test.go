@@ -110,6 +110,7 @@ func TestDeployClusterConf(t *testing.T) {
 			strings.NewReader(`{"key":"search","kind":"release","variants":{"on":true,"off":false},"defaultVariant":"on","offVariant":"off"}`))
 		req.Header.Set("Authorization", "Bearer "+cfg.AdminToken)
 		req.Header.Set("X-Interlock-Reason", "test")
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
