@@ -310,7 +310,7 @@ func (m *Main) banner(out io.Writer, generated string) {
 	fmt.Fprintf(&b, "Interlock is serving http://%s (admin API /api/v1, OFREP /ofrep/v1, health /healthz, readiness /readyz)\n", m.HTTPAddr())
 	switch {
 	case m.ns != nil && m.NATSURL() != "":
-		fmt.Fprintf(&b, "Embedded NATS with JetStream at %s, data in %s\n", m.NATSURL(), m.cfg.Data)
+		fmt.Fprintf(&b, "Embedded NATS with JetStream at %s (clients need an Interlock token), data in %s\n", m.NATSURL(), m.cfg.Data)
 	case m.ns != nil:
 		fmt.Fprintf(&b, "Embedded NATS with JetStream (in-process only), data in %s\n", m.cfg.Data)
 	default:
