@@ -29,6 +29,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/config"
+	"github.com/interlock-dev/interlock/internal/dashboard"
 	"github.com/interlock-dev/interlock/internal/embedded"
 	"github.com/interlock-dev/interlock/internal/ofrep"
 	"github.com/interlock-dev/interlock/internal/perimeter"
@@ -126,6 +127,16 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	m.snaps = snapshots
 	allowSource := guard.AllowSources(cfg.GuardSources)
 	commands := command.New(m.store, logger, command.WithUsage(m.catalog), command.WithSourceCheck(allowSource))
+	if generated != "" {
+		// The bootstrap admin token enters the audit trail like any other. The token works
+		// whether or not this is recorded; a failure is logged, not fatal, since the token is
+		// printed only now.
+		issued := events.TokenIssued{Role: string(auth.RoleAdmin)}
+		meta := command.Meta{Actor: "interlock", Reason: "admin token generated at first start"}
+		if err := commands.RecordToken(setupCtx, meta, events.TypeTokenIssued, "admin", issued); err != nil {
+			logger.Error("the bootstrap admin token's issue was not recorded", "error", err)
+		}
+	}
 	// Every replica runs the guard; only the holder of the lease acts.
 	hostname, _ := os.Hostname()
 	m.lease, err = guard.NewLease(setupCtx, js, guard.LeaseOptions{
@@ -150,16 +161,18 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		return nil, err
 	}
 	handler, err := api.New(api.Config{
-		Commands: commands,
-		Catalog:  m.catalog,
-		Reader:   m.store,
-		Auth:     tokens,
-		Ready:    m.runner.Ready,
-		Logger:   logger,
-		Events:   m.store,
-		Presence: tracker,
-		Tokens:   tokens,
-		Guard:    guardRunner,
+		Commands:    commands,
+		Catalog:     m.catalog,
+		Reader:      m.store,
+		Auth:        tokens,
+		Ready:       m.runner.Ready,
+		Logger:      logger,
+		Events:      m.store,
+		Presence:    tracker,
+		Tokens:      tokens,
+		TokenEvents: commands,
+		PublicRead:  cfg.PublicRead,
+		Guard:       guardRunner,
 	})
 	if err != nil {
 		return nil, err
@@ -172,19 +185,38 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		PublicURL:          cfg.PublicURL,
 		RateLimit:          cfg.OFREPRateLimit,
 		RateBurst:          cfg.OFREPRateBurst,
+		PublicRead:         cfg.PublicRead,
 		Logger:             logger,
 	})
 	if err != nil {
 		return nil, err
 	}
-	admin := handler.Handler()
+	dash, err := dashboard.New(dashboard.Config{
+		Catalog:  m.catalog,
+		Reader:   m.store,
+		Commands: commands,
+		Auth:     tokens,
+		Events:   m.store,
+		Presence: tracker,
+		Ready:    m.runner.Ready,
+		Logger:   logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	admin, ui := handler.Handler(), dash.Handler()
 	// OFREP evaluation is the hot path: it is dispatched by prefix, without the mux's matching.
+	// The API owns /api/ and the health endpoints; the dashboard every other path.
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/ofrep/") {
+		p := r.URL.Path
+		switch {
+		case strings.HasPrefix(p, "/ofrep/"):
 			ofrepHandler.ServeHTTP(w, r)
-			return
+		case strings.HasPrefix(p, "/api/"), p == "/healthz", p == "/readyz":
+			admin.ServeHTTP(w, r)
+		default:
+			ui.ServeHTTP(w, r)
 		}
-		admin.ServeHTTP(w, r)
 	})
 	if m.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
 		return nil, fmt.Errorf("http listen: %w", err)
@@ -197,6 +229,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	}
 	// Shutdown waits for every handler; the live event feeds end only when told.
 	m.httpSrv.RegisterOnShutdown(handler.StopStreams)
+	m.httpSrv.RegisterOnShutdown(dash.StopStreams)
 	// Shutdown does not end streaming responses: OFREP's event streams end here.
 	m.httpSrv.RegisterOnShutdown(ofrepHandler.Close)
 
@@ -307,7 +340,7 @@ func (m *Main) perimeter(ctx context.Context, js jetstream.JetStream, tokens *au
 
 func (m *Main) banner(out io.Writer, generated string) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Interlock is serving http://%s (admin API /api/v1, OFREP /ofrep/v1, health /healthz, readiness /readyz)\n", m.HTTPAddr())
+	fmt.Fprintf(&b, "Interlock is serving http://%s (dashboard /, admin API /api/v1, OFREP /ofrep/v1, health /healthz, readiness /readyz)\n", m.HTTPAddr())
 	switch {
 	case m.ns != nil && m.NATSURL() != "":
 		fmt.Fprintf(&b, "Embedded NATS with JetStream at %s (clients need an Interlock token), data in %s\n", m.NATSURL(), m.cfg.Data)
@@ -315,6 +348,11 @@ func (m *Main) banner(out io.Writer, generated string) {
 		fmt.Fprintf(&b, "Embedded NATS with JetStream (in-process only), data in %s\n", m.cfg.Data)
 	default:
 		fmt.Fprintf(&b, "Using NATS at %s, stream replicas %d\n", m.cfg.NATSURL, m.cfg.Replicas)
+	}
+	if m.cfg.PublicRead {
+		fmt.Fprintf(&b, "Reads are public (--public-read): anyone who reaches the admin API reads flags, history and audit without a token.\n")
+	} else {
+		fmt.Fprintf(&b, "Reads need a token, as writes do (start with --public-read to open them).\n")
 	}
 	switch {
 	case generated != "":

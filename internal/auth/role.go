@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -143,4 +145,30 @@ func CanMint(issuer Principal, role Role, env string) error {
 		return fmt.Errorf("%w: the token is scoped to environment %q and cannot create a token for %s", ErrForbidden, issuer.Environment, scope)
 	}
 	return nil
+}
+
+// maxLifetime bounds a token's lifetime: ten years is "never" for any practical purpose, and
+// bounds the arithmetic.
+const maxLifetime = 10 * 365 * 24 * time.Hour
+
+// ParseLifetime reads a token lifetime: a Go duration ("12h", "90m") or a whole number of days
+// ("30d"), between one minute and ten years.
+func ParseLifetime(s string) (time.Duration, error) {
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseUint(days, 10, 16)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a lifetime such as 30d, 12h or 90m", s)
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, fmt.Errorf("%q is not a lifetime such as 30d, 12h or 90m", s)
+		}
+	}
+	if d < time.Minute || d > maxLifetime {
+		return 0, fmt.Errorf("%q: a lifetime is between 1m and 3650d", s)
+	}
+	return d, nil
 }

@@ -3,6 +3,7 @@ package auth
 import (
 	"errors"
 	"testing"
+	"time"
 )
 
 func TestAuthorize(t *testing.T) {
@@ -117,4 +118,30 @@ func TestRankCoversEveryRole(t *testing.T) {
 			t.Errorf("role %q has no rank", r)
 		}
 	}
+}
+
+func TestParseLifetime(t *testing.T) {
+	good := map[string]time.Duration{"30d": 30 * 24 * time.Hour, "12h": 12 * time.Hour, "90m": 90 * time.Minute, "1m": time.Minute, "3650d": 3650 * 24 * time.Hour}
+	for s, want := range good {
+		if got, err := ParseLifetime(s); err != nil || got != want {
+			t.Errorf("ParseLifetime(%q) = %v, %v; want %v", s, got, err, want)
+		}
+	}
+	for _, s := range []string{"", "d", "-1d", "30s", "0m", "3651d", "1.5d", "99999999999999d", "soon"} {
+		if _, err := ParseLifetime(s); err == nil {
+			t.Errorf("ParseLifetime(%q) accepted", s)
+		}
+	}
+}
+
+func FuzzParseLifetime(f *testing.F) {
+	for _, s := range []string{"30d", "12h", "1m", "-5m", "1e9h", "d"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := ParseLifetime(s)
+		if err == nil && (d < time.Minute || d > maxLifetime) {
+			t.Fatalf("ParseLifetime(%q) = %v, out of bounds", s, d)
+		}
+	})
 }

@@ -332,8 +332,20 @@ func expired(p Principal, now time.Time) error {
 	if p.ExpiresAt.IsZero() || now.Before(p.ExpiresAt) {
 		return nil
 	}
-	return fmt.Errorf("%w: %w: the token %q expired at %s", ErrUnauthenticated, ErrExpired, p.Name, p.ExpiresAt.UTC().Format(time.RFC3339))
+	return &expiredError{name: p.Name, at: p.ExpiresAt}
 }
+
+// expiredError says which token expired when; it wraps [ErrUnauthenticated] and [ErrExpired].
+type expiredError struct {
+	name string
+	at   time.Time
+}
+
+func (e *expiredError) Error() string {
+	return fmt.Sprintf("the token %q expired at %s", e.name, e.at.UTC().Format(time.RFC3339))
+}
+
+func (e *expiredError) Unwrap() []error { return []error{ErrUnauthenticated, ErrExpired} }
 
 // remember caches p under key, unless a revocation happened since the lookup began (gen).
 func (s *Store) remember(key string, p Principal, expires time.Time, gen uint64) {

@@ -51,6 +51,10 @@ type Config struct {
 	// may have (comma-separated on the command line): the guard fetches nothing else. When
 	// empty, it fetches only from loopback addresses.
 	GuardSources []string `json:"guardSources"`
+	// PublicRead lets anyone read the admin API without a token (flags, history, audit,
+	// segments, subscribers, the event feed). Off by default: reads need a token of a role that
+	// may read, in its environment scope.
+	PublicRead bool `json:"publicRead"`
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string `json:"logLevel"`
 	LogFormat string `json:"logFormat"`
@@ -94,6 +98,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.Float64("ofrep-rate-limit", 0, "OFREP evaluations per second per token, 0 for no limit (env INTERLOCK_OFREP_RATE_LIMIT)")
 	fs.Int("ofrep-rate-burst", 0, "OFREP requests a token may make at once above the rate (env INTERLOCK_OFREP_RATE_BURST)")
 	fs.String("guard-sources", "", "comma-separated URL `prefixes` the guard may read metrics from; empty for loopback addresses only (env INTERLOCK_GUARD_SOURCES)")
+	fs.Bool("public-read", false, "let anyone read the admin API without a token (env INTERLOCK_PUBLIC_READ)")
 	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
 	fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env INTERLOCK_LOG_LEVEL)")
 	fs.String("log-format", cfg.LogFormat, "text or json (env INTERLOCK_LOG_FORMAT)")
@@ -151,6 +156,7 @@ var envNames = map[string]string{
 	"default-environment": "INTERLOCK_DEFAULT_ENVIRONMENT",
 	"public-url":          "INTERLOCK_PUBLIC_URL", "ofrep-rate-limit": "INTERLOCK_OFREP_RATE_LIMIT",
 	"ofrep-rate-burst": "INTERLOCK_OFREP_RATE_BURST", "guard-sources": "INTERLOCK_GUARD_SOURCES",
+	"public-read": "INTERLOCK_PUBLIC_READ",
 }
 
 func (c *Config) loadEnv(getenv func(string) string) error {
@@ -198,6 +204,12 @@ func (c *Config) set(name, v string) error {
 			return fmt.Errorf("%q is not true or false", v)
 		}
 		c.NoSync = b
+	case "public-read":
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		c.PublicRead = b
 	case "default-environment":
 		c.DefaultEnvironment = v
 	case "public-url":
