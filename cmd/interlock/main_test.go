@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"reflect"
 	"regexp"
 	"strings"
@@ -280,5 +283,42 @@ func TestCrossOriginOFREP(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "https://shop.example.com" ||
 		resp.Header.Get("X-Content-Type-Options") != "nosniff" {
 		t.Fatalf("evaluation from the allowed origin: %d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+func TestRefusesASecondServerOnTheSameData(t *testing.T) {
+	dir := t.TempDir()
+	server(t, dir, nil)
+	cfg, err := config.Load([]string{"--data", dir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := app.Start(context.Background(), cfg, slog.New(slog.DiscardHandler), io.Discard)
+	if err == nil {
+		m.Close()
+		t.Fatal("a second server started on the same data directory")
+	}
+	if want := fmt.Sprintf("in use by process %d", os.Getpid()); !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %q does not say %q", err, want)
+	}
+}
+
+func TestBusyNATSPortFailsAtOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg, err := config.Load([]string{"--data", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", ln.Addr().String()}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := app.Start(context.Background(), cfg, slog.New(slog.DiscardHandler), io.Discard)
+	if err == nil {
+		m.Close()
+		t.Fatal("started with the NATS port taken")
+	}
+	if !strings.Contains(err.Error(), ln.Addr().String()) || !strings.Contains(err.Error(), "--nats-listen") {
+		t.Fatalf("error %q does not name the address and the flag", err)
 	}
 }

@@ -44,16 +44,19 @@ type Main struct {
 	cfg    config.Config
 	logger *slog.Logger
 
-	ns      *embedded.Server // nil with an external cluster
-	nc      *nats.Conn
-	authNC  *nats.Conn // the auth callout's own connection, with the embedded server
-	store   *events.Store
-	catalog *projections.Catalog
-	runner  *projections.Runner
-	lease   *guard.Lease
-	snaps   *snapshot.Writer
-	httpSrv *http.Server
-	httpLn  net.Listener
+	ns *embedded.Server // nil with an external cluster
+	// dataLock holds the data directory for this process (lock_unix.go); nil with an external
+	// cluster.
+	dataLock *os.File
+	nc       *nats.Conn
+	authNC   *nats.Conn // the auth callout's own connection, with the embedded server
+	store    *events.Store
+	catalog  *projections.Catalog
+	runner   *projections.Runner
+	lease    *guard.Lease
+	snaps    *snapshot.Writer
+	httpSrv  *http.Server
+	httpLn   net.Listener
 
 	cancel    context.CancelFunc
 	group     *errgroup.Group
@@ -277,6 +280,19 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	return m, nil
 }
 
+// portFree fails at once, naming the address, when the embedded NATS server could not listen on
+// it ("" for in-process only): the server itself would only say it was not ready in time.
+func portFree(addr string) error {
+	if _, port, _ := net.SplitHostPort(addr); addr == "" || port == "0" || port == "-1" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("embedded nats cannot listen on %s (--nats-listen): %w", addr, err)
+	}
+	return ln.Close()
+}
+
 func (m *Main) connect() error {
 	if m.cfg.NATSURL != "" {
 		opts := []nats.Option{
@@ -297,9 +313,17 @@ func (m *Main) connect() error {
 	if err := os.MkdirAll(m.cfg.Data, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	lock, err := lockData(m.cfg.Data)
+	if err != nil {
+		return err
+	}
+	m.dataLock = lock
 	listen := m.cfg.NATSListen
 	if listen == "none" {
 		listen = ""
+	}
+	if err := portFree(listen); err != nil {
+		return err
 	}
 	ns, err := embedded.Start(embedded.Config{
 		StoreDir: filepath.Join(m.cfg.Data, "jetstream"),
@@ -423,6 +447,9 @@ func (m *Main) shutdown() error {
 	}
 	if m.ns != nil {
 		m.ns.Shutdown()
+	}
+	if m.dataLock != nil {
+		m.dataLock.Close() // releases the lock
 	}
 	return err
 }
