@@ -115,6 +115,13 @@ type Config struct {
 	// Tokens issues, lists and revokes tokens for /api/v1/tokens (tokens.go), which need a token
 	// whose role may administer; without it those endpoints answer 404.
 	Tokens Tokens
+	// Integrity is the record of messages the projections refused because they failed
+	// verification, shown by /readyz and GET /api/v1/integrity (integrity.go); without it that
+	// endpoint answers 404.
+	Integrity IntegrityRecord
+	// Chains verifies the stream for GET /api/v1/audit/verify and lists the keys for GET
+	// /api/v1/signing-keys; without it (or without a signer) those endpoints answer 404.
+	Chains Chains
 	// Guard gives the guard's live view of a rollout for GET .../flags/{key}/rollout
 	// (rollouts.go); without it, or for a rollout it does not follow, "live" is null.
 	Guard GuardStatus
@@ -224,6 +231,9 @@ func (a *API) routes() *http.ServeMux {
 		{pathFlag + "/unarchive", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, resourceAction(a, flagResource, Commands.Unarchive))}},
 		{pathFlag + "/restore", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, a.restoreFlag)}},
 		{"/api/v1/audit", []string{"GET"}, []http.Handler{a.read(a.audit)}},
+		{"/api/v1/audit/verify", []string{"GET"}, []http.Handler{a.read(a.auditVerify)}},
+		{"/api/v1/integrity", []string{"GET"}, []http.Handler{a.read(a.integrity)}},
+		{"/api/v1/signing-keys", []string{"GET"}, []http.Handler{a.read(a.signingKeys)}},
 		{"/api/v1/environments/{env}/subscribers", []string{"GET"}, []http.Handler{a.read(a.listSubscribers)}},
 		{pathFlag + "/propagation", []string{"GET"}, []http.Handler{a.read(a.flagPropagation)}},
 		{"/api/v1/events", []string{"GET"}, []http.Handler{a.read(a.eventFeed)}},
@@ -298,10 +308,17 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 	a.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// readyz answers 200 once the projections caught up. Integrity problems are listed in the body
+// but do not make it 503: one message forged onto the stream must not take every replica out
+// of rotation, and evaluation goes on with the events that verify.
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) error {
 	if !a.cfg.Ready() {
 		return errNotReady
 	}
-	a.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
+	body := map[string]any{"status": "ok"}
+	if st := a.integrityStatus(); st != nil {
+		body["integrity"] = st
+	}
+	a.writeJSON(w, r, http.StatusOK, body)
 	return nil
 }
