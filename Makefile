@@ -14,6 +14,7 @@ build:
 	$(GO) build -o bin/interlock ./cmd/interlock
 
 test: ## The whole suite, race detector on, fuzz seed corpora included
+	@bash .ci/test-deps
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 lint:

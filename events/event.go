@@ -152,6 +152,18 @@ func NewEvent(typ, env, key string, payload any) (Event, error) {
 	}, nil
 }
 
+// validateEnvironmentOf checks env as the environment of an event about entity: token events
+// live in [GlobalEnvironment], every other entity in a valid environment.
+func validateEnvironmentOf(entity, env string) error {
+	if entity == EntityToken {
+		if env != GlobalEnvironment {
+			return invalid("environment", "token events belong to %q, not %q", GlobalEnvironment, truncate(env))
+		}
+		return nil
+	}
+	return ValidateEnvironment(env)
+}
+
 // Subject is the stream subject the event belongs on.
 func (e *Event) Subject() string { return subject(e.Environment, e.Entity, e.Key) }
 
@@ -167,7 +179,7 @@ func (e *Event) Validate() error {
 	if e.Entity != t.entity {
 		return invalid("entity", "%s events are about a %s, not %q", e.Type, t.entity, truncate(e.Entity))
 	}
-	if err := ValidateEnvironment(e.Environment); err != nil {
+	if err := validateEnvironmentOf(e.Entity, e.Environment); err != nil {
 		return err
 	}
 	if err := validateKey("key", e.Key); err != nil {
@@ -222,7 +234,7 @@ func Decode(subject string, h nats.Header, data []byte) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	if kind != EntityFlag && kind != EntitySegment {
+	if kind != EntityFlag && kind != EntitySegment && kind != EntityToken {
 		return Event{}, fmt.Errorf("%w: entity %q", ErrUnknownType, truncate(kind))
 	}
 	get := func(name string) string {
@@ -300,6 +312,9 @@ var types = map[string]struct {
 	TypeValveConfigured:    {EntityFlag, decodeAs[ValveConfigured]},
 	TypeValveOpened:        {EntityFlag, decodeAs[ValveOpened]},
 	TypeValveClosed:        {EntityFlag, decodeAs[ValveClosed]},
+
+	TypeTokenIssued:  {EntityToken, decodeAs[TokenIssued]},
+	TypeTokenRevoked: {EntityToken, decodeAs[TokenRevoked]},
 }
 
 func decodeAs[T any](data []byte) (any, error) {

@@ -203,8 +203,11 @@ func auditEvents(ctx context.Context, r Reader, q AuditQuery, limit int) ([]even
 type entityRef struct{ entity, env, key string }
 
 func (r entityRef) subject() string {
-	if r.entity == events.EntitySegment {
+	switch r.entity {
+	case events.EntitySegment:
 		return events.SegmentSubject(r.env, r.key)
+	case events.EntityToken:
+		return events.TokenSubject(r.key)
 	}
 	return events.FlagSubject(r.env, r.key)
 }
@@ -219,6 +222,9 @@ type folded struct {
 // apply folds ev into the entity and returns the fields it changed; ok is false when the fold
 // refuses it (then nothing changed).
 func (f *folded) apply(ev *events.Event) (changes []Change, ok bool) {
+	if ev.Entity == events.EntityToken {
+		return nil, true // a token event is its own record: no flag or segment changes
+	}
 	if ev.Entity == events.EntitySegment {
 		before := f.segment
 		if applySegment(&f.segment, ev) != nil {

@@ -75,6 +75,11 @@ func (c *Catalog) Apply(ev events.Event) error {
 	if ev.Sequence <= c.seq.Load() {
 		return nil
 	}
+	if ev.Entity == events.EntityToken {
+		// Token events are for the audit trail: they change no flag or segment.
+		c.advance(ev.Sequence)
+		return nil
+	}
 	var err error
 	if ev.Entity == events.EntitySegment {
 		err = c.foldSegment(ev)

@@ -146,7 +146,8 @@ func toJSON(v any) json.RawMessage {
 type Entry struct {
 	Sequence    uint64 `json:"sequence"`
 	Environment string `json:"environment"`
-	// Entity is what Key names: events.EntityFlag or events.EntitySegment.
+	// Entity is what Key names: events.EntityFlag, events.EntitySegment or events.EntityToken
+	// (whose environment is events.GlobalEnvironment).
 	Entity        string    `json:"entity"`
 	Key           string    `json:"key"`
 	Version       uint64    `json:"version"`
@@ -158,14 +159,15 @@ type Entry struct {
 	CorrelationID string    `json:"correlationId,omitempty"`
 	CausationID   string    `json:"causationId,omitempty"`
 	Changes       []Change  `json:"changes"`
-	// Data is the event's payload for the events of rollouts, of the guard and of valves: the
-	// plan, the stages, and the evidence of the guard's decisions.
+	// Data is the event's payload for the events of rollouts, of the guard, of valves and of
+	// tokens: the plan, the stages, the evidence of the guard's decisions, a token's role and
+	// scope.
 	Data json.RawMessage `json:"data,omitempty"`
 }
 
 func newEntry(ev *events.Event, changes []Change) Entry {
 	var data json.RawMessage
-	for _, prefix := range []string{"io.interlock.rollout.", "io.interlock.guard.", "io.interlock.valve."} {
+	for _, prefix := range []string{"io.interlock.rollout.", "io.interlock.guard.", "io.interlock.valve.", "io.interlock.token."} {
 		if strings.HasPrefix(ev.Type, prefix) {
 			data = ev.Data
 		}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/app"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
@@ -65,7 +66,7 @@ func TestWholeProgram(t *testing.T) {
 	if r := runCLI(t, env, "flags", "create", "production/checkout-v2", "--enabled", "--description", "new checkout", "--reason", "launch"); r.code != 0 {
 		t.Fatalf("create: %d %s", r.code, r.stderr)
 	}
-	resp, err := http.Get(base + "/api/v1/environments/production/flags/checkout-v2")
+	resp, err := authGet(base+"/api/v1/environments/production/flags/checkout-v2", token[1])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +108,7 @@ func TestWholeProgram(t *testing.T) {
 
 	// The flag as it was before the kill, by time and by version.
 	q := url.Values{"at": {beforeKill.Format(time.RFC3339Nano)}}
-	resp, err = http.Get(base + "/api/v1/environments/production/flags/checkout-v2?" + q.Encode())
+	resp, err = authGet(base+"/api/v1/environments/production/flags/checkout-v2?"+q.Encode(), token[1])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,25 +158,34 @@ func TestWholeProgram(t *testing.T) {
 		t.Fatalf("tokens revoke: %d %s", r.code, r.stderr)
 	}
 
-	// Audit across flags.
+	// Audit across flags and tokens: three flag events, the token's issue and revocation.
 	if r := runCLI(t, env, "flags", "create", "staging/DeptA.TeamB.66623"); r.code != 0 {
 		t.Fatalf("create: %d %s", r.code, r.stderr)
 	}
 	r = runCLI(t, env, "audit", "--actor", "admin", "-o", "json")
 	var audit struct{ Events []projections.Entry }
-	if err := json.Unmarshal([]byte(r.stdout), &audit); err != nil || len(audit.Events) != 3 {
+	if err := json.Unmarshal([]byte(r.stdout), &audit); err != nil || len(audit.Events) != 5 {
 		t.Fatalf("audit: %v %s", err, r.stdout)
+	}
+	var tokenEvents []string
+	for _, ev := range audit.Events {
+		if ev.Entity == events.EntityToken {
+			tokenEvents = append(tokenEvents, ev.Type+" "+ev.Key)
+		}
+	}
+	if want := []string{events.TypeTokenIssued + " checkout-svc", events.TypeTokenRevoked + " checkout-svc"}; !reflect.DeepEqual(tokenEvents, want) {
+		t.Errorf("token events in the audit: %v, want %v", tokenEvents, want)
 	}
 
 	// A restart keeps everything: the replayed projections equal the live ones.
-	live := listAll(t, base)
+	live := listAll(t, base, token[1])
 	m.Close()
 	m2, banner2 := server(t, dir, nil)
 	if strings.Contains(banner2, "INTERLOCK_TOKEN=") {
 		t.Fatalf("token printed again after restart:\n%s", banner2)
 	}
 	base2 := "http://" + m2.HTTPAddr()
-	if replayed := listAll(t, base2); !reflect.DeepEqual(live, replayed) {
+	if replayed := listAll(t, base2, token[1]); !reflect.DeepEqual(live, replayed) {
 		t.Fatalf("after restart:\n got %+v\nwant %+v", replayed, live)
 	}
 	env["INTERLOCK_SERVER"] = base2
@@ -184,11 +194,21 @@ func TestWholeProgram(t *testing.T) {
 	}
 }
 
-func listAll(t *testing.T, base string) map[string][]projections.Flag {
+// authGet is http.Get with a bearer token: every read needs one.
+func authGet(url, token string) (*http.Response, error) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	return http.DefaultClient.Do(req)
+}
+
+func listAll(t *testing.T, base, token string) map[string][]projections.Flag {
 	t.Helper()
 	out := map[string][]projections.Flag{}
 	for _, env := range []string{"production", "staging"} {
-		resp, err := http.Get(base + "/api/v1/environments/" + env + "/flags?archived=true")
+		resp, err := authGet(base+"/api/v1/environments/"+env+"/flags?archived=true", token)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,8 +2,10 @@
 //
 // Reads (flags, history, audit) come from the projections; writes go through the command service
 // and wait until this replica's catalog has applied them, so that a client reads its own writes.
-// Writes need a bearer token whose role allows the action; reads are open unless
-// [Config.ReadAuth] is set. Every error is answered by one function, [API.writeError], as
+// Every route but /healthz and /readyz needs a bearer token whose role allows the route's action,
+// and whose environment scope covers the environment the route is about; reads are open to
+// anyone only when [Config.PublicRead] is set. The route table (see [API.Routes]) states each
+// route's policy. Every error is answered by one function, [API.writeError], as
 // {"error": {"code", "message"}} with the matching status.
 package api
 
@@ -12,6 +14,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
@@ -94,9 +97,10 @@ type Config struct {
 	// WriteTimeout bounds how long a write waits for the catalog to apply it before answering
 	// anyway. DefaultWriteTimeout when 0.
 	WriteTimeout time.Duration
-	// ReadAuth makes reads require a token whose role may read. Off by default: reads are open,
-	// since flags are not secrets and every service evaluating them reads them anyway.
-	ReadAuth bool
+	// PublicRead lets reads without a token through, as an anonymous reader of every
+	// environment. Off by default: every read needs a token whose role may read, in its scope. A
+	// read that does carry a token is checked as usual.
+	PublicRead bool
 	// Events follows the stream for the live event feed, GET /api/v1/events (events.go); without
 	// it that endpoint answers 404.
 	Events EventFeed
@@ -122,6 +126,8 @@ type Config struct {
 	// Chains verifies the stream for GET /api/v1/audit/verify and lists the keys for GET
 	// /api/v1/signing-keys; without it (or without a signer) those endpoints answer 404.
 	Chains Chains
+	// TokenEvents records the issue and revocation of tokens as events; required with Tokens.
+	TokenEvents TokenEvents
 	// Guard gives the guard's live view of a rollout for GET .../flags/{key}/rollout
 	// (rollouts.go); without it, or for a rollout it does not follow, "live" is null.
 	Guard GuardStatus
@@ -165,6 +171,9 @@ func (c Config) Validate() error {
 	}
 	if c.Ready == nil {
 		errs = append(errs, errors.New("ready: required"))
+	}
+	if c.Tokens != nil && c.TokenEvents == nil {
+		errs = append(errs, errors.New("token events: required with tokens"))
 	}
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("max body bytes: negative"))
@@ -210,51 +219,112 @@ const (
 	pathSegment  = pathSegments + "/{key}"
 )
 
-// route is one path and the handler of each method on it.
+// route is one path and what each method on it does.
 type route struct {
-	path    string
-	methods []string
-	handler []http.Handler
+	path string
+	ops  []op
+}
+
+// op is one method of a route: who may call it, and its handler. There is no way to put a
+// handler in the table without saying who may call it: an op that names no action and is not
+// public is refused to everyone.
+type op struct {
+	method string
+	// need is what the caller's role must allow; public ops (health) need nothing.
+	need   auth.Action
+	public bool
+	// ownScope says the handler checks the environment scope itself (tokens); otherwise the
+	// scope must cover the {env} of the path, or, for a path without one, the op must be a read
+	// whose handler narrows its answer to the scope (see [auth.AuthorizeIn]).
+	ownScope bool
+	h        func(http.ResponseWriter, *http.Request, auth.Principal) error
+}
+
+// get is a read: GET (and HEAD) by any role that may read, in its scope.
+func get(h func(http.ResponseWriter, *http.Request) error) op {
+	return op{method: "GET", need: auth.ActionRead, h: func(w http.ResponseWriter, r *http.Request, _ auth.Principal) error { return h(w, r) }}
+}
+
+// getP is a read whose handler needs the principal (to narrow a cross-environment answer).
+func getP(h func(http.ResponseWriter, *http.Request, auth.Principal) error) op {
+	return op{method: "GET", need: auth.ActionRead, h: h}
+}
+
+// do is a state-changing method by a role that may perform need, in its scope.
+func do(method string, need auth.Action, h func(http.ResponseWriter, *http.Request, auth.Principal) error) op {
+	return op{method: method, need: need, h: h}
+}
+
+// public is a GET anyone may call.
+func public(h func(http.ResponseWriter, *http.Request) error) op {
+	return op{method: "GET", public: true, h: func(w http.ResponseWriter, r *http.Request, _ auth.Principal) error { return h(w, r) }}
+}
+
+// RouteInfo describes one route of the API and who may call it.
+type RouteInfo struct {
+	Method, Path string
+	// Need is the action the caller's role must allow; empty for a public route.
+	Need auth.Action
+	// Scoped says the route is about the {env} in its path, which a scoped token's scope must
+	// cover.
+	Scoped bool
+}
+
+// Routes lists every route of the API with its policy, in the order they are registered.
+func (a *API) Routes() []RouteInfo {
+	var out []RouteInfo
+	for _, rt := range a.table() {
+		for _, o := range rt.ops {
+			out = append(out, RouteInfo{Method: o.method, Path: rt.path, Need: o.need, Scoped: strings.Contains(rt.path, "{env}")})
+		}
+	}
+	return out
+}
+
+func (a *API) table() []route {
+	table := []route{
+		{"/healthz", []op{public(func(w http.ResponseWriter, r *http.Request) error { a.healthz(w, r); return nil })}},
+		{"/readyz", []op{public(a.readyz)}},
+		{"/api/v1/environments", []op{getP(a.listEnvironments)}},
+		{pathFlags, []op{get(a.listFlags), do("POST", auth.ActionWrite, createResource(a, flagResource))}},
+		{pathFlag, []op{get(getResource(a, flagResource)), do("PATCH", auth.ActionWrite, updateResource(a, flagResource))}},
+		{pathFlag + "/history", []op{get(resourceHistory(a, flagResource))}},
+		{pathFlag + "/kill", []op{do("POST", auth.ActionKill, a.killFlag)}},
+		{pathFlag + "/enable", []op{do("POST", auth.ActionWrite, resourceAction(a, flagResource, Commands.Enable))}},
+		{pathFlag + "/archive", []op{do("POST", auth.ActionWrite, resourceAction(a, flagResource, Commands.Archive))}},
+		{pathFlag + "/unarchive", []op{do("POST", auth.ActionWrite, resourceAction(a, flagResource, Commands.Unarchive))}},
+		{pathFlag + "/restore", []op{do("POST", auth.ActionWrite, a.restoreFlag)}},
+		{"/api/v1/audit", []op{getP(a.audit)}},
+		{"/api/v1/audit/verify", []op{getP(a.auditVerify)}},
+		{"/api/v1/integrity", []op{getP(a.integrity)}},
+		{"/api/v1/signing-keys", []op{get(a.signingKeys)}},
+		{"/api/v1/environments/{env}/subscribers", []op{get(a.listSubscribers)}},
+		{pathFlag + "/propagation", []op{get(a.flagPropagation)}},
+		{"/api/v1/events", []op{getP(a.eventFeed)}},
+		{pathSegments, []op{get(a.listSegments), do("POST", auth.ActionWrite, createResource(a, segmentResource))}},
+		{pathSegment, []op{get(getResource(a, segmentResource)), do("PATCH", auth.ActionWrite, updateResource(a, segmentResource))}},
+		{pathSegment + "/history", []op{get(resourceHistory(a, segmentResource))}},
+		{pathSegment + "/archive", []op{do("POST", auth.ActionWrite, resourceAction(a, segmentResource, Commands.ArchiveSegment))}},
+		{pathSegment + "/unarchive", []op{do("POST", auth.ActionWrite, resourceAction(a, segmentResource, Commands.UnarchiveSegment))}},
+		{"/api/v1/tokens", []op{
+			{method: "GET", need: auth.ActionAdmin, ownScope: true, h: a.listTokens},
+			{method: "POST", need: auth.ActionAdmin, ownScope: true, h: a.createToken},
+		}},
+		{"/api/v1/tokens/{name}", []op{{method: "DELETE", need: auth.ActionAdmin, ownScope: true, h: a.revokeToken}}},
+	}
+	return append(table, a.rolloutRoutes()...) // rollouts and valves (rollouts.go)
 }
 
 func (a *API) routes() *http.ServeMux {
-	table := []route{
-		{"/healthz", []string{"GET"}, []http.Handler{http.HandlerFunc(a.healthz)}},
-		{"/readyz", []string{"GET"}, []http.Handler{a.handle(a.readyz)}},
-		{"/api/v1/environments", []string{"GET"}, []http.Handler{a.read(a.listEnvironments)}},
-		{pathFlags, []string{"GET", "POST"}, []http.Handler{a.read(a.listFlags), a.write(auth.ActionWrite, createResource(a, flagResource))}},
-		{pathFlag, []string{"GET", "PATCH"}, []http.Handler{a.read(getResource(a, flagResource)), a.write(auth.ActionWrite, updateResource(a, flagResource))}},
-		{pathFlag + "/history", []string{"GET"}, []http.Handler{a.read(resourceHistory(a, flagResource))}},
-		{pathFlag + "/kill", []string{"POST"}, []http.Handler{a.write(auth.ActionKill, a.killFlag)}},
-		{pathFlag + "/enable", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, resourceAction(a, flagResource, Commands.Enable))}},
-		{pathFlag + "/archive", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, resourceAction(a, flagResource, Commands.Archive))}},
-		{pathFlag + "/unarchive", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, resourceAction(a, flagResource, Commands.Unarchive))}},
-		{pathFlag + "/restore", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, a.restoreFlag)}},
-		{"/api/v1/audit", []string{"GET"}, []http.Handler{a.read(a.audit)}},
-		{"/api/v1/audit/verify", []string{"GET"}, []http.Handler{a.read(a.auditVerify)}},
-		{"/api/v1/integrity", []string{"GET"}, []http.Handler{a.read(a.integrity)}},
-		{"/api/v1/signing-keys", []string{"GET"}, []http.Handler{a.read(a.signingKeys)}},
-		{"/api/v1/environments/{env}/subscribers", []string{"GET"}, []http.Handler{a.read(a.listSubscribers)}},
-		{pathFlag + "/propagation", []string{"GET"}, []http.Handler{a.read(a.flagPropagation)}},
-		{"/api/v1/events", []string{"GET"}, []http.Handler{a.read(a.eventFeed)}},
-		{pathSegments, []string{"GET", "POST"}, []http.Handler{a.read(a.listSegments), a.write(auth.ActionWrite, createResource(a, segmentResource))}},
-		{pathSegment, []string{"GET", "PATCH"}, []http.Handler{a.read(getResource(a, segmentResource)), a.write(auth.ActionWrite, updateResource(a, segmentResource))}},
-		{pathSegment + "/history", []string{"GET"}, []http.Handler{a.read(resourceHistory(a, segmentResource))}},
-		{pathSegment + "/archive", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, resourceAction(a, segmentResource, Commands.ArchiveSegment))}},
-		{pathSegment + "/unarchive", []string{"POST"}, []http.Handler{a.write(auth.ActionWrite, resourceAction(a, segmentResource, Commands.UnarchiveSegment))}},
-		{"/api/v1/tokens", []string{"GET", "POST"}, []http.Handler{a.write(auth.ActionAdmin, a.listTokens), a.write(auth.ActionAdmin, a.createToken)}},
-		{"/api/v1/tokens/{name}", []string{"DELETE"}, []http.Handler{a.write(auth.ActionAdmin, a.revokeToken)}},
-	}
-	table = append(table, a.rolloutRoutes()...) // rollouts and valves (rollouts.go)
 	mux := http.NewServeMux()
-	for _, rt := range table {
+	for _, rt := range a.table() {
 		allow := ""
-		for i, m := range rt.methods {
-			mux.Handle(m+" "+rt.path, rt.handler[i])
-			if m == "GET" {
+		for _, o := range rt.ops {
+			mux.Handle(o.method+" "+rt.path, a.guard(rt.path, o))
+			if o.method == "GET" {
 				allow += "GET, HEAD, "
 			} else {
-				allow += m + ", "
+				allow += o.method + ", "
 			}
 		}
 		allow = allow[:len(allow)-2]
@@ -279,29 +349,57 @@ func (a *API) handle(h func(http.ResponseWriter, *http.Request) error) http.Hand
 	})
 }
 
-// read guards a read: open, or with ReadAuth a token whose role may read.
-func (a *API) read(h func(http.ResponseWriter, *http.Request) error) http.Handler {
-	if !a.cfg.ReadAuth {
-		return a.handle(h)
-	}
-	return a.handle(func(w http.ResponseWriter, r *http.Request) error {
-		if _, err := a.authorize(r, auth.ActionRead); err != nil {
-			return err
-		}
-		return h(w, r)
-	})
-}
+// anonymous is the principal of a read without a token on a server with public reads: it reads
+// every environment and may do nothing else.
+var anonymous = auth.Principal{Name: "anonymous", Role: auth.RoleReader}
 
-// write guards a write: a token whose role may perform action. The handler gets the principal,
-// which is the actor of the command.
-func (a *API) write(action auth.Action, h func(http.ResponseWriter, *http.Request, auth.Principal) error) http.Handler {
+// guard enforces o's policy on every request to path, then calls o's handler with the principal,
+// which is the actor of any command the handler issues.
+func (a *API) guard(path string, o op) http.Handler {
+	if o.public {
+		return a.handle(func(w http.ResponseWriter, r *http.Request) error { return o.h(w, r, auth.Principal{}) })
+	}
+	envInPath := strings.Contains(path, "{env}")
 	return a.handle(func(w http.ResponseWriter, r *http.Request) error {
-		p, err := a.authorize(r, action)
+		var p auth.Principal
+		if a.cfg.PublicRead && o.need == auth.ActionRead && r.Header.Get("Authorization") == "" {
+			p = anonymous
+		} else {
+			var err error
+			if p, err = a.authenticate(r); err != nil {
+				return err
+			}
+		}
+		var err error
+		switch {
+		case o.ownScope:
+			err = auth.Authorize(p, o.need)
+		case envInPath:
+			err = auth.AuthorizeIn(p, o.need, r.PathValue("env"))
+		default:
+			err = auth.AuthorizeIn(p, o.need, "")
+		}
 		if err != nil {
 			return err
 		}
-		return h(w, r, p)
+		return o.h(w, r, p)
 	})
+}
+
+// scopeEnvironment narrows a cross-environment read to what p may see: the environment asked for
+// (empty for all) when p's scope covers it, p's own environment when p is scoped and asked for
+// all, and an error wrapping auth.ErrForbidden when p asked for an environment outside its scope.
+func scopeEnvironment(p auth.Principal, asked string) (string, error) {
+	if p.Environment == "" {
+		return asked, nil
+	}
+	if asked == "" {
+		return p.Environment, nil
+	}
+	if err := auth.AuthorizeIn(p, auth.ActionRead, asked); err != nil {
+		return "", err
+	}
+	return asked, nil
 }
 
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
@@ -316,7 +414,7 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) error {
 		return errNotReady
 	}
 	body := map[string]any{"status": "ok"}
-	if st := a.integrityStatus(); st != nil {
+	if st := a.integrityStatus(nil); st != nil {
 		body["integrity"] = st
 	}
 	a.writeJSON(w, r, http.StatusOK, body)

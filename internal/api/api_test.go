@@ -615,17 +615,32 @@ func TestCorrelationID(t *testing.T) {
 	})
 }
 
-func TestReadAuth(t *testing.T) {
-	s := boot(t, func(c *api.Config) { c.ReadAuth = true })
-	s.create(t, "prod", "checkout")
-	for _, path := range []string{"/api/v1/environments", flagPath("prod", "checkout"), flagPath("prod", "checkout") + "/history", "/api/v1/audit"} {
-		t.Run(path, func(t *testing.T) {
-			s.get(t, path).apiError(t, http.StatusUnauthorized, "unauthenticated")
+func TestReadsNeedATokenUnlessPublic(t *testing.T) {
+	paths := []string{"/api/v1/environments", flagPath("prod", "checkout"), flagPath("prod", "checkout") + "/history", "/api/v1/audit"}
+	t.Run("default", func(t *testing.T) {
+		s := boot(t)
+		s.create(t, "prod", "checkout")
+		for _, path := range paths {
+			s.do(t, req{method: "GET", path: path, anonymous: true}).apiError(t, http.StatusUnauthorized, "unauthenticated")
 			s.do(t, req{method: "GET", path: path, token: s.reader}).must(t, http.StatusOK, nil)
+		}
+		s.do(t, req{method: "GET", path: "/healthz", anonymous: true}).must(t, http.StatusOK, nil)
+		s.do(t, req{method: "GET", path: "/readyz", anonymous: true}).must(t, http.StatusOK, nil)
+	})
+	t.Run("public", func(t *testing.T) {
+		s := boot(t, func(c *api.Config) { c.PublicRead = true })
+		s.create(t, "prod", "checkout")
+		for _, path := range paths {
+			s.do(t, req{method: "GET", path: path, anonymous: true}).must(t, http.StatusOK, nil)
+			// A token that is sent is still checked.
+			s.do(t, req{method: "GET", path: path, token: "ilk_not-a-token-at-all"}).apiError(t, http.StatusUnauthorized, "unauthenticated")
+		}
+		// Writes still need a token.
+		s.unchanged(t, func() {
+			s.do(t, req{method: "POST", path: flagPath("prod", "checkout") + "/kill", body: `{"reason":"x"}`}).
+				apiError(t, http.StatusUnauthorized, "unauthenticated")
 		})
-	}
-	s.get(t, "/healthz").must(t, http.StatusOK, nil)
-	s.get(t, "/readyz").must(t, http.StatusOK, nil)
+	})
 }
 
 func TestConfigValidate(t *testing.T) {

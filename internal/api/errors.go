@@ -27,6 +27,9 @@ var (
 	// errStaleBody marks a stale version that came from a request body, not If-Match: a
 	// conflict (409), not a failed precondition (412).
 	errStaleBody = errors.New("stale version in body")
+	// errUnavailable is a request that could not be done now, with nothing changed; its message
+	// says what to do.
+	errUnavailable = errors.New("unavailable")
 	// errNotReady means the catalog has not caught up with the stream yet.
 	errNotReady = errors.New("projections are catching up with the stream; try again shortly")
 )
@@ -96,6 +99,8 @@ func classify(err error) (status int, code, msg string) {
 	case errors.As(err, &maxBytes):
 		return http.StatusRequestEntityTooLarge, codePayloadTooLarge,
 			"the request body is larger than " + formatBytes(maxBytes.Limit)
+	case errors.Is(err, auth.ErrExpired):
+		return http.StatusUnauthorized, codeUnauthenticated, err.Error() + "; ask for a new token"
 	case errors.Is(err, auth.ErrUnauthenticated):
 		return http.StatusUnauthorized, codeUnauthenticated,
 			"a valid token is required: Authorization: Bearer <token>"
@@ -131,6 +136,8 @@ func classify(err error) (status int, code, msg string) {
 		return http.StatusConflict, codeConflict, err.Error()
 	case errors.Is(err, events.ErrConflict):
 		return http.StatusConflict, codeConflict, "the flag kept changing while the command was decided; try again"
+	case errors.Is(err, errUnavailable):
+		return http.StatusServiceUnavailable, codeUnavailable, msg
 	case errors.Is(err, errNotReady):
 		return http.StatusServiceUnavailable, codeUnavailable, errNotReady.Error()
 	case errors.Is(err, context.DeadlineExceeded):

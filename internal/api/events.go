@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/auth"
 )
 
 // EventFeed follows the event stream for GET /api/v1/events: *events.Store.
@@ -70,10 +71,11 @@ type feedRequest struct {
 	from     uint64
 }
 
-// parseFeed reads the feed's parameters: environment, entity, flag (repeatable), after, and the
+// parseFeed reads the feed's parameters for p: environment (p's own when p is scoped), entity, flag
+// (repeatable), after, and the
 // Last-Event-ID header, which wins over after (an EventSource reconnecting sends it with the URL
 // it first used). Without either, the feed starts with the next event appended.
-func (a *API) parseFeed(r *http.Request) (feedRequest, error) {
+func (a *API) parseFeed(r *http.Request, p auth.Principal) (feedRequest, error) {
 	q, err := query(r, []string{"environment", "entity", "after"}, "flag")
 	if err != nil {
 		return feedRequest{}, err
@@ -83,6 +85,10 @@ func (a *API) parseFeed(r *http.Request) (feedRequest, error) {
 		if err := events.ValidateEnvironment(env); err != nil {
 			return feedRequest{}, err
 		}
+	}
+	// A scoped token's feed is its environment's, whatever it asks for.
+	if env, err = scopeEnvironment(p, env); err != nil {
+		return feedRequest{}, err
 	}
 	switch entity {
 	case "", events.EntityFlag, events.EntitySegment:
@@ -154,11 +160,11 @@ type feedItem struct {
 // then follows the stream live, with a heartbeat comment when idle, until the client goes away,
 // the client falls behind (EventsBuffer events waiting for more than EventsSlowTimeout), the
 // stream cannot be followed, or StopStreams.
-func (a *API) eventFeed(w http.ResponseWriter, r *http.Request) error {
+func (a *API) eventFeed(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	if a.cfg.Events == nil {
 		return &requestError{kind: errNoRoute, msg: "this server has no event feed"}
 	}
-	req, err := a.parseFeed(r)
+	req, err := a.parseFeed(r, p)
 	if err != nil {
 		return err
 	}

@@ -74,6 +74,8 @@ func feedBoot(t *testing.T, o feedOptions) *feedSystem {
 		Ready:    func() bool { return true },
 		Logger:   logger,
 		Events:   store,
+		// These tests are about the feed; who may read it is tested with the route table.
+		PublicRead: true,
 	}
 	if o.tune != nil {
 		o.tune(&cfg)
@@ -523,8 +525,8 @@ func TestEventFeedRefusesBadRequests(t *testing.T) {
 		boot(t).get(t, "/api/v1/events").apiError(t, http.StatusNotFound, "not_found")
 	})
 	t.Run("read auth", func(t *testing.T) {
-		s := boot(t, func(c *api.Config) { c.Events, c.ReadAuth = c.Reader.(api.EventFeed), true })
-		s.get(t, "/api/v1/events").apiError(t, http.StatusUnauthorized, "unauthenticated")
+		s := boot(t, func(c *api.Config) { c.Events = c.Reader.(api.EventFeed) })
+		s.do(t, req{method: "GET", path: "/api/v1/events", anonymous: true}).apiError(t, http.StatusUnauthorized, "unauthenticated")
 	})
 	noFeedGoroutines(t)
 }

@@ -38,16 +38,18 @@ func flagStamp(f projections.Flag) stamp {
 	return stamp{env: f.Environment, key: f.Key, version: f.Version, sequence: f.Sequence, logKey: "key"}
 }
 
-func (a *API) listEnvironments(w http.ResponseWriter, r *http.Request) error {
+func (a *API) listEnvironments(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	if _, err := query(r, nil); err != nil {
 		return err
 	}
 	if !a.cfg.Ready() {
 		return errNotReady
 	}
-	envs := a.cfg.Catalog.Environments()
-	if envs == nil {
-		envs = []string{}
+	envs := []string{}
+	for _, env := range a.cfg.Catalog.Environments() {
+		if p.Sees(env) {
+			envs = append(envs, env)
+		}
 	}
 	a.writeJSON(w, r, http.StatusOK, struct {
 		Environments []string `json:"environments"`
@@ -174,13 +176,17 @@ func (a *API) restoreFlag(w http.ResponseWriter, r *http.Request, p auth.Princip
 	return nil
 }
 
-func (a *API) audit(w http.ResponseWriter, r *http.Request) error {
+func (a *API) audit(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	q, err := query(r, []string{"environment", "flag", "actor", "since", "until", "after", "limit"}, "type")
 	if err != nil {
 		return err
 	}
+	env, err := scopeEnvironment(p, q.Get("environment"))
+	if err != nil {
+		return err
+	}
 	aq := projections.AuditQuery{
-		Environment: q.Get("environment"),
+		Environment: env,
 		Flag:        q.Get("flag"),
 		Actor:       q.Get("actor"),
 		Types:       q["type"],

@@ -27,6 +27,8 @@ type system struct {
 	client  *http.Client
 	store   *events.Store
 	catalog *projections.Catalog
+	tokens  *auth.Store
+	api     *api.API
 	// Tokens by role, named after their role ("admin" is the bootstrap token).
 	admin, writer, oncall, reader string
 }
@@ -62,7 +64,7 @@ func boot(t testing.TB, tune ...func(*api.Config)) *system {
 	if err != nil {
 		t.Fatalf("open tokens: %v", err)
 	}
-	s := &system{store: store, catalog: catalog}
+	s := &system{store: store, catalog: catalog, tokens: tokens}
 	if s.admin, err = tokens.Bootstrap(ctx, ""); err != nil || s.admin == "" {
 		t.Fatalf("bootstrap = %q, %v", s.admin, err)
 	}
@@ -72,13 +74,15 @@ func boot(t testing.TB, tune ...func(*api.Config)) *system {
 		}
 	}
 
+	commands := command.New(store, logger)
 	cfg := api.Config{
-		Commands: command.New(store, logger),
-		Catalog:  catalog,
-		Reader:   store,
-		Auth:     tokens,
-		Ready:    runner.Ready,
-		Logger:   logger,
+		Commands:    commands,
+		TokenEvents: commands,
+		Catalog:     catalog,
+		Reader:      store,
+		Auth:        tokens,
+		Ready:       runner.Ready,
+		Logger:      logger,
 	}
 	for _, f := range tune {
 		f(&cfg)
@@ -87,6 +91,7 @@ func boot(t testing.TB, tune ...func(*api.Config)) *system {
 	if err != nil {
 		t.Fatalf("api: %v", err)
 	}
+	s.api = a
 	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(srv.Close)
 	s.url, s.client = srv.URL, srv.Client()
@@ -100,10 +105,12 @@ type response struct {
 	body   []byte
 }
 
-// req is one request: Content-Type defaults to application/json when there is a body.
+// req is one request: Content-Type defaults to application/json when there is a body. A GET
+// without a token is sent with the reader's, since every read needs one, unless anonymous.
 type req struct {
 	method, path, token, body string
 	header                    map[string]string
+	anonymous                 bool
 }
 
 func (s *system) do(t testing.TB, r req) *response {
@@ -118,6 +125,9 @@ func (s *system) do(t testing.TB, r req) *response {
 	}
 	if r.body != "" {
 		hr.Header.Set("Content-Type", "application/json")
+	}
+	if r.token == "" && !r.anonymous && (r.method == "GET" || r.method == "HEAD") {
+		r.token = s.reader
 	}
 	if r.token != "" {
 		hr.Header.Set("Authorization", "Bearer "+r.token)

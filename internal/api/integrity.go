@@ -6,8 +6,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/interlock-dev/interlock/projections"
 )
 
@@ -41,16 +43,28 @@ type integrityStatus struct {
 	KeyID    string                `json:"signingKey,omitempty"`
 }
 
-func (a *API) integrityStatus() *integrityStatus {
+// integrityStatus is the record as p may see it: a token scoped to an environment sees that
+// environment's problems only (and counts those among the latest). With p nil (the public
+// /readyz) problems name no subject and carry no detail: flag keys are not public.
+func (a *API) integrityStatus(p *auth.Principal) *integrityStatus {
 	if a.cfg.Integrity == nil {
 		return nil
 	}
 	problems, count := a.cfg.Integrity.Problems()
-	st := &integrityStatus{Status: "ok", Count: count, Problems: problems}
-	if problems == nil {
-		st.Problems = []projections.Problem{}
+	st := &integrityStatus{Status: "ok", Count: count, Problems: []projections.Problem{}}
+	for _, pr := range problems {
+		switch {
+		case p == nil:
+			pr.Subject, pr.Detail = "", ""
+		case p.Environment != "" && !strings.HasPrefix(pr.Subject, "interlock."+p.Environment+"."):
+			continue
+		}
+		st.Problems = append(st.Problems, pr)
 	}
-	if count > 0 {
+	if p != nil && p.Environment != "" {
+		st.Count = uint64(len(st.Problems))
+	}
+	if st.Count > 0 {
 		st.Status = "problems"
 	}
 	if a.cfg.Chains != nil {
@@ -63,11 +77,11 @@ func (a *API) integrityStatus() *integrityStatus {
 }
 
 // integrity answers GET /api/v1/integrity: the messages this replica's projections refused.
-func (a *API) integrity(w http.ResponseWriter, r *http.Request) error {
+func (a *API) integrity(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	if _, err := query(r, nil); err != nil {
 		return err
 	}
-	st := a.integrityStatus()
+	st := a.integrityStatus(&p)
 	if st == nil {
 		return &requestError{kind: errNoRoute, msg: "this server does not verify events"}
 	}
@@ -135,7 +149,7 @@ type verifyProblem struct {
 // auditVerify answers GET /api/v1/audit/verify?environment=&flag=: it walks the hash chains of
 // the selected subjects (every subject, an environment's, or one flag's) from their start and
 // verifies every signature, trusting nothing it verified before.
-func (a *API) auditVerify(w http.ResponseWriter, r *http.Request) error {
+func (a *API) auditVerify(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	q, err := query(r, []string{"environment", "flag"})
 	if err != nil {
 		return err
@@ -143,7 +157,12 @@ func (a *API) auditVerify(w http.ResponseWriter, r *http.Request) error {
 	if a.chainsVerifier() == nil {
 		return &requestError{kind: errNoRoute, msg: "this server does not sign events"}
 	}
-	env, key := q.Get("environment"), q.Get("flag")
+	// A token scoped to an environment verifies that environment (and asks for no other).
+	env, err := scopeEnvironment(p, q.Get("environment"))
+	if err != nil {
+		return err
+	}
+	key := q.Get("flag")
 	subjects := []string{events.AllSubjects}
 	switch {
 	case key != "" && env == "":

@@ -44,13 +44,13 @@ const (
 // rolloutRoutes are the routes of rollouts and valves, for routes().
 func (a *API) rolloutRoutes() []route {
 	rs := []route{
-		{pathRollout, []string{"GET", "POST"}, []http.Handler{a.read(a.getRollout), a.write(auth.ActionWrite, a.createRollout)}},
-		{pathValve, []string{"GET", "PUT"}, []http.Handler{a.read(a.getValve), a.write(auth.ActionWrite, a.configureValve)}},
-		{pathValve + "/open", []string{"POST"}, []http.Handler{a.write(auth.ActionKill, a.openValve)}},
-		{pathValve + "/close", []string{"POST"}, []http.Handler{a.write(auth.ActionKill, a.closeValve)}},
+		{pathRollout, []op{get(a.getRollout), do("POST", auth.ActionWrite, a.createRollout)}},
+		{pathValve, []op{get(a.getValve), do("PUT", auth.ActionWrite, a.configureValve)}},
+		{pathValve + "/open", []op{do("POST", auth.ActionKill, a.openValve)}},
+		{pathValve + "/close", []op{do("POST", auth.ActionKill, a.closeValve)}},
 	}
 	for _, v := range rolloutVerbs {
-		rs = append(rs, route{pathRollout + "/" + v.name, []string{"POST"}, []http.Handler{a.write(v.action, a.rolloutAction(v))}})
+		rs = append(rs, route{pathRollout + "/" + v.name, []op{do("POST", v.action, a.rolloutAction(v))}})
 	}
 	return rs
 }

@@ -119,6 +119,16 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	m.catalog.Observe(snapshots.Observe)
 	allowSource := guard.AllowSources(cfg.GuardSources)
 	commands := command.New(m.store, logger, command.WithUsage(m.catalog), command.WithSourceCheck(allowSource))
+	if generated != "" {
+		// The bootstrap admin token enters the audit trail like any other. The token works
+		// whether or not this is recorded; a failure is logged, not fatal, since the token is
+		// printed only now.
+		issued := events.TokenIssued{Role: string(auth.RoleAdmin)}
+		meta := command.Meta{Actor: "interlock", Reason: "admin token generated at first start"}
+		if err := commands.RecordToken(setupCtx, meta, events.TypeTokenIssued, "admin", issued); err != nil {
+			logger.Error("the bootstrap admin token's issue was not recorded", "error", err)
+		}
+	}
 	// Every replica runs the guard; only the holder of the lease acts.
 	hostname, _ := os.Hostname()
 	m.lease, err = guard.NewLease(setupCtx, js, guard.LeaseOptions{
@@ -143,16 +153,18 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		return nil, err
 	}
 	handler, err := api.New(api.Config{
-		Commands: commands,
-		Catalog:  m.catalog,
-		Reader:   m.store,
-		Auth:     tokens,
-		Ready:    m.runner.Ready,
-		Logger:   logger,
-		Events:   m.store,
-		Presence: tracker,
-		Tokens:   tokens,
-		Guard:    guardRunner,
+		Commands:    commands,
+		Catalog:     m.catalog,
+		Reader:      m.store,
+		Auth:        tokens,
+		Ready:       m.runner.Ready,
+		Logger:      logger,
+		Events:      m.store,
+		Presence:    tracker,
+		Tokens:      tokens,
+		TokenEvents: commands,
+		PublicRead:  cfg.PublicRead,
+		Guard:       guardRunner,
 
 		Integrity: m.runner.Integrity(),
 		Chains:    m.store,
@@ -277,6 +289,11 @@ func (m *Main) banner(out io.Writer, generated string) {
 		fmt.Fprintf(&b, "Embedded NATS with JetStream (in-process only), data in %s\n", m.cfg.Data)
 	default:
 		fmt.Fprintf(&b, "Using NATS at %s, stream replicas %d\n", m.cfg.NATSURL, m.cfg.Replicas)
+	}
+	if m.cfg.PublicRead {
+		fmt.Fprintf(&b, "Reads are public (--public-read): anyone who reaches the admin API reads flags, history and audit without a token.\n")
+	} else {
+		fmt.Fprintf(&b, "Reads need a token, as writes do (start with --public-read to open them).\n")
 	}
 	fmt.Fprintf(&b, "Events are signed with key %s (%s), cut-over at sequence %d\n", m.signing.Signer.KeyID(), m.signing.KeyFile, m.store.Verifier().Cutover())
 	switch {

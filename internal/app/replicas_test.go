@@ -375,7 +375,9 @@ func (f *fleet) checkHistory(m *Main) {
 
 // checkActs reads every replica's log: a replica's guard acts (a command written) only after it
 // said that it holds the lease, and not after it said that it lost it. A guard that ignored
-// the lease would act from the replica that waits.
+// the lease would act from the replica that waits. How many acts there were is judged by the
+// stream (checkHistory), not here: a crashed replica's command may reach the stream while its
+// log line does not get out.
 func (f *fleet) checkActs() {
 	f.t.Helper()
 	total := 0
@@ -395,9 +397,7 @@ func (f *fleet) checkActs() {
 			}
 		}
 	}
-	if total < 4 {
-		f.t.Errorf("%d acts of the guard logged, want at least the 4 stage transitions", total)
-	}
+	f.t.Logf("%d acts of the guard logged", total)
 }
 
 // startTraffic runs the traffic until the test ends: every step it reads the flag's split from

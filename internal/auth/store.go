@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,6 +59,12 @@ type record struct {
 	// Environment scopes the token to one environment; empty (and absent from entries written
 	// before scopes existed) for a token valid in every environment.
 	Environment string `json:"environment,omitempty"`
+	// ExpiresAt is when the token stops working; zero (absent) for a token that never expires.
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+}
+
+func (r record) principal() Principal {
+	return Principal{Name: r.Name, Role: r.Role, Environment: r.Environment, ExpiresAt: r.ExpiresAt}
 }
 
 type cached struct {
@@ -132,7 +139,7 @@ func (s *Store) Bootstrap(ctx context.Context, envToken string) (string, error) 
 	}
 	// The token first, then the marker: a marker always names a token that was stored. A crash in
 	// between leaves a token nobody knows, and the next start generates another.
-	token, _, err := s.issue(ctx, adminName, RoleAdmin, "")
+	token, _, err := s.issue(ctx, Spec{Name: adminName, Role: RoleAdmin})
 	if err != nil {
 		return "", fmt.Errorf("bootstrap: %w", err)
 	}
@@ -167,7 +174,7 @@ func checkToken(token string) error {
 //
 // Errors: as for [Store.Create].
 func (s *Store) Issue(ctx context.Context, name string, role Role) (string, error) {
-	_, token, err := s.Create(ctx, name, role, "")
+	_, token, err := s.Create(ctx, Spec{Name: name, Role: role})
 	return token, err
 }
 
@@ -180,33 +187,48 @@ func (s *Store) IssueScoped(ctx context.Context, name string, role Role, env str
 	if env == "" {
 		return "", fmt.Errorf("issue: %w: a scoped token needs an environment", ErrInvalid)
 	}
-	_, token, err := s.Create(ctx, name, role, env)
+	_, token, err := s.Create(ctx, Spec{Name: name, Role: role, Environment: env})
 	return token, err
 }
 
-// Create generates a token named name with role, scoped to env when env is not empty, stores its
-// hash and returns what was stored and the token. It is the only time the token is seen.
+// Spec is what a new token is: its name, role, scope and expiry.
+type Spec struct {
+	Name string
+	Role Role
+	// Environment scopes the token to one environment; empty for every environment.
+	Environment string
+	// ExpiresAt is when the token stops working; zero for never.
+	ExpiresAt time.Time
+}
+
+// Create generates a token as spec says, stores its hash and returns what was stored and the
+// token. It is the only time the token is seen. Who may create what is the caller's to check
+// (see [CanMint]).
 //
 // Errors: one wrapping [ErrInvalid] for an unknown role, a name that is not 1-64 letters,
-// digits, '-', '_' or '.', the name "admin" (the bootstrap token's), or an env that is not a valid
-// environment name (see events.ValidateEnvironment); one wrapping [ErrExists] when a token of that
-// name exists; otherwise a JetStream error.
-func (s *Store) Create(ctx context.Context, name string, role Role, env string) (TokenInfo, string, error) {
-	if !role.Valid() {
-		return TokenInfo{}, "", fmt.Errorf("issue: %w: role %q is not one of admin, writer, oncall, reader", ErrInvalid, role)
+// digits, '-', '_' or '.' in dot-separated parts, the name "admin" (the bootstrap token's), an
+// environment that is not a valid environment name (see events.ValidateEnvironment), or an expiry
+// that is not in the future; one wrapping [ErrExists] when a token of that name exists; otherwise
+// a JetStream error.
+func (s *Store) Create(ctx context.Context, spec Spec) (TokenInfo, string, error) {
+	if !spec.Role.Valid() {
+		return TokenInfo{}, "", fmt.Errorf("issue: %w: role %q is not one of admin, writer, oncall, reader", ErrInvalid, spec.Role)
 	}
-	if err := checkName(name); err != nil {
+	if err := checkName(spec.Name); err != nil {
 		return TokenInfo{}, "", fmt.Errorf("issue: %w", err)
 	}
-	if env != "" {
-		if err := events.ValidateEnvironment(env); err != nil {
+	if spec.Environment != "" {
+		if err := events.ValidateEnvironment(spec.Environment); err != nil {
 			return TokenInfo{}, "", fmt.Errorf("issue: %w: %w", ErrInvalid, err)
 		}
 	}
-	if err := s.checkNewName(ctx, name); err != nil {
+	if !spec.ExpiresAt.IsZero() && !spec.ExpiresAt.After(s.now()) {
+		return TokenInfo{}, "", fmt.Errorf("issue: %w: the expiry %s is not in the future", ErrInvalid, spec.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	if err := s.checkNewName(ctx, spec.Name); err != nil {
 		return TokenInfo{}, "", fmt.Errorf("issue: %w", err)
 	}
-	token, rec, err := s.issue(ctx, name, role, env)
+	token, rec, err := s.issue(ctx, spec)
 	if err != nil {
 		return TokenInfo{}, "", fmt.Errorf("issue: %w", err)
 	}
@@ -216,8 +238,8 @@ func (s *Store) Create(ctx context.Context, name string, role Role, env string) 
 // maxNameLen bounds a token's name.
 const maxNameLen = 64
 
-// checkName accepts 1-64 letters, digits, '-', '_' and '.': a name that is safe in a log line, a
-// header and a URL path segment.
+// checkName accepts 1-64 letters, digits, '-', '_' and '.', where dots separate non-empty parts:
+// a name that is safe in a log line, a header, a URL path segment and a NATS subject.
 func checkName(name string) error {
 	if name == "" || len(name) > maxNameLen {
 		return fmt.Errorf("%w: a token name is 1-%d characters", ErrInvalid, maxNameLen)
@@ -228,15 +250,21 @@ func checkName(name string) error {
 			return fmt.Errorf("%w: token name %q: only letters, digits, '-', '_' and '.' are allowed", ErrInvalid, name)
 		}
 	}
+	if name[0] == '.' || name[len(name)-1] == '.' || strings.Contains(name, "..") {
+		return fmt.Errorf("%w: token name %q: a dot separates two non-empty parts", ErrInvalid, name)
+	}
 	return nil
 }
 
 // issue generates a token and stores its hash, returning the token and what was stored.
-func (s *Store) issue(ctx context.Context, name string, role Role, env string) (token string, rec record, err error) {
+func (s *Store) issue(ctx context.Context, spec Spec) (token string, rec record, err error) {
 	var raw [32]byte
 	_, _ = rand.Read(raw[:]) // never fails: crypto/rand crashes the program instead
 	token = TokenPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
-	rec = record{Name: name, Role: role, CreatedAt: s.now().UTC(), Environment: env}
+	rec = record{Name: spec.Name, Role: spec.Role, CreatedAt: s.now().UTC(), Environment: spec.Environment}
+	if !spec.ExpiresAt.IsZero() {
+		rec.ExpiresAt = spec.ExpiresAt.UTC()
+	}
 	val, err := json.Marshal(rec)
 	if err != nil {
 		return "", record{}, err
@@ -255,8 +283,9 @@ func hashKey(token string) string {
 // Authenticate returns the principal a token stands for. A token found in the bucket is trusted
 // for a few seconds without asking the bucket again, so most requests cost no round trip.
 //
-// Errors: one wrapping [ErrUnauthenticated] for an empty, unknown or deleted token; otherwise a
-// JetStream error or one about a corrupt stored entry, which says nothing about the token.
+// Errors: one wrapping [ErrUnauthenticated] for an empty, unknown or deleted token, and also
+// [ErrExpired] for one whose expiry has passed; otherwise a JetStream error or one about a corrupt
+// stored entry, which says nothing about the token.
 func (s *Store) Authenticate(ctx context.Context, token string) (Principal, error) {
 	if token == "" {
 		return Principal{}, fmt.Errorf("%w: no token", ErrUnauthenticated)
@@ -278,7 +307,7 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 	gen := s.revokes
 	s.mu.RUnlock()
 	if ok && now.Before(c.expires) {
-		return c.p, nil
+		return c.p, expired(c.p, now)
 	}
 	entry, err := s.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -292,10 +321,31 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 	if err := json.Unmarshal(entry.Value(), &rec); err != nil {
 		return Principal{}, fmt.Errorf("token entry at revision %d: %w", entry.Revision(), err)
 	}
-	p := Principal{Name: rec.Name, Role: rec.Role, Environment: rec.Environment}
+	p := rec.principal()
 	s.remember(key, p, now.Add(cacheTTL), gen)
-	return p, nil
+	return p, expired(p, now)
 }
+
+// expired returns an error wrapping [ErrUnauthenticated] and [ErrExpired] when p's token has
+// expired at now, and nil otherwise.
+func expired(p Principal, now time.Time) error {
+	if p.ExpiresAt.IsZero() || now.Before(p.ExpiresAt) {
+		return nil
+	}
+	return &expiredError{name: p.Name, at: p.ExpiresAt}
+}
+
+// expiredError says which token expired when; it wraps [ErrUnauthenticated] and [ErrExpired].
+type expiredError struct {
+	name string
+	at   time.Time
+}
+
+func (e *expiredError) Error() string {
+	return fmt.Sprintf("the token %q expired at %s", e.name, e.at.UTC().Format(time.RFC3339))
+}
+
+func (e *expiredError) Unwrap() []error { return []error{ErrUnauthenticated, ErrExpired} }
 
 // remember caches p under key, unless a revocation happened since the lookup began (gen).
 func (s *Store) remember(key string, p Principal, expires time.Time, gen uint64) {

@@ -315,3 +315,42 @@ func TestIssueScoped(t *testing.T) {
 		})
 	}
 }
+
+func TestExpiry(t *testing.T) {
+	s := openStore(t, natstest.JetStream(t, natstest.RunServer(t)))
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	s.now = func() time.Time { return now }
+	_, tok, err := s.Create(t.Context(), Spec{Name: "temp", Role: RoleReader, ExpiresAt: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if p := mustAuthenticate(t, s, tok); !p.ExpiresAt.Equal(now.Add(time.Hour)) {
+		t.Fatalf("expiresAt = %v", p.ExpiresAt)
+	}
+	// Past the expiry, also from the cache the first lookup filled.
+	now = now.Add(time.Hour)
+	_, err = s.Authenticate(t.Context(), tok)
+	if !errors.Is(err, ErrExpired) || !errors.Is(err, ErrUnauthenticated) || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("authenticate after expiry = %v, want ErrExpired and ErrUnauthenticated", err)
+	}
+	now = now.Add(time.Minute) // past the cache: from the bucket
+	if _, err := s.Authenticate(t.Context(), tok); !errors.Is(err, ErrExpired) {
+		t.Fatalf("authenticate from the bucket after expiry = %v, want ErrExpired", err)
+	}
+	if _, _, err := s.Create(t.Context(), Spec{Name: "late", Role: RoleReader, ExpiresAt: now}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("create with an expiry now = %v, want ErrInvalid", err)
+	}
+	list, err := s.List(t.Context())
+	if err != nil || len(list) != 1 || list[0].ExpiresAt.IsZero() {
+		t.Fatalf("list = %+v, %v; want the token with its expiry", list, err)
+	}
+}
+
+func TestNameDots(t *testing.T) {
+	s := openStore(t, natstest.JetStream(t, natstest.RunServer(t)))
+	for _, name := range []string{".a", "a.", "a..b", "."} {
+		if _, err := s.Issue(t.Context(), name, RoleReader); !errors.Is(err, ErrInvalid) {
+			t.Errorf("issue %q = %v, want ErrInvalid", name, err)
+		}
+	}
+}

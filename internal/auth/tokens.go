@@ -26,10 +26,12 @@ type TokenInfo struct {
 	// Environment is the one environment a scoped token is for; empty for every environment.
 	Environment string    `json:"environment"`
 	CreatedAt   time.Time `json:"createdAt"`
+	// ExpiresAt is when the token stops working; absent for a token that never expires.
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`
 }
 
 func (r record) info() TokenInfo {
-	return TokenInfo{Name: r.Name, Role: r.Role, Environment: r.Environment, CreatedAt: r.CreatedAt}
+	return TokenInfo{Name: r.Name, Role: r.Role, Environment: r.Environment, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt}
 }
 
 // entry is one token entry of the bucket: its key (the hash) and what it says.

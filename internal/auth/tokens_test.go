@@ -77,7 +77,7 @@ func TestRevokeAllOfAName(t *testing.T) {
 	// Two tokens of one name, as two racing issues could leave behind.
 	var toks []string
 	for range 2 {
-		tok, _, err := s.issue(t.Context(), "twin", RoleWriter, "")
+		tok, _, err := s.issue(t.Context(), Spec{Name: "twin", Role: RoleWriter})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -211,7 +211,7 @@ func TestRevokeStopsLookupInFlightFromCaching(t *testing.T) {
 
 func TestCreateReturnsWhatWasStored(t *testing.T) {
 	s := openStore(t, natstest.JetStream(t, natstest.RunServer(t)))
-	info, tok, err := s.Create(t.Context(), "svc", RoleReader, "prod")
+	info, tok, err := s.Create(t.Context(), Spec{Name: "svc", Role: RoleReader, Environment: "prod"})
 	if err != nil {
 		t.Fatal(err)
 	}

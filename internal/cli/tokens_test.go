@@ -31,6 +31,30 @@ func TestTokensCommands(t *testing.T) {
 			stderr:  `a token named "ops" exists`,
 		},
 		{
+			name: "create expiring, with a reason",
+			args: []string{"tokens", "create", "ci", "--role", "writer", "--expires", "30d", "--reason", "pipeline"},
+			replies: []reply{{status: 201, body: `{"name":"ci","role":"writer","environment":"","createdAt":"2026-03-04T11:00:00Z",` +
+				`"expiresAt":"2026-04-03T11:00:00Z","token":"ilk_y"}`}},
+			want: []wantReq{{method: "POST", path: "/api/v1/tokens", body: `{"expiresIn":"30d","name":"ci","role":"writer"}`,
+				header: map[string]string{"X-Interlock-Reason": "pipeline"}}},
+			stdout: "issued token ci (role writer, every environment, expires 2026-04-03T11:00:00Z); it is shown only now:\n\nilk_y\n\n" +
+				"export INTERLOCK_TOKEN=ilk_y\n",
+		},
+		{
+			name:   "create with a bad lifetime",
+			args:   []string{"tokens", "create", "ci", "--role", "writer", "--expires", "forever"},
+			code:   ExitUsage,
+			stderr: "--expires",
+		},
+		{
+			name:    "an expired token",
+			args:    []string{"tokens", "list"},
+			replies: []reply{errReply(401, "unauthenticated", `the token "ci" expired at 2026-04-03T11:00:00Z; ask for a new token`)},
+			want:    []wantReq{{method: "GET", path: "/api/v1/tokens"}},
+			code:    ExitAuth,
+			stderr:  "expired",
+		},
+		{
 			name:   "create without a role",
 			args:   []string{"tokens", "create", "ops"},
 			code:   ExitUsage,
@@ -63,6 +87,13 @@ func TestTokensCommands(t *testing.T) {
 			replies: []reply{{status: 204}},
 			want:    []wantReq{{method: "DELETE", path: "/api/v1/tokens/checkout-svc"}},
 			stdout:  "revoked checkout-svc\n",
+		},
+		{
+			name:    "revoke with a reason",
+			args:    []string{"tokens", "revoke", "ci", "--reason", "leaked"},
+			replies: []reply{{status: 204}},
+			want:    []wantReq{{method: "DELETE", path: "/api/v1/tokens/ci", header: map[string]string{"X-Interlock-Reason": "leaked"}}},
+			stdout:  "revoked ci\n",
 		},
 		{
 			name:    "revoke unknown",

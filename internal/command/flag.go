@@ -370,6 +370,11 @@ func validateCommand(m Meta, env, key string, reasonRequired bool) (Meta, error)
 	if err := validateTarget(env, key); err != nil {
 		return Meta{}, err
 	}
+	return cleanMeta(m, reasonRequired)
+}
+
+// cleanMeta checks m and returns it with white space trimmed.
+func cleanMeta(m Meta, reasonRequired bool) (Meta, error) {
 	m.Actor = strings.TrimSpace(m.Actor)
 	m.Reason = strings.TrimSpace(m.Reason)
 	m.CorrelationID = strings.TrimSpace(m.CorrelationID)

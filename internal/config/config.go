@@ -58,6 +58,10 @@ type Config struct {
 	// VerifyKeys are PEM files of earlier signing keys (public or private), which events may
 	// still be signed with after a rotation (comma-separated on the command line).
 	VerifyKeys []string `json:"verifyKeys"`
+	// PublicRead lets anyone read the admin API without a token (flags, history, audit,
+	// segments, subscribers, the event feed). Off by default: reads need a token of a role that
+	// may read, in its environment scope.
+	PublicRead bool `json:"publicRead"`
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string `json:"logLevel"`
 	LogFormat string `json:"logFormat"`
@@ -103,6 +107,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.String("guard-sources", "", "comma-separated URL `prefixes` the guard may read metrics from; empty for loopback addresses only (env INTERLOCK_GUARD_SOURCES)")
 	fs.String("signing-key", "", "PEM `file` of the Ed25519 key events are signed with; default <data>/signing/key.pem, generated (env INTERLOCK_SIGNING_KEY_FILE)")
 	fs.String("verify-keys", "", "comma-separated PEM `files` of earlier signing keys that still verify (env INTERLOCK_VERIFY_KEYS)")
+	fs.Bool("public-read", false, "let anyone read the admin API without a token (env INTERLOCK_PUBLIC_READ)")
 	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
 	fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env INTERLOCK_LOG_LEVEL)")
 	fs.String("log-format", cfg.LogFormat, "text or json (env INTERLOCK_LOG_FORMAT)")
@@ -161,6 +166,7 @@ var envNames = map[string]string{
 	"public-url":          "INTERLOCK_PUBLIC_URL", "ofrep-rate-limit": "INTERLOCK_OFREP_RATE_LIMIT",
 	"ofrep-rate-burst": "INTERLOCK_OFREP_RATE_BURST", "guard-sources": "INTERLOCK_GUARD_SOURCES",
 	"signing-key": "INTERLOCK_SIGNING_KEY_FILE", "verify-keys": "INTERLOCK_VERIFY_KEYS",
+	"public-read": "INTERLOCK_PUBLIC_READ",
 }
 
 func (c *Config) loadEnv(getenv func(string) string) error {
@@ -208,6 +214,12 @@ func (c *Config) set(name, v string) error {
 			return fmt.Errorf("%q is not true or false", v)
 		}
 		c.NoSync = b
+	case "public-read":
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		c.PublicRead = b
 	case "default-environment":
 		c.DefaultEnvironment = v
 	case "public-url":

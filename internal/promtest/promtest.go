@@ -1,9 +1,8 @@
 // Package promtest runs a real Prometheus server for tests: the Debian package's binary, on a
 // random loopback port, with its storage in a temporary directory, stopped when the test ends.
 //
-// A test that needs Prometheus fails when the binary is missing (CI installs the package
-// prometheus), unless the environment variable INTERLOCK_SKIP_PROMETHEUS is "1": it is skipped
-// then.
+// A test that needs Prometheus skips, naming the package, when the binary is missing: `make test`
+// installs the package where it can (.ci/test-deps) and a missing package never fails the suite.
 package promtest
 
 import (
@@ -20,10 +19,9 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
-)
 
-// SkipEnv is the environment variable that, set to "1", skips the tests that need Prometheus.
-const SkipEnv = "INTERLOCK_SKIP_PROMETHEUS"
+	"github.com/interlock-dev/interlock/internal/testdeps"
+)
 
 // Bounds of the waits for the process.
 const (
@@ -32,18 +30,10 @@ const (
 )
 
 // Binary returns the path of name, a program of the Debian package prometheus ("prometheus" or
-// "promtool"). It skips the test when SkipEnv is "1", and fails it when the program is missing.
+// "promtool"). It skips the test, naming the package, when the program is missing.
 func Binary(tb testing.TB, name string) string {
 	tb.Helper()
-	if os.Getenv(SkipEnv) == "1" {
-		tb.Skipf("%s=1: skipping the test against a real Prometheus", SkipEnv)
-	}
-	path, err := exec.LookPath(name)
-	if err != nil {
-		tb.Fatalf("%s is not installed: this test needs the Debian package prometheus "+
-			"(apt-get install -y prometheus); set %s=1 to skip it: %v", name, SkipEnv, err)
-	}
-	return path
+	return testdeps.Program(tb, name, "prometheus")
 }
 
 // Start runs a real Prometheus on a random port of 127.0.0.1 that scrapes targets (host:port
