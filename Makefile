@@ -5,7 +5,7 @@ FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
-.PHONY: run build test lint bench fuzz clean
+.PHONY: run build test lint bench fuzz clean ui
 
 run: ## Start interlock serve with an embedded NATS server storing under ./.interlock
 	$(GO) run ./cmd/interlock serve
@@ -31,6 +31,14 @@ fuzz: ## Each fuzz target for FUZZTIME
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
+	done
+
+UI     := internal/dashboard/ui
+
+ui: ## Install the dashboard's pinned npm packages and copy their dist files into the embedded folder
+	cd $(UI) && npm ci --ignore-scripts --no-audit --no-fund
+	grep -v '^#' $(UI)/vendor.txt | while read -r src dst; do \
+	  mkdir -p "$$(dirname internal/dashboard/$$dst)" && cp "$(UI)/node_modules/$$src" "internal/dashboard/$$dst"; \
 	done
 
 clean:

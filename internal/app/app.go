@@ -28,6 +28,8 @@ import (
 	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/config"
+	"github.com/interlock-dev/interlock/internal/dashboard"
+	"github.com/interlock-dev/interlock/internal/edge"
 	"github.com/interlock-dev/interlock/internal/embedded"
 	"github.com/interlock-dev/interlock/internal/ofrep"
 	"github.com/interlock-dev/interlock/internal/presence"
@@ -93,7 +95,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		return nil, err
 	}
 	m.signing = signing
-	tokens, err := auth.Open(setupCtx, js, cfg.Replicas)
+	tokens, err := auth.Open(setupCtx, js, cfg.Replicas, auth.WithLogger(logger))
 	if err != nil {
 		return nil, err
 	}
@@ -180,31 +182,51 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		PublicURL:          cfg.PublicURL,
 		RateLimit:          cfg.OFREPRateLimit,
 		RateBurst:          cfg.OFREPRateBurst,
+		PublicRead:         cfg.PublicRead,
 		Logger:             logger,
 	})
 	if err != nil {
 		return nil, err
 	}
-	admin := handler.Handler()
+	dash, err := dashboard.New(dashboard.Config{
+		Catalog:  m.catalog,
+		Reader:   m.store,
+		Commands: commands,
+		Auth:     tokens,
+		Events:   m.store,
+		Presence: tracker,
+		Ready:    m.runner.Ready,
+		Logger:   logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	admin, ui := handler.Handler(), dash.Handler()
 	// OFREP evaluation is the hot path: it is dispatched by prefix, without the mux's matching.
+	// The API owns /api/ and the health endpoints; the dashboard every other path.
 	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/ofrep/") {
+		p := r.URL.Path
+		switch {
+		case strings.HasPrefix(p, "/ofrep/"):
 			ofrepHandler.ServeHTTP(w, r)
-			return
+		case strings.HasPrefix(p, "/api/"), p == "/healthz", p == "/readyz":
+			admin.ServeHTTP(w, r)
+		default:
+			ui.ServeHTTP(w, r)
 		}
-		admin.ServeHTTP(w, r)
 	})
 	if m.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
 		return nil, fmt.Errorf("http listen: %w", err)
 	}
 	m.httpSrv = &http.Server{
-		Handler:           root,
+		Handler:           edge.Handler(root, edge.Config{CORSOrigins: cfg.CORSOrigins}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	// Shutdown waits for every handler; the live event feeds end only when told.
 	m.httpSrv.RegisterOnShutdown(handler.StopStreams)
+	m.httpSrv.RegisterOnShutdown(dash.StopStreams)
 	// Shutdown does not end streaming responses: OFREP's event streams end here.
 	m.httpSrv.RegisterOnShutdown(ofrepHandler.Close)
 
@@ -212,6 +234,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	m.cancel = cancelRun
 	m.group, runCtx = errgroup.WithContext(runCtx)
 	m.group.Go(func() error { return m.runner.Run(runCtx) })
+	m.group.Go(func() error { return tokens.Run(runCtx) })
 	m.group.Go(func() error { return tracker.Run(runCtx) })
 	m.group.Go(func() error { return snapshots.Run(runCtx) })
 	m.group.Go(func() error { return m.lease.Run(runCtx) })
@@ -281,7 +304,7 @@ func (m *Main) connect() error {
 
 func (m *Main) banner(out io.Writer, generated string) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Interlock is serving http://%s (admin API /api/v1, OFREP /ofrep/v1, health /healthz, readiness /readyz)\n", m.HTTPAddr())
+	fmt.Fprintf(&b, "Interlock is serving http://%s (dashboard /, admin API /api/v1, OFREP /ofrep/v1, health /healthz, readiness /readyz)\n", m.HTTPAddr())
 	switch {
 	case m.ns != nil && m.NATSURL() != "":
 		fmt.Fprintf(&b, "Embedded NATS with JetStream at %s, data in %s\n", m.NATSURL(), m.cfg.Data)

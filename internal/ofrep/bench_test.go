@@ -72,3 +72,37 @@ func BenchmarkOFREPEvaluate(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkOFREPReadAuth compares one evaluation with a token (the default) and without one on a
+// server with public reads, in one run: the cost of authenticating every evaluation.
+func BenchmarkOFREPReadAuth(b *testing.B) {
+	s := startServer(b, func(c *Config) { c.PublicRead = true })
+	s.create("production", "static-bool", boolFlag(true))
+	body := []byte(`{"context":{"targetingKey":"user-1234"}}`)
+	for _, c := range []struct {
+		name   string
+		header http.Header
+	}{
+		{"token", http.Header{"Authorization": {"Bearer " + s.token}, "Content-Type": {"application/json"}}},
+		{"public", http.Header{"Content-Type": {"application/json"}}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			rd := bytes.NewReader(body)
+			req := (&http.Request{
+				Method: http.MethodPost, URL: &url.URL{Path: pathOne + "static-bool"}, Header: c.header,
+				Body: io.NopCloser(rd), ContentLength: int64(len(body)),
+			}).WithContext(context.Background())
+			w := &benchWriter{hdr: http.Header{}}
+			b.ReportAllocs()
+			for b.Loop() {
+				rd.Reset(body)
+				clear(w.hdr)
+				w.status = 0
+				s.handler.ServeHTTP(w, req)
+			}
+			if w.status != http.StatusOK {
+				b.Fatalf("status %d", w.status)
+			}
+		})
+	}
+}

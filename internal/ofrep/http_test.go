@@ -365,3 +365,27 @@ type noAuth struct{}
 func (noAuth) Authenticate(context.Context, string) (auth.Principal, error) {
 	return auth.Principal{}, auth.ErrUnauthenticated
 }
+
+func TestPublicRead(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.PublicRead = true })
+	s.create("production", "static-bool", boolFlag(true))
+	s.create("staging", "static-bool", boolFlag(false))
+	// Without a token: the default environment, or the one asked for.
+	if status, _, body := s.post(pathOne+"static-bool", `{}`); status != 200 || !strings.Contains(string(body), `"value":true`) {
+		t.Fatalf("anonymous evaluation: %d %s", status, body)
+	}
+	if status, _, body := s.post(pathOne+"static-bool", `{}`, HeaderEnvironment, "staging"); status != 200 || !strings.Contains(string(body), `"value":false`) {
+		t.Fatalf("anonymous evaluation in staging: %d %s", status, body)
+	}
+	// A token that is sent is still checked, and its scope still holds.
+	if status, _, _ := s.post(pathOne+"static-bool", `{}`, bearer("ilk_nobody-has-this-token")...); status != 401 {
+		t.Fatalf("unknown token with public reads: %d, want 401", status)
+	}
+	scoped, err := s.tokens.IssueScoped(t.Context(), "staging-service", auth.RoleReader, "staging")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, _, _ := s.post(pathOne+"static-bool", `{}`, append(bearer(scoped), HeaderEnvironment, "production")...); status != 403 {
+		t.Fatalf("scoped token asking for production with public reads: %d, want 403", status)
+	}
+}

@@ -99,6 +99,10 @@ type Config struct {
 	// InactivityDelay is advertised to clients as the event stream's inactivityDelaySec.
 	// [DefaultInactivityDelay] when 0.
 	InactivityDelay time.Duration
+	// PublicRead lets evaluations without a token through, as an anonymous reader of every
+	// environment (the server's --public-read). Off by default: every evaluation needs a token.
+	// A request that carries a token is still checked; anonymous requests share one rate limit.
+	PublicRead bool
 	// RefetchWait bounds how long a bulk evaluation triggered by a change notification
 	// (flagConfigEtag query parameter) waits for this replica to apply that change.
 	// [DefaultRefetchWait] when 0.
@@ -238,6 +242,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // principal authenticates the request's token and checks that it may read.
 func (h *Handler) principal(r *http.Request) (auth.Principal, error) {
+	if h.cfg.PublicRead && !hasToken(r.Header) {
+		return anonymous, nil
+	}
 	token, err := tokenOf(r.Header)
 	if err != nil {
 		return auth.Principal{}, err
@@ -250,6 +257,14 @@ func (h *Handler) principal(r *http.Request) (auth.Principal, error) {
 		return auth.Principal{}, err
 	}
 	return p, nil
+}
+
+// anonymous is who evaluates without a token on a server with public reads.
+var anonymous = auth.Principal{Name: "anonymous", Role: auth.RoleReader}
+
+// hasToken reports whether the request sends a token at all, well-formed or not.
+func hasToken(hdr http.Header) bool {
+	return len(hdr["Authorization"]) > 0 || len(hdr["X-Api-Key"]) > 0
 }
 
 // tokenOf finds the token in "Authorization: Bearer <token>" or, failing that, "X-API-Key".
