@@ -13,6 +13,11 @@
 //     update is impossible and a stale writer gets [ErrConflict].
 //   - The event id is a UUIDv7 and doubles as Nats-Msg-Id, so a retried append is written once, on
 //     a single server and on a replicated stream alike.
+//   - With [WithSigner], every appended event is signed (Ed25519) and names the hash of the
+//     previous accepted event of its subject (ce-signingkey, ce-prevhash, ce-signature over the
+//     [Canonical] form). Reads verify: a message that fails reaches the handler as an
+//     [*IntegrityError] and is never a link of its subject's chain. Unsigned events are accepted
+//     up to the cut-over recorded in the stream's metadata ([MetadataCutover]).
 //   - Keys and environment names are validated by [ValidateFlagKey] and [ValidateEnvironment]
 //     before anything is written; a decoder never panics on bad input.
 package events

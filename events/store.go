@@ -2,10 +2,15 @@ package events
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -55,16 +60,60 @@ type Store struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	name   string
+
+	// With a signer: every append is signed and chained, and every read is verified.
+	signer   *Signer
+	verifier *Verifier
 }
+
+// Option configures a [Store].
+type Option func(*storeOptions)
+
+type storeOptions struct {
+	signer     *Signer
+	verifyKeys []ed25519.PublicKey
+}
+
+// WithSigner makes the store sign every event it appends with s and chain it to the previous
+// accepted event of its subject, and verify every event it reads (see [Verifier]): a message
+// that fails verification reaches a [Handler] as an [*IntegrityError]. The first time a store
+// with a signer opens a stream, it records the stream's last sequence as the cut-over in the
+// stream's metadata ([MetadataCutover]): unsigned events up to it are legacy and accepted.
+func WithSigner(s *Signer) Option {
+	return func(o *storeOptions) { o.signer = s }
+}
+
+// WithVerifyKeys adds keys that events may be signed with besides the signer's own: the keys of
+// earlier signers, after a rotation. It only matters with [WithSigner].
+func WithVerifyKeys(keys ...ed25519.PublicKey) Option {
+	return func(o *storeOptions) { o.verifyKeys = append(o.verifyKeys, keys...) }
+}
+
+// MetadataCutover is the stream metadata key holding the cut-over sequence: the last sequence
+// at which unsigned (legacy) events are accepted.
+const MetadataCutover = "interlock.signing.cutover"
 
 // Open creates the stream, or updates it to cfg, and returns a store on it. The stream keeps
 // everything (limits retention, no age limit), refuses deletes and purges, and discards new
-// messages if a limit is ever reached rather than losing old ones.
-func Open(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (*Store, error) {
+// messages if a limit is ever reached rather than losing old ones. The stream's metadata is kept
+// as it is, and with [WithSigner] the cut-over is recorded in it once.
+//
+// Errors: one wrapping [ErrKey] for a bad verification key; otherwise a transport error.
+func Open(ctx context.Context, js jetstream.JetStream, cfg StreamConfig, opts ...Option) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("stream config: %w", err)
 	}
 	cfg.setDefaults()
+	var o storeOptions
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	meta, err := streamMetadata(ctx, js, cfg.Name, o.signer != nil)
+	if err != nil {
+		return nil, err
+	}
 	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.Name,
 		Description: "Interlock flag events: the source of truth",
@@ -79,11 +128,68 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (*Store
 		DenyDelete:  true,
 		DenyPurge:   true,
 		AllowDirect: true,
+		Metadata:    meta,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
 	}
-	return &Store{js: js, stream: stream, name: cfg.Name}, nil
+	s := &Store{js: js, stream: stream, name: cfg.Name}
+	if o.signer == nil {
+		return s, nil
+	}
+	// What the stream holds, which may be another replica's cut-over recorded meanwhile.
+	v := stream.CachedInfo().Config.Metadata[MetadataCutover]
+	cutover, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s metadata %s: %q is not a sequence", cfg.Name, MetadataCutover, truncate(v))
+	}
+	keys, err := NewKeys(append([]ed25519.PublicKey{o.signer.Public()}, o.verifyKeys...)...)
+	if err != nil {
+		return nil, fmt.Errorf("verify keys: %w", err)
+	}
+	s.signer, s.verifier = o.signer, NewVerifier(keys, cutover)
+	return s, nil
+}
+
+// streamMetadata is the metadata the stream keeps: what it has (without the server's own
+// "_nats." entries), and the cut-over when cutover is set and none is recorded yet: the
+// stream's last sequence, 0 for a new stream.
+func streamMetadata(ctx context.Context, js jetstream.JetStream, name string, cutover bool) (map[string]string, error) {
+	meta := map[string]string{}
+	var last uint64
+	stream, err := js.Stream(ctx, name)
+	switch {
+	case err == nil:
+		info := stream.CachedInfo()
+		for k, v := range info.Config.Metadata {
+			if !strings.HasPrefix(k, "_nats.") {
+				meta[k] = v
+			}
+		}
+		last = info.State.LastSeq
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, fmt.Errorf("stream %s: %w", name, err)
+	}
+	if cutover {
+		if _, ok := meta[MetadataCutover]; !ok {
+			meta[MetadataCutover] = strconv.FormatUint(last, 10)
+		}
+	}
+	if len(meta) == 0 {
+		return nil, nil
+	}
+	return meta, nil
+}
+
+// Verifier is the store's verifier: nil without [WithSigner].
+func (s *Store) Verifier() *Verifier { return s.verifier }
+
+// SigningKeyID is the id of the key the store signs with; "" without [WithSigner].
+func (s *Store) SigningKeyID() string {
+	if s.signer == nil {
+		return ""
+	}
+	return s.signer.KeyID()
 }
 
 // StreamName is the name of the stream the store writes to.
@@ -108,12 +214,23 @@ func (s *Store) Append(ctx context.Context, ev *Event, expectedSeq uint64) (uint
 	if len(msg.Data) > maxEventSize-8<<10 {
 		return 0, invalid("event", "larger than %d bytes", maxEventSize-8<<10)
 	}
+	var hash [32]byte
+	if s.signer != nil {
+		prev, err := s.prevHash(ctx, msg.Subject, expectedSeq)
+		if err != nil {
+			return 0, fmt.Errorf("append %s: %w", msg.Subject, err)
+		}
+		hash = s.signer.Sign(msg, prev)
+	}
 	ack, err := s.js.PublishMsg(ctx, msg,
 		jetstream.WithExpectStream(s.name),
 		jetstream.WithExpectLastSequencePerSubject(expectedSeq),
 	)
 	if err == nil {
 		ev.Sequence = ack.Sequence
+		if s.verifier != nil {
+			s.appended(msg.Subject, expectedSeq, ack.Sequence, hash)
+		}
 		return ack.Sequence, nil
 	}
 	if !isWrongLastSequence(err) {
@@ -189,8 +306,44 @@ type Handler func(ev Event, err error) error
 var ErrStop = errors.New("stop")
 
 // Read calls h for every event that q selects and that was stored when Read began, in stream
-// order, then returns. It returns nil when h returns [ErrStop].
+// order, then returns. It returns nil when h returns [ErrStop]. With [WithSigner], a message
+// that fails verification reaches h as an error wrapping [ErrIntegrity] (an [*IntegrityError])
+// with ev.Sequence set, and whatever of ev decoded.
 func (s *Store) Read(ctx context.Context, q Query, h Handler) error {
+	return s.read(ctx, q, s.deliver(q, h))
+}
+
+// rawHandler receives stored messages as they are.
+type rawHandler func(ctx context.Context, subject string, seq uint64, hdr nats.Header, data []byte) error
+
+// deliver turns h into a rawHandler that decodes each message and, with a verifier, judges it.
+func (s *Store) deliver(q Query, h Handler) rawHandler {
+	from := q.FromSequence
+	if from == 0 && q.FromTime.IsZero() {
+		from = 1
+	}
+	all := len(q.Subjects) == 0 || slices.Contains(q.Subjects, AllSubjects)
+	return func(ctx context.Context, subject string, seq uint64, hdr nats.Header, data []byte) error {
+		if from == 0 {
+			from = seq // a read by time covers everything from its first message
+		}
+		ev, derr := Decode(subject, hdr, data)
+		ev.Sequence = seq
+		if s.verifier != nil {
+			verr, err := s.judge(ctx, subject, seq, hdr, data, from, all)
+			if err != nil {
+				return err
+			}
+			if verr != nil {
+				derr = verr
+			}
+		}
+		return h(ev, derr)
+	}
+}
+
+// read calls fn for every message that q selects and that was stored when read began.
+func (s *Store) read(ctx context.Context, q Query, fn rawHandler) error {
 	policy, startSeq, startTime := q.consumerConfig()
 	cons, err := s.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
 		FilterSubjects:    q.filters(),
@@ -233,9 +386,7 @@ func (s *Store) Read(ctx context.Context, q Query, h Handler) error {
 		if err != nil {
 			return fmt.Errorf("read %v: %w", q.filters(), err)
 		}
-		ev, derr := Decode(msg.Subject(), msg.Headers(), msg.Data())
-		ev.Sequence = meta.Sequence.Stream
-		if err := h(ev, derr); err != nil {
+		if err := fn(ctx, msg.Subject(), meta.Sequence.Stream, msg.Headers(), msg.Data()); err != nil {
 			if errors.Is(err, ErrStop) {
 				return nil
 			}
@@ -248,9 +399,13 @@ func (s *Store) Read(ctx context.Context, q Query, h Handler) error {
 }
 
 // Load returns every event of one flag, oldest first. A flag that was never created has none.
+// Messages that fail verification are left out.
 func (s *Store) Load(ctx context.Context, env, key string) ([]Event, error) {
 	var evs []Event
 	err := s.Read(ctx, Query{Subjects: []string{FlagSubject(env, key)}}, func(ev Event, err error) error {
+		if errors.Is(err, ErrIntegrity) {
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("load %s/%s at sequence %d: %w", env, key, ev.Sequence, err)
 		}
@@ -262,8 +417,10 @@ func (s *Store) Load(ctx context.Context, env, key string) ([]Event, error) {
 
 // Follow calls h for every event that q selects, in stream order, and keeps following new ones
 // until ctx ends; then it returns nil. It survives reconnects and server restarts (an ordered
-// consumer recreates itself from the last sequence it delivered).
+// consumer recreates itself from the last sequence it delivered). Messages that fail
+// verification reach h as for [Store.Read].
 func (s *Store) Follow(ctx context.Context, q Query, h Handler) error {
+	fn := s.deliver(q, h)
 	policy, startSeq, startTime := q.consumerConfig()
 	cons, err := s.js.OrderedConsumer(ctx, s.name, jetstream.OrderedConsumerConfig{
 		FilterSubjects: q.filters(),
@@ -291,9 +448,7 @@ func (s *Store) Follow(ctx context.Context, q Query, h Handler) error {
 		if err != nil {
 			return fmt.Errorf("follow %v: %w", q.filters(), err)
 		}
-		ev, derr := Decode(msg.Subject(), msg.Headers(), msg.Data())
-		ev.Sequence = meta.Sequence.Stream
-		if err := h(ev, derr); err != nil {
+		if err := fn(ctx, msg.Subject(), meta.Sequence.Stream, msg.Headers(), msg.Data()); err != nil {
 			if errors.Is(err, ErrStop) {
 				return nil
 			}

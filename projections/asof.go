@@ -164,6 +164,9 @@ func FlagHistory(ctx context.Context, r Reader, env, key string) ([]Entry, error
 	var evs []events.Event
 	q := events.Query{Subjects: []string{events.FlagSubject(env, key)}}
 	err := r.Read(ctx, q, func(ev events.Event, err error) error {
+		if errors.Is(err, events.ErrIntegrity) {
+			return nil // refused by verification: not part of the history
+		}
 		if err != nil {
 			return fmt.Errorf("sequence %d: %w", ev.Sequence, err)
 		}

@@ -32,6 +32,8 @@ type Runner struct {
 	catalog *Catalog
 	logger  *slog.Logger
 
+	integrity Integrity
+
 	ready     atomic.Bool
 	readyCh   chan struct{}
 	readyOnce sync.Once
@@ -59,7 +61,8 @@ var errRunning = errors.New("runner already running")
 //
 // The runner is ready (see [Runner.Ready]) once the catalog has caught up with the stream's last
 // sequence as it was when Run started. Messages that are not events, and events the catalog
-// refuses, are logged with their sequence and skipped. When following fails (the server went
+// refuses, are logged with their sequence and skipped. Messages that fail verification are
+// skipped too, logged as errors and recorded in [Runner.Integrity]. When following fails (the server went
 // away) Run logs the error and resumes from the catalog's sequence after a backoff of 100ms,
 // doubling up to 5s.
 //
@@ -163,7 +166,13 @@ func (r *Runner) follow(ctx context.Context, from uint64, fold func(events.Event
 // it skips, and marks the runner ready once it reached target.
 func (r *Runner) folder(target uint64, start time.Time) func(events.Event, error) {
 	return func(ev events.Event, err error) {
-		if err != nil {
+		if p, ok := ProblemOf(err, time.Now()); ok {
+			if r.integrity.record(p) {
+				r.logger.Error("refusing a message that fails verification: it was not written by an Interlock server, or was altered",
+					"sequence", p.Sequence, "subject", p.Subject, "reason", p.Reason, "detail", p.Detail)
+			}
+			r.catalog.skip(ev.Sequence)
+		} else if err != nil {
 			r.logger.Warn("skipping a message that is not an event", "sequence", ev.Sequence, "error", err)
 			r.catalog.skip(ev.Sequence)
 		} else {
@@ -191,6 +200,10 @@ func (r *Runner) checkReady(target uint64, start time.Time) {
 		r.logger.Info("catalog ready", "sequence", r.catalog.Sequence(), "took", time.Since(start))
 	})
 }
+
+// Integrity is the record of the messages the runner refused because they failed verification
+// (see events.WithSigner): they are logged, counted and not applied.
+func (r *Runner) Integrity() *Integrity { return &r.integrity }
 
 // Ready reports whether the catalog has caught up with the stream as it was when Run started. It
 // stays true once it is.

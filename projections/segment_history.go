@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -80,6 +81,9 @@ func SegmentHistory(ctx context.Context, r Reader, env, key string) ([]Entry, er
 	var evs []events.Event
 	q := events.Query{Subjects: []string{events.SegmentSubject(env, key)}}
 	err := r.Read(ctx, q, func(ev events.Event, err error) error {
+		if errors.Is(err, events.ErrIntegrity) {
+			return nil // refused by verification: not part of the history
+		}
 		if err != nil {
 			return fmt.Errorf("sequence %d: %w", ev.Sequence, err)
 		}

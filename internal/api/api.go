@@ -123,6 +123,13 @@ type Config struct {
 	// Tokens issues, lists and revokes tokens for /api/v1/tokens (tokens.go), which need a token
 	// whose role may administer; without it those endpoints answer 404.
 	Tokens Tokens
+	// Integrity is the record of messages the projections refused because they failed
+	// verification, shown by /readyz and GET /api/v1/integrity (integrity.go); without it that
+	// endpoint answers 404.
+	Integrity IntegrityRecord
+	// Chains verifies the stream for GET /api/v1/audit/verify and lists the keys for GET
+	// /api/v1/signing-keys; without it (or without a signer) those endpoints answer 404.
+	Chains Chains
 	// TokenEvents records the issue and revocation of tokens as events; required with Tokens.
 	TokenEvents TokenEvents
 	// Guard gives the guard's live view of a rollout for GET .../flags/{key}/rollout
@@ -298,6 +305,9 @@ func (a *API) table() []route {
 		{pathFlag + "/unarchive", []op{do("POST", auth.ActionWrite, resourceAction(a, flagResource, Commands.Unarchive))}},
 		{pathFlag + "/restore", []op{do("POST", auth.ActionWrite, a.restoreFlag)}},
 		{"/api/v1/audit", []op{getP(a.audit)}},
+		{"/api/v1/audit/verify", []op{getP(a.auditVerify)}},
+		{"/api/v1/integrity", []op{getP(a.integrity)}},
+		{"/api/v1/signing-keys", []op{get(a.signingKeys)}},
 		{"/api/v1/environments/{env}/subscribers", []op{get(a.listSubscribers)}},
 		{pathFlag + "/propagation", []op{get(a.flagPropagation)}},
 		{"/api/v1/events", []op{getP(a.eventFeed)}},
@@ -406,10 +416,17 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 	a.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// readyz answers 200 once the projections caught up. Integrity problems are listed in the body
+// but do not make it 503: one message forged onto the stream must not take every replica out
+// of rotation, and evaluation goes on with the events that verify.
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) error {
 	if !a.cfg.Ready() {
 		return errNotReady
 	}
-	a.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
+	body := map[string]any{"status": "ok"}
+	if st := a.integrityStatus(nil); st != nil {
+		body["integrity"] = st
+	}
+	a.writeJSON(w, r, http.StatusOK, body)
 	return nil
 }

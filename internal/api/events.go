@@ -341,8 +341,8 @@ func writeFeed(w http.ResponseWriter, rc *http.ResponseController, it feedItem, 
 }
 
 // appendFeedItem appends one Server-Sent Event. A stored message that is not a well-formed event
-// still moves the client's Last-Event-ID on (an id with no data dispatches nothing), with a
-// comment saying it was skipped.
+// (or one that fails verification) still moves the client's Last-Event-ID on (an id with no data
+// dispatches nothing), with a comment saying it was skipped.
 func appendFeedItem(buf []byte, it feedItem) []byte {
 	seq := it.ev.Sequence
 	var data []byte
@@ -360,6 +360,9 @@ func appendFeedItem(buf []byte, it feedItem) []byte {
 	if err != nil {
 		buf = append(buf, ": skipped sequence "...)
 		buf = strconv.AppendUint(buf, seq, 10)
+		if errors.Is(err, events.ErrIntegrity) {
+			return append(buf, ": fails verification (not written by Interlock)\n\n"...)
+		}
 		buf = append(buf, ": not a well-formed Interlock event\n\n"...)
 		return buf
 	}

@@ -53,6 +53,7 @@ type Main struct {
 	store    *events.Store
 	catalog  *projections.Catalog
 	runner   *projections.Runner
+	signing  config.Signing
 	lease    *guard.Lease
 	snaps    *snapshot.Writer
 	httpSrv  *http.Server
@@ -88,9 +89,19 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if m.store, err = events.Open(setupCtx, js, events.StreamConfig{Replicas: cfg.Replicas}); err != nil {
+	signing, err := cfg.Signing()
+	if err != nil {
 		return nil, err
 	}
+	if signing.Generated {
+		logger.Info("generated a signing key: keep it, and give it to every replica", "file", signing.KeyFile, "key", signing.Signer.KeyID())
+	}
+	m.store, err = events.Open(setupCtx, js, events.StreamConfig{Replicas: cfg.Replicas},
+		events.WithSigner(signing.Signer), events.WithVerifyKeys(signing.Verify...))
+	if err != nil {
+		return nil, err
+	}
+	m.signing = signing
 	tokens, err := auth.Open(setupCtx, js, cfg.Replicas, auth.WithLogger(logger))
 	if err != nil {
 		return nil, err
@@ -177,6 +188,9 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		TokenEvents: commands,
 		PublicRead:  cfg.PublicRead,
 		Guard:       guardRunner,
+
+		Integrity: m.runner.Integrity(),
+		Chains:    m.store,
 	})
 	if err != nil {
 		return nil, err
@@ -380,6 +394,7 @@ func (m *Main) banner(out io.Writer, generated string) {
 	} else {
 		fmt.Fprintf(&b, "Reads need a token, as writes do (start with --public-read to open them).\n")
 	}
+	fmt.Fprintf(&b, "Events are signed with key %s (%s), cut-over at sequence %d\n", m.signing.Signer.KeyID(), m.signing.KeyFile, m.store.Verifier().Cutover())
 	switch {
 	case generated != "":
 		fmt.Fprintf(&b, "\nAn admin token was generated. It is shown this once and stored only as a hash:\n\n    export INTERLOCK_TOKEN=%s\n\nUse it as 'Authorization: Bearer <token>' or with the CLI's --token / INTERLOCK_TOKEN.\n", generated)

@@ -25,6 +25,7 @@ import (
 //	6 invalid input rejected by the server (HTTP 400, 413, 415)
 //	7 server unreachable or unavailable: connection error, timeout, HTTP 502, 503, 504
 //	8 kill --wait: some live in-process subscribers had not applied the kill in time ([ExitPending])
+//	9 audit verify: some message on the stream fails verification ([ExitIntegrity])
 const (
 	ExitOK          = 0
 	ExitError       = 1
@@ -103,6 +104,8 @@ func exitCode(err error) int {
 		return ExitUnavailable
 	case errors.Is(err, errPending):
 		return ExitPending
+	case errors.Is(err, errIntegrity):
+		return ExitIntegrity
 	}
 	return ExitError
 }

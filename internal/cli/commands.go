@@ -55,7 +55,7 @@ func commands() []*command {
 	}
 	cmds = append(cmds, rolloutCommands()...) // rollouts and safety valves (rollouts.go)
 	return append(cmds,
-		withWait(flagsKill("kill")), auditCommand(), environmentsCommand(), subscribersCommand(), versionCommand(),
+		withWait(flagsKill("kill")), auditCommand(), auditVerifyCommand(), environmentsCommand(), subscribersCommand(), versionCommand(),
 	)
 }
 
@@ -112,6 +112,10 @@ func splitCommand(args []string) (name string, rest []string, err error) {
 			words = append(words, a)
 			if len(words) == 1 && (a == "flags" || a == "segments" || a == "tokens" || a == "rollout" || a == "valve") {
 				want = 2
+			}
+			if len(words) == 1 && a == "audit" && i+1 < len(args) && args[i+1] == "verify" {
+				words = append(words, "verify") // "audit verify"; plain "audit" is a command too
+				i++
 			}
 			continue
 		}
@@ -297,7 +301,8 @@ const exitCodesHelp = `Exit codes:
   5  unauthenticated or forbidden (401, 403)
   6  invalid input rejected by the server (400, 413, 415)
   7  server unreachable or unavailable (connection error, timeout, 502, 503, 504)
-  8  kill --wait: some live in-process subscribers had not applied the kill in time`
+  8  kill --wait: some live in-process subscribers had not applied the kill in time
+  9  audit verify: some message on the stream fails verification`
 
 // versionCommand prints the version of this client; it sends nothing.
 func versionCommand() *command {

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 )
 
@@ -122,4 +124,43 @@ func eventSized(b *testing.B) []byte {
 		data[i] = 'x'
 	}
 	return data
+}
+
+// BenchmarkCommandPathSigning is BenchmarkCommandPath with and without signing, interleaved in
+// one run so that both see the same machine: each iteration updates one flag on a server whose
+// store signs (and chains) its events and one on a server whose store does not, timing each.
+// The reported signed/plain is the ratio of their mean times; signed-ns/op and plain-ns/op are
+// the means.
+func BenchmarkCommandPathSigning(b *testing.B) {
+	for _, mode := range benchModes {
+		b.Run(mode.name, func(b *testing.B) {
+			plainSvc := newService(b, openStore(b, natstest.RunServer(b, natstest.Options{Sync: mode.sync})))
+			signedSvc := newService(b, openSigned(b, natstest.RunServer(b, natstest.Options{Sync: mode.sync}), natstest.Signer(b)))
+			svcs := []*command.Service{plainSvc, signedSvc}
+			versions := make([]uint64, 2)
+			for i, svc := range svcs {
+				versions[i] = mustCreate(b, svc, "bench", baseConfig()).Version
+			}
+			ctx := context.Background()
+			var spent [2]time.Duration
+			n := 0
+			for b.Loop() {
+				n++
+				patch := []byte(`{"description":"bench ` + strconv.Itoa(n) + `"}`)
+				for j := range svcs {
+					i := (n + j) % 2 // alternate which goes first
+					start := time.Now()
+					f, err := svcs[i].Update(ctx, alice, env, "bench", versions[i], patch)
+					spent[i] += time.Since(start)
+					if err != nil {
+						b.Fatal(err)
+					}
+					versions[i] = f.Version
+				}
+			}
+			b.ReportMetric(float64(spent[0].Nanoseconds())/float64(n), "plain-ns/op")
+			b.ReportMetric(float64(spent[1].Nanoseconds())/float64(n), "signed-ns/op")
+			b.ReportMetric(float64(spent[1])/float64(spent[0]), "signed/plain")
+		})
+	}
 }

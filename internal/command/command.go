@@ -169,6 +169,11 @@ type entry struct {
 	flag    projections.Flag
 	segment projections.Segment
 
+	// last is the stream sequence of the last message on the subject, which the next append
+	// expects: the last event applied, or a later message that failed verification and was
+	// skipped (an event that reached the stream some other way).
+	last uint64
+
 	// The encoding of flag.FlagConfig (see encode), kept across commands so that a patch
 	// re-encodes only what it changes. Valid while encSeq is flag.Sequence.
 	enc    encoding
@@ -195,12 +200,13 @@ func (e *entry) exists() bool {
 	return e.flag.Exists()
 }
 
-// head is the cached entity's version and the stream sequence of its last event.
+// head is the cached entity's version and the stream sequence of the last message on its
+// subject (see entry.last).
 func (e *entry) head() (version, seq uint64) {
 	if e.entity == events.EntitySegment {
-		return e.segment.Version, e.segment.Sequence
+		return e.segment.Version, max(e.segment.Sequence, e.last)
 	}
-	return e.flag.Version, e.flag.Sequence
+	return e.flag.Version, max(e.flag.Sequence, e.last)
 }
 
 // apply folds ev into the cached entity with the projection's fold; on error nothing changes.
@@ -310,15 +316,26 @@ func (s *Service) forget(e *entry, exists bool) {
 }
 
 // refresh applies the events stored after the cached sequence. Events applied before an error
-// stay applied: each of them is real history.
+// stay applied: each of them is real history. A message that fails verification (one that
+// reached the stream without the server) is skipped: it changes nothing, but the next append
+// expects it as the subject's last message.
 func (s *Service) refresh(ctx context.Context, e *entry) error {
 	_, seq := e.head()
 	q := events.Query{Subjects: []string{e.subject}, FromSequence: seq + 1}
 	err := s.store.Read(ctx, q, func(ev events.Event, err error) error {
+		if errors.Is(err, events.ErrIntegrity) {
+			s.logger.Warn("skipping a message that fails verification", "subject", e.subject, "sequence", ev.Sequence, "error", err)
+			e.last = ev.Sequence
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("event at sequence %d: %w", ev.Sequence, err)
 		}
-		return e.apply(ev)
+		if err := e.apply(ev); err != nil {
+			return err
+		}
+		e.last = ev.Sequence
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("read %s: %w", e.subject, err)
@@ -455,7 +472,7 @@ func (s *Service) execLocked(ctx context.Context, e *entry, c command) error {
 		}
 		if err := e.fold(ev, d.cfg); err != nil {
 			// Cannot happen for an event decided on this state; start over from the stream.
-			e.flag, e.segment = projections.Flag{}, projections.Segment{}
+			e.flag, e.segment, e.last = projections.Flag{}, projections.Segment{}, 0
 			return fmt.Errorf("apply appended event %s: %w", ev.ID, err)
 		}
 		if d.enc != nil {

@@ -52,6 +52,13 @@ type Config struct {
 	// may have (comma-separated on the command line): the guard fetches nothing else. When
 	// empty, it fetches only from loopback addresses.
 	GuardSources []string `json:"guardSources"`
+	// SigningKey is a PEM file holding the Ed25519 private key (PKCS #8) every event is signed
+	// with. Replicas share it. When empty, an embedded server uses <data>/signing/key.pem,
+	// generated at first start; with NATSURL it is required.
+	SigningKey string `json:"signingKey"`
+	// VerifyKeys are PEM files of earlier signing keys (public or private), which events may
+	// still be signed with after a rotation (comma-separated on the command line).
+	VerifyKeys []string `json:"verifyKeys"`
 	// PublicRead lets anyone read the admin API without a token (flags, history, audit,
 	// segments, subscribers, the event feed). Off by default: reads need a token of a role that
 	// may read, in its environment scope.
@@ -102,6 +109,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.Float64("ofrep-rate-limit", 0, "OFREP evaluations per second per token, 0 for no limit (env INTERLOCK_OFREP_RATE_LIMIT)")
 	fs.Int("ofrep-rate-burst", 0, "OFREP requests a token may make at once above the rate (env INTERLOCK_OFREP_RATE_BURST)")
 	fs.String("guard-sources", "", "comma-separated URL `prefixes` the guard may read metrics from; empty for loopback addresses only (env INTERLOCK_GUARD_SOURCES)")
+	fs.String("signing-key", "", "PEM `file` of the Ed25519 key events are signed with; default <data>/signing/key.pem, generated (env INTERLOCK_SIGNING_KEY_FILE)")
+	fs.String("verify-keys", "", "comma-separated PEM `files` of earlier signing keys that still verify (env INTERLOCK_VERIFY_KEYS)")
 	fs.String("cors-origins", "", "comma-separated `origins` allowed to call OFREP and the event feeds from a browser (env INTERLOCK_CORS_ORIGINS)")
 	fs.Bool("public-read", false, "let anyone read the admin API without a token (env INTERLOCK_PUBLIC_READ)")
 	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
@@ -161,6 +170,7 @@ var envNames = map[string]string{
 	"default-environment": "INTERLOCK_DEFAULT_ENVIRONMENT",
 	"public-url":          "INTERLOCK_PUBLIC_URL", "ofrep-rate-limit": "INTERLOCK_OFREP_RATE_LIMIT",
 	"ofrep-rate-burst": "INTERLOCK_OFREP_RATE_BURST", "guard-sources": "INTERLOCK_GUARD_SOURCES",
+	"signing-key": "INTERLOCK_SIGNING_KEY_FILE", "verify-keys": "INTERLOCK_VERIFY_KEYS",
 	"public-read": "INTERLOCK_PUBLIC_READ", "cors-origins": "INTERLOCK_CORS_ORIGINS",
 }
 
@@ -245,6 +255,15 @@ func (c *Config) set(name, v string) error {
 				c.GuardSources = append(c.GuardSources, p)
 			}
 		}
+	case "signing-key":
+		c.SigningKey = v
+	case "verify-keys":
+		c.VerifyKeys = nil
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				c.VerifyKeys = append(c.VerifyKeys, p)
+			}
+		}
 	case "log-level":
 		c.LogLevel = v
 	case "log-format":
@@ -275,6 +294,9 @@ func (c Config) Validate() error {
 		}
 	} else if c.NATSCreds != "" {
 		errs = append(errs, errors.New("nats-creds: only with --nats-url"))
+	}
+	if c.NATSURL != "" && c.SigningKey == "" {
+		errs = append(errs, errors.New("signing-key: required with --nats-url: every replica signs events with the same key"))
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("replicas: %d is not between 1 and 5", c.Replicas))

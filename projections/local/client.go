@@ -99,8 +99,11 @@ type Stats struct {
 	Delivered uint64
 	// Applied counts the events folded into the state.
 	Applied uint64
-	// Skipped counts the messages that were not events or that the fold refused.
+	// Skipped counts the messages that were not events or that the fold refused, and those
+	// that failed verification.
 	Skipped uint64
+	// Refused counts the messages that failed verification (with Config.VerifyKeys).
+	Refused uint64
 	// SnapshotSequence is the sequence of the snapshot the state started from; 0 when it was
 	// replayed from the start of the stream.
 	SnapshotSequence uint64
@@ -145,7 +148,11 @@ type Client struct {
 	delivered    atomic.Uint64
 	appliedCount atomic.Uint64
 	skipped      atomic.Uint64
-	snapshotSeq  atomic.Uint64
+	refused      atomic.Uint64
+	// verifier judges events with Config.VerifyKeys; nil without them. Made anew at each cold
+	// start, used by the goroutine that follows.
+	verifier    *events.Verifier
+	snapshotSeq atomic.Uint64
 
 	// The run goroutine's own state (only Run and what it calls touch these).
 	handled uint64                         // last sequence handled: applied or skipped
@@ -292,6 +299,7 @@ func (c *Client) Stats() Stats {
 		Delivered:        c.delivered.Load(),
 		Applied:          c.appliedCount.Load(),
 		Skipped:          c.skipped.Load(),
+		Refused:          c.refused.Load(),
 		SnapshotSequence: c.snapshotSeq.Load(),
 	}
 }
@@ -466,10 +474,38 @@ func (c *Client) start(ctx context.Context) bool {
 			c.logger.Info("starting from a snapshot", "sequence", snap.Sequence, "flags", len(snap.Flags), "segments", len(snap.Segments), "stream_last", c.target)
 		}
 	}
+	for delay := minRetry; len(c.cfg.VerifyKeys) > 0; delay = min(delay*2, maxRetry) {
+		v, err := c.newVerifier(ctx)
+		if err == nil {
+			c.verifier = v
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		c.logger.Warn("reading the stream's signing cut-over; retrying", "retry_in", delay, "error", err)
+		if !sleep(ctx, delay) {
+			return false
+		}
+	}
 	if c.handled >= c.target {
 		c.publishCatchup()
 	}
 	return true
+}
+
+// newVerifier returns a verifier with the configured keys and cut-over, for a follow that starts
+// after the sequence handled.
+func (c *Client) newVerifier(context.Context) (*events.Verifier, error) {
+	keys, err := events.NewKeys(c.cfg.VerifyKeys...)
+	if err != nil {
+		return nil, err
+	}
+	ver := events.NewVerifier(keys, c.cfg.Cutover)
+	if c.handled > 0 {
+		ver.ResumeAt(c.handled + 1)
+	}
+	return ver, nil
 }
 
 // lastSequence is the stream sequence of the environment's last event, 0 when it has none. It is
@@ -576,6 +612,11 @@ func (c *Client) follow(ctx context.Context) error {
 		}
 		ev, derr := events.Decode(msg.Subject(), msg.Headers(), msg.Data())
 		ev.Sequence = meta.Sequence.Stream
+		if c.verifier != nil {
+			if verr := c.verifier.Check(msg.Subject(), ev.Sequence, msg.Headers(), msg.Data()); verr != nil {
+				derr = verr
+			}
+		}
 		c.handle(ev, derr, meta.NumPending > 0)
 		if c.restart {
 			c.restart = false
@@ -599,6 +640,10 @@ func (c *Client) handle(ev events.Event, derr error, more bool) {
 	}
 	good := false
 	switch {
+	case errors.Is(derr, events.ErrIntegrity):
+		c.skipped.Add(1)
+		c.refused.Add(1)
+		c.logger.Error("refusing a message that fails verification", "sequence", ev.Sequence, "error", derr)
 	case derr != nil:
 		c.skipped.Add(1)
 		c.logger.Warn("skipping a message that is not an event", "sequence", ev.Sequence, "error", derr)

@@ -1,6 +1,7 @@
 package local
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,6 +53,18 @@ type Config struct {
 	HeartbeatGap time.Duration
 	// NoPresence turns heartbeats off: the client is not counted in "applied on N of M".
 	NoPresence bool
+	// VerifyKeys, when not empty, makes the client verify every event's signature and hash
+	// chain with these public keys (the server lists them at GET /api/v1/signing-keys, and
+	// events.ParsePublicKeys reads them from PEM): an event that fails is skipped, logged and
+	// counted in Stats.Refused. Unsigned events are accepted up to Cutover. After a start from a
+	// snapshot, each flag's first event has its signature checked but its link to the history
+	// before the snapshot is taken as it is. Empty: events are not verified.
+	VerifyKeys []ed25519.PublicKey
+	// Cutover is the stream sequence up to which events written before the server signed them
+	// are accepted unsigned, with VerifyKeys: the "cutover" of GET /api/v1/signing-keys (the
+	// server records it in the stream's metadata, which a token may not read over NATS). 0, right
+	// for a stream a signing server created, accepts no unsigned event.
+	Cutover uint64
 	// Logger receives what the client skips and why, with component=local. Nil discards.
 	Logger *slog.Logger
 }
@@ -88,6 +101,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if err := events.ValidateEnvironment(c.Environment); err != nil {
 		errs = append(errs, err)
+	}
+	if _, err := events.NewKeys(c.VerifyKeys...); err != nil {
+		errs = append(errs, fmt.Errorf("verify keys: %w", err))
 	}
 	if c.ID != "" {
 		if err := ValidateID(c.ID); err != nil {

@@ -1,0 +1,191 @@
+package api
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/auth"
+	"github.com/interlock-dev/interlock/projections"
+)
+
+// IntegrityRecord is what the projections refused because it failed verification:
+// *projections.Integrity.
+type IntegrityRecord interface {
+	// Problems returns the latest problems, in stream order, and how many there were in all.
+	Problems() ([]projections.Problem, uint64)
+}
+
+// Chains verifies the stream's signatures and hash chains: *events.Store opened with a signer.
+type Chains interface {
+	// VerifyChains walks the chains of the subjects q selects from their start.
+	VerifyChains(ctx context.Context, q events.Query, limit int) (events.ChainReport, error)
+	// Verifier has the keys and the cut-over; nil when the store does not sign.
+	Verifier() *events.Verifier
+	// SigningKeyID is the id of the key this server signs with.
+	SigningKeyID() string
+}
+
+// maxVerifyProblems bounds the problems GET /api/v1/audit/verify lists.
+const maxVerifyProblems = 100
+
+// integrityStatus is the integrity part of /readyz and GET /api/v1/integrity.
+type integrityStatus struct {
+	// Status is "ok", or "problems" when the projections refused messages.
+	Status   string                `json:"status"`
+	Count    uint64                `json:"count"`
+	Problems []projections.Problem `json:"problems"`
+	Cutover  *uint64               `json:"cutover,omitempty"`
+	KeyID    string                `json:"signingKey,omitempty"`
+}
+
+// integrityStatus is the record as p may see it: a token scoped to an environment sees that
+// environment's problems only (and counts those among the latest). With p nil (the public
+// /readyz) problems name no subject and carry no detail: flag keys are not public.
+func (a *API) integrityStatus(p *auth.Principal) *integrityStatus {
+	if a.cfg.Integrity == nil {
+		return nil
+	}
+	problems, count := a.cfg.Integrity.Problems()
+	st := &integrityStatus{Status: "ok", Count: count, Problems: []projections.Problem{}}
+	for _, pr := range problems {
+		switch {
+		case p == nil:
+			pr.Subject, pr.Detail = "", ""
+		case p.Environment != "" && !strings.HasPrefix(pr.Subject, "interlock."+p.Environment+"."):
+			continue
+		}
+		st.Problems = append(st.Problems, pr)
+	}
+	if p != nil && p.Environment != "" {
+		st.Count = uint64(len(st.Problems))
+	}
+	if st.Count > 0 {
+		st.Status = "problems"
+	}
+	if a.cfg.Chains != nil {
+		if v := a.cfg.Chains.Verifier(); v != nil {
+			c := v.Cutover()
+			st.Cutover, st.KeyID = &c, a.cfg.Chains.SigningKeyID()
+		}
+	}
+	return st
+}
+
+// integrity answers GET /api/v1/integrity: the messages this replica's projections refused.
+func (a *API) integrity(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if _, err := query(r, nil); err != nil {
+		return err
+	}
+	st := a.integrityStatus(&p)
+	if st == nil {
+		return &requestError{kind: errNoRoute, msg: "this server does not verify events"}
+	}
+	a.writeJSON(w, r, http.StatusOK, st)
+	return nil
+}
+
+// signingKey is one public key as GET /api/v1/signing-keys lists it.
+type signingKey struct {
+	ID string `json:"id"`
+	// Key is the raw 32-byte Ed25519 public key in standard base64; PEM the same as PKIX PEM.
+	Key     string `json:"key"`
+	PEM     string `json:"pem"`
+	Current bool   `json:"current"`
+}
+
+// signingKeys answers GET /api/v1/signing-keys: the public keys events verify with, for
+// in-process readers that verify on their own.
+func (a *API) signingKeys(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r, nil); err != nil {
+		return err
+	}
+	v := a.chainsVerifier()
+	if v == nil {
+		return &requestError{kind: errNoRoute, msg: "this server does not sign events"}
+	}
+	current := a.cfg.Chains.SigningKeyID()
+	keys := []signingKey{}
+	for _, k := range v.Keys().List() {
+		p, err := events.MarshalPublicKey(ed25519.PublicKey(k.Key))
+		if err != nil {
+			return err
+		}
+		keys = append(keys, signingKey{ID: k.ID, Key: base64.StdEncoding.EncodeToString(k.Key), PEM: string(p), Current: k.ID == current})
+	}
+	a.writeJSON(w, r, http.StatusOK, map[string]any{"keys": keys, "cutover": v.Cutover()})
+	return nil
+}
+
+func (a *API) chainsVerifier() *events.Verifier {
+	if a.cfg.Chains == nil {
+		return nil
+	}
+	return a.cfg.Chains.Verifier()
+}
+
+// verifyReport is the body of GET /api/v1/audit/verify.
+type verifyReport struct {
+	// Verified is how many events verified; Refused how many messages did not.
+	Verified int `json:"verified"`
+	Refused  int `json:"refused"`
+	// Problems are the first refused messages, in stream order; the first is the first broken
+	// link.
+	Problems []verifyProblem `json:"problems"`
+	Cutover  uint64          `json:"cutover"`
+}
+
+type verifyProblem struct {
+	Sequence uint64 `json:"sequence"`
+	Subject  string `json:"subject"`
+	Reason   string `json:"reason"`
+	Detail   string `json:"detail,omitempty"`
+}
+
+// auditVerify answers GET /api/v1/audit/verify?environment=&flag=: it walks the hash chains of
+// the selected subjects (every subject, an environment's, or one flag's) from their start and
+// verifies every signature, trusting nothing it verified before.
+func (a *API) auditVerify(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	q, err := query(r, []string{"environment", "flag"})
+	if err != nil {
+		return err
+	}
+	if a.chainsVerifier() == nil {
+		return &requestError{kind: errNoRoute, msg: "this server does not sign events"}
+	}
+	// A token scoped to an environment verifies that environment (and asks for no other).
+	env, err := scopeEnvironment(p, q.Get("environment"))
+	if err != nil {
+		return err
+	}
+	key := q.Get("flag")
+	subjects := []string{events.AllSubjects}
+	switch {
+	case key != "" && env == "":
+		return badRequest("flag: a flag key is only unique within an environment: give the environment too")
+	case key != "":
+		if err := errors.Join(events.ValidateEnvironment(env), events.ValidateFlagKey(key)); err != nil {
+			return err
+		}
+		subjects = []string{events.FlagSubject(env, key)}
+	case env != "":
+		if err := events.ValidateEnvironment(env); err != nil {
+			return err
+		}
+		subjects = []string{events.EnvironmentSubjects(env)}
+	}
+	rep, err := a.cfg.Chains.VerifyChains(r.Context(), events.Query{Subjects: subjects}, maxVerifyProblems)
+	if err != nil {
+		return err
+	}
+	out := verifyReport{Verified: rep.Events, Refused: rep.Refused, Problems: []verifyProblem{}, Cutover: rep.Cutover}
+	for _, p := range rep.Problems {
+		out.Problems = append(out.Problems, verifyProblem{Sequence: p.Sequence, Subject: p.Subject, Reason: p.Reason(), Detail: p.Detail})
+	}
+	a.writeJSON(w, r, http.StatusOK, out)
+	return nil
+}
