@@ -418,6 +418,16 @@ func (m *Main) NATSURL() string {
 	return m.ns.ClientURL()
 }
 
+// ConnectInternal opens an in-process connection to the embedded NATS server with Interlock's
+// own rights, which bypass every permission: for tests and tools inside the server's process
+// that must act as a privileged client (a forger, say). With an external cluster it is an error.
+func (m *Main) ConnectInternal(opts ...nats.Option) (*nats.Conn, error) {
+	if m.ns == nil {
+		return nil, errors.New("no embedded nats server: connect to the cluster with its own credentials")
+	}
+	return m.ns.Connect(opts...)
+}
+
 // Ready reports whether the projections have caught up with the stream.
 func (m *Main) Ready() bool { return m.runner.Ready() }
 
