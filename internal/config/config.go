@@ -51,6 +51,9 @@ type Config struct {
 	// may have (comma-separated on the command line): the guard fetches nothing else. When
 	// empty, it fetches only from loopback addresses.
 	GuardSources []string `json:"guardSources"`
+	// CriticalEnvironments are the environments where the dashboard's kill switch asks the
+	// person to type the flag's key before it kills (comma-separated on the command line).
+	CriticalEnvironments []string `json:"criticalEnvironments"`
 	// PublicRead lets anyone read the admin API without a token (flags, history, audit,
 	// segments, subscribers, the event feed). Off by default: reads need a token of a role that
 	// may read, in its environment scope.
@@ -98,6 +101,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.Float64("ofrep-rate-limit", 0, "OFREP evaluations per second per token, 0 for no limit (env INTERLOCK_OFREP_RATE_LIMIT)")
 	fs.Int("ofrep-rate-burst", 0, "OFREP requests a token may make at once above the rate (env INTERLOCK_OFREP_RATE_BURST)")
 	fs.String("guard-sources", "", "comma-separated URL `prefixes` the guard may read metrics from; empty for loopback addresses only (env INTERLOCK_GUARD_SOURCES)")
+	fs.String("critical-environments", "", "comma-separated `environments` where the dashboard's kill switch asks to type the flag key (env INTERLOCK_CRITICAL_ENVIRONMENTS)")
 	fs.Bool("public-read", false, "let anyone read the admin API without a token (env INTERLOCK_PUBLIC_READ)")
 	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
 	fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env INTERLOCK_LOG_LEVEL)")
@@ -156,7 +160,7 @@ var envNames = map[string]string{
 	"default-environment": "INTERLOCK_DEFAULT_ENVIRONMENT",
 	"public-url":          "INTERLOCK_PUBLIC_URL", "ofrep-rate-limit": "INTERLOCK_OFREP_RATE_LIMIT",
 	"ofrep-rate-burst": "INTERLOCK_OFREP_RATE_BURST", "guard-sources": "INTERLOCK_GUARD_SOURCES",
-	"public-read": "INTERLOCK_PUBLIC_READ",
+	"public-read": "INTERLOCK_PUBLIC_READ", "critical-environments": "INTERLOCK_CRITICAL_ENVIRONMENTS",
 }
 
 func (c *Config) loadEnv(getenv func(string) string) error {
@@ -233,6 +237,13 @@ func (c *Config) set(name, v string) error {
 				c.GuardSources = append(c.GuardSources, p)
 			}
 		}
+	case "critical-environments":
+		c.CriticalEnvironments = nil
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				c.CriticalEnvironments = append(c.CriticalEnvironments, e)
+			}
+		}
 	case "log-level":
 		c.LogLevel = v
 	case "log-format":
@@ -281,6 +292,11 @@ func (c Config) Validate() error {
 	}
 	if c.OFREPRateBurst < 0 {
 		errs = append(errs, fmt.Errorf("ofrep-rate-burst: %d is negative", c.OFREPRateBurst))
+	}
+	for _, e := range c.CriticalEnvironments {
+		if err := events.ValidateEnvironment(e); err != nil {
+			errs = append(errs, fmt.Errorf("critical-environments: %w", err))
+		}
 	}
 	for _, p := range c.GuardSources {
 		if u, err := url.Parse(p); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
