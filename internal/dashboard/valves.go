@@ -55,7 +55,7 @@ func (d *Dashboard) valveList(w http.ResponseWriter, r *http.Request, s *session
 		if vv.Open && !vv.Expires.IsZero() {
 			vv.Left = "expired, closing"
 			if left := vv.Expires.Sub(now); left > 0 {
-				vv.Left = left.Round(time.Second).String()
+				vv.Left = durationText(left)
 			}
 		}
 		if vv.Open {
@@ -148,4 +148,18 @@ func (d *Dashboard) valveAction(w http.ResponseWriter, r *http.Request, s *sessi
 		return err
 	}
 	return d.done(w, r, after, fmt.Sprintf("The valve %s is %s.", f.Key, map[string]string{"open": "open", "close": "closed"}[verb]))
+}
+
+// durationText is a duration for a person: "45 s", "29 min", "5 h 3 min", "3 days 2 h".
+func durationText(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%d s", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%d min", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%d h %d min", int(d.Hours()), int(d.Minutes())%60)
+	default:
+		return fmt.Sprintf("%d days %d h", int(d.Hours()/24), int(d.Hours())%24)
+	}
 }
