@@ -57,6 +57,7 @@ var funcs = template.FuncMap{
 	"exp":      expOf,
 	"plus1":    func(i int) int { return i + 1 },
 	"list":     func(v ...any) []any { return v },
+	"dur":      func(d events.Duration) string { return time.Duration(d).String() },
 	"why":      func(cause string) string { return causeText[cause] },
 }
 
