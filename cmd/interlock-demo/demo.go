@@ -320,8 +320,13 @@ type snapshot struct {
 
 // demoConfig is everything the demo does, from the command line.
 type demoConfig struct {
-	NATSURL     string
+	NATSURL string
+	// Token is an Interlock token (a reader's is enough), for Interlock's embedded NATS server.
+	Token string
+	// Creds is a NATS credentials file, and Inbox the reply prefix its user may receive on, for
+	// an operator's NATS cluster.
 	Creds       string
+	Inbox       string
 	Environment string
 	Flag        string
 	Listen      string

@@ -365,7 +365,7 @@ func newRig(t *testing.T, prometheus bool) *rig {
 		t.Fatalf("enable: %+v", f)
 	}
 
-	r.demo = start(t, &system{url: m.NATSURL()}, demoArgs...)
+	r.demo = start(t, &system{url: m.NATSURL(), token: adminToken}, demoArgs...)
 	r.demo.scrapeUntil(t, "the demo to serve off and expose on", func(c counts) bool {
 		_, on := c["on"]
 		return c["off"].Requests > 0 && on

@@ -56,6 +56,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
 	"github.com/interlock-dev/interlock/projections/local"
 )
@@ -84,7 +85,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := demoConfig{}
 	fs.StringVar(&cfg.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
-	fs.StringVar(&cfg.Creds, "creds", "", "NATS credentials file")
+	fs.StringVar(&cfg.Token, "token", os.Getenv("INTERLOCK_TOKEN"), "Interlock token for the embedded NATS server, a reader's is enough (env INTERLOCK_TOKEN)")
+	fs.StringVar(&cfg.Creds, "nats-creds", "", "NATS credentials file, for an operator's NATS cluster")
+	fs.StringVar(&cfg.Creds, "creds", "", "same as --nats-creds")
+	fs.StringVar(&cfg.Inbox, "nats-inbox", "", "reply subject prefix the NATS user may subscribe to, for an operator's NATS cluster (see deploy/nats-cluster.conf)")
 	fs.StringVar(&cfg.Environment, "env", "production", "environment of the flag")
 	fs.StringVar(&cfg.Flag, "flag", "", "key of the flag to evaluate (required)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8081", "HTTP address (/metrics, /knob, /)")
@@ -127,8 +131,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // serve runs the demo until ctx ends (nil) or a part fails.
 func serve(ctx context.Context, cfg demoConfig, stdout io.Writer, logger *slog.Logger) error {
 	opts := []nats.Option{nats.Name("interlock-demo"), nats.MaxReconnects(-1)}
+	if cfg.Token != "" {
+		opts = append(opts, events.TokenAuth(cfg.Token))
+	}
 	if cfg.Creds != "" {
 		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	}
+	if cfg.Inbox != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.Inbox))
 	}
 	nc, err := nats.Connect(cfg.NATSURL, opts...)
 	if err != nil {

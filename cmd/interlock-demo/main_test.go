@@ -54,8 +54,9 @@ func (s *syncBuffer) String() string {
 // system is the Interlock side, in process: a JetStream server over TCP and the command
 // service that appends to its event stream.
 type system struct {
-	url  string
-	cmds *command.Service
+	url   string
+	token string // an Interlock token, for Interlock's embedded server
+	cmds  *command.Service
 }
 
 func boot(t *testing.T) *system {
@@ -102,6 +103,9 @@ func start(t *testing.T, s *system, args ...string) *demoProc {
 	p := &demoProc{stdout: &syncBuffer{}, stderr: &syncBuffer{}}
 	code := make(chan int, 1)
 	all := append([]string{"--nats-url", s.url, "--listen", "127.0.0.1:0", "--env", env, "--report", "0"}, args...)
+	if s.token != "" {
+		all = append(all, "--token", s.token)
+	}
 	go func() { code <- run(ctx, all, p.stdout, p.stderr) }()
 	var once sync.Once
 	var result int

@@ -4,7 +4,12 @@
 // server has delivered it. Stopped and started again with the same --durable, it carries on after
 // the last event it acknowledged.
 //
-//	interlock-subscriber --nats-url nats://127.0.0.1:4222 --durable audit-printer --env production
+// Against Interlock's embedded NATS server it authenticates with an Interlock token (--token or
+// INTERLOCK_TOKEN; a reader's is enough), and its durable must be one the token owns: named after
+// the token, or the token's name, '@' and more. Against an operator's cluster it takes a NATS
+// credentials file (--nats-creds).
+//
+//	INTERLOCK_TOKEN=... interlock-subscriber --durable audit-printer --env production
 package main
 
 import (
@@ -53,7 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var (
 		url        = fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
-		creds      = fs.String("creds", "", "NATS credentials file")
+		token      = fs.String("token", os.Getenv("INTERLOCK_TOKEN"), "Interlock token for the embedded NATS server, a reader's is enough (env INTERLOCK_TOKEN)")
+		creds      = fs.String("nats-creds", "", "NATS credentials file, for an operator's NATS cluster")
 		durable    = fs.String("durable", "", "name of this subscriber's durable consumer (required)")
 		env        = fs.String("env", "", "only events of this environment (default: every environment)")
 		entity     = fs.String("entity", "", "only events of flags or of segments: flag or segment")
@@ -65,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ackWait    = fs.Duration("ack-wait", subscribe.DefaultAckWait, "how long one event may take")
 		verbose    = fs.Bool("v", false, "debug logs")
 	)
+	fs.StringVar(creds, "creds", "", "same as --nats-creds")
+	inbox := fs.String("nats-inbox", "", "reply subject prefix the NATS user may subscribe to, for an operator's NATS cluster (see deploy/nats-cluster.conf)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -85,6 +93,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		URL:           *url,
 		Stream:        *stream,
 		Durable:       *durable,
+		Token:         *token,
 		Environment:   *env,
 		Entity:        *entity,
 		DeliverNew:    *deliverNew,
@@ -98,6 +107,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *creds != "" {
 		cfg.Options = append(cfg.Options, nats.UserCredentials(*creds))
+	}
+	if *inbox != "" {
+		cfg.Options = append(cfg.Options, nats.CustomInboxPrefix(*inbox))
 	}
 
 	ctx, stop := context.WithCancel(ctx)

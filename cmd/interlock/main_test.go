@@ -241,3 +241,44 @@ func TestServeUsage(t *testing.T) {
 		t.Fatalf("exit %d stderr %s", r.code, r.stderr)
 	}
 }
+
+// TestCrossOriginOFREP is what the OpenFeature web provider does from a page on an allowed
+// origin: a preflight, then the evaluation, against the real server.
+func TestCrossOriginOFREP(t *testing.T) {
+	m, banner := server(t, t.TempDir(), map[string]string{"INTERLOCK_CORS_ORIGINS": "https://shop.example.com"})
+	token := regexp.MustCompile(`export INTERLOCK_TOKEN=(\S+)`).FindStringSubmatch(banner)[1]
+	base := "http://" + m.HTTPAddr()
+	env := map[string]string{"INTERLOCK_SERVER": base, "INTERLOCK_TOKEN": token}
+	if r := runCLI(t, env, "flags", "create", "production/web-banner", "--enabled", "--reason", "test"); r.code != 0 {
+		t.Fatalf("create: %d %s", r.code, r.stderr)
+	}
+	send := func(method, origin string, header map[string]string, body string) *http.Response {
+		req, err := http.NewRequest(method, base+"/ofrep/v1/evaluate/flags/web-banner", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Origin", origin)
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	pre := map[string]string{"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+	if resp := send("OPTIONS", "https://shop.example.com", pre, ""); resp.StatusCode >= 300 ||
+		resp.Header.Get("Access-Control-Allow-Origin") != "https://shop.example.com" {
+		t.Fatalf("preflight from the allowed origin: %d %v", resp.StatusCode, resp.Header)
+	}
+	if resp := send("OPTIONS", "https://evil.example.net", pre, ""); resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("preflight from another origin allowed: %v", resp.Header)
+	}
+	resp := send("POST", "https://shop.example.com", map[string]string{"Authorization": "Bearer " + token, "Content-Type": "application/json"}, `{"context":{"targetingKey":"u1"}}`)
+	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "https://shop.example.com" ||
+		resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Fatalf("evaluation from the allowed origin: %d %v", resp.StatusCode, resp.Header)
+	}
+}

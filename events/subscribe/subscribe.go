@@ -64,9 +64,14 @@ type Config struct {
 	Options []nats.Option
 	// Stream is the event stream; [events.DefaultStreamName] ("INTERLOCK") when empty.
 	Stream string
-	// Durable names this service's consumer: 1-64 characters of letters, digits, '-' and '_'.
-	// Every instance of a service uses the same one; different services use different ones.
+	// Durable names this service's consumer: 1-64 characters of letters, digits, '-' and '_',
+	// with at most one '@' inside. Every instance of a service uses the same one; different
+	// services use different ones. On Interlock's embedded NATS server a token owns the durables
+	// named after it: "NAME" or "NAME@anything" for the token NAME.
 	Durable string
+	// Token authenticates to Interlock's embedded NATS server with an Interlock token (see
+	// events.TokenAuth). Leave it empty with Options that carry other credentials.
+	Token string
 	// Environment keeps the events of one environment; every environment when empty.
 	Environment string
 	// Entity keeps the events of one kind of entity, [events.EntityFlag] or
@@ -149,8 +154,8 @@ func (c Config) Validate() error {
 	if strings.TrimSpace(c.URL) == "" {
 		add("url: required")
 	}
-	if !validName(c.Durable, 64) {
-		add("durable %q: 1-64 characters of letters, digits, '-' and '_'", c.Durable)
+	if !validName(strings.Replace(c.Durable, "@", "", 1), 63) || strings.HasPrefix(c.Durable, "@") || strings.HasSuffix(c.Durable, "@") {
+		add("durable %q: 1-64 characters of letters, digits, '-' and '_', with at most one '@' inside", c.Durable)
 	}
 	if c.Stream != "" && !validName(c.Stream, 255) {
 		add("stream %q: letters, digits, '-' and '_'", c.Stream)
@@ -299,7 +304,7 @@ func (s *Subscriber) consumerConfig() jetstream.ConsumerConfig {
 	if s.cfg.DeliverNew {
 		policy = jetstream.DeliverNewPolicy
 	}
-	return jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		Name:          s.cfg.Durable,
 		Durable:       s.cfg.Durable,
 		Description:   "Interlock event subscriber " + s.cfg.Durable,
@@ -307,12 +312,18 @@ func (s *Subscriber) consumerConfig() jetstream.ConsumerConfig {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		// The server redelivers only after the subscriber's own limit has passed, so an event
 		// is not handled twice at once.
-		AckWait:        s.cfg.AckWait + 5*time.Second,
-		MaxDeliver:     -1,
-		MaxAckPending:  1,
-		ReplayPolicy:   jetstream.ReplayInstantPolicy,
-		FilterSubjects: s.filters,
+		AckWait:       s.cfg.AckWait + 5*time.Second,
+		MaxDeliver:    -1,
+		MaxAckPending: 1,
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
 	}
+	// One filter goes in the request's subject, where the server's permissions can check it.
+	if len(s.filters) == 1 {
+		cfg.FilterSubject = s.filters[0]
+	} else {
+		cfg.FilterSubjects = s.filters
+	}
+	return cfg
 }
 
 // Run subscribes and calls the handler for every event until ctx ends; then it lets the event in
@@ -327,6 +338,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 			s.logger.Warn("nats", "error", err)
 		}),
 	}, s.cfg.Options...)
+	if s.cfg.Token != "" {
+		opts = append(opts, events.TokenAuth(s.cfg.Token))
+	}
 	nc, err := nats.Connect(s.cfg.URL, opts...)
 	if err != nil {
 		return fmt.Errorf("connect to nats %s: %w", s.cfg.URL, err)
@@ -347,9 +361,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	cons, replicas, err := s.ensureConsumer(setupCtx, js)
+	cons, err := s.ensureConsumer(setupCtx, js)
 	if err == nil && !s.cfg.NoPoisonQueue {
-		err = s.ensurePoisonStream(setupCtx, js, replicas)
+		err = s.ensurePoisonStream(setupCtx, js)
 	}
 	cancel()
 	if err != nil {
@@ -456,34 +470,34 @@ func (s *Subscriber) Run(ctx context.Context) error {
 }
 
 // ensureConsumer creates the durable, or updates it to this configuration, keeping where an
-// existing one started (a deliver policy cannot change). It returns the event stream's replicas.
-func (s *Subscriber) ensureConsumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, int, error) {
-	stream, err := js.Stream(ctx, s.cfg.Stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, 0, fmt.Errorf("%w: %s (start Interlock first)", ErrNoStream, s.cfg.Stream)
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("stream %s: %w", s.cfg.Stream, err)
-	}
+// existing one started (a deliver policy cannot change). It asks nothing of the stream itself, so
+// a user allowed only to consume (see Interlock's perimeter) can run it.
+func (s *Subscriber) ensureConsumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
 	want := s.consumerConfig()
-	existing, err := stream.Consumer(ctx, s.cfg.Durable)
+	existing, err := js.Consumer(ctx, s.cfg.Stream, s.cfg.Durable)
 	switch {
 	case err == nil:
 		have := existing.CachedInfo().Config
 		want.DeliverPolicy, want.OptStartSeq, want.OptStartTime = have.DeliverPolicy, have.OptStartSeq, have.OptStartTime
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, fmt.Errorf("%w: %s (start Interlock first)", ErrNoStream, s.cfg.Stream)
 	case !errors.Is(err, jetstream.ErrConsumerNotFound):
-		return nil, 0, fmt.Errorf("consumer %s: %w", s.cfg.Durable, err)
+		return nil, fmt.Errorf("consumer %s: %w", s.cfg.Durable, err)
 	}
-	cons, err := stream.CreateOrUpdateConsumer(ctx, want)
+	cons, err := js.CreateOrUpdateConsumer(ctx, s.cfg.Stream, want)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("%w: %s (start Interlock first)", ErrNoStream, s.cfg.Stream)
+	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("consumer %s on %s: %w", s.cfg.Durable, s.cfg.Stream, err)
+		return nil, fmt.Errorf("consumer %s on %s: %w", s.cfg.Durable, s.cfg.Stream, err)
 	}
-	return cons, stream.CachedInfo().Config.Replicas, nil
+	return cons, nil
 }
 
-// ensurePoisonStream makes sure a stream stores the poison subject, creating PoisonStream when
-// none does. It never changes an existing stream.
-func (s *Subscriber) ensurePoisonStream(ctx context.Context, js jetstream.JetStream, replicas int) error {
+// ensurePoisonStream makes sure a stream stores the poison subject, creating PoisonStream (with
+// the event stream's replicas) when none does. It never changes an existing stream. Interlock
+// creates [DefaultPoisonStream] when it starts, so that subscribers need not.
+func (s *Subscriber) ensurePoisonStream(ctx context.Context, js jetstream.JetStream) error {
 	name, err := js.StreamNameBySubject(ctx, s.cfg.PoisonSubject)
 	if err == nil {
 		s.logger.Debug("poison subject stored", "stream", name, "subject", s.cfg.PoisonSubject)
@@ -492,22 +506,41 @@ func (s *Subscriber) ensurePoisonStream(ctx context.Context, js jetstream.JetStr
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("poison stream for %s: %w", s.cfg.PoisonSubject, err)
 	}
+	stream, err := js.Stream(ctx, s.cfg.Stream)
+	if err != nil {
+		return fmt.Errorf("poison stream for %s: stream %s: %w", s.cfg.PoisonSubject, s.cfg.Stream, err)
+	}
 	subjects := []string{s.cfg.PoisonSubject}
 	if strings.HasPrefix(s.cfg.PoisonSubject, PoisonSubjectPrefix) {
 		subjects = []string{PoisonSubjectPrefix + ">"}
 	}
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{
-		Name:        s.cfg.PoisonStream,
+	if err := createPoisonStream(ctx, js, s.cfg.PoisonStream, subjects, stream.CachedInfo().Config.Replicas); err != nil {
+		return fmt.Errorf("create poison stream %s for %s: %w", s.cfg.PoisonStream, s.cfg.PoisonSubject, err)
+	}
+	return nil
+}
+
+// CreatePoisonStream creates [DefaultPoisonStream], which stores every default poison subject
+// (PoisonSubjectPrefix + ">"), unless it exists. Interlock calls it when it starts: subscribers
+// whose users may not create streams then find it.
+func CreatePoisonStream(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	err := createPoisonStream(ctx, js, DefaultPoisonStream, []string{PoisonSubjectPrefix + ">"}, replicas)
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("create poison stream %s: %w", DefaultPoisonStream, err)
+	}
+	return nil
+}
+
+func createPoisonStream(ctx context.Context, js jetstream.JetStream, name string, subjects []string, replicas int) error {
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:        name,
 		Description: "Interlock events that subscribers could not handle",
 		Subjects:    subjects,
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    max(replicas, 1),
 	})
-	if err != nil {
-		return fmt.Errorf("create poison stream %s for %s: %w", s.cfg.PoisonStream, s.cfg.PoisonSubject, err)
-	}
-	return nil
+	return err
 }
 
 // handle decodes the event and calls the handler with the delivery in its context.

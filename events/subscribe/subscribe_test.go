@@ -572,7 +572,7 @@ func restrictedServer(t *testing.T) (s *server.Server, admin, service string) {
 		"$JS.API.STREAM.INFO.INTERLOCK",
 		"$JS.API.STREAM.NAMES",
 		"$JS.API.CONSUMER.INFO.INTERLOCK.restricted",
-		"$JS.API.CONSUMER.CREATE.INTERLOCK.restricted",
+		"$JS.API.CONSUMER.CREATE.INTERLOCK.restricted.>",
 		"$JS.API.CONSUMER.MSG.NEXT.INTERLOCK.restricted",
 		"$JS.ACK.INTERLOCK.restricted.>",
 		"_INTERLOCK.poison.restricted",

@@ -113,6 +113,10 @@ type Config struct {
 	// EventsSlowTimeout is how long a feed client may leave EventsBuffer events waiting before
 	// it is disconnected. DefaultEventsSlowTimeout when 0.
 	EventsSlowTimeout time.Duration
+	// EventsPerToken caps the event feeds one token (anonymous readers count as one) may have
+	// open on this replica, EventsMaxStreams all of them; over either, 429 with Retry-After.
+	// DefaultEventsPerToken and DefaultEventsMaxStreams when 0.
+	EventsPerToken, EventsMaxStreams int
 	// Presence tracks the in-process subscribers, for GET .../subscribers and
 	// .../flags/{key}/propagation (propagation.go); without it those endpoints answer 404.
 	Presence Presence
@@ -145,6 +149,12 @@ func (c *Config) setDefaults() {
 	if c.EventsSlowTimeout == 0 {
 		c.EventsSlowTimeout = DefaultEventsSlowTimeout
 	}
+	if c.EventsPerToken == 0 {
+		c.EventsPerToken = DefaultEventsPerToken
+	}
+	if c.EventsMaxStreams == 0 {
+		c.EventsMaxStreams = DefaultEventsMaxStreams
+	}
 }
 
 // Validate reports every problem with the configuration, joined.
@@ -174,7 +184,7 @@ func (c Config) Validate() error {
 	if c.WriteTimeout < 0 {
 		errs = append(errs, errors.New("write timeout: negative"))
 	}
-	if c.EventsHeartbeat < 0 || c.EventsBuffer < 0 || c.EventsSlowTimeout < 0 {
+	if c.EventsHeartbeat < 0 || c.EventsBuffer < 0 || c.EventsSlowTimeout < 0 || c.EventsPerToken < 0 || c.EventsMaxStreams < 0 {
 		errs = append(errs, errors.New("events heartbeat, buffer and slow timeout: negative"))
 	}
 	return errors.Join(errs...)

@@ -654,3 +654,37 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestBadInputRefusedAtTheEdge: what the JSON decoder would alter or defer is refused at write
+// time on create, PATCH and actions, and bad query values on reads; nothing is written.
+func TestBadInputRefusedAtTheEdge(t *testing.T) {
+	s := boot(t)
+	s.create(t, "prod", "checkout")
+	flags := "/api/v1/environments/prod/flags"
+	tests := []struct {
+		name string
+		r    req
+		want string
+	}{
+		{"number beyond float64", req{method: "POST", path: flags, token: s.admin,
+			body: `{"key":"ttl","kind":"config","variants":{"a":1,"b":1e400},"defaultVariant":"a","offVariant":"a"}`}, "does not fit"},
+		{"invalid UTF-8 in a description", req{method: "POST", path: flags, token: s.admin,
+			body: "{\"key\":\"x\",\"description\":\"caf\xe9\",\"variants\":{\"on\":true,\"off\":false},\"defaultVariant\":\"on\",\"offVariant\":\"off\"}"}, "UTF-8"},
+		{"duplicate key", req{method: "POST", path: flags, token: s.admin, body: `{"key":"a","key":"b"}`}, "twice"},
+		{"duplicate key in a patch", req{method: "PATCH", path: flagPath("prod", "checkout"), token: s.admin,
+			header: map[string]string{"Content-Type": "application/merge-patch+json", "If-Match": `"1"`}, body: `{"owner":"a","owner":"b"}`}, "twice"},
+		{"duplicate key in an action", req{method: "POST", path: flagPath("prod", "checkout") + "/kill", token: s.admin, body: `{"reason":"a","reason":"b"}`}, "twice"},
+		{"invalid UTF-8 in a query", req{method: "GET", path: "/api/v1/audit?actor=%ff"}, "UTF-8"},
+		{"at before the epoch", req{method: "GET", path: flagPath("prod", "checkout") + "?at=1969-12-31T23:59:59Z"}, "out of range"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s.unchanged(t, func() {
+				msg := s.do(t, tt.r).apiError(t, http.StatusBadRequest, "invalid_argument")
+				if !strings.Contains(msg, tt.want) {
+					t.Errorf("message %q does not say %q", msg, tt.want)
+				}
+			})
+		})
+	}
+}

@@ -71,6 +71,7 @@ const (
 	codePayloadTooLarge      = "payload_too_large"
 	codeUnsupportedMediaType = "unsupported_media_type"
 	codeUnavailable          = "unavailable"
+	codeTooManyRequests      = "too_many_requests"
 	codeInternal             = "internal"
 )
 
@@ -136,6 +137,8 @@ func classify(err error) (status int, code, msg string) {
 		return http.StatusConflict, codeConflict, err.Error()
 	case errors.Is(err, events.ErrConflict):
 		return http.StatusConflict, codeConflict, "the flag kept changing while the command was decided; try again"
+	case errors.Is(err, errTooManyStreams):
+		return http.StatusTooManyRequests, codeTooManyRequests, msg
 	case errors.Is(err, errUnavailable):
 		return http.StatusServiceUnavailable, codeUnavailable, msg
 	case errors.Is(err, errNotReady):
@@ -157,8 +160,11 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		a.logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path,
 			"correlation_id", correlationID(r.Context()), "error", err)
 	}
-	if status == http.StatusUnauthorized {
+	switch status {
+	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="interlock"`)
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", "5")
 	}
 	a.writeJSON(w, r, status, errorBody{Error: errorDetail{Code: code, Message: msg}})
 }

@@ -31,6 +31,8 @@ const (
 	DefaultEventsHeartbeat   = 15 * time.Second
 	DefaultEventsBuffer      = 256
 	DefaultEventsSlowTimeout = 5 * time.Second
+	DefaultEventsPerToken    = 32
+	DefaultEventsMaxStreams  = 1000
 )
 
 // Limits of the event feed.
@@ -46,11 +48,45 @@ const (
 // errSlowClient ends a feed whose client does not keep up.
 var errSlowClient = errors.New("event feed client too slow")
 
-// feeds lets StopStreams end every open event feed. Its zero value is ready to use.
+// feeds lets StopStreams end every open event feed, and counts them against the caps. Its zero
+// value is ready to use.
 type feeds struct {
 	once   sync.Once
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	open     int
+	byCaller map[string]int
+}
+
+// errTooManyStreams refuses a feed over a cap: 429 with Retry-After.
+var errTooManyStreams = errors.New("too many event streams")
+
+// acquire counts a new feed of caller, or refuses it when the caller or the server is at its
+// cap. The release function uncounts it.
+func (f *feeds) acquire(caller string, perCaller, total int) (func(), error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.open >= total {
+		return nil, &requestError{kind: errTooManyStreams, msg: fmt.Sprintf("this server has %d event streams open, its limit; try again shortly", f.open)}
+	}
+	if f.byCaller[caller] >= perCaller {
+		return nil, &requestError{kind: errTooManyStreams, msg: fmt.Sprintf("the token %q has %d event streams open, its limit; close one first", caller, f.byCaller[caller])}
+	}
+	if f.byCaller == nil {
+		f.byCaller = map[string]int{}
+	}
+	f.open++
+	f.byCaller[caller]++
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.open--
+		if f.byCaller[caller]--; f.byCaller[caller] == 0 {
+			delete(f.byCaller, caller)
+		}
+	}, nil
 }
 
 func (f *feeds) init() {
@@ -168,6 +204,11 @@ func (a *API) eventFeed(w http.ResponseWriter, r *http.Request, p auth.Principal
 	if err != nil {
 		return err
 	}
+	release, err := a.feeds.acquire(p.Name, a.cfg.EventsPerToken, a.cfg.EventsMaxStreams)
+	if err != nil {
+		return err
+	}
+	defer release()
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")

@@ -733,3 +733,51 @@ func BenchmarkEventFeedLatency(b *testing.B) {
 	report("send-to-ack", command)
 	b.ReportMetric(100*float64(before)/float64(len(fromAck)), "%-before-ack")
 }
+
+func TestEventFeedCaps(t *testing.T) {
+	s := boot(t, func(c *api.Config) {
+		c.Events = c.Reader.(api.EventFeed)
+		c.EventsPerToken, c.EventsMaxStreams = 2, 3
+	})
+	open := func(token string) *http.Response {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		r, err := http.NewRequestWithContext(ctx, "GET", s.url+"/api/v1/events", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	var first *http.Response
+	for range 2 {
+		resp := open(s.reader)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("feed within the caps: %d", resp.StatusCode)
+		}
+		first = resp
+	}
+	over := open(s.reader)
+	if over.StatusCode != http.StatusTooManyRequests || over.Header.Get("Retry-After") == "" {
+		t.Fatalf("a token's third feed: %d, Retry-After %q; want 429 with Retry-After", over.StatusCode, over.Header.Get("Retry-After"))
+	}
+	if resp := open(s.writer); resp.StatusCode != http.StatusOK {
+		t.Fatalf("another token's feed: %d", resp.StatusCode)
+	}
+	if resp := open(s.oncall); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a feed over the server's cap: %d, want 429", resp.StatusCode)
+	}
+	// A client that leaves frees its place.
+	first.Body.Close()
+	natstest.Eventually(t, 5*time.Second, func() bool {
+		resp := open(s.oncall)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, "a place frees when a client leaves")
+}

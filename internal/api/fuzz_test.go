@@ -8,11 +8,12 @@ import (
 	"testing"
 
 	"github.com/interlock-dev/interlock/internal/api"
+	"github.com/interlock-dev/interlock/projections"
 )
 
 // fuzzBody sends body to the real handler and checks what every answer must hold: no 5xx, an
 // error document with a message for anything but 2xx, and nothing written when refused.
-func fuzzBody(t *testing.T, s *system, method, path, contentType string, header map[string]string, body []byte) {
+func fuzzBody(t *testing.T, s *system, method, path, contentType string, header map[string]string, body []byte) *response {
 	before := s.lastSequence(t)
 	hr, err := http.NewRequest(method, s.url+path, bytes.NewReader(body))
 	if err != nil {
@@ -40,13 +41,36 @@ func fuzzBody(t *testing.T, s *system, method, path, contentType string, header 
 		if !json.Valid(b) {
 			t.Fatalf("status %d with a body that is not JSON: %q", r.status, b)
 		}
-		return
+		return r
 	}
 	if _, _, err := decodeError(r); err != nil {
 		t.Fatalf("status %d: %v", r.status, err)
 	}
 	if after := s.lastSequence(t); after != before {
 		t.Fatalf("refused with %d but wrote %d events; body %q", r.status, after-before, body)
+	}
+	return r
+}
+
+// evaluatesWithoutParseError is the differential oracle of the write fuzzers: a flag the API
+// accepted compiles, so it never evaluates with PARSE_ERROR.
+func evaluatesWithoutParseError(t *testing.T, s *system, r *response, env string) {
+	t.Helper()
+	var f projections.Flag
+	if err := json.Unmarshal(r.body, &f); err != nil {
+		t.Fatalf("decode the accepted flag: %v", err)
+	}
+	set, err := projections.CompileFlagset(env, 0, []projections.Flag{f}, s.catalog.Segments(env))
+	if err != nil {
+		t.Fatalf("compile the accepted flag: %v", err)
+	}
+	for _, enabled := range []bool{true, false} {
+		f.Enabled = enabled
+		set, _ = projections.CompileFlagset(env, 0, []projections.Flag{f}, s.catalog.Segments(env))
+		ev := set.Evaluate(f.Key, &projections.EvalContext{TargetingKey: "user-1", Attributes: map[string]any{"role": "beta", "n": 3.0}})
+		if ev.ErrorCode == projections.ErrorParseError {
+			t.Fatalf("accepted flag %s (enabled %v) evaluates with PARSE_ERROR: %s", r.body, enabled, ev.ErrorMessage)
+		}
 	}
 }
 
@@ -62,13 +86,17 @@ func FuzzCreateBody(f *testing.F) {
 		`{"key":"a","actor":"mallory"}`,
 		`{"key":1}`,
 		`null`, `[]`, `"x"`, `{`, ``, `{}{}`, "\xff\xfe", `{"key":"a","variants":{"on":1e999}}`,
+		`{"key":"t","kind":"config","variants":{"a":1,"b":1e400},"defaultVariant":"a","offVariant":"a"}`,
+		`{"key":"a","key":"b"}`,
 		`{"key":"n","kind":"release","variants":{"on":true},"defaultVariant":"on","offVariant":"on","defaultServe":{"split":{"on":-1}}}`,
 	} {
 		f.Add([]byte(seed))
 	}
 	s := boot(f, func(c *api.Config) { c.MaxBodyBytes = 4096 })
 	f.Fuzz(func(t *testing.T, body []byte) {
-		fuzzBody(t, s, "POST", "/api/v1/environments/fuzz/flags", "application/json", nil, body)
+		if r := fuzzBody(t, s, "POST", "/api/v1/environments/fuzz/flags", "application/json", nil, body); r.status == http.StatusCreated {
+			evaluatesWithoutParseError(t, s, r, "fuzz")
+		}
 	})
 }
 
@@ -90,8 +118,10 @@ func FuzzPatchBody(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var cur struct{ Version uint64 }
 		s.get(t, flagPath("prod", "target")).must(t, http.StatusOK, &cur)
-		fuzzBody(t, s, "PATCH", flagPath("prod", "target"), "application/merge-patch+json",
-			map[string]string{"If-Match": etagOf(cur.Version)}, body)
+		if r := fuzzBody(t, s, "PATCH", flagPath("prod", "target"), "application/merge-patch+json",
+			map[string]string{"If-Match": etagOf(cur.Version)}, body); r.status == http.StatusOK {
+			evaluatesWithoutParseError(t, s, r, "prod")
+		}
 	})
 }
 

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/interlock-dev/interlock/internal/auth"
 )
@@ -100,9 +101,12 @@ func (a *API) readJSON(w http.ResponseWriter, r *http.Request, v any, optional b
 	return decodeJSON(body, v)
 }
 
-// decodeJSON decodes exactly one JSON value into v, refusing unknown fields, with a message that
-// says what and where.
+// decodeJSON decodes exactly one JSON value into v, refusing unknown fields and what strictJSON
+// refuses, with a message that says what and where.
 func decodeJSON(body []byte, v any) error {
+	if err := strictJSON(body); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -242,6 +246,14 @@ func query(r *http.Request, allowed []string, repeatable ...string) (url.Values,
 		return nil, badRequest("query string: " + err.Error())
 	}
 	for name, vs := range q {
+		if !utf8.ValidString(name) {
+			return nil, badRequest("query string: a parameter name is not valid UTF-8")
+		}
+		for _, v := range vs {
+			if !utf8.ValidString(v) {
+				return nil, badRequest(fmt.Sprintf("query parameter %q: the value is not valid UTF-8", truncate(name)))
+			}
+		}
 		if !slices.Contains(allowed, name) && !slices.Contains(repeatable, name) {
 			if len(allowed)+len(repeatable) == 0 {
 				return nil, badRequest(fmt.Sprintf("unknown query parameter %q: this endpoint takes none", truncate(name)))
@@ -256,6 +268,13 @@ func query(r *http.Request, allowed []string, repeatable ...string) (url.Values,
 	return q, nil
 }
 
+// The range of times a query may name: no event is older than the epoch, and the stream's start
+// time lookups do not take years beyond 9999.
+var (
+	minTime = time.Unix(0, 0).UTC()
+	maxTime = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+)
+
 // timeParam parses an RFC 3339 time; zero when absent. A '+' that became a space in an
 // unencoded query string is taken as the '+' it was.
 func timeParam(q url.Values, name string) (time.Time, error) {
@@ -269,6 +288,9 @@ func timeParam(q url.Values, name string) (time.Time, error) {
 	}
 	if err != nil {
 		return time.Time{}, badRequest(fmt.Sprintf("%s: %q is not an RFC 3339 time such as 2026-01-02T15:04:05Z", name, truncate(s)))
+	}
+	if t.Before(minTime) || t.After(maxTime) {
+		return time.Time{}, badRequest(fmt.Sprintf("%s: %q is out of range: a time between 1970 and 9999", name, truncate(s)))
 	}
 	return t, nil
 }

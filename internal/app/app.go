@@ -23,14 +23,17 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/events/subscribe"
 	"github.com/interlock-dev/interlock/guard"
 	"github.com/interlock-dev/interlock/internal/api"
 	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/dashboard"
+	"github.com/interlock-dev/interlock/internal/edge"
 	"github.com/interlock-dev/interlock/internal/embedded"
 	"github.com/interlock-dev/interlock/internal/ofrep"
+	"github.com/interlock-dev/interlock/internal/perimeter"
 	"github.com/interlock-dev/interlock/internal/presence"
 	"github.com/interlock-dev/interlock/internal/snapshot"
 	"github.com/interlock-dev/interlock/projections"
@@ -43,10 +46,12 @@ type Main struct {
 
 	ns      *embedded.Server // nil with an external cluster
 	nc      *nats.Conn
+	authNC  *nats.Conn // the auth callout's own connection, with the embedded server
 	store   *events.Store
 	catalog *projections.Catalog
 	runner  *projections.Runner
 	lease   *guard.Lease
+	snaps   *snapshot.Writer
 	httpSrv *http.Server
 	httpLn  net.Listener
 
@@ -83,13 +88,26 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	if m.store, err = events.Open(setupCtx, js, events.StreamConfig{Replicas: cfg.Replicas}); err != nil {
 		return nil, err
 	}
-	tokens, err := auth.Open(setupCtx, js, cfg.Replicas)
+	tokens, err := auth.Open(setupCtx, js, cfg.Replicas, auth.WithLogger(logger))
 	if err != nil {
 		return nil, err
 	}
 	generated, err := tokens.Bootstrap(setupCtx, cfg.AdminToken)
 	if err != nil {
 		return nil, err
+	}
+	// Subscribers whose users may not create streams find their poison queue's stream made.
+	if err := subscribe.CreatePoisonStream(setupCtx, js, cfg.Replicas); err != nil {
+		return nil, err
+	}
+	var callout *perimeter.Callout
+	var revocations *perimeter.Revocations
+	var warden *perimeter.Warden
+	if m.ns != nil {
+		if callout, revocations, err = m.perimeter(setupCtx, js, tokens); err != nil {
+			return nil, err
+		}
+		warden = perimeter.NewWarden(js, m.ns, tokens, logger)
 	}
 
 	m.catalog = projections.NewCatalog()
@@ -107,6 +125,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		return nil, err
 	}
 	m.catalog.Observe(snapshots.Observe)
+	m.snaps = snapshots
 	allowSource := guard.AllowSources(cfg.GuardSources)
 	commands := command.New(m.store, logger, command.WithUsage(m.catalog), command.WithSourceCheck(allowSource))
 	if generated != "" {
@@ -211,7 +230,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		return nil, fmt.Errorf("http listen: %w", err)
 	}
 	m.httpSrv = &http.Server{
-		Handler:           root,
+		Handler:           edge.Handler(root, edge.Config{CORSOrigins: cfg.CORSOrigins}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -225,7 +244,18 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	m.cancel = cancelRun
 	m.group, runCtx = errgroup.WithContext(runCtx)
+	if callout != nil {
+		// Clients other than Interlock's own are admitted from here on.
+		if err := warden.Listen(runCtx, m.nc); err != nil {
+			return nil, err
+		}
+		if err := callout.Listen(runCtx, m.authNC); err != nil {
+			return nil, err
+		}
+		m.group.Go(func() error { return revocations.Run(runCtx) })
+	}
 	m.group.Go(func() error { return m.runner.Run(runCtx) })
+	m.group.Go(func() error { return tokens.Run(runCtx) })
 	m.group.Go(func() error { return tracker.Run(runCtx) })
 	m.group.Go(func() error { return snapshots.Run(runCtx) })
 	m.group.Go(func() error { return m.lease.Run(runCtx) })
@@ -293,12 +323,36 @@ func (m *Main) connect() error {
 	return nil
 }
 
+// perimeter builds what guards the embedded server: the auth callout that admits the holders of
+// tokens, and the watcher that closes the connections of revoked ones.
+func (m *Main) perimeter(ctx context.Context, js jetstream.JetStream, tokens *auth.Store) (*perimeter.Callout, *perimeter.Revocations, error) {
+	logger := m.logger.With("component", "perimeter")
+	callout, err := perimeter.NewCallout(perimeter.CalloutConfig{
+		Auth:    tokens,
+		Issuer:  m.ns.Issuer(),
+		Server:  m.ns.ID(),
+		Account: embedded.Account,
+		Logger:  logger,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.authNC, err = m.ns.Connect(nats.Name("interlock-auth-callout")); err != nil {
+		return nil, nil, fmt.Errorf("connect to embedded nats: %w", err)
+	}
+	kv, err := js.KeyValue(ctx, auth.Bucket)
+	if err != nil {
+		return nil, nil, fmt.Errorf("token bucket %s: %w", auth.Bucket, err)
+	}
+	return callout, perimeter.NewRevocations(kv, m.ns, tokens, logger), nil
+}
+
 func (m *Main) banner(out io.Writer, generated string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Interlock is serving http://%s (dashboard /, admin API /api/v1, OFREP /ofrep/v1, health /healthz, readiness /readyz)\n", m.HTTPAddr())
 	switch {
 	case m.ns != nil && m.NATSURL() != "":
-		fmt.Fprintf(&b, "Embedded NATS with JetStream at %s, data in %s\n", m.NATSURL(), m.cfg.Data)
+		fmt.Fprintf(&b, "Embedded NATS with JetStream at %s (clients need an Interlock token), data in %s\n", m.NATSURL(), m.cfg.Data)
 	case m.ns != nil:
 		fmt.Fprintf(&b, "Embedded NATS with JetStream (in-process only), data in %s\n", m.cfg.Data)
 	default:
@@ -344,6 +398,11 @@ func (m *Main) GuardActing() bool {
 // Catalog is the live flag read model (for in-process users such as tests and benchmarks).
 func (m *Main) Catalog() *projections.Catalog { return m.catalog }
 
+// FlushSnapshots writes now the snapshot of every environment changed since its last one, once the
+// projections have caught up, instead of when the writer's count or interval says. Errors: those of
+// the writes.
+func (m *Main) FlushSnapshots(ctx context.Context) error { return m.snaps.Flush(ctx) }
+
 // Wait blocks until a part of the server fails or Close is called, and returns the first error.
 func (m *Main) Wait() error { return m.group.Wait() }
 
@@ -361,6 +420,9 @@ func (m *Main) shutdown() error {
 		err = m.group.Wait()
 	} else if m.httpLn != nil {
 		m.httpLn.Close()
+	}
+	if m.authNC != nil {
+		m.authNC.Close()
 	}
 	if m.nc != nil {
 		m.nc.Drain()

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -74,21 +75,25 @@ type cached struct {
 
 // Store checks tokens against the bucket, and issues new ones. It is safe for concurrent use.
 type Store struct {
-	kv  jetstream.KeyValue
-	now func() time.Time
+	kv     jetstream.KeyValue
+	now    func() time.Time
+	logger *slog.Logger
 
 	mu      sync.RWMutex
 	envHash *[sha256.Size]byte
 	cache   map[string]cached
 	// revokes counts revocations: a lookup that began before one does not cache what it found.
 	revokes uint64
+	// view is the bucket as the watch of Run keeps it (view.go).
+	view view
 }
 
 // Open creates the token bucket if needed (file storage, one value per key, the given number of
-// replicas; 0 means 1) and returns a store on it.
+// replicas; 0 means 1) and returns a store on it. Run it ([Store.Run]) to check tokens from an
+// in-memory view of the bucket that a watch keeps current.
 //
 // Errors: one wrapping [ErrInvalid] for replicas outside 0-5; otherwise a JetStream error.
-func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
+func Open(ctx context.Context, js jetstream.JetStream, replicas int, opts ...Option) (*Store, error) {
 	if replicas < 0 || replicas > 5 {
 		return nil, fmt.Errorf("%w: replicas %d is not between 1 and 5", ErrInvalid, replicas)
 	}
@@ -105,7 +110,23 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, er
 	if err != nil {
 		return nil, fmt.Errorf("token bucket %s: %w", Bucket, err)
 	}
-	return &Store{kv: kv, now: time.Now, cache: make(map[string]cached)}, nil
+	s := &Store{kv: kv, now: time.Now, cache: make(map[string]cached), logger: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
+}
+
+// Option configures a [Store].
+type Option func(*Store)
+
+// WithLogger logs what the store's watch skips and why, with component=auth.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Store) {
+		if l != nil {
+			s.logger = l.With("component", "auth")
+		}
+	}
 }
 
 // Bootstrap makes sure there is a way in as admin.
@@ -148,6 +169,7 @@ func (s *Store) Bootstrap(ctx context.Context, envToken string) (string, error) 
 		// Another replica won the race (or the marker could not be written): this token must
 		// not exist, since nobody will ever see it.
 		derr := s.kv.Delete(context.WithoutCancel(ctx), key)
+		s.revoked(key)
 		if errors.Is(err, jetstream.ErrKeyExists) && derr == nil {
 			return "", nil
 		}
@@ -269,9 +291,16 @@ func (s *Store) issue(ctx context.Context, spec Spec) (token string, rec record,
 	if err != nil {
 		return "", record{}, err
 	}
-	if _, err := s.kv.Create(ctx, hashKey(token), val); err != nil {
+	key := hashKey(token)
+	if _, err := s.kv.Create(ctx, key, val); err != nil {
 		return "", record{}, fmt.Errorf("store token hash: %w", err)
 	}
+	// This store accepts the token at once, before its watch delivers it.
+	s.mu.Lock()
+	if s.view.records != nil {
+		s.view.records[key] = rec
+	}
+	s.mu.Unlock()
 	return token, rec, nil
 }
 
@@ -280,8 +309,10 @@ func hashKey(token string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Authenticate returns the principal a token stands for. A token found in the bucket is trusted
-// for a few seconds without asking the bucket again, so most requests cost no round trip.
+// Authenticate returns the principal a token stands for. While [Store.Run] keeps the view of the
+// bucket current, or has done so before the event store became unreachable, the token is checked
+// against that view with no round trip. Otherwise a token found in the bucket is trusted for a few
+// seconds without asking the bucket again.
 //
 // Errors: one wrapping [ErrUnauthenticated] for an empty, unknown or deleted token, and also
 // [ErrExpired] for one whose expiry has passed; otherwise a JetStream error or one about a corrupt
@@ -303,6 +334,15 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 	key := hex.EncodeToString(sum[:])
 	now := s.now()
 	s.mu.RLock()
+	if s.view.synced {
+		rec, ok := s.view.records[key]
+		s.mu.RUnlock()
+		if !ok {
+			return Principal{}, fmt.Errorf("%w: unknown token", ErrUnauthenticated)
+		}
+		p := rec.principal()
+		return p, expired(p, now)
+	}
 	c, ok := s.cache[key]
 	gen := s.revokes
 	s.mu.RUnlock()
@@ -374,10 +414,14 @@ func (s *Store) forget(key string) {
 	s.mu.Unlock()
 }
 
-// revoked drops key from the cache and stops lookups in flight from caching anything.
+// revoked drops key from the cache and the view, and stops lookups in flight from caching
+// anything.
 func (s *Store) revoked(key string) {
 	s.mu.Lock()
 	delete(s.cache, key)
+	if s.view.records != nil {
+		delete(s.view.records, key)
+	}
 	s.revokes++
 	s.mu.Unlock()
 }

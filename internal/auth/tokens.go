@@ -117,8 +117,9 @@ func (s *Store) checkNewName(ctx context.Context, name string) error {
 }
 
 // Revoke deletes every token named name and returns how many it deleted. This store stops
-// accepting them at once; another replica (another Store on the same bucket) may keep accepting
-// one it looked up recently for up to the cache lifetime, 10 seconds.
+// accepting them at once; another replica (another Store on the same bucket) as soon as its watch
+// ([Store.Run]) delivers the delete, or, when it does not run one, once the token's cache entry
+// expires (10 seconds).
 //
 // The admin token (the bootstrap one, or the one given in the environment) is named "admin" and
 // cannot be revoked this way.

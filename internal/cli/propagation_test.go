@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/app"
 	"github.com/interlock-dev/interlock/internal/cli"
 	"github.com/interlock-dev/interlock/internal/config"
@@ -74,7 +75,7 @@ func (s *waitServer) must(t *testing.T, args ...string) result {
 // subscriber runs an in-process subscriber of prod over its own connection to the server's NATS.
 func (s *waitServer) subscriber(t *testing.T, id, name string, interval time.Duration) (*local.Client, *nats.Conn) {
 	t.Helper()
-	nc, err := nats.Connect(s.m.NATSURL())
+	nc, err := nats.Connect(s.m.NATSURL(), events.TokenAuth(s.env["INTERLOCK_TOKEN"]))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -134,7 +134,7 @@ func tokensList() *command {
 func tokensRevoke() *command {
 	return &command{
 		name: "tokens revoke", operands: "NAME", args: "NAME [--reason TEXT]", summary: "Revoke every API token named NAME (admin only).",
-		help: `The server that answers stops accepting the tokens at once; other replicas within 10 seconds.
+		help: `The server that answers stops accepting the tokens at once; other replicas within milliseconds.
 The revocation is recorded in the audit trail. The admin token cannot be revoked.`,
 		minArgs: 1, maxArgs: 1,
 		setup: func(fs *flag.FlagSet) action {

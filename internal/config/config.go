@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/edge"
 )
 
 // Config is everything `interlock serve` can be told.
@@ -58,6 +59,9 @@ type Config struct {
 	// segments, subscribers, the event feed). Off by default: reads need a token of a role that
 	// may read, in its environment scope.
 	PublicRead bool `json:"publicRead"`
+	// CORSOrigins are the origins a browser app may call OFREP and the event feeds from
+	// (comma-separated on the command line); none by default.
+	CORSOrigins []string `json:"corsOrigins"`
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string `json:"logLevel"`
 	LogFormat string `json:"logFormat"`
@@ -102,6 +106,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.Int("ofrep-rate-burst", 0, "OFREP requests a token may make at once above the rate (env INTERLOCK_OFREP_RATE_BURST)")
 	fs.String("guard-sources", "", "comma-separated URL `prefixes` the guard may read metrics from; empty for loopback addresses only (env INTERLOCK_GUARD_SOURCES)")
 	fs.String("critical-environments", "", "comma-separated `environments` where the dashboard's kill switch asks to type the flag key (env INTERLOCK_CRITICAL_ENVIRONMENTS)")
+	fs.String("cors-origins", "", "comma-separated `origins` allowed to call OFREP and the event feeds from a browser (env INTERLOCK_CORS_ORIGINS)")
 	fs.Bool("public-read", false, "let anyone read the admin API without a token (env INTERLOCK_PUBLIC_READ)")
 	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
 	fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env INTERLOCK_LOG_LEVEL)")
@@ -160,7 +165,8 @@ var envNames = map[string]string{
 	"default-environment": "INTERLOCK_DEFAULT_ENVIRONMENT",
 	"public-url":          "INTERLOCK_PUBLIC_URL", "ofrep-rate-limit": "INTERLOCK_OFREP_RATE_LIMIT",
 	"ofrep-rate-burst": "INTERLOCK_OFREP_RATE_BURST", "guard-sources": "INTERLOCK_GUARD_SOURCES",
-	"public-read": "INTERLOCK_PUBLIC_READ", "critical-environments": "INTERLOCK_CRITICAL_ENVIRONMENTS",
+	"public-read": "INTERLOCK_PUBLIC_READ", "cors-origins": "INTERLOCK_CORS_ORIGINS",
+	"critical-environments": "INTERLOCK_CRITICAL_ENVIRONMENTS",
 }
 
 func (c *Config) loadEnv(getenv func(string) string) error {
@@ -208,6 +214,13 @@ func (c *Config) set(name, v string) error {
 			return fmt.Errorf("%q is not true or false", v)
 		}
 		c.NoSync = b
+	case "cors-origins":
+		c.CORSOrigins = nil
+		for _, o := range strings.Split(v, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				c.CORSOrigins = append(c.CORSOrigins, o)
+			}
+		}
 	case "public-read":
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -302,6 +315,9 @@ func (c Config) Validate() error {
 		if u, err := url.Parse(p); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("guard-sources: %q is not an http:// or https:// URL prefix", p))
 		}
+	}
+	if err := (edge.Config{CORSOrigins: c.CORSOrigins}).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("cors-origins: %w", err))
 	}
 	if _, err := c.Level(); err != nil {
 		errs = append(errs, err)

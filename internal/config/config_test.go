@@ -55,6 +55,8 @@ func TestLoadRefuses(t *testing.T) {
 		{"bad public url", []string{"--public-url", "flags.example.com"}, nil, "public-url"},
 		{"negative rate", []string{"--ofrep-rate-limit", "-1"}, nil, "ofrep-rate-limit"},
 		{"bad burst env", nil, map[string]string{"INTERLOCK_OFREP_RATE_BURST": "many"}, "INTERLOCK_OFREP_RATE_BURST"},
+		{"bad cors origin", []string{"--cors-origins", "app.example.com"}, nil, "cors-origins"},
+		{"bad public read", nil, map[string]string{"INTERLOCK_PUBLIC_READ": "sometimes"}, "INTERLOCK_PUBLIC_READ"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(tc.args, env(tc.env), io.Discard)
@@ -138,5 +140,24 @@ func TestCriticalEnvironments(t *testing.T) {
 	}
 	if _, err := Load([]string{"--critical-environments", "prod,no spaces"}, env(nil), io.Discard); err == nil || !strings.Contains(err.Error(), "critical-environments") {
 		t.Fatalf("a bad environment name: %v", err)
+	}
+}
+
+func TestLoadReadModeAndCORS(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "interlock.json")
+	if err := os.WriteFile(file, []byte(`{"publicRead": true, "corsOrigins": ["https://a.example.com"]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load([]string{"--config", file}, env(nil), io.Discard)
+	if err != nil || !cfg.PublicRead || !reflect.DeepEqual(cfg.CORSOrigins, []string{"https://a.example.com"}) {
+		t.Fatalf("from the file: %+v, %v", cfg, err)
+	}
+	cfg, err = Load([]string{"--cors-origins", "https://b.example.com, http://localhost:3000"},
+		env(map[string]string{"INTERLOCK_PUBLIC_READ": "true"}), io.Discard)
+	if err != nil || !cfg.PublicRead || !reflect.DeepEqual(cfg.CORSOrigins, []string{"https://b.example.com", "http://localhost:3000"}) {
+		t.Fatalf("from flags and environment: %+v, %v", cfg, err)
+	}
+	if cfg, err := Load(nil, env(nil), io.Discard); err != nil || cfg.PublicRead || cfg.CORSOrigins != nil {
+		t.Fatalf("defaults: reads need a token and no CORS; got %+v, %v", cfg, err)
 	}
 }

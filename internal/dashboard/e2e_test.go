@@ -8,6 +8,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats.go"
 
+	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections/local"
 )
 
@@ -35,8 +36,10 @@ func TestDashboard(t *testing.T) {
 	reader := issue(t, base, "rita", "reader", "")
 	scoped := issue(t, base, "sam", "oncall", "staging")
 
-	// An in-process subscriber of production, counted in "applied on N of M".
-	nc, err := nats.Connect(m.NATSURL())
+	// An in-process subscriber of production, counted in "applied on N of M", with a reader token
+	// of its own: the embedded NATS server admits Interlock tokens only.
+	svc := issue(t, base, "checkout-api", "reader", env)
+	nc, err := nats.Connect(m.NATSURL(), events.TokenAuth(svc))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,15 @@
 // Package embedded runs a NATS server with JetStream inside the Interlock process.
+//
+// The server admits no anonymous client. Interlock's own connections use a user whose password is
+// generated at start and kept in memory only; every other client is handed to the auth callout
+// (nats-server's own mechanism, answered by Interlock: see package perimeter), which admits
+// Interlock tokens. The users the callout admits are signed by [Server.Issuer], a key generated
+// at start and never stored either.
 package embedded
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,7 +19,16 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
+
+// Account is the NATS account everything lives in: the stream, the buckets, Interlock's own user
+// and the users the auth callout admits. It is the server's global account, where JetStream
+// data written before the perimeter existed already is.
+const Account = server.DEFAULT_GLOBAL_ACCOUNT
+
+// internalUser is the name of Interlock's own NATS user, which the auth callout does not handle.
+const internalUser = "interlock-server"
 
 // Config of the embedded server.
 type Config struct {
@@ -29,7 +46,9 @@ type Config struct {
 
 // Server is a running embedded NATS server.
 type Server struct {
-	ns *server.Server
+	ns       *server.Server
+	password string
+	issuer   nkeys.KeyPair
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -49,6 +68,19 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	if cfg.ServerName == "" {
 		opts.ServerName = "interlock"
 	}
+	// Nobody gets in without credentials: Interlock's own user (random password, in memory
+	// only), and whoever the auth callout admits.
+	password := randomSecret()
+	issuer, err := nkeys.CreateAccount()
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: callout issuer key: %w", err)
+	}
+	issuerPub, err := issuer.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: callout issuer key: %w", err)
+	}
+	opts.Users = []*server.User{{Username: internalUser, Password: password}}
+	opts.AuthCallout = &server.AuthCallout{Issuer: issuerPub, Account: Account, AuthUsers: []string{internalUser}}
 	if cfg.Listen == "" {
 		opts.DontListen = true
 	} else {
@@ -77,13 +109,65 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		ns.Shutdown()
 		return nil, errors.New("embedded nats: not ready after 10s")
 	}
-	return &Server{ns: ns}, nil
+	return &Server{ns: ns, password: password, issuer: issuer}, nil
 }
 
-// Connect opens a client connection to the server, in-process.
+func randomSecret() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:]) // never fails: crypto/rand crashes the program instead
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// Connect opens a client connection to the server, in-process, as Interlock's own user: no
+// permission limits, no auth callout.
 func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
-	opts = append([]nats.Option{nats.InProcessServer(s.ns), nats.Name("interlock")}, opts...)
+	opts = append([]nats.Option{
+		nats.InProcessServer(s.ns), nats.Name("interlock"), nats.UserInfo(internalUser, s.password),
+	}, opts...)
 	return nats.Connect("", opts...)
+}
+
+// Issuer is the key that signs the users the auth callout admits.
+func (s *Server) Issuer() nkeys.KeyPair { return s.issuer }
+
+// ID is the server's public key: the issuer of the auth callout's requests, and the audience of
+// its responses.
+func (s *Server) ID() string { return s.ns.ID() }
+
+// Kick closes the client connection with the given id, if it is still open.
+func (s *Server) Kick(id uint64) error {
+	if err := s.ns.DisconnectClientByID(id); err != nil {
+		return fmt.Errorf("kick client %d: %w", id, err)
+	}
+	return nil
+}
+
+// KickUsers closes every open client connection whose user's name matches, and returns how many
+// it closed.
+func (s *Server) KickUsers(match func(user string) bool) (int, error) {
+	var ids []uint64
+	for offset := 0; ; {
+		cz, err := s.ns.Connz(&server.ConnzOptions{Username: true, Offset: offset, Limit: 1024, State: server.ConnOpen})
+		if err != nil {
+			return 0, fmt.Errorf("list connections: %w", err)
+		}
+		for _, c := range cz.Conns {
+			if match(c.AuthorizedUser) {
+				ids = append(ids, c.Cid)
+			}
+		}
+		offset += len(cz.Conns)
+		if len(cz.Conns) == 0 || offset >= cz.Total {
+			break
+		}
+	}
+	n := 0
+	for _, id := range ids {
+		if s.ns.DisconnectClientByID(id) == nil {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // ClientURL is the URL other processes use, or "" when the server does not listen.

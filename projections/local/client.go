@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -471,22 +472,33 @@ func (c *Client) start(ctx context.Context) bool {
 	return true
 }
 
-// lastSequence is the stream sequence of the environment's last event, 0 when it has none.
+// lastSequence is the stream sequence of the environment's last event, 0 when it has none. It is
+// one direct get of the last message on the environment's subjects (the stream allows direct
+// gets), which a user allowed to read only its environment may make. Errors: one wrapping
+// jetstream.ErrStreamNotFound when nothing answers (no stream, or no JetStream).
 func (c *Client) lastSequence(ctx context.Context) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	stream, err := c.js.Stream(ctx, c.cfg.Stream)
-	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", c.cfg.Stream, err)
-	}
-	msg, err := stream.GetLastMsgForSubject(ctx, events.EnvironmentSubjects(c.cfg.Environment))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
+	subject := "$JS.API.DIRECT.GET." + c.cfg.Stream + "." + events.EnvironmentSubjects(c.cfg.Environment)
+	msg, err := c.nc.RequestWithContext(ctx, subject, nil)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return 0, fmt.Errorf("stream %s: %w", c.cfg.Stream, jetstream.ErrStreamNotFound)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("last event of %s: %w", c.cfg.Environment, err)
 	}
-	return msg.Sequence, nil
+	switch status := msg.Header.Get("Status"); status {
+	case "":
+	case "404":
+		return 0, nil
+	default:
+		return 0, fmt.Errorf("last event of %s: status %s %s", c.cfg.Environment, status, msg.Header.Get("Description"))
+	}
+	seq, err := strconv.ParseUint(msg.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("last event of %s: sequence header: %w", c.cfg.Environment, err)
+	}
+	return seq, nil
 }
 
 // loadSnapshot returns the environment's latest snapshot, or nil when there is none or it cannot

@@ -170,9 +170,8 @@ func TestEmptyEnvironmentIsReady(t *testing.T) {
 func TestLiveFollow(t *testing.T) {
 	s := boot(t)
 	s.create(t, "prod", "checkout", boolFlag(true))
-	c := start(t, connect(t, s.srv), local.Config{Environment: "prod", NoPresence: true})
 	var seen notices
-	c.Observe(seen.observe)
+	c := start(t, connect(t, s.srv), local.Config{Environment: "prod", NoPresence: true}, seen.observe)
 	waitReady(t, c)
 
 	killed := s.kill(t, "prod", "checkout")
@@ -361,9 +360,8 @@ func TestStaleWhileServerDown(t *testing.T) {
 	s.create(t, "prod", "checkout", boolFlag(true))
 
 	nc := connect(t, s.srv)
-	c := start(t, nc, local.Config{Environment: "prod", NoPresence: true, HeartbeatInterval: 100 * time.Millisecond, StaleAfter: time.Second})
 	var seen notices
-	c.Observe(seen.observe)
+	c := start(t, nc, local.Config{Environment: "prod", NoPresence: true, HeartbeatInterval: 100 * time.Millisecond, StaleAfter: time.Second}, seen.observe)
 	waitReady(t, c)
 	natstest.Eventually(t, wait, func() bool { return !c.Stale() }, "fresh after start")
 
@@ -409,9 +407,8 @@ func restart(t *testing.T, dir string, port int) *server.Server {
 func TestStreamMissingIsAnError(t *testing.T) {
 	s := boot(t)
 	s.create(t, "prod", "checkout", boolFlag(true))
-	c := start(t, connect(t, s.srv), local.Config{Environment: "prod", NoPresence: true, HeartbeatInterval: 100 * time.Millisecond, StaleAfter: time.Second})
 	var seen notices
-	c.Observe(seen.observe)
+	c := start(t, connect(t, s.srv), local.Config{Environment: "prod", NoPresence: true, HeartbeatInterval: 100 * time.Millisecond, StaleAfter: time.Second}, seen.observe)
 	waitReady(t, c)
 	if err := s.js.DeleteStream(context.Background(), events.DefaultStreamName); err != nil {
 		t.Fatal(err)

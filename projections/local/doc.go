@@ -25,7 +25,15 @@
 // The package imports nats.go, events and projections only: no HTTP, configuration files or CLI.
 // The OpenFeature provider on top of it is in package openfeature below this one.
 //
-// Permissions a service's NATS user needs: JetStream API access to create ordered (ephemeral)
-// consumers on the event stream and to get its last message by subject, read access to the
-// snapshot object store, and publish on _INTERLOCK.presence.<env>.<id>.
+// Connecting: Interlock's embedded NATS server admits a service with an Interlock token (a reader
+// token scoped to its environment is enough), presented by events.TokenAuth:
+//
+//	nc, err := nats.Connect("nats://127.0.0.1:4222", events.TokenAuth(token))
+//
+// On an operator's cluster, the service's NATS user needs: JetStream API access to create ordered
+// (ephemeral) consumers on the event stream with a filter within its environment
+// ($JS.API.CONSUMER.CREATE.INTERLOCK.*.interlock.<env>.>, MSG.NEXT), the direct get of the
+// environment's last event ($JS.API.DIRECT.GET.INTERLOCK.interlock.<env>.>), read access to the
+// snapshot object store, publish on _INTERLOCK.presence.<env>.<id>, and subscribe on its inbox.
+// docs/perimeter.md and deploy/nats-cluster.conf list them.
 package local

@@ -147,12 +147,15 @@ func (s *system) snapshotNow(t testing.TB) {
 }
 
 // start makes a client of cfg over nc and runs it until the test ends; the test fails if Run
-// returns an error.
-func start(t testing.TB, nc *nats.Conn, cfg local.Config) *local.Client {
+// returns an error. The observers are registered before it runs, so they see its every notice.
+func start(t testing.TB, nc *nats.Conn, cfg local.Config, observers ...func(local.Notice)) *local.Client {
 	t.Helper()
 	c, err := local.New(nc, cfg)
 	if err != nil {
 		t.Fatalf("new client: %v", err)
+	}
+	for _, fn := range observers {
+		c.Observe(fn)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/interlock-dev/interlock/internal/natstest"
@@ -19,6 +20,7 @@ var (
 	measurePropagation = flag.Bool("propagation", false, "measure kill propagation to an in-process subscriber (slow; see docs/bench/propagation.md)")
 	propagationKills   = flag.Int("propagation.kills", 10_000, "kills (alternating with enables) to measure")
 	propagationFlags   = flag.Int("propagation.flags", 100, "other flags in the environment")
+	propagationAuth    = flag.Bool("propagation.perimeter", false, "run as `interlock serve` does: embedded server closed by the auth callout, writer in process, subscriber with a reader token")
 )
 
 // TestPropagation measures, on one JetStream server over TCP on loopback with fsync on every
@@ -32,14 +34,21 @@ func TestPropagation(t *testing.T) {
 	if !*measurePropagation {
 		t.Skip("run with -propagation to measure")
 	}
-	s := boot(t, natstest.Options{Sync: true})
+	var s *system
+	var subscriberConn func(testing.TB) *nats.Conn
+	if *propagationAuth {
+		s, subscriberConn = bootPerimeter(t, true)
+	} else {
+		s = boot(t, natstest.Options{Sync: true})
+		subscriberConn = func(t testing.TB) *nats.Conn { return connect(t, s.srv) }
+	}
 	ctx := context.Background()
 	for i := range *propagationFlags {
 		s.create(t, "prod", fmt.Sprintf("other-%05d", i), boolFlag(true))
 	}
 	s.create(t, "prod", "payments", boolFlag(true))
 
-	c := start(t, connect(t, s.srv), local.Config{Environment: "prod"})
+	c := start(t, subscriberConn(t), local.Config{Environment: "prod"})
 	applied := make(chan stamp, 64)
 	c.Observe(func(n local.Notice) {
 		if n.Kind == local.NoticeChanged {
@@ -82,7 +91,11 @@ func TestPropagation(t *testing.T) {
 	ocLat, ocEarly := rawOrdered(t, s.js, n)
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%d kills and enables of one flag in an environment of %d flags; JetStream fsync on every write; TCP loopback\n", n, *propagationFlags+1)
+	setup := "TCP loopback, no auth"
+	if *propagationAuth {
+		setup = "embedded server with the auth callout: writer in process, subscriber over TCP loopback with a reader token"
+	}
+	fmt.Fprintf(&b, "\n%d kills and enables of one flag in an environment of %d flags; JetStream fsync on every write; %s\n", n, *propagationFlags+1, setup)
 	fmt.Fprintf(&b, "%-58s %9s %9s %9s %9s %9s\n", "path", "p50", "p90", "p99", "p99.9", "max")
 	row := func(name string, d []time.Duration) {
 		p := percentiles(d)
