@@ -182,14 +182,22 @@ func (d *Dashboard) guardPage(w http.ResponseWriter, r *http.Request, s *session
 	if err != nil {
 		return err
 	}
+	q := r.URL.Query()
+	if q.Get("part") == "now" {
+		// Polled every 2 s: from memory only, without reading the flag's events.
+		f, err := d.currentFlag(env, key)
+		if err != nil {
+			return err
+		}
+		if f.Rollout == nil {
+			return errNotApplicable
+		}
+		d.renderNamed(w, r, http.StatusOK, "guard", "guardnow", d.now(s, panel{F: f, R: f.Rollout}))
+		return nil
+	}
 	p, err := d.loadPanel(r.Context(), env, key)
 	if err != nil {
 		return err
-	}
-	q := r.URL.Query()
-	if q.Get("part") == "now" {
-		d.renderNamed(w, r, http.StatusOK, "guard", "guardnow", d.now(s, p))
-		return nil
 	}
 	gd := d.guardData(s, p, q.Get("decision"))
 	if r.Header.Get("HX-Request") == "true" && r.Header.Get("HX-Target") == "evidence" {
