@@ -164,7 +164,10 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	if err != nil {
 		return nil, err
 	}
+	// The guard's ticks between its decisions, for the dashboard's charts.
+	tape := dashboard.NewTape(0)
 	guardRunner, err := guard.NewRunner(guard.RunnerOptions{
+		OnEvidence:  tape.Record,
 		Catalog:     m.catalog,
 		Commands:    commands.Guard(),
 		Lease:       m.lease,
@@ -218,6 +221,10 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		Presence: tracker,
 		Ready:    m.runner.Ready,
 		Logger:   logger,
+		Guard:    guardRunner,
+		Tape:     tape,
+		// The kill switch asks for the flag's key there.
+		CriticalEnvironments: cfg.CriticalEnvironments,
 	})
 	if err != nil {
 		return nil, err

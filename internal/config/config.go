@@ -59,6 +59,9 @@ type Config struct {
 	// VerifyKeys are PEM files of earlier signing keys (public or private), which events may
 	// still be signed with after a rotation (comma-separated on the command line).
 	VerifyKeys []string `json:"verifyKeys"`
+	// CriticalEnvironments are the environments where the dashboard's kill switch asks the
+	// person to type the flag's key before it kills (comma-separated on the command line).
+	CriticalEnvironments []string `json:"criticalEnvironments"`
 	// PublicRead lets anyone read the admin API without a token (flags, history, audit,
 	// segments, subscribers, the event feed). Off by default: reads need a token of a role that
 	// may read, in its environment scope.
@@ -111,6 +114,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.String("guard-sources", "", "comma-separated URL `prefixes` the guard may read metrics from; empty for loopback addresses only (env INTERLOCK_GUARD_SOURCES)")
 	fs.String("signing-key", "", "PEM `file` of the Ed25519 key events are signed with; default <data>/signing/key.pem, generated (env INTERLOCK_SIGNING_KEY_FILE)")
 	fs.String("verify-keys", "", "comma-separated PEM `files` of earlier signing keys that still verify (env INTERLOCK_VERIFY_KEYS)")
+	fs.String("critical-environments", "", "comma-separated `environments` where the dashboard's kill switch asks to type the flag key (env INTERLOCK_CRITICAL_ENVIRONMENTS)")
 	fs.String("cors-origins", "", "comma-separated `origins` allowed to call OFREP and the event feeds from a browser (env INTERLOCK_CORS_ORIGINS)")
 	fs.Bool("public-read", false, "let anyone read the admin API without a token (env INTERLOCK_PUBLIC_READ)")
 	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
@@ -172,6 +176,7 @@ var envNames = map[string]string{
 	"ofrep-rate-burst": "INTERLOCK_OFREP_RATE_BURST", "guard-sources": "INTERLOCK_GUARD_SOURCES",
 	"signing-key": "INTERLOCK_SIGNING_KEY_FILE", "verify-keys": "INTERLOCK_VERIFY_KEYS",
 	"public-read": "INTERLOCK_PUBLIC_READ", "cors-origins": "INTERLOCK_CORS_ORIGINS",
+	"critical-environments": "INTERLOCK_CRITICAL_ENVIRONMENTS",
 }
 
 func (c *Config) loadEnv(getenv func(string) string) error {
@@ -264,6 +269,13 @@ func (c *Config) set(name, v string) error {
 				c.VerifyKeys = append(c.VerifyKeys, p)
 			}
 		}
+	case "critical-environments":
+		c.CriticalEnvironments = nil
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				c.CriticalEnvironments = append(c.CriticalEnvironments, e)
+			}
+		}
 	case "log-level":
 		c.LogLevel = v
 	case "log-format":
@@ -315,6 +327,11 @@ func (c Config) Validate() error {
 	}
 	if c.OFREPRateBurst < 0 {
 		errs = append(errs, fmt.Errorf("ofrep-rate-burst: %d is negative", c.OFREPRateBurst))
+	}
+	for _, e := range c.CriticalEnvironments {
+		if err := events.ValidateEnvironment(e); err != nil {
+			errs = append(errs, fmt.Errorf("critical-environments: %w", err))
+		}
 	}
 	for _, p := range c.GuardSources {
 		if u, err := url.Parse(p); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
