@@ -123,6 +123,10 @@ type Event struct {
 	Data    json.RawMessage `json:"data,omitempty"`
 	// Sequence is the stream sequence, set when the event is read from or appended to the stream.
 	Sequence uint64 `json:"sequence,omitempty"`
+	// Stored is the time the stream accepted the event (the stream's own timestamp), set when
+	// the event is read from the stream. Time is when the writer decided it, just before it sent
+	// it: the two differ by the append's round trip.
+	Stored time.Time `json:"stored,omitzero"`
 }
 
 // NewEvent returns an event with a fresh UUIDv7 id and the current time, its payload encoded.

@@ -201,11 +201,16 @@ func (s *Store) StreamName() string { return s.name }
 // The event id is the message id, so appending the same event again (a retry after a lost
 // acknowledgement) writes nothing and returns the sequence of the copy already stored, whether
 // the stream answers the retry with a duplicate acknowledgement (replicated streams) or with
-// "wrong last sequence" (a single server).
+// "wrong last sequence" (a single server). Then *ev becomes the stored copy, which may differ from
+// the event sent (its time, say).
 //
 // Errors: [ErrInvalid] or [ErrUnknownType] for an event that fails [Event.Validate];
-// [ErrConflict] when another event was appended after expectedSeq; otherwise a transport error,
-// after which the same event may be appended again safely.
+// [ErrConflict] when another event was appended after expectedSeq; an [*UnavailableError] when
+// the store could not take the event (NATS not connected, no stream leader, no stream): nothing
+// was written; an [*OutcomeError] when the event was sent but no answer came (a timeout, the
+// connection lost meanwhile, ctx ended): it may be stored, and appending the same event again
+// settles it; ctx's error when ctx ended before anything was sent; otherwise an error of the
+// stream refusing the event.
 func (s *Store) Append(ctx context.Context, ev *Event, expectedSeq uint64) (uint64, error) {
 	if err := ev.Validate(); err != nil {
 		return 0, err
@@ -214,39 +219,75 @@ func (s *Store) Append(ctx context.Context, ev *Event, expectedSeq uint64) (uint
 	if len(msg.Data) > maxEventSize-8<<10 {
 		return 0, invalid("event", "larger than %d bytes", maxEventSize-8<<10)
 	}
+	if err := s.connected(); err != nil {
+		return 0, fmt.Errorf("append %s: %w", msg.Subject, err)
+	}
 	var hash [32]byte
 	if s.signer != nil {
 		prev, err := s.prevHash(ctx, msg.Subject, expectedSeq)
 		if err != nil {
-			return 0, fmt.Errorf("append %s: %w", msg.Subject, err)
+			return 0, fmt.Errorf("append %s: %w", msg.Subject, unavailable(err))
 		}
 		hash = s.signer.Sign(msg, prev)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("append %s: %w", msg.Subject, err)
 	}
 	ack, err := s.js.PublishMsg(ctx, msg,
 		jetstream.WithExpectStream(s.name),
 		jetstream.WithExpectLastSequencePerSubject(expectedSeq),
 	)
 	if err == nil {
+		if ack.Duplicate {
+			// An earlier attempt stored this event: answer with the stored copy.
+			return s.stored(ctx, ev, msg.Subject, ack.Sequence)
+		}
 		ev.Sequence = ack.Sequence
 		if s.verifier != nil {
 			s.appended(msg.Subject, expectedSeq, ack.Sequence, hash)
 		}
 		return ack.Sequence, nil
 	}
-	if !isWrongLastSequence(err) {
+	switch {
+	case notSent(err):
+		return 0, fmt.Errorf("append %s: %w", msg.Subject, &UnavailableError{Err: err})
+	case unanswered(err):
+		return 0, &OutcomeError{EventID: ev.ID, Subject: msg.Subject, Err: err}
+	case !isWrongLastSequence(err):
 		return 0, fmt.Errorf("append %s: %w", msg.Subject, err)
 	}
 	// The subject moved on. Either this very event was stored by an earlier attempt (then it is
 	// the first message on the subject after expectedSeq) or somebody else won.
 	next, gerr := s.stream.GetMsg(ctx, expectedSeq+1, jetstream.WithGetMsgSubject(msg.Subject))
 	if gerr == nil && next.Header.Get(HeaderID) == ev.ID {
-		ev.Sequence = next.Sequence
-		return next.Sequence, nil
+		return s.decodeStored(ev, next)
 	}
 	if gerr != nil && !errors.Is(gerr, jetstream.ErrMsgNotFound) {
-		return 0, fmt.Errorf("append %s: check earlier attempt: %w", msg.Subject, gerr)
+		return 0, fmt.Errorf("append %s: check earlier attempt: %w", msg.Subject, unavailable(gerr))
 	}
 	return 0, fmt.Errorf("append %s after sequence %d: %w", msg.Subject, expectedSeq, ErrConflict)
+}
+
+// stored sets *ev to the copy of it stored at seq, after a duplicate acknowledgement.
+func (s *Store) stored(ctx context.Context, ev *Event, subject string, seq uint64) (uint64, error) {
+	raw, err := s.stream.GetMsg(ctx, seq)
+	if err != nil {
+		// The event is stored at seq; only its stored copy could not be read.
+		ev.Sequence = seq
+		return 0, &OutcomeError{EventID: ev.ID, Subject: subject, Err: fmt.Errorf("stored at sequence %d, unread: %w", seq, err)}
+	}
+	return s.decodeStored(ev, raw)
+}
+
+// decodeStored sets *ev to the stored message raw, a copy of ev stored by an earlier attempt.
+func (s *Store) decodeStored(ev *Event, raw *jetstream.RawStreamMsg) (uint64, error) {
+	stored, err := Decode(raw.Subject, raw.Header, raw.Data)
+	if err != nil {
+		return 0, fmt.Errorf("append %s: the stored copy at sequence %d: %w", raw.Subject, raw.Sequence, err)
+	}
+	stored.Sequence, stored.Stored = raw.Sequence, raw.Time
+	*ev = stored
+	return raw.Sequence, nil
 }
 
 func isWrongLastSequence(err error) bool {
@@ -259,10 +300,15 @@ func isWrongLastSequence(err error) bool {
 }
 
 // LastSequence is the sequence of the last event in the stream (0 when empty).
+//
+// Errors: an [*UnavailableError] when the store cannot answer.
 func (s *Store) LastSequence(ctx context.Context) (uint64, error) {
+	if err := s.connected(); err != nil {
+		return 0, fmt.Errorf("stream info: %w", err)
+	}
 	info, err := s.stream.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("stream info: %w", err)
+		return 0, fmt.Errorf("stream info: %w", unavailable(err))
 	}
 	return info.State.LastSeq, nil
 }
@@ -314,7 +360,25 @@ func (s *Store) Read(ctx context.Context, q Query, h Handler) error {
 }
 
 // rawHandler receives stored messages as they are.
-type rawHandler func(ctx context.Context, subject string, seq uint64, hdr nats.Header, data []byte) error
+type rawHandler func(ctx context.Context, m rawMsg) error
+
+// rawMsg is one stored message.
+type rawMsg struct {
+	subject string
+	seq     uint64
+	stored  time.Time
+	hdr     nats.Header
+	data    []byte
+}
+
+// rawOf reads what a handler needs of a delivered message.
+func rawOf(msg jetstream.Msg) (rawMsg, error) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return rawMsg{}, err
+	}
+	return rawMsg{subject: msg.Subject(), seq: meta.Sequence.Stream, stored: meta.Timestamp, hdr: msg.Headers(), data: msg.Data()}, nil
+}
 
 // deliver turns h into a rawHandler that decodes each message and, with a verifier, judges it.
 func (s *Store) deliver(q Query, h Handler) rawHandler {
@@ -323,14 +387,14 @@ func (s *Store) deliver(q Query, h Handler) rawHandler {
 		from = 1
 	}
 	all := len(q.Subjects) == 0 || slices.Contains(q.Subjects, AllSubjects)
-	return func(ctx context.Context, subject string, seq uint64, hdr nats.Header, data []byte) error {
+	return func(ctx context.Context, m rawMsg) error {
 		if from == 0 {
-			from = seq // a read by time covers everything from its first message
+			from = m.seq // a read by time covers everything from its first message
 		}
-		ev, derr := Decode(subject, hdr, data)
-		ev.Sequence = seq
+		ev, derr := Decode(m.subject, m.hdr, m.data)
+		ev.Sequence, ev.Stored = m.seq, m.stored
 		if s.verifier != nil {
-			verr, err := s.judge(ctx, subject, seq, hdr, data, from, all)
+			verr, err := s.judge(ctx, m.subject, m.seq, m.hdr, m.data, from, all)
 			if err != nil {
 				return err
 			}
@@ -342,8 +406,16 @@ func (s *Store) deliver(q Query, h Handler) rawHandler {
 	}
 }
 
-// read calls fn for every message that q selects and that was stored when read began.
+// consumerIdle is how long the server keeps the consumer of a read or a follow whose client
+// stopped pulling without deleting it (a process that died, a connection that broke).
+const consumerIdle = 5 * time.Second
+
+// read calls fn for every message that q selects and that was stored when read began. Errors of
+// the store are [*UnavailableError]s; fn's errors are returned as they are.
 func (s *Store) read(ctx context.Context, q Query, fn rawHandler) error {
+	if err := s.connected(); err != nil {
+		return fmt.Errorf("read %v: %w", q.filters(), err)
+	}
 	policy, startSeq, startTime := q.consumerConfig()
 	cons, err := s.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
 		FilterSubjects:    q.filters(),
@@ -353,17 +425,13 @@ func (s *Store) read(ctx context.Context, q Query, fn rawHandler) error {
 		AckPolicy:         jetstream.AckNonePolicy,
 		MemoryStorage:     true,
 		Replicas:          1,
-		InactiveThreshold: time.Minute,
+		InactiveThreshold: consumerIdle,
 	})
 	if err != nil {
-		return fmt.Errorf("read %v: %w", q.filters(), err)
+		return fmt.Errorf("read %v: %w", q.filters(), unavailable(err))
 	}
 	info := cons.CachedInfo()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = s.stream.DeleteConsumer(ctx, info.Name) // expires by itself if this fails
-	}()
+	defer s.deleteConsumer(ctx, info.Name)
 	// What was stored when the read began: the consumer's pending count at its creation. The
 	// count of what is pending later grows with every event appended meanwhile, so under a
 	// steady stream of appends it may never reach zero: the read stops after this many.
@@ -374,28 +442,39 @@ func (s *Store) read(ctx context.Context, q Query, fn rawHandler) error {
 	batch := int(min(stored, 1000))
 	it, err := cons.Messages(jetstream.PullMaxMessages(batch))
 	if err != nil {
-		return fmt.Errorf("read %v: %w", q.filters(), err)
+		return fmt.Errorf("read %v: %w", q.filters(), unavailable(err))
 	}
 	defer it.Stop()
 	for read := uint64(1); ; read++ {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
-			return fmt.Errorf("read %v: %w", q.filters(), err)
+			return fmt.Errorf("read %v: %w", q.filters(), unavailable(err))
 		}
-		meta, err := msg.Metadata()
+		m, err := rawOf(msg)
 		if err != nil {
 			return fmt.Errorf("read %v: %w", q.filters(), err)
 		}
-		if err := fn(ctx, msg.Subject(), meta.Sequence.Stream, msg.Headers(), msg.Data()); err != nil {
+		if err := fn(ctx, m); err != nil {
 			if errors.Is(err, ErrStop) {
 				return nil
 			}
 			return err
 		}
-		if meta.NumPending == 0 || read >= stored {
+		if p, _ := msg.Metadata(); p.NumPending == 0 || read >= stored {
 			return nil
 		}
 	}
+}
+
+// deleteConsumer deletes a consumer of this store's once its reader is done, briefly: if it cannot
+// be deleted now, it expires after consumerIdle.
+func (s *Store) deleteConsumer(ctx context.Context, name string) {
+	if s.connected() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = s.stream.DeleteConsumer(ctx, name)
 }
 
 // Load returns every event of one flag, oldest first. A flag that was never created has none.
@@ -416,39 +495,54 @@ func (s *Store) Load(ctx context.Context, env, key string) ([]Event, error) {
 }
 
 // Follow calls h for every event that q selects, in stream order, and keeps following new ones
-// until ctx ends; then it returns nil. It survives reconnects and server restarts (an ordered
-// consumer recreates itself from the last sequence it delivered). Messages that fail
-// verification reach h as for [Store.Read].
+// until ctx ends; then it returns nil. It rides out short interruptions (an ordered consumer
+// recreates itself once from the last sequence it delivered); when that fails too (NATS is down,
+// the stream is gone) it returns an [*UnavailableError] at once, and the caller resumes after the
+// last event it was given. It never waits on the store after ctx ended for longer than one
+// request's timeout. Its consumer is deleted when it returns, or expires a few seconds after its
+// client stopped pulling. Messages that fail verification reach h as for [Store.Read].
 func (s *Store) Follow(ctx context.Context, q Query, h Handler) error {
+	if err := s.connected(); err != nil {
+		return fmt.Errorf("follow %v: %w", q.filters(), err)
+	}
 	fn := s.deliver(q, h)
 	policy, startSeq, startTime := q.consumerConfig()
 	cons, err := s.js.OrderedConsumer(ctx, s.name, jetstream.OrderedConsumerConfig{
-		FilterSubjects: q.filters(),
-		DeliverPolicy:  policy,
-		OptStartSeq:    startSeq,
-		OptStartTime:   startTime,
+		FilterSubjects:    q.filters(),
+		DeliverPolicy:     policy,
+		OptStartSeq:       startSeq,
+		OptStartTime:      startTime,
+		InactiveThreshold: consumerIdle,
+		// The consumer's own resets retry for ever by default, deaf to ctx and holding a lock
+		// that Stop needs: one attempt, then the caller decides.
+		MaxResetAttempts: 1,
 	})
 	if err != nil {
-		return fmt.Errorf("follow %v: %w", q.filters(), err)
+		return fmt.Errorf("follow %v: %w", q.filters(), unavailable(err))
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
 	if err != nil {
-		return fmt.Errorf("follow %v: %w", q.filters(), err)
+		return fmt.Errorf("follow %v: %w", q.filters(), unavailable(err))
 	}
-	defer it.Stop()
+	defer func() {
+		it.Stop()
+		if info := cons.CachedInfo(); info != nil {
+			s.deleteConsumer(ctx, info.Name)
+		}
+	}()
 	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("follow %v: %w", q.filters(), err)
+			return fmt.Errorf("follow %v: %w", q.filters(), unavailable(err))
 		}
-		meta, err := msg.Metadata()
+		m, err := rawOf(msg)
 		if err != nil {
 			return fmt.Errorf("follow %v: %w", q.filters(), err)
 		}
-		if err := fn(ctx, msg.Subject(), meta.Sequence.Stream, msg.Headers(), msg.Data()); err != nil {
+		if err := fn(ctx, m); err != nil {
 			if errors.Is(err, ErrStop) {
 				return nil
 			}

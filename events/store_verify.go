@@ -38,11 +38,11 @@ func (s *Store) judge(ctx context.Context, subject string, seq uint64, h nats.He
 // upTo. The caller holds c.mu.
 func (s *Store) catchUp(ctx context.Context, c *chain, subject string, upTo uint64) error {
 	q := Query{Subjects: []string{subject}, FromSequence: c.covered + 1}
-	err := s.read(ctx, q, func(_ context.Context, subj string, seq uint64, h nats.Header, data []byte) error {
-		if seq > upTo {
+	err := s.read(ctx, q, func(_ context.Context, m rawMsg) error {
+		if m.seq > upTo {
 			return ErrStop
 		}
-		_ = s.verifier.checkLocked(c, subj, seq, h, data) // recorded in c
+		_ = s.verifier.checkLocked(c, m.subject, m.seq, m.hdr, m.data) // recorded in c
 		return nil
 	})
 	if err != nil {
@@ -109,8 +109,8 @@ func (s *Store) VerifyChains(ctx context.Context, q Query, limit int) (ChainRepo
 	}
 	v := NewVerifier(s.verifier.keys, s.verifier.cutover)
 	rep := ChainReport{Problems: []*IntegrityError{}, Cutover: v.cutover}
-	err := s.read(ctx, Query{Subjects: q.Subjects}, func(_ context.Context, subject string, seq uint64, h nats.Header, data []byte) error {
-		err := v.Check(subject, seq, h, data)
+	err := s.read(ctx, Query{Subjects: q.Subjects}, func(_ context.Context, m rawMsg) error {
+		err := v.Check(m.subject, m.seq, m.hdr, m.data)
 		var ie *IntegrityError
 		switch {
 		case err == nil:

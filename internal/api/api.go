@@ -392,6 +392,11 @@ func (a *API) guard(path string, o op) http.Handler {
 		if err != nil {
 			return err
 		}
+		if o.method != "GET" {
+			if err := checkIdempotencyKey(r); err != nil {
+				return err
+			}
+		}
 		return o.h(w, r, p)
 	})
 }

@@ -53,6 +53,8 @@ type errorBody struct {
 type errorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// EventID names the event of a write of unknown outcome (codeOutcomeUnknown).
+	EventID string `json:"eventId,omitempty"`
 }
 
 // Error codes.
@@ -71,6 +73,8 @@ const (
 	codePayloadTooLarge      = "payload_too_large"
 	codeUnsupportedMediaType = "unsupported_media_type"
 	codeUnavailable          = "unavailable"
+	codeStoreUnavailable     = "store_unavailable" // nothing was written; retry
+	codeOutcomeUnknown       = "outcome_unknown"   // the write may be stored; retry with its key
 	codeTooManyRequests      = "too_many_requests"
 	codeInternal             = "internal"
 )
@@ -83,6 +87,8 @@ const internalMessage = "internal error; the server log has the details"
 func classify(err error) (status int, code, msg string) {
 	var maxBytes *http.MaxBytesError
 	var reqErr *requestError
+	var outcome *events.OutcomeError
+	var down *events.UnavailableError
 	if errors.As(err, &reqErr) {
 		msg = reqErr.msg
 	}
@@ -137,6 +143,11 @@ func classify(err error) (status int, code, msg string) {
 		return http.StatusConflict, codeConflict, err.Error()
 	case errors.Is(err, events.ErrConflict):
 		return http.StatusConflict, codeConflict, "the flag kept changing while the command was decided; try again"
+	case errors.As(err, &outcome):
+		return http.StatusServiceUnavailable, codeOutcomeUnknown, outcomeMessage(outcome)
+	case errors.As(err, &down):
+		return http.StatusServiceUnavailable, codeStoreUnavailable,
+			down.Error() + "; nothing was written, try again"
 	case errors.Is(err, errTooManyStreams):
 		return http.StatusTooManyRequests, codeTooManyRequests, msg
 	case errors.Is(err, errUnavailable):
@@ -160,13 +171,26 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		a.logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path,
 			"correlation_id", correlationID(r.Context()), "error", err)
 	}
+	detail := errorDetail{Code: code, Message: msg}
 	switch status {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="interlock"`)
 	case http.StatusTooManyRequests:
 		w.Header().Set("Retry-After", "5")
+	case http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", "1")
 	}
-	a.writeJSON(w, r, status, errorBody{Error: errorDetail{Code: code, Message: msg}})
+	var outcome *events.OutcomeError
+	if errors.As(err, &outcome) {
+		detail.EventID = outcome.EventID
+	}
+	a.writeJSON(w, r, status, errorBody{Error: detail})
+}
+
+// outcomeMessage tells the client that its write may or may not be stored, and how to settle it.
+func outcomeMessage(e *events.OutcomeError) string {
+	return "the event store did not confirm event " + e.EventID + " (" + e.Err.Error() +
+		"): it may or may not be stored; send the same request with the same Idempotency-Key to settle it"
 }
 
 // staleMessage names both versions of a stale write.

@@ -281,7 +281,8 @@ func meta(r *http.Request, p auth.Principal, reason string) command.Meta {
 	if reason == "" {
 		reason = r.Header.Get(headerReason)
 	}
-	return command.Meta{Actor: p.Name, Reason: reason, CorrelationID: correlationID(r.Context())}
+	return command.Meta{Actor: p.Name, Reason: reason, CorrelationID: correlationID(r.Context()),
+		EventID: idempotentID(r, p)}
 }
 
 // staleFrom marks a stale version that came from the body: a conflict, not a failed If-Match.

@@ -31,8 +31,21 @@
 //     the field at fault) for a bad environment, key, Meta or document; nothing is written;
 //   - an error wrapping events.ErrConflict when the flag (or segment) kept changing under the
 //     command for 100 decisions in a row (a kill never gives up: it tries until ctx ends);
-//   - ctx's error, or a transport error after which the event may or may not have been stored
-//     (the next command, or [Service.Get], finds out).
+//   - an error wrapping events.ErrUnavailable when the event store could not take the command:
+//     nothing was written;
+//   - an error wrapping events.ErrOutcomeUnknown (an *events.OutcomeError naming the event) when
+//     the event was sent but no answer came: it may be stored. The same command with the same
+//     Meta.EventID settles it;
+//   - ctx's error.
+//
+// # Idempotency
+//
+// A command whose Meta carries an EventID writes its event under that id. Sent again with the
+// same id, it writes nothing new and answers as the first attempt did, whether or not the first
+// attempt was stored: the store answers a repeated append with the copy it holds (within the
+// stream's duplicate window), and the service recognises its own event among the entity's last
+// [recentIDs] events before it refuses a command (a create of a flag that now exists, a stale
+// If-Match, a kill of a flag already off) or decides it again.
 package command
 
 import (
@@ -118,6 +131,10 @@ type Meta struct {
 	Reason        string
 	CorrelationID string
 	CausationID   string
+	// EventID, when set, is the id of the event the command writes (a UUID): the same command
+	// sent again with the same id writes nothing new (see Idempotency above). Callers derive
+	// it from an idempotency key; empty gives every event a fresh id.
+	EventID string
 }
 
 // Store is what the service needs from the event store; *events.Store satisfies it.
@@ -170,14 +187,38 @@ type entry struct {
 	segment projections.Segment
 
 	// last is the stream sequence of the last message on the subject, which the next append
-	// expects: the last event applied, or a later message that failed verification and was
-	// skipped (an event that reached the stream some other way).
+	// expects: the last event applied, or a later message that was skipped (one that fails
+	// verification, does not decode, or that the fold refuses).
 	last uint64
+
+	// recent holds the ids of the last recentIDs events applied, oldest overwritten first, so
+	// that a command sent again under the same id recognises its event.
+	recent [recentIDs]string
+	next   int
 
 	// The encoding of flag.FlagConfig (see encode), kept across commands so that a patch
 	// re-encodes only what it changes. Valid while encSeq is flag.Sequence.
 	enc    encoding
 	encSeq uint64
+}
+
+// recentIDs is how many of an entity's last event ids the service remembers.
+const recentIDs = 64
+
+// remember records the id of an event applied to e.
+func (e *entry) remember(id string) {
+	e.recent[e.next] = id
+	e.next = (e.next + 1) % recentIDs
+}
+
+// has reports whether an event with id is among e's last applied ones.
+func (e *entry) has(id string) bool {
+	for _, x := range e.recent {
+		if x == id {
+			return true
+		}
+	}
+	return false
 }
 
 // encoding returns the encoding of the flag's configuration.
@@ -317,22 +358,24 @@ func (s *Service) forget(e *entry, exists bool) {
 
 // refresh applies the events stored after the cached sequence. Events applied before an error
 // stay applied: each of them is real history. A message that fails verification (one that
-// reached the stream without the server) is skipped: it changes nothing, but the next append
-// expects it as the subject's last message.
+// reached the stream without the server), one that does not decode, and an event the fold
+// refuses are skipped, as the projections skip them: each changes nothing, but the next append
+// expects it as the subject's last message. So no message on a subject can block its commands.
 func (s *Service) refresh(ctx context.Context, e *entry) error {
 	_, seq := e.head()
 	q := events.Query{Subjects: []string{e.subject}, FromSequence: seq + 1}
 	err := s.store.Read(ctx, q, func(ev events.Event, err error) error {
-		if errors.Is(err, events.ErrIntegrity) {
+		switch {
+		case errors.Is(err, events.ErrIntegrity):
 			s.logger.Warn("skipping a message that fails verification", "subject", e.subject, "sequence", ev.Sequence, "error", err)
-			e.last = ev.Sequence
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("event at sequence %d: %w", ev.Sequence, err)
-		}
-		if err := e.apply(ev); err != nil {
-			return err
+		case err != nil:
+			s.logger.Warn("skipping a message that is not a readable event", "subject", e.subject, "sequence", ev.Sequence, "error", err)
+		default:
+			if err := e.apply(ev); err != nil {
+				s.logger.Warn("skipping an event the fold refuses", "subject", e.subject, "sequence", ev.Sequence, "type", ev.Type, "error", err)
+			} else {
+				e.remember(ev.ID)
+			}
 		}
 		e.last = ev.Sequence
 		return nil
@@ -419,16 +462,22 @@ func (s *Service) run(ctx context.Context, c command, done func(*entry)) error {
 // execLocked decides and appends until the command is done; its outcome is the state in e.
 func (s *Service) execLocked(ctx context.Context, e *entry, c command) error {
 	fresh := false // whether e's state was read from the stream during this command
+	keyed := c.meta.EventID != ""
 	for attempt := 1; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if keyed && e.has(c.meta.EventID) {
+			// Sent again: the event of the first attempt is stored and applied.
+			return nil
 		}
 		version, seq := e.head()
 		d, err := c.check(ctx, e)
 		if err != nil || d.noop {
 			// The cache may be behind the stream (another replica wrote): an answer that writes
-			// nothing is only given on fresh state, unless fresh state cannot change it.
-			if !fresh && !definitive(err) {
+			// nothing is only given on fresh state, unless fresh state cannot change it. A
+			// command sent again may find its own event there: it always looks.
+			if !fresh && (keyed || !definitive(err)) {
 				if err := s.refresh(ctx, e); err != nil {
 					return err
 				}
@@ -448,6 +497,9 @@ func (s *Service) execLocked(ctx context.Context, e *entry, c command) error {
 		}
 		if d.data != nil {
 			ev.Data = d.data
+		}
+		if keyed {
+			ev.ID = c.meta.EventID
 		}
 		ev.Actor, ev.Reason = c.meta.Actor, c.meta.Reason
 		ev.CorrelationID, ev.CausationID = c.meta.CorrelationID, c.meta.CausationID
@@ -470,7 +522,13 @@ func (s *Service) execLocked(ctx context.Context, e *entry, c command) error {
 		if err != nil {
 			return err
 		}
-		if err := e.fold(ev, d.cfg); err != nil {
+		cfg := d.cfg
+		if keyed {
+			// The store may have answered with the copy an earlier attempt stored, which need
+			// not be what was decided now: fold what is stored.
+			cfg, d.enc = nil, nil
+		}
+		if err := e.fold(ev, cfg); err != nil {
 			// Cannot happen for an event decided on this state; start over from the stream.
 			e.flag, e.segment, e.last = projections.Flag{}, projections.Segment{}, 0
 			return fmt.Errorf("apply appended event %s: %w", ev.ID, err)
@@ -493,10 +551,16 @@ func (s *Service) execLocked(ctx context.Context, e *entry, c command) error {
 
 // fold applies an event just appended to the cached entity; cfg is as for the function fold.
 func (e *entry) fold(ev events.Event, cfg *events.FlagConfig) error {
+	var err error
 	if e.entity == events.EntitySegment {
-		return e.segment.Apply(ev)
+		err = e.segment.Apply(ev)
+	} else {
+		err = fold(&e.flag, ev, cfg)
 	}
-	return fold(&e.flag, ev, cfg)
+	if err == nil {
+		e.remember(ev.ID)
+	}
+	return err
 }
 
 // fold applies ev to f with the projection's fold. When cfg is set it is the configuration ev's
@@ -558,16 +622,28 @@ func definitive(err error) bool {
 	return errors.Is(err, ErrExists)
 }
 
-// append appends ev, sending the same event again after a transport error (the store recognises
-// the copy by its id, so it is written once).
+// append appends ev, sending the same event again after an append whose outcome is unknown (the
+// store recognises the copy by its id, so it is written once). Each attempt carries the time it
+// is sent, so that the event's time is the time the store accepted it, give or take one round
+// trip. An append the store could not take (events.ErrUnavailable) is not sent again: it fails
+// fast, and is reported as of unknown outcome if an earlier attempt may have been stored.
 func (s *Service) append(ctx context.Context, ev *events.Event, expectedSeq uint64) error {
 	backoff := transportBackoff
+	var unknown error // the last attempt that may have been stored
 	for try := 0; ; try++ {
+		ev.Time = time.Now().UTC()
 		_, err := s.store.Append(ctx, ev, expectedSeq)
+		if errors.Is(err, events.ErrOutcomeUnknown) {
+			unknown = err
+		}
+		if err != nil && unknown != nil && !errors.Is(err, events.ErrOutcomeUnknown) && !errors.Is(err, events.ErrConflict) {
+			// This attempt failed in a way that says nothing of the earlier one.
+			err = unknown
+		}
 		if err == nil || try == transportRetries || !transient(ctx, err) {
 			return err
 		}
-		s.logger.Warn("append failed, sending again", "subject", ev.Subject(), "id", ev.ID, "err", err)
+		s.logger.Warn("append of unknown outcome, sending again", "subject", ev.Subject(), "id", ev.ID, "err", err)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
@@ -579,12 +655,9 @@ func (s *Service) append(ctx context.Context, ev *events.Event, expectedSeq uint
 	}
 }
 
-// transient reports whether an append error may be worth sending the same event again for.
+// transient reports whether an append error may be worth sending the same event again for: its
+// outcome is unknown, and there is time left.
 func transient(ctx context.Context, err error) bool {
-	return ctx.Err() == nil &&
-		!errors.Is(err, events.ErrConflict) &&
-		!errors.Is(err, events.ErrInvalid) &&
-		!errors.Is(err, events.ErrUnknownType) &&
-		!errors.Is(err, context.Canceled) &&
-		!errors.Is(err, context.DeadlineExceeded)
+	return ctx.Err() == nil && errors.Is(err, events.ErrOutcomeUnknown) &&
+		!errors.Is(err, context.Canceled)
 }

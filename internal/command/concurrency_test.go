@@ -205,7 +205,7 @@ func TestKillRace(t *testing.T) {
 }
 
 // lossyStore is the real store behind a connection that loses acknowledgements: the event is
-// stored but the caller hears an error, as after a network failure.
+// stored but the caller hears that the outcome is unknown, as after a network failure.
 type lossyStore struct {
 	*events.Store
 	lose atomic.Int32 // acknowledgements still to lose
@@ -216,7 +216,7 @@ var errAckLost = errors.New("nats: timeout")
 func (s *lossyStore) Append(ctx context.Context, ev *events.Event, expectedSeq uint64) (uint64, error) {
 	seq, err := s.Store.Append(ctx, ev, expectedSeq)
 	if err == nil && s.lose.Add(-1) >= 0 {
-		return 0, errAckLost
+		return 0, &events.OutcomeError{EventID: ev.ID, Subject: ev.Subject(), Err: errAckLost}
 	}
 	return seq, err
 }
@@ -242,8 +242,8 @@ func TestTransportRetry(t *testing.T) {
 	// Three lost: the command gives up with the transport error, but the event is stored; the
 	// next command finds out and goes on from there.
 	st.lose.Store(3)
-	if _, err := svc.Enable(ctx, alice, env, "flaky", 2); !errors.Is(err, errAckLost) {
-		t.Fatalf("got %v, want the transport error", err)
+	if _, err := svc.Enable(ctx, alice, env, "flaky", 2); !errors.Is(err, errAckLost) || !errors.Is(err, events.ErrOutcomeUnknown) {
+		t.Fatalf("got %v, want the outcome unknown", err)
 	}
 	if evs := load(t, st.Store, "flaky"); len(evs) != 3 || evs[2].Type != events.TypeFlagEnabled {
 		t.Fatalf("want the enable stored once, got %d events", len(evs))

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/google/uuid"
+
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
 )
@@ -397,6 +399,11 @@ func cleanMeta(m Meta, reasonRequired bool) (Meta, error) {
 	check("reason", m.Reason, events.MaxReasonLen)
 	check("correlationId", m.CorrelationID, maxIDLen)
 	check("causationId", m.CausationID, maxIDLen)
+	if m.EventID != "" {
+		if _, err := uuid.Parse(m.EventID); err != nil {
+			errs = append(errs, &events.ValidationError{Field: "eventId", Message: "is not a UUID"})
+		}
+	}
 	return m, errors.Join(errs...)
 }
 

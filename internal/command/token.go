@@ -77,6 +77,9 @@ func (s *Service) RecordToken(ctx context.Context, m Meta, typ, name string, pay
 	if err != nil {
 		return err
 	}
+	if m.EventID != "" {
+		ev.ID = m.EventID
+	}
 	ev.Actor, ev.Reason = m.Actor, m.Reason
 	ev.CorrelationID, ev.CausationID = m.CorrelationID, m.CausationID
 	for attempt := 1; ; attempt++ {
