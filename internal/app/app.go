@@ -320,6 +320,9 @@ func (m *Main) connect() error {
 			nats.Name("interlock"),
 			nats.MaxReconnects(-1),
 			nats.ReconnectWait(250 * time.Millisecond),
+			// Nothing is held back while NATS is away: a write answered as failed must never be
+			// sent, and stored, once NATS is back (events.Store).
+			nats.ReconnectBufSize(-1),
 		}
 		if m.cfg.NATSCreds != "" {
 			opts = append(opts, nats.UserCredentials(m.cfg.NATSCreds))
@@ -355,7 +358,7 @@ func (m *Main) connect() error {
 		return err
 	}
 	m.ns = ns
-	if m.nc, err = ns.Connect(); err != nil {
+	if m.nc, err = ns.Connect(nats.ReconnectBufSize(-1)); err != nil {
 		return fmt.Errorf("connect to embedded nats: %w", err)
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,8 @@ type Options struct {
 	Sync bool
 	// StoreDir reuses a directory, to restart a server on the same data; t.TempDir() when empty.
 	StoreDir string
+	// Port is the client port; a random one when zero.
+	Port int
 }
 
 // RunServer starts a JetStream server on a random loopback port, stopped when the test ends.
@@ -33,9 +36,13 @@ func RunServer(tb testing.TB, o ...Options) *server.Server {
 	if dir == "" {
 		dir = tb.TempDir()
 	}
+	port := opt.Port
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
 	s := start(tb, &server.Options{
 		Host:       "127.0.0.1",
-		Port:       server.RANDOM_PORT,
+		Port:       port,
 		JetStream:  true,
 		StoreDir:   dir,
 		SyncAlways: opt.Sync,
@@ -62,7 +69,37 @@ func start(tb testing.TB, opts *server.Options) *server.Server {
 	if !s.ReadyForConnections(10 * time.Second) {
 		tb.Fatal("nats server not ready")
 	}
+	remember(s, opts)
 	return s
+}
+
+// started keeps the options each server was started with, for Restart.
+var started sync.Map // *server.Server → server.Options
+
+// remember records opts with the client port s listens on, once it does.
+func remember(s *server.Server, opts *server.Options) {
+	o := *opts
+	if addr, ok := s.Addr().(*net.TCPAddr); ok {
+		o.Port = addr.Port
+	}
+	started.Store(s, o)
+}
+
+// Restart stops s (if it still runs) and starts a server with its options again, on the same
+// store directory and the same client port, so that clients reconnect to it. The new server is
+// stopped when the test ends.
+func Restart(tb testing.TB, s *server.Server) *server.Server {
+	tb.Helper()
+	v, ok := started.Load(s)
+	if !ok {
+		tb.Fatal("natstest: restart of a server natstest did not start")
+	}
+	opts := v.(server.Options)
+	Shutdown(s)
+	started.Delete(s)
+	ns := start(tb, &opts)
+	tb.Cleanup(func() { Shutdown(ns) })
+	return ns
 }
 
 // RunCluster starts three clustered JetStream servers on loopback and waits until JetStream has
@@ -75,6 +112,7 @@ func RunCluster(tb testing.TB) []*server.Server {
 		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", p)
 	}
 	servers := make([]*server.Server, 3)
+	optsOf := make([]*server.Options, 3)
 	for i := range servers {
 		opts := &server.Options{
 			ServerName: fmt.Sprintf("n%d", i+1),
@@ -91,6 +129,7 @@ func RunCluster(tb testing.TB) []*server.Server {
 			},
 			Routes: server.RoutesFromStr(joinRoutes(routes, i)),
 		}
+		optsOf[i] = opts
 		s, err := server.NewServer(opts)
 		if err != nil {
 			tb.Fatalf("nats server %d: %v", i, err)
@@ -103,10 +142,11 @@ func RunCluster(tb testing.TB) []*server.Server {
 			Shutdown(s)
 		}
 	})
-	for _, s := range servers {
+	for i, s := range servers {
 		if !s.ReadyForConnections(10 * time.Second) {
 			tb.Fatal("cluster server not ready")
 		}
+		remember(s, optsOf[i])
 	}
 	// Wait for a meta leader: JetStream API calls fail until there is one.
 	nc := Connect(tb, servers[0])

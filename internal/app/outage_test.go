@@ -1,0 +1,370 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/config"
+	"github.com/interlock-dev/interlock/internal/natstest"
+)
+
+// Writes across a real NATS outage: a write is done, refused with nothing written
+// (store_unavailable), or of unknown outcome with its event id; never answered as failed and
+// stored later. A write sent again with the same Idempotency-Key writes nothing new.
+
+const outageToken = "outage-test-admin-token"
+
+// outageServer is `interlock serve` against an external NATS, with a client for its API.
+type outageServer struct {
+	t      *testing.T
+	m      *Main
+	base   string
+	client *http.Client
+	logs   *syncBuffer
+}
+
+func startAgainst(t *testing.T, urls []string, replicas int) *outageServer {
+	t.Helper()
+	cfg := config.Default()
+	cfg.SigningKey = natstest.SigningKeyFile(t)
+	cfg.NATSURL = strings.Join(urls, ",")
+	cfg.NATSListen = ""
+	cfg.Replicas = replicas
+	cfg.HTTP = "127.0.0.1:0"
+	cfg.AdminToken = outageToken
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	m, err := Start(context.Background(), cfg, logger, io.Discard)
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	s := &outageServer{t: t, m: m, base: "http://" + m.HTTPAddr(), logs: logs,
+		client: &http.Client{Transport: &http.Transport{}, Timeout: 60 * time.Second}}
+	t.Cleanup(func() {
+		s.client.CloseIdleConnections()
+		done := make(chan error, 1)
+		start := time.Now()
+		go func() { done <- m.Close() }()
+		select {
+		case <-done:
+			t.Logf("closed in %v", time.Since(start))
+		case <-time.After(30 * time.Second):
+			t.Errorf("close did not return within 30s")
+		}
+		if t.Failed() {
+			t.Logf("server logs:\n%s", logs.String())
+		}
+	})
+	natstest.Eventually(t, 20*time.Second, m.Ready, "ready")
+	return s
+}
+
+// answer is one API answer.
+type answer struct {
+	status int
+	etag   string
+	code   string
+	msg    string
+	event  string
+	body   []byte
+	took   time.Duration
+}
+
+func (s *outageServer) do(method, path, body string, header map[string]string) answer {
+	s.t.Helper()
+	req, err := http.NewRequest(method, s.base+path, strings.NewReader(body))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+outageToken)
+	switch {
+	case body != "" && method == "PATCH":
+		req.Header.Set("Content-Type", "application/merge-patch+json")
+	case body != "":
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	start := time.Now()
+	resp, err := s.client.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	a := answer{status: resp.StatusCode, etag: resp.Header.Get("ETag"), took: time.Since(start)}
+	a.body, _ = io.ReadAll(resp.Body)
+	var e struct {
+		Error struct {
+			Code, Message, EventID string
+		}
+	}
+	if json.Unmarshal(a.body, &e) == nil {
+		a.code, a.msg, a.event = e.Error.Code, e.Error.Message, e.Error.EventID
+	}
+	return a
+}
+
+func (s *outageServer) want(a answer, status int, what string) answer {
+	s.t.Helper()
+	if a.status != status {
+		s.t.Fatalf("%s: %d %s, want %d", what, a.status, a.body, status)
+	}
+	return a
+}
+
+// flagEvents reads every event of the flag from the stream, with a connection of its own.
+func flagEvents(t *testing.T, url, key string) []events.Event {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := events.Open(ctx, js, events.StreamConfig{Replicas: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []events.Event
+	err = st.Read(ctx, events.Query{Subjects: []string{events.FlagSubject("production", key)}}, func(ev events.Event, err error) error {
+		if err != nil {
+			return err
+		}
+		evs = append(evs, ev)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+const outageFlag = `{"key":"checkout","kind":"release","variants":{"on":true,"off":false},"defaultVariant":"off","offVariant":"off","enabled":true}`
+
+const outagePath = "/api/v1/environments/production/flags/checkout"
+
+func TestWritesAcrossNATSRestart(t *testing.T) {
+	checkGoroutines(t)
+	dir := t.TempDir()
+	ns := natstest.RunServer(t, natstest.Options{StoreDir: dir})
+	url := ns.ClientURL()
+	s := startAgainst(t, []string{url}, 1)
+
+	created := s.want(s.do("POST", "/api/v1/environments/production/flags", outageFlag,
+		map[string]string{"Idempotency-Key": "create-1"}), http.StatusCreated, "create")
+	// The same create again: the original answer, nothing written.
+	again := s.want(s.do("POST", "/api/v1/environments/production/flags", outageFlag,
+		map[string]string{"Idempotency-Key": "create-1"}), http.StatusCreated, "create again")
+	if again.etag != created.etag {
+		t.Fatalf("create again: ETag %s, want %s", again.etag, created.etag)
+	}
+
+	natstest.Shutdown(ns)
+	natstest.Eventually(t, 10*time.Second, func() bool { return s.m.nc.Status() != nats.CONNECTED }, "the server sees NATS gone")
+
+	patch := map[string]string{"If-Match": created.etag, "Idempotency-Key": "patch-1"}
+	a := s.want(s.do("PATCH", outagePath, `{"description":"during the outage"}`, patch), http.StatusServiceUnavailable, "patch during the outage")
+	t.Logf("patch during the outage: %d %s in %v: %s", a.status, a.code, a.took, a.msg)
+	if a.code != "store_unavailable" || !strings.Contains(a.msg, "event store unavailable") {
+		t.Fatalf("patch during the outage: %s %q", a.code, a.msg)
+	}
+	kill := map[string]string{"Idempotency-Key": "kill-1", "X-Interlock-Reason": "outage drill"}
+	a = s.want(s.do("POST", outagePath+"/kill", "", kill), http.StatusServiceUnavailable, "kill during the outage")
+	t.Logf("kill during the outage: %d %s in %v: %s", a.status, a.code, a.took, a.msg)
+	if a.code != "store_unavailable" {
+		t.Fatalf("kill during the outage: %s %q", a.code, a.msg)
+	}
+	// OFREP keeps evaluating from memory meanwhile.
+	ev := s.do("POST", "/ofrep/v1/evaluate/flags/checkout", `{"context":{"targetingKey":"u1"}}`,
+		map[string]string{"X-Environment": "production"})
+	t.Logf("OFREP during the outage: %d", ev.status)
+
+	ns = natstest.Restart(t, ns)
+	natstest.Eventually(t, 20*time.Second, func() bool { return s.m.nc.Status() == nats.CONNECTED }, "the server reconnects")
+
+	// Nothing of the refused writes reached the stream, then or now.
+	if evs := flagEvents(t, url, "checkout"); len(evs) != 1 {
+		t.Fatalf("%d events after the outage, want the create only: %+v", len(evs), evs)
+	}
+	// The client retries with the same keys: each is written once.
+	var patched answer
+	natstest.Eventually(t, 20*time.Second, func() bool {
+		patched = s.do("PATCH", outagePath, `{"description":"during the outage"}`, patch)
+		return patched.status == http.StatusOK
+	}, "the patch goes through after the outage: %d %s", patched.status, patched.body)
+	s.want(s.do("POST", outagePath+"/kill", "", kill), http.StatusOK, "kill after the outage")
+	// And again: the patch's If-Match is stale now, the kill finds the flag off; both answer as
+	// the first time, and write nothing.
+	s.want(s.do("PATCH", outagePath, `{"description":"during the outage"}`, patch), http.StatusOK, "patch sent a third time")
+	s.want(s.do("POST", outagePath+"/kill", "", kill), http.StatusOK, "kill sent a third time")
+	// Without its key, the stale patch is refused.
+	s.want(s.do("PATCH", outagePath, `{"description":"x"}`, map[string]string{"If-Match": created.etag}), http.StatusPreconditionFailed, "stale patch without a key")
+
+	evs := flagEvents(t, url, "checkout")
+	types := make([]string, len(evs))
+	for i, ev := range evs {
+		types[i] = ev.Type
+		if d := ev.Stored.Sub(ev.Time); d < 0 || d > time.Second {
+			t.Errorf("event %d: time %v, stored %v", ev.Version, ev.Time, ev.Stored)
+		}
+	}
+	if len(evs) != 3 || evs[1].Type != events.TypeFlagUpdated || evs[2].Type != events.TypeFlagKilled {
+		t.Fatalf("events %v, want created, updated, killed", types)
+	}
+	if patched.etag != strconv.Quote("2") && patched.etag != `"2"` {
+		t.Logf("patch answered ETag %s", patched.etag)
+	}
+}
+
+// leaderOf is the server that leads the event stream.
+func leaderOf(t *testing.T, servers []*server.Server, js jetstream.JetStream) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, events.DefaultStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range servers {
+		if s.Name() == info.Cluster.Leader {
+			return i
+		}
+	}
+	t.Fatalf("no server leads the stream (%q)", info.Cluster.Leader)
+	return -1
+}
+
+func TestWritesAcrossStreamLeaderKill(t *testing.T) {
+	checkGoroutines(t)
+	servers := natstest.RunCluster(t)
+	urls := make([]string, len(servers))
+	for i, s := range servers {
+		urls[i] = s.ClientURL()
+	}
+	s := startAgainst(t, urls, 3)
+	created := s.want(s.do("POST", "/api/v1/environments/production/flags", outageFlag, nil), http.StatusCreated, "create")
+
+	// One writer patches the flag again and again, each patch under its own key, sent again with
+	// that key after a 503 until it is acknowledged, as the CLI does.
+	type ack struct {
+		n     int
+		etag  string
+		at    time.Time
+		tries int
+	}
+	acks := make(chan ack, 1000)
+	stop := make(chan struct{})
+	statuses := map[string]int{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(acks)
+		etag := created.etag
+		for n := 1; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			h := map[string]string{"If-Match": etag, "Idempotency-Key": "w-" + strconv.Itoa(n)}
+			body := `{"description":"n-` + strconv.Itoa(n) + `"}`
+			for tries := 1; ; tries++ {
+				a := s.do("PATCH", outagePath, body, h)
+				statuses[strconv.Itoa(a.status)+" "+a.code]++
+				if a.status == http.StatusOK {
+					etag = a.etag
+					acks <- ack{n: n, etag: a.etag, at: time.Now(), tries: tries}
+					break
+				}
+				if a.status != http.StatusServiceUnavailable {
+					t.Errorf("patch %d: %d %s", n, a.status, a.body)
+					return
+				}
+				if a.code != "store_unavailable" || tries == 1 {
+					t.Logf("patch %d: %d %s (%s) in %v", n, a.status, a.code, a.msg, a.took)
+				}
+				time.Sleep(20 * time.Millisecond) // the client's pause before it sends again
+			}
+		}
+	}()
+	var got []ack
+	waitAcks := func(n int) {
+		t.Helper()
+		deadline := time.After(60 * time.Second)
+		for len(got) < n {
+			select {
+			case a, ok := <-acks:
+				if !ok {
+					t.Fatalf("the writer stopped after %d acknowledged writes", len(got))
+				}
+				got = append(got, a)
+			case <-deadline:
+				t.Fatalf("%d writes acknowledged within 60s, want %d", len(got), n)
+			}
+		}
+	}
+
+	waitAcks(20)
+	js := natstest.JetStream(t, servers[(leaderOf(t, servers, natstest.JetStream(t, servers[0]))+1)%3])
+	leader := leaderOf(t, servers, js)
+	killed := time.Now()
+	natstest.Shutdown(servers[leader])
+	t.Logf("stream leader n%d stopped after %d writes", leader+1, len(got))
+	for len(got) == 0 || !got[len(got)-1].at.After(killed) {
+		waitAcks(len(got) + 1)
+	}
+	t.Logf("first write acknowledged %v after the leader stopped (%d tries)", got[len(got)-1].at.Sub(killed), got[len(got)-1].tries)
+	waitAcks(len(got) + 20)
+	servers[leader] = natstest.Restart(t, servers[leader])
+	t.Logf("n%d back", leader+1)
+	waitAcks(len(got) + 20)
+	close(stop)
+	for a := range acks {
+		got = append(got, a)
+	}
+	<-done
+	t.Logf("answers: %v", statuses)
+	if n := statuses["500 internal"]; n > 0 {
+		t.Errorf("%d answers were 500", n)
+	}
+
+	evs := flagEvents(t, urls[(leader+1)%3], "checkout")
+	if len(evs) != len(got)+1 {
+		t.Errorf("%d events for %d acknowledged writes and the create", len(evs), len(got))
+	}
+	for i, ev := range evs[1:] {
+		f, err := ev.Payload()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "n-" + strconv.Itoa(i+1)
+		if u, ok := f.(*events.FlagUpdated); !ok || u.Flag.Description != want {
+			t.Errorf("event %d: %+v, want description %s", ev.Version, f, want)
+		}
+	}
+	if strings.Contains(s.logs.String(), "answering a write before the catalog applied it") {
+		t.Logf("some writes were answered before the catalog applied them")
+	}
+}
