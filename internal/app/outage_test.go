@@ -368,3 +368,74 @@ func TestWritesAcrossStreamLeaderKill(t *testing.T) {
 		t.Logf("some writes were answered before the catalog applied them")
 	}
 }
+
+// closeWithin closes m and logs how long it took; a Close that has not returned after limit is
+// a hang, and fails the test.
+func closeWithin(t *testing.T, m *Main, limit time.Duration) time.Duration {
+	t.Helper()
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		if err := m.Close(); err != nil {
+			t.Logf("close: %v", err)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(limit):
+		t.Fatalf("close has not returned after %v", limit)
+	}
+	return time.Since(start)
+}
+
+func TestCloseWithTheStreamDeleted(t *testing.T) {
+	checkGoroutines(t)
+	cfg := config.Default()
+	cfg.Data = t.TempDir()
+	cfg.NATSListen = "none"
+	cfg.HTTP = "127.0.0.1:0"
+	cfg.AdminToken = outageToken
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	m, err := Start(context.Background(), cfg, logger, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	natstest.Eventually(t, 20*time.Second, m.Ready, "ready")
+
+	nc, err := m.ConnectInternal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, events.DefaultStreamName); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 30*time.Second, func() bool {
+		return strings.Contains(logs.String(), "following the stream stopped")
+	}, "the projections notice the stream is gone")
+	took := closeWithin(t, m, 30*time.Second)
+	t.Logf("closed %v after the stream was deleted", took)
+}
+
+func TestCloseWithNATSStopped(t *testing.T) {
+	checkGoroutines(t)
+	ns := natstest.RunServer(t)
+	s := startAgainst(t, []string{ns.ClientURL()}, 1)
+	s.want(s.do("POST", "/api/v1/environments/production/flags", outageFlag, nil), http.StatusCreated, "create")
+	natstest.Shutdown(ns)
+	natstest.Eventually(t, 10*time.Second, func() bool { return s.m.nc.Status() != nats.CONNECTED }, "the server sees NATS gone")
+	a := s.do("POST", outagePath+"/kill", "", map[string]string{"X-Interlock-Reason": "drill"})
+	t.Logf("kill with NATS stopped: %d %s in %v", a.status, a.code, a.took)
+	s.client.CloseIdleConnections()
+	took := closeWithin(t, s.m, 30*time.Second)
+	t.Logf("closed %v after NATS stopped", took)
+}
