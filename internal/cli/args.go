@@ -22,6 +22,8 @@ type globals struct {
 	token   string
 	output  string
 	timeout time.Duration
+	// idemKey names the write a command makes (Idempotency-Key); a fresh one when empty.
+	idemKey string
 }
 
 func (g *globals) register(fs *flag.FlagSet) {
@@ -30,6 +32,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.output, "o", "table", "output `FORMAT`: table, or json for the server's JSON pretty-printed")
 	fs.StringVar(&g.output, "output", "table", "output `FORMAT` (same as -o)")
 	fs.DurationVar(&g.timeout, "timeout", defaultTimeout, "give up on a request after `DURATION` (0: never)")
+	fs.StringVar(&g.idemKey, "idempotency-key", "", "send the write under `KEY`, to settle a write of unknown outcome (default $INTERLOCK_IDEMPOTENCY_KEY, else a fresh key)")
 }
 
 // resolve applies the environment and checks the values, after parsing, and returns the server's
@@ -46,6 +49,9 @@ func (g *globals) resolve(cmd *command, getenv func(string) string) (*url.URL, e
 	}
 	if g.server == "" {
 		g.server = getenv("INTERLOCK_SERVER")
+	}
+	if g.idemKey == "" {
+		g.idemKey = getenv("INTERLOCK_IDEMPOTENCY_KEY")
 	}
 	if g.server == "" || cmd.offline {
 		g.server = defaultServer

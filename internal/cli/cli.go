@@ -26,6 +26,8 @@ import (
 //	7 server unreachable or unavailable: connection error, timeout, HTTP 502, 503, 504
 //	8 kill --wait: some live in-process subscribers had not applied the kill in time ([ExitPending])
 //	9 audit verify: some message on the stream fails verification ([ExitIntegrity])
+//	10 a write of unknown outcome: the event store did not confirm it, retries did not settle it;
+//	   run the same command with the --idempotency-key printed to settle it ([ExitUnknown])
 const (
 	ExitOK          = 0
 	ExitError       = 1
@@ -35,6 +37,8 @@ const (
 	ExitAuth        = 5
 	ExitInvalid     = 6
 	ExitUnavailable = 7
+	// ExitUnknown is a write whose outcome is unknown (see the list above).
+	ExitUnknown = 10
 )
 
 // errUsage marks a command line that is wrong; nothing was sent to the server.

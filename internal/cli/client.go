@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // maxResponse bounds the body read from the server, so that a wrong address cannot exhaust memory.
@@ -20,9 +22,16 @@ type apiError struct {
 	Status  int
 	Code    string
 	Message string
+	// EventID names the event of a write of unknown outcome; Key is the write's
+	// Idempotency-Key.
+	EventID string
+	Key     string
 }
 
 func (e *apiError) Error() string {
+	if e.Code == codeOutcomeUnknown && e.Key != "" {
+		return e.Message + "; to settle it, run the same command with --idempotency-key " + e.Key
+	}
 	if e.Message != "" {
 		return e.Message
 	}
@@ -44,8 +53,10 @@ func (e *apiError) exitCode() int {
 		return ExitAuth
 	case "invalid_argument", "payload_too_large", "unsupported_media_type":
 		return ExitInvalid
-	case "unavailable":
+	case "unavailable", codeStoreUnavailable:
 		return ExitUnavailable
+	case codeOutcomeUnknown:
+		return ExitUnknown
 	case "internal":
 		return ExitError
 	}
@@ -64,11 +75,25 @@ func (e *apiError) exitCode() int {
 	return ExitError
 }
 
+// The server's codes for a write it could not do now: nothing was written, or the outcome is
+// unknown. Either is sent again under the same Idempotency-Key.
+const (
+	codeStoreUnavailable = "store_unavailable"
+	codeOutcomeUnknown   = "outcome_unknown"
+)
+
+// Retries of a write the event store could not take or did not confirm.
+const (
+	writeAttempts = 4
+	writeBackoff  = 250 * time.Millisecond
+)
+
 // client calls the admin API of one server.
 type client struct {
 	base      *url.URL
 	token     string
 	timeout   time.Duration
+	idemKey   string // the Idempotency-Key of writes; a fresh one each when empty
 	http      *http.Client
 	userAgent string
 }
@@ -90,10 +115,53 @@ type response struct {
 	body   []byte
 }
 
-// do sends req and reads the answer. Errors: *apiError for a non-2xx answer; one wrapping
-// errUnreachable when the server cannot be reached or does not answer within the timeout; the
-// context's error when ctx ends first.
+// do sends req and reads the answer. A write (any method but GET) goes with an Idempotency-Key,
+// and is sent again with it, after a pause, while the server answers that the event store could
+// not take it or did not confirm it: the key makes it written once. The timeout bounds each
+// attempt. Errors: *apiError for a non-2xx answer; one wrapping errUnreachable when the server
+// cannot be reached or does not answer within the timeout; the context's error when ctx ends
+// first.
 func (c *client) do(ctx context.Context, req request) (*response, error) {
+	if req.method == http.MethodGet {
+		return c.once(ctx, req)
+	}
+	key := req.header.Get("Idempotency-Key")
+	if key == "" {
+		key = c.idemKey
+	}
+	if key == "" {
+		key = uuid.NewString()
+	}
+	req.header = req.header.Clone()
+	if req.header == nil {
+		req.header = http.Header{}
+	}
+	req.header.Set("Idempotency-Key", key)
+	backoff := writeBackoff
+	for attempt := 1; ; attempt++ {
+		resp, err := c.once(ctx, req)
+		var ae *apiError
+		if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable ||
+			(ae.Code != codeStoreUnavailable && ae.Code != codeOutcomeUnknown) {
+			return resp, err
+		}
+		ae.Key = key
+		if attempt == writeAttempts {
+			return nil, err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		backoff *= 2
+	}
+}
+
+// once sends req once and reads the answer, with the errors of do.
+func (c *client) once(ctx context.Context, req request) (*response, error) {
 	if c.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
@@ -167,11 +235,12 @@ func decodeError(status int, data []byte) error {
 		Error struct {
 			Code    string `json:"code"`
 			Message string `json:"message"`
+			EventID string `json:"eventId"`
 		} `json:"error"`
 	}
 	ae := &apiError{Status: status}
 	if json.Unmarshal(data, &body) == nil {
-		ae.Code, ae.Message = body.Error.Code, body.Error.Message
+		ae.Code, ae.Message, ae.EventID = body.Error.Code, body.Error.Message, body.Error.EventID
 	}
 	return ae
 }

@@ -171,6 +171,7 @@ func (r *runner) runCommand(ctx context.Context, cmd *command, args []string) er
 			base:      base,
 			token:     g.token,
 			timeout:   g.timeout,
+			idemKey:   g.idemKey,
 			http:      &http.Client{Transport: transport},
 			userAgent: "interlock-cli/" + buildVersion(),
 		},
@@ -300,9 +301,12 @@ const exitCodesHelp = `Exit codes:
   4  conflict: the flag changed meanwhile, already exists or is archived (409, 412, 428)
   5  unauthenticated or forbidden (401, 403)
   6  invalid input rejected by the server (400, 413, 415)
-  7  server unreachable or unavailable (connection error, timeout, 502, 503, 504)
+  7  server unreachable or unavailable (connection error, timeout, 502, 503, 504); a write
+     the event store could not take, after retries: nothing was written
   8  kill --wait: some live in-process subscribers had not applied the kill in time
-  9  audit verify: some message on the stream fails verification`
+  9  audit verify: some message on the stream fails verification
+  10 a write of unknown outcome after retries: run the same command with the
+     --idempotency-key printed to settle it`
 
 // versionCommand prints the version of this client; it sends nothing.
 func versionCommand() *command {
