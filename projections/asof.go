@@ -152,34 +152,64 @@ func EnvironmentAt(ctx context.Context, r Reader, env string, at Point) ([]Flag,
 }
 
 // FlagHistory returns the whole history of one flag, oldest first, each entry with the fields it
-// changed.
+// changed. A message on the flag's subject that the live [Catalog] skips — one that does not
+// decode, fails verification, or that the fold refuses — is an entry of type [TypeUnreadable]
+// saying why, and changes nothing.
 //
 // Errors: one wrapping events.ErrInvalid for a bad environment or key; [ErrNotFound] when the flag
-// has no events; one wrapping events.ErrMalformed or [ErrOutOfOrder] when a stored event cannot be
-// folded (then no history can be trusted); otherwise a read error.
+// has no event that folds; otherwise a read error.
 func FlagHistory(ctx context.Context, r Reader, env, key string) ([]Entry, error) {
 	if err := validateFlagRef(env, key); err != nil {
 		return nil, err
 	}
-	var evs []events.Event
-	q := events.Query{Subjects: []string{events.FlagSubject(env, key)}}
-	err := r.Read(ctx, q, func(ev events.Event, err error) error {
-		if errors.Is(err, events.ErrIntegrity) {
-			return nil // refused by verification: not part of the history
+	var f Flag
+	entries, err := readHistory(ctx, r, events.EntityFlag, env, key, func(ev *events.Event) ([]Change, error) {
+		before := f
+		if err := apply(&f, ev); err != nil {
+			f = before
+			return nil, err
 		}
-		if err != nil {
-			return fmt.Errorf("sequence %d: %w", ev.Sequence, err)
-		}
-		evs = append(evs, ev)
-		return nil
+		return Diff(before, f), nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("history of %s/%s: %w", env, key, err)
 	}
-	if len(evs) == 0 {
-		return nil, fmt.Errorf("history of %s/%s: %w", env, key, ErrNotFound)
+	return entries, nil
+}
+
+// readHistory reads the messages of one flag or segment and makes an entry of each: of the
+// changes step folds from it, or of type TypeUnreadable. It is ErrNotFound when no event folds.
+func readHistory(ctx context.Context, r Reader, entity, env, key string, step func(*events.Event) ([]Change, error)) ([]Entry, error) {
+	subject := events.FlagSubject(env, key)
+	if entity == events.EntitySegment {
+		subject = events.SegmentSubject(env, key)
 	}
-	return History(evs)
+	var entries []Entry
+	folded := false
+	err := r.Read(ctx, events.Query{Subjects: []string{subject}}, func(ev events.Event, err error) error {
+		if err == nil {
+			changes, ferr := step(&ev)
+			if ferr == nil {
+				folded = true
+				entries = append(entries, newEntry(&ev, changes))
+				return nil
+			}
+			err = fmt.Errorf("refused by the fold: %w", ferr)
+		}
+		entries = append(entries, Entry{
+			Sequence: ev.Sequence, Environment: env, Entity: entity, Key: key, ID: ev.ID,
+			Type: TypeUnreadable, Time: ev.Time, Stored: ev.Stored, Actor: ev.Actor,
+			Changes: []Change{}, Unreadable: err.Error(),
+		})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !folded {
+		return nil, ErrNotFound
+	}
+	return entries, nil
 }
 
 func validateFlagRef(env, key string) error {

@@ -148,12 +148,16 @@ type Entry struct {
 	Environment string `json:"environment"`
 	// Entity is what Key names: events.EntityFlag, events.EntitySegment or events.EntityToken
 	// (whose environment is events.GlobalEnvironment).
-	Entity        string    `json:"entity"`
-	Key           string    `json:"key"`
-	Version       uint64    `json:"version"`
-	ID            string    `json:"id"`
-	Type          string    `json:"type"`
+	Entity  string `json:"entity"`
+	Key     string `json:"key"`
+	Version uint64 `json:"version"`
+	ID      string `json:"id"`
+	Type    string `json:"type"`
+	// Time is when the writer decided the event (its ce-time), Stored when the stream accepted
+	// it (the stream's own timestamp; zero when the entry was not read from a stream). The
+	// writer sends each attempt with the time it sends it, so the two differ by one round trip.
 	Time          time.Time `json:"time"`
+	Stored        time.Time `json:"stored,omitzero"`
 	Actor         string    `json:"actor"`
 	Reason        string    `json:"reason,omitempty"`
 	CorrelationID string    `json:"correlationId,omitempty"`
@@ -163,7 +167,14 @@ type Entry struct {
 	// tokens: the plan, the stages, the evidence of the guard's decisions, a token's role and
 	// scope.
 	Data json.RawMessage `json:"data,omitempty"`
+	// Unreadable, set on entries of type [TypeUnreadable], says why the message at Sequence was
+	// skipped: it does not decode, fails verification, or the fold refuses it. It changed nothing.
+	Unreadable string `json:"unreadable,omitempty"`
 }
+
+// TypeUnreadable is the type of a history entry for a message that was skipped: "unreadable
+// event at sequence N", with the reason in [Entry.Unreadable].
+const TypeUnreadable = "unreadable"
 
 func newEntry(ev *events.Event, changes []Change) Entry {
 	var data json.RawMessage
@@ -182,6 +193,7 @@ func newEntry(ev *events.Event, changes []Change) Entry {
 		ID:            ev.ID,
 		Type:          ev.Type,
 		Time:          ev.Time,
+		Stored:        ev.Stored,
 		Actor:         ev.Actor,
 		Reason:        ev.Reason,
 		CorrelationID: ev.CorrelationID,

@@ -3,7 +3,6 @@ package projections
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -69,34 +68,27 @@ func segmentEntries(evs []events.Event) ([]Entry, error) {
 }
 
 // SegmentHistory returns the whole history of one segment, oldest first, each entry with the
-// fields it changed ([DiffSegment]).
+// fields it changed ([DiffSegment]). Messages that are skipped are entries of type
+// [TypeUnreadable], as for [FlagHistory].
 //
 // Errors: one wrapping events.ErrInvalid for a bad environment or key; [ErrNotFound] when the
-// segment has no events; one wrapping events.ErrMalformed or [ErrOutOfOrder] when a stored event
-// cannot be folded (then no history can be trusted); otherwise a read error.
+// segment has no event that folds; otherwise a read error.
 func SegmentHistory(ctx context.Context, r Reader, env, key string) ([]Entry, error) {
 	if err := validateFlagRef(env, key); err != nil {
 		return nil, err
 	}
-	var evs []events.Event
-	q := events.Query{Subjects: []string{events.SegmentSubject(env, key)}}
-	err := r.Read(ctx, q, func(ev events.Event, err error) error {
-		if errors.Is(err, events.ErrIntegrity) {
-			return nil // refused by verification: not part of the history
+	var s Segment
+	entries, err := readHistory(ctx, r, events.EntitySegment, env, key, func(ev *events.Event) ([]Change, error) {
+		before := s
+		if err := applySegment(&s, ev); err != nil {
+			return nil, err
 		}
-		if err != nil {
-			return fmt.Errorf("sequence %d: %w", ev.Sequence, err)
-		}
-		evs = append(evs, ev)
-		return nil
+		return DiffSegment(before, s), nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("history of segment %s/%s: %w", env, key, err)
 	}
-	if len(evs) == 0 {
-		return nil, fmt.Errorf("history of segment %s/%s: %w", env, key, ErrNotFound)
-	}
-	return segmentEntries(evs)
+	return entries, nil
 }
 
 // SegmentAt returns the state one segment had at a point in its past (see [Point]: a time, a

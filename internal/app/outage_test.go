@@ -439,3 +439,61 @@ func TestCloseWithNATSStopped(t *testing.T) {
 	took := closeWithin(t, s.m, 30*time.Second)
 	t.Logf("closed %v after NATS stopped", took)
 }
+
+func TestPoisonMessageInHistory(t *testing.T) {
+	checkGoroutines(t)
+	cfg := config.Default()
+	cfg.Data = t.TempDir()
+	cfg.NATSListen = "none"
+	cfg.HTTP = "127.0.0.1:0"
+	cfg.AdminToken = outageToken
+	m, err := Start(context.Background(), cfg, slog.New(slog.DiscardHandler), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	natstest.Eventually(t, 20*time.Second, m.Ready, "ready")
+	s := &outageServer{t: t, m: m, base: "http://" + m.HTTPAddr(), client: &http.Client{Transport: &http.Transport{}}}
+	t.Cleanup(s.client.CloseIdleConnections)
+	s.want(s.do("POST", "/api/v1/environments/production/flags", outageFlag, nil), http.StatusCreated, "create")
+
+	// A privileged client puts a message that is not an event on the flag's subject.
+	nc, err := m.ConnectInternal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ack, err := js.Publish(ctx, events.FlagSubject("production", "checkout"), []byte("{not json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s.want(s.do("POST", outagePath+"/kill", "", map[string]string{"X-Interlock-Reason": "poison drill"}), http.StatusOK, "kill after the poison")
+	h := s.want(s.do("GET", outagePath+"/history", "", nil), http.StatusOK, "history")
+	var doc struct {
+		Entries []struct {
+			Sequence   uint64
+			Type       string
+			Unreadable string
+			Time       time.Time
+			Stored     time.Time
+		}
+	}
+	if err := json.Unmarshal(h.body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Entries) != 3 || doc.Entries[1].Type != "unreadable" || doc.Entries[1].Sequence != ack.Sequence ||
+		doc.Entries[1].Unreadable == "" || doc.Entries[2].Type != events.TypeFlagKilled {
+		t.Fatalf("history: %s", h.body)
+	}
+	t.Logf("unreadable entry: sequence %d: %s", doc.Entries[1].Sequence, doc.Entries[1].Unreadable)
+	for _, e := range []int{0, 2} {
+		t.Logf("entry %d: time %v, stored %v (%v apart)", e, doc.Entries[e].Time, doc.Entries[e].Stored, doc.Entries[e].Stored.Sub(doc.Entries[e].Time))
+	}
+}

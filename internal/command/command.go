@@ -41,8 +41,8 @@
 // # Idempotency
 //
 // A command whose Meta carries an EventID writes its event under that id. Sent again with the
-// same id, it writes nothing new and answers as the first attempt did, whether or not the first
-// attempt was stored: the store answers a repeated append with the copy it holds (within the
+// same id, it writes nothing new and succeeds, answering with the entity as of that event or
+// later, whether or not the first attempt was stored: the store answers a repeated append with the copy it holds (within the
 // stream's duplicate window), and the service recognises its own event among the entity's last
 // [recentIDs] events before it refuses a command (a create of a flag that now exists, a stale
 // If-Match, a kill of a flag already off) or decides it again.
