@@ -51,22 +51,6 @@ func applySegment(s *Segment, ev *events.Event) error {
 	return nil
 }
 
-// segmentEntries folds the events of one segment, oldest first, and returns one entry per event
-// with the fields it changed: DiffSegment of the state before it and the state after it.
-func segmentEntries(evs []events.Event) ([]Entry, error) {
-	entries := make([]Entry, 0, len(evs))
-	var s Segment
-	for i := range evs {
-		ev := &evs[i]
-		before := s
-		if err := applySegment(&s, ev); err != nil {
-			return nil, fmt.Errorf("history of segment %s/%s at sequence %d: %w", ev.Environment, ev.Key, ev.Sequence, err)
-		}
-		entries = append(entries, newEntry(ev, DiffSegment(before, s)))
-	}
-	return entries, nil
-}
-
 // SegmentHistory returns the whole history of one segment, oldest first, each entry with the
 // fields it changed ([DiffSegment]). Messages that are skipped are entries of type
 // [TypeUnreadable], as for [FlagHistory].

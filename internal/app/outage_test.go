@@ -197,7 +197,7 @@ func TestWritesAcrossNATSRestart(t *testing.T) {
 		map[string]string{"X-Environment": "production"})
 	t.Logf("OFREP during the outage: %d", ev.status)
 
-	ns = natstest.Restart(t, ns)
+	natstest.Restart(t, ns)
 	natstest.Eventually(t, 20*time.Second, func() bool { return s.m.nc.Status() == nats.CONNECTED }, "the server reconnects")
 
 	// Nothing of the refused writes reached the stream, then or now.
