@@ -24,6 +24,12 @@ func TestClassify(t *testing.T) {
 		msg    string // a part of the message
 	}{
 		{"bad request", badRequest("limit: bad"), 400, codeInvalidArgument, "limit: bad"},
+		{"store unavailable", fmt.Errorf("kill prod/a: append x: %w", &events.UnavailableError{Err: errors.New("nats: no servers available for connection")}),
+			503, codeStoreUnavailable, "event store unavailable (nats: no servers available for connection); nothing was written"},
+		{"store unavailable on a timeout", fmt.Errorf("kill prod/a: read x: %w", &events.UnavailableError{Err: context.DeadlineExceeded}),
+			503, codeStoreUnavailable, "event store unavailable (context deadline exceeded)"},
+		{"outcome unknown", fmt.Errorf("kill prod/a: %w", &events.OutcomeError{EventID: "e-1", Subject: "s", Err: context.DeadlineExceeded}),
+			503, codeOutcomeUnknown, "did not confirm event e-1 (context deadline exceeded)"},
 		{"validation", fmt.Errorf("create prod/a: %w", errors.Join(
 			&events.ValidationError{Field: "kind", Message: "no"},
 			&events.ValidationError{Field: "offVariant", Message: "is required"})), 400, codeInvalidArgument, "kind: no; offVariant: is required"},
