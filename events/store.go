@@ -410,6 +410,13 @@ func (s *Store) deliver(q Query, h Handler) rawHandler {
 // stopped pulling without deleting it (a process that died, a connection that broke).
 const consumerIdle = 5 * time.Second
 
+// A follow's pull requests last followExpiry, and the server sends a heartbeat every
+// followHeartbeat while it has nothing to deliver: two missed heartbeats end the consumer.
+const (
+	followExpiry    = 5 * time.Second
+	followHeartbeat = time.Second
+)
+
 // read calls fn for every message that q selects and that was stored when read began. Errors of
 // the store are [*UnavailableError]s; fn's errors are returned as they are.
 func (s *Store) read(ctx context.Context, q Query, fn rawHandler) error {
@@ -520,7 +527,10 @@ func (s *Store) Follow(ctx context.Context, q Query, h Handler) error {
 	if err != nil {
 		return fmt.Errorf("follow %v: %w", q.filters(), unavailable(err))
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
+	// The server holding the consumer may go away without a word (a stream leader killed):
+	// heartbeats every second find out within two, and the consumer is recreated elsewhere.
+	it, err := cons.Messages(jetstream.PullMaxMessages(1000),
+		jetstream.PullExpiry(followExpiry), jetstream.PullHeartbeat(followHeartbeat))
 	if err != nil {
 		return fmt.Errorf("follow %v: %w", q.filters(), unavailable(err))
 	}

@@ -153,6 +153,9 @@ const (
 	transportRetries = 2
 	// transportBackoff is the pause before the first resend; it doubles for the next one.
 	transportBackoff = 50 * time.Millisecond
+	// appendTimeout bounds one attempt of an append: an append to a stream leader that just went
+	// away is not answered, and is better sent again (same id) to the new one than waited for.
+	appendTimeout = 2 * time.Second
 )
 
 // Service decides and appends commands. It is safe for concurrent use: commands on one flag (or
@@ -632,7 +635,9 @@ func (s *Service) append(ctx context.Context, ev *events.Event, expectedSeq uint
 	var unknown error // the last attempt that may have been stored
 	for try := 0; ; try++ {
 		ev.Time = time.Now().UTC()
-		_, err := s.store.Append(ctx, ev, expectedSeq)
+		actx, cancel := context.WithTimeout(ctx, appendTimeout)
+		_, err := s.store.Append(actx, ev, expectedSeq)
+		cancel()
 		if errors.Is(err, events.ErrOutcomeUnknown) {
 			unknown = err
 		}
