@@ -24,7 +24,7 @@ const CheckpointBucket = "interlock_checkpoints"
 
 // Defaults of [CheckpointConfig].
 const (
-	DefaultCheckpointEvery    = 10000
+	DefaultCheckpointEvery    = 5000
 	DefaultCheckpointInterval = time.Minute
 )
 
