@@ -183,6 +183,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		Catalog:     m.catalog,
 		Reader:      m.store,
 		Auth:        tokens,
+		Health:      m.health(time.Duration(cfg.ReadyMaxLag)),
 		Ready:       m.runner.Ready,
 		Logger:      logger,
 		Events:      m.store,

@@ -15,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/edge"
@@ -62,6 +63,9 @@ type Config struct {
 	// CriticalEnvironments are the environments where the dashboard's kill switch asks the
 	// person to type the flag's key before it kills (comma-separated on the command line).
 	CriticalEnvironments []string `json:"criticalEnvironments"`
+	// ReadyMaxLag is how far behind the event store the projections may fall before /readyz
+	// answers 503.
+	ReadyMaxLag events.Duration `json:"readyMaxLag"`
 	// PublicRead lets anyone read the admin API without a token (flags, history, audit,
 	// segments, subscribers, the event feed). Off by default: reads need a token of a role that
 	// may read, in its environment scope.
@@ -85,6 +89,7 @@ func Default() Config {
 		NATSListen:         "127.0.0.1:4222",
 		Replicas:           1,
 		DefaultEnvironment: "production",
+		ReadyMaxLag:        events.Duration(5 * time.Second),
 		LogLevel:           "info",
 		LogFormat:          "text",
 	}
@@ -116,6 +121,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.String("verify-keys", "", "comma-separated PEM `files` of earlier signing keys that still verify (env INTERLOCK_VERIFY_KEYS)")
 	fs.String("critical-environments", "", "comma-separated `environments` where the dashboard's kill switch asks to type the flag key (env INTERLOCK_CRITICAL_ENVIRONMENTS)")
 	fs.String("cors-origins", "", "comma-separated `origins` allowed to call OFREP and the event feeds from a browser (env INTERLOCK_CORS_ORIGINS)")
+	fs.Duration("ready-max-lag", time.Duration(cfg.ReadyMaxLag), "how far behind the event store the projections may fall before /readyz answers 503 (env INTERLOCK_READY_MAX_LAG)")
 	fs.Bool("public-read", false, "let anyone read the admin API without a token (env INTERLOCK_PUBLIC_READ)")
 	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
 	fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env INTERLOCK_LOG_LEVEL)")
@@ -175,7 +181,7 @@ var envNames = map[string]string{
 	"public-url":          "INTERLOCK_PUBLIC_URL", "ofrep-rate-limit": "INTERLOCK_OFREP_RATE_LIMIT",
 	"ofrep-rate-burst": "INTERLOCK_OFREP_RATE_BURST", "guard-sources": "INTERLOCK_GUARD_SOURCES",
 	"signing-key": "INTERLOCK_SIGNING_KEY_FILE", "verify-keys": "INTERLOCK_VERIFY_KEYS",
-	"public-read": "INTERLOCK_PUBLIC_READ", "cors-origins": "INTERLOCK_CORS_ORIGINS",
+	"public-read": "INTERLOCK_PUBLIC_READ", "ready-max-lag": "INTERLOCK_READY_MAX_LAG", "cors-origins": "INTERLOCK_CORS_ORIGINS",
 	"critical-environments": "INTERLOCK_CRITICAL_ENVIRONMENTS",
 }
 
@@ -231,6 +237,12 @@ func (c *Config) set(name, v string) error {
 				c.CORSOrigins = append(c.CORSOrigins, o)
 			}
 		}
+	case "ready-max-lag":
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as 5s", v)
+		}
+		c.ReadyMaxLag = events.Duration(d)
 	case "public-read":
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -340,6 +352,9 @@ func (c Config) Validate() error {
 	}
 	if err := (edge.Config{CORSOrigins: c.CORSOrigins}).Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("cors-origins: %w", err))
+	}
+	if c.ReadyMaxLag <= 0 {
+		errs = append(errs, fmt.Errorf("ready-max-lag: %v is not a positive duration", time.Duration(c.ReadyMaxLag)))
 	}
 	if _, err := c.Level(); err != nil {
 		errs = append(errs, err)

@@ -20,6 +20,9 @@ type Options struct {
 	Sync bool
 	// StoreDir reuses a directory, to restart a server on the same data; t.TempDir() when empty.
 	StoreDir string
+	// Port is the loopback port to listen on, to restart a server where its clients reconnect;
+	// a random one when 0.
+	Port int
 }
 
 // RunServer starts a JetStream server on a random loopback port, stopped when the test ends.
@@ -33,9 +36,13 @@ func RunServer(tb testing.TB, o ...Options) *server.Server {
 	if dir == "" {
 		dir = tb.TempDir()
 	}
+	port := opt.Port
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
 	s := start(tb, &server.Options{
 		Host:       "127.0.0.1",
-		Port:       server.RANDOM_PORT,
+		Port:       port,
 		JetStream:  true,
 		StoreDir:   dir,
 		SyncAlways: opt.Sync,
