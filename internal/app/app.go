@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,16 +49,18 @@ type Main struct {
 	// dataLock holds the data directory for this process (lock_unix.go); nil with an external
 	// cluster.
 	dataLock *os.File
-	nc       *nats.Conn
-	authNC   *nats.Conn // the auth callout's own connection, with the embedded server
-	store    *events.Store
-	catalog  *projections.Catalog
-	runner   *projections.Runner
-	signing  config.Signing
-	lease    *guard.Lease
-	snaps    *snapshot.Writer
-	httpSrv  *http.Server
-	httpLn   net.Listener
+	// storeDown says the NATS connection is not connected (ready.go): evaluations are stale.
+	storeDown atomic.Bool
+	nc        *nats.Conn
+	authNC    *nats.Conn // the auth callout's own connection, with the embedded server
+	store     *events.Store
+	catalog   *projections.Catalog
+	runner    *projections.Runner
+	signing   config.Signing
+	lease     *guard.Lease
+	snaps     *snapshot.Writer
+	httpSrv   *http.Server
+	httpLn    net.Listener
 
 	cancel    context.CancelFunc
 	group     *errgroup.Group
@@ -208,6 +211,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		RateLimit:          cfg.OFREPRateLimit,
 		RateBurst:          cfg.OFREPRateBurst,
 		PublicRead:         cfg.PublicRead,
+		Stale:              m.storeDown.Load,
 		Logger:             logger,
 	})
 	if err != nil {
@@ -274,6 +278,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	}
 	m.group.Go(func() error { return m.runner.Run(runCtx) })
 	m.group.Go(func() error { return tokens.Run(runCtx) })
+	m.group.Go(func() error { return m.watchConnection(runCtx) })
 	m.group.Go(func() error { return tracker.Run(runCtx) })
 	m.group.Go(func() error { return snapshots.Run(runCtx) })
 	m.group.Go(func() error { return m.lease.Run(runCtx) })

@@ -39,3 +39,23 @@ func (m *Main) health(maxLag time.Duration) func(context.Context) error {
 		return nil
 	}
 }
+
+// connectionPoll is how often watchConnection looks at the NATS connection.
+const connectionPoll = 250 * time.Millisecond
+
+// watchConnection keeps m.storeDown current until ctx ends: whether the NATS connection is not
+// connected, which makes evaluations answer from the last-known state and say they are stale.
+// Polling keeps the evaluation path to one atomic load, and leaves the connection's handlers to
+// whoever else needs them.
+func (m *Main) watchConnection(ctx context.Context) error {
+	t := time.NewTicker(connectionPoll)
+	defer t.Stop()
+	for {
+		m.storeDown.Store(m.nc.Status() != nats.CONNECTED)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
