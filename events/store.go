@@ -285,6 +285,17 @@ func (s *Store) MessageHash(ctx context.Context, seq uint64) (string, [32]byte, 
 	return msg.Subject, Hash(msg.Subject, msg.Header, msg.Data), nil
 }
 
+// StoredAt is the time the stream stored the message at sequence seq.
+//
+// Errors: one wrapping jetstream.ErrMsgNotFound when there is none; otherwise a transport error.
+func (s *Store) StoredAt(ctx context.Context, seq uint64) (time.Time, error) {
+	msg, err := s.stream.GetMsg(ctx, seq)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("message %d: %w", seq, err)
+	}
+	return msg.Time, nil
+}
+
 // Query selects the events a read returns.
 type Query struct {
 	// Subjects filters by subject ([FlagSubject], [EnvironmentSubjects]); all events when empty.

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,17 +49,19 @@ type Main struct {
 	// dataLock holds the data directory for this process (lock_unix.go); nil with an external
 	// cluster.
 	dataLock *os.File
-	nc       *nats.Conn
-	authNC   *nats.Conn // the auth callout's own connection, with the embedded server
-	store    *events.Store
-	catalog  *projections.Catalog
-	runner   *projections.Runner
-	signing  config.Signing
-	lease    *guard.Lease
-	snaps    *snapshot.Writer
-	checks   *snapshot.Checkpoints
-	httpSrv  *http.Server
-	httpLn   net.Listener
+	// storeDown says the NATS connection is not connected (ready.go): evaluations are stale.
+	storeDown atomic.Bool
+	nc        *nats.Conn
+	authNC    *nats.Conn // the auth callout's own connection, with the embedded server
+	store     *events.Store
+	catalog   *projections.Catalog
+	runner    *projections.Runner
+	signing   config.Signing
+	lease     *guard.Lease
+	snaps     *snapshot.Writer
+	checks    *snapshot.Checkpoints
+	httpSrv   *http.Server
+	httpLn    net.Listener
 
 	cancel    context.CancelFunc
 	group     *errgroup.Group
@@ -192,6 +195,9 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		Catalog:     m.catalog,
 		Reader:      m.store,
 		Auth:        tokens,
+		RateLimit:   cfg.APIRateLimit,
+		RateBurst:   cfg.APIRateBurst,
+		Health:      m.health(time.Duration(cfg.ReadyMaxLag)),
 		Ready:       m.runner.Ready,
 		Logger:      logger,
 		Events:      m.store,
@@ -216,6 +222,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		RateLimit:          cfg.OFREPRateLimit,
 		RateBurst:          cfg.OFREPRateBurst,
 		PublicRead:         cfg.PublicRead,
+		Stale:              m.storeDown.Load,
 		Logger:             logger,
 	})
 	if err != nil {
@@ -282,6 +289,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	}
 	m.group.Go(func() error { return m.runner.Run(runCtx) })
 	m.group.Go(func() error { return tokens.Run(runCtx) })
+	m.group.Go(func() error { return m.watchConnection(runCtx) })
 	m.group.Go(func() error { return tracker.Run(runCtx) })
 	m.group.Go(func() error { return snapshots.Run(runCtx) })
 	m.group.Go(func() error { return m.checks.Run(runCtx) })
