@@ -124,9 +124,12 @@ type Event struct {
 	// Sequence is the stream sequence, set when the event is read from or appended to the stream.
 	Sequence uint64 `json:"sequence,omitempty"`
 	// Stored is the time the stream accepted the event (the stream's own timestamp), set when
-	// the event is read from the stream. Time is when the writer decided it, just before it sent
-	// it: the two differ by the append's round trip.
+	// the event is read from the stream. Time is when the writer sent it: the two differ by the
+	// append's round trip.
 	Stored time.Time `json:"stored,omitzero"`
+	// Hash is the stored message's hash ([Hash]), its link in its subject's chain: set when the
+	// event is read from a [Store], or appended to one with a signer.
+	Hash [32]byte `json:"-"`
 }
 
 // NewEvent returns an event with a fresh UUIDv7 id and the current time, its payload encoded.

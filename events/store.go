@@ -242,7 +242,7 @@ func (s *Store) Append(ctx context.Context, ev *Event, expectedSeq uint64) (uint
 			// An earlier attempt stored this event: answer with the stored copy.
 			return s.stored(ctx, ev, msg.Subject, ack.Sequence)
 		}
-		ev.Sequence = ack.Sequence
+		ev.Sequence, ev.Hash = ack.Sequence, hash
 		if s.verifier != nil {
 			s.appended(msg.Subject, expectedSeq, ack.Sequence, hash)
 		}
@@ -286,6 +286,7 @@ func (s *Store) decodeStored(ev *Event, raw *jetstream.RawStreamMsg) (uint64, er
 		return 0, fmt.Errorf("append %s: the stored copy at sequence %d: %w", raw.Subject, raw.Sequence, err)
 	}
 	stored.Sequence, stored.Stored = raw.Sequence, raw.Time
+	stored.Hash = Hash(raw.Subject, raw.Header, raw.Data)
 	*ev = stored
 	return raw.Sequence, nil
 }
@@ -311,6 +312,35 @@ func (s *Store) LastSequence(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("stream info: %w", unavailable(err))
 	}
 	return info.State.LastSeq, nil
+}
+
+// MessageHash returns the subject and hash ([Hash]) of the message stored at sequence seq, so
+// that a reader starting from a snapshot can check that the stream is the one it was taken of.
+//
+// Errors: one wrapping jetstream.ErrMsgNotFound when there is no such message; otherwise a
+// transport error.
+func (s *Store) MessageHash(ctx context.Context, seq uint64) (string, [32]byte, error) {
+	msg, err := s.stream.GetMsg(ctx, seq)
+	if err != nil {
+		return "", [32]byte{}, fmt.Errorf("message %d: %w", seq, err)
+	}
+	if msg.Sequence != seq {
+		// A direct get reads the sequence from the answer's headers, which a stored message
+		// may carry too.
+		return "", [32]byte{}, fmt.Errorf("message %d: the answer says it is message %d", seq, msg.Sequence)
+	}
+	return msg.Subject, Hash(msg.Subject, msg.Header, msg.Data), nil
+}
+
+// StoredAt is the time the stream stored the message at sequence seq.
+//
+// Errors: one wrapping jetstream.ErrMsgNotFound when there is none; otherwise a transport error.
+func (s *Store) StoredAt(ctx context.Context, seq uint64) (time.Time, error) {
+	msg, err := s.stream.GetMsg(ctx, seq)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("message %d: %w", seq, err)
+	}
+	return msg.Time, nil
 }
 
 // Query selects the events a read returns.
@@ -392,7 +422,11 @@ func (s *Store) deliver(q Query, h Handler) rawHandler {
 			from = m.seq // a read by time covers everything from its first message
 		}
 		ev, derr := Decode(m.subject, m.hdr, m.data)
-		ev.Sequence, ev.Stored = m.seq, m.stored
+		if derr != nil {
+			// Whatever the subject says, so that a reader knows which chain the message is on.
+			ev.Environment, ev.Entity, ev.Key, _ = parseSubject(m.subject)
+		}
+		ev.Sequence, ev.Stored, ev.Hash = m.seq, m.stored, Hash(m.subject, m.hdr, m.data)
 		if s.verifier != nil {
 			verr, err := s.judge(ctx, m.subject, m.seq, m.hdr, m.data, from, all)
 			if err != nil {

@@ -125,8 +125,8 @@ func (s *outageServer) want(a answer, status int, what string) answer {
 	return a
 }
 
-// flagEvents reads every event of the flag from the stream, with a connection of its own.
-func flagEvents(t *testing.T, url, key string) []events.Event {
+// storedFlagEvents reads every event of the flag from the stream, with a connection of its own.
+func storedFlagEvents(t *testing.T, url, key string) []events.Event {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -201,7 +201,7 @@ func TestWritesAcrossNATSRestart(t *testing.T) {
 	natstest.Eventually(t, 20*time.Second, func() bool { return s.m.nc.Status() == nats.CONNECTED }, "the server reconnects")
 
 	// Nothing of the refused writes reached the stream, then or now.
-	if evs := flagEvents(t, url, "checkout"); len(evs) != 1 {
+	if evs := storedFlagEvents(t, url, "checkout"); len(evs) != 1 {
 		t.Fatalf("%d events after the outage, want the create only: %+v", len(evs), evs)
 	}
 	// The client retries with the same keys: each is written once.
@@ -218,7 +218,7 @@ func TestWritesAcrossNATSRestart(t *testing.T) {
 	// Without its key, the stale patch is refused.
 	s.want(s.do("PATCH", outagePath, `{"description":"x"}`, map[string]string{"If-Match": created.etag}), http.StatusPreconditionFailed, "stale patch without a key")
 
-	evs := flagEvents(t, url, "checkout")
+	evs := storedFlagEvents(t, url, "checkout")
 	types := make([]string, len(evs))
 	for i, ev := range evs {
 		types[i] = ev.Type
@@ -369,7 +369,7 @@ func TestWritesAcrossStreamLeaderKill(t *testing.T) {
 		t.Errorf("%d answers were 500", n)
 	}
 
-	evs := flagEvents(t, urls[(leader+1)%3], "checkout")
+	evs := storedFlagEvents(t, urls[(leader+1)%3], "checkout")
 	if len(evs) != len(got)+1 {
 		t.Errorf("%d events for %d acknowledged writes and the create", len(evs), len(got))
 	}

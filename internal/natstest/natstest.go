@@ -21,7 +21,8 @@ type Options struct {
 	Sync bool
 	// StoreDir reuses a directory, to restart a server on the same data; t.TempDir() when empty.
 	StoreDir string
-	// Port is the client port; a random one when zero.
+	// Port is the loopback port to listen on, to restart a server where its clients reconnect;
+	// a random one when 0.
 	Port int
 }
 
@@ -167,7 +168,23 @@ func RunCluster(tb testing.TB) []*server.Server {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	WaitPeers(tb, servers)
 	return servers
+}
+
+// WaitPeers waits until the JetStream meta leader among servers counts every one of them as a
+// current peer: before that, creating a stream of as many replicas fails with "no suitable peers
+// for placement", which a loaded machine makes likely.
+func WaitPeers(tb testing.TB, servers []*server.Server) {
+	tb.Helper()
+	Eventually(tb, 30*time.Second, func() bool {
+		for _, s := range servers {
+			if len(s.JetStreamClusterPeers()) >= len(servers) {
+				return true
+			}
+		}
+		return false
+	}, "the jetstream meta leader counts all %d servers as peers", len(servers))
 }
 
 func joinRoutes(routes []string, self int) string {
