@@ -32,6 +32,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/dashboard"
 	"github.com/interlock-dev/interlock/internal/edge"
 	"github.com/interlock-dev/interlock/internal/embedded"
+	"github.com/interlock-dev/interlock/internal/metrics"
 	"github.com/interlock-dev/interlock/internal/ofrep"
 	"github.com/interlock-dev/interlock/internal/perimeter"
 	"github.com/interlock-dev/interlock/internal/presence"
@@ -140,8 +141,27 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	}
 	m.catalog.Observe(snapshots.Observe)
 	m.snaps = snapshots
+	// The server's own metrics, on a registry of this server's alone.
+	reg := metrics.NewRegistry()
+	httpMetrics, err := metrics.NewHTTP(reg)
+	if err != nil {
+		return nil, err
+	}
+	commandMetrics, err := metrics.NewCommands(reg)
+	if err != nil {
+		return nil, err
+	}
+	guardMetrics, err := metrics.NewGuard(reg)
+	if err != nil {
+		return nil, err
+	}
+	evaluations, err := metrics.NewEvaluations(reg)
+	if err != nil {
+		return nil, err
+	}
 	allowSource := guard.AllowSources(cfg.GuardSources)
-	commands := command.New(m.store, logger, command.WithUsage(m.catalog), command.WithSourceCheck(allowSource))
+	commands := command.New(m.store, logger, command.WithUsage(m.catalog), command.WithSourceCheck(allowSource),
+		command.WithObserver(commandMetrics))
 	if generated != "" {
 		// The bootstrap admin token enters the audit trail like any other. The token works
 		// whether or not this is recorded; a failure is logged, not fatal, since the token is
@@ -171,6 +191,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		AllowSource: allowSource,
 		Board:       board,
 		Logger:      logger,
+		Observer:    guardMetrics,
 	})
 	if err != nil {
 		return nil, err
@@ -191,6 +212,9 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 
 		Integrity: m.runner.Integrity(),
 		Chains:    m.store,
+
+		Metrics:       metrics.Handler(reg, logger),
+		MetricsPublic: cfg.MetricsPublic,
 	})
 	if err != nil {
 		return nil, err
@@ -205,6 +229,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		RateBurst:          cfg.OFREPRateBurst,
 		PublicRead:         cfg.PublicRead,
 		Logger:             logger,
+		Observer:           evaluations,
 	})
 	if err != nil {
 		return nil, err
@@ -222,6 +247,23 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	if err != nil {
 		return nil, err
 	}
+	err = metrics.RegisterState(reg, metrics.State{
+		Catalog: m.catalog,
+		Stream:  m.store,
+		Runner:  m.runner,
+		Census:  guardRunner.Census,
+		Lease:   m.lease,
+		NATS:    m.nc,
+		Tokens:  tokens,
+		Streams: map[string]func() int{
+			"events":    handler.OpenFeeds,
+			"ofrep":     ofrepHandler.OpenStreams,
+			"dashboard": dash.OpenStreams,
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
 	admin, ui := handler.Handler(), dash.Handler()
 	// OFREP evaluation is the hot path: it is dispatched by prefix, without the mux's matching.
 	// The API owns /api/ and the health endpoints; the dashboard every other path.
@@ -230,7 +272,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		switch {
 		case strings.HasPrefix(p, "/ofrep/"):
 			ofrepHandler.ServeHTTP(w, r)
-		case strings.HasPrefix(p, "/api/"), p == "/healthz", p == "/readyz":
+		case strings.HasPrefix(p, "/api/"), p == "/healthz", p == "/readyz", p == "/metrics":
 			admin.ServeHTTP(w, r)
 		default:
 			ui.ServeHTTP(w, r)
@@ -240,7 +282,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		return nil, fmt.Errorf("http listen: %w", err)
 	}
 	m.httpSrv = &http.Server{
-		Handler:           edge.Handler(root, edge.Config{CORSOrigins: cfg.CORSOrigins}),
+		Handler:           edge.Handler(httpMetrics.Handler(root), edge.Config{CORSOrigins: cfg.CORSOrigins}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -380,7 +422,7 @@ func (m *Main) perimeter(ctx context.Context, js jetstream.JetStream, tokens *au
 
 func (m *Main) banner(out io.Writer, generated string) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Interlock is serving http://%s (dashboard /, admin API /api/v1, OFREP /ofrep/v1, health /healthz, readiness /readyz)\n", m.HTTPAddr())
+	fmt.Fprintf(&b, "Interlock is serving http://%s (dashboard /, admin API /api/v1, OFREP /ofrep/v1, health /healthz, readiness /readyz, metrics /metrics)\n", m.HTTPAddr())
 	switch {
 	case m.ns != nil && m.NATSURL() != "":
 		fmt.Fprintf(&b, "Embedded NATS with JetStream at %s (clients need an Interlock token), data in %s\n", m.NATSURL(), m.cfg.Data)
@@ -393,6 +435,9 @@ func (m *Main) banner(out io.Writer, generated string) {
 		fmt.Fprintf(&b, "Reads are public (--public-read): anyone who reaches the admin API reads flags, history and audit without a token.\n")
 	} else {
 		fmt.Fprintf(&b, "Reads need a token, as writes do (start with --public-read to open them).\n")
+	}
+	if m.cfg.MetricsPublic {
+		fmt.Fprintf(&b, "Metrics are public (--metrics-public): /metrics answers without a token.\n")
 	}
 	fmt.Fprintf(&b, "Events are signed with key %s (%s), cut-over at sequence %d\n", m.signing.Signer.KeyID(), m.signing.KeyFile, m.store.Verifier().Cutover())
 	switch {

@@ -63,6 +63,10 @@ type Config struct {
 	// segments, subscribers, the event feed). Off by default: reads need a token of a role that
 	// may read, in its environment scope.
 	PublicRead bool `json:"publicRead"`
+	// MetricsPublic lets anyone read GET /metrics without a token, for a scraper that has none.
+	// Off by default: /metrics is a read like any other, and needs a token of a role that may
+	// read (or PublicRead).
+	MetricsPublic bool `json:"metricsPublic"`
 	// CORSOrigins are the origins a browser app may call OFREP and the event feeds from
 	// (comma-separated on the command line); none by default.
 	CORSOrigins []string `json:"corsOrigins"`
@@ -113,6 +117,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.String("verify-keys", "", "comma-separated PEM `files` of earlier signing keys that still verify (env INTERLOCK_VERIFY_KEYS)")
 	fs.String("cors-origins", "", "comma-separated `origins` allowed to call OFREP and the event feeds from a browser (env INTERLOCK_CORS_ORIGINS)")
 	fs.Bool("public-read", false, "let anyone read the admin API without a token (env INTERLOCK_PUBLIC_READ)")
+	fs.Bool("metrics-public", false, "let anyone read /metrics without a token (env INTERLOCK_METRICS_PUBLIC)")
 	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
 	fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env INTERLOCK_LOG_LEVEL)")
 	fs.String("log-format", cfg.LogFormat, "text or json (env INTERLOCK_LOG_FORMAT)")
@@ -172,6 +177,7 @@ var envNames = map[string]string{
 	"ofrep-rate-burst": "INTERLOCK_OFREP_RATE_BURST", "guard-sources": "INTERLOCK_GUARD_SOURCES",
 	"signing-key": "INTERLOCK_SIGNING_KEY_FILE", "verify-keys": "INTERLOCK_VERIFY_KEYS",
 	"public-read": "INTERLOCK_PUBLIC_READ", "cors-origins": "INTERLOCK_CORS_ORIGINS",
+	"metrics-public": "INTERLOCK_METRICS_PUBLIC",
 }
 
 func (c *Config) loadEnv(getenv func(string) string) error {
@@ -232,6 +238,12 @@ func (c *Config) set(name, v string) error {
 			return fmt.Errorf("%q is not true or false", v)
 		}
 		c.PublicRead = b
+	case "metrics-public":
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		c.MetricsPublic = b
 	case "default-environment":
 		c.DefaultEnvironment = v
 	case "public-url":

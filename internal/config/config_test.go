@@ -57,6 +57,8 @@ func TestLoadRefuses(t *testing.T) {
 		{"bad burst env", nil, map[string]string{"INTERLOCK_OFREP_RATE_BURST": "many"}, "INTERLOCK_OFREP_RATE_BURST"},
 		{"bad cors origin", []string{"--cors-origins", "app.example.com"}, nil, "cors-origins"},
 		{"bad public read", nil, map[string]string{"INTERLOCK_PUBLIC_READ": "sometimes"}, "INTERLOCK_PUBLIC_READ"},
+		{"bad metrics public", []string{"--metrics-public=maybe"}, nil, "metrics-public"},
+		{"bad metrics public env", nil, map[string]string{"INTERLOCK_METRICS_PUBLIC": "often"}, "INTERLOCK_METRICS_PUBLIC"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(tc.args, env(tc.env), io.Discard)
@@ -121,5 +123,37 @@ func TestLoadReadModeAndCORS(t *testing.T) {
 	}
 	if cfg, err := Load(nil, env(nil), io.Discard); err != nil || cfg.PublicRead || cfg.CORSOrigins != nil {
 		t.Fatalf("defaults: reads need a token and no CORS; got %+v, %v", cfg, err)
+	}
+}
+
+// TestMetricsPublic: /metrics needs a token unless the flag, the environment or the file opens it;
+// a flag overrides the environment, which overrides the file.
+func TestMetricsPublic(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "interlock.json")
+	if err := os.WriteFile(file, []byte(`{"metricsPublic": true}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want bool
+	}{
+		{"default", nil, nil, false},
+		{"flag", []string{"--metrics-public"}, nil, true},
+		{"environment", nil, map[string]string{"INTERLOCK_METRICS_PUBLIC": "true"}, true},
+		{"file", []string{"--config", file}, nil, true},
+		{"environment over file", []string{"--config", file}, map[string]string{"INTERLOCK_METRICS_PUBLIC": "false"}, false},
+		{"flag over environment", []string{"--metrics-public=false"}, map[string]string{"INTERLOCK_METRICS_PUBLIC": "true"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Load(tc.args, env(tc.env), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.MetricsPublic != tc.want {
+				t.Fatalf("metrics public %v, want %v", cfg.MetricsPublic, tc.want)
+			}
+		})
 	}
 }
