@@ -3,7 +3,6 @@ package metrics
 import (
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,7 +16,6 @@ type HTTP struct {
 	duration *prometheus.HistogramVec
 
 	byRoute cache[string, *routeMetrics]
-	pool    sync.Pool
 }
 
 type routeMetrics struct {
@@ -41,7 +39,6 @@ func NewHTTP(reg prometheus.Registerer) (*HTTP, error) {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"route"}),
 	}
-	h.pool.New = func() any { return new(recorder) }
 	if err := register(reg, h.requests, h.duration); err != nil {
 		return nil, err
 	}
@@ -55,8 +52,9 @@ func NewHTTP(reg prometheus.Registerer) (*HTTP, error) {
 func (h *HTTP) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := h.pool.Get().(*recorder)
-		rec.ResponseWriter, rec.status = w, 0
+		// Not pooled: handlers may reach the writer from other goroutines (a feed's deadline
+		// set when its context ends) until they return, and a little after.
+		rec := &recorder{ResponseWriter: w}
 		served := false
 		defer func() {
 			status := rec.status
@@ -66,8 +64,6 @@ func (h *HTTP) Handler(next http.Handler) http.Handler {
 			case status == 0:
 				status = http.StatusOK // nothing written: net/http answers 200
 			}
-			rec.ResponseWriter = nil
-			h.pool.Put(rec)
 			h.observe(r.Pattern, status, time.Since(start))
 		}()
 		next.ServeHTTP(rec, r)
