@@ -32,6 +32,12 @@ var decisionActions = []string{
 	string(guard.ActionOpenValve), string(guard.ActionCloseValve), string(guard.ActionFreeze),
 }
 
+// actionKinds are the commands the guard sends to carry out a decision, counted from zero.
+var actionKinds = []guard.CommandKind{
+	guard.CmdAdvance, guard.CmdStepBack, guard.CmdAbort, guard.CmdPause, guard.CmdKill,
+	guard.CmdOpenValve, guard.CmdCloseValve,
+}
+
 // NewGuard registers the guard's metrics on reg.
 func NewGuard(reg prometheus.Registerer) (*Guard, error) {
 	g := &Guard{
@@ -56,6 +62,10 @@ func NewGuard(reg prometheus.Registerer) (*Guard, error) {
 	}
 	for _, a := range decisionActions {
 		g.decisions.WithLabelValues(a)
+	}
+	for _, k := range actionKinds {
+		g.actions.WithLabelValues(string(k), "ok")
+		g.actions.WithLabelValues(string(k), "error")
 	}
 	if err := register(reg, g.ticks, g.decisions, g.actions, g.applied); err != nil {
 		return nil, err
