@@ -267,6 +267,17 @@ func (s *Store) LastSequence(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
+// StoredAt is the time the stream stored the message at sequence seq.
+//
+// Errors: one wrapping jetstream.ErrMsgNotFound when there is none; otherwise a transport error.
+func (s *Store) StoredAt(ctx context.Context, seq uint64) (time.Time, error) {
+	msg, err := s.stream.GetMsg(ctx, seq)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("message %d: %w", seq, err)
+	}
+	return msg.Time, nil
+}
+
 // Query selects the events a read returns.
 type Query struct {
 	// Subjects filters by subject ([FlagSubject], [EnvironmentSubjects]); all events when empty.

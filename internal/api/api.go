@@ -71,6 +71,9 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (auth.Principal, error)
 }
 
+// healthTimeout bounds a /readyz check of [Config.Health].
+const healthTimeout = 2 * time.Second
+
 // Defaults of [Config].
 const (
 	DefaultMaxBodyBytes = 1 << 20
@@ -90,6 +93,10 @@ type Config struct {
 	// Ready reports whether the catalog has caught up with the stream; until it has, reads of
 	// the current state answer 503.
 	Ready func() bool
+	// Health, when set, is what /readyz checks after Ready: an error (which names the cause, such
+	// as the event store being unreachable or the projections lagging it) makes /readyz answer
+	// 503 with that cause. It is given healthTimeout.
+	Health func(ctx context.Context) error
 	// Logger receives request logs and unexpected errors, with component=api. Nil discards them.
 	Logger *slog.Logger
 	// MaxBodyBytes bounds request bodies; larger ones get 413. DefaultMaxBodyBytes when 0.
@@ -444,6 +451,14 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) error {
 	if !a.cfg.Ready() {
 		return errNotReady
+	}
+	if a.cfg.Health != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
+		defer cancel()
+		if err := a.cfg.Health(ctx); err != nil {
+			a.writeJSON(w, r, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "cause": err.Error()})
+			return nil
+		}
 	}
 	body := map[string]any{"status": "ok"}
 	if st := a.integrityStatus(nil); st != nil {

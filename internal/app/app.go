@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,16 +50,18 @@ type Main struct {
 	// dataLock holds the data directory for this process (lock_unix.go); nil with an external
 	// cluster.
 	dataLock *os.File
-	nc       *nats.Conn
-	authNC   *nats.Conn // the auth callout's own connection, with the embedded server
-	store    *events.Store
-	catalog  *projections.Catalog
-	runner   *projections.Runner
-	signing  config.Signing
-	lease    *guard.Lease
-	snaps    *snapshot.Writer
-	httpSrv  *http.Server
-	httpLn   net.Listener
+	// storeDown says the NATS connection is not connected (ready.go): evaluations are stale.
+	storeDown atomic.Bool
+	nc        *nats.Conn
+	authNC    *nats.Conn // the auth callout's own connection, with the embedded server
+	store     *events.Store
+	catalog   *projections.Catalog
+	runner    *projections.Runner
+	signing   config.Signing
+	lease     *guard.Lease
+	snaps     *snapshot.Writer
+	httpSrv   *http.Server
+	httpLn    net.Listener
 
 	cancel    context.CancelFunc
 	group     *errgroup.Group
@@ -184,7 +187,10 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	if err != nil {
 		return nil, err
 	}
+	// The guard's ticks between its decisions, for the dashboard's charts.
+	tape := dashboard.NewTape(0)
 	guardRunner, err := guard.NewRunner(guard.RunnerOptions{
+		OnEvidence:  tape.Record,
 		Catalog:     m.catalog,
 		Commands:    commands.Guard(),
 		Lease:       m.lease,
@@ -201,6 +207,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		Catalog:     m.catalog,
 		Reader:      m.store,
 		Auth:        tokens,
+		Health:      m.health(time.Duration(cfg.ReadyMaxLag)),
 		Ready:       m.runner.Ready,
 		Logger:      logger,
 		Events:      m.store,
@@ -228,6 +235,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		RateLimit:          cfg.OFREPRateLimit,
 		RateBurst:          cfg.OFREPRateBurst,
 		PublicRead:         cfg.PublicRead,
+		Stale:              m.storeDown.Load,
 		Logger:             logger,
 		Observer:           evaluations,
 	})
@@ -243,6 +251,10 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		Presence: tracker,
 		Ready:    m.runner.Ready,
 		Logger:   logger,
+		Guard:    guardRunner,
+		Tape:     tape,
+		// The kill switch asks for the flag's key there.
+		CriticalEnvironments: cfg.CriticalEnvironments,
 	})
 	if err != nil {
 		return nil, err
@@ -308,6 +320,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	}
 	m.group.Go(func() error { return m.runner.Run(runCtx) })
 	m.group.Go(func() error { return tokens.Run(runCtx) })
+	m.group.Go(func() error { return m.watchConnection(runCtx) })
 	m.group.Go(func() error { return tracker.Run(runCtx) })
 	m.group.Go(func() error { return snapshots.Run(runCtx) })
 	m.group.Go(func() error { return m.lease.Run(runCtx) })
@@ -461,6 +474,16 @@ func (m *Main) NATSURL() string {
 		return ""
 	}
 	return m.ns.ClientURL()
+}
+
+// ConnectInternal opens an in-process connection to the embedded NATS server with Interlock's
+// own rights, which bypass every permission: for tests and tools inside the server's process
+// that must act as a privileged client (a forger, say). With an external cluster it is an error.
+func (m *Main) ConnectInternal(opts ...nats.Option) (*nats.Conn, error) {
+	if m.ns == nil {
+		return nil, errors.New("no embedded nats server: connect to the cluster with its own credentials")
+	}
+	return m.ns.Connect(opts...)
 }
 
 // Ready reports whether the projections have caught up with the stream.

@@ -93,12 +93,14 @@ func TestDeployClusterConf(t *testing.T) {
 		_, err := ajs.AccountInfo(ctx)
 		return err == nil
 	}, "jetstream meta leader")
+	natstest.WaitPeers(t, servers)
 
 	cfg := config.Default()
 	cfg.NATSURL = withUser("interlock", interlockPassword)
 	cfg.Replicas = 3
 	cfg.HTTP = "127.0.0.1:0"
 	cfg.AdminToken = "cluster-admin-token-0123456789"
+	cfg.SigningKey = natstest.SigningKeyFile(t)
 	m, err := app.Start(context.Background(), cfg, slog.New(slog.DiscardHandler), io.Discard)
 	if err != nil {
 		t.Fatalf("start interlock on the cluster: %v", err)

@@ -3,8 +3,6 @@ package app
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,8 +11,6 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -134,7 +130,7 @@ func newFleet(t *testing.T, n int) *fleet {
 	t.Cleanup(f.client.CloseIdleConnections)
 	f.url = srv.URL + "/metrics"
 
-	keyFile := writeSigningKey(t)
+	keyFile := natstest.SigningKeyFile(t)
 	for i := range n {
 		cfg := config.Default()
 		cfg.SigningKey = keyFile // replicas share one key
@@ -623,22 +619,4 @@ func checkGoroutines(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
-}
-
-// writeSigningKey writes a new Ed25519 key to a PEM file in a temporary directory.
-func writeSigningKey(t *testing.T) string {
-	t.Helper()
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := events.MarshalPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "signing.pem")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }

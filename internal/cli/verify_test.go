@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/interlock-dev/interlock/events"
@@ -55,7 +54,8 @@ func TestForgedEventDetected(t *testing.T) {
 		t.Fatalf("audit verify before any forgery:\n%s", r.stdout)
 	}
 
-	nc, err := nats.Connect(s.m.NATSURL())
+	// A privileged client: the embedded server admits no other that may publish on the stream.
+	nc, err := s.m.ConnectInternal()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/edge"
@@ -59,6 +60,12 @@ type Config struct {
 	// VerifyKeys are PEM files of earlier signing keys (public or private), which events may
 	// still be signed with after a rotation (comma-separated on the command line).
 	VerifyKeys []string `json:"verifyKeys"`
+	// CriticalEnvironments are the environments where the dashboard's kill switch asks the
+	// person to type the flag's key before it kills (comma-separated on the command line).
+	CriticalEnvironments []string `json:"criticalEnvironments"`
+	// ReadyMaxLag is how far behind the event store the projections may fall before /readyz
+	// answers 503.
+	ReadyMaxLag events.Duration `json:"readyMaxLag"`
 	// PublicRead lets anyone read the admin API without a token (flags, history, audit,
 	// segments, subscribers, the event feed). Off by default: reads need a token of a role that
 	// may read, in its environment scope.
@@ -86,6 +93,7 @@ func Default() Config {
 		NATSListen:         "127.0.0.1:4222",
 		Replicas:           1,
 		DefaultEnvironment: "production",
+		ReadyMaxLag:        events.Duration(5 * time.Second),
 		LogLevel:           "info",
 		LogFormat:          "text",
 	}
@@ -115,7 +123,9 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.String("guard-sources", "", "comma-separated URL `prefixes` the guard may read metrics from; empty for loopback addresses only (env INTERLOCK_GUARD_SOURCES)")
 	fs.String("signing-key", "", "PEM `file` of the Ed25519 key events are signed with; default <data>/signing/key.pem, generated (env INTERLOCK_SIGNING_KEY_FILE)")
 	fs.String("verify-keys", "", "comma-separated PEM `files` of earlier signing keys that still verify (env INTERLOCK_VERIFY_KEYS)")
+	fs.String("critical-environments", "", "comma-separated `environments` where the dashboard's kill switch asks to type the flag key (env INTERLOCK_CRITICAL_ENVIRONMENTS)")
 	fs.String("cors-origins", "", "comma-separated `origins` allowed to call OFREP and the event feeds from a browser (env INTERLOCK_CORS_ORIGINS)")
+	fs.Duration("ready-max-lag", time.Duration(cfg.ReadyMaxLag), "how far behind the event store the projections may fall before /readyz answers 503 (env INTERLOCK_READY_MAX_LAG)")
 	fs.Bool("public-read", false, "let anyone read the admin API without a token (env INTERLOCK_PUBLIC_READ)")
 	fs.Bool("metrics-public", false, "let anyone read /metrics without a token (env INTERLOCK_METRICS_PUBLIC)")
 	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
@@ -176,8 +186,8 @@ var envNames = map[string]string{
 	"public-url":          "INTERLOCK_PUBLIC_URL", "ofrep-rate-limit": "INTERLOCK_OFREP_RATE_LIMIT",
 	"ofrep-rate-burst": "INTERLOCK_OFREP_RATE_BURST", "guard-sources": "INTERLOCK_GUARD_SOURCES",
 	"signing-key": "INTERLOCK_SIGNING_KEY_FILE", "verify-keys": "INTERLOCK_VERIFY_KEYS",
-	"public-read": "INTERLOCK_PUBLIC_READ", "cors-origins": "INTERLOCK_CORS_ORIGINS",
-	"metrics-public": "INTERLOCK_METRICS_PUBLIC",
+	"public-read": "INTERLOCK_PUBLIC_READ", "ready-max-lag": "INTERLOCK_READY_MAX_LAG", "cors-origins": "INTERLOCK_CORS_ORIGINS",
+	"critical-environments": "INTERLOCK_CRITICAL_ENVIRONMENTS", "metrics-public": "INTERLOCK_METRICS_PUBLIC",
 }
 
 func (c *Config) loadEnv(getenv func(string) string) error {
@@ -232,6 +242,12 @@ func (c *Config) set(name, v string) error {
 				c.CORSOrigins = append(c.CORSOrigins, o)
 			}
 		}
+	case "ready-max-lag":
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as 5s", v)
+		}
+		c.ReadyMaxLag = events.Duration(d)
 	case "public-read":
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -274,6 +290,13 @@ func (c *Config) set(name, v string) error {
 		for _, p := range strings.Split(v, ",") {
 			if p = strings.TrimSpace(p); p != "" {
 				c.VerifyKeys = append(c.VerifyKeys, p)
+			}
+		}
+	case "critical-environments":
+		c.CriticalEnvironments = nil
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				c.CriticalEnvironments = append(c.CriticalEnvironments, e)
 			}
 		}
 	case "log-level":
@@ -328,6 +351,11 @@ func (c Config) Validate() error {
 	if c.OFREPRateBurst < 0 {
 		errs = append(errs, fmt.Errorf("ofrep-rate-burst: %d is negative", c.OFREPRateBurst))
 	}
+	for _, e := range c.CriticalEnvironments {
+		if err := events.ValidateEnvironment(e); err != nil {
+			errs = append(errs, fmt.Errorf("critical-environments: %w", err))
+		}
+	}
 	for _, p := range c.GuardSources {
 		if u, err := url.Parse(p); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("guard-sources: %q is not an http:// or https:// URL prefix", p))
@@ -335,6 +363,9 @@ func (c Config) Validate() error {
 	}
 	if err := (edge.Config{CORSOrigins: c.CORSOrigins}).Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("cors-origins: %w", err))
+	}
+	if c.ReadyMaxLag <= 0 {
+		errs = append(errs, fmt.Errorf("ready-max-lag: %v is not a positive duration", time.Duration(c.ReadyMaxLag)))
 	}
 	if _, err := c.Level(); err != nil {
 		errs = append(errs, err)

@@ -107,6 +107,44 @@ func TestGuardSources(t *testing.T) {
 	}
 }
 
+func TestCriticalEnvironments(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		file string
+		want []string
+	}{
+		{name: "flag", args: []string{"--critical-environments", "production, eu-prod"}, want: []string{"production", "eu-prod"}},
+		{name: "environment", env: map[string]string{"INTERLOCK_CRITICAL_ENVIRONMENTS": "production"}, want: []string{"production"}},
+		{name: "file", file: `{"criticalEnvironments": ["production", "staging"]}`, want: []string{"production", "staging"}},
+		{name: "flag over environment", args: []string{"--critical-environments", "staging"},
+			env: map[string]string{"INTERLOCK_CRITICAL_ENVIRONMENTS": "production"}, want: []string{"staging"}},
+		{name: "none", want: nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := tc.args
+			if tc.file != "" {
+				file := filepath.Join(t.TempDir(), "c.json")
+				if err := os.WriteFile(file, []byte(tc.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				args = append([]string{"--config", file}, args...)
+			}
+			cfg, err := Load(args, env(tc.env), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(cfg.CriticalEnvironments, tc.want) {
+				t.Fatalf("critical environments %q, want %q", cfg.CriticalEnvironments, tc.want)
+			}
+		})
+	}
+	if _, err := Load([]string{"--critical-environments", "prod,no spaces"}, env(nil), io.Discard); err == nil || !strings.Contains(err.Error(), "critical-environments") {
+		t.Fatalf("a bad environment name: %v", err)
+	}
+}
+
 func TestLoadReadModeAndCORS(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "interlock.json")
 	if err := os.WriteFile(file, []byte(`{"publicRead": true, "corsOrigins": ["https://a.example.com"]}`), 0o600); err != nil {

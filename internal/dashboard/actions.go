@@ -41,12 +41,18 @@ func meta(s *session, reason string) command.Meta {
 
 // dialogData is what a confirmation dialog shows.
 type dialogData struct {
-	F        flagView
-	Env      string
-	Action   string // kill, enable, restore
-	Before   string
-	After    string
-	Critical bool
+	F      flagView
+	Env    string
+	Action string // kill, enable, restore, rollout/{verb}, valve/{verb}: the path under the flag
+	// Title, Submit and Danger, when set, head the dialog, name its button and mark it red.
+	Title, Submit string
+	Danger        bool
+	Before        string
+	After         string
+	Critical      bool
+	// From is the stage an advance leaves (-1 for none); Expires asks for a valve's duration.
+	From    int
+	Expires bool
 	// Restore: the version restored, the changes it applies, whether it turns a killed flag on.
 	ToVersion uint64
 	Changes   []changeView

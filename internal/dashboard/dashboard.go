@@ -49,6 +49,8 @@ type Commands interface {
 	Kill(ctx context.Context, m command.Meta, env, key string) (projections.Flag, error)
 	Enable(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (projections.Flag, error)
 	Restore(ctx context.Context, m command.Meta, env, key string, toVersion, expectedVersion uint64) (projections.Flag, error)
+	RolloutCommands
+	ValveCommands
 }
 
 // Authenticator tells who a token stands for: *auth.Store.
@@ -90,6 +92,11 @@ type Config struct {
 	Ready func() bool
 	// Logger receives unexpected errors, with component=dashboard. Nil discards them.
 	Logger *slog.Logger
+	// Guard, when set, is the guard's live view of the rollouts it judges (the guard panel's
+	// current state and statistics); Tape, when set, keeps the ticks between its decisions for
+	// the charts. Without them the panel shows the recorded decisions only.
+	Guard GuardStatus
+	Tape  *Tape
 	// CriticalEnvironments ask a person killing a flag there to type its key.
 	CriticalEnvironments []string
 	// SessionIdle ends a session unused for that long; SessionLifetime ends any session that
@@ -229,9 +236,17 @@ func (d *Dashboard) routes() http.Handler {
 	mux.Handle("GET /env/{env}/flags/{key}/restore", d.auth(d.restoreDialog))
 	mux.Handle("POST /env/{env}/flags/{key}/restore", d.auth(d.restore))
 	mux.Handle("GET /env/{env}/flags/{key}/propagation", d.auth(d.propagation))
+	mux.Handle("GET /env/{env}/flags/{key}/guard", d.auth(d.guardPage))
+	mux.Handle("GET /env/{env}/flags/{key}/guard/data", d.auth(d.guardChart))
+	mux.Handle("GET /env/{env}/flags/{key}/rollout/{verb}", d.auth(d.rolloutDialog))
+	mux.Handle("POST /env/{env}/flags/{key}/rollout/{verb}", d.auth(d.rolloutAction))
+	mux.Handle("GET /env/{env}/valves", d.auth(d.valveList))
+	mux.Handle("GET /env/{env}/flags/{key}/valve/{verb}", d.auth(d.valveDialog))
+	mux.Handle("POST /env/{env}/flags/{key}/valve/{verb}", d.auth(d.valveAction))
 	mux.Handle("GET /env/{env}/live", d.auth(d.live))
 	mux.Handle("GET /flag/{key}", d.auth(d.matrix))
 	mux.Handle("GET /env/{env}/segments", d.auth(d.segmentList))
+	mux.Handle("GET /env/{env}/segments/{key}", d.auth(d.segmentPage))
 	mux.Handle("GET /audit", d.auth(d.auditPage))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		d.renderError(w, r, http.StatusNotFound, "There is no page at "+r.URL.Path+".")

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
@@ -27,6 +28,9 @@ type flagData struct {
 	CanKill  bool
 	CanWrite bool
 	Critical bool
+	// Verbs are the rollout commands the session may run now; HasRollout links the guard panel.
+	Verbs      []verbView
+	HasRollout bool
 	// OOB marks the summary the live stream sends, for htmx to swap by its id.
 	OOB bool
 }
@@ -128,6 +132,10 @@ func (d *Dashboard) flagData(s *session, f projections.Flag, n flagNotes, past b
 			}
 		}
 	}
+	fd.HasRollout = f.Rollout != nil
+	if !past {
+		fd.Verbs = d.verbsFor(s, f)
+	}
 	if r := f.Rollout; r != nil && r.Active() {
 		for i, st := range r.Plan.Stages {
 			fd.Stages = append(fd.Stages, stageView{Percent: percent(st.Percent), Done: i < r.Stage, Current: i == r.Stage})
@@ -221,18 +229,24 @@ type segmentsData struct {
 
 type segmentView struct {
 	projections.Segment
-	Flags []string
+	// Flags target the segment in their rules; Valves serve their degraded variant to it.
+	Flags, Valves []string
+	Conditions    []condView
 }
 
-func (d *Dashboard) segmentList(w http.ResponseWriter, r *http.Request, s *session) error {
-	env, err := readEnv(r, s)
-	if err != nil {
-		return err
+// segmentUse is who uses one segment.
+type segmentUse struct{ flags, valves []string }
+
+// segmentUsers finds, for every segment of env, the flags whose rules name it and the valves
+// that serve it.
+func (d *Dashboard) segmentUsers(env string) map[string]*segmentUse {
+	users := map[string]*segmentUse{}
+	use := func(seg string) *segmentUse {
+		if users[seg] == nil {
+			users[seg] = &segmentUse{}
+		}
+		return users[seg]
 	}
-	if !d.cfg.Ready() {
-		return errNotReady
-	}
-	users := map[string][]string{}
 	for _, f := range d.cfg.Catalog.Flags(env) {
 		if f.Archived {
 			continue
@@ -243,18 +257,57 @@ func (d *Dashboard) segmentList(w http.ResponseWriter, r *http.Request, s *sessi
 				for _, seg := range c.Segments {
 					if !seen[seg] {
 						seen[seg] = true
-						users[seg] = append(users[seg], f.Key)
+						use(seg).flags = append(use(seg).flags, f.Key)
 					}
 				}
 			}
 		}
-		if f.Valve != nil && f.Valve.Segment != "" && !seen[f.Valve.Segment] {
-			users[f.Valve.Segment] = append(users[f.Valve.Segment], f.Key)
+		if f.Valve != nil && f.Valve.Segment != "" {
+			use(f.Valve.Segment).valves = append(use(f.Valve.Segment).valves, f.Key)
 		}
 	}
+	return users
+}
+
+func (d *Dashboard) segmentPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	env, err := readEnv(r, s)
+	if err != nil {
+		return err
+	}
+	key := r.PathValue("key")
+	if err := events.ValidateFlagKey(key); err != nil {
+		return err
+	}
+	if !d.cfg.Ready() {
+		return errNotReady
+	}
+	seg, ok := d.cfg.Catalog.Segment(env, key)
+	if !ok {
+		return errNoPage
+	}
+	sv := segmentView{Segment: seg, Conditions: condsOf(seg.Conditions)}
+	if u := d.segmentUsers(env)[key]; u != nil {
+		sv.Flags, sv.Valves = u.flags, u.valves
+	}
+	data := d.base(s, "Segment "+key+" · "+env, env)
+	data.Data = sv
+	d.render(w, r, http.StatusOK, "segment", data)
+	return nil
+}
+
+func (d *Dashboard) segmentList(w http.ResponseWriter, r *http.Request, s *session) error {
+	env, err := readEnv(r, s)
+	if err != nil {
+		return err
+	}
+	if !d.cfg.Ready() {
+		return errNotReady
+	}
+	users := d.segmentUsers(env)
 	sd := segmentsData{}
 	for _, seg := range d.cfg.Catalog.Segments(env) {
-		sd.Segments = append(sd.Segments, segmentView{Segment: seg, Flags: users[seg.Key]})
+		u := users[seg.Key]
+		sd.Segments = append(sd.Segments, segmentView{Segment: seg, Flags: u.flags, Valves: u.valves})
 	}
 	data := d.base(s, "Segments · "+env, env)
 	data.Data = sd
@@ -265,14 +318,45 @@ func (d *Dashboard) segmentList(w http.ResponseWriter, r *http.Request, s *sessi
 // auditData is one page of the audit trail.
 type auditData struct {
 	Env, Flag, Actor string
+	Type             string
+	Since, Until     string
+	Types            []string
 	Entries          []entryView
 	Next             string
+}
+
+// auditTypes are the event types the audit can be filtered by.
+var auditTypes = []string{
+	events.TypeFlagCreated, events.TypeFlagUpdated, events.TypeFlagKilled, events.TypeFlagEnabled, events.TypeFlagRestored, events.TypeFlagArchived, events.TypeFlagUnarchived,
+	events.TypeRolloutCreated, events.TypeRolloutStarted, events.TypeRolloutPaused, events.TypeRolloutResumed, events.TypeRolloutAdvanced,
+	events.TypeRolloutSteppedBack, events.TypeRolloutCompleted, events.TypeRolloutAborted,
+	events.TypeGuardDecided, events.TypeGuardRearmed, events.TypeValveConfigured, events.TypeValveOpened, events.TypeValveClosed,
+	events.TypeSegmentCreated, events.TypeSegmentUpdated, events.TypeSegmentArchived, events.TypeSegmentUnarchived, events.TypeTokenIssued, events.TypeTokenRevoked,
 }
 
 func (d *Dashboard) auditPage(w http.ResponseWriter, r *http.Request, s *session) error {
 	q := r.URL.Query()
 	p := s.Principal()
 	aq := projections.AuditQuery{Environment: q.Get("environment"), Flag: q.Get("flag"), Actor: q.Get("actor"), Limit: 50}
+	typ := q.Get("type")
+	if typ != "" {
+		if !slices.Contains(auditTypes, typ) {
+			return badInput(fmt.Sprintf("type: %q is not an event type", typ))
+		}
+		aq.Types = []string{typ}
+	}
+	var err error
+	for _, b := range []struct {
+		name string
+		t    *time.Time
+	}{{"since", &aq.Since}, {"until", &aq.Until}} {
+		if *b.t, err = parseAt(url.Values{"at": {q.Get(b.name)}}); err != nil {
+			return badInput(b.name + strings.TrimPrefix(err.Error(), "at"))
+		}
+	}
+	if !aq.Since.IsZero() && !aq.Until.IsZero() && aq.Until.Before(aq.Since) {
+		return badInput("until is before since: nothing can match")
+	}
 	if p.Environment != "" && aq.Environment == "" {
 		aq.Environment = p.Environment
 	}
@@ -280,7 +364,6 @@ func (d *Dashboard) auditPage(w http.ResponseWriter, r *http.Request, s *session
 		return err
 	}
 	if a := q.Get("after"); a != "" {
-		var err error
 		if aq.After, err = strconv.ParseUint(a, 10, 64); err != nil {
 			return badInput(fmt.Sprintf("after: %q is not a sequence", a))
 		}
@@ -289,13 +372,14 @@ func (d *Dashboard) auditPage(w http.ResponseWriter, r *http.Request, s *session
 	if err != nil {
 		return err
 	}
-	ad := auditData{Env: aq.Environment, Flag: aq.Flag, Actor: aq.Actor}
+	ad := auditData{Env: aq.Environment, Flag: aq.Flag, Actor: aq.Actor, Type: typ, Types: auditTypes,
+		Since: timeParam(aq.Since), Until: timeParam(aq.Until)}
 	for _, e := range page.Events {
 		ad.Entries = append(ad.Entries, entryView{Entry: e, Changes: changesOf(e.Changes), Guard: e.Actor == "guard"})
 	}
 	if page.Next != 0 {
 		v := url.Values{}
-		for k, s := range map[string]string{"environment": aq.Environment, "flag": aq.Flag, "actor": aq.Actor} {
+		for k, s := range map[string]string{"environment": aq.Environment, "flag": aq.Flag, "actor": aq.Actor, "type": typ, "since": ad.Since, "until": ad.Until} {
 			if s != "" {
 				v.Set(k, s)
 			}
@@ -307,4 +391,12 @@ func (d *Dashboard) auditPage(w http.ResponseWriter, r *http.Request, s *session
 	data.Data = ad
 	d.render(w, r, http.StatusOK, "audit", data)
 	return nil
+}
+
+// timeParam is a time as the URL carries it: RFC 3339 in UTC, "" for none.
+func timeParam(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
 }

@@ -235,3 +235,28 @@ func contains(t testing.TB, what, s, want string) {
 		t.Errorf("%s: %q does not contain %q", what, s, want)
 	}
 }
+
+// req makes an API request with a raw body and headers, checks its status and returns the
+// answer's headers.
+func req(t testing.TB, base, token, method, path, body string, headers map[string]string, want int) http.Header {
+	t.Helper()
+	r, err := http.NewRequest(method, base+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Header.Set("Authorization", "Bearer "+token)
+	r.Header.Set("Content-Type", "application/json")
+	for k, v := range headers {
+		r.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s: %d %s, want %d", method, path, resp.StatusCode, b, want)
+	}
+	return resp.Header
+}

@@ -65,13 +65,13 @@ func (d *Dashboard) live(w http.ResponseWriter, r *http.Request, s *session) err
 	subject := events.EnvironmentSubjects(env)
 	switch mode {
 	case "list":
-	case "flag":
+	case "flag", "guard":
 		if err := events.ValidateFlagKey(key); err != nil {
 			return err
 		}
 		subject = events.FlagSubject(env, key)
 	default:
-		return badInput("view: list or flag")
+		return badInput("view: list, flag or guard")
 	}
 	last, err := d.cfg.Events.LastSequence(r.Context())
 	if err != nil {
@@ -198,6 +198,15 @@ func (d *Dashboard) liveHTML(ctx context.Context, s *session, mode string, ev ev
 		fd := d.flagData(s, f, n, false)
 		fd.OOB = true
 		err = d.pages.sets["flag"].ExecuteTemplate(&buf, "summary", fd)
+	case "guard":
+		// The decisions and the state; the charts fetch their data on their own.
+		p, perr := d.loadPanel(ctx, ev.Environment, ev.Key)
+		if perr != nil {
+			return "", nil
+		}
+		gd := d.guardData(s, p, "\x00") // the page keeps the decision it shows
+		gd.OOB, gd.Now.OOB = true, true
+		err = d.pages.sets["guard"].ExecuteTemplate(&buf, "guardlive", gd)
 	}
 	return buf.String(), err
 }

@@ -25,7 +25,7 @@ import (
 var assets embed.FS
 
 // pageNames are the full pages; each is parsed with the layout and the shared fragments.
-var pageNames = []string{"signin", "error", "flags", "flag", "history", "matrix", "segments", "audit"}
+var pageNames = []string{"signin", "error", "flags", "flag", "history", "matrix", "segments", "segment", "audit", "guard", "valves"}
 
 // pages holds one template set per page.
 type pages struct {
@@ -52,6 +52,13 @@ var funcs = template.FuncMap{
 	"lower":    strings.ToLower,
 	"join":     strings.Join,
 	"rowID":    func(key string) string { return "row-" + key },
+	"num":      num,
+	"rate":     rate,
+	"exp":      expOf,
+	"plus1":    func(i int) int { return i + 1 },
+	"list":     func(v ...any) []any { return v },
+	"dur":      func(d events.Duration) string { return time.Duration(d).String() },
+	"why":      func(cause string) string { return causeText[cause] },
 }
 
 func parsePages() (*pages, error) {
@@ -97,6 +104,8 @@ type pageData struct {
 	Next   string
 	Error  string
 	Static string
+	// Charts loads the chart library and the guard panel's script.
+	Charts bool
 	Data   any
 }
 
@@ -175,6 +184,11 @@ func (d *Dashboard) fail(w http.ResponseWriter, r *http.Request, err error) {
 		status, msg = http.StatusNotFound, "No such flag (or nothing at that point in time)."
 	case errors.Is(err, command.ErrArchived):
 		status, msg = http.StatusConflict, "The flag is archived."
+	case errors.Is(err, errNotApplicable), errors.Is(err, command.ErrRolloutState), errors.Is(err, command.ErrTripped),
+		errors.Is(err, command.ErrNoRollout), errors.Is(err, command.ErrNotValve):
+		status, msg = http.StatusConflict, "Not now: "+err.Error()+". Reload to see the current state."
+	case errors.Is(err, errNoPage), errors.Is(err, command.ErrSegmentNotFound):
+		status, msg = http.StatusNotFound, "There is no such page."
 	case errors.Is(err, events.ErrConflict):
 		status, msg = http.StatusConflict, "The flag kept changing; try again."
 	case errors.Is(err, errNotReady):
@@ -197,8 +211,14 @@ type badInput string
 
 func (b badInput) Error() string { return string(b) }
 
-// errNotReady means the catalog has not caught up yet.
-var errNotReady = errors.New("not ready")
+var (
+	// errNotReady means the catalog has not caught up yet.
+	errNotReady = errors.New("not ready")
+	// errNotApplicable means an action does not apply to the state the flag is in.
+	errNotApplicable = errors.New("does not apply")
+	// errNoPage means the path names nothing there is a page for.
+	errNoPage = errors.New("no such page")
+)
 
 // staticHandler serves the embedded assets; the version in their URLs lets browsers cache them.
 func (d *Dashboard) staticHandler() http.Handler {

@@ -199,26 +199,32 @@ type ruleView struct {
 func rulesOf(cfg events.FlagConfig) []ruleView {
 	out := make([]ruleView, 0, len(cfg.Rules))
 	for _, r := range cfg.Rules {
-		rv := ruleView{Name: r.Name, Serve: serveText(r.Serve)}
-		for _, c := range r.Conditions {
-			cv := condView{Attribute: c.Attribute, Op: opWords[c.Operator]}
-			if cv.Op == "" {
-				cv.Op = c.Operator
-			}
-			if c.Operator == "inSegment" || c.Operator == "notInSegment" {
-				for _, v := range c.Values {
-					cv.Segments = append(cv.Segments, fmt.Sprint(v))
-				}
-			} else {
-				vals := make([]string, 0, len(c.Values))
-				for _, v := range c.Values {
-					vals = append(vals, valueText(v))
-				}
-				cv.Values = strings.Join(vals, ", ")
-			}
-			rv.Conditions = append(rv.Conditions, cv)
-		}
+		rv := ruleView{Name: r.Name, Serve: serveText(r.Serve), Conditions: condsOf(r.Conditions)}
 		out = append(out, rv)
+	}
+	return out
+}
+
+// condsOf are conditions as a person reads them.
+func condsOf(conds []events.Condition) []condView {
+	var out []condView
+	for _, c := range conds {
+		cv := condView{Attribute: c.Attribute, Op: opWords[c.Operator]}
+		if cv.Op == "" {
+			cv.Op = c.Operator
+		}
+		if c.Operator == "inSegment" || c.Operator == "notInSegment" {
+			for _, v := range c.Values {
+				cv.Segments = append(cv.Segments, fmt.Sprint(v))
+			}
+		} else {
+			vals := make([]string, 0, len(c.Values))
+			for _, v := range c.Values {
+				vals = append(vals, valueText(v))
+			}
+			cv.Values = strings.Join(vals, ", ")
+		}
+		out = append(out, cv)
 	}
 	return out
 }

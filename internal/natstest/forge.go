@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -25,6 +27,25 @@ func Signer(tb testing.TB) *events.Signer {
 		tb.Fatal(err)
 	}
 	return s
+}
+
+// SigningKeyFile writes a fresh Ed25519 signing key as PEM to a file in a temporary directory and
+// returns its path: the --signing-key that replicas of one test share.
+func SigningKeyFile(tb testing.TB) string {
+	tb.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	data, err := events.MarshalPrivateKey(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	path := filepath.Join(tb.TempDir(), "signing.pem")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return path
 }
 
 // Stored returns the message at sequence seq of the event stream as it is stored.

@@ -49,6 +49,31 @@
     location.href = u.toString();
   });
 
+  // A filter form's local times go to the server as instants, and come back shown locally.
+  function localValue(d) {
+    var p = function (n) { return String(n).padStart(2, '0'); };
+    return d.getFullYear() + '-' + p(d.getMonth() + 1) + '-' + p(d.getDate()) + 'T' + p(d.getHours()) + ':' + p(d.getMinutes()) + ':' + p(d.getSeconds());
+  }
+  document.addEventListener('submit', function (e) {
+    var f = e.target;
+    if (!f.classList || !f.classList.contains('localtimes')) return;
+    f.querySelectorAll('input[type=datetime-local]').forEach(function (input) {
+      if (!input.value) { input.disabled = true; return; }
+      var d = new Date(input.value);
+      if (isNaN(d)) return;
+      var h = document.createElement('input');
+      h.type = 'hidden'; h.name = input.name; h.value = d.toISOString();
+      input.name = '';
+      f.appendChild(h);
+    });
+  });
+  function utcInputs(root) {
+    root.querySelectorAll('input[type=datetime-local][data-utc]').forEach(function (input) {
+      var d = new Date(input.dataset.utc);
+      if (input.dataset.utc && !isNaN(d)) input.value = localValue(d);
+    });
+  }
+
   // Live connection state, and the last event seen, so that a new connection catches up.
   function conn(state, text) {
     var c = document.getElementById('conn');
@@ -108,6 +133,7 @@
 
   document.addEventListener('DOMContentLoaded', function () {
     times(document);
+    utcInputs(document);
     setInterval(function () { times(document); }, 30000);
   });
 })();
