@@ -93,6 +93,11 @@ type Config struct {
 	// Ready reports whether the catalog has caught up with the stream; until it has, reads of
 	// the current state answer 503.
 	Ready func() bool
+	// RateLimit is how many requests per second each token (anonymous readers count as one) may
+	// make to the admin API on this replica, with bursts of RateBurst; beyond it, 429 with
+	// Retry-After. Health checks are not counted. 0 means no limit.
+	RateLimit float64
+	RateBurst int
 	// Health, when set, is what /readyz checks after Ready: an error (which names the cause, such
 	// as the event store being unreachable or the projections lagging it) makes /readyz answer
 	// 503 with that cause. It is given healthTimeout.
@@ -198,6 +203,9 @@ func (c Config) Validate() error {
 	if c.Tokens != nil && c.TokenEvents == nil {
 		errs = append(errs, errors.New("token events: required with tokens"))
 	}
+	if c.RateLimit < 0 || c.RateBurst < 0 {
+		errs = append(errs, errors.New("rate limit and burst: negative"))
+	}
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("max body bytes: negative"))
 	}
@@ -216,6 +224,7 @@ type API struct {
 	logger  *slog.Logger
 	handler http.Handler
 	feeds   feeds // the open event feeds (events.go)
+	limits  *limits
 }
 
 // New returns the API for cfg, or the configuration's problems (see [Config.Validate]).
@@ -224,7 +233,7 @@ func New(cfg Config) (*API, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	a := &API{cfg: cfg, logger: cfg.Logger.With("component", "api")}
+	a := &API{cfg: cfg, logger: cfg.Logger.With("component", "api"), limits: newLimits(cfg.RateLimit, cfg.RateBurst)}
 	a.handler = a.middleware(a.routes())
 	return a, nil
 }
@@ -404,6 +413,9 @@ func (a *API) guard(path string, o op) http.Handler {
 			err = auth.AuthorizeIn(p, o.need, "")
 		}
 		if err != nil {
+			return err
+		}
+		if err := a.limits.allow(p.Name); err != nil {
 			return err
 		}
 		return o.h(w, r, p)

@@ -207,6 +207,8 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		Catalog:     m.catalog,
 		Reader:      m.store,
 		Auth:        tokens,
+		RateLimit:   cfg.APIRateLimit,
+		RateBurst:   cfg.APIRateBurst,
 		Health:      m.health(time.Duration(cfg.ReadyMaxLag)),
 		Ready:       m.runner.Ready,
 		Logger:      logger,

@@ -45,6 +45,10 @@ type Config struct {
 	// PublicURL is the base URL clients reach this server at (for links the server hands out,
 	// such as OFREP's event stream); relative links when empty.
 	PublicURL string `json:"publicUrl"`
+	// APIRateLimit is how many admin API requests per second each token may make (0: no limit),
+	// with bursts of APIRateBurst.
+	APIRateLimit float64 `json:"apiRateLimit"`
+	APIRateBurst int     `json:"apiRateBurst"`
 	// OFREPRateLimit is how many OFREP evaluations per second each token may make (0: no limit),
 	// with bursts of OFREPRateBurst.
 	OFREPRateLimit float64 `json:"ofrepRateLimit"`
@@ -94,6 +98,8 @@ func Default() Config {
 		Replicas:           1,
 		DefaultEnvironment: "production",
 		ReadyMaxLag:        events.Duration(5 * time.Second),
+		APIRateLimit:       100,
+		APIRateBurst:       200,
 		LogLevel:           "info",
 		LogFormat:          "text",
 	}
@@ -118,6 +124,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.Int("replicas", cfg.Replicas, "`n` replicas of the event stream (env INTERLOCK_REPLICAS)")
 	fs.String("default-environment", cfg.DefaultEnvironment, "`env`ironment OFREP evaluates in when the token and request name none (env INTERLOCK_DEFAULT_ENVIRONMENT)")
 	fs.String("public-url", "", "base `url` clients reach this server at, for links it hands out (env INTERLOCK_PUBLIC_URL)")
+	fs.Float64("api-rate-limit", cfg.APIRateLimit, "admin API requests per second per token, 0 for no limit (env INTERLOCK_API_RATE_LIMIT)")
+	fs.Int("api-rate-burst", cfg.APIRateBurst, "admin API requests a token may make at once above the rate (env INTERLOCK_API_RATE_BURST)")
 	fs.Float64("ofrep-rate-limit", 0, "OFREP evaluations per second per token, 0 for no limit (env INTERLOCK_OFREP_RATE_LIMIT)")
 	fs.Int("ofrep-rate-burst", 0, "OFREP requests a token may make at once above the rate (env INTERLOCK_OFREP_RATE_BURST)")
 	fs.String("guard-sources", "", "comma-separated URL `prefixes` the guard may read metrics from; empty for loopback addresses only (env INTERLOCK_GUARD_SOURCES)")
@@ -186,7 +194,7 @@ var envNames = map[string]string{
 	"public-url":          "INTERLOCK_PUBLIC_URL", "ofrep-rate-limit": "INTERLOCK_OFREP_RATE_LIMIT",
 	"ofrep-rate-burst": "INTERLOCK_OFREP_RATE_BURST", "guard-sources": "INTERLOCK_GUARD_SOURCES",
 	"signing-key": "INTERLOCK_SIGNING_KEY_FILE", "verify-keys": "INTERLOCK_VERIFY_KEYS",
-	"public-read": "INTERLOCK_PUBLIC_READ", "ready-max-lag": "INTERLOCK_READY_MAX_LAG", "cors-origins": "INTERLOCK_CORS_ORIGINS",
+	"public-read": "INTERLOCK_PUBLIC_READ", "api-rate-limit": "INTERLOCK_API_RATE_LIMIT", "api-rate-burst": "INTERLOCK_API_RATE_BURST", "ready-max-lag": "INTERLOCK_READY_MAX_LAG", "cors-origins": "INTERLOCK_CORS_ORIGINS",
 	"critical-environments": "INTERLOCK_CRITICAL_ENVIRONMENTS", "metrics-public": "INTERLOCK_METRICS_PUBLIC",
 }
 
@@ -264,6 +272,18 @@ func (c *Config) set(name, v string) error {
 		c.DefaultEnvironment = v
 	case "public-url":
 		c.PublicURL = v
+	case "api-rate-limit":
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", v)
+		}
+		c.APIRateLimit = f
+	case "api-rate-burst":
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", v)
+		}
+		c.APIRateBurst = n
 	case "ofrep-rate-limit":
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil {
@@ -347,6 +367,12 @@ func (c Config) Validate() error {
 	}
 	if c.OFREPRateLimit < 0 || math.IsNaN(c.OFREPRateLimit) || math.IsInf(c.OFREPRateLimit, 0) {
 		errs = append(errs, fmt.Errorf("ofrep-rate-limit: %v is not a rate (0 for no limit)", c.OFREPRateLimit))
+	}
+	if c.APIRateLimit < 0 || math.IsNaN(c.APIRateLimit) || math.IsInf(c.APIRateLimit, 0) {
+		errs = append(errs, fmt.Errorf("api-rate-limit: %v is not a rate (0 for no limit)", c.APIRateLimit))
+	}
+	if c.APIRateBurst < 0 {
+		errs = append(errs, fmt.Errorf("api-rate-burst: %d is negative", c.APIRateBurst))
 	}
 	if c.OFREPRateBurst < 0 {
 		errs = append(errs, fmt.Errorf("ofrep-rate-burst: %d is negative", c.OFREPRateBurst))
