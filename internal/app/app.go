@@ -60,6 +60,7 @@ type Main struct {
 	signing   config.Signing
 	lease     *guard.Lease
 	snaps     *snapshot.Writer
+	checks    *snapshot.Checkpoints
 	httpSrv   *http.Server
 	httpLn    net.Listener
 
@@ -129,7 +130,15 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	}
 
 	m.catalog = projections.NewCatalog()
-	m.runner = projections.NewRunner(m.store, m.catalog, logger)
+	// A restart starts from the newest checkpoint of the projections, checked against the
+	// stream, and reads only the events after it.
+	m.runner = projections.NewRunner(m.store, m.catalog, logger, projections.WithCheckpoints(lazyCheckpoints{m}))
+	m.checks, err = snapshot.NewCheckpoints(js, snapshot.CheckpointConfig{
+		Runner: m.runner, Signer: signing.Signer, Keys: m.store.Verifier().Keys(), Replicas: cfg.Replicas, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
 	// Before the runner starts: the evaluators observe the catalog from its first event.
 	evaluators := projections.NewEvaluators(m.catalog)
 	// In-process subscribers (projections/local): who they are and what they applied, and the
@@ -325,6 +334,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	m.group.Go(func() error { return m.watchConnection(runCtx) })
 	m.group.Go(func() error { return tracker.Run(runCtx) })
 	m.group.Go(func() error { return snapshots.Run(runCtx) })
+	m.group.Go(func() error { return m.checks.Run(runCtx) })
 	m.group.Go(func() error { return m.lease.Run(runCtx) })
 	m.group.Go(func() error {
 		// The guard judges only once the projections caught up: it acts on current state.
@@ -504,6 +514,17 @@ func (m *Main) Catalog() *projections.Catalog { return m.catalog }
 // projections have caught up, instead of when the writer's count or interval says. Errors: those of
 // the writes.
 func (m *Main) FlushSnapshots(ctx context.Context) error { return m.snaps.Flush(ctx) }
+
+// FlushCheckpoint writes now the checkpoint a restart starts from, once the projections have
+// caught up. Errors: those of the write.
+func (m *Main) FlushCheckpoint(ctx context.Context) error { return m.checks.Flush(ctx) }
+
+// lazyCheckpoints loads checkpoints through m.checks, which is made after the runner.
+type lazyCheckpoints struct{ m *Main }
+
+func (l lazyCheckpoints) LoadCheckpoint(ctx context.Context) (projections.Checkpoint, error) {
+	return l.m.checks.LoadCheckpoint(ctx)
+}
 
 // Wait blocks until a part of the server fails or Close is called, and returns the first error.
 func (m *Main) Wait() error { return m.group.Wait() }
