@@ -16,6 +16,7 @@ func BenchmarkDecodeExposition(b *testing.B) {
 	}{
 		{"text-prometheus-271-series", ctText, text},
 		{"protobuf-prometheus-271-series", ctProto, textToProto(b, text)},
+		{"openmetrics-prometheus-271-series", ctOM, textToOpenMetrics(b, text)},
 	} {
 		format := mustScrapeFormat(b, c.ct)
 		b.Run(c.name, func(b *testing.B) {

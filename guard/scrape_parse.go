@@ -16,18 +16,18 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// Expositions are decoded by github.com/prometheus/common/expfmt, pinned at v0.67.1: later
-// versions import a module (github.com/pandatix/go-abnf) that the module proxy this project
-// builds from does not serve. That version decodes the text format 0.0.4 (with the quoted
-// UTF-8 names of newer producers) and delimited protobuf; it has no OpenMetrics parser (its
-// text fallback misreads _created series and rejects exemplars and OpenMetrics types), so an
-// OpenMetrics body is refused rather than misread, and the default Accept does not ask for it.
+// Expositions are decoded by github.com/prometheus/common/expfmt: the text format (0.0.4, and
+// 1.0.0 with the quoted UTF-8 names of newer producers), delimited protobuf, and OpenMetrics
+// (1.0 and 2.0). Its OpenMetrics parser refuses a whole body that has an info or stateset
+// family (the metric model it decodes into has no such types), so the default Accept ranks
+// OpenMetrics below the text format: a service with such a family would otherwise leave the
+// guard blind. A body in OpenMetrics is read whenever a server sends one.
 
 // errExposition marks a body that is not a well-formed exposition.
 var errExposition = errors.New("exposition")
 
-// scrapeFormat picks the decoder for a response's headers: text 0.0.4 (also when no
-// Content-Type is given) or delimited protobuf, with UTF-8 names allowed.
+// scrapeFormat picks the decoder for a response's headers: the text format (also when no
+// Content-Type is given), delimited protobuf or OpenMetrics, with UTF-8 names allowed.
 func scrapeFormat(h http.Header) (expfmt.Format, error) {
 	ct := h.Get("Content-Type")
 	if strings.TrimSpace(ct) == "" {
@@ -38,7 +38,7 @@ func scrapeFormat(h http.Header) (expfmt.Format, error) {
 		if _, _, err := mime.ParseMediaType(ct); err != nil {
 			return "", fmt.Errorf("content type %q: %w", snippet([]byte(ct)), err)
 		}
-		return "", fmt.Errorf("content type %q is neither text/plain;version=0.0.4 nor delimited protobuf", snippet([]byte(ct)))
+		return "", fmt.Errorf("content type %q is neither the text format, delimited protobuf nor OpenMetrics", snippet([]byte(ct)))
 	}
 	return f.WithEscapingScheme(model.NoEscaping), nil
 }
