@@ -34,9 +34,9 @@ type ScrapeOptions struct {
 	MaxQueries int
 	// MaxBytes bounds an exposition body. 16 MiB by default.
 	MaxBytes int64
-	// Accept is the Accept header sent. By default delimited protobuf is preferred, then the
-	// text format 0.0.4, then OpenMetrics 1.0.0 (whose parser refuses a body with an info or
-	// stateset family; see scrape_parse.go). Whatever the server answers in is read.
+	// Accept is the Accept header sent. By default delimited protobuf is preferred over the
+	// text format 0.0.4. OpenMetrics is not asked for by default (its parser is slow and strict;
+	// see scrape_parse.go), but a body in it is read, up to 16 KiB.
 	Accept string
 	// BearerToken, if set, is sent as "Authorization: Bearer …".
 	BearerToken string
@@ -62,7 +62,7 @@ const (
 	defaultScrapeMaxBytes   = 16 << 20
 	maxScrapeHistory        = 100_000
 	defaultScrapeAccept     = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7," +
-		"text/plain;version=0.0.4;q=0.5,application/openmetrics-text;version=1.0.0;q=0.4,*/*;q=0.1"
+		"text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 )
 
 func (o *ScrapeOptions) setDefaults() {

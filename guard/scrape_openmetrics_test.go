@@ -115,8 +115,8 @@ func TestScrapeSourceOpenMetricsFromClientGolang(t *testing.T) {
 
 // client_golang's Go collector exposes go_memstats_alloc_bytes (a gauge) beside
 // go_memstats_alloc_bytes_total (a counter); in OpenMetrics both families are named
-// go_memstats_alloc_bytes, and the parser refuses the body. That is why the default Accept
-// ranks OpenMetrics last: the default reads such a service, asking for OpenMetrics only does not.
+// go_memstats_alloc_bytes, and the parser refuses the body: one reason the default Accept does
+// not ask for OpenMetrics. The default reads such a service; asking for OpenMetrics does not.
 func TestScrapeSourceOpenMetricsGoCollector(t *testing.T) {
 	ctx := context.Background()
 	requests, _, srv, _ := clientGolangEndpoint(t, true)

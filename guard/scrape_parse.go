@@ -18,10 +18,17 @@ import (
 
 // Expositions are decoded by github.com/prometheus/common/expfmt: the text format (0.0.4, and
 // 1.0.0 with the quoted UTF-8 names of newer producers), delimited protobuf, and OpenMetrics
-// (1.0 and 2.0). Its OpenMetrics parser refuses a whole body that has an info or stateset
-// family (the metric model it decodes into has no such types), so the default Accept ranks
-// OpenMetrics below the text format: a service with such a family would otherwise leave the
-// guard blind. A body in OpenMetrics is read whenever a server sends one.
+// (1.0 and 2.0). OpenMetrics is read when a server sends it (or ScrapeOptions.Accept asks for
+// it) but never asked for by default, for two reasons measured in docs/bench/guard-sources.md:
+// expfmt's OpenMetrics parser (a generic ABNF parser) takes milliseconds per line where the
+// text parser takes microseconds, and it refuses a whole body that has an info or stateset
+// family, or client_golang's Go collector's clashing go_memstats_alloc_bytes families. An
+// OpenMetrics body is therefore bounded by maxOpenMetricsBytes, far below MaxBytes.
+
+// maxOpenMetricsBytes bounds an OpenMetrics body: a few hundred lines, which the parser takes
+// about a second and a half and 400 MB of allocations to read on a loaded core (4 KiB measured
+// 0.3 to 0.75 s and 113 MB).
+const maxOpenMetricsBytes = 16 << 10
 
 // errExposition marks a body that is not a well-formed exposition.
 var errExposition = errors.New("exposition")
@@ -89,6 +96,9 @@ func (e *exposition) candidates(sel Selector) []int {
 // decodeExposition decodes a body in format into metric families and flattens them into
 // series. Errors match errExposition.
 func decodeExposition(body []byte, format expfmt.Format) (*exposition, error) {
+	if format.FormatType() == expfmt.TypeOpenMetrics && len(body) > maxOpenMetricsBytes {
+		return nil, fmt.Errorf("%w: an OpenMetrics body of %d bytes, over the %d its slow parser is given: ask for the text format or protobuf", errExposition, len(body), maxOpenMetricsBytes)
+	}
 	if format.FormatType() == expfmt.TypeProtoDelim {
 		if err := checkDelimited(body); err != nil {
 			return nil, fmt.Errorf("%w: %w", errExposition, err)

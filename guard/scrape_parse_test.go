@@ -3,6 +3,7 @@ package guard
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"os"
@@ -123,7 +124,6 @@ func TestDecodeExpositionPrometheusText(t *testing.T) {
 	}{
 		{"text", ctText, text, 271}, // grep -vc '^#' testdata/scrape-prometheus-2.42.txt
 		{"protobuf", ctProto, textToProto(t, text), 271},
-		{"openmetrics", ctOM, textToOpenMetrics(t, text), 270}, // less go_memstats_alloc_bytes_total
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e, err := decodeExposition(c.body, mustScrapeFormat(t, c.ct))
@@ -440,6 +440,16 @@ func TestDecodeExpositionOpenMetrics(t *testing.T) {
 	// The whole fixture is refused, naming the unsupported type, rather than misread.
 	if _, err := decodeExposition(full, mustScrapeFormat(t, ctOM)); !errors.Is(err, errExposition) || !strings.Contains(err.Error(), "info") {
 		t.Fatalf("fixture with an info family: %v", err)
+	}
+	// An OpenMetrics body over the bound is refused before its slow parser sees it.
+	var big strings.Builder
+	big.WriteString("# TYPE x counter\n")
+	for i := 0; big.Len() <= maxOpenMetricsBytes; i++ {
+		fmt.Fprintf(&big, "x_total{i=\"%d\"} 1\n", i)
+	}
+	big.WriteString("# EOF\n")
+	if _, err := decodeExposition([]byte(big.String()), mustScrapeFormat(t, ctOM)); !errors.Is(err, errExposition) || !strings.Contains(err.Error(), fmt.Sprintf("over the %d", maxOpenMetricsBytes)) {
+		t.Fatalf("large OpenMetrics body: %v", err)
 	}
 	// OpenMetrics requires its # EOF.
 	if _, err := decodeExposition([]byte("# TYPE x counter\nx_total 1\n"), mustScrapeFormat(t, ctOM)); !errors.Is(err, errExposition) {
