@@ -123,6 +123,9 @@ type Event struct {
 	Data    json.RawMessage `json:"data,omitempty"`
 	// Sequence is the stream sequence, set when the event is read from or appended to the stream.
 	Sequence uint64 `json:"sequence,omitempty"`
+	// Hash is the stored message's hash ([Hash]), its link in its subject's chain: set when the
+	// event is read from a [Store], or appended to one with a signer.
+	Hash [32]byte `json:"-"`
 }
 
 // NewEvent returns an event with a fresh UUIDv7 id and the current time, its payload encoded.

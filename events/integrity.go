@@ -366,3 +366,34 @@ func isLowerHex(s string) bool {
 	}
 	return true
 }
+
+// documentTag opens the bytes a [Signer.SignDocument] signature covers, so that no event's
+// canonical form can pass for a document, nor one kind of document for another.
+const documentTag = "interlock-document-v1"
+
+func documentBytes(kind string, data []byte) []byte {
+	b := make([]byte, 0, 12+len(documentTag)+len(kind)+len(data))
+	b = appendField(b, documentTag)
+	b = appendField(b, kind)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
+	return append(b, data...)
+}
+
+// SignDocument signs data, a document of the given kind that is not an event (a snapshot of
+// the read models, say), and returns the signature; [Keys.VerifyDocument] checks it.
+func (s *Signer) SignDocument(kind string, data []byte) []byte {
+	return ed25519.Sign(s.key, documentBytes(kind, data))
+}
+
+// VerifyDocument checks a [Signer.SignDocument] signature of data as a document of kind, made
+// with the key keyID. Errors: [ErrUnknownKey] or [ErrBadSignature].
+func (k *Keys) VerifyDocument(kind, keyID string, data, sig []byte) error {
+	pub, ok := k.byID[keyID]
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrUnknownKey, truncate(keyID))
+	}
+	if !ed25519.Verify(pub, documentBytes(kind, data), sig) {
+		return fmt.Errorf("%w: %s document", ErrBadSignature, truncate(kind))
+	}
+	return nil
+}

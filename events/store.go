@@ -227,7 +227,7 @@ func (s *Store) Append(ctx context.Context, ev *Event, expectedSeq uint64) (uint
 		jetstream.WithExpectLastSequencePerSubject(expectedSeq),
 	)
 	if err == nil {
-		ev.Sequence = ack.Sequence
+		ev.Sequence, ev.Hash = ack.Sequence, hash
 		if s.verifier != nil {
 			s.appended(msg.Subject, expectedSeq, ack.Sequence, hash)
 		}
@@ -265,6 +265,35 @@ func (s *Store) LastSequence(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("stream info: %w", err)
 	}
 	return info.State.LastSeq, nil
+}
+
+// MessageHash returns the subject and hash ([Hash]) of the message stored at sequence seq, so
+// that a reader starting from a snapshot can check that the stream is the one it was taken of.
+//
+// Errors: one wrapping jetstream.ErrMsgNotFound when there is no such message; otherwise a
+// transport error.
+func (s *Store) MessageHash(ctx context.Context, seq uint64) (string, [32]byte, error) {
+	msg, err := s.stream.GetMsg(ctx, seq)
+	if err != nil {
+		return "", [32]byte{}, fmt.Errorf("message %d: %w", seq, err)
+	}
+	if msg.Sequence != seq {
+		// A direct get reads the sequence from the answer's headers, which a stored message
+		// may carry too.
+		return "", [32]byte{}, fmt.Errorf("message %d: the answer says it is message %d", seq, msg.Sequence)
+	}
+	return msg.Subject, Hash(msg.Subject, msg.Header, msg.Data), nil
+}
+
+// StoredAt is the time the stream stored the message at sequence seq.
+//
+// Errors: one wrapping jetstream.ErrMsgNotFound when there is none; otherwise a transport error.
+func (s *Store) StoredAt(ctx context.Context, seq uint64) (time.Time, error) {
+	msg, err := s.stream.GetMsg(ctx, seq)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("message %d: %w", seq, err)
+	}
+	return msg.Time, nil
 }
 
 // Query selects the events a read returns.
@@ -328,7 +357,11 @@ func (s *Store) deliver(q Query, h Handler) rawHandler {
 			from = seq // a read by time covers everything from its first message
 		}
 		ev, derr := Decode(subject, hdr, data)
-		ev.Sequence = seq
+		if derr != nil {
+			// Whatever the subject says, so that a reader knows which chain the message is on.
+			ev.Environment, ev.Entity, ev.Key, _ = parseSubject(subject)
+		}
+		ev.Sequence, ev.Hash = seq, Hash(subject, hdr, data)
 		if s.verifier != nil {
 			verr, err := s.judge(ctx, subject, seq, hdr, data, from, all)
 			if err != nil {

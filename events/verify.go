@@ -184,3 +184,84 @@ func (v *Verifier) verdict(c *chain, subject string, seq uint64, h nats.Header, 
 	}
 	return sha256.Sum256(Canonical(subject, h, data, true)), nil
 }
+
+// Link is one accepted message of a subject's chain: where it is stored and its [Hash].
+type Link struct {
+	Subject  string
+	Sequence uint64
+	Hash     [32]byte
+}
+
+// Chains is what a verifier knew of the stream up to a sequence: enough for a reader that starts
+// from a snapshot taken there to chain-check the events after it, and to give the verdicts of
+// the messages before it, without judging them again (see [Verifier.Restore]).
+type Chains struct {
+	// Sequence: every message of the stream up to it was judged.
+	Sequence uint64
+	// Heads are the last accepted message of every subject that has one.
+	Heads []Link
+	// Refused are the messages that were refused, and why.
+	Refused []*IntegrityError
+}
+
+// Restore gives the verifier what another one knew of the stream up to c.Sequence (from a
+// snapshot), as if it had judged those messages itself: the next event of each subject must
+// chain to c's head of that subject (or name none, for a subject without one), and a message up
+// to c.Sequence gets the verdict c records. A subject this verifier already judged past
+// c.Sequence keeps what it knows. Call it before reading from c.Sequence+1.
+func (v *Verifier) Restore(c Chains) {
+	type known struct {
+		head    *Link
+		refused map[uint64]*IntegrityError
+	}
+	subjects := make(map[string]*known, len(c.Heads))
+	get := func(subject string) *known {
+		k := subjects[subject]
+		if k == nil {
+			k = &known{}
+			subjects[subject] = k
+		}
+		return k
+	}
+	for i := range c.Heads {
+		get(c.Heads[i].Subject).head = &c.Heads[i]
+	}
+	for _, e := range c.Refused {
+		k := get(e.Subject)
+		if k.refused == nil {
+			k.refused = make(map[uint64]*IntegrityError)
+		}
+		k.refused[e.Sequence] = e
+	}
+	for subject, k := range subjects {
+		ch := v.chain(subject)
+		ch.mu.Lock()
+		if ch.covered < c.Sequence {
+			ch.covered, ch.unknown, ch.rejected = c.Sequence, false, k.refused
+			ch.hasHead, ch.head = k.head != nil, [32]byte{}
+			if k.head != nil {
+				ch.head = k.head.Hash
+			}
+		}
+		ch.mu.Unlock()
+	}
+	v.mu.Lock()
+	v.global = max(v.global, c.Sequence)
+	v.mu.Unlock()
+}
+
+// ProblemFor returns the problem sentinel ([ErrUnsigned], …) that [IntegrityError.Reason]
+// names, nil for a word it does not give.
+func ProblemFor(reason string) error {
+	switch reason {
+	case "unsigned":
+		return ErrUnsigned
+	case "unknown-key":
+		return ErrUnknownKey
+	case "bad-signature":
+		return ErrBadSignature
+	case "broken-chain":
+		return ErrBrokenChain
+	}
+	return nil
+}

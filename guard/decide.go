@@ -21,7 +21,7 @@ var (
 	ErrCallOrder = errors.New("guard call out of order")
 )
 
-// State is the state of the guard for one rollout stage (GUARD.md "States").
+// State is the state of the guard for one rollout stage (docs/guard.md, "States").
 type State string
 
 // The states of a guarded rollout stage.
@@ -136,9 +136,10 @@ type MachineConfig struct {
 	FloorWindow       time.Duration `json:"floorWindow"`       // R3; default 5m
 	FloorMinRequests  float64       `json:"floorMinRequests"`  // R3; default 200
 	FloorConfidence   float64       `json:"floorConfidence"`   // R3, one-sided; default 0.999
-	// NoLateStarts makes R1 GUARD.md's plain mixture, begun at the rollout's first informative
-	// tick, whose e-value does not depend on how errors fall into ticks, and R2 on means the
-	// comparison from the first paired tick alone. By default both also mix over later starts
+	// NoLateStarts makes R1 the plain mixture of docs/guard.md, "R1: the error-rate ratio", begun
+	// at the rollout's first informative tick, whose e-value does not depend on how errors fall
+	// into ticks, and R2 on means the comparison from the first paired tick alone. By default
+	// both also mix over later starts
 	// (weight [LateStartWeight]; see [RatioTest.WithLateStarts] and meanTest), so that a
 	// regression after a long healthy run is not held back by the healthy ticks before it.
 	NoLateStarts bool `json:"noLateStarts,omitempty"`

@@ -1,7 +1,7 @@
 // Package guard judges staged rollouts by their metrics and decides when to advance, hold, pull
 // back or open a safety valve. It holds the metric sources (a Prometheus server's HTTP API, or a
 // direct scrape of an exposition endpoint), the decision statistics and the per-rollout state
-// machine described in GUARD.md ([Machine]), the safety-valve controller ([Valve]), the loop
+// machine described in docs/guard.md ([Machine]), the safety-valve controller ([Valve]), the loop
 // that judges every running rollout and acts through the write path ([Runner]), and the lease
 // that lets exactly one replica act ([Lease]).
 //

@@ -45,7 +45,7 @@ const (
 	CauseRearmed      Cause = "rearmed"       // a person cleared the trip
 )
 
-// Evidence is the full record of one decision (GUARD.md "Evidence in every decision event"): who
+// Evidence is the full record of one decision (docs/guard.md, "Evidence"): who
 // and what was judged, the raw readings and their deltas, the cumulative counts of each arm, every
 // statistic with its parameters and result, the state before and after and the action. It holds
 // the call's whole input, so [Replay] can run it again. It encodes to JSON (non-finite numbers as

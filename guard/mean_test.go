@@ -243,9 +243,10 @@ func TestMeanMargin(t *testing.T) {
 }
 
 // Healthy rollouts of the same latency on both arms trip R2 at most α of the time, however
-// long they run, late starts included: the simulation of GUARD.md for the mean. 200 seeded runs
-// of 960 ticks (four hours at 15 s) with bursty traffic; α = 0.05 on R2 so that false trips are
-// common enough to count. The bound is α plus three standard errors of the estimate.
+// long they run, late starts included: the false-trip simulation of docs/guard.md ("How to test
+// it") for the mean. 200 seeded runs of 960 ticks (four hours at 15 s) with bursty traffic;
+// α = 0.05 on R2 so that false trips are common enough to count. The bound is α plus three
+// standard errors of the estimate.
 func TestMeanFalseTripRate(t *testing.T) {
 	const runs, ticks, alpha = 200, 960, 0.05
 	trips := 0

@@ -15,8 +15,9 @@ import (
 	"github.com/interlock-dev/interlock/guard"
 )
 
-// The simulation suite of GUARD.md ("How to test it"). `go test` runs the small size with a fixed
-// seed; `go test -run Sim -v -guard.sim=large` runs thousands of runs (results in docs/guard.md).
+// The simulation suite of docs/guard.md ("How to test it", "Simulation"). `go test` runs the
+// small size with a fixed seed; `go test -run Sim -v -guard.sim=large` runs thousands of runs
+// (results in docs/guard.md, "Results").
 var simSize = flag.String("guard.sim", "small", "size of the guard simulation: small or large")
 
 type simScale struct {
@@ -191,7 +192,8 @@ func simConfig(stage int) guard.MachineConfig {
 	}
 }
 
-// simBaselines are the comparison rules of GUARD.md, run on the same readings as the machine.
+// simBaselines are the comparison rules of docs/guard.md ("The comparison scenario and
+// baselines"), run on the same readings as the machine.
 type simBaselines struct {
 	zTripped, strikeTripped bool
 	strikes                 int
@@ -317,8 +319,9 @@ func simHealthyRun(t *testing.T, run int) simHealthy {
 	return res
 }
 
-// simCompareRun is GUARD.md's comparison scenario: 100 requests/s, 5% to the treatment (5
-// treatment requests/s), 0.5% errors on both arms, one stage for 24 hours.
+// simCompareRun is the comparison scenario of docs/guard.md ("The comparison scenario and
+// baselines"): 100 requests/s, 5% to the treatment (5 treatment requests/s), 0.5% errors on both
+// arms, one stage for 24 hours.
 func simCompareRun(t *testing.T, run int) simHealthy {
 	rng := rand.New(rand.NewPCG(simSeed+1, uint64(run)))
 	cfg := simConfig(1)
@@ -345,7 +348,7 @@ func simCompareRun(t *testing.T, run int) simHealthy {
 	return res
 }
 
-// simPowerRow is a row of GUARD.md's target table.
+// simPowerRow is a row of the targets table of docs/guard.md ("Targets").
 type simPowerRow struct {
 	rate, share, regression float64
 	median, p90             time.Duration

@@ -8,8 +8,8 @@ import (
 // GridSize is the number of alternatives in the mixture of an R1 or R5 e-process.
 const GridSize = 6
 
-// gridMultipliers are the alternatives of R1 as multiples of max(1, r0) (GUARD.md). R5 uses their
-// reciprocals as fractions of r_max.
+// gridMultipliers are the alternatives of R1 as multiples of max(1, r0) (docs/guard.md, "R1: the
+// error-rate ratio"). R5 uses their reciprocals as fractions of r_max.
 func gridMultipliers() [GridSize]float64 {
 	return [GridSize]float64{1.25, 1.5, 2, 3, 5, 10}
 }

@@ -20,7 +20,8 @@ func closeTo(got, want, tol float64) bool {
 }
 
 // The expected values were computed independently, with mpmath at 50 digits from the textbook
-// form of GUARD.md's formulas (π_k(r) and the binomial likelihood, no log1p rewriting).
+// form of the formulas in docs/guard.md, "R1: the error-rate ratio" (π_k(r) and the binomial
+// likelihood, no log1p rewriting).
 func TestRatioTestKnownValues(t *testing.T) {
 	three := []statTick{{100, 900, 5, 10}, {30, 270, 0, 4}, {50, 150, 7, 3}}
 	tests := []struct {
@@ -275,7 +276,8 @@ func TestLogMSPRT(t *testing.T) {
 				t.Errorf("ln Λ = %.17g, want %.17g", got, tc.want)
 			}
 			if tc.wantLambdaForm {
-				// GUARD.md's formula evaluated directly, where it does not under- or overflow.
+				// The formula of docs/guard.md, "R2: the mixture SPRT on a difference", evaluated
+				// directly, where it does not under- or overflow.
 				v, t2 := tc.v, tc.tau*tc.tau
 				z := tc.theta * tc.tau / math.Sqrt(v*(v+t2))
 				lambda := 2 * math.Sqrt(v/(v+t2)) * math.Exp(tc.theta*tc.theta*t2/(2*v*(v+t2))) * 0.5 * math.Erfc(-z/math.Sqrt2)

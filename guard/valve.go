@@ -49,8 +49,8 @@ const maxValveDuration = 30 * 24 * time.Hour
 const toggleWindow = time.Hour
 
 // ValveConfig configures the controller of one safety valve: an operational flag that degrades a
-// non-critical feature for everyone or for one segment (GUARD.md "Safety valves"). Zero fields
-// take the defaults listed; [ValveConfig.Validate] says what is out of range.
+// non-critical feature for everyone or for one segment (docs/guard.md, "Safety valves"). Zero
+// fields take the defaults listed; [ValveConfig.Validate] says what is out of range.
 type ValveConfig struct {
 	Valve   string `json:"valve"`             // the valve flag's key, recorded in the evidence; required
 	Segment string `json:"segment,omitempty"` // the segment it degrades; empty for everyone

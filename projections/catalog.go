@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -30,6 +31,9 @@ type Catalog struct {
 	// observers are told of every event that changed a flag or segment, after the change is
 	// visible to readers, in stream order, on the applying goroutine.
 	observers []func(events.Event)
+	// restored are told when the catalog was restored from a checkpoint, on the restoring
+	// goroutine, with the writer lock held.
+	restored []func(seq uint64)
 
 	// waitMu guards notify, the channel closed when the sequence next advances. It is created
 	// only when somebody waits, so applying events costs no allocation.
@@ -260,4 +264,61 @@ func (c *Catalog) Environments() []string {
 	c.mu.RUnlock()
 	slices.Sort(out)
 	return out
+}
+
+// all returns every flag and segment, sorted by environment and key.
+func (c *Catalog) all() ([]Flag, []Segment) {
+	c.mu.RLock()
+	var flags []Flag
+	var segs []Segment
+	for _, m := range c.envs {
+		for _, f := range m {
+			flags = append(flags, f)
+		}
+	}
+	for _, m := range c.segments {
+		for _, s := range m {
+			segs = append(segs, s)
+		}
+	}
+	c.mu.RUnlock()
+	slices.SortFunc(flags, func(a, b Flag) int {
+		return cmp.Or(strings.Compare(a.Environment, b.Environment), strings.Compare(a.Key, b.Key))
+	})
+	slices.SortFunc(segs, func(a, b Segment) int {
+		return cmp.Or(strings.Compare(a.Environment, b.Environment), strings.Compare(a.Key, b.Key))
+	})
+	return flags, segs
+}
+
+// restore fills an empty catalog with flags and segments at sequence seq (a checkpoint's).
+// Errors: one wrapping ErrOutOfOrder when the catalog has applied events already.
+func (c *Catalog) restore(flags []Flag, segs []Segment, seq uint64) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.seq.Load() != 0 {
+		return fmt.Errorf("%w: the catalog is at sequence %d already", ErrOutOfOrder, c.seq.Load())
+	}
+	envs := make(map[string]map[string]Flag)
+	for _, f := range flags {
+		if envs[f.Environment] == nil {
+			envs[f.Environment] = make(map[string]Flag)
+		}
+		envs[f.Environment][f.Key] = f
+	}
+	segments := make(map[string]map[string]Segment)
+	for _, s := range segs {
+		if segments[s.Environment] == nil {
+			segments[s.Environment] = make(map[string]Segment)
+		}
+		segments[s.Environment][s.Key] = s
+	}
+	c.mu.Lock()
+	c.envs, c.segments = envs, segments
+	c.mu.Unlock()
+	for _, fn := range c.restored {
+		fn(seq)
+	}
+	c.advance(seq)
+	return nil
 }

@@ -11,4 +11,6 @@
 //   - Folds replace configurations, never mutate them in place, so a copy of a read model may be
 //     handed to readers while the fold goes on.
 //   - The stream is the source of truth: every read model here can be thrown away and rebuilt.
+//     A Checkpoint only saves replaying: a Runner started from one (checked against the stream)
+//     holds the same catalog, chains and refusals as one that replayed the stream from its start.
 package projections

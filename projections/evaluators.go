@@ -53,7 +53,33 @@ func NewEvaluators(c *Catalog) *Evaluators {
 	e := &Evaluators{catalog: c}
 	e.envs.Store(&map[string]*liveEnv{})
 	c.Observe(e.observe)
+	c.wmu.Lock()
+	c.restored = append(c.restored, e.reload)
+	c.wmu.Unlock()
 	return e
+}
+
+// reload takes every registered environment's state afresh from the catalog, which was just
+// restored from a checkpoint. The catalog's writer lock is held.
+func (e *Evaluators) reload(seq uint64) {
+	e.obs.Lock()
+	defer e.obs.Unlock()
+	for env, le := range *e.envs.Load() {
+		for _, f := range e.catalog.Flags(env) {
+			le.flags[f.Key] = f
+		}
+		for _, sg := range e.catalog.Segments(env) {
+			le.segments[sg.Key] = sg
+		}
+		le.seq = max(le.seq, seq)
+		le.dirty.Store(true)
+		for _, ch := range le.watchers {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 // Flagset returns the current flag set of env: never nil, empty for an environment without flags

@@ -67,3 +67,20 @@ func (i *Integrity) Problems() ([]Problem, uint64) {
 	defer i.mu.Unlock()
 	return slices.Clone(i.problems), i.count
 }
+
+// restore starts the record from a checkpoint's: its latest problems and count.
+func (i *Integrity) restore(problems []Problem, count uint64) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.seen == nil {
+		i.seen = make(map[uint64]bool)
+	}
+	for _, p := range problems {
+		i.seen[p.Sequence] = true
+	}
+	if len(problems) > MaxProblems {
+		problems = problems[len(problems)-MaxProblems:]
+	}
+	i.problems = slices.Clone(problems)
+	i.count = max(count, uint64(len(problems)))
+}

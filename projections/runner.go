@@ -34,6 +34,17 @@ type Runner struct {
 
 	integrity Integrity
 
+	// checkpoints, when set, is where Run finds the checkpoint to start from.
+	checkpoints CheckpointLoader
+	// cmu makes what follows consistent with the catalog: it is held while a message is folded
+	// and while a checkpoint is taken.
+	cmu sync.Mutex
+	// last is the last message handled; heads the last accepted message of every subject;
+	// refused the messages that failed verification.
+	last    events.Link
+	heads   map[string]events.Link
+	refused []*events.IntegrityError
+
 	ready     atomic.Bool
 	readyCh   chan struct{}
 	readyOnce sync.Once
@@ -41,23 +52,31 @@ type Runner struct {
 }
 
 // NewRunner returns a runner that folds src into c. A nil logger discards the logs.
-func NewRunner(src Source, c *Catalog, logger *slog.Logger) *Runner {
+func NewRunner(src Source, c *Catalog, logger *slog.Logger, opts ...RunnerOption) *Runner {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Runner{
+	r := &Runner{
 		src:     src,
 		catalog: c,
 		logger:  logger.With("component", "projections"),
+		heads:   make(map[string]events.Link),
 		readyCh: make(chan struct{}),
 	}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(r)
+		}
+	}
+	return r
 }
 
 // errRunning is returned by a second concurrent Run on the same runner.
 var errRunning = errors.New("runner already running")
 
 // Run replays the stream into the catalog from the event after the catalog's sequence (the
-// beginning, for a new catalog), then follows it until ctx ends, and returns nil then.
+// beginning, for a new catalog, or the newest checkpoint given by [WithCheckpoints]), then
+// follows it until ctx ends, and returns nil then.
 //
 // The runner is ready (see [Runner.Ready]) once the catalog has caught up with the stream's last
 // sequence as it was when Run started. Messages that are not events, and events the catalog
@@ -78,6 +97,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	target, err := r.lastSequence(ctx)
 	if err != nil || ctx.Err() != nil {
 		return err
+	}
+	r.restore(ctx, target)
+	if ctx.Err() != nil {
+		return nil
 	}
 	r.logger.Info("rebuilding catalog", "from", r.catalog.Sequence()+1, "to", target)
 	start := time.Now()
@@ -166,6 +189,22 @@ func (r *Runner) follow(ctx context.Context, from uint64, fold func(events.Event
 // it skips, and marks the runner ready once it reached target.
 func (r *Runner) folder(target uint64, start time.Time) func(events.Event, error) {
 	return func(ev events.Event, err error) {
+		r.cmu.Lock()
+		defer r.cmu.Unlock()
+		if ev.Sequence <= r.last.Sequence {
+			return // a redelivery after following resumed
+		}
+		var ie *events.IntegrityError
+		if errors.As(err, &ie) {
+			r.refused = append(r.refused, ie)
+			r.last = events.Link{Subject: ie.Subject, Sequence: ev.Sequence, Hash: ev.Hash}
+		} else {
+			l := events.Link{Subject: ev.Subject(), Sequence: ev.Sequence, Hash: ev.Hash}
+			if ev.Environment != "" {
+				r.heads[l.Subject] = l
+			}
+			r.last = l
+		}
 		if p, ok := ProblemOf(err, time.Now()); ok {
 			if r.integrity.record(p) {
 				r.logger.Error("refusing a message that fails verification: it was not written by an Interlock server, or was altered",

@@ -25,7 +25,7 @@ import (
 	"github.com/interlock-dev/interlock/projections"
 )
 
-// The end-to-end tests of the rollout guard (GUARD.md, "How to test it"): the real Interlock
+// The end-to-end tests of the rollout guard (docs/guard.md, "How to test it"): the real Interlock
 // server in process with its embedded NATS, this demo service following the flag over NATS and
 // exposing labelled counters, the guard reading them by a direct scrape or through a real
 // Prometheus, a rollout that completes on its own, and an injected error spike that kills the

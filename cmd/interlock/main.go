@@ -26,6 +26,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 	if len(args) > 0 && args[0] == "serve" {
 		return serve(ctx, args[1:], stdout, stderr, getenv)
 	}
+	if len(args) == 2 && args[0] == "help" && args[1] == "serve" {
+		return serve(ctx, []string{"--help"}, stdout, stdout, getenv)
+	}
 	return cli.Run(ctx, args, stdin, stdout, stderr, getenv)
 }
 

@@ -322,3 +322,12 @@ func TestBusyNATSPortFailsAtOnce(t *testing.T) {
 		t.Fatalf("error %q does not name the address and the flag", err)
 	}
 }
+
+func TestHelpNamesServe(t *testing.T) {
+	if r := runCLI(t, nil, "help"); r.code != 0 || !strings.Contains(r.stdout, "serve ") {
+		t.Fatalf("interlock help: %d, does not list serve:\n%s", r.code, r.stdout)
+	}
+	if r := runCLI(t, nil, "help", "serve"); r.code != 0 || !strings.Contains(r.stdout, "Usage: interlock serve") || !strings.Contains(r.stdout, "-public-read") {
+		t.Fatalf("interlock help serve: %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+}

@@ -71,6 +71,9 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (auth.Principal, error)
 }
 
+// healthTimeout bounds a /readyz check of [Config.Health].
+const healthTimeout = 2 * time.Second
+
 // Defaults of [Config].
 const (
 	DefaultMaxBodyBytes = 1 << 20
@@ -90,6 +93,15 @@ type Config struct {
 	// Ready reports whether the catalog has caught up with the stream; until it has, reads of
 	// the current state answer 503.
 	Ready func() bool
+	// RateLimit is how many requests per second each token (anonymous readers count as one) may
+	// make to the admin API on this replica, with bursts of RateBurst; beyond it, 429 with
+	// Retry-After. Health checks are not counted. 0 means no limit.
+	RateLimit float64
+	RateBurst int
+	// Health, when set, is what /readyz checks after Ready: an error (which names the cause, such
+	// as the event store being unreachable or the projections lagging it) makes /readyz answer
+	// 503 with that cause. It is given healthTimeout.
+	Health func(ctx context.Context) error
 	// Logger receives request logs and unexpected errors, with component=api. Nil discards them.
 	Logger *slog.Logger
 	// MaxBodyBytes bounds request bodies; larger ones get 413. DefaultMaxBodyBytes when 0.
@@ -185,6 +197,9 @@ func (c Config) Validate() error {
 	if c.Tokens != nil && c.TokenEvents == nil {
 		errs = append(errs, errors.New("token events: required with tokens"))
 	}
+	if c.RateLimit < 0 || c.RateBurst < 0 {
+		errs = append(errs, errors.New("rate limit and burst: negative"))
+	}
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("max body bytes: negative"))
 	}
@@ -203,6 +218,7 @@ type API struct {
 	logger  *slog.Logger
 	handler http.Handler
 	feeds   feeds // the open event feeds (events.go)
+	limits  *limits
 }
 
 // New returns the API for cfg, or the configuration's problems (see [Config.Validate]).
@@ -211,7 +227,7 @@ func New(cfg Config) (*API, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	a := &API{cfg: cfg, logger: cfg.Logger.With("component", "api")}
+	a := &API{cfg: cfg, logger: cfg.Logger.With("component", "api"), limits: newLimits(cfg.RateLimit, cfg.RateBurst)}
 	a.handler = a.middleware(a.routes())
 	return a, nil
 }
@@ -392,6 +408,9 @@ func (a *API) guard(path string, o op) http.Handler {
 		if err != nil {
 			return err
 		}
+		if err := a.limits.allow(p.Name); err != nil {
+			return err
+		}
 		return o.h(w, r, p)
 	})
 }
@@ -422,6 +441,14 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) error {
 	if !a.cfg.Ready() {
 		return errNotReady
+	}
+	if a.cfg.Health != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
+		defer cancel()
+		if err := a.cfg.Health(ctx); err != nil {
+			a.writeJSON(w, r, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "cause": err.Error()})
+			return nil
+		}
 	}
 	body := map[string]any{"status": "ok"}
 	if st := a.integrityStatus(nil); st != nil {

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -687,4 +688,19 @@ func TestBadInputRefusedAtTheEdge(t *testing.T) {
 			})
 		})
 	}
+}
+
+func TestRateLimitPerToken(t *testing.T) {
+	s := boot(t, func(c *api.Config) { c.RateLimit, c.RateBurst = 0.01, 3 }) // three, then one per 100 s
+	for range 3 {
+		s.do(t, req{method: "GET", path: "/api/v1/environments", token: s.reader}).must(t, http.StatusOK, nil)
+	}
+	r := s.do(t, req{method: "GET", path: "/api/v1/environments", token: s.reader})
+	r.apiError(t, http.StatusTooManyRequests, "too_many_requests")
+	if ra, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || ra < 1 {
+		t.Errorf("Retry-After %q, want whole seconds", r.header.Get("Retry-After"))
+	}
+	// Another token has its own allowance, and health checks are not counted.
+	s.do(t, req{method: "GET", path: "/api/v1/environments", token: s.writer}).must(t, http.StatusOK, nil)
+	s.do(t, req{method: "GET", path: "/readyz", anonymous: true}).must(t, http.StatusOK, nil)
 }

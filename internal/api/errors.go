@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/interlock-dev/interlock/events"
@@ -27,6 +28,8 @@ var (
 	// errStaleBody marks a stale version that came from a request body, not If-Match: a
 	// conflict (409), not a failed precondition (412).
 	errStaleBody = errors.New("stale version in body")
+	// errTooManyRequests is a request over its token's rate limit (limit.go).
+	errTooManyRequests = errors.New("too many requests")
 	// errUnavailable is a request that could not be done now, with nothing changed; its message
 	// says what to do.
 	errUnavailable = errors.New("unavailable")
@@ -139,6 +142,8 @@ func classify(err error) (status int, code, msg string) {
 		return http.StatusConflict, codeConflict, "the flag kept changing while the command was decided; try again"
 	case errors.Is(err, errTooManyStreams):
 		return http.StatusTooManyRequests, codeTooManyRequests, msg
+	case errors.Is(err, errTooManyRequests):
+		return http.StatusTooManyRequests, codeTooManyRequests, err.Error()
 	case errors.Is(err, errUnavailable):
 		return http.StatusServiceUnavailable, codeUnavailable, msg
 	case errors.Is(err, errNotReady):
@@ -164,7 +169,12 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="interlock"`)
 	case http.StatusTooManyRequests:
-		w.Header().Set("Retry-After", "5")
+		retry := 5
+		var rl *rateLimited
+		if errors.As(err, &rl) {
+			retry = rl.retryAfterSeconds()
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(retry))
 	}
 	a.writeJSON(w, r, status, errorBody{Error: errorDetail{Code: code, Message: msg}})
 }

@@ -60,13 +60,12 @@ func evaluatesWithoutParseError(t *testing.T, s *system, r *response, env string
 	if err := json.Unmarshal(r.body, &f); err != nil {
 		t.Fatalf("decode the accepted flag: %v", err)
 	}
-	set, err := projections.CompileFlagset(env, 0, []projections.Flag{f}, s.catalog.Segments(env))
-	if err != nil {
-		t.Fatalf("compile the accepted flag: %v", err)
-	}
 	for _, enabled := range []bool{true, false} {
 		f.Enabled = enabled
-		set, _ = projections.CompileFlagset(env, 0, []projections.Flag{f}, s.catalog.Segments(env))
+		set, err := projections.CompileFlagset(env, 0, []projections.Flag{f}, s.catalog.Segments(env))
+		if err != nil {
+			t.Fatalf("compile the accepted flag: %v", err)
+		}
 		ev := set.Evaluate(f.Key, &projections.EvalContext{TargetingKey: "user-1", Attributes: map[string]any{"role": "beta", "n": 3.0}})
 		if ev.ErrorCode == projections.ErrorParseError {
 			t.Fatalf("accepted flag %s (enabled %v) evaluates with PARSE_ERROR: %s", r.body, enabled, ev.ErrorMessage)

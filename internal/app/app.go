@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,16 +50,19 @@ type Main struct {
 	// dataLock holds the data directory for this process (lock_unix.go); nil with an external
 	// cluster.
 	dataLock *os.File
-	nc       *nats.Conn
-	authNC   *nats.Conn // the auth callout's own connection, with the embedded server
-	store    *events.Store
-	catalog  *projections.Catalog
-	runner   *projections.Runner
-	signing  config.Signing
-	lease    *guard.Lease
-	snaps    *snapshot.Writer
-	httpSrv  *http.Server
-	httpLn   net.Listener
+	// storeDown says the NATS connection is not connected (ready.go): evaluations are stale.
+	storeDown atomic.Bool
+	nc        *nats.Conn
+	authNC    *nats.Conn // the auth callout's own connection, with the embedded server
+	store     *events.Store
+	catalog   *projections.Catalog
+	runner    *projections.Runner
+	signing   config.Signing
+	lease     *guard.Lease
+	snaps     *snapshot.Writer
+	checks    *snapshot.Checkpoints
+	httpSrv   *http.Server
+	httpLn    net.Listener
 
 	cancel    context.CancelFunc
 	group     *errgroup.Group
@@ -129,7 +133,15 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	}
 
 	m.catalog = projections.NewCatalog()
-	m.runner = projections.NewRunner(m.store, m.catalog, logger)
+	// A restart starts from the newest checkpoint of the projections, checked against the
+	// stream, and reads only the events after it.
+	m.runner = projections.NewRunner(m.store, m.catalog, logger, projections.WithCheckpoints(lazyCheckpoints{m}))
+	m.checks, err = snapshot.NewCheckpoints(js, snapshot.CheckpointConfig{
+		Runner: m.runner, Signer: signing.Signer, Keys: m.store.Verifier().Keys(), Replicas: cfg.Replicas, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
 	// Before the runner starts: the evaluators observe the catalog from its first event.
 	evaluators := projections.NewEvaluators(m.catalog)
 	// In-process subscribers (projections/local): who they are and what they applied, and the
@@ -187,6 +199,9 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		Catalog:     m.catalog,
 		Reader:      m.store,
 		Auth:        tokens,
+		RateLimit:   cfg.APIRateLimit,
+		RateBurst:   cfg.APIRateBurst,
+		Health:      m.health(time.Duration(cfg.ReadyMaxLag)),
 		Ready:       m.runner.Ready,
 		Logger:      logger,
 		Events:      m.store,
@@ -211,6 +226,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		RateLimit:          cfg.OFREPRateLimit,
 		RateBurst:          cfg.OFREPRateBurst,
 		PublicRead:         cfg.PublicRead,
+		Stale:              m.storeDown.Load,
 		Logger:             logger,
 	})
 	if err != nil {
@@ -278,8 +294,10 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	}
 	m.group.Go(func() error { return m.runner.Run(runCtx) })
 	m.group.Go(func() error { return tokens.Run(runCtx) })
+	m.group.Go(func() error { return m.watchConnection(runCtx) })
 	m.group.Go(func() error { return tracker.Run(runCtx) })
 	m.group.Go(func() error { return snapshots.Run(runCtx) })
+	m.group.Go(func() error { return m.checks.Run(runCtx) })
 	m.group.Go(func() error { return m.lease.Run(runCtx) })
 	m.group.Go(func() error {
 		// The guard judges only once the projections caught up: it acts on current state.
@@ -473,6 +491,17 @@ func (m *Main) Catalog() *projections.Catalog { return m.catalog }
 // projections have caught up, instead of when the writer's count or interval says. Errors: those of
 // the writes.
 func (m *Main) FlushSnapshots(ctx context.Context) error { return m.snaps.Flush(ctx) }
+
+// FlushCheckpoint writes now the checkpoint a restart starts from, once the projections have
+// caught up. Errors: those of the write.
+func (m *Main) FlushCheckpoint(ctx context.Context) error { return m.checks.Flush(ctx) }
+
+// lazyCheckpoints loads checkpoints through m.checks, which is made after the runner.
+type lazyCheckpoints struct{ m *Main }
+
+func (l lazyCheckpoints) LoadCheckpoint(ctx context.Context) (projections.Checkpoint, error) {
+	return l.m.checks.LoadCheckpoint(ctx)
+}
 
 // Wait blocks until a part of the server fails or Close is called, and returns the first error.
 func (m *Main) Wait() error { return m.group.Wait() }

@@ -93,6 +93,7 @@ func TestDeployClusterConf(t *testing.T) {
 		_, err := ajs.AccountInfo(ctx)
 		return err == nil
 	}, "jetstream meta leader")
+	natstest.WaitPeers(t, servers)
 
 	cfg := config.Default()
 	cfg.NATSURL = withUser("interlock", interlockPassword)

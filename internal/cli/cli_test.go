@@ -800,7 +800,7 @@ func TestHelp(t *testing.T) {
 	})
 	t.Run("-h is help", func(t *testing.T) {
 		res := runCLI(t, nil, "", "-h")
-		if res.code != ExitOK || !strings.HasPrefix(res.stdout, "interlock is the command-line client") {
+		if res.code != ExitOK || !strings.HasPrefix(res.stdout, "interlock runs the Interlock server") {
 			t.Errorf("exit code %d, stdout %q", res.code, res.stdout)
 		}
 	})

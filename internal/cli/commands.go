@@ -205,15 +205,16 @@ func (r *runner) help(args []string) error {
 
 // overview is the output of `interlock help`.
 func (r *runner) overview(w io.Writer) {
-	fmt.Fprint(w, `interlock is the command-line client of an Interlock server: every admin action on feature
-flags, human-readable by default, the server's JSON with -o json.
+	fmt.Fprint(w, `interlock runs the Interlock server (interlock serve) and is its command-line client: every
+admin action on feature flags, human-readable by default, the server's JSON with -o json.
 
 Usage:
   interlock <command> [arguments] [flags]
 
 Commands:
 `)
-	r.commandList(w, append(commands(), &command{name: "help", operands: "[command]", summary: "Print this, or the help of one command."}))
+	r.commandList(w, append([]*command{{name: "serve", summary: "Run the server (interlock help serve lists its flags)."}}, append(commands(),
+		&command{name: "help", operands: "[command]", summary: "Print this, or the help of one command."})...))
 	fmt.Fprint(w, `
 Flags may come before or after the arguments. Global flags (every command):
 `)

@@ -15,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/edge"
@@ -56,6 +57,10 @@ type Config struct {
 	// PublicURL is the base URL clients reach this server at (for links the server hands out,
 	// such as OFREP's event stream); relative links when empty.
 	PublicURL string `json:"publicUrl"`
+	// APIRateLimit is how many admin API requests per second each token may make (0: no limit),
+	// with bursts of APIRateBurst.
+	APIRateLimit float64 `json:"apiRateLimit"`
+	APIRateBurst int     `json:"apiRateBurst"`
 	// OFREPRateLimit is how many OFREP evaluations per second each token may make (0: no limit),
 	// with bursts of OFREPRateBurst.
 	OFREPRateLimit float64 `json:"ofrepRateLimit"`
@@ -74,6 +79,9 @@ type Config struct {
 	// CriticalEnvironments are the environments where the dashboard's kill switch asks the
 	// person to type the flag's key before it kills (comma-separated on the command line).
 	CriticalEnvironments []string `json:"criticalEnvironments"`
+	// ReadyMaxLag is how far behind the event store the projections may fall before /readyz
+	// answers 503.
+	ReadyMaxLag events.Duration `json:"readyMaxLag"`
 	// PublicRead lets anyone read the admin API without a token (flags, history, audit,
 	// segments, subscribers, the event feed). Off by default: reads need a token of a role that
 	// may read, in its environment scope.
@@ -97,6 +105,9 @@ func Default() Config {
 		NATSListen:         "127.0.0.1:4222",
 		Replicas:           1,
 		DefaultEnvironment: "production",
+		ReadyMaxLag:        events.Duration(5 * time.Second),
+		APIRateLimit:       100,
+		APIRateBurst:       200,
 		LogLevel:           "info",
 		LogFormat:          "text",
 	}
@@ -126,6 +137,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.Int("replicas", cfg.Replicas, "`n` replicas of the event stream (env INTERLOCK_REPLICAS)")
 	fs.String("default-environment", cfg.DefaultEnvironment, "`env`ironment OFREP evaluates in when the token and request name none (env INTERLOCK_DEFAULT_ENVIRONMENT)")
 	fs.String("public-url", "", "base `url` clients reach this server at, for links it hands out (env INTERLOCK_PUBLIC_URL)")
+	fs.Float64("api-rate-limit", cfg.APIRateLimit, "admin API requests per second per token, 0 for no limit (env INTERLOCK_API_RATE_LIMIT)")
+	fs.Int("api-rate-burst", cfg.APIRateBurst, "admin API requests a token may make at once above the rate (env INTERLOCK_API_RATE_BURST)")
 	fs.Float64("ofrep-rate-limit", 0, "OFREP evaluations per second per token, 0 for no limit (env INTERLOCK_OFREP_RATE_LIMIT)")
 	fs.Int("ofrep-rate-burst", 0, "OFREP requests a token may make at once above the rate (env INTERLOCK_OFREP_RATE_BURST)")
 	fs.String("guard-sources", "", "comma-separated URL `prefixes` the guard may read metrics from; empty for loopback addresses only (env INTERLOCK_GUARD_SOURCES)")
@@ -133,6 +146,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.String("verify-keys", "", "comma-separated PEM `files` of earlier signing keys that still verify (env INTERLOCK_VERIFY_KEYS)")
 	fs.String("critical-environments", "", "comma-separated `environments` where the dashboard's kill switch asks to type the flag key (env INTERLOCK_CRITICAL_ENVIRONMENTS)")
 	fs.String("cors-origins", "", "comma-separated `origins` allowed to call OFREP and the event feeds from a browser (env INTERLOCK_CORS_ORIGINS)")
+	fs.Duration("ready-max-lag", time.Duration(cfg.ReadyMaxLag), "how far behind the event store the projections may fall before /readyz answers 503 (env INTERLOCK_READY_MAX_LAG)")
 	fs.Bool("public-read", false, "let anyone read the admin API without a token (env INTERLOCK_PUBLIC_READ)")
 	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
 	fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env INTERLOCK_LOG_LEVEL)")
@@ -194,7 +208,7 @@ var envNames = map[string]string{
 	"public-url":          "INTERLOCK_PUBLIC_URL", "ofrep-rate-limit": "INTERLOCK_OFREP_RATE_LIMIT",
 	"ofrep-rate-burst": "INTERLOCK_OFREP_RATE_BURST", "guard-sources": "INTERLOCK_GUARD_SOURCES",
 	"signing-key": "INTERLOCK_SIGNING_KEY_FILE", "verify-keys": "INTERLOCK_VERIFY_KEYS",
-	"public-read": "INTERLOCK_PUBLIC_READ", "cors-origins": "INTERLOCK_CORS_ORIGINS",
+	"public-read": "INTERLOCK_PUBLIC_READ", "api-rate-limit": "INTERLOCK_API_RATE_LIMIT", "api-rate-burst": "INTERLOCK_API_RATE_BURST", "ready-max-lag": "INTERLOCK_READY_MAX_LAG", "cors-origins": "INTERLOCK_CORS_ORIGINS",
 	"critical-environments": "INTERLOCK_CRITICAL_ENVIRONMENTS",
 }
 
@@ -260,6 +274,12 @@ func (c *Config) set(name, v string) error {
 				c.CORSOrigins = append(c.CORSOrigins, o)
 			}
 		}
+	case "ready-max-lag":
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as 5s", v)
+		}
+		c.ReadyMaxLag = events.Duration(d)
 	case "public-read":
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -270,6 +290,18 @@ func (c *Config) set(name, v string) error {
 		c.DefaultEnvironment = v
 	case "public-url":
 		c.PublicURL = v
+	case "api-rate-limit":
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", v)
+		}
+		c.APIRateLimit = f
+	case "api-rate-burst":
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", v)
+		}
+		c.APIRateBurst = n
 	case "ofrep-rate-limit":
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil {
@@ -366,6 +398,12 @@ func (c Config) Validate() error {
 	if c.OFREPRateLimit < 0 || math.IsNaN(c.OFREPRateLimit) || math.IsInf(c.OFREPRateLimit, 0) {
 		errs = append(errs, fmt.Errorf("ofrep-rate-limit: %v is not a rate (0 for no limit)", c.OFREPRateLimit))
 	}
+	if c.APIRateLimit < 0 || math.IsNaN(c.APIRateLimit) || math.IsInf(c.APIRateLimit, 0) {
+		errs = append(errs, fmt.Errorf("api-rate-limit: %v is not a rate (0 for no limit)", c.APIRateLimit))
+	}
+	if c.APIRateBurst < 0 {
+		errs = append(errs, fmt.Errorf("api-rate-burst: %d is negative", c.APIRateBurst))
+	}
 	if c.OFREPRateBurst < 0 {
 		errs = append(errs, fmt.Errorf("ofrep-rate-burst: %d is negative", c.OFREPRateBurst))
 	}
@@ -381,6 +419,9 @@ func (c Config) Validate() error {
 	}
 	if err := (edge.Config{CORSOrigins: c.CORSOrigins}).Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("cors-origins: %w", err))
+	}
+	if c.ReadyMaxLag <= 0 {
+		errs = append(errs, fmt.Errorf("ready-max-lag: %v is not a positive duration", time.Duration(c.ReadyMaxLag)))
 	}
 	if _, err := c.Level(); err != nil {
 		errs = append(errs, err)

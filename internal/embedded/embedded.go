@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Account is the NATS account everything lives in: the stream, the buckets, Interlock's own user
@@ -83,7 +84,12 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: callout issuer key: %w", err)
 	}
-	opts.Users = []*server.User{{Username: internalUser, Password: password}}
+	// The server keeps only a bcrypt hash of it (and so does not warn of a plaintext password).
+	hashed, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: hash the internal password: %w", err)
+	}
+	opts.Users = []*server.User{{Username: internalUser, Password: string(hashed)}}
 	opts.AuthCallout = &server.AuthCallout{Issuer: issuerPub, Account: Account, AuthUsers: []string{internalUser}}
 	if cfg.TLS != nil {
 		if cfg.Listen == "" {

@@ -62,6 +62,10 @@ func Stored(tb testing.TB, js jetstream.JetStream, seq uint64) *nats.Msg {
 	}
 	h := nats.Header{}
 	for k, vs := range raw.Header {
+		switch k {
+		case jetstream.StreamHeader, jetstream.SequenceHeader, jetstream.SubjectHeader, jetstream.TimeStampHeaer:
+			continue // added by the direct get that read it: not part of the stored message
+		}
 		h[k] = append([]string(nil), vs...)
 	}
 	return &nats.Msg{Subject: raw.Subject, Header: h, Data: raw.Data}

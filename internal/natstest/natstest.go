@@ -24,6 +24,9 @@ type Options struct {
 	// TLS makes the server accept TLS clients only (ClientURL then says tls://); with
 	// ClientAuth set in it, clients must present a certificate (see [Certs.ServerTLS]).
 	TLS *tls.Config
+	// Port is the loopback port to listen on, to restart a server where its clients reconnect;
+	// a random one when 0.
+	Port int
 }
 
 // RunServer starts a JetStream server on a random loopback port, stopped when the test ends.
@@ -37,9 +40,13 @@ func RunServer(tb testing.TB, o ...Options) *server.Server {
 	if dir == "" {
 		dir = tb.TempDir()
 	}
+	port := opt.Port
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
 	opts := &server.Options{
 		Host:       "127.0.0.1",
-		Port:       server.RANDOM_PORT,
+		Port:       port,
 		JetStream:  true,
 		StoreDir:   dir,
 		SyncAlways: opt.Sync,
@@ -136,7 +143,23 @@ func RunCluster(tb testing.TB) []*server.Server {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	WaitPeers(tb, servers)
 	return servers
+}
+
+// WaitPeers waits until the JetStream meta leader among servers counts every one of them as a
+// current peer: before that, creating a stream of as many replicas fails with "no suitable peers
+// for placement", which a loaded machine makes likely.
+func WaitPeers(tb testing.TB, servers []*server.Server) {
+	tb.Helper()
+	Eventually(tb, 30*time.Second, func() bool {
+		for _, s := range servers {
+			if len(s.JetStreamClusterPeers()) >= len(servers) {
+				return true
+			}
+		}
+		return false
+	}, "the jetstream meta leader counts all %d servers as peers", len(servers))
 }
 
 func joinRoutes(routes []string, self int) string {

@@ -12,8 +12,10 @@ import (
 // encoding/json would cost more than the evaluation itself.
 
 // appendSuccess appends an evaluationSuccess: key, value, reason, variant and metadata naming
-// the flag's version and the environment, so an answer traces to one configuration.
-func appendSuccess(b []byte, key string, ev *projections.Evaluation, env string) []byte {
+// the flag's version and the environment, so an answer traces to one configuration, and saying
+// "stale": true when the answer comes from the last-known state while the event store is out of
+// reach.
+func appendSuccess(b []byte, key string, ev *projections.Evaluation, env string, stale bool) []byte {
 	b = append(b, `{"key":`...)
 	b = appendString(b, key)
 	b = append(b, `,"value":`...)
@@ -26,6 +28,9 @@ func appendSuccess(b []byte, key string, ev *projections.Evaluation, env string)
 	b = strconv.AppendUint(b, ev.Version, 10)
 	b = append(b, `,"environment":`...)
 	b = appendString(b, env)
+	if stale {
+		b = append(b, `,"stale":true`...)
+	}
 	return append(b, "}}"...)
 }
 

@@ -39,7 +39,11 @@ func (h *Handler) evaluateOne(w http.ResponseWriter, r *http.Request, key string
 		_, _ = w.Write(x.out)
 		return
 	}
-	x.out = appendSuccess(x.out[:0], key, &ev, env)
+	stale := h.stale()
+	if stale {
+		hdr[HeaderStale] = staleValue
+	}
+	x.out = appendSuccess(x.out[:0], key, &ev, env, stale)
 	_, _ = w.Write(x.out)
 }
 
@@ -72,6 +76,10 @@ func (h *Handler) evaluateAll(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
+	stale := h.stale()
+	if stale {
+		hdr[HeaderStale] = staleValue
+	}
 	b := append(x.out[:0], `{"flags":[`...)
 	for i, key := range fs.Keys() {
 		if i > 0 {
@@ -85,7 +93,7 @@ func (h *Handler) evaluateAll(w http.ResponseWriter, r *http.Request) {
 			b = appendFailure(b, key, string(ev.ErrorCode), evalDetails(&ev))
 			continue
 		}
-		b = appendSuccess(b, key, &ev, env)
+		b = appendSuccess(b, key, &ev, env, stale)
 	}
 	// The stream's URL: environment names need no escaping, in a query or in JSON.
 	b = append(b, `],"eventStreams":[{"type":"sse",`...)
@@ -108,6 +116,9 @@ func (h *Handler) evaluateAll(w http.ResponseWriter, r *http.Request) {
 	b = appendString(b, env)
 	b = append(b, `,"sequence":`...)
 	b = strconv.AppendUint(b, fs.Sequence(), 10)
+	if stale {
+		b = append(b, `,"stale":true`...)
+	}
 	b = append(b, "}}"...)
 	x.out = b
 	hdr["Content-Type"] = contentTypeJSON

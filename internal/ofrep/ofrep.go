@@ -55,6 +55,15 @@ const (
 	PathEvents   = "/ofrep/v1/events"
 )
 
+// HeaderStale marks an answer evaluated from the last-known state while the event store is out
+// of reach.
+const HeaderStale = "X-Interlock-Stale"
+
+var staleValue = []string{"true"}
+
+// stale reports whether answers are from the last-known state (see [Config.Stale]).
+func (h *Handler) stale() bool { return h.cfg.Stale != nil && h.cfg.Stale() }
+
 // HeaderEnvironment names the environment to evaluate in, for tokens without a scope.
 const HeaderEnvironment = "X-Interlock-Environment"
 
@@ -99,6 +108,11 @@ type Config struct {
 	// InactivityDelay is advertised to clients as the event stream's inactivityDelaySec.
 	// [DefaultInactivityDelay] when 0.
 	InactivityDelay time.Duration
+	// Stale, when set, says whether the flagsets may be behind the event store because it is out
+	// of reach: answers then carry the header X-Interlock-Stale: true and "stale": true in their
+	// metadata, and are still the last-known state. It is called on every evaluation: make it
+	// cheap (an atomic load).
+	Stale func() bool
 	// PublicRead lets evaluations without a token through, as an anonymous reader of every
 	// environment (the server's --public-read). Off by default: every evaluation needs a token.
 	// A request that carries a token is still checked; anonymous requests share one rate limit.

@@ -44,6 +44,8 @@ const metaSequence = "interlock-sequence"
 type State interface {
 	Flag(env, key string) (projections.Flag, bool)
 	Segment(env, key string) (projections.Segment, bool)
+	Flags(env string) []projections.Flag
+	Segments(env string) []projections.Segment
 }
 
 // Config tunes a [Writer]. State is required.
@@ -171,7 +173,17 @@ func (w *Writer) Observe(ev events.Event) {
 	w.mu.Lock()
 	e := w.envs[ev.Environment]
 	if e == nil {
+		// Everything the state holds of the environment, as of ev: a catalog started from a
+		// checkpoint holds documents this writer never saw an event of.
 		e = &env{flags: make(map[string]projections.Flag), segments: make(map[string]projections.Segment)}
+		for _, f := range w.cfg.State.Flags(ev.Environment) {
+			e.flags[f.Key] = f
+			e.seq = max(e.seq, f.Sequence)
+		}
+		for _, s := range w.cfg.State.Segments(ev.Environment) {
+			e.segments[s.Key] = s
+			e.seq = max(e.seq, s.Sequence)
+		}
 		w.envs[ev.Environment] = e
 	}
 	if seg {

@@ -1,0 +1,144 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/config"
+	"github.com/interlock-dev/interlock/internal/natstest"
+)
+
+// TestReadyzTellsTheTruth: /readyz answers 503 naming the event store while NATS is down, and
+// 200 again once it is back; /healthz stays the process's liveness throughout.
+func TestReadyzTellsTheTruth(t *testing.T) {
+	dir := t.TempDir()
+	srv := natstest.RunServer(t, natstest.Options{StoreDir: dir})
+	cfg := config.Default()
+	cfg.NATSURL = srv.ClientURL()
+	cfg.HTTP = "127.0.0.1:0"
+	cfg.AdminToken = "ready-admin-token-0123456789"
+	cfg.SigningKey = natstest.SigningKeyFile(t)
+	m, err := app.Start(context.Background(), cfg, slog.New(slog.DiscardHandler), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	base := "http://" + m.HTTPAddr()
+	probe := func(path string) (int, map[string]any) {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return resp.StatusCode, body
+	}
+	natstest.Eventually(t, 10*time.Second, func() bool { s, _ := probe("/readyz"); return s == 200 }, "ready")
+
+	port := srv.Addr().(*net.TCPAddr).Port
+	natstest.Shutdown(srv)
+	var cause string
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		s, body := probe("/readyz")
+		cause, _ = body["cause"].(string)
+		return s == http.StatusServiceUnavailable
+	}, "/readyz answers 503 while NATS is down")
+	if !strings.Contains(cause, "event store") {
+		t.Errorf("cause %q does not name the event store", cause)
+	}
+	if s, _ := probe("/healthz"); s != 200 {
+		t.Errorf("/healthz = %d while NATS is down, want 200: the process lives", s)
+	}
+
+	natstest.RunServer(t, natstest.Options{StoreDir: dir, Port: port})
+	natstest.Eventually(t, 30*time.Second, func() bool { s, _ := probe("/readyz"); return s == 200 }, "ready again once NATS is back")
+}
+
+// TestEvaluationThroughAnOutage is finding 2 of the honest-failures issue: with the event store
+// down for a minute, OFREP with an issued reader token answers 200 throughout, with the
+// last-known values, and says they are stale; once the store is back the answers are fresh.
+func TestEvaluationThroughAnOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a minute of outage")
+	}
+	dir := t.TempDir()
+	srv := natstest.RunServer(t, natstest.Options{StoreDir: dir})
+	cfg := config.Default()
+	cfg.NATSURL = srv.ClientURL()
+	cfg.HTTP = "127.0.0.1:0"
+	cfg.AdminToken = "outage-admin-token-0123456789"
+	cfg.SigningKey = natstest.SigningKeyFile(t)
+	m, err := app.Start(context.Background(), cfg, slog.New(slog.DiscardHandler), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	base := "http://" + m.HTTPAddr()
+	natstest.Eventually(t, 10*time.Second, m.Ready, "ready")
+	call := func(method, path, token, body string) (int, http.Header, map[string]any) {
+		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, resp.Header, out
+	}
+	if s, _, body := call("POST", "/api/v1/environments/production/flags", cfg.AdminToken,
+		`{"key":"checkout","kind":"release","variants":{"on":true,"off":false},"defaultVariant":"on","offVariant":"off","enabled":true}`); s != 201 {
+		t.Fatalf("create: %d %v", s, body)
+	}
+	_, _, issued := call("POST", "/api/v1/tokens", cfg.AdminToken, `{"name":"checkout-svc","role":"reader","environment":"production"}`)
+	reader, _ := issued["token"].(string)
+	evaluate := func() (int, http.Header, map[string]any) {
+		return call("POST", "/ofrep/v1/evaluate/flags/checkout", reader, `{"context":{"targetingKey":"u1"}}`)
+	}
+	if s, h, body := evaluate(); s != 200 || body["value"] != true || h.Get("X-Interlock-Stale") != "" {
+		t.Fatalf("before the outage: %d %v %v", s, h, body)
+	}
+
+	port := srv.Addr().(*net.TCPAddr).Port
+	natstest.Shutdown(srv)
+	start, calls, staleSeen := time.Now(), 0, false
+	for time.Since(start) < time.Minute {
+		s, h, body := evaluate()
+		calls++
+		if s != 200 || body["value"] != true {
+			t.Fatalf("%v into the outage: %d %v", time.Since(start).Round(time.Second), s, body)
+		}
+		if h.Get("X-Interlock-Stale") == "true" {
+			meta, _ := body["metadata"].(map[string]any)
+			if meta["stale"] != true {
+				t.Fatalf("stale header without stale metadata: %v", body)
+			}
+			staleSeen = true
+		}
+		time.Sleep(250 * time.Millisecond) // the pace of the calls, not a wait for a condition
+	}
+	if !staleSeen {
+		t.Error("no answer during the outage said it was stale")
+	}
+	t.Logf("%d evaluations in a minute of outage, every one 200 with the last-known value", calls)
+
+	natstest.RunServer(t, natstest.Options{StoreDir: dir, Port: port})
+	natstest.Eventually(t, 30*time.Second, func() bool {
+		_, h, _ := evaluate()
+		return h.Get("X-Interlock-Stale") == ""
+	}, "fresh answers once the store is back")
+}
