@@ -45,6 +45,7 @@ import (
 type Main struct {
 	cfg    config.Config
 	logger *slog.Logger
+	tls    config.TLS
 
 	ns *embedded.Server // nil with an external cluster
 	// dataLock holds the data directory for this process (lock_unix.go); nil with an external
@@ -84,6 +85,9 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 			m.shutdown()
 		}
 	}()
+	if m.tls, err = cfg.TLS(); err != nil {
+		return nil, err
+	}
 
 	if err := m.connect(); err != nil {
 		return nil, err
@@ -309,6 +313,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		TLSConfig:         m.tls.HTTP,
 	}
 	// Shutdown waits for every handler; the live event feeds end only when told.
 	m.httpSrv.RegisterOnShutdown(handler.StopStreams)
@@ -344,7 +349,12 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		return guardRunner.Run(runCtx)
 	})
 	m.group.Go(func() error {
-		if err := m.httpSrv.Serve(m.httpLn); !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return m.httpSrv.Serve(m.httpLn) }
+		if m.tls.HTTP != nil {
+			// The certificate is in TLSConfig, loaded (and checked) before anything started.
+			serve = func() error { return m.httpSrv.ServeTLS(m.httpLn, "", "") }
+		}
+		if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
 		}
 		return nil
@@ -357,7 +367,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	})
 
 	m.banner(out, generated)
-	logger.Info("interlock started", "http", m.HTTPAddr(), "nats", m.NATSURL(), "replicas", cfg.Replicas)
+	logger.Info("interlock started", "http", m.BaseURL(), "nats", m.NATSURL(), "replicas", cfg.Replicas)
 	return m, nil
 }
 
@@ -383,6 +393,9 @@ func (m *Main) connect() error {
 		}
 		if m.cfg.NATSCreds != "" {
 			opts = append(opts, nats.UserCredentials(m.cfg.NATSCreds))
+		}
+		if m.tls.NATSClient != nil {
+			opts = append(opts, nats.Secure(m.tls.NATSClient))
 		}
 		nc, err := nats.Connect(m.cfg.NATSURL, opts...)
 		if err != nil {
@@ -410,6 +423,7 @@ func (m *Main) connect() error {
 		StoreDir: filepath.Join(m.cfg.Data, "jetstream"),
 		Listen:   listen,
 		NoSync:   m.cfg.NoSync,
+		TLS:      m.tls.NATSServer,
 	}, m.logger.With("component", "nats"))
 	if err != nil {
 		return err
@@ -447,7 +461,7 @@ func (m *Main) perimeter(ctx context.Context, js jetstream.JetStream, tokens *au
 
 func (m *Main) banner(out io.Writer, generated string) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Interlock is serving http://%s (dashboard /, admin API /api/v1, OFREP /ofrep/v1, health /healthz, readiness /readyz, metrics /metrics)\n", m.HTTPAddr())
+	fmt.Fprintf(&b, "Interlock is serving %s (dashboard /, admin API /api/v1, OFREP /ofrep/v1, health /healthz, readiness /readyz, metrics /metrics)\n", m.BaseURL())
 	switch {
 	case m.ns != nil && m.NATSURL() != "":
 		fmt.Fprintf(&b, "Embedded NATS with JetStream at %s (clients need an Interlock token), data in %s\n", m.NATSURL(), m.cfg.Data)
@@ -474,6 +488,14 @@ func (m *Main) banner(out io.Writer, generated string) {
 		fmt.Fprintf(&b, "Admin token: the one printed at first start (or set INTERLOCK_ADMIN_TOKEN to use your own).\n")
 	}
 	io.WriteString(out, b.String())
+}
+
+// BaseURL is the HTTP server's base URL: https:// with --tls-cert, else http://.
+func (m *Main) BaseURL() string {
+	if m.tls.HTTP != nil {
+		return "https://" + m.HTTPAddr()
+	}
+	return "http://" + m.HTTPAddr()
 }
 
 // HTTPAddr is the address the HTTP server listens on.

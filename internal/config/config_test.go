@@ -59,6 +59,11 @@ func TestLoadRefuses(t *testing.T) {
 		{"bad public read", nil, map[string]string{"INTERLOCK_PUBLIC_READ": "sometimes"}, "INTERLOCK_PUBLIC_READ"},
 		{"bad metrics public", []string{"--metrics-public=maybe"}, nil, "metrics-public"},
 		{"bad metrics public env", nil, map[string]string{"INTERLOCK_METRICS_PUBLIC": "often"}, "INTERLOCK_METRICS_PUBLIC"},
+		{"tls cert without key", []string{"--tls-cert", "c.pem"}, nil, "both or neither"},
+		{"tls key without cert", nil, map[string]string{"INTERLOCK_TLS_KEY": "k.pem"}, "both or neither"},
+		{"nats cert without key", []string{"--nats-cert", "c.pem"}, nil, "nats-cert, nats-key"},
+		{"nats ca embedded", []string{"--nats-ca", "ca.pem"}, nil, "only with --nats-url"},
+		{"nats cert without listener", []string{"--nats-cert", "c.pem", "--nats-key", "k.pem", "--nats-listen", "none"}, nil, "does not listen"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(tc.args, env(tc.env), io.Discard)
@@ -193,5 +198,34 @@ func TestMetricsPublic(t *testing.T) {
 				t.Fatalf("metrics public %v, want %v", cfg.MetricsPublic, tc.want)
 			}
 		})
+	}
+}
+
+func TestTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "not.pem")
+	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load([]string{"--tls-cert", notPEM, "--tls-key", notPEM}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cfg.TLS(); err == nil || !strings.Contains(err.Error(), "tls-cert "+notPEM) {
+		t.Fatalf("TLS() of a file that is no certificate: %v", err)
+	}
+	cfg, err = Load([]string{"--nats-url", "tls://127.0.0.1:4222", "--signing-key", "k.pem", "--nats-ca", notPEM}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cfg.TLS(); err == nil || !strings.Contains(err.Error(), "nats-ca "+notPEM) {
+		t.Fatalf("TLS() of a CA file without certificates: %v", err)
+	}
+	cfg, err = Load(nil, env(map[string]string{"INTERLOCK_NATS_CERT": "c.pem", "INTERLOCK_NATS_KEY": "k.pem"}), io.Discard)
+	if err != nil || cfg.NATSCert != "c.pem" || cfg.NATSKey != "k.pem" {
+		t.Fatalf("nats cert from the environment: %+v, %v", cfg, err)
+	}
+	if _, err := cfg.TLS(); err == nil || !strings.Contains(err.Error(), "nats-cert c.pem") {
+		t.Fatalf("TLS() of missing files: %v", err)
 	}
 }
