@@ -1,19 +1,22 @@
 package guard
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	promapi "github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/model"
 )
 
 // PrometheusOptions configures a [PrometheusSource]. Zero durations take their defaults.
@@ -92,21 +95,19 @@ func (o PrometheusOptions) Validate() error {
 }
 
 // PrometheusSource reads counter values through the Prometheus HTTP API's instant query
-// endpoint, GET /api/v1/query?query=…&time=…. It is safe for concurrent use.
+// endpoint (/api/v1/query), with the API client of github.com/prometheus/client_golang for the
+// transport and the decoding. It is safe for concurrent use.
 //
 // A query must return exactly one series or a scalar: an instant vector (`sum(x{…})`) or a
 // range vector of one series (`x{…}[5m]`, whose newest sample at or before the asked time is
 // used, with its own timestamp). Use counter values, never rate() or increase(); the guard
 // differences values itself with [Delta].
 type PrometheusSource struct {
-	base       *url.URL
+	api        promv1.API
 	endpoint   string
-	client     *http.Client
-	auth       httpAuth
 	timeout    time.Duration
 	lag        time.Duration
 	staleAfter time.Duration
-	maxBytes   int64
 }
 
 // NewPrometheusSource checks opts and returns a source. It returns an error matching
@@ -117,21 +118,29 @@ func NewPrometheusSource(opts PrometheusOptions) (*PrometheusSource, error) {
 		return nil, err
 	}
 	base, redacted, _ := parseEndpoint(opts.URL, false)
-	base.Path = strings.TrimSuffix(base.Path, "/") + "/api/v1/query"
-	base.RawPath = ""
-	client := opts.Client
-	if client == nil {
-		client = &http.Client{}
+	client := http.Client{}
+	if opts.Client != nil {
+		client = *opts.Client
+	}
+	next := client.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	client.Transport = &promTransport{
+		next:     next,
+		auth:     httpAuth{opts.BearerToken, opts.Username, opts.Password},
+		maxBytes: opts.MaxBytes,
+	}
+	c, err := promapi.NewClient(promapi.Config{Address: base.String(), Client: &client})
+	if err != nil {
+		return nil, fmt.Errorf("%w: prometheus: %w", ErrInvalidSource, err)
 	}
 	return &PrometheusSource{
-		base:       base,
+		api:        promv1.NewAPI(c),
 		endpoint:   redacted,
-		client:     client,
-		auth:       httpAuth{opts.BearerToken, opts.Username, opts.Password},
 		timeout:    opts.Timeout,
 		lag:        opts.Lag,
 		staleAfter: opts.StaleAfter,
-		maxBytes:   opts.MaxBytes,
 	}, nil
 }
 
@@ -157,27 +166,31 @@ func (s *PrometheusSource) Counter(ctx context.Context, q string, at time.Time) 
 		r.Detail = err.Error()
 		return r, err
 	}
-	body, status, err := s.get(ctx, q, at)
-	if err != nil {
-		st := failureStatus(err)
-		r.Status, r.Detail = st, err.Error()
-		return r, queryFailure(st, fmt.Errorf("query %q at %s: %w", truncate(q, 200), formatAPITime(at), err))
-	}
-	res, err := decodePromResponse(body, status)
-	if err != nil {
-		st := ReadingError
-		var pe *PrometheusError
-		if errors.As(err, &pe) && (pe.Type == "timeout" || pe.Type == "canceled") {
-			st = ReadingTimeout
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	var httpStatus int
+	ctx = context.WithValue(ctx, promStatusKey{}, &httpStatus)
+	value, warnings, infos, err := s.api.Query(ctx, q, at, promv1.WithTimeout(s.timeout))
+	if err == nil {
+		var res promResult
+		if res, err = promResultOf(value); err == nil {
+			res.warnings, res.infos = warnings, infos
+			judgePromResult(&r, res, at, s.staleAfter)
+			if r.Status == ReadingError {
+				return r, fmt.Errorf("query %q at %s: %w: %s", truncate(q, 200), formatAPITime(at), ErrQueryFailed, r.Detail)
+			}
+			return r, nil
 		}
-		r.Status, r.Detail = st, err.Error()
-		return r, queryFailure(st, fmt.Errorf("query %q at %s: %w", truncate(q, 200), formatAPITime(at), err))
+	} else {
+		err = promFailure(err, httpStatus)
 	}
-	judgePromResult(&r, res, at, s.staleAfter)
-	if r.Status == ReadingError {
-		return r, fmt.Errorf("query %q at %s: %w: %s", truncate(q, 200), formatAPITime(at), ErrQueryFailed, r.Detail)
+	st := failureStatus(err)
+	var pe *PrometheusError
+	if errors.As(err, &pe) && (pe.Type == "timeout" || pe.Type == "canceled") {
+		st = ReadingTimeout
 	}
-	return r, nil
+	r.Status, r.Detail = st, err.Error()
+	return r, queryFailure(st, fmt.Errorf("query %q at %s: %w", truncate(q, 200), formatAPITime(at), err))
 }
 
 func checkQueryInput(q string, at time.Time) error {
@@ -194,35 +207,56 @@ func checkQueryInput(q string, at time.Time) error {
 	return nil
 }
 
-func (s *PrometheusSource) get(ctx context.Context, q string, at time.Time) ([]byte, int, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	u := *s.base
-	u.RawQuery = url.Values{
-		"query":   {q},
-		"time":    {formatAPITime(at)},
-		"timeout": {strconv.FormatInt(s.timeout.Milliseconds(), 10) + "ms"},
-	}.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return nil, 0, err
-	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "interlock-guard")
-	s.auth.apply(req.Header)
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer resp.Body.Close()
-	body, err := readBounded(resp.Body, s.maxBytes)
-	if err != nil {
-		return nil, resp.StatusCode, fmt.Errorf("read response (http %d): %w", resp.StatusCode, err)
-	}
-	return body, resp.StatusCode, nil
+// promStatusKey carries, in a request's context, where promTransport notes the HTTP status of
+// the answer: the API client reports errors without it.
+type promStatusKey struct{}
+
+// promTransport sends the guard's headers and credentials, bounds the body, and notes the
+// status of each answer.
+type promTransport struct {
+	next     http.RoundTripper
+	auth     httpAuth
+	maxBytes int64
 }
 
-// formatAPITime renders t as Unix seconds with milliseconds, as the API takes it.
+func (t *promTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "interlock-guard")
+	t.auth.apply(req.Header)
+	resp, err := t.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if p, ok := req.Context().Value(promStatusKey{}).(*int); ok {
+		*p = resp.StatusCode
+	}
+	resp.Body = &boundedBody{ReadCloser: resp.Body, limit: t.maxBytes}
+	return resp, nil
+}
+
+// boundedBody fails a read past its limit instead of truncating the body.
+type boundedBody struct {
+	io.ReadCloser
+	limit, read int64
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	if b.read > b.limit {
+		return 0, fmt.Errorf("body larger than %d bytes", b.limit)
+	}
+	if room := b.limit - b.read + 1; int64(len(p)) > room {
+		p = p[:room]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.read += int64(n)
+	if b.read > b.limit {
+		return n, fmt.Errorf("body larger than %d bytes", b.limit)
+	}
+	return n, err
+}
+
+// formatAPITime renders t as Unix seconds with milliseconds, for error messages.
 func formatAPITime(t time.Time) string {
 	ms := t.UnixMilli()
 	sign := ""
@@ -254,6 +288,39 @@ func (e *PrometheusError) Error() string {
 // Unwrap makes errors.Is(err, ErrQueryFailed) hold.
 func (e *PrometheusError) Unwrap() error { return ErrQueryFailed }
 
+// promFailure turns the API client's error into the source's: a *PrometheusError when the
+// server answered with an error, ErrMalformedResponse when a 2xx body did not decode, and
+// transport errors (including deadlines and a body over the limit) as they are.
+func promFailure(err error, httpStatus int) error {
+	var ae *promv1.Error
+	if !errors.As(err, &ae) {
+		return err
+	}
+	switch ae.Type {
+	case promv1.ErrBadResponse:
+		if httpStatus/100 == 2 {
+			return malformed("%s", ae.Msg)
+		}
+		return &PrometheusError{StatusCode: httpStatus, Message: ae.Msg}
+	case promv1.ErrServer, promv1.ErrClient:
+		// A status the client does not expect API errors with (Prometheus answers a timeout
+		// with 503, say): the body may still be the API's error, which says what happened.
+		var env struct {
+			Status    string `json:"status"`
+			ErrorType string `json:"errorType"`
+			Error     string `json:"error"`
+		}
+		if ae.Detail != "" {
+			if json.Unmarshal([]byte(ae.Detail), &env) == nil && env.Status == "error" {
+				return &PrometheusError{StatusCode: httpStatus, Type: env.ErrorType, Message: env.Error}
+			}
+			return &PrometheusError{StatusCode: httpStatus, Message: snippet([]byte(ae.Detail))}
+		}
+		return &PrometheusError{StatusCode: httpStatus, Type: string(ae.Type), Message: ae.Msg}
+	}
+	return &PrometheusError{StatusCode: httpStatus, Type: string(ae.Type), Message: ae.Msg}
+}
+
 // promResult is a decoded successful answer.
 type promResult struct {
 	kind     string // "vector", "scalar" or "matrix"
@@ -263,7 +330,7 @@ type promResult struct {
 }
 
 type promSeries struct {
-	labels    map[string]string
+	labels    model.Metric
 	points    []promPoint
 	histogram bool // the series held native histogram samples
 }
@@ -273,119 +340,62 @@ type promPoint struct {
 	v float64
 }
 
-type promEnvelope struct {
-	Status    string          `json:"status"`
-	Data      json.RawMessage `json:"data"`
-	ErrorType string          `json:"errorType"`
-	Error     string          `json:"error"`
-	Warnings  []string        `json:"warnings"`
-	Infos     []string        `json:"infos"`
-}
+// maxPromTime bounds the timestamps of an answer (in milliseconds: ±1e12 s), beyond which
+// the API's decoder may have wrapped around.
+const maxPromTime = model.Time(1e15)
 
-type promData struct {
-	ResultType string          `json:"resultType"`
-	Result     json.RawMessage `json:"result"`
-}
-
-type promJSONSeries struct {
-	Metric     map[string]string   `json:"metric"`
-	Value      json.RawMessage     `json:"value"`
-	Values     []json.RawMessage   `json:"values"`
-	Histogram  json.RawMessage     `json:"histogram"`
-	Histograms [][]json.RawMessage `json:"histograms"`
-}
-
-// decodePromResponse decodes an API answer with its HTTP status. Errors match ErrQueryFailed
-// (a *PrometheusError for API errors, ErrMalformedResponse for bodies that do not decode).
-func decodePromResponse(body []byte, httpStatus int) (promResult, error) {
-	var env promEnvelope
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&env); err != nil || (env.Status != "success" && env.Status != "error") {
-		if httpStatus/100 != 2 {
-			return promResult{}, &PrometheusError{StatusCode: httpStatus, Message: snippet(body)}
+// promResultOf flattens the API client's value into series of points. A string result, no
+// result, or a timestamp out of range is malformed.
+func promResultOf(v model.Value) (promResult, error) {
+	point := func(t model.Time, v model.SampleValue) (promPoint, error) {
+		if t > maxPromTime || t < -maxPromTime {
+			return promPoint{}, malformed("timestamp %d ms out of range", int64(t))
 		}
-		if err == nil {
-			err = fmt.Errorf("status %q", snippet([]byte(env.Status)))
-		}
-		return promResult{}, malformed("api envelope: %w", err)
+		return promPoint{t: t.Time(), v: float64(v)}, nil
 	}
-	if env.Status == "error" {
-		return promResult{}, &PrometheusError{StatusCode: httpStatus, Type: env.ErrorType, Message: env.Error}
-	}
-	if httpStatus/100 != 2 {
-		return promResult{}, &PrometheusError{StatusCode: httpStatus, Message: "status success with a non-2xx answer"}
-	}
-	var data promData
-	if err := json.Unmarshal(env.Data, &data); err != nil {
-		return promResult{}, malformed("data: %w", err)
-	}
-	res := promResult{kind: data.ResultType, warnings: env.Warnings, infos: env.Infos}
-	switch data.ResultType {
-	case "scalar":
-		p, err := decodePromPoint(data.Result)
+	switch v := v.(type) {
+	case *model.Scalar:
+		p, err := point(v.Timestamp, v.Value)
 		if err != nil {
-			return promResult{}, malformed("scalar: %w", err)
+			return promResult{}, err
 		}
-		res.series = []promSeries{{points: []promPoint{p}}}
-	case "vector", "matrix":
-		var raw []promJSONSeries
-		if err := json.Unmarshal(data.Result, &raw); err != nil {
-			return promResult{}, malformed("%s: %w", data.ResultType, err)
-		}
-		for i, js := range raw {
-			ps := promSeries{labels: js.Metric, histogram: len(js.Histogram) > 0 || len(js.Histograms) > 0}
-			if data.ResultType == "vector" && !ps.histogram {
-				p, err := decodePromPoint(js.Value)
+		return promResult{kind: "scalar", series: []promSeries{{points: []promPoint{p}}}}, nil
+	case model.Vector:
+		res := promResult{kind: "vector"}
+		for _, s := range v {
+			ps := promSeries{labels: s.Metric, histogram: s.Histogram != nil}
+			if !ps.histogram {
+				p, err := point(s.Timestamp, s.Value)
 				if err != nil {
-					return promResult{}, malformed("vector series %d: %w", i, err)
+					return promResult{}, err
 				}
 				ps.points = []promPoint{p}
 			}
-			for j, v := range js.Values {
-				p, err := decodePromPoint(v)
+			res.series = append(res.series, ps)
+		}
+		return res, nil
+	case model.Matrix:
+		res := promResult{kind: "matrix"}
+		for _, s := range v {
+			ps := promSeries{labels: s.Metric, histogram: len(s.Histograms) > 0}
+			for _, sp := range s.Values {
+				p, err := point(sp.Timestamp, sp.Value)
 				if err != nil {
-					return promResult{}, malformed("matrix series %d point %d: %w", i, j, err)
+					return promResult{}, err
 				}
 				ps.points = append(ps.points, p)
 			}
 			res.series = append(res.series, ps)
 		}
-	default:
-		return promResult{}, malformed("result type %q is not vector, scalar or matrix", snippet([]byte(data.ResultType)))
+		return res, nil
+	case nil:
+		return promResult{}, malformed("the answer has no result")
 	}
-	return res, nil
+	return promResult{}, malformed("result type %q is not vector, scalar or matrix", v.Type())
 }
 
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: %w: %w", ErrQueryFailed, ErrMalformedResponse, fmt.Errorf(format, args...))
-}
-
-// decodePromPoint decodes [<unix seconds>, "<value>"].
-func decodePromPoint(raw json.RawMessage) (promPoint, error) {
-	var pair []json.RawMessage
-	if err := json.Unmarshal(raw, &pair); err != nil {
-		return promPoint{}, err
-	}
-	if len(pair) != 2 {
-		return promPoint{}, fmt.Errorf("sample has %d elements, not 2", len(pair))
-	}
-	var ts json.Number
-	if err := json.Unmarshal(pair[0], &ts); err != nil {
-		return promPoint{}, fmt.Errorf("timestamp: %w", err)
-	}
-	sec, err := ts.Float64()
-	if err != nil || math.IsNaN(sec) || math.Abs(sec) > 1e12 {
-		return promPoint{}, fmt.Errorf("timestamp %q out of range", snippet([]byte(ts)))
-	}
-	var vs string
-	if err := json.Unmarshal(pair[1], &vs); err != nil {
-		return promPoint{}, fmt.Errorf("value: %w", err)
-	}
-	v, err := strconv.ParseFloat(vs, 64)
-	if err != nil {
-		return promPoint{}, fmt.Errorf("value %q is not a number", snippet([]byte(vs)))
-	}
-	return promPoint{t: time.UnixMilli(int64(math.Round(sec * 1000))), v: v}, nil
 }
 
 // judgePromResult sets r's status, value, time and detail from a decoded answer.
@@ -459,7 +469,7 @@ func describeSeries(ss []promSeries) string {
 		}
 		keys := make([]string, 0, len(s.labels))
 		for k := range s.labels {
-			keys = append(keys, k)
+			keys = append(keys, string(k))
 		}
 		sort.Strings(keys)
 		var b strings.Builder
@@ -468,7 +478,7 @@ func describeSeries(ss []promSeries) string {
 			if j > 0 {
 				b.WriteByte(',')
 			}
-			b.WriteString(k + "=" + strconv.Quote(s.labels[k]))
+			b.WriteString(k + "=" + strconv.Quote(string(s.labels[model.LabelName(k)])))
 		}
 		b.WriteByte('}')
 		parts = append(parts, truncate(b.String(), 200))

@@ -158,10 +158,12 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 	})
 }
 
-// The example configuration in deploy/prometheus is valid for the Prometheus CI installs.
+// The example configuration in deploy/prometheus is valid for the Prometheus CI installs. Its
+// syntax only: the Interlock scrape job's token file exists only where Prometheus runs (the
+// rules it loads are checked and unit-tested in internal/metrics).
 func TestDeployPrometheusConfig(t *testing.T) {
 	promtool := promtest.Binary(t, "promtool")
-	out, err := exec.Command(promtool, "check", "config", "../deploy/prometheus/prometheus.yml").CombinedOutput()
+	out, err := exec.Command(promtool, "check", "config", "--syntax-only", "../deploy/prometheus/prometheus.yml").CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool check config: %v\n%s", err, out)
 	}

@@ -98,6 +98,30 @@ type RunnerOptions struct {
 	// and answers Live for the rollouts this replica does not judge.
 	Board  *StatusBoard
 	Logger *slog.Logger
+	// Observer, when set, is told of every pass, decision and action, for metrics.
+	Observer Observer
+}
+
+// Observer is told of a [Runner]'s work as it happens, for metrics. Its methods are called on
+// the runner's goroutine and must return quickly.
+type Observer interface {
+	// Ticked is called after every pass in which this replica acted, with how long it took.
+	Ticked(took time.Duration)
+	// Decided is called for every decision recorded as an event (of a rollout, or a valve's
+	// open or close), with its action: "none" for a change of state alone, "complete", or an
+	// [Action].
+	Decided(action string)
+	// Acted is called after every command sent to carry out a decision, with the time since
+	// the decision was made (retries included) and the command's error.
+	Acted(kind CommandKind, sinceDecision time.Duration, err error)
+}
+
+// Census counts the rollouts a replica judges, as of its last pass.
+type Census struct {
+	// States counts them by the guard's state.
+	States map[State]int
+	// BlindOverGrace counts the BLIND ones that have been blind longer than their plan's grace.
+	BlindOverGrace int
 }
 
 // Runner is the guard's loop: on every tick of every running rollout it reads the metrics,
@@ -118,6 +142,7 @@ type Runner struct {
 	// Live answers without waiting for a pass in progress.
 	liveMu sync.RWMutex
 	live   map[string]Status
+	census Census
 }
 
 // tracked is the guard's state for one rollout.
@@ -137,9 +162,10 @@ type tracked struct {
 	pending      *Command
 	last         Evidence
 	lastAt       time.Time
-	decision     string // id of the last decision event
-	latched      bool   // the rollout's guard is tripped, as the projection says
-	version      uint64 // the flag's version as this pass found it
+	decision     string    // id of the last decision event
+	decidedAt    time.Time // when the decision the pending or next action carries out was made
+	latched      bool      // the rollout's guard is tripped, as the projection says
+	version      uint64    // the flag's version as this pass found it
 
 	before Machine // m as it was before the tick's decision: what its record replays from
 }
@@ -245,6 +271,9 @@ func (r *Runner) Tick(ctx context.Context) error {
 	}
 	r.held = true
 	now := r.opts.Now()
+	if r.opts.Observer != nil {
+		defer func(start time.Time) { r.opts.Observer.Ticked(r.opts.Now().Sub(start)) }(now)
+	}
 	var errs []error
 	seen := map[string]bool{}
 	var due []*tracked
@@ -335,9 +364,29 @@ func (r *Runner) Tick(ctx context.Context) error {
 }
 
 func (r *Runner) setLive(live map[string]Status) {
+	c := Census{States: make(map[State]int, len(live))}
+	for id, st := range live {
+		c.States[st.State]++
+		if t := r.rollouts[id]; st.State == StateBlind && st.Latest != nil && !st.Latest.BlindSince.IsZero() &&
+			st.Latest.Time.Sub(st.Latest.BlindSince) >= t.cfg.withDefaults().BlindGrace {
+			c.BlindOverGrace++
+		}
+	}
 	r.liveMu.Lock()
-	r.live = live
+	r.live, r.census = live, c
 	r.liveMu.Unlock()
+}
+
+// Census counts the rollouts this replica judges by state, as of its last pass: none while
+// another replica holds the lease.
+func (r *Runner) Census() Census {
+	r.liveMu.RLock()
+	defer r.liveMu.RUnlock()
+	c := Census{States: make(map[State]int, len(r.census.States)), BlindOverGrace: r.census.BlindOverGrace}
+	for s, n := range r.census.States {
+		c.States[s] = n
+	}
+	return c
 }
 
 // due reports whether what is next due at next is due in the pass at now. Run looks every
@@ -558,6 +607,7 @@ func (r *Runner) judge(ctx context.Context, t *tracked, now time.Time) error {
 		// Still READY at this stage: the advance decided earlier did not happen (refused on a
 		// state that has changed back since, such as a kill and an enable). Ask again: an advance
 		// names the stage it leaves, so it never moves the rollout twice.
+		t.decidedAt = r.opts.Now()
 		return r.act(ctx, t, Command{
 			Kind: CmdAdvance, Env: t.env, Flag: t.key, Rollout: t.rollout, From: t.stage, Expected: t.version,
 			Causation: t.decision, Correlation: t.rollout,
@@ -579,6 +629,7 @@ func (r *Runner) judge(ctx context.Context, t *tracked, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("encode machine snapshot: %w", err)
 	}
+	t.decidedAt = r.opts.Now()
 	d := &events.GuardDecided{
 		Rollout: t.rollout, Stage: t.stage, StateBefore: string(calls[0].StateBefore), StateAfter: string(ev.StateAfter),
 		Action: action, Cause: string(ev.Cause), Evidence: data, Before: snap,
@@ -604,6 +655,9 @@ func (r *Runner) record(ctx context.Context, t *tracked, rec Command) error {
 		t.decision = f.Rollout.Guard.Decision
 	}
 	d := rec.Decision
+	if r.opts.Observer != nil {
+		r.opts.Observer.Decided(d.Action)
+	}
 	c := Command{
 		Env: t.env, Flag: t.key, Rollout: t.rollout, From: d.Stage, Expected: f.Version,
 		Causation: t.decision, Correlation: t.rollout, Reason: rec.Reason,
@@ -643,6 +697,9 @@ func (r *Runner) record(ctx context.Context, t *tracked, rec Command) error {
 // act runs c; a failure that may pass is kept to be tried again on the rollout's next tick.
 func (r *Runner) act(ctx context.Context, t *tracked, c Command) error {
 	_, err := r.opts.Commands.Command(ctx, c)
+	if r.opts.Observer != nil && !t.decidedAt.IsZero() {
+		r.opts.Observer.Acted(c.Kind, r.opts.Now().Sub(t.decidedAt), err)
+	}
 	if err == nil {
 		r.log.Info("guard acted", "command", c.Kind, "env", c.Env, "flag", c.Flag, "rollout", c.Rollout,
 			"stage", c.From, "decision", c.Causation, "reason", c.Reason)

@@ -161,7 +161,12 @@ func (r *Runner) judgeValve(ctx context.Context, t *trackedValve, now time.Time)
 		}
 		c.Reason = fmt.Sprintf("guard: %s; burn %s× over %v", d.Cause, burn(d.Short), d.Short.Window)
 	}
-	if _, err := r.opts.Commands.Command(ctx, c); err != nil {
+	_, err = r.opts.Commands.Command(ctx, c)
+	if r.opts.Observer != nil {
+		r.opts.Observer.Decided(string(d.Action))
+		r.opts.Observer.Acted(c.Kind, r.opts.Now().Sub(now), err)
+	}
+	if err != nil {
 		return fmt.Errorf("%s: %w", c.Kind, err)
 	}
 	r.log.Info("guard acted on a valve", "command", c.Kind, "env", t.env, "valve", t.key, "reason", c.Reason)

@@ -35,8 +35,8 @@ type ScrapeOptions struct {
 	// MaxBytes bounds an exposition body. 16 MiB by default.
 	MaxBytes int64
 	// Accept is the Accept header sent. By default delimited protobuf is preferred over the
-	// text format 0.0.4. OpenMetrics is not asked for: a body in it is refused (the expfmt
-	// version this module builds with has no OpenMetrics parser).
+	// text format 0.0.4. OpenMetrics is not asked for by default (its parser is slow and strict;
+	// see scrape_parse.go), but a body in it is read, up to 16 KiB.
 	Accept string
 	// BearerToken, if set, is sent as "Authorization: Bearer …".
 	BearerToken string

@@ -3,9 +3,11 @@ package guard
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +39,37 @@ func mustScrapeFormat(t testing.TB, ct string) expfmt.Format {
 const (
 	ctText  = "text/plain; version=0.0.4; charset=utf-8"
 	ctProto = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+	ctOM    = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 )
+
+// textToOpenMetrics re-encodes a text exposition as OpenMetrics 1.0, as client_golang serves it.
+// A counter family whose name less _total is another family's (Go's go_memstats_alloc_bytes
+// gauge and go_memstats_alloc_bytes_total counter) is left out: OpenMetrics names both
+// families go_memstats_alloc_bytes, and the parser refuses the clash.
+func textToOpenMetrics(t testing.TB, text []byte) []byte {
+	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, 0, len(fams))
+	for name, mf := range fams {
+		if base, ok := strings.CutSuffix(name, "_total"); ok && mf.GetType() == dto.MetricType_COUNTER && fams[base] != nil {
+			continue
+		}
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var b bytes.Buffer
+	for _, name := range names {
+		if _, err := expfmt.MetricFamilyToOpenMetrics(&b, fams[name]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.WriteString("# EOF\n")
+	return b.Bytes()
+}
 
 // textToProto re-encodes a text exposition as delimited protobuf, as client_golang serves it.
 func textToProto(t testing.TB, text []byte) []byte {
@@ -88,17 +120,18 @@ func TestDecodeExpositionPrometheusText(t *testing.T) {
 	for _, c := range []struct {
 		name, ct string
 		body     []byte
+		series   int
 	}{
-		{"text", ctText, text},
-		{"protobuf", ctProto, textToProto(t, text)},
+		{"text", ctText, text, 271}, // grep -vc '^#' testdata/scrape-prometheus-2.42.txt
+		{"protobuf", ctProto, textToProto(t, text), 271},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e, err := decodeExposition(c.body, mustScrapeFormat(t, c.ct))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := len(e.samples); got != 271 { // grep -vc '^#' testdata/scrape-prometheus-2.42.txt
-				t.Fatalf("decoded %d series, want the fixture's 271", got)
+			if got := len(e.samples); got != c.series {
+				t.Fatalf("decoded %d series, want %d", got, c.series)
 			}
 			tests := []struct {
 				name    string
@@ -285,9 +318,13 @@ func TestScrapeFormat(t *testing.T) {
 		{ctText, expfmt.TypeTextPlain, false},
 		{"text/plain", expfmt.TypeTextPlain, false},
 		{ctProto, expfmt.TypeProtoDelim, false},
-		{"application/openmetrics-text; version=1.0.0; charset=utf-8", 0, true},
+		{"application/openmetrics-text; version=1.0.0; charset=utf-8", expfmt.TypeOpenMetrics, false},
+		{"application/openmetrics-text; version=0.0.1", expfmt.TypeOpenMetrics, false},
+		{"application/openmetrics-text; version=2.0.0", expfmt.TypeOpenMetrics, false},
+		{"application/openmetrics-text; version=9.9.9", 0, true},
 		{"application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=text", 0, true},
-		{"text/plain; version=1.0.0", 0, true},
+		{"text/plain; version=1.0.0", expfmt.TypeTextPlain, false},
+		{"text/plain; version=2.0.0", 0, true},
 		{"text/html", 0, true},
 		{"text/plain; ===", 0, true},
 	}
@@ -346,6 +383,105 @@ func FuzzDecodeExposition(f *testing.F) {
 			t.Fatalf("index holds %d series (%d keys), decoded %d", n, len(e.seen), len(e.samples))
 		}
 		for _, q := range []Selector{sel, {Metric: "x"}} {
+			entry := evalScrape(e, q, time.Unix(0, 0))
+			if entry.status == ReadingOK && !validCounterValue(entry.value) {
+				t.Fatalf("ok reading with value %v", entry.value)
+			}
+		}
+	})
+}
+
+func TestDecodeExpositionOpenMetrics(t *testing.T) {
+	// The hand-written OpenMetrics fixture without its info and stateset families, which the
+	// parser does not support: exemplars, _created series, units, timestamps with fractions.
+	full := mustReadScrapeFixture(t, "scrape-openmetrics.txt")
+	var kept []string
+	skip := false
+	for line := range strings.Lines(string(full)) {
+		if strings.HasPrefix(line, "# TYPE ") {
+			skip = strings.HasPrefix(line, "# TYPE build info") || strings.HasPrefix(line, "# TYPE feature_state stateset")
+		} else if strings.HasPrefix(line, "# HELP ") || line == "# EOF\n" {
+			skip = false
+		}
+		if !skip {
+			kept = append(kept, line)
+		}
+	}
+	e, err := decodeExposition([]byte(strings.Join(kept, "")), mustScrapeFormat(t, ctOM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name    string
+		labels  []string
+		value   float64
+		typ     string
+		counter bool
+	}{
+		{"process_cpu_seconds_total", nil, 0.48, "counter", true},
+		{"http_requests_total", []string{"route", "/checkout", "code", "200"}, 1027, "counter", true},
+		{"http_request_duration_seconds_bucket", []string{"route", "/checkout", "le", "+Inf"}, 1030, "histogram", true},
+		{"http_request_duration_seconds_count", []string{"route", "/checkout"}, 1030, "histogram", true},
+		{"rpc_duration_seconds_count", nil, 17, "summary", true},
+		{"rpc_duration_seconds", []string{"quantile", "0.5"}, 0.012, "summary", false},
+		{"queue_depth", []string{"queue", "mail"}, 12, "gauge", false},
+		{"jobs_bucket", []string{"le", "+Inf"}, 5, "gauge_histogram", false},
+		{"mystery", nil, 42, "untyped", true},
+	} {
+		s, ok := findExpoSample(e, c.name, c.labels...)
+		if !ok || s.value != c.value || s.typ != c.typ || s.counter != c.counter {
+			t.Errorf("%s%v = %+v, %v; want %v %s/%v", c.name, c.labels, s, ok, c.value, c.typ, c.counter)
+		}
+	}
+	// _created is the counter's start time, not a series of its own.
+	if _, ok := findExpoSample(e, "http_requests_created", "route", "/checkout", "code", "200"); ok {
+		t.Error("http_requests_created decoded as a series")
+	}
+	// The whole fixture is refused, naming the unsupported type, rather than misread.
+	if _, err := decodeExposition(full, mustScrapeFormat(t, ctOM)); !errors.Is(err, errExposition) || !strings.Contains(err.Error(), "info") {
+		t.Fatalf("fixture with an info family: %v", err)
+	}
+	// An OpenMetrics body over the bound is refused before its slow parser sees it.
+	var big strings.Builder
+	big.WriteString("# TYPE x counter\n")
+	for i := 0; big.Len() <= maxOpenMetricsBytes; i++ {
+		fmt.Fprintf(&big, "x_total{i=\"%d\"} 1\n", i)
+	}
+	big.WriteString("# EOF\n")
+	if _, err := decodeExposition([]byte(big.String()), mustScrapeFormat(t, ctOM)); !errors.Is(err, errExposition) || !strings.Contains(err.Error(), fmt.Sprintf("over the %d", maxOpenMetricsBytes)) {
+		t.Fatalf("large OpenMetrics body: %v", err)
+	}
+	// OpenMetrics requires its # EOF.
+	if _, err := decodeExposition([]byte("# TYPE x counter\nx_total 1\n"), mustScrapeFormat(t, ctOM)); !errors.Is(err, errExposition) {
+		t.Fatalf("body without # EOF: %v", err)
+	}
+}
+
+// FuzzDecodeOpenMetrics feeds arbitrary bodies to the OpenMetrics decoder, with the same
+// invariants as FuzzDecodeExposition.
+func FuzzDecodeOpenMetrics(f *testing.F) {
+	text := mustReadScrapeFixture(f, "scrape-prometheus-2.42.txt")[:4000]
+	text = text[:bytes.LastIndexByte(text, '\n')+1]
+	f.Add(textToOpenMetrics(f, text))
+	f.Add([]byte("# TYPE x counter\nx_total{a=\"b\"} 3 # {t=\"1\"} 1 1.5\nx_created{a=\"b\"} 1\n# EOF\n"))
+	f.Add([]byte("# TYPE x unknown\nx{a=\"b\"} -1\nx{a=\"b\"} 2\n# EOF\n"))
+	sel, err := ParseSelector(`x{a="b"}`)
+	if err != nil {
+		f.Fatal(err)
+	}
+	format := mustScrapeFormat(f, ctOM)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		e, err := decodeExposition(body, format)
+		if err != nil {
+			if !errors.Is(err, errExposition) {
+				t.Fatalf("error %v does not match errExposition", err)
+			}
+			return
+		}
+		if len(e.seen) != len(e.samples) {
+			t.Fatalf("index holds %d keys, decoded %d", len(e.seen), len(e.samples))
+		}
+		for _, q := range []Selector{sel, {Metric: "x"}, {Metric: "x_total"}} {
 			entry := evalScrape(e, q, time.Unix(0, 0))
 			if entry.status == ReadingOK && !validCounterValue(entry.value) {
 				t.Fatalf("ok reading with value %v", entry.value)

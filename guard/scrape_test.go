@@ -75,7 +75,9 @@ func (es *expoServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	es.mu.Lock()
 	defer es.mu.Unlock()
-	om := strings.Contains(r.Header.Get("Accept"), "application/openmetrics-text")
+	// OpenMetrics when it is the first choice (as Prometheus asks); a fuller negotiation is
+	// client_golang's, tested in scrape_openmetrics_test.go.
+	om := strings.HasPrefix(r.Header.Get("Accept"), "application/openmetrics-text")
 	var b bytes.Buffer
 	if om {
 		b.Write(es.om)
@@ -356,7 +358,11 @@ func TestScrapeSourceStatuses(t *testing.T) {
 		}, q: qOnRequests, want: guard.ReadingError, errIs: []error{guard.ErrMalformedResponse}},
 		{name: "protobuf", accept: "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited", q: qOnRequests, want: guard.ReadingOK},
 		{name: "protobuf duplicate series", setup: func(es *expoServer) { es.extra = "dup_total{a=\"1\"} 1\ndup_total{a=\"1\"} 1\n" }, accept: "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited", q: `dup_total`, want: guard.ReadingAmbiguous},
-		{name: "openmetrics refused", accept: "application/openmetrics-text;version=1.0.0", q: qOnRequests, want: guard.ReadingError, errIs: []error{guard.ErrMalformedResponse}, detail: "neither"},
+		{name: "openmetrics", setup: func(es *expoServer) { es.om = nil }, accept: "application/openmetrics-text;version=1.0.0", q: qOnRequests, want: guard.ReadingOK},
+		{name: "openmetrics created is no series", setup: func(es *expoServer) { es.om = nil }, accept: "application/openmetrics-text;version=1.0.0", q: `requests_created`, want: guard.ReadingEmpty},
+		// The parser has no info or stateset type: such a body is refused whole, not misread.
+		{name: "openmetrics with an info family", accept: "application/openmetrics-text;version=1.0.0", q: qOnRequests, want: guard.ReadingError, errIs: []error{guard.ErrMalformedResponse}, detail: "info"},
+		{name: "neither format", setup: func(es *expoServer) { es.ctype = "application/json" }, q: qOnRequests, want: guard.ReadingError, errIs: []error{guard.ErrMalformedResponse}, detail: "neither"},
 		{name: "malformed line", setup: func(es *expoServer) { es.extra = "broken{ 1\n" }, q: qOnRequests, want: guard.ReadingError, errIs: []error{guard.ErrMalformedResponse}, detail: "line"},
 	}
 	for _, tt := range tests {

@@ -33,6 +33,7 @@ type Runner struct {
 	logger  *slog.Logger
 
 	integrity Integrity
+	skipped   atomic.Uint64 // messages that were not events, and events the catalog refused
 
 	// checkpoints, when set, is where Run finds the checkpoint to start from.
 	checkpoints CheckpointLoader
@@ -213,12 +214,14 @@ func (r *Runner) folder(target uint64, start time.Time) func(events.Event, error
 			r.catalog.skip(ev.Sequence)
 		} else if err != nil {
 			r.logger.Warn("skipping a message that is not an event", "sequence", ev.Sequence, "error", err)
+			r.skipped.Add(1)
 			r.catalog.skip(ev.Sequence)
 		} else {
 			if !events.Known(ev.Type) {
 				r.logger.Warn("event of an unknown type counts as a version only", "sequence", ev.Sequence, "type", ev.Type, "environment", ev.Environment, "key", ev.Key)
 			}
 			if err := r.catalog.Apply(ev); err != nil {
+				r.skipped.Add(1)
 				r.logger.Warn("skipping an event the catalog refuses", "sequence", ev.Sequence, "environment", ev.Environment, "key", ev.Key, "type", ev.Type, "error", err)
 			}
 		}
@@ -243,6 +246,11 @@ func (r *Runner) checkReady(target uint64, start time.Time) {
 // Integrity is the record of the messages the runner refused because they failed verification
 // (see events.WithSigner): they are logged, counted and not applied.
 func (r *Runner) Integrity() *Integrity { return &r.integrity }
+
+// Skipped counts the messages this runner skipped since it was made: those that are not events
+// and the events the catalog refused. Messages that fail verification are counted by
+// [Runner.Integrity] instead. A message delivered again after Run resumes counts again.
+func (r *Runner) Skipped() uint64 { return r.skipped.Load() }
 
 // Ready reports whether the catalog has caught up with the stream as it was when Run started. It
 // stays true once it is.

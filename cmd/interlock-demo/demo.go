@@ -20,9 +20,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
@@ -519,7 +519,7 @@ func (d *demo) request(rng *rand.Rand, k *knob, counts map[string]*tally) served
 func (d *demo) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", d.handleStatus)
-	mux.HandleFunc("GET /metrics", d.handleMetrics)
+	mux.Handle("GET /metrics", d.metricsHandler())
 	mux.HandleFunc("GET /readyz", d.handleReady)
 	mux.HandleFunc("GET /knob", d.handleGetKnob)
 	mux.HandleFunc("POST /knob", d.handleSetKnob)
@@ -596,66 +596,69 @@ func (d *demo) handleSetKnob(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, k)
 }
 
-// handleMetrics writes the last snapshot's counters in the exposition format the scraper asks
-// for (text 0.0.4 unless it accepts protobuf).
-func (d *demo) handleMetrics(w http.ResponseWriter, r *http.Request) {
-	format := expfmt.Negotiate(r.Header)
-	w.Header().Set("Content-Type", string(format))
-	enc := expfmt.NewEncoder(w, format)
-	for _, mf := range families(d.cfg.Flag, d.snap.Load()) {
-		if len(mf.Metric) == 0 {
-			continue // nothing counted yet: the format has no empty families
+// The demo's metrics: counters requests_total and errors_total and the histogram
+// request_duration_seconds, by flag and variant.
+var (
+	descRequests = prometheus.NewDesc("requests_total",
+		"Requests served, by flag and the variant the flag evaluated to (\"error\" when the evaluation failed).",
+		[]string{"flag", "variant"}, nil)
+	descErrors = prometheus.NewDesc("errors_total",
+		"Requests that failed, by flag and the variant they were served.", []string{"flag", "variant"}, nil)
+	descLatency = prometheus.NewDesc("request_duration_seconds",
+		"Simulated latency of the requests, by flag and the variant they were served.", []string{"flag", "variant"}, nil)
+)
+
+// collector exposes one snapshot of the load loop's counters at each scrape, so that every
+// series of a scrape comes from the same instant: a histogram's count is always its variant's
+// requests_total, and errors never outnumber requests.
+type collector struct {
+	flag string
+	snap func() *snapshot
+}
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descRequests
+	ch <- descErrors
+	ch <- descLatency
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.snap()
+	for _, v := range slices.Sorted(maps.Keys(s.Variants)) {
+		t := s.Variants[v]
+		ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(t.Requests), c.flag, v)
+		ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(t.Errors), c.flag, v)
+		buckets := make(map[float64]uint64, len(latencyBounds))
+		var cum uint64
+		for i, le := range latencyBounds {
+			cum += t.buckets[i]
+			buckets[le] = cum
 		}
-		if err := enc.Encode(mf); err != nil {
-			d.logger.Debug("metrics not written", "error", err)
-			return
-		}
+		ch <- prometheus.MustNewConstHistogram(descLatency, t.Requests, t.LatencySum, buckets, c.flag, v)
 	}
 }
 
-// families are the exposition of s: the counters requests_total and errors_total and the
-// histogram request_duration_seconds, by flag and variant, the variants sorted. A histogram's
-// count is its variant's requests_total; its buckets leave out +Inf, whose count is that.
+// metricsHandler serves the demo's metrics in the format the scraper asks for: the text format
+// unless it accepts protobuf or OpenMetrics.
+func (d *demo) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{flag: d.cfg.Flag, snap: d.snap.Load})
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:          slog.NewLogLogger(d.logger.Handler(), slog.LevelDebug),
+		EnableOpenMetrics: true,
+	})
+}
+
+// families are the metric families of s, as a scrape gathers them; none before the first
+// request of a variant.
 func families(flag string, s *snapshot) []*dto.MetricFamily {
-	variants := slices.Sorted(maps.Keys(s.Variants))
-	family := func(name, help string, typ dto.MetricType, set func(*dto.Metric, tally)) *dto.MetricFamily {
-		mf := &dto.MetricFamily{Name: proto.String(name), Help: proto.String(help), Type: typ.Enum()}
-		for _, v := range variants {
-			m := &dto.Metric{Label: []*dto.LabelPair{
-				{Name: proto.String("flag"), Value: proto.String(flag)},
-				{Name: proto.String("variant"), Value: proto.String(v)},
-			}}
-			set(m, s.Variants[v])
-			mf.Metric = append(mf.Metric, m)
-		}
-		return mf
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(collector{flag: flag, snap: func() *snapshot { return s }})
+	mfs, err := reg.Gather()
+	if err != nil {
+		panic(err) // the collector's own descriptions and label values: a bug
 	}
-	counter := func(value func(tally) uint64) func(*dto.Metric, tally) {
-		return func(m *dto.Metric, t tally) { m.Counter = &dto.Counter{Value: proto.Float64(float64(value(t)))} }
-	}
-	return []*dto.MetricFamily{
-		family("requests_total", "Requests served, by flag and the variant the flag evaluated to (\"error\" when the evaluation failed).",
-			dto.MetricType_COUNTER, counter(func(t tally) uint64 { return t.Requests })),
-		family("errors_total", "Requests that failed, by flag and the variant they were served.",
-			dto.MetricType_COUNTER, counter(func(t tally) uint64 { return t.Errors })),
-		family("request_duration_seconds", "Simulated latency of the requests, by flag and the variant they were served.",
-			dto.MetricType_HISTOGRAM, func(m *dto.Metric, t tally) { m.Histogram = histogram(t) }),
-	}
-}
-
-// histogram is the latency histogram of t, with cumulative bucket counts.
-func histogram(t tally) *dto.Histogram {
-	h := &dto.Histogram{
-		SampleCount: proto.Uint64(t.Requests),
-		SampleSum:   proto.Float64(t.LatencySum),
-		Bucket:      make([]*dto.Bucket, len(latencyBounds)),
-	}
-	var cum uint64
-	for i, le := range latencyBounds {
-		cum += t.buckets[i]
-		h.Bucket[i] = &dto.Bucket{UpperBound: proto.Float64(le), CumulativeCount: proto.Uint64(cum)}
-	}
-	return h
+	return mfs
 }
 
 // writeError is the one place errors become HTTP statuses: a refused knob is a 400 that says why,

@@ -147,6 +147,12 @@ type Config struct {
 	// Guard gives the guard's live view of a rollout for GET .../flags/{key}/rollout
 	// (rollouts.go); without it, or for a rollout it does not follow, "live" is null.
 	Guard GuardStatus
+	// Metrics serves GET /metrics, the server's own metrics; without it that endpoint answers
+	// 404. Like every read it needs a token whose role may read (any scope: the metrics name no
+	// environment or flag), unless PublicRead or MetricsPublic is set.
+	Metrics http.Handler
+	// MetricsPublic lets anyone read /metrics without a token, for a scraper that has none.
+	MetricsPublic bool
 }
 
 func (c *Config) setDefaults() {
@@ -337,6 +343,7 @@ func (a *API) table() []route {
 			{method: "POST", need: auth.ActionAdmin, ownScope: true, h: a.createToken},
 		}},
 		{"/api/v1/tokens/{name}", []op{{method: "DELETE", need: auth.ActionAdmin, ownScope: true, h: a.revokeToken}}},
+		{"/metrics", []op{a.metricsOp()}},
 	}
 	return append(table, a.rolloutRoutes()...) // rollouts and valves (rollouts.go)
 }
@@ -434,6 +441,21 @@ func scopeEnvironment(p auth.Principal, asked string) (string, error) {
 		return "", err
 	}
 	return asked, nil
+}
+
+// metricsOp serves the server's metrics: a read, or public with MetricsPublic.
+func (a *API) metricsOp() op {
+	serve := func(w http.ResponseWriter, r *http.Request) error {
+		if a.cfg.Metrics == nil {
+			return &requestError{kind: errNoRoute, msg: "this server does not serve metrics"}
+		}
+		a.cfg.Metrics.ServeHTTP(w, r)
+		return nil
+	}
+	if a.cfg.MetricsPublic {
+		return public(serve)
+	}
+	return get(serve)
 }
 
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {

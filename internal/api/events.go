@@ -89,6 +89,13 @@ func (f *feeds) acquire(caller string, perCaller, total int) (func(), error) {
 	}, nil
 }
 
+// OpenFeeds is the number of live event feeds (GET /api/v1/events) being served.
+func (a *API) OpenFeeds() int {
+	a.feeds.mu.Lock()
+	defer a.feeds.mu.Unlock()
+	return a.feeds.open
+}
+
 func (f *feeds) init() {
 	f.once.Do(func() { f.ctx, f.cancel = context.WithCancel(context.Background()) })
 }

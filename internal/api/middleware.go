@@ -74,7 +74,11 @@ func (a *API) middleware(next http.Handler) http.Handler {
 			id = newCorrelationID()
 		}
 		w.Header().Set(headerCorrelationID, id)
+		in := r
 		r = r.WithContext(context.WithValue(r.Context(), correlationKey{}, id))
+		// The mux sets the route it matched on the copy; the caller's request gets it too, as
+		// if the mux had been given it, for the request metrics around this handler.
+		defer func() { in.Pattern = r.Pattern }()
 
 		defer func() {
 			abort := false

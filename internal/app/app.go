@@ -33,6 +33,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/dashboard"
 	"github.com/interlock-dev/interlock/internal/edge"
 	"github.com/interlock-dev/interlock/internal/embedded"
+	"github.com/interlock-dev/interlock/internal/metrics"
 	"github.com/interlock-dev/interlock/internal/ofrep"
 	"github.com/interlock-dev/interlock/internal/perimeter"
 	"github.com/interlock-dev/interlock/internal/presence"
@@ -44,6 +45,7 @@ import (
 type Main struct {
 	cfg    config.Config
 	logger *slog.Logger
+	tls    config.TLS
 
 	ns *embedded.Server // nil with an external cluster
 	// dataLock holds the data directory for this process (lock_unix.go); nil with an external
@@ -83,6 +85,9 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 			m.shutdown()
 		}
 	}()
+	if m.tls, err = cfg.TLS(); err != nil {
+		return nil, err
+	}
 
 	if err := m.connect(); err != nil {
 		return nil, err
@@ -152,8 +157,27 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	}
 	m.catalog.Observe(snapshots.Observe)
 	m.snaps = snapshots
+	// The server's own metrics, on a registry of this server's alone.
+	reg := metrics.NewRegistry()
+	httpMetrics, err := metrics.NewHTTP(reg)
+	if err != nil {
+		return nil, err
+	}
+	commandMetrics, err := metrics.NewCommands(reg)
+	if err != nil {
+		return nil, err
+	}
+	guardMetrics, err := metrics.NewGuard(reg)
+	if err != nil {
+		return nil, err
+	}
+	evaluations, err := metrics.NewEvaluations(reg)
+	if err != nil {
+		return nil, err
+	}
 	allowSource := guard.AllowSources(cfg.GuardSources)
-	commands := command.New(m.store, logger, command.WithUsage(m.catalog), command.WithSourceCheck(allowSource))
+	commands := command.New(m.store, logger, command.WithUsage(m.catalog), command.WithSourceCheck(allowSource),
+		command.WithObserver(commandMetrics))
 	if generated != "" {
 		// The bootstrap admin token enters the audit trail like any other. The token works
 		// whether or not this is recorded; a failure is logged, not fatal, since the token is
@@ -186,6 +210,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		AllowSource: allowSource,
 		Board:       board,
 		Logger:      logger,
+		Observer:    guardMetrics,
 	})
 	if err != nil {
 		return nil, err
@@ -209,6 +234,9 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 
 		Integrity: m.runner.Integrity(),
 		Chains:    m.store,
+
+		Metrics:       metrics.Handler(reg, logger),
+		MetricsPublic: cfg.MetricsPublic,
 	})
 	if err != nil {
 		return nil, err
@@ -224,6 +252,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		PublicRead:         cfg.PublicRead,
 		Stale:              m.storeDown.Load,
 		Logger:             logger,
+		Observer:           evaluations,
 	})
 	if err != nil {
 		return nil, err
@@ -245,6 +274,23 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	if err != nil {
 		return nil, err
 	}
+	err = metrics.RegisterState(reg, metrics.State{
+		Catalog: m.catalog,
+		Stream:  m.store,
+		Runner:  m.runner,
+		Census:  guardRunner.Census,
+		Lease:   m.lease,
+		NATS:    m.nc,
+		Tokens:  tokens,
+		Streams: map[string]func() int{
+			"events":    handler.OpenFeeds,
+			"ofrep":     ofrepHandler.OpenStreams,
+			"dashboard": dash.OpenStreams,
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
 	admin, ui := handler.Handler(), dash.Handler()
 	// OFREP evaluation is the hot path: it is dispatched by prefix, without the mux's matching.
 	// The API owns /api/ and the health endpoints; the dashboard every other path.
@@ -253,7 +299,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		switch {
 		case strings.HasPrefix(p, "/ofrep/"):
 			ofrepHandler.ServeHTTP(w, r)
-		case strings.HasPrefix(p, "/api/"), p == "/healthz", p == "/readyz":
+		case strings.HasPrefix(p, "/api/"), p == "/healthz", p == "/readyz", p == "/metrics":
 			admin.ServeHTTP(w, r)
 		default:
 			ui.ServeHTTP(w, r)
@@ -263,10 +309,11 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		return nil, fmt.Errorf("http listen: %w", err)
 	}
 	m.httpSrv = &http.Server{
-		Handler:           edge.Handler(root, edge.Config{CORSOrigins: cfg.CORSOrigins}),
+		Handler:           edge.Handler(httpMetrics.Handler(root), edge.Config{CORSOrigins: cfg.CORSOrigins}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		TLSConfig:         m.tls.HTTP,
 	}
 	// Shutdown waits for every handler; the live event feeds end only when told.
 	m.httpSrv.RegisterOnShutdown(handler.StopStreams)
@@ -302,7 +349,12 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		return guardRunner.Run(runCtx)
 	})
 	m.group.Go(func() error {
-		if err := m.httpSrv.Serve(m.httpLn); !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return m.httpSrv.Serve(m.httpLn) }
+		if m.tls.HTTP != nil {
+			// The certificate is in TLSConfig, loaded (and checked) before anything started.
+			serve = func() error { return m.httpSrv.ServeTLS(m.httpLn, "", "") }
+		}
+		if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
 		}
 		return nil
@@ -315,7 +367,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	})
 
 	m.banner(out, generated)
-	logger.Info("interlock started", "http", m.HTTPAddr(), "nats", m.NATSURL(), "replicas", cfg.Replicas)
+	logger.Info("interlock started", "http", m.BaseURL(), "nats", m.NATSURL(), "replicas", cfg.Replicas)
 	return m, nil
 }
 
@@ -345,6 +397,9 @@ func (m *Main) connect() error {
 		if m.cfg.NATSCreds != "" {
 			opts = append(opts, nats.UserCredentials(m.cfg.NATSCreds))
 		}
+		if m.tls.NATSClient != nil {
+			opts = append(opts, nats.Secure(m.tls.NATSClient))
+		}
 		nc, err := nats.Connect(m.cfg.NATSURL, opts...)
 		if err != nil {
 			return fmt.Errorf("connect to nats %s: %w", m.cfg.NATSURL, err)
@@ -371,6 +426,7 @@ func (m *Main) connect() error {
 		StoreDir: filepath.Join(m.cfg.Data, "jetstream"),
 		Listen:   listen,
 		NoSync:   m.cfg.NoSync,
+		TLS:      m.tls.NATSServer,
 	}, m.logger.With("component", "nats"))
 	if err != nil {
 		return err
@@ -408,7 +464,7 @@ func (m *Main) perimeter(ctx context.Context, js jetstream.JetStream, tokens *au
 
 func (m *Main) banner(out io.Writer, generated string) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Interlock is serving http://%s (dashboard /, admin API /api/v1, OFREP /ofrep/v1, health /healthz, readiness /readyz)\n", m.HTTPAddr())
+	fmt.Fprintf(&b, "Interlock is serving %s (dashboard /, admin API /api/v1, OFREP /ofrep/v1, health /healthz, readiness /readyz, metrics /metrics)\n", m.BaseURL())
 	switch {
 	case m.ns != nil && m.NATSURL() != "":
 		fmt.Fprintf(&b, "Embedded NATS with JetStream at %s (clients need an Interlock token), data in %s\n", m.NATSURL(), m.cfg.Data)
@@ -422,6 +478,9 @@ func (m *Main) banner(out io.Writer, generated string) {
 	} else {
 		fmt.Fprintf(&b, "Reads need a token, as writes do (start with --public-read to open them).\n")
 	}
+	if m.cfg.MetricsPublic {
+		fmt.Fprintf(&b, "Metrics are public (--metrics-public): /metrics answers without a token.\n")
+	}
 	fmt.Fprintf(&b, "Events are signed with key %s (%s), cut-over at sequence %d\n", m.signing.Signer.KeyID(), m.signing.KeyFile, m.store.Verifier().Cutover())
 	switch {
 	case generated != "":
@@ -432,6 +491,14 @@ func (m *Main) banner(out io.Writer, generated string) {
 		fmt.Fprintf(&b, "Admin token: the one printed at first start (or set INTERLOCK_ADMIN_TOKEN to use your own).\n")
 	}
 	io.WriteString(out, b.String())
+}
+
+// BaseURL is the HTTP server's base URL: https:// with --tls-cert, else http://.
+func (m *Main) BaseURL() string {
+	if m.tls.HTTP != nil {
+		return "https://" + m.HTTPAddr()
+	}
+	return "http://" + m.HTTPAddr()
 }
 
 // HTTPAddr is the address the HTTP server listens on.

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -86,6 +87,10 @@ type Store struct {
 	revokes uint64
 	// view is the bucket as the watch of Run keeps it (view.go).
 	view view
+
+	// hits and misses count the lookups of Authenticate answered from memory (the view or the
+	// cache) and from the bucket.
+	hits, misses atomic.Uint64
 }
 
 // Open creates the token bucket if needed (file storage, one value per key, the given number of
@@ -337,6 +342,7 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 	if s.view.synced {
 		rec, ok := s.view.records[key]
 		s.mu.RUnlock()
+		s.hits.Add(1)
 		if !ok {
 			return Principal{}, fmt.Errorf("%w: unknown token", ErrUnauthenticated)
 		}
@@ -347,8 +353,10 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 	gen := s.revokes
 	s.mu.RUnlock()
 	if ok && now.Before(c.expires) {
+		s.hits.Add(1)
 		return c.p, expired(c.p, now)
 	}
+	s.misses.Add(1)
 	entry, err := s.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		s.forget(key)
@@ -365,6 +373,11 @@ func (s *Store) Authenticate(ctx context.Context, token string) (Principal, erro
 	s.remember(key, p, now.Add(cacheTTL), gen)
 	return p, expired(p, now)
 }
+
+// Lookups counts the tokens Authenticate looked up since the store was opened: hits were answered
+// from memory (the watched view, or the cache of recent lookups), misses asked the bucket. The
+// environment's admin token and malformed tokens are not looked up.
+func (s *Store) Lookups() (hits, misses uint64) { return s.hits.Load(), s.misses.Load() }
 
 // expired returns an error wrapping [ErrUnauthenticated] and [ErrExpired] when p's token has
 // expired at now, and nil otherwise.

@@ -173,6 +173,8 @@ type Service struct {
 	uses Usage
 	// sourceOK vets the metric source URL of a rollout plan or a valve policy; nil accepts any.
 	sourceOK func(rawURL string) error
+	// observer is told of every command and append; nil for none.
+	observer Observer
 
 	mu       sync.Mutex
 	flags    map[string]*entry // by flag subject
@@ -286,6 +288,60 @@ func WithUsage(u Usage) Option {
 // the server may not reach.
 func WithSourceCheck(check func(rawURL string) error) Option {
 	return func(s *Service) { s.sourceOK = check }
+}
+
+// Outcome is how a command ended, as an [Observer] is told.
+type Outcome string
+
+// The outcomes of a command.
+const (
+	// OutcomeOK: the command was carried out (or was a no-op).
+	OutcomeOK Outcome = "ok"
+	// OutcomeConflict: the caller's expected version was stale, the entity already existed, or
+	// other writers kept winning the race; nothing was written.
+	OutcomeConflict Outcome = "conflict"
+	// OutcomeRefused: the input or the entity's state refused the command; nothing was written.
+	OutcomeRefused Outcome = "refused"
+	// OutcomeUnavailable: the event store did not answer in time; the event may or may not be
+	// stored.
+	OutcomeUnavailable Outcome = "unavailable"
+)
+
+// OutcomeOf classifies the error a command returned.
+func OutcomeOf(err error) Outcome {
+	switch {
+	case err == nil:
+		return OutcomeOK
+	case errors.Is(err, events.ErrConflict), errors.Is(err, ErrStale), errors.Is(err, ErrExists):
+		return OutcomeConflict
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return OutcomeUnavailable
+	}
+	for _, target := range []error{
+		events.ErrInvalid, events.ErrUnknownType, ErrNotFound, ErrArchived, ErrSegmentNotFound, ErrInUse,
+		projections.ErrNotFound, ErrRolloutActive, ErrNoRollout, ErrRolloutState, ErrTripped, ErrNotValve,
+	} {
+		if errors.Is(err, target) {
+			return OutcomeRefused
+		}
+	}
+	return OutcomeUnavailable
+}
+
+// Observer is told of the service's work as it happens, for metrics. Its methods must return
+// quickly: they are called on the write path.
+type Observer interface {
+	// Commanded is called once per command, after it ended: name is the command's ("kill",
+	// "create rollout", "token", ...).
+	Commanded(name string, outcome Outcome)
+	// Appended is called after each append to the event store, with how long it took and its
+	// error (events.ErrConflict for a lost race).
+	Appended(took time.Duration, err error)
+}
+
+// WithObserver tells o of every command and append.
+func WithObserver(o Observer) Option {
+	return func(s *Service) { s.observer = o }
 }
 
 // New returns a service writing to store. A nil logger discards logs.
@@ -449,7 +505,10 @@ func (s *Service) execSegment(ctx context.Context, c command) (projections.Segme
 
 // run runs c under its entity's lock and, once it succeeded, calls done with the entry, still
 // locked, to copy the state out.
-func (s *Service) run(ctx context.Context, c command, done func(*entry)) error {
+func (s *Service) run(ctx context.Context, c command, done func(*entry)) (err error) {
+	if s.observer != nil {
+		defer func() { s.observer.Commanded(c.name, OutcomeOf(err)) }()
+	}
 	e, err := s.acquire(ctx, c.entity, c.env, c.key)
 	if err != nil {
 		return fmt.Errorf("%s %s/%s: %w", c.name, c.env, c.key, err)
@@ -635,9 +694,13 @@ func (s *Service) append(ctx context.Context, ev *events.Event, expectedSeq uint
 	var unknown error // the last attempt that may have been stored
 	for try := 0; ; try++ {
 		ev.Time = time.Now().UTC()
+		start := time.Now()
 		actx, cancel := context.WithTimeout(ctx, appendTimeout)
 		_, err := s.store.Append(actx, ev, expectedSeq)
 		cancel()
+		if s.observer != nil {
+			s.observer.Appended(time.Since(start), err)
+		}
 		if errors.Is(err, events.ErrOutcomeUnknown) {
 			unknown = err
 		}

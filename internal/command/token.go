@@ -65,11 +65,14 @@ func (s *Service) token(ctx context.Context, name string) (TokenState, uint64, e
 // one wrapping events.ErrConflict when other token events of the name kept being appended for
 // maxAttempts tries; otherwise a read or append error, after which the event may or may not be
 // stored.
-func (s *Service) RecordToken(ctx context.Context, m Meta, typ, name string, payload any) error {
+func (s *Service) RecordToken(ctx context.Context, m Meta, typ, name string, payload any) (err error) {
+	if s.observer != nil {
+		defer func() { s.observer.Commanded("token", OutcomeOf(err)) }()
+	}
 	if typ != events.TypeTokenIssued && typ != events.TypeTokenRevoked {
 		return fmt.Errorf("%w: %q is not a token event", events.ErrUnknownType, typ)
 	}
-	m, err := cleanMeta(m, false)
+	m, err = cleanMeta(m, false)
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,18 @@ type Config struct {
 	NATSURL string `json:"natsUrl"`
 	// NATSCreds is a NATS credentials file for NATSURL.
 	NATSCreds string `json:"natsCreds"`
+	// NATSCA is a PEM file of the certificate authorities that verify the NATS cluster's server
+	// certificates (with NATSURL; the system's roots when empty).
+	NATSCA string `json:"natsCa"`
+	// NATSCert and NATSKey are PEM files of this process's certificate on NATS: the client
+	// certificate presented to the cluster with NATSURL, or the embedded server's listener
+	// certificate (its clients then connect with tls://).
+	NATSCert string `json:"natsCert"`
+	NATSKey  string `json:"natsKey"`
+	// TLSCert and TLSKey are PEM files of the HTTP server's certificate: with them it serves
+	// HTTPS only.
+	TLSCert string `json:"tlsCert"`
+	TLSKey  string `json:"tlsKey"`
 	// NATSListen is where the embedded server accepts other processes ("" for in-process only).
 	NATSListen string `json:"natsListen"`
 	// Replicas of the event stream (1 embedded; 3 in a cluster).
@@ -74,6 +86,10 @@ type Config struct {
 	// segments, subscribers, the event feed). Off by default: reads need a token of a role that
 	// may read, in its environment scope.
 	PublicRead bool `json:"publicRead"`
+	// MetricsPublic lets anyone read GET /metrics without a token, for a scraper that has none.
+	// Off by default: /metrics is a read like any other, and needs a token of a role that may
+	// read (or PublicRead).
+	MetricsPublic bool `json:"metricsPublic"`
 	// CORSOrigins are the origins a browser app may call OFREP and the event feeds from
 	// (comma-separated on the command line); none by default.
 	CORSOrigins []string `json:"corsOrigins"`
@@ -116,6 +132,11 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.String("http", cfg.HTTP, "HTTP listen `address` (env INTERLOCK_HTTP)")
 	fs.String("nats-url", "", "use this NATS cluster (comma-separated `urls`) instead of an embedded server (env INTERLOCK_NATS_URL)")
 	fs.String("nats-creds", "", "NATS credentials `file` for --nats-url (env INTERLOCK_NATS_CREDS)")
+	fs.String("nats-ca", "", "PEM `file` of the CAs that verify the --nats-url servers; default the system's (env INTERLOCK_NATS_CA)")
+	fs.String("nats-cert", "", "PEM `file` of the NATS certificate: the client's with --nats-url, else the embedded listener's (env INTERLOCK_NATS_CERT)")
+	fs.String("nats-key", "", "PEM `file` of the private key of --nats-cert (env INTERLOCK_NATS_KEY)")
+	fs.String("tls-cert", "", "PEM `file` of the HTTP server's certificate (chain); with --tls-key it serves HTTPS (env INTERLOCK_TLS_CERT)")
+	fs.String("tls-key", "", "PEM `file` of the private key of --tls-cert (env INTERLOCK_TLS_KEY)")
 	fs.String("nats-listen", cfg.NATSListen, "`address` where the embedded NATS server accepts clients; empty for in-process only (env INTERLOCK_NATS_LISTEN)")
 	fs.Int("replicas", cfg.Replicas, "`n` replicas of the event stream (env INTERLOCK_REPLICAS)")
 	fs.String("default-environment", cfg.DefaultEnvironment, "`env`ironment OFREP evaluates in when the token and request name none (env INTERLOCK_DEFAULT_ENVIRONMENT)")
@@ -131,6 +152,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.String("cors-origins", "", "comma-separated `origins` allowed to call OFREP and the event feeds from a browser (env INTERLOCK_CORS_ORIGINS)")
 	fs.Duration("ready-max-lag", time.Duration(cfg.ReadyMaxLag), "how far behind the event store the projections may fall before /readyz answers 503 (env INTERLOCK_READY_MAX_LAG)")
 	fs.Bool("public-read", false, "let anyone read the admin API without a token (env INTERLOCK_PUBLIC_READ)")
+	fs.Bool("metrics-public", false, "let anyone read /metrics without a token (env INTERLOCK_METRICS_PUBLIC)")
 	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
 	fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env INTERLOCK_LOG_LEVEL)")
 	fs.String("log-format", cfg.LogFormat, "text or json (env INTERLOCK_LOG_FORMAT)")
@@ -183,6 +205,8 @@ func (c *Config) loadFile(path string) error {
 var envNames = map[string]string{
 	"data": "INTERLOCK_DATA", "http": "INTERLOCK_HTTP", "nats-url": "INTERLOCK_NATS_URL",
 	"nats-creds": "INTERLOCK_NATS_CREDS", "nats-listen": "INTERLOCK_NATS_LISTEN",
+	"nats-ca": "INTERLOCK_NATS_CA", "nats-cert": "INTERLOCK_NATS_CERT", "nats-key": "INTERLOCK_NATS_KEY",
+	"tls-cert": "INTERLOCK_TLS_CERT", "tls-key": "INTERLOCK_TLS_KEY",
 	"replicas": "INTERLOCK_REPLICAS", "no-sync": "INTERLOCK_NO_SYNC",
 	"log-level": "INTERLOCK_LOG_LEVEL", "log-format": "INTERLOCK_LOG_FORMAT",
 	"default-environment": "INTERLOCK_DEFAULT_ENVIRONMENT",
@@ -190,7 +214,7 @@ var envNames = map[string]string{
 	"ofrep-rate-burst": "INTERLOCK_OFREP_RATE_BURST", "guard-sources": "INTERLOCK_GUARD_SOURCES",
 	"signing-key": "INTERLOCK_SIGNING_KEY_FILE", "verify-keys": "INTERLOCK_VERIFY_KEYS",
 	"public-read": "INTERLOCK_PUBLIC_READ", "api-rate-limit": "INTERLOCK_API_RATE_LIMIT", "api-rate-burst": "INTERLOCK_API_RATE_BURST", "ready-max-lag": "INTERLOCK_READY_MAX_LAG", "cors-origins": "INTERLOCK_CORS_ORIGINS",
-	"critical-environments": "INTERLOCK_CRITICAL_ENVIRONMENTS",
+	"critical-environments": "INTERLOCK_CRITICAL_ENVIRONMENTS", "metrics-public": "INTERLOCK_METRICS_PUBLIC",
 }
 
 func (c *Config) loadEnv(getenv func(string) string) error {
@@ -226,6 +250,16 @@ func (c *Config) set(name, v string) error {
 		c.NATSCreds = v
 	case "nats-listen":
 		c.NATSListen = v
+	case "nats-ca":
+		c.NATSCA = v
+	case "nats-cert":
+		c.NATSCert = v
+	case "nats-key":
+		c.NATSKey = v
+	case "tls-cert":
+		c.TLSCert = v
+	case "tls-key":
+		c.TLSKey = v
 	case "replicas":
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -257,6 +291,12 @@ func (c *Config) set(name, v string) error {
 			return fmt.Errorf("%q is not true or false", v)
 		}
 		c.PublicRead = b
+	case "metrics-public":
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		c.MetricsPublic = b
 	case "default-environment":
 		c.DefaultEnvironment = v
 	case "public-url":
@@ -338,6 +378,18 @@ func (c Config) Validate() error {
 		}
 	} else if c.NATSCreds != "" {
 		errs = append(errs, errors.New("nats-creds: only with --nats-url"))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("tls-cert, tls-key: give both or neither"))
+	}
+	if (c.NATSCert == "") != (c.NATSKey == "") {
+		errs = append(errs, errors.New("nats-cert, nats-key: give both or neither"))
+	}
+	if c.NATSURL == "" && c.NATSCA != "" {
+		errs = append(errs, errors.New("nats-ca: only with --nats-url (the embedded server does not verify client certificates; its clients present tokens)"))
+	}
+	if c.NATSURL == "" && c.NATSCert != "" && (c.NATSListen == "" || c.NATSListen == "none") {
+		errs = append(errs, errors.New("nats-cert: the embedded server does not listen (--nats-listen none), so it has no listener to secure"))
 	}
 	if c.NATSURL != "" && c.SigningKey == "" {
 		errs = append(errs, errors.New("signing-key: required with --nats-url: every replica signs events with the same key"))

@@ -57,6 +57,13 @@ func TestLoadRefuses(t *testing.T) {
 		{"bad burst env", nil, map[string]string{"INTERLOCK_OFREP_RATE_BURST": "many"}, "INTERLOCK_OFREP_RATE_BURST"},
 		{"bad cors origin", []string{"--cors-origins", "app.example.com"}, nil, "cors-origins"},
 		{"bad public read", nil, map[string]string{"INTERLOCK_PUBLIC_READ": "sometimes"}, "INTERLOCK_PUBLIC_READ"},
+		{"bad metrics public", []string{"--metrics-public=maybe"}, nil, "metrics-public"},
+		{"bad metrics public env", nil, map[string]string{"INTERLOCK_METRICS_PUBLIC": "often"}, "INTERLOCK_METRICS_PUBLIC"},
+		{"tls cert without key", []string{"--tls-cert", "c.pem"}, nil, "both or neither"},
+		{"tls key without cert", nil, map[string]string{"INTERLOCK_TLS_KEY": "k.pem"}, "both or neither"},
+		{"nats cert without key", []string{"--nats-cert", "c.pem"}, nil, "nats-cert, nats-key"},
+		{"nats ca embedded", []string{"--nats-ca", "ca.pem"}, nil, "only with --nats-url"},
+		{"nats cert without listener", []string{"--nats-cert", "c.pem", "--nats-key", "k.pem", "--nats-listen", "none"}, nil, "does not listen"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(tc.args, env(tc.env), io.Discard)
@@ -159,5 +166,66 @@ func TestLoadReadModeAndCORS(t *testing.T) {
 	}
 	if cfg, err := Load(nil, env(nil), io.Discard); err != nil || cfg.PublicRead || cfg.CORSOrigins != nil {
 		t.Fatalf("defaults: reads need a token and no CORS; got %+v, %v", cfg, err)
+	}
+}
+
+// TestMetricsPublic: /metrics needs a token unless the flag, the environment or the file opens it;
+// a flag overrides the environment, which overrides the file.
+func TestMetricsPublic(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "interlock.json")
+	if err := os.WriteFile(file, []byte(`{"metricsPublic": true}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want bool
+	}{
+		{"default", nil, nil, false},
+		{"flag", []string{"--metrics-public"}, nil, true},
+		{"environment", nil, map[string]string{"INTERLOCK_METRICS_PUBLIC": "true"}, true},
+		{"file", []string{"--config", file}, nil, true},
+		{"environment over file", []string{"--config", file}, map[string]string{"INTERLOCK_METRICS_PUBLIC": "false"}, false},
+		{"flag over environment", []string{"--metrics-public=false"}, map[string]string{"INTERLOCK_METRICS_PUBLIC": "true"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Load(tc.args, env(tc.env), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.MetricsPublic != tc.want {
+				t.Fatalf("metrics public %v, want %v", cfg.MetricsPublic, tc.want)
+			}
+		})
+	}
+}
+
+func TestTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "not.pem")
+	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load([]string{"--tls-cert", notPEM, "--tls-key", notPEM}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cfg.TLS(); err == nil || !strings.Contains(err.Error(), "tls-cert "+notPEM) {
+		t.Fatalf("TLS() of a file that is no certificate: %v", err)
+	}
+	cfg, err = Load([]string{"--nats-url", "tls://127.0.0.1:4222", "--signing-key", "k.pem", "--nats-ca", notPEM}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cfg.TLS(); err == nil || !strings.Contains(err.Error(), "nats-ca "+notPEM) {
+		t.Fatalf("TLS() of a CA file without certificates: %v", err)
+	}
+	cfg, err = Load(nil, env(map[string]string{"INTERLOCK_NATS_CERT": "c.pem", "INTERLOCK_NATS_KEY": "k.pem"}), io.Discard)
+	if err != nil || cfg.NATSCert != "c.pem" || cfg.NATSKey != "k.pem" {
+		t.Fatalf("nats cert from the environment: %+v, %v", cfg, err)
+	}
+	if _, err := cfg.TLS(); err == nil || !strings.Contains(err.Error(), "nats-cert c.pem") {
+		t.Fatalf("TLS() of missing files: %v", err)
 	}
 }

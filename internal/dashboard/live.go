@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
@@ -32,6 +33,7 @@ type streams struct {
 	once   sync.Once
 	ctx    context.Context
 	cancel context.CancelFunc
+	open   atomic.Int64 // live streams being served
 }
 
 func (s *streams) init() {
@@ -45,6 +47,9 @@ func (d *Dashboard) StopStreams() {
 	d.streams.init()
 	d.streams.cancel()
 }
+
+// OpenStreams is the number of live streams being served.
+func (d *Dashboard) OpenStreams() int { return int(d.streams.open.Load()) }
 
 // live serves a page's live stream: Server-Sent Events whose id is the stream sequence and
 // whose data is HTML for htmx to swap out of band — the row of the flag that changed (view=list)
@@ -104,6 +109,8 @@ func (d *Dashboard) live(w http.ResponseWriter, r *http.Request, s *session) err
 	}
 
 	d.streams.init()
+	d.streams.open.Add(1)
+	defer d.streams.open.Add(-1)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer context.AfterFunc(d.streams.ctx, cancel)()

@@ -9,6 +9,7 @@ package embedded
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -43,6 +44,9 @@ type Config struct {
 	NoSync bool
 	// ServerName names the server (and its JetStream node).
 	ServerName string
+	// TLS, when set, secures the Listen listener: other processes connect with tls:// (and
+	// still authenticate). In-process connections need no TLS.
+	TLS *tls.Config
 }
 
 // Server is a running embedded NATS server.
@@ -87,6 +91,12 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	opts.Users = []*server.User{{Username: internalUser, Password: string(hashed)}}
 	opts.AuthCallout = &server.AuthCallout{Issuer: issuerPub, Account: Account, AuthUsers: []string{internalUser}}
+	if cfg.TLS != nil {
+		if cfg.Listen == "" {
+			return nil, errors.New("embedded nats: TLS without a listener")
+		}
+		opts.TLS, opts.TLSConfig, opts.TLSTimeout = true, cfg.TLS, 2
+	}
 	if cfg.Listen == "" {
 		opts.DontListen = true
 	} else {
@@ -176,7 +186,8 @@ func (s *Server) KickUsers(match func(user string) bool) (int, error) {
 	return n, nil
 }
 
-// ClientURL is the URL other processes use, or "" when the server does not listen.
+// ClientURL is the URL other processes use (tls:// with TLS), or "" when the server does not
+// listen.
 func (s *Server) ClientURL() string {
 	if s.ns.Addr() == nil {
 		return ""

@@ -4,6 +4,7 @@ package natstest
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"sync"
@@ -21,6 +22,9 @@ type Options struct {
 	Sync bool
 	// StoreDir reuses a directory, to restart a server on the same data; t.TempDir() when empty.
 	StoreDir string
+	// TLS makes the server accept TLS clients only (ClientURL then says tls://); with
+	// ClientAuth set in it, clients must present a certificate (see [Certs.ServerTLS]).
+	TLS *tls.Config
 	// Port is the loopback port to listen on, to restart a server where its clients reconnect;
 	// a random one when 0.
 	Port int
@@ -41,7 +45,7 @@ func RunServer(tb testing.TB, o ...Options) *server.Server {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	s := start(tb, &server.Options{
+	opts := &server.Options{
 		Host:       "127.0.0.1",
 		Port:       port,
 		JetStream:  true,
@@ -49,7 +53,12 @@ func RunServer(tb testing.TB, o ...Options) *server.Server {
 		SyncAlways: opt.Sync,
 		NoSigs:     true,
 		NoLog:      true,
-	})
+	}
+	if opt.TLS != nil {
+		opts.TLS, opts.TLSConfig, opts.TLSTimeout = true, opt.TLS, 2
+		opts.TLSVerify = opt.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+	}
+	s := start(tb, opts)
 	tb.Cleanup(func() { Shutdown(s) })
 	return s
 }

@@ -7,6 +7,10 @@ import (
 	"net/http"
 	"net/url"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/interlock-dev/interlock/internal/metrics"
 )
 
 // benchWriter is the least a handler can write to: it keeps the status and counts the bytes.
@@ -104,5 +108,61 @@ func BenchmarkOFREPReadAuth(b *testing.B) {
 				b.Fatalf("status %d", w.status)
 			}
 		})
+	}
+}
+
+// BenchmarkOFREPMetrics compares, in one run, the handler without metrics and with them: the
+// evaluation observer, and the request metrics around the handler as the server has them.
+func BenchmarkOFREPMetrics(b *testing.B) {
+	reg := prometheus.NewRegistry()
+	evals, err := metrics.NewEvaluations(reg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	requests, err := metrics.NewHTTP(reg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bare := startServer(b)
+	instrumented := startServer(b, func(c *Config) { c.Observer = evals })
+	for _, s := range []*testServer{bare, instrumented} {
+		s.create("production", "static-bool", boolFlag(true))
+		s.create("production", "new-checkout", splitFlag())
+	}
+	for _, c := range []struct{ name, path string }{
+		{"single", pathOne + "static-bool"},
+		{"bulk-2-flags", PathEvaluate},
+	} {
+		for _, v := range []struct {
+			name    string
+			s       *testServer
+			handler http.Handler
+		}{
+			{"off", bare, bare.handler},
+			{"on", instrumented, requests.Handler(instrumented.handler)},
+		} {
+			b.Run(c.name+"/metrics-"+v.name, func(b *testing.B) {
+				body := []byte(`{"context":{"targetingKey":"user-1234"}}`)
+				rd := bytes.NewReader(body)
+				req := (&http.Request{
+					Method:        http.MethodPost,
+					URL:           &url.URL{Path: c.path},
+					Header:        http.Header{"Authorization": {"Bearer " + v.s.token}, "Content-Type": {"application/json"}},
+					Body:          io.NopCloser(rd),
+					ContentLength: int64(len(body)),
+				}).WithContext(context.Background())
+				w := &benchWriter{hdr: http.Header{}}
+				b.ReportAllocs()
+				for b.Loop() {
+					rd.Reset(body)
+					clear(w.hdr)
+					w.status = 0
+					v.handler.ServeHTTP(w, req)
+				}
+				if w.status != http.StatusOK {
+					b.Fatalf("status %d", w.status)
+				}
+			})
+		}
 	}
 }

@@ -115,6 +115,9 @@ func classify(err error) (status int, code, details string) {
 // key of a single evaluation.
 func (h *Handler) writeError(w http.ResponseWriter, err error, key string, s shape) {
 	status, code, details := classify(err)
+	if code != "" && s != kindGeneral && h.cfg.Observer != nil {
+		h.cfg.Observer.Evaluated(projections.ReasonError, projections.ErrorCode(code))
+	}
 	hdr := w.Header()
 	switch status {
 	case http.StatusInternalServerError:

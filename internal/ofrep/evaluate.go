@@ -27,6 +27,9 @@ func (h *Handler) evaluateOne(w http.ResponseWriter, r *http.Request, key string
 		return
 	}
 	ev := h.cfg.Flagsets.Flagset(env).Evaluate(key, &x.ctx)
+	if h.cfg.Observer != nil {
+		h.cfg.Observer.Evaluated(ev.Reason, ev.ErrorCode)
+	}
 	hdr := w.Header()
 	hdr["Content-Type"] = contentTypeJSON
 	if ev.ErrorCode != "" {
@@ -86,6 +89,9 @@ func (h *Handler) evaluateAll(w http.ResponseWriter, r *http.Request) {
 			b = append(b, ',')
 		}
 		ev := fs.Evaluate(key, &x.ctx)
+		if h.cfg.Observer != nil {
+			h.cfg.Observer.Evaluated(ev.Reason, ev.ErrorCode)
+		}
 		if ev.ErrorCode != "" {
 			if ev.ErrorCode == projections.ErrorGeneral {
 				h.logger.Error("evaluation failed", "environment", env, "key", key, "error", ev.ErrorMessage)

@@ -121,6 +121,16 @@ type Config struct {
 	// (flagConfigEtag query parameter) waits for this replica to apply that change.
 	// [DefaultRefetchWait] when 0.
 	RefetchWait time.Duration
+	// Observer, when set, is told of every flag evaluated, for metrics.
+	Observer Observer
+}
+
+// Observer is told of every evaluation, on the hot path: its method must not block, and should
+// not allocate. A request refused before evaluating (a body that is not the protocol's JSON, a
+// bad context) counts as one evaluation with [projections.ReasonError] and its error code;
+// requests refused for their token, rate or readiness are not evaluations.
+type Observer interface {
+	Evaluated(reason projections.Reason, code projections.ErrorCode)
 }
 
 func (c *Config) setDefaults() {
@@ -229,22 +239,29 @@ func (h *Handler) OpenStreams() int { return int(h.streams.Load()) }
 // ServeHTTP routes a request under /ofrep/v1 and recovers from panics, answering 500.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer h.recover(w, r)
+	// The patterns are the route a mux would give, for the request metrics.
 	path := r.URL.Path
 	switch {
 	case path == PathEvaluate:
+		r.Pattern = "POST " + PathEvaluate
 		if r.Method != http.MethodPost {
+			r.Pattern = PathEvaluate
 			h.writeError(w, errMethod("POST"), "", kindGeneral)
 			return
 		}
 		h.evaluateAll(w, r)
 	case len(path) > len(PathEvaluate) && path[len(PathEvaluate)] == '/' && path[:len(PathEvaluate)] == PathEvaluate:
+		r.Pattern = "POST " + PathEvaluate + "/{key}"
 		if r.Method != http.MethodPost {
+			r.Pattern = PathEvaluate + "/{key}"
 			h.writeError(w, errMethod("POST"), "", kindGeneral)
 			return
 		}
 		h.evaluateOne(w, r, path[len(PathEvaluate)+1:])
 	case path == PathEvents:
+		r.Pattern = "GET " + PathEvents
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			r.Pattern = PathEvents
 			h.writeError(w, errMethod("GET"), "", kindGeneral)
 			return
 		}
