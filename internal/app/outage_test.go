@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -562,4 +563,59 @@ func ownGoroutines() []string {
 		}
 	}
 	return own
+}
+
+// TestWritesWithoutAStreamLeader: two of the three servers stop, so the R3 stream has no leader
+// (no quorum). Writes answer 503, store_unavailable or, when the publish went out unanswered,
+// outcome_unknown — never 500 — and nothing is stored. Once the servers are back, the same
+// write sent again with its Idempotency-Key is stored once.
+func TestWritesWithoutAStreamLeader(t *testing.T) {
+	checkOwnGoroutines(t)
+	servers := natstest.RunCluster(t)
+	urls := make([]string, len(servers))
+	for i, s := range servers {
+		urls[i] = s.ClientURL()
+	}
+	s := startAgainst(t, urls, 3)
+	created := s.want(s.do("POST", "/api/v1/environments/production/flags", outageFlag, nil), http.StatusCreated, "create")
+
+	// Keep the server Interlock is connected to; stop the other two.
+	var kept int
+	for i, srv := range servers {
+		if strings.HasSuffix(s.m.nc.ConnectedUrl(), ":"+strconv.Itoa(srv.Addr().(*net.TCPAddr).Port)) {
+			kept = i
+		}
+	}
+	var stopped []int
+	for i := range servers {
+		if i != kept {
+			natstest.Shutdown(servers[i])
+			stopped = append(stopped, i)
+		}
+	}
+	t.Logf("stopped n%d and n%d; n%d alone has no quorum", stopped[0]+1, stopped[1]+1, kept+1)
+
+	h := map[string]string{"If-Match": created.etag, "Idempotency-Key": "leaderless-1"}
+	codes := map[string]int{}
+	for range 3 {
+		a := s.do("PATCH", outagePath, `{"description":"while leaderless"}`, h)
+		if a.status != http.StatusServiceUnavailable || (a.code != "store_unavailable" && a.code != "outcome_unknown") {
+			t.Fatalf("a write without a stream leader: %d %s, want 503 store_unavailable or outcome_unknown", a.status, a.body)
+		}
+		codes[a.code]++
+	}
+	t.Logf("answers without a leader: %v", codes)
+
+	for _, i := range stopped {
+		servers[i] = natstest.Restart(t, servers[i])
+	}
+	var done answer
+	natstest.Eventually(t, 60*time.Second, func() bool {
+		done = s.do("PATCH", outagePath, `{"description":"while leaderless"}`, h)
+		return done.status == http.StatusOK
+	}, "the same write is taken once the stream has a leader again")
+	evs := storedFlagEvents(t, servers[kept].ClientURL(), "checkout", 3)
+	if len(evs) != 2 {
+		t.Fatalf("%d events stored, want the create and the one write", len(evs))
+	}
 }
