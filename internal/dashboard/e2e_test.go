@@ -2,6 +2,7 @@ package dashboard_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/cli"
 	"github.com/interlock-dev/interlock/projections/local"
 )
 
@@ -110,6 +112,24 @@ func TestDashboard(t *testing.T) {
 		latency := liveKill(t, ctx, base, "search.v2")
 		t.Logf("kill through the API: acknowledged → row shows it in the DOM in %v (no reload)", latency)
 		contains(t, "live row", text(t, ctx, row("search.v2")+" .serving"), "killed by admin")
+	})
+
+	t.Run("live update from the CLI", func(t *testing.T) {
+		eval[bool](t, ctx, `window.__back = 0; new MutationObserver(() => {
+			const el = document.querySelector('[id="row-search.v2"] .serving');
+			if (!window.__back && el && !el.textContent.includes('killed by')) window.__back = Date.now();
+		}).observe(document.getElementById('results'), {subtree: true, childList: true, characterData: true}); true`)
+		var stdout, stderr strings.Builder
+		getenv := func(k string) string {
+			return map[string]string{"INTERLOCK_SERVER": base, "INTERLOCK_TOKEN": adminToken}[k]
+		}
+		if code := cli.Run(context.Background(), []string{"flags", "enable", env + "/search.v2", "--reason", "back on"}, strings.NewReader(""), &stdout, &stderr, getenv); code != 0 {
+			t.Fatalf("interlock flags enable: exit %d: %s", code, stderr.String())
+		}
+		ack := time.Now()
+		do(t, ctx, "live row", poll(`window.__back > 0`))
+		t.Logf("enable through the CLI: acknowledged → row shows it in the DOM in %v (no reload)",
+			time.UnixMilli(int64(eval[float64](t, ctx, `window.__back`))).Sub(ack))
 	})
 
 	// The moment before the kill: the time of the flag's last event then.
