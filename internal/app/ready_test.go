@@ -11,16 +11,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/interlock-dev/interlock/internal/app"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
 )
 
-// TestReadyzTellsTheTruth: /readyz answers 503 naming the event store while NATS is down, and
-// 200 again once it is back; /healthz stays the process's liveness throughout.
-func TestReadyzTellsTheTruth(t *testing.T) {
-	dir := t.TempDir()
-	srv := natstest.RunServer(t, natstest.Options{StoreDir: dir})
+// startOn starts Interlock against the NATS server srv, closed when the test ends, and returns
+// it with its configuration.
+func startOn(t *testing.T, srv *server.Server) (*app.Main, config.Config) {
+	t.Helper()
 	cfg := config.Default()
 	cfg.NATSURL = srv.ClientURL()
 	cfg.HTTP = "127.0.0.1:0"
@@ -30,7 +31,16 @@ func TestReadyzTellsTheTruth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	t.Cleanup(func() { m.Close() })
+	return m, cfg
+}
+
+// TestReadyzTellsTheTruth: /readyz answers 503 naming the event store while NATS is down, and
+// 200 again once it is back; /healthz stays the process's liveness throughout.
+func TestReadyzTellsTheTruth(t *testing.T) {
+	dir := t.TempDir()
+	srv := natstest.RunServer(t, natstest.Options{StoreDir: dir})
+	m, _ := startOn(t, srv)
 	base := "http://" + m.HTTPAddr()
 	probe := func(path string) (int, map[string]any) {
 		resp, err := http.Get(base + path)
@@ -72,16 +82,7 @@ func TestEvaluationThroughAnOutage(t *testing.T) {
 	}
 	dir := t.TempDir()
 	srv := natstest.RunServer(t, natstest.Options{StoreDir: dir})
-	cfg := config.Default()
-	cfg.NATSURL = srv.ClientURL()
-	cfg.HTTP = "127.0.0.1:0"
-	cfg.AdminToken = "outage-admin-token-0123456789"
-	cfg.SigningKey = natstest.SigningKeyFile(t)
-	m, err := app.Start(context.Background(), cfg, slog.New(slog.DiscardHandler), io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m, cfg := startOn(t, srv)
 	base := "http://" + m.HTTPAddr()
 	natstest.Eventually(t, 10*time.Second, m.Ready, "ready")
 	call := func(method, path, token, body string) (int, http.Header, map[string]any) {
