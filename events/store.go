@@ -251,7 +251,9 @@ func (s *Store) Append(ctx context.Context, ev *Event, expectedSeq uint64) (uint
 	switch {
 	case notSent(err):
 		return 0, fmt.Errorf("append %s: %w", msg.Subject, &UnavailableError{Err: err})
-	case unanswered(err):
+	case unanswered(err), isDuplicateInProcess(err):
+		// Unanswered, or an earlier attempt of this very event is still being stored: either
+		// way it may or may not be stored, and appending it again settles it.
 		return 0, &OutcomeError{EventID: ev.ID, Subject: msg.Subject, Err: err}
 	case !isWrongLastSequence(err):
 		return 0, fmt.Errorf("append %s: %w", msg.Subject, err)
@@ -289,6 +291,15 @@ func (s *Store) decodeStored(ev *Event, raw *jetstream.RawStreamMsg) (uint64, er
 	stored.Hash = Hash(raw.Subject, raw.Header, raw.Data)
 	*ev = stored
 	return raw.Sequence, nil
+}
+
+// jsErrDuplicateInProcess is JetStream's answer to a message whose id an earlier publish still
+// being stored carries ("duplicate message id is in process"); nats.go names no constant for it.
+const jsErrDuplicateInProcess jetstream.ErrorCode = 10158
+
+func isDuplicateInProcess(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrDuplicateInProcess
 }
 
 func isWrongLastSequence(err error) bool {
