@@ -24,7 +24,7 @@ lint:
 	$(STATICCHECK) $(PKGS)
 
 bench: ## Benchmarks recorded in docs/benchmarks.md
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 3 ./events/ ./projections/ ./internal/command/ ./guard/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 3 ./events/ ./projections/ ./internal/command/ ./guard/...
 
 fuzz: ## Each fuzz target for FUZZTIME
 	@set -e; for pkg in $$($(GO) list $(PKGS)); do \

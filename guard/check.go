@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/guard/source"
 )
 
 // CheckPlan renders every query the guard would send for a rollout of flag under plan, so that
@@ -26,7 +27,7 @@ func CheckPlan(flag string, plan events.RolloutPlan) error {
 		first, second := m.Counters()
 		for j, base := range [2]string{first, second} {
 			for _, variant := range []string{p.Treatment, p.Control} {
-				t := CounterTemplate{Base: base, VariantLabel: p.Source.VariantLabel, FlagLabel: flagLabel}
+				t := source.CounterTemplate{Base: base, VariantLabel: p.Source.VariantLabel, FlagLabel: flagLabel}
 				if _, err := t.Selector(flag, variant); err != nil {
 					errs = append(errs, &events.ValidationError{Field: fmt.Sprintf("metrics[%d].%s", i, names[j]), Message: err.Error()})
 					break

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/interlock-dev/interlock/guard/source"
 )
 
 var (
@@ -334,8 +336,8 @@ type MetricReadings struct {
 // monotonic counters (never rates) with their times and statuses. For a metric of kind KindMSPRT,
 // Requests counts trials and Errors events.
 type ArmReadings struct {
-	Requests Reading `json:"requests"`
-	Errors   Reading `json:"errors"`
+	Requests source.Reading `json:"requests"`
+	Errors   source.Reading `json:"errors"`
 }
 
 // maxCount is the largest counter value a float64 holds exactly (2^53).
@@ -887,7 +889,7 @@ func (m *Machine) checkTick(id string, t Tick, notBefore time.Time) error {
 		if mr.Name != m.cfg.Metrics[i].Name {
 			return fmt.Errorf("tick metric %d is %q, want %q: %w", i, mr.Name, m.cfg.Metrics[i].Name, ErrBadInput)
 		}
-		for _, r := range []*Reading{&mr.Treatment.Requests, &mr.Treatment.Errors, &mr.Control.Requests, &mr.Control.Errors} {
+		for _, r := range []*source.Reading{&mr.Treatment.Requests, &mr.Treatment.Errors, &mr.Control.Requests, &mr.Control.Errors} {
 			if !recordable(r.At) || !recordable(r.Requested) {
 				return fmt.Errorf("tick metric %q: a reading's time cannot be recorded: %w", mr.Name, ErrBadInput)
 			}
@@ -932,7 +934,7 @@ func (m *Machine) counterProblem(c *CounterEvidence, now, lastAt time.Time, hasL
 func readingProblem(c *CounterEvidence, now time.Time, maxAge time.Duration, lastAt time.Time, hasLast bool, moment string) string {
 	v := float64(c.Value)
 	switch {
-	case c.Status != ReadingOK:
+	case c.Status != source.ReadingOK:
 		if c.Status == "" {
 			return "no status"
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 )
 
 var decT0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -25,8 +26,8 @@ func decConfig() guard.MachineConfig {
 	}
 }
 
-func okReading(v float64, at time.Time) guard.Reading {
-	return guard.Reading{Value: v, At: at, Requested: at, Status: guard.ReadingOK,
+func okReading(v float64, at time.Time) source.Reading {
+	return source.Reading{Value: v, At: at, Requested: at, Status: source.ReadingOK,
 		Query: `sum(requests_total{variant="x"})`, Endpoint: "http://prom:9090"}
 }
 
@@ -407,10 +408,10 @@ func TestMachineBlind(t *testing.T) {
 		want   string
 	}{
 		{"query error", func(tk *guard.Tick, _, _ time.Time) {
-			tk.Metrics[0].Treatment.Errors = guard.Reading{Status: guard.ReadingError, Detail: "connection refused"}
+			tk.Metrics[0].Treatment.Errors = source.Reading{Status: source.ReadingError, Detail: "connection refused"}
 		}, "treatment errors: status error"},
-		{"timeout", func(tk *guard.Tick, _, _ time.Time) { tk.Metrics[0].Control.Requests.Status = guard.ReadingTimeout }, "control requests: status timeout"},
-		{"empty result", func(tk *guard.Tick, _, _ time.Time) { tk.Metrics[0].Treatment.Requests.Status = guard.ReadingEmpty }, "status empty"},
+		{"timeout", func(tk *guard.Tick, _, _ time.Time) { tk.Metrics[0].Control.Requests.Status = source.ReadingTimeout }, "control requests: status timeout"},
+		{"empty result", func(tk *guard.Tick, _, _ time.Time) { tk.Metrics[0].Treatment.Requests.Status = source.ReadingEmpty }, "status empty"},
 		{"one arm missing", func(tk *guard.Tick, _, _ time.Time) { tk.Metrics[0].Control = guard.ArmReadings{} }, "control requests: no status"},
 		{"NaN claimed ok", func(tk *guard.Tick, _, _ time.Time) { tk.Metrics[0].Treatment.Errors.Value = math.NaN() }, "NaN"},
 		{"Inf claimed ok", func(tk *guard.Tick, _, _ time.Time) { tk.Metrics[0].Control.Errors.Value = math.Inf(1) }, "infinite"},
@@ -1016,9 +1017,9 @@ func (g *decGen) spoil(tk *guard.Tick) bool {
 	case 0:
 		r.Value = math.NaN()
 	case 1:
-		*r = guard.Reading{Status: guard.ReadingError, Detail: "boom"}
+		*r = source.Reading{Status: source.ReadingError, Detail: "boom"}
 	case 2:
-		r.Status = guard.ReadingEmpty
+		r.Status = source.ReadingEmpty
 	case 3:
 		r.At = tk.Time.Add(-10 * time.Minute)
 	case 4:
@@ -1026,11 +1027,11 @@ func (g *decGen) spoil(tk *guard.Tick) bool {
 	case 5:
 		r.Value = math.Inf(1)
 	case 6:
-		r.Status = guard.ReadingStale
+		r.Status = source.ReadingStale
 	case 7:
 		r.Value = -3
 	case 8:
-		r.Status = guard.ReadingNaN
+		r.Status = source.ReadingNaN
 	}
 	return !(spoilsControl && g.cfg.Share == 1)
 }

@@ -6,6 +6,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/interlock-dev/interlock/guard/source"
 )
 
 // ErrEvidence means recorded evidence cannot be replayed: an unknown call, a restart without its
@@ -115,19 +117,19 @@ type ArmEvidence struct {
 	StageErrors   Float `json:"stageErrors"`
 }
 
-// CounterEvidence is a [Reading] as the machine received it, with its times in UTC and a value
+// CounterEvidence is a [source.Reading] as the machine received it, with its times in UTC and a value
 // that survives JSON even when it is NaN.
 type CounterEvidence struct {
-	Value     Float         `json:"value"`
-	At        time.Time     `json:"at"`
-	Requested time.Time     `json:"requested,omitzero"`
-	Status    ReadingStatus `json:"status"`
-	Query     string        `json:"query,omitempty"`
-	Endpoint  string        `json:"endpoint,omitempty"`
-	Detail    string        `json:"detail,omitempty"`
+	Value     Float                `json:"value"`
+	At        time.Time            `json:"at"`
+	Requested time.Time            `json:"requested,omitzero"`
+	Status    source.ReadingStatus `json:"status"`
+	Query     string               `json:"query,omitempty"`
+	Endpoint  string               `json:"endpoint,omitempty"`
+	Detail    string               `json:"detail,omitempty"`
 }
 
-func (c *CounterEvidence) record(r *Reading) {
+func (c *CounterEvidence) record(r *source.Reading) {
 	*c = CounterEvidence{
 		Value:     Float(r.Value),
 		At:        normTime(r.At),
@@ -140,8 +142,8 @@ func (c *CounterEvidence) record(r *Reading) {
 }
 
 // Reading returns the reading c records.
-func (c *CounterEvidence) Reading() Reading {
-	return Reading{
+func (c *CounterEvidence) Reading() source.Reading {
+	return source.Reading{
 		Value:     float64(c.Value),
 		At:        c.At,
 		Requested: c.Requested,

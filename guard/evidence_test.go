@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 )
 
 func TestFloatJSON(t *testing.T) {
@@ -282,9 +283,9 @@ func FuzzMachine(f *testing.F) {
 				return float64(b) * float64(next())
 			}
 		}
-		reading := func(now time.Time) guard.Reading {
-			st := []guard.ReadingStatus{guard.ReadingOK, guard.ReadingOK, guard.ReadingOK, guard.ReadingError, "", "weird"}[int(next())%6]
-			return guard.Reading{Value: value(), At: now.Add(-time.Duration(next()) * time.Second), Status: st}
+		reading := func(now time.Time) source.Reading {
+			st := []source.ReadingStatus{source.ReadingOK, source.ReadingOK, source.ReadingOK, source.ReadingError, "", "weird"}[int(next())%6]
+			return source.Reading{Value: value(), At: now.Add(-time.Duration(next()) * time.Second), Status: st}
 		}
 		now := decT0
 		var evs []guard.Evidence

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/guard/source"
 	"github.com/interlock-dev/interlock/projections"
 )
 
@@ -70,6 +71,18 @@ type Leader interface {
 	Held() (held bool, epoch uint64)
 }
 
+// CounterSource reads a counter's value at a time, with the contract package source documents:
+// the reading's fields are always filled in, and only its Status says whether it may be counted
+// ([source.PrometheusSource] and [source.ScrapeSource] are two).
+type CounterSource interface {
+	Counter(ctx context.Context, q string, at time.Time) (source.Reading, error)
+}
+
+var (
+	_ CounterSource = (*source.PrometheusSource)(nil)
+	_ CounterSource = (*source.ScrapeSource)(nil)
+)
+
 // SourceFactory builds the counter source of a plan's metric source.
 type SourceFactory func(src events.MetricSource) (CounterSource, error)
 
@@ -79,11 +92,11 @@ type RunnerOptions struct {
 	Commands Commander // required
 	// Lease, when set, lets only its holder act; nil acts always (a single replica).
 	Lease Leader
-	// Sources builds the counter sources; by default a ScrapeSource or a PrometheusSource on
+	// Sources builds the counter sources; by default a source.ScrapeSource or a source.PrometheusSource on
 	// Now, with the plan's interval and lag.
 	Sources SourceFactory
 	// AllowSource, when set, vets every source URL before the guard reads it (see
-	// [AllowSources]); a refused source reads as an error, so its rollouts are BLIND.
+	// [source.AllowSources]); a refused source reads as an error, so its rollouts are BLIND.
 	AllowSource func(rawURL string) error
 	// Resolution is how often Run looks for rollouts that are due; 1s.
 	Resolution time.Duration
@@ -219,17 +232,17 @@ func NewRunner(opts RunnerOptions) (*Runner, error) {
 	return r, nil
 }
 
-// defaultSource builds a ScrapeSource or PrometheusSource for src on the runner's clock.
+// defaultSource builds a source.ScrapeSource or source.PrometheusSource for src on the runner's clock.
 func (r *Runner) defaultSource(src events.MetricSource) (CounterSource, error) {
 	switch src.Type {
 	case events.SourceScrape:
 		// One endpoint often serves every rollout of a service: four queries per rollout.
-		return NewScrapeSource(ScrapeOptions{URL: src.URL, Interval: src.Interval.Std(0), Lag: src.Lag.Std(0),
+		return source.NewScrapeSource(source.ScrapeOptions{URL: src.URL, Interval: src.Interval.Std(0), Lag: src.Lag.Std(0),
 			MaxQueries: 1 << 16, Now: r.opts.Now, Logger: r.opts.Logger})
 	case events.SourcePrometheus:
-		return NewPrometheusSource(PrometheusOptions{URL: src.URL, Lag: src.Lag.Std(0)})
+		return source.NewPrometheusSource(source.PrometheusOptions{URL: src.URL, Lag: src.Lag.Std(0)})
 	}
-	return nil, fmt.Errorf("%w: source type %q", ErrInvalidSource, src.Type)
+	return nil, fmt.Errorf("%w: source type %q", source.ErrInvalidSource, src.Type)
 }
 
 // Run ticks every Resolution until ctx ends, and returns nil then.
@@ -401,7 +414,7 @@ func (r *Runner) due(now, next time.Time) bool {
 func (r *Runner) scrape(ctx context.Context, srcs []CounterSource) {
 	done := map[CounterSource]bool{}
 	for _, src := range srcs {
-		if s, ok := src.(*ScrapeSource); ok && !done[s] {
+		if s, ok := src.(*source.ScrapeSource); ok && !done[s] {
 			done[s] = true
 			_ = s.Scrape(ctx) // a failure is recorded: the readings say so
 		}
@@ -519,13 +532,13 @@ func queriesFor(flag string, p events.RolloutPlan) []metricQueries {
 			if qs[i].err != nil {
 				return ""
 			}
-			t := CounterTemplate{Base: base, VariantLabel: p.Source.VariantLabel, FlagLabel: flagLabel}
+			t := source.CounterTemplate{Base: base, VariantLabel: p.Source.VariantLabel, FlagLabel: flagLabel}
 			var q string
 			var err error
 			if p.Source.Type == events.SourcePrometheus {
 				q, err = t.Sum(flag, variant)
 			} else {
-				var sel Selector
+				var sel source.Selector
 				if sel, err = t.Selector(flag, variant); err == nil {
 					q = sel.String()
 				}
@@ -548,12 +561,12 @@ func (r *Runner) read(ctx context.Context, t *tracked, now time.Time) Tick {
 		lag = l.Lag()
 	}
 	at := now.Add(-lag)
-	counter := func(q string, qerr error) Reading {
+	counter := func(q string, qerr error) source.Reading {
 		switch {
 		case t.srcErr != nil:
-			return Reading{Requested: at, Query: q, Status: ReadingError, Detail: "metric source: " + t.srcErr.Error()}
+			return source.Reading{Requested: at, Query: q, Status: source.ReadingError, Detail: "metric source: " + t.srcErr.Error()}
 		case qerr != nil:
-			return Reading{Requested: at, Query: q, Status: ReadingError, Detail: "query: " + qerr.Error()}
+			return source.Reading{Requested: at, Query: q, Status: source.ReadingError, Detail: "query: " + qerr.Error()}
 		}
 		rd, _ := t.src.Counter(ctx, q, at) // a failed reading says why; it is never healthy
 		return rd
@@ -588,7 +601,7 @@ func (r *Runner) judge(ctx context.Context, t *tracked, now time.Time) error {
 	calls := []Evidence{ev}
 	if ev.Action == ActionConfirm {
 		// Re-query at once: a trip needs two readings in a row that fire.
-		if s, ok := t.src.(*ScrapeSource); ok {
+		if s, ok := t.src.(*source.ScrapeSource); ok {
 			_ = s.Scrape(ctx)
 		}
 		now2 := r.opts.Now()
@@ -796,7 +809,7 @@ type Status struct {
 
 // unwatch stops the rollout's scrape source from following its queries.
 func (t *tracked) unwatch() {
-	s, ok := t.src.(*ScrapeSource)
+	s, ok := t.src.(*source.ScrapeSource)
 	if !ok {
 		return
 	}

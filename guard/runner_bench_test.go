@@ -20,6 +20,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
@@ -132,8 +133,8 @@ func (e *exposition) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 }
 
 // prescraped is a scrape source the runner does not scrape itself (it is not a
-// *guard.ScrapeSource): the benchmark scrapes it outside the timer.
-type prescraped struct{ *guard.ScrapeSource }
+// *source.ScrapeSource): the benchmark scrapes it outside the timer.
+type prescraped struct{ *source.ScrapeSource }
 
 // BenchmarkRunnerTick1000 is one guard pass over 1,000 running rollouts, every one due, all
 // reading one exposition endpoint of 4,000 counters that move every pass. The rollouts are
@@ -161,13 +162,13 @@ func BenchmarkRunnerTick1000(b *testing.B) {
 			}
 			expo.keys = w.rollouts(b, n, plan)
 			expo.next()
-			var src *guard.ScrapeSource
+			var src *source.ScrapeSource
 			g, err := guard.NewRunner(guard.RunnerOptions{
 				Catalog: w.cat, Commands: w.svc.Guard(), Now: func() time.Time { return w.now },
 				Sources: func(s events.MetricSource) (guard.CounterSource, error) {
 					// The default source follows 1,024 queries at most: 256 rollouts.
 					var err error
-					src, err = guard.NewScrapeSource(guard.ScrapeOptions{
+					src, err = source.NewScrapeSource(source.ScrapeOptions{
 						URL: s.URL, Interval: s.Interval.Std(0), MaxQueries: 4 * n, Now: func() time.Time { return w.now },
 					})
 					if scrapeInTick {
@@ -289,7 +290,7 @@ func TestRunnerTripPropagation(t *testing.T) {
 	g, err := guard.NewRunner(guard.RunnerOptions{
 		Catalog: w.cat, Commands: cmds, Now: func() time.Time { return w.now },
 		Sources: func(s events.MetricSource) (guard.CounterSource, error) {
-			return guard.NewScrapeSource(guard.ScrapeOptions{URL: s.URL, Interval: s.Interval.Std(0), MaxQueries: 4 * n, Now: func() time.Time { return w.now }})
+			return source.NewScrapeSource(source.ScrapeOptions{URL: s.URL, Interval: s.Interval.Std(0), MaxQueries: 4 * n, Now: func() time.Time { return w.now }})
 		},
 	})
 	if err != nil {

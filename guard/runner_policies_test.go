@@ -14,6 +14,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/projections"
 )
@@ -408,7 +409,7 @@ func TestRunnerBlind(t *testing.T) {
 			if err := json.Unmarshal(decided(t, evs[0]).Evidence, &calls); err != nil {
 				t.Fatal(err)
 			}
-			if r := calls[0].Metrics[0].Treatment.Requests; r.Status != guard.ReadingError || r.Endpoint == "" {
+			if r := calls[0].Metrics[0].Treatment.Requests; r.Status != source.ReadingError || r.Endpoint == "" {
 				t.Fatalf("blind evidence reads %+v; want the failed scrape", r)
 			}
 

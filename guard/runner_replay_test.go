@@ -8,6 +8,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 )
 
 // replayEvent replays one guard.decided event from the event alone: the machine's snapshot
@@ -115,7 +116,7 @@ func TestRunnerDecisionsReplayFromTheEvent(t *testing.T) {
 	if got, want := out[1].Metrics[0].Treatment.DeltaErrors, recorded[1].Metrics[0].Treatment.DeltaErrors; got != 0 || want == 0 {
 		t.Errorf("tampered errors: delta %v replayed, %v recorded", got, want)
 	}
-	out = tamper(func(ae *guard.ArmEvidence) { ae.Errors.Status = guard.ReadingError })
+	out = tamper(func(ae *guard.ArmEvidence) { ae.Errors.Status = source.ReadingError })
 	if out[1].StateAfter != guard.StateBlind || out[1].Action == guard.ActionKill {
 		t.Errorf("a failed re-query replayed to %s, %s; want BLIND and no kill", out[1].StateAfter, out[1].Action)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/guard/source"
 	"github.com/interlock-dev/interlock/projections"
 )
 
@@ -42,7 +43,7 @@ func valveConfig(key string, v *projections.Valve) ValveConfig {
 // valveQuery renders a valve counter's selector for its source: the selector itself for a
 // scrape, its sum for Prometheus.
 func valveQuery(src events.MetricSource, sel string) (string, error) {
-	s, err := ParseSelector(sel)
+	s, err := source.ParseSelector(sel)
 	if err != nil {
 		return "", err
 	}
@@ -122,12 +123,12 @@ func (r *Runner) judgeValve(ctx context.Context, t *trackedValve, now time.Time)
 		lag = l.Lag()
 	}
 	at := now.Add(-lag)
-	read := func(q string) Reading {
+	read := func(q string) source.Reading {
 		switch {
 		case t.srcErr != nil:
-			return Reading{Requested: at, Query: q, Status: ReadingError, Detail: "metric source: " + t.srcErr.Error()}
+			return source.Reading{Requested: at, Query: q, Status: source.ReadingError, Detail: "metric source: " + t.srcErr.Error()}
 		case t.qErr != nil:
-			return Reading{Requested: at, Query: q, Status: ReadingError, Detail: "query: " + t.qErr.Error()}
+			return source.Reading{Requested: at, Query: q, Status: source.ReadingError, Detail: "query: " + t.qErr.Error()}
 		}
 		rd, _ := t.src.Counter(ctx, q, at)
 		return rd

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 )
 
 // The simulation suite of docs/guard.md ("How to test it", "Simulation"). `go test` runs the
@@ -135,8 +136,8 @@ func simArms(rng *rand.Rand, c *[2]simCounter, rate, share, errT, errC float64, 
 	}
 }
 
-func simReading(v float64, at time.Time) guard.Reading {
-	return guard.Reading{Value: v, At: at, Requested: at, Status: guard.ReadingOK}
+func simReading(v float64, at time.Time) source.Reading {
+	return source.Reading{Value: v, At: at, Requested: at, Status: source.ReadingOK}
 }
 
 // simTickOf turns the counters into a tick; blind selects how the source fails (0: it does not).
@@ -148,9 +149,9 @@ func simTickOf(now time.Time, c *[2]simCounter, blind int) guard.Tick {
 	mr := &tk.Metrics[0]
 	switch blind {
 	case 1:
-		mr.Treatment.Errors = guard.Reading{Requested: now, Status: guard.ReadingError, Detail: "connection refused"}
+		mr.Treatment.Errors = source.Reading{Requested: now, Status: source.ReadingError, Detail: "connection refused"}
 	case 2:
-		mr.Control.Requests = guard.Reading{Requested: now, Status: guard.ReadingEmpty}
+		mr.Control.Requests = source.Reading{Requested: now, Status: source.ReadingEmpty}
 	case 3:
 		mr.Treatment.Requests.Value = math.NaN()
 	case 4:

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/interlock-dev/interlock/guard/source"
 )
 
 // The runner keeps a copy of each machine before every decision: the copy must not change
@@ -23,7 +25,7 @@ func TestCopyToIsIndependent(t *testing.T) {
 		now = now.Add(15 * time.Second)
 		reqs, errs = reqs+1000, errs+5
 		arm := func(e float64) ArmReadings {
-			return ArmReadings{Requests: Reading{Value: reqs, At: now, Status: ReadingOK}, Errors: Reading{Value: e, At: now, Status: ReadingOK}}
+			return ArmReadings{Requests: source.Reading{Value: reqs, At: now, Status: source.ReadingOK}, Errors: source.Reading{Value: e, At: now, Status: source.ReadingOK}}
 		}
 		tk := Tick{Time: now, Metrics: []MetricReadings{{Name: "errors", Treatment: arm(errs + spike), Control: arm(errs)}}}
 		ev, err := m.Decide("d", tk)
@@ -74,8 +76,8 @@ func BenchmarkMachineCopy(b *testing.B) {
 	}
 	for i := range 25 {
 		now := t0.Add(time.Duration(i) * 15 * time.Second)
-		arm := ArmReadings{Requests: Reading{Value: float64(i * 1000), At: now, Status: ReadingOK},
-			Errors: Reading{Value: float64(i * 5), At: now, Status: ReadingOK}}
+		arm := ArmReadings{Requests: source.Reading{Value: float64(i * 1000), At: now, Status: source.ReadingOK},
+			Errors: source.Reading{Value: float64(i * 5), At: now, Status: source.ReadingOK}}
 		if _, err := m.Decide("d", Tick{Time: now, Metrics: []MetricReadings{{Name: "errors", Treatment: arm, Control: arm}}}); err != nil {
 			b.Fatal(err)
 		}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/interlock-dev/interlock/guard/source"
 )
 
 // ErrValveConfig means a [ValveConfig] is out of range.
@@ -295,7 +297,7 @@ func (r *valveRing) sums(cutoff time.Time) (req, errs float64) {
 // not safe for concurrent use.
 //
 // Windows. Observe takes cumulative counter readings and differences them itself (a counter that
-// went down was reset: the delta is its new value, as [Delta] documents). Each tick's deltas are
+// went down was reset: the delta is its new value, as [source.Delta] documents). Each tick's deltas are
 // kept with the tick's time in a bounded ring; a window of length W is the sum of the deltas of
 // the ticks in (now − W, now]. A delta that spans a gap (blind ticks in between) counts at the
 // tick that ends the gap. Until the valve has seen LongWindow of ticks, the long window holds what
@@ -394,11 +396,11 @@ func (v *Valve) ConfigDigest() string { return v.digest }
 // It returns an error wrapping [ErrBadInput] if id is empty, now is the zero time, or a time
 // (now or a reading's) cannot be recorded, or [ErrCallOrder] if now is earlier than the last
 // call. Unusable readings are not errors: they make the tick blind. On error nothing changes.
-func (v *Valve) Observe(id string, now time.Time, requests, errs Reading) (ValveDecision, error) {
+func (v *Valve) Observe(id string, now time.Time, requests, errs source.Reading) (ValveDecision, error) {
 	if err := v.checkCall(id, now); err != nil {
 		return ValveDecision{}, fmt.Errorf("observe: %w", err)
 	}
-	for _, r := range []*Reading{&requests, &errs} {
+	for _, r := range []*source.Reading{&requests, &errs} {
 		if !recordable(r.At) || !recordable(r.Requested) {
 			return ValveDecision{}, fmt.Errorf("observe %s: a reading's time cannot be recorded: %w", id, ErrBadInput)
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 )
 
 // FuzzValveReplay decodes arbitrary JSON as recorded valve decisions and replays them: it must
@@ -105,9 +106,9 @@ func FuzzValve(f *testing.F) {
 				return float64(b) * float64(next())
 			}
 		}
-		reading := func(now time.Time) guard.Reading {
-			st := []guard.ReadingStatus{guard.ReadingOK, guard.ReadingOK, guard.ReadingOK, guard.ReadingStale, "", "weird"}[int(next())%6]
-			return guard.Reading{Value: value(), At: now.Add(-time.Duration(next()) * time.Second), Status: st}
+		reading := func(now time.Time) source.Reading {
+			st := []source.ReadingStatus{source.ReadingOK, source.ReadingOK, source.ReadingOK, source.ReadingStale, "", "weird"}[int(next())%6]
+			return source.Reading{Value: value(), At: now.Add(-time.Duration(next()) * time.Second), Status: st}
 		}
 		now := valveT0
 		manual := false

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 )
 
 var valveT0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -22,8 +23,8 @@ func valveConfig() guard.ValveConfig {
 	return guard.ValveConfig{Valve: "recommendations-degraded", Segment: "eu"}
 }
 
-func valveReading(v float64, at time.Time) guard.Reading {
-	return guard.Reading{Value: v, At: at, Requested: at, Status: guard.ReadingOK,
+func valveReading(v float64, at time.Time) source.Reading {
+	return source.Reading{Value: v, At: at, Requested: at, Status: source.ReadingOK,
 		Query: `sum(http_requests_total{route="/recs"})`, Endpoint: "http://prom:9090"}
 }
 
@@ -66,7 +67,7 @@ func (f *valveFeed) record(d guard.ValveDecision, err error) guard.ValveDecision
 }
 
 // observe runs one tick at the feed's time with the given readings.
-func (f *valveFeed) observe(req, errs guard.Reading) guard.ValveDecision {
+func (f *valveFeed) observe(req, errs source.Reading) guard.ValveDecision {
 	f.t.Helper()
 	return f.record(f.v.Observe(f.id(), f.now, req, errs))
 }
@@ -345,21 +346,21 @@ func TestValveClosesAfterHealthyPeriod(t *testing.T) {
 // blindReadings spoil one tick's readings in every way the valve must treat as blind.
 var blindReadings = []struct {
 	name  string
-	spoil func(req, errs *guard.Reading, now time.Time)
+	spoil func(req, errs *source.Reading, now time.Time)
 	want  string
 }{
-	{"NaN", func(_, e *guard.Reading, _ time.Time) { e.Value = math.NaN() }, "errors: NaN value"},
-	{"negative", func(r, _ *guard.Reading, _ time.Time) { r.Value = -1 }, "requests: negative value"},
-	{"infinite", func(r, _ *guard.Reading, _ time.Time) { r.Value = math.Inf(1) }, "requests: infinite value"},
-	{"beyond 2^53", func(r, _ *guard.Reading, _ time.Time) { r.Value = 1 << 54 }, "requests: value beyond 2^53"},
-	{"error", func(r, _ *guard.Reading, _ time.Time) { r.Status = guard.ReadingError }, "requests: status error"},
-	{"empty", func(_, e *guard.Reading, _ time.Time) { e.Status = guard.ReadingEmpty }, "errors: status empty"},
-	{"no status", func(_, e *guard.Reading, _ time.Time) { e.Status = "" }, "errors: no status"},
-	{"unknown status", func(_, e *guard.Reading, _ time.Time) { e.Status = "fine" }, "errors: status fine"},
-	{"stale", func(r, _ *guard.Reading, now time.Time) { r.At = now.Add(-3 * time.Minute) }, "requests: stale sample"},
-	{"no time", func(r, _ *guard.Reading, _ time.Time) { r.At = time.Time{} }, "requests: no sample time"},
-	{"future", func(_, e *guard.Reading, now time.Time) { e.At = now.Add(time.Second) }, "errors: sample time after the call"},
-	{"out of order", func(r, _ *guard.Reading, now time.Time) { r.At = now.Add(-time.Minute) }, "requests: sample older than the last one used"},
+	{"NaN", func(_, e *source.Reading, _ time.Time) { e.Value = math.NaN() }, "errors: NaN value"},
+	{"negative", func(r, _ *source.Reading, _ time.Time) { r.Value = -1 }, "requests: negative value"},
+	{"infinite", func(r, _ *source.Reading, _ time.Time) { r.Value = math.Inf(1) }, "requests: infinite value"},
+	{"beyond 2^53", func(r, _ *source.Reading, _ time.Time) { r.Value = 1 << 54 }, "requests: value beyond 2^53"},
+	{"error", func(r, _ *source.Reading, _ time.Time) { r.Status = source.ReadingError }, "requests: status error"},
+	{"empty", func(_, e *source.Reading, _ time.Time) { e.Status = source.ReadingEmpty }, "errors: status empty"},
+	{"no status", func(_, e *source.Reading, _ time.Time) { e.Status = "" }, "errors: no status"},
+	{"unknown status", func(_, e *source.Reading, _ time.Time) { e.Status = "fine" }, "errors: status fine"},
+	{"stale", func(r, _ *source.Reading, now time.Time) { r.At = now.Add(-3 * time.Minute) }, "requests: stale sample"},
+	{"no time", func(r, _ *source.Reading, _ time.Time) { r.At = time.Time{} }, "requests: no sample time"},
+	{"future", func(_, e *source.Reading, now time.Time) { e.At = now.Add(time.Second) }, "errors: sample time after the call"},
+	{"out of order", func(r, _ *source.Reading, now time.Time) { r.At = now.Add(-time.Minute) }, "requests: sample older than the last one used"},
 }
 
 // Blind ticks never open or close the valve and restart the healthy period.
@@ -421,7 +422,7 @@ func TestValveBlind(t *testing.T) {
 		}
 		for range 10 {
 			f.now = f.now.Add(valveStep)
-			d := f.observe(guard.Reading{Status: guard.ReadingTimeout, Requested: f.now}, valveReading(f.errs, f.now))
+			d := f.observe(source.Reading{Status: source.ReadingTimeout, Requested: f.now}, valveReading(f.errs, f.now))
 			if d.Action != guard.ActionNone || d.OpenAfter || d.Cause != guard.CauseBlind || d.Long.Burn <= 14.4 || d.Short.Burn <= 14.4 {
 				t.Fatalf("blind tick with burning windows: %+v", d)
 			}
@@ -724,7 +725,7 @@ func valveScript(t testing.TB, rng *rand.Rand) (guard.ValveConfig, [][]byte) {
 		case 0:
 			r.Value = math.NaN()
 		case 1:
-			e.Status = guard.ReadingStale
+			e.Status = source.ReadingStale
 		case 2:
 			r.At = now.Add(-10 * time.Minute)
 		}
@@ -895,7 +896,7 @@ func TestValveToggleCapProperty(t *testing.T) {
 			errs += math.Floor(n * errRate)
 			r, e := valveReading(req, now), valveReading(errs, now)
 			if rng.IntN(50) == 0 {
-				e.Status = guard.ReadingError
+				e.Status = source.ReadingError
 			}
 			d, err := v.Observe(fmt.Sprint(i), now, r, e)
 			if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 	"github.com/interlock-dev/interlock/internal/app"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
@@ -242,7 +243,7 @@ func testErrorSpike(t *testing.T, prometheus bool) {
 		{"control", "requests_total", "off", m.Control.Requests}, {"control", "errors_total", "off", m.Control.Errors},
 	} {
 		if !strings.Contains(c.ev.Query, c.counter) || !strings.Contains(c.ev.Query, `variant="`+c.variant+`"`) ||
-			!strings.Contains(c.ev.Query, `flag="`+flagKey+`"`) || c.ev.Status != guard.ReadingOK || float64(c.ev.Value) <= 0 {
+			!strings.Contains(c.ev.Query, `flag="`+flagKey+`"`) || c.ev.Status != source.ReadingOK || float64(c.ev.Value) <= 0 {
 			t.Errorf("%s %s reading %+v", c.arm, c.counter, c.ev)
 		}
 	}

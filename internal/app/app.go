@@ -26,6 +26,7 @@ import (
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/events/subscribe"
 	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 	"github.com/interlock-dev/interlock/internal/api"
 	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/interlock-dev/interlock/internal/command"
@@ -175,7 +176,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	if err != nil {
 		return nil, err
 	}
-	allowSource := guard.AllowSources(cfg.GuardSources)
+	allowSource := source.AllowSources(cfg.GuardSources)
 	commands := command.New(m.store, logger, command.WithUsage(m.catalog), command.WithSourceCheck(allowSource),
 		command.WithObserver(commandMetrics))
 	if generated != "" {

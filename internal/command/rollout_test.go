@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
-	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
@@ -853,7 +853,7 @@ func TestValveCommands(t *testing.T) {
 // A server told where metrics live refuses plans and valve policies that read elsewhere.
 func TestSourceCheck(t *testing.T) {
 	st := openStore(t, natstest.RunServer(t))
-	svc := command.New(st, nil, command.WithSourceCheck(guard.AllowSources([]string{"http://prometheus:9090"})))
+	svc := command.New(st, nil, command.WithSourceCheck(source.AllowSources([]string{"http://prometheus:9090"})))
 	ctx := context.Background()
 	mustCreate(t, svc, "ramp", rampConfig())
 	mustCreate(t, svc, "valve", valveConfig())

@@ -1,4 +1,4 @@
-package guard
+package source
 
 import (
 	"context"
@@ -90,21 +90,6 @@ type Reading struct {
 func (r Reading) OK() bool {
 	return r.Status == ReadingOK && validCounterValue(r.Value)
 }
-
-// CounterSource reads a counter's value at a time. Counter returns a reading whose fields are
-// always filled in; its error is non-nil when the reading's status is [ReadingError] or
-// [ReadingTimeout] (wrapping [ErrQueryFailed], and context.DeadlineExceeded for a timeout), or
-// when the query itself is not acceptable ([ErrInvalidQuery]). Empty, NaN, stale and ambiguous
-// readings come with a nil error: they are observations, not failures, and the caller must
-// check Status in every case.
-type CounterSource interface {
-	Counter(ctx context.Context, q string, at time.Time) (Reading, error)
-}
-
-var (
-	_ CounterSource = (*PrometheusSource)(nil)
-	_ CounterSource = (*ScrapeSource)(nil)
-)
 
 // DeltaStatus says whether the difference of two readings may be counted.
 type DeltaStatus string

@@ -1,4 +1,4 @@
-package guard_test
+package source_test
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -163,14 +163,14 @@ func (c *scrapeClock) advance(d time.Duration) time.Time {
 	return c.now
 }
 
-func newScrapeForTest(t *testing.T, url string, mutate func(*guard.ScrapeOptions)) (*guard.ScrapeSource, *scrapeClock) {
+func newScrapeForTest(t *testing.T, url string, mutate func(*source.ScrapeOptions)) (*source.ScrapeSource, *scrapeClock) {
 	t.Helper()
 	clock := &scrapeClock{now: time.Unix(1_700_000_000, 0)}
-	opts := guard.ScrapeOptions{URL: url, Interval: 15 * time.Second, Now: clock.Now}
+	opts := source.ScrapeOptions{URL: url, Interval: 15 * time.Second, Now: clock.Now}
 	if mutate != nil {
 		mutate(&opts)
 	}
-	src, err := guard.NewScrapeSource(opts)
+	src, err := source.NewScrapeSource(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func TestScrapeSourceFormats(t *testing.T) {
 			es, srv := newExpoServer(t)
 			es.set("on", 120, 3)
 			es.set("off", 2400, 12)
-			src, clock := newScrapeForTest(t, srv.URL+"/metrics", func(o *guard.ScrapeOptions) { o.Accept = format.accept })
+			src, clock := newScrapeForTest(t, srv.URL+"/metrics", func(o *source.ScrapeOptions) { o.Accept = format.accept })
 			ctx := context.Background()
 			for _, q := range []string{qOnRequests, qOffRequests, qAllRequests, qOnErrors} {
 				if err := src.Watch(q); err != nil {
@@ -213,7 +213,7 @@ func TestScrapeSourceFormats(t *testing.T) {
 			}{{qOnRequests, 120}, {qOffRequests, 2400}, {qAllRequests, 2520}, {qOnErrors, 3}}
 			for _, tt := range tests {
 				r, err := src.Counter(ctx, tt.q, t0)
-				if err != nil || r.Status != guard.ReadingOK || r.Value != tt.value || !r.At.Equal(t0) {
+				if err != nil || r.Status != source.ReadingOK || r.Value != tt.value || !r.At.Equal(t0) {
 					t.Errorf("Counter(%s) = %+v, %v; want ok %v", tt.q, r, err, tt.value)
 				}
 				if r.Endpoint != srv.URL+"/metrics" || r.Query != tt.q {
@@ -222,7 +222,7 @@ func TestScrapeSourceFormats(t *testing.T) {
 			}
 			// Metrics of the fixture, read through the same path.
 			q := `go_gc_duration_seconds_count`
-			if r, err := src.Counter(ctx, q, t0); err != nil || r.Status != guard.ReadingOK || r.Value != 3 {
+			if r, err := src.Counter(ctx, q, t0); err != nil || r.Status != source.ReadingOK || r.Value != 3 {
 				t.Errorf("fixture counter %s: %+v, %v", q, r, err)
 			}
 			es.mu.Lock()
@@ -237,7 +237,7 @@ func TestScrapeSourceFormats(t *testing.T) {
 
 func TestScrapeSourceHistory(t *testing.T) {
 	es, srv := newExpoServer(t)
-	src, clock := newScrapeForTest(t, srv.URL, func(o *guard.ScrapeOptions) {
+	src, clock := newScrapeForTest(t, srv.URL, func(o *source.ScrapeOptions) {
 		o.Lag = 30 * time.Second
 		o.StaleAfter = 45 * time.Second
 	})
@@ -248,7 +248,7 @@ func TestScrapeSourceHistory(t *testing.T) {
 
 	// Asked before any scrape: stale, and the query is followed from now on.
 	r, err := src.Counter(ctx, qOnRequests, clock.Now())
-	if err != nil || r.Status != guard.ReadingStale {
+	if err != nil || r.Status != source.ReadingStale {
 		t.Fatalf("before any scrape: %+v, %v", r, err)
 	}
 
@@ -267,16 +267,16 @@ func TestScrapeSourceHistory(t *testing.T) {
 	tests := []struct {
 		name  string
 		at    time.Time
-		want  guard.ReadingStatus
+		want  source.ReadingStatus
 		value float64
 		from  time.Time
 	}{
-		{"now minus lag", now.Add(-src.Lag()), guard.ReadingOK, 50, times[4]},
-		{"exactly at a scrape", times[2], guard.ReadingOK, 30, times[2]},
-		{"just before a scrape", times[2].Add(-time.Millisecond), guard.ReadingOK, 20, times[1]},
-		{"before the first scrape", times[0].Add(-time.Second), guard.ReadingStale, 0, time.Time{}},
-		{"far after the last scrape", times[5].Add(46 * time.Second), guard.ReadingStale, 60, times[5]},
-		{"within the bound after the last", times[5].Add(45 * time.Second), guard.ReadingOK, 60, times[5]},
+		{"now minus lag", now.Add(-src.Lag()), source.ReadingOK, 50, times[4]},
+		{"exactly at a scrape", times[2], source.ReadingOK, 30, times[2]},
+		{"just before a scrape", times[2].Add(-time.Millisecond), source.ReadingOK, 20, times[1]},
+		{"before the first scrape", times[0].Add(-time.Second), source.ReadingStale, 0, time.Time{}},
+		{"far after the last scrape", times[5].Add(46 * time.Second), source.ReadingStale, 60, times[5]},
+		{"within the bound after the last", times[5].Add(45 * time.Second), source.ReadingOK, 60, times[5]},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -289,7 +289,7 @@ func TestScrapeSourceHistory(t *testing.T) {
 	// The deltas between readings a lag apart are exact counts.
 	prev, _ := src.Counter(ctx, qOnRequests, times[1])
 	cur, _ := src.Counter(ctx, qOnRequests, times[4])
-	if d, st := guard.Delta(prev, cur); d != 30 || st != guard.DeltaOK {
+	if d, st := source.Delta(prev, cur); d != 30 || st != source.DeltaOK {
 		t.Fatalf("Delta = %v, %s", d, st)
 	}
 
@@ -300,14 +300,14 @@ func TestScrapeSourceHistory(t *testing.T) {
 	}
 	after, _ := src.Counter(ctx, qOnRequests, clock.Now())
 	last, _ := src.Counter(ctx, qOnRequests, times[5])
-	if d, st := guard.Delta(last, after); d != 4 || st != guard.DeltaReset {
+	if d, st := source.Delta(last, after); d != 4 || st != source.DeltaReset {
 		t.Fatalf("after a reset: Delta = %v, %s", d, st)
 	}
 }
 
 func TestScrapeSourceHistoryIsBounded(t *testing.T) {
 	es, srv := newExpoServer(t)
-	src, clock := newScrapeForTest(t, srv.URL, func(o *guard.ScrapeOptions) { o.History = 3 })
+	src, clock := newScrapeForTest(t, srv.URL, func(o *source.ScrapeOptions) { o.History = 3 })
 	ctx := context.Background()
 	if err := src.Watch(qOnRequests); err != nil {
 		t.Fatal(err)
@@ -322,10 +322,10 @@ func TestScrapeSourceHistoryIsBounded(t *testing.T) {
 		clock.advance(15 * time.Second)
 	}
 	// Only the last three scrapes are kept: asking for the second one finds nothing at or before it.
-	if r, _ := src.Counter(ctx, qOnRequests, times[1]); r.Status != guard.ReadingStale {
+	if r, _ := src.Counter(ctx, qOnRequests, times[1]); r.Status != source.ReadingStale {
 		t.Fatalf("evicted scrape: %+v", r)
 	}
-	if r, _ := src.Counter(ctx, qOnRequests, times[2]); r.Status != guard.ReadingOK || r.Value != 2 {
+	if r, _ := src.Counter(ctx, qOnRequests, times[2]); r.Status != source.ReadingOK || r.Value != 2 {
 		t.Fatalf("oldest kept scrape: %+v", r)
 	}
 }
@@ -336,34 +336,34 @@ func TestScrapeSourceStatuses(t *testing.T) {
 		name   string
 		setup  func(es *expoServer)
 		q      string
-		want   guard.ReadingStatus
+		want   source.ReadingStatus
 		errIs  []error
 		detail string
 		accept string // "text/plain" when empty
 	}{
-		{name: "unknown series is empty, not zero", q: `requests_total{variant="beta"}`, want: guard.ReadingEmpty},
-		{name: "unknown metric", q: `nope_total`, want: guard.ReadingEmpty},
-		{name: "zero is ok", setup: func(es *expoServer) { es.set("on", 0, 0) }, q: qOnErrors, want: guard.ReadingOK},
-		{name: "NaN", setup: func(es *expoServer) { es.extra = "odd_total{a=\"1\"} 1\nodd_total{a=\"2\"} NaN\n" }, q: `odd_total`, want: guard.ReadingNaN},
-		{name: "+Inf", setup: func(es *expoServer) { es.extra = "inf_total +Inf\n" }, q: `inf_total`, want: guard.ReadingNaN},
-		{name: "negative", setup: func(es *expoServer) { es.extra = "neg_total -1\n" }, q: `neg_total`, want: guard.ReadingError, errIs: []error{guard.ErrQueryFailed}},
-		{name: "a gauge is not a counter", q: `go_goroutines`, want: guard.ReadingError, errIs: []error{guard.ErrQueryFailed}, detail: "gauge"},
-		{name: "summary quantile is not a counter", q: `go_gc_duration_seconds`, want: guard.ReadingError, detail: "summary"},
-		{name: "summary count is", q: `go_gc_duration_seconds_count`, want: guard.ReadingOK},
-		{name: "duplicate series", setup: func(es *expoServer) { es.extra = "dup_total{a=\"1\"} 1\ndup_total{a=\"1\"} 1\n" }, q: `dup_total`, want: guard.ReadingAmbiguous},
-		{name: "http 500", setup: func(es *expoServer) { es.setStatus(500) }, q: qOnRequests, want: guard.ReadingError, errIs: []error{guard.ErrQueryFailed}, detail: "http 500"},
-		{name: "html", setup: func(es *expoServer) { es.ctype = "text/html" }, q: qOnRequests, want: guard.ReadingError, errIs: []error{guard.ErrQueryFailed, guard.ErrMalformedResponse}},
+		{name: "unknown series is empty, not zero", q: `requests_total{variant="beta"}`, want: source.ReadingEmpty},
+		{name: "unknown metric", q: `nope_total`, want: source.ReadingEmpty},
+		{name: "zero is ok", setup: func(es *expoServer) { es.set("on", 0, 0) }, q: qOnErrors, want: source.ReadingOK},
+		{name: "NaN", setup: func(es *expoServer) { es.extra = "odd_total{a=\"1\"} 1\nodd_total{a=\"2\"} NaN\n" }, q: `odd_total`, want: source.ReadingNaN},
+		{name: "+Inf", setup: func(es *expoServer) { es.extra = "inf_total +Inf\n" }, q: `inf_total`, want: source.ReadingNaN},
+		{name: "negative", setup: func(es *expoServer) { es.extra = "neg_total -1\n" }, q: `neg_total`, want: source.ReadingError, errIs: []error{source.ErrQueryFailed}},
+		{name: "a gauge is not a counter", q: `go_goroutines`, want: source.ReadingError, errIs: []error{source.ErrQueryFailed}, detail: "gauge"},
+		{name: "summary quantile is not a counter", q: `go_gc_duration_seconds`, want: source.ReadingError, detail: "summary"},
+		{name: "summary count is", q: `go_gc_duration_seconds_count`, want: source.ReadingOK},
+		{name: "duplicate series", setup: func(es *expoServer) { es.extra = "dup_total{a=\"1\"} 1\ndup_total{a=\"1\"} 1\n" }, q: `dup_total`, want: source.ReadingAmbiguous},
+		{name: "http 500", setup: func(es *expoServer) { es.setStatus(500) }, q: qOnRequests, want: source.ReadingError, errIs: []error{source.ErrQueryFailed}, detail: "http 500"},
+		{name: "html", setup: func(es *expoServer) { es.ctype = "text/html" }, q: qOnRequests, want: source.ReadingError, errIs: []error{source.ErrQueryFailed, source.ErrMalformedResponse}},
 		{name: "text labelled protobuf", setup: func(es *expoServer) {
 			es.ctype = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
-		}, q: qOnRequests, want: guard.ReadingError, errIs: []error{guard.ErrMalformedResponse}},
-		{name: "protobuf", accept: "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited", q: qOnRequests, want: guard.ReadingOK},
-		{name: "protobuf duplicate series", setup: func(es *expoServer) { es.extra = "dup_total{a=\"1\"} 1\ndup_total{a=\"1\"} 1\n" }, accept: "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited", q: `dup_total`, want: guard.ReadingAmbiguous},
-		{name: "openmetrics", setup: func(es *expoServer) { es.om = nil }, accept: "application/openmetrics-text;version=1.0.0", q: qOnRequests, want: guard.ReadingOK},
-		{name: "openmetrics created is no series", setup: func(es *expoServer) { es.om = nil }, accept: "application/openmetrics-text;version=1.0.0", q: `requests_created`, want: guard.ReadingEmpty},
+		}, q: qOnRequests, want: source.ReadingError, errIs: []error{source.ErrMalformedResponse}},
+		{name: "protobuf", accept: "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited", q: qOnRequests, want: source.ReadingOK},
+		{name: "protobuf duplicate series", setup: func(es *expoServer) { es.extra = "dup_total{a=\"1\"} 1\ndup_total{a=\"1\"} 1\n" }, accept: "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited", q: `dup_total`, want: source.ReadingAmbiguous},
+		{name: "openmetrics", setup: func(es *expoServer) { es.om = nil }, accept: "application/openmetrics-text;version=1.0.0", q: qOnRequests, want: source.ReadingOK},
+		{name: "openmetrics created is no series", setup: func(es *expoServer) { es.om = nil }, accept: "application/openmetrics-text;version=1.0.0", q: `requests_created`, want: source.ReadingEmpty},
 		// The parser has no info or stateset type: such a body is refused whole, not misread.
-		{name: "openmetrics with an info family", accept: "application/openmetrics-text;version=1.0.0", q: qOnRequests, want: guard.ReadingError, errIs: []error{guard.ErrMalformedResponse}, detail: "info"},
-		{name: "neither format", setup: func(es *expoServer) { es.ctype = "application/json" }, q: qOnRequests, want: guard.ReadingError, errIs: []error{guard.ErrMalformedResponse}, detail: "neither"},
-		{name: "malformed line", setup: func(es *expoServer) { es.extra = "broken{ 1\n" }, q: qOnRequests, want: guard.ReadingError, errIs: []error{guard.ErrMalformedResponse}, detail: "line"},
+		{name: "openmetrics with an info family", accept: "application/openmetrics-text;version=1.0.0", q: qOnRequests, want: source.ReadingError, errIs: []error{source.ErrMalformedResponse}, detail: "info"},
+		{name: "neither format", setup: func(es *expoServer) { es.ctype = "application/json" }, q: qOnRequests, want: source.ReadingError, errIs: []error{source.ErrMalformedResponse}, detail: "neither"},
+		{name: "malformed line", setup: func(es *expoServer) { es.extra = "broken{ 1\n" }, q: qOnRequests, want: source.ReadingError, errIs: []error{source.ErrMalformedResponse}, detail: "line"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -376,7 +376,7 @@ func TestScrapeSourceStatuses(t *testing.T) {
 			if accept == "" {
 				accept = "text/plain"
 			}
-			src, clock := newScrapeForTest(t, srv.URL, func(o *guard.ScrapeOptions) { o.Accept = accept })
+			src, clock := newScrapeForTest(t, srv.URL, func(o *source.ScrapeOptions) { o.Accept = accept })
 			if err := src.Watch(tt.q); err != nil {
 				t.Fatal(err)
 			}
@@ -385,7 +385,7 @@ func TestScrapeSourceStatuses(t *testing.T) {
 			if r.Status != tt.want {
 				t.Fatalf("status = %q (%s), want %q", r.Status, r.Detail, tt.want)
 			}
-			failed := tt.want == guard.ReadingError || tt.want == guard.ReadingTimeout
+			failed := tt.want == source.ReadingError || tt.want == source.ReadingTimeout
 			if (err != nil) != failed {
 				t.Fatalf("err = %v for a %s reading", err, r.Status)
 			}
@@ -397,11 +397,11 @@ func TestScrapeSourceStatuses(t *testing.T) {
 			if tt.detail != "" && !strings.Contains(r.Detail, tt.detail) {
 				t.Errorf("detail %q lacks %q", r.Detail, tt.detail)
 			}
-			if r.OK() != (tt.want == guard.ReadingOK) || (r.Status != guard.ReadingOK && r.Value != 0) {
+			if r.OK() != (tt.want == source.ReadingOK) || (r.Status != source.ReadingOK && r.Value != 0) {
 				t.Errorf("reading %+v", r)
 			}
 			// Only a failed fetch or parse is a scrape error; a bad series fails its query only.
-			if fetchFailed := tt.errIs != nil && (errors.Is(err, guard.ErrMalformedResponse) || strings.Contains(r.Detail, "http ")); fetchFailed != (scrapeErr != nil) {
+			if fetchFailed := tt.errIs != nil && (errors.Is(err, source.ErrMalformedResponse) || strings.Contains(r.Detail, "http ")); fetchFailed != (scrapeErr != nil) {
 				t.Errorf("Scrape() = %v", scrapeErr)
 			}
 		})
@@ -414,7 +414,7 @@ func TestScrapeSourceFailureThenRecovery(t *testing.T) {
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &logMu}, nil))
-	src, clock := newScrapeForTest(t, srv.URL, func(o *guard.ScrapeOptions) { o.Logger = logger })
+	src, clock := newScrapeForTest(t, srv.URL, func(o *source.ScrapeOptions) { o.Logger = logger })
 	ctx := context.Background()
 	if err := src.Watch(qOnRequests); err != nil {
 		t.Fatal(err)
@@ -426,15 +426,15 @@ func TestScrapeSourceFailureThenRecovery(t *testing.T) {
 	es.setStatus(503)
 	t1 := clock.advance(15 * time.Second)
 	for range 3 {
-		if err := src.Scrape(ctx); !errors.Is(err, guard.ErrQueryFailed) {
+		if err := src.Scrape(ctx); !errors.Is(err, source.ErrQueryFailed) {
 			t.Fatalf("Scrape against a 503 = %v", err)
 		}
 	}
 	// The failure is what the source knows at t1: never the older good value.
-	if r, err := src.Counter(ctx, qOnRequests, t1); r.Status != guard.ReadingError || err == nil {
+	if r, err := src.Counter(ctx, qOnRequests, t1); r.Status != source.ReadingError || err == nil {
 		t.Fatalf("after a failed scrape: %+v, %v", r, err)
 	}
-	if r, _ := src.Counter(ctx, qOnRequests, t0); r.Status != guard.ReadingOK || r.Value != 10 {
+	if r, _ := src.Counter(ctx, qOnRequests, t0); r.Status != source.ReadingOK || r.Value != 10 {
 		t.Fatalf("before the failure: %+v", r)
 	}
 	es.setStatus(200)
@@ -443,7 +443,7 @@ func TestScrapeSourceFailureThenRecovery(t *testing.T) {
 	if err := src.Scrape(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if r, _ := src.Counter(ctx, qOnRequests, t2); r.Status != guard.ReadingOK || r.Value != 25 {
+	if r, _ := src.Counter(ctx, qOnRequests, t2); r.Status != source.ReadingOK || r.Value != 25 {
 		t.Fatalf("after recovery: %+v", r)
 	}
 	logMu.Lock()
@@ -468,16 +468,16 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 func TestScrapeSourceTimeout(t *testing.T) {
 	es, srv := newExpoServer(t)
 	es.block = true
-	src, clock := newScrapeForTest(t, srv.URL, func(o *guard.ScrapeOptions) { o.Timeout = 50 * time.Millisecond })
+	src, clock := newScrapeForTest(t, srv.URL, func(o *source.ScrapeOptions) { o.Timeout = 50 * time.Millisecond })
 	ctx := context.Background()
 	if err := src.Watch(qOnRequests); err != nil {
 		t.Fatal(err)
 	}
-	if err := src.Scrape(ctx); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, guard.ErrQueryFailed) {
+	if err := src.Scrape(ctx); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, source.ErrQueryFailed) {
 		t.Fatalf("Scrape = %v", err)
 	}
 	r, err := src.Counter(ctx, qOnRequests, clock.Now())
-	if r.Status != guard.ReadingTimeout || !errors.Is(err, context.DeadlineExceeded) {
+	if r.Status != source.ReadingTimeout || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Counter = %+v, %v", r, err)
 	}
 	// A scrape cut short by its caller's context ending is not recorded.
@@ -487,7 +487,7 @@ func TestScrapeSourceTimeout(t *testing.T) {
 	if err := src.Scrape(cctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled Scrape = %v", err)
 	}
-	if r, _ := src.Counter(ctx, qOnRequests, clock.Now()); r.Status != guard.ReadingTimeout {
+	if r, _ := src.Counter(ctx, qOnRequests, clock.Now()); r.Status != source.ReadingTimeout {
 		t.Fatalf("a cancelled scrape was recorded: %+v", r)
 	}
 }
@@ -503,7 +503,7 @@ func TestScrapeSourceLateQuery(t *testing.T) {
 	}
 	// A query asked for after the scrape is answered from that scrape.
 	r, err := src.Counter(ctx, qOnErrors, t0.Add(time.Second))
-	if err != nil || r.Status != guard.ReadingOK || r.Value != 1 || !r.At.Equal(t0) {
+	if err != nil || r.Status != source.ReadingOK || r.Value != 1 || !r.At.Equal(t0) {
 		t.Fatalf("late query: %+v, %v", r, err)
 	}
 	// After a failed scrape, a query asked for the first time learns of the failure too.
@@ -512,27 +512,27 @@ func TestScrapeSourceLateQuery(t *testing.T) {
 	if err := src.Scrape(ctx); err == nil {
 		t.Fatal("Scrape against a 500 succeeded")
 	}
-	if r, err := src.Counter(ctx, qOnRequests, t1); r.Status != guard.ReadingError || err == nil {
+	if r, err := src.Counter(ctx, qOnRequests, t1); r.Status != source.ReadingError || err == nil {
 		t.Fatalf("new query after a failed scrape: %+v, %v", r, err)
 	}
-	if r, _ := src.Counter(ctx, qOnRequests, t0); r.Status != guard.ReadingOK || r.Value != 7 {
+	if r, _ := src.Counter(ctx, qOnRequests, t0); r.Status != source.ReadingOK || r.Value != 7 {
 		t.Fatalf("new query before the failure: %+v", r)
 	}
 }
 
 func TestScrapeSourceQueries(t *testing.T) {
 	_, srv := newExpoServer(t)
-	src, clock := newScrapeForTest(t, srv.URL, func(o *guard.ScrapeOptions) { o.MaxQueries = 2 })
+	src, clock := newScrapeForTest(t, srv.URL, func(o *source.ScrapeOptions) { o.MaxQueries = 2 })
 	ctx := context.Background()
 	for _, q := range []string{`rate(x[5m])`, `x{a="b"} or y`, `sum(x) by (a)`, `x[5m]`, ``} {
-		if err := src.Watch(q); !errors.Is(err, guard.ErrInvalidQuery) {
+		if err := src.Watch(q); !errors.Is(err, source.ErrInvalidQuery) {
 			t.Errorf("Watch(%q) = %v", q, err)
 		}
-		if r, err := src.Counter(ctx, q, clock.Now()); !errors.Is(err, guard.ErrInvalidQuery) || r.Status != guard.ReadingError {
+		if r, err := src.Counter(ctx, q, clock.Now()); !errors.Is(err, source.ErrInvalidQuery) || r.Status != source.ReadingError {
 			t.Errorf("Counter(%q) = %+v, %v", q, r, err)
 		}
 	}
-	if _, err := src.Counter(ctx, "x", time.Time{}); !errors.Is(err, guard.ErrInvalidQuery) {
+	if _, err := src.Counter(ctx, "x", time.Time{}); !errors.Is(err, source.ErrInvalidQuery) {
 		t.Errorf("zero time: %v", err)
 	}
 	for _, q := range []string{"a_total", " sum( b_total{x=\"y\"} ) "} {
@@ -543,7 +543,7 @@ func TestScrapeSourceQueries(t *testing.T) {
 	if err := src.Watch("a_total"); err != nil {
 		t.Errorf("watching a followed query again: %v", err)
 	}
-	if err := src.Watch("c_total"); !errors.Is(err, guard.ErrInvalidQuery) {
+	if err := src.Watch("c_total"); !errors.Is(err, source.ErrInvalidQuery) {
 		t.Errorf("a third query past MaxQueries=2: %v", err)
 	}
 }
@@ -553,7 +553,7 @@ func TestScrapeSourceRun(t *testing.T) {
 	es.set("on", 1, 0)
 	ticks := make(chan time.Time)
 	stopped := make(chan struct{})
-	src, clock := newScrapeForTest(t, srv.URL, func(o *guard.ScrapeOptions) {
+	src, clock := newScrapeForTest(t, srv.URL, func(o *source.ScrapeOptions) {
 		o.NewTicker = func(d time.Duration) (<-chan time.Time, func()) {
 			if d != 15*time.Second {
 				t.Errorf("ticker interval %v", d)
@@ -573,7 +573,7 @@ func TestScrapeSourceRun(t *testing.T) {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			r, _ := src.Counter(ctx, qOnRequests, at)
-			if r.Status == guard.ReadingOK && r.Value == value && r.At.Equal(at) {
+			if r.Status == source.ReadingOK && r.Value == value && r.At.Equal(at) {
 				return
 			}
 			if time.Now().After(deadline) {
@@ -609,35 +609,35 @@ func TestScrapeSourceRun(t *testing.T) {
 func TestScrapeOptionsValidate(t *testing.T) {
 	tests := []struct {
 		name string
-		opts guard.ScrapeOptions
+		opts source.ScrapeOptions
 		bad  string
 	}{
-		{"minimal", guard.ScrapeOptions{URL: "http://127.0.0.1:8081/metrics"}, ""},
-		{"query string allowed", guard.ScrapeOptions{URL: "http://x/federate?match[]=up", Interval: time.Second, StaleAfter: 2 * time.Second, Timeout: time.Second}, ""},
-		{"no url", guard.ScrapeOptions{}, "url is empty"},
-		{"bad scheme", guard.ScrapeOptions{URL: "unix:///x"}, "scheme"},
-		{"tiny interval", guard.ScrapeOptions{URL: "http://x", Interval: time.Millisecond}, "interval"},
-		{"timeout over interval", guard.ScrapeOptions{URL: "http://x", Interval: time.Second, Timeout: 2 * time.Second}, "timeout"},
-		{"stale under interval", guard.ScrapeOptions{URL: "http://x", Interval: time.Second, StaleAfter: time.Millisecond * 500}, "stale"},
-		{"negative lag", guard.ScrapeOptions{URL: "http://x", Lag: -1}, "lag"},
-		{"negative history", guard.ScrapeOptions{URL: "http://x", History: -1}, "history"},
-		{"huge history", guard.ScrapeOptions{URL: "http://x", History: 1 << 30}, "history"},
-		{"history shorter than lag", guard.ScrapeOptions{URL: "http://x", Interval: time.Second, History: 10, Lag: 10 * time.Second}, "does not reach back"},
-		{"negative queries", guard.ScrapeOptions{URL: "http://x", MaxQueries: -1}, "max queries"},
-		{"negative bytes", guard.ScrapeOptions{URL: "http://x", MaxBytes: -1}, "max bytes"},
-		{"accept injection", guard.ScrapeOptions{URL: "http://x", Accept: "text/plain\r\nX: y"}, "accept"},
-		{"both auths", guard.ScrapeOptions{URL: "http://x", BearerToken: "t", Username: "u", Password: "p"}, "exclusive"},
+		{"minimal", source.ScrapeOptions{URL: "http://127.0.0.1:8081/metrics"}, ""},
+		{"query string allowed", source.ScrapeOptions{URL: "http://x/federate?match[]=up", Interval: time.Second, StaleAfter: 2 * time.Second, Timeout: time.Second}, ""},
+		{"no url", source.ScrapeOptions{}, "url is empty"},
+		{"bad scheme", source.ScrapeOptions{URL: "unix:///x"}, "scheme"},
+		{"tiny interval", source.ScrapeOptions{URL: "http://x", Interval: time.Millisecond}, "interval"},
+		{"timeout over interval", source.ScrapeOptions{URL: "http://x", Interval: time.Second, Timeout: 2 * time.Second}, "timeout"},
+		{"stale under interval", source.ScrapeOptions{URL: "http://x", Interval: time.Second, StaleAfter: time.Millisecond * 500}, "stale"},
+		{"negative lag", source.ScrapeOptions{URL: "http://x", Lag: -1}, "lag"},
+		{"negative history", source.ScrapeOptions{URL: "http://x", History: -1}, "history"},
+		{"huge history", source.ScrapeOptions{URL: "http://x", History: 1 << 30}, "history"},
+		{"history shorter than lag", source.ScrapeOptions{URL: "http://x", Interval: time.Second, History: 10, Lag: 10 * time.Second}, "does not reach back"},
+		{"negative queries", source.ScrapeOptions{URL: "http://x", MaxQueries: -1}, "max queries"},
+		{"negative bytes", source.ScrapeOptions{URL: "http://x", MaxBytes: -1}, "max bytes"},
+		{"accept injection", source.ScrapeOptions{URL: "http://x", Accept: "text/plain\r\nX: y"}, "accept"},
+		{"both auths", source.ScrapeOptions{URL: "http://x", BearerToken: "t", Username: "u", Password: "p"}, "exclusive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			src, err := guard.NewScrapeSource(tt.opts)
+			src, err := source.NewScrapeSource(tt.opts)
 			if tt.bad == "" {
 				if err != nil || src == nil {
 					t.Fatalf("NewScrapeSource: %v", err)
 				}
 				return
 			}
-			if !errors.Is(err, guard.ErrInvalidSource) || !strings.Contains(err.Error(), tt.bad) || src != nil {
+			if !errors.Is(err, source.ErrInvalidSource) || !strings.Contains(err.Error(), tt.bad) || src != nil {
 				t.Fatalf("NewScrapeSource = %v, %v; want ErrInvalidSource about %q", src, err, tt.bad)
 			}
 		})
@@ -654,11 +654,11 @@ func TestScrapeSourceAuth(t *testing.T) {
 		fmt.Fprintln(w, "x_total 1")
 	}))
 	t.Cleanup(srv.Close)
-	for _, opts := range []guard.ScrapeOptions{
+	for _, opts := range []source.ScrapeOptions{
 		{URL: srv.URL, BearerToken: "tok"},
 		{URL: srv.URL, Username: "u", Password: "p"},
 	} {
-		src, err := guard.NewScrapeSource(opts)
+		src, err := source.NewScrapeSource(opts)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package guard_test
+package source_test
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 )
 
 // clientGolangEndpoint serves a registry through client_golang's own handler, OpenMetrics
@@ -66,7 +66,7 @@ func TestScrapeSourceOpenMetricsFromClientGolang(t *testing.T) {
 			requests.WithLabelValues("checkout-v2", "on").Add(5)
 			requests.WithLabelValues("checkout-v2", "off").Add(50)
 			errs.WithLabelValues("checkout-v2", "on").Add(1)
-			src, clock := newScrapeForTest(t, srv.URL+"/metrics", func(o *guard.ScrapeOptions) { o.Accept = c.accept })
+			src, clock := newScrapeForTest(t, srv.URL+"/metrics", func(o *source.ScrapeOptions) { o.Accept = c.accept })
 			for _, q := range []string{qOnRequests, qAllRequests, qOnErrors, `requests_created`, `queue_depth`, `request_duration_seconds_count`} {
 				if err := src.Watch(q); err != nil {
 					t.Fatal(err)
@@ -79,22 +79,22 @@ func TestScrapeSourceOpenMetricsFromClientGolang(t *testing.T) {
 			if len(types) != 1 || !strings.HasPrefix(types[0], c.wantType) {
 				t.Fatalf("served %q, want %s", types, c.wantType)
 			}
-			read := func(q string) guard.Reading {
+			read := func(q string) source.Reading {
 				t.Helper()
 				r, _ := src.Counter(ctx, q, clock.Now())
 				return r
 			}
 			for _, want := range []struct {
 				q      string
-				status guard.ReadingStatus
+				status source.ReadingStatus
 				value  float64
 			}{
-				{qOnRequests, guard.ReadingOK, 5},
-				{qAllRequests, guard.ReadingOK, 55},
-				{qOnErrors, guard.ReadingOK, 1},
-				{`request_duration_seconds_count`, guard.ReadingOK, 1},
-				{`requests_created`, guard.ReadingEmpty, 0},
-				{`queue_depth`, guard.ReadingError, 0},
+				{qOnRequests, source.ReadingOK, 5},
+				{qAllRequests, source.ReadingOK, 55},
+				{qOnErrors, source.ReadingOK, 1},
+				{`request_duration_seconds_count`, source.ReadingOK, 1},
+				{`requests_created`, source.ReadingEmpty, 0},
+				{`queue_depth`, source.ReadingError, 0},
 			} {
 				if r := read(want.q); r.Status != want.status || r.Value != want.value {
 					t.Errorf("%s = %s %v (%s), want %s %v", want.q, r.Status, r.Value, r.Detail, want.status, want.value)
@@ -106,7 +106,7 @@ func TestScrapeSourceOpenMetricsFromClientGolang(t *testing.T) {
 			if err := src.Scrape(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if r := read(qOnRequests); r.Status != guard.ReadingOK || r.Value != 8 {
+			if r := read(qOnRequests); r.Status != source.ReadingOK || r.Value != 8 {
 				t.Fatalf("after growth: %+v", r)
 			}
 		})
@@ -126,12 +126,12 @@ func TestScrapeSourceOpenMetricsGoCollector(t *testing.T) {
 	if err := src.Scrape(ctx); err != nil {
 		t.Fatalf("default negotiation: %v", err)
 	}
-	if r, err := src.Counter(ctx, qOnRequests, clock.Now()); err != nil || r.Status != guard.ReadingOK || r.Value != 5 {
+	if r, err := src.Counter(ctx, qOnRequests, clock.Now()); err != nil || r.Status != source.ReadingOK || r.Value != 5 {
 		t.Fatalf("default negotiation: %+v, %v", r, err)
 	}
 
-	om, _ := newScrapeForTest(t, srv.URL+"/metrics", func(o *guard.ScrapeOptions) { o.Accept = "application/openmetrics-text;version=1.0.0" })
-	if err := om.Scrape(ctx); !errors.Is(err, guard.ErrMalformedResponse) || !strings.Contains(err.Error(), "go_memstats_alloc_bytes") {
+	om, _ := newScrapeForTest(t, srv.URL+"/metrics", func(o *source.ScrapeOptions) { o.Accept = "application/openmetrics-text;version=1.0.0" })
+	if err := om.Scrape(ctx); !errors.Is(err, source.ErrMalformedResponse) || !strings.Contains(err.Error(), "go_memstats_alloc_bytes") {
 		t.Fatalf("openmetrics only: %v, want a malformed response naming go_memstats_alloc_bytes", err)
 	}
 }

@@ -1,4 +1,4 @@
-package guard_test
+package source_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 	"github.com/interlock-dev/interlock/internal/promtest"
 )
 
@@ -31,12 +31,12 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 	es.set("off", 50, 2)
 	base := promtest.Start(t, []string{strings.TrimPrefix(target.URL, "http://")}, time.Second)
 
-	src, err := guard.NewPrometheusSource(guard.PrometheusOptions{URL: base, StaleAfter: 3 * time.Second})
+	src, err := source.NewPrometheusSource(source.PrometheusOptions{URL: base, StaleAfter: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	tmpl := guard.CounterTemplate{Base: "requests_total", FlagLabel: "flag", VariantLabel: "variant"}
+	tmpl := source.CounterTemplate{Base: "requests_total", FlagLabel: "flag", VariantLabel: "variant"}
 	sumOn, err := tmpl.Sum("checkout-v2", "on")
 	if err != nil {
 		t.Fatal(err)
@@ -45,10 +45,10 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	readNow := func(q string) guard.Reading {
+	readNow := func(q string) source.Reading {
 		t.Helper()
 		r, err := src.Counter(ctx, q, time.Now())
-		if err != nil && r.Status != guard.ReadingError && r.Status != guard.ReadingTimeout {
+		if err != nil && r.Status != source.ReadingError && r.Status != source.ReadingTimeout {
 			t.Fatalf("Counter(%s): error %v with status %s", q, err, r.Status)
 		}
 		return r
@@ -56,10 +56,10 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 
 	// Prometheus scrapes the exposition (it negotiates OpenMetrics, so this also checks that
 	// the OpenMetrics fixture is valid for a real parser) and the value shows up.
-	var r guard.Reading
+	var r source.Reading
 	pollUntil(t, 30*time.Second, "requests_total{variant=on} = 5", func() bool {
 		r = readNow(sumOn)
-		return r.Status == guard.ReadingOK && r.Value == 5
+		return r.Status == source.ReadingOK && r.Value == 5
 	})
 	if up := readNow(`sum(up{job="demo"})`); !up.OK() || up.Value != 1 {
 		t.Fatalf("up = %+v: Prometheus could not scrape the exposition", up)
@@ -83,18 +83,18 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 	es.set("on", 12, 1)
 	pollUntil(t, 30*time.Second, "requests_total{variant=on} = 12", func() bool {
 		r = readNow(sumOn)
-		return r.Status == guard.ReadingOK && r.Value == 12
+		return r.Status == source.ReadingOK && r.Value == 12
 	})
 	then, err := src.Counter(ctx, sumOn, sampledAt)
 	if err != nil || !then.OK() || then.Value != 5 || !then.At.Equal(sampledAt) {
 		t.Fatalf("reading at %v = %+v, %v; want 5", sampledAt, then, err)
 	}
-	if d, st := guard.Delta(then, r); d != 7 || st != guard.DeltaOK {
+	if d, st := source.Delta(then, r); d != 7 || st != source.DeltaOK {
 		t.Fatalf("Delta = %v, %s; want 7, ok", d, st)
 	}
 
 	// The direct scrape of the same exposition agrees with Prometheus.
-	direct, err := guard.NewScrapeSource(guard.ScrapeOptions{URL: target.URL + "/metrics", Interval: time.Second})
+	direct, err := source.NewScrapeSource(source.ScrapeOptions{URL: target.URL + "/metrics", Interval: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 	}
 
 	// The real text format of a real producer: Prometheus's own /metrics.
-	self, err := guard.NewScrapeSource(guard.ScrapeOptions{URL: base + "/metrics", Interval: time.Second})
+	self, err := source.NewScrapeSource(source.ScrapeOptions{URL: base + "/metrics", Interval: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,14 +121,14 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 	tests := []struct {
 		name  string
 		q     string
-		want  guard.ReadingStatus
+		want  source.ReadingStatus
 		errIs error
 	}{
-		{"unknown series is empty", `sum(requests_total{flag="checkout-v2",variant="nope"})`, guard.ReadingEmpty, nil},
-		{"unknown metric is empty", `sum(nope_total)`, guard.ReadingEmpty, nil},
-		{"two series are ambiguous", `requests_total{flag="checkout-v2"}`, guard.ReadingAmbiguous, nil},
-		{"NaN", `0/0`, guard.ReadingNaN, nil},
-		{"bad query", `sum(requests_total`, guard.ReadingError, guard.ErrQueryFailed},
+		{"unknown series is empty", `sum(requests_total{flag="checkout-v2",variant="nope"})`, source.ReadingEmpty, nil},
+		{"unknown metric is empty", `sum(nope_total)`, source.ReadingEmpty, nil},
+		{"two series are ambiguous", `requests_total{flag="checkout-v2"}`, source.ReadingAmbiguous, nil},
+		{"NaN", `0/0`, source.ReadingNaN, nil},
+		{"bad query", `sum(requests_total`, source.ReadingError, source.ErrQueryFailed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -138,7 +138,7 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 			}
 		})
 	}
-	var pe *guard.PrometheusError
+	var pe *source.PrometheusError
 	if _, err := src.Counter(ctx, `sum(requests_total`, time.Now()); !errors.As(err, &pe) || pe.Type != "bad_data" || pe.StatusCode != http.StatusBadRequest {
 		t.Fatalf("bad query error = %v", err)
 	}
@@ -148,13 +148,13 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 	target.Close()
 	pollUntil(t, 30*time.Second, "the range reading to go stale", func() bool {
 		r = readNow(rangeOn)
-		return r.Status == guard.ReadingStale
+		return r.Status == source.ReadingStale
 	})
 	if r.Value != 12 || time.Since(r.At) <= 3*time.Second {
 		t.Errorf("stale reading %+v", r)
 	}
 	pollUntil(t, 30*time.Second, "the sum to be empty", func() bool {
-		return readNow(sumOn).Status == guard.ReadingEmpty
+		return readNow(sumOn).Status == source.ReadingEmpty
 	})
 }
 
@@ -163,7 +163,7 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 // rules it loads are checked and unit-tested in internal/metrics).
 func TestDeployPrometheusConfig(t *testing.T) {
 	promtool := promtest.Binary(t, "promtool")
-	out, err := exec.Command(promtool, "check", "config", "--syntax-only", "../deploy/prometheus/prometheus.yml").CombinedOutput()
+	out, err := exec.Command(promtool, "check", "config", "--syntax-only", "../../deploy/prometheus/prometheus.yml").CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool check config: %v\n%s", err, out)
 	}

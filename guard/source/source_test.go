@@ -1,4 +1,4 @@
-package guard_test
+package source_test
 
 import (
 	"encoding/json"
@@ -7,47 +7,47 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 )
 
 func TestDelta(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
-	ok := func(v float64, at time.Time) guard.Reading {
-		return guard.Reading{Value: v, At: at, Status: guard.ReadingOK}
+	ok := func(v float64, at time.Time) source.Reading {
+		return source.Reading{Value: v, At: at, Status: source.ReadingOK}
 	}
-	with := func(st guard.ReadingStatus) guard.Reading {
-		return guard.Reading{Status: st, At: t0}
+	with := func(st source.ReadingStatus) source.Reading {
+		return source.Reading{Status: st, At: t0}
 	}
 	tests := []struct {
 		name      string
-		prev, cur guard.Reading
+		prev, cur source.Reading
 		want      float64
-		status    guard.DeltaStatus
+		status    source.DeltaStatus
 		usable    bool
 	}{
-		{"growth", ok(100, t0), ok(130, t0.Add(15*time.Second)), 30, guard.DeltaOK, true},
-		{"no growth", ok(100, t0), ok(100, t0.Add(15*time.Second)), 0, guard.DeltaOK, true},
-		{"same instant", ok(100, t0), ok(100, t0), 0, guard.DeltaOK, true},
-		{"fractional", ok(0.5, t0), ok(2.25, t0.Add(time.Second)), 1.75, guard.DeltaOK, true},
-		{"reset", ok(1000, t0), ok(7, t0.Add(15*time.Second)), 7, guard.DeltaReset, true},
-		{"reset to zero", ok(1000, t0), ok(0, t0.Add(15*time.Second)), 0, guard.DeltaReset, true},
-		{"out of order", ok(100, t0.Add(time.Second)), ok(130, t0), 0, guard.DeltaOutOfOrder, false},
-		{"prev empty", with(guard.ReadingEmpty), ok(1, t0), 0, guard.DeltaStatus("empty"), false},
-		{"cur nan", ok(1, t0), with(guard.ReadingNaN), 0, guard.DeltaStatus("nan"), false},
-		{"cur stale", ok(1, t0), with(guard.ReadingStale), 0, guard.DeltaStatus("stale"), false},
-		{"cur error", ok(1, t0), with(guard.ReadingError), 0, guard.DeltaStatus("error"), false},
-		{"cur timeout", ok(1, t0), with(guard.ReadingTimeout), 0, guard.DeltaStatus("timeout"), false},
-		{"cur ambiguous", ok(1, t0), with(guard.ReadingAmbiguous), 0, guard.DeltaStatus("ambiguous"), false},
-		{"cur's status first", with(guard.ReadingEmpty), with(guard.ReadingTimeout), 0, guard.DeltaStatus("timeout"), false},
-		{"zero value reading", guard.Reading{}, ok(1, t0), 0, guard.DeltaInvalid, false},
-		{"unknown status", ok(1, t0), guard.Reading{Status: "fine", Value: 3, At: t0}, 0, guard.DeltaInvalid, false},
-		{"ok but NaN", ok(1, t0), ok(math.NaN(), t0.Add(time.Second)), 0, guard.DeltaInvalid, false},
-		{"ok but +Inf", ok(1, t0), ok(math.Inf(1), t0.Add(time.Second)), 0, guard.DeltaInvalid, false},
-		{"ok but negative", ok(-5, t0), ok(1, t0.Add(time.Second)), 0, guard.DeltaInvalid, false},
+		{"growth", ok(100, t0), ok(130, t0.Add(15*time.Second)), 30, source.DeltaOK, true},
+		{"no growth", ok(100, t0), ok(100, t0.Add(15*time.Second)), 0, source.DeltaOK, true},
+		{"same instant", ok(100, t0), ok(100, t0), 0, source.DeltaOK, true},
+		{"fractional", ok(0.5, t0), ok(2.25, t0.Add(time.Second)), 1.75, source.DeltaOK, true},
+		{"reset", ok(1000, t0), ok(7, t0.Add(15*time.Second)), 7, source.DeltaReset, true},
+		{"reset to zero", ok(1000, t0), ok(0, t0.Add(15*time.Second)), 0, source.DeltaReset, true},
+		{"out of order", ok(100, t0.Add(time.Second)), ok(130, t0), 0, source.DeltaOutOfOrder, false},
+		{"prev empty", with(source.ReadingEmpty), ok(1, t0), 0, source.DeltaStatus("empty"), false},
+		{"cur nan", ok(1, t0), with(source.ReadingNaN), 0, source.DeltaStatus("nan"), false},
+		{"cur stale", ok(1, t0), with(source.ReadingStale), 0, source.DeltaStatus("stale"), false},
+		{"cur error", ok(1, t0), with(source.ReadingError), 0, source.DeltaStatus("error"), false},
+		{"cur timeout", ok(1, t0), with(source.ReadingTimeout), 0, source.DeltaStatus("timeout"), false},
+		{"cur ambiguous", ok(1, t0), with(source.ReadingAmbiguous), 0, source.DeltaStatus("ambiguous"), false},
+		{"cur's status first", with(source.ReadingEmpty), with(source.ReadingTimeout), 0, source.DeltaStatus("timeout"), false},
+		{"zero value reading", source.Reading{}, ok(1, t0), 0, source.DeltaInvalid, false},
+		{"unknown status", ok(1, t0), source.Reading{Status: "fine", Value: 3, At: t0}, 0, source.DeltaInvalid, false},
+		{"ok but NaN", ok(1, t0), ok(math.NaN(), t0.Add(time.Second)), 0, source.DeltaInvalid, false},
+		{"ok but +Inf", ok(1, t0), ok(math.Inf(1), t0.Add(time.Second)), 0, source.DeltaInvalid, false},
+		{"ok but negative", ok(-5, t0), ok(1, t0.Add(time.Second)), 0, source.DeltaInvalid, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, st := guard.Delta(tt.prev, tt.cur)
+			got, st := source.Delta(tt.prev, tt.cur)
 			if got != tt.want || st != tt.status {
 				t.Fatalf("Delta = %v, %q; want %v, %q", got, st, tt.want, tt.status)
 			}
@@ -62,27 +62,27 @@ func TestDelta(t *testing.T) {
 }
 
 func TestReadingStatus(t *testing.T) {
-	for _, st := range []guard.ReadingStatus{guard.ReadingOK, guard.ReadingEmpty, guard.ReadingNaN,
-		guard.ReadingStale, guard.ReadingError, guard.ReadingTimeout, guard.ReadingAmbiguous} {
+	for _, st := range []source.ReadingStatus{source.ReadingOK, source.ReadingEmpty, source.ReadingNaN,
+		source.ReadingStale, source.ReadingError, source.ReadingTimeout, source.ReadingAmbiguous} {
 		if !st.Valid() {
 			t.Errorf("%q not valid", st)
 		}
 	}
-	for _, st := range []guard.ReadingStatus{"", "OK", "fine"} {
+	for _, st := range []source.ReadingStatus{"", "OK", "fine"} {
 		if st.Valid() {
 			t.Errorf("%q valid", st)
 		}
 	}
 	tests := []struct {
 		name string
-		r    guard.Reading
+		r    source.Reading
 		ok   bool
 	}{
-		{"ok", guard.Reading{Status: guard.ReadingOK, Value: 3}, true},
-		{"ok zero", guard.Reading{Status: guard.ReadingOK}, true},
-		{"stale", guard.Reading{Status: guard.ReadingStale, Value: 3}, false},
-		{"ok NaN", guard.Reading{Status: guard.ReadingOK, Value: math.NaN()}, false},
-		{"ok negative", guard.Reading{Status: guard.ReadingOK, Value: -1}, false},
+		{"ok", source.Reading{Status: source.ReadingOK, Value: 3}, true},
+		{"ok zero", source.Reading{Status: source.ReadingOK}, true},
+		{"stale", source.Reading{Status: source.ReadingStale, Value: 3}, false},
+		{"ok NaN", source.Reading{Status: source.ReadingOK, Value: math.NaN()}, false},
+		{"ok negative", source.Reading{Status: source.ReadingOK, Value: -1}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -95,12 +95,12 @@ func TestReadingStatus(t *testing.T) {
 
 // A reading is kept as evidence: every reading a source returns must encode as JSON.
 func TestReadingEncodes(t *testing.T) {
-	r := guard.Reading{Status: guard.ReadingNaN, Query: "q", Requested: time.Unix(1, 0), Detail: "value is NaN"}
+	r := source.Reading{Status: source.ReadingNaN, Query: "q", Requested: time.Unix(1, 0), Detail: "value is NaN"}
 	b, err := json.Marshal(r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var back guard.Reading
+	var back source.Reading
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestReadingEncodes(t *testing.T) {
 }
 
 func TestAllowSources(t *testing.T) {
-	allow := guard.AllowSources([]string{"http://127.0.0.1:8081/", "https://prom.internal:9090"})
+	allow := source.AllowSources([]string{"http://127.0.0.1:8081/", "https://prom.internal:9090"})
 	for _, tc := range []struct {
 		url string
 		ok  bool
@@ -130,11 +130,11 @@ func TestAllowSources(t *testing.T) {
 		{"not a url", false},
 	} {
 		err := allow(tc.url)
-		if (err == nil) != tc.ok || err != nil && !errors.Is(err, guard.ErrInvalidSource) {
+		if (err == nil) != tc.ok || err != nil && !errors.Is(err, source.ErrInvalidSource) {
 			t.Errorf("%s: %v, want ok=%v", tc.url, err, tc.ok)
 		}
 	}
-	under := guard.AllowSources([]string{"http://127.0.0.1:8081/metrics"})
+	under := source.AllowSources([]string{"http://127.0.0.1:8081/metrics"})
 	for url, ok := range map[string]bool{
 		"http://127.0.0.1:8081/metrics":        true,
 		"http://127.0.0.1:8081/metrics/":       true,
@@ -163,12 +163,12 @@ func TestAllowSources(t *testing.T) {
 		"http://localhost.evil.example:9090":       false,
 		"http://127.0.0.1.nip.io:9090":             false,
 	} {
-		err := guard.AllowSources(nil)(url)
-		if (err == nil) != ok || err != nil && !errors.Is(err, guard.ErrInvalidSource) {
+		err := source.AllowSources(nil)(url)
+		if (err == nil) != ok || err != nil && !errors.Is(err, source.ErrInvalidSource) {
 			t.Errorf("no prefixes, %s: %v, want ok=%v", url, err, ok)
 		}
 	}
-	if err := guard.AllowSources(nil)("gopher://x/"); err == nil {
+	if err := source.AllowSources(nil)("gopher://x/"); err == nil {
 		t.Error("no prefixes still refuses non-HTTP URLs")
 	}
 }

@@ -1,4 +1,4 @@
-package guard_test
+package source_test
 
 import (
 	"errors"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 )
 
 func TestParseSelector(t *testing.T) {
@@ -57,12 +57,12 @@ func TestParseSelector(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			sel, err := guard.ParseSelector(tt.in)
+			sel, err := source.ParseSelector(tt.in)
 			if tt.want == "" {
 				if err == nil {
 					t.Fatalf("ParseSelector(%q) = %v, want an error", tt.in, sel)
 				}
-				if !errors.Is(err, guard.ErrInvalidQuery) {
+				if !errors.Is(err, source.ErrInvalidQuery) {
 					t.Fatalf("error %v does not match ErrInvalidQuery", err)
 				}
 				return
@@ -75,16 +75,16 @@ func TestParseSelector(t *testing.T) {
 			}
 		})
 	}
-	if _, err := guard.ParseSelector("x{" + strings.Repeat(`a="b",`, 65) + "}"); !errors.Is(err, guard.ErrInvalidQuery) {
+	if _, err := source.ParseSelector("x{" + strings.Repeat(`a="b",`, 65) + "}"); !errors.Is(err, source.ErrInvalidQuery) {
 		t.Errorf("65 matchers: %v", err)
 	}
-	if _, err := guard.ParseSelector("x" + strings.Repeat("x", 5000)); !errors.Is(err, guard.ErrInvalidQuery) {
+	if _, err := source.ParseSelector("x" + strings.Repeat("x", 5000)); !errors.Is(err, source.ErrInvalidQuery) {
 		t.Errorf("overlong: %v", err)
 	}
 }
 
 func TestSelectorMatches(t *testing.T) {
-	sel, err := guard.ParseSelector(`http_requests_total{variant="on",code=~"5..",route!="/health",zone!~"eu-.*"}`)
+	sel, err := source.ParseSelector(`http_requests_total{variant="on",code=~"5..",route!="/health",zone!~"eu-.*"}`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,10 +113,10 @@ func TestSelectorMatches(t *testing.T) {
 			}
 		})
 	}
-	if (guard.Selector{}).Matches("", nil) {
+	if (source.Selector{}).Matches("", nil) {
 		t.Error("the zero selector matched")
 	}
-	empty, err := guard.ParseSelector(`x{a=""}`)
+	empty, err := source.ParseSelector(`x{a=""}`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,13 +126,13 @@ func TestSelectorMatches(t *testing.T) {
 }
 
 func TestNewSelector(t *testing.T) {
-	if _, err := guard.NewSelector("x", guard.LabelMatcher{Name: "a", Op: "==", Value: "b"}); !errors.Is(err, guard.ErrInvalidQuery) {
+	if _, err := source.NewSelector("x", source.LabelMatcher{Name: "a", Op: "==", Value: "b"}); !errors.Is(err, source.ErrInvalidQuery) {
 		t.Errorf("bad op: %v", err)
 	}
-	if _, err := guard.NewSelector("x-y"); !errors.Is(err, guard.ErrInvalidQuery) {
+	if _, err := source.NewSelector("x-y"); !errors.Is(err, source.ErrInvalidQuery) {
 		t.Errorf("bad metric: %v", err)
 	}
-	sel, err := guard.NewSelector("x", guard.LabelMatcher{Name: "code", Op: guard.MatchRegexp, Value: "5.."})
+	sel, err := source.NewSelector("x", source.LabelMatcher{Name: "code", Op: source.MatchRegexp, Value: "5.."})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,24 +140,24 @@ func TestNewSelector(t *testing.T) {
 		t.Error("regexp matcher from NewSelector not compiled")
 	}
 	// A matcher built by hand without NewSelector never matches with a regexp op.
-	raw := guard.LabelMatcher{Name: "code", Op: guard.MatchRegexp, Value: ".*"}
+	raw := source.LabelMatcher{Name: "code", Op: source.MatchRegexp, Value: ".*"}
 	if raw.Matches("x") {
 		t.Error("an uncompiled regexp matcher matched")
 	}
 }
 
 func TestCounterTemplate(t *testing.T) {
-	tmpl := guard.CounterTemplate{Base: `http_requests_total{service="checkout"}`, VariantLabel: "variant", FlagLabel: "flag"}
+	tmpl := source.CounterTemplate{Base: `http_requests_total{service="checkout"}`, VariantLabel: "variant", FlagLabel: "flag"}
 	tests := []struct {
 		name          string
-		tmpl          guard.CounterTemplate
+		tmpl          source.CounterTemplate
 		flag, variant string
 		sum, rng      string // empty: must fail
 	}{
 		{"usual", tmpl, "checkout-v2", "on",
 			`sum(http_requests_total{service="checkout",flag="checkout-v2",variant="on"})`,
 			`http_requests_total{service="checkout",flag="checkout-v2",variant="on"}[300000ms]`},
-		{"no flag label", guard.CounterTemplate{Base: "requests_total", VariantLabel: "variant"}, "", "off",
+		{"no flag label", source.CounterTemplate{Base: "requests_total", VariantLabel: "variant"}, "", "off",
 			`sum(requests_total{variant="off"})`, `requests_total{variant="off"}[300000ms]`},
 		{"injection stays quoted", tmpl, `x"} or vector(1) or x{a="`, `on"}`,
 			`sum(http_requests_total{service="checkout",flag="x\"} or vector(1) or x{a=\"",variant="on\"}"})`,
@@ -165,19 +165,19 @@ func TestCounterTemplate(t *testing.T) {
 		{"control characters escaped", tmpl, "a\nb", "\x00", `sum(http_requests_total{service="checkout",flag="a\nb",variant="\x00"})`, `http_requests_total{service="checkout",flag="a\nb",variant="\x00"}[300000ms]`},
 		{"empty variant", tmpl, "f", "", "", ""},
 		{"invalid utf8 variant", tmpl, "f", "\xff", "", ""},
-		{"flag without label", guard.CounterTemplate{Base: "x", VariantLabel: "variant"}, "f", "on", "", ""},
-		{"no variant label", guard.CounterTemplate{Base: "x"}, "", "on", "", ""},
-		{"bad variant label", guard.CounterTemplate{Base: "x", VariantLabel: "var-iant"}, "", "on", "", ""},
-		{"same labels", guard.CounterTemplate{Base: "x", VariantLabel: "v", FlagLabel: "v"}, "f", "on", "", ""},
-		{"base constrains variant", guard.CounterTemplate{Base: `x{variant="on"}`, VariantLabel: "variant"}, "", "on", "", ""},
-		{"base not a selector", guard.CounterTemplate{Base: `sum(x)`, VariantLabel: "variant"}, "", "on", "", ""},
+		{"flag without label", source.CounterTemplate{Base: "x", VariantLabel: "variant"}, "f", "on", "", ""},
+		{"no variant label", source.CounterTemplate{Base: "x"}, "", "on", "", ""},
+		{"bad variant label", source.CounterTemplate{Base: "x", VariantLabel: "var-iant"}, "", "on", "", ""},
+		{"same labels", source.CounterTemplate{Base: "x", VariantLabel: "v", FlagLabel: "v"}, "f", "on", "", ""},
+		{"base constrains variant", source.CounterTemplate{Base: `x{variant="on"}`, VariantLabel: "variant"}, "", "on", "", ""},
+		{"base not a selector", source.CounterTemplate{Base: `sum(x)`, VariantLabel: "variant"}, "", "on", "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			sum, err := tt.tmpl.Sum(tt.flag, tt.variant)
 			rng, rerr := tt.tmpl.Range(tt.flag, tt.variant, 5*time.Minute)
 			if tt.sum == "" {
-				if !errors.Is(err, guard.ErrInvalidQuery) || !errors.Is(rerr, guard.ErrInvalidQuery) {
+				if !errors.Is(err, source.ErrInvalidQuery) || !errors.Is(rerr, source.ErrInvalidQuery) {
 					t.Fatalf("Sum = %q, %v; Range = %q, %v; want ErrInvalidQuery", sum, err, rng, rerr)
 				}
 				return
@@ -193,7 +193,7 @@ func TestCounterTemplate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			back, err := guard.ParseSelector(sel.String())
+			back, err := source.ParseSelector(sel.String())
 			if err != nil || back.String() != sel.String() {
 				t.Fatalf("round trip of %s: %v, %v", sel, back, err)
 			}
@@ -206,7 +206,7 @@ func TestCounterTemplate(t *testing.T) {
 		})
 	}
 	for _, w := range []time.Duration{0, -time.Second, 1500 * time.Microsecond} {
-		if _, err := tmpl.Range("f", "on", w); !errors.Is(err, guard.ErrInvalidQuery) {
+		if _, err := tmpl.Range("f", "on", w); !errors.Is(err, source.ErrInvalidQuery) {
 			t.Errorf("Range window %v: %v", w, err)
 		}
 	}
@@ -222,14 +222,14 @@ func FuzzParseSelector(f *testing.F) {
 		f.Add(s, "on")
 	}
 	f.Fuzz(func(t *testing.T, s, value string) {
-		sel, err := guard.ParseSelector(s)
+		sel, err := source.ParseSelector(s)
 		if err != nil {
-			if !errors.Is(err, guard.ErrInvalidQuery) {
+			if !errors.Is(err, source.ErrInvalidQuery) {
 				t.Fatalf("error %v does not match ErrInvalidQuery", err)
 			}
 			return
 		}
-		back, err := guard.ParseSelector(sel.String())
+		back, err := source.ParseSelector(sel.String())
 		if err != nil {
 			t.Fatalf("rendering %q of %q does not parse: %v", sel.String(), s, err)
 		}
@@ -244,9 +244,9 @@ func FuzzParseSelector(f *testing.F) {
 			t.Fatalf("%s and its round trip disagree on %v", sel, labels)
 		}
 		// A template on the selector renders a query that keeps any variant inside its quotes.
-		tmpl := guard.CounterTemplate{Base: sel.String(), VariantLabel: "fuzz_variant"}
+		tmpl := source.CounterTemplate{Base: sel.String(), VariantLabel: "fuzz_variant"}
 		if q, err := tmpl.Selector("", value); err == nil {
-			again, err := guard.ParseSelector(q.String())
+			again, err := source.ParseSelector(q.String())
 			if err != nil || len(again.Matchers) != len(sel.Matchers)+1 {
 				t.Fatalf("template with variant %q gave %s (%v)", value, q, err)
 			}
@@ -258,8 +258,8 @@ func FuzzParseSelector(f *testing.F) {
 // queries serve the Prometheus source (one value per arm, summed over instances) and the
 // scrape source (which sums the matching series itself).
 func ExampleCounterTemplate() {
-	requests := guard.CounterTemplate{Base: `http_requests_total{service="checkout"}`, FlagLabel: "flag", VariantLabel: "variant"}
-	errs := guard.CounterTemplate{Base: `http_requests_total{service="checkout",code=~"5.."}`, FlagLabel: "flag", VariantLabel: "variant"}
+	requests := source.CounterTemplate{Base: `http_requests_total{service="checkout"}`, FlagLabel: "flag", VariantLabel: "variant"}
+	errs := source.CounterTemplate{Base: `http_requests_total{service="checkout",code=~"5.."}`, FlagLabel: "flag", VariantLabel: "variant"}
 	for _, variant := range []string{"on", "off"} {
 		r, _ := requests.Sum("checkout-v2", variant)
 		e, _ := errs.Sum("checkout-v2", variant)

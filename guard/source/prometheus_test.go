@@ -1,4 +1,4 @@
-package guard_test
+package source_test
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/guard/source"
 )
 
 // promAPIStub is an HTTP server answering /api/v1/query with a canned status and body, and
@@ -66,7 +66,7 @@ func (st *promAPIStub) last() *http.Request {
 
 func TestPrometheusSourceStatuses(t *testing.T) {
 	stub, srv := newPromAPIStub(t)
-	src, err := guard.NewPrometheusSource(guard.PrometheusOptions{URL: srv.URL + "/prefix/", StaleAfter: time.Minute})
+	src, err := source.NewPrometheusSource(source.PrometheusOptions{URL: srv.URL + "/prefix/", StaleAfter: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,60 +77,60 @@ func TestPrometheusSourceStatuses(t *testing.T) {
 		name    string
 		status  int
 		body    string
-		want    guard.ReadingStatus
+		want    source.ReadingStatus
 		value   float64
 		errIs   []error
 		detail  string
 		sampled time.Time
 	}{
 		{name: "vector ok", body: `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[` + ts + `,"1027"]}]}}`,
-			want: guard.ReadingOK, value: 1027, sampled: at},
+			want: source.ReadingOK, value: 1027, sampled: at},
 		{name: "vector zero is ok", body: `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[` + ts + `,"0"]}]}}`,
-			want: guard.ReadingOK, value: 0, sampled: at},
+			want: source.ReadingOK, value: 0, sampled: at},
 		{name: "scalar ok", body: `{"status":"success","data":{"resultType":"scalar","result":[` + ts + `,"12.5"]}}`,
-			want: guard.ReadingOK, value: 12.5, sampled: at},
+			want: source.ReadingOK, value: 12.5, sampled: at},
 		{name: "empty vector is not zero", body: `{"status":"success","data":{"resultType":"vector","result":[]}}`,
-			want: guard.ReadingEmpty, detail: "no series"},
+			want: source.ReadingEmpty, detail: "no series"},
 		{name: "empty matrix", body: `{"status":"success","data":{"resultType":"matrix","result":[]}}`,
-			want: guard.ReadingEmpty},
+			want: source.ReadingEmpty},
 		{name: "several series", body: `{"status":"success","data":{"resultType":"vector","result":[{"metric":{"variant":"on"},"value":[` + ts + `,"1"]},{"metric":{"variant":"off"},"value":[` + ts + `,"2"]}]}}`,
-			want: guard.ReadingAmbiguous, detail: `variant="off"`},
+			want: source.ReadingAmbiguous, detail: `variant="off"`},
 		{name: "NaN", body: `{"status":"success","data":{"resultType":"scalar","result":[` + ts + `,"NaN"]}}`,
-			want: guard.ReadingNaN},
+			want: source.ReadingNaN},
 		{name: "+Inf", body: `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[` + ts + `,"+Inf"]}]}}`,
-			want: guard.ReadingNaN, detail: "+Inf"},
+			want: source.ReadingNaN, detail: "+Inf"},
 		{name: "negative", body: `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[` + ts + `,"-3"]}]}}`,
-			want: guard.ReadingError, detail: "negative"},
+			want: source.ReadingError, detail: "negative"},
 		{name: "stale scalar", body: `{"status":"success","data":{"resultType":"scalar","result":[` + old + `,"5"]}}`,
-			want: guard.ReadingStale, value: 5, detail: "1m40.5s old", sampled: time.UnixMilli(1_699_999_900_000)},
+			want: source.ReadingStale, value: 5, detail: "1m40.5s old", sampled: time.UnixMilli(1_699_999_900_000)},
 		{name: "matrix newest point", body: `{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"variant":"on"},"values":[[1700000000.000,"7"],[1700000000.250,"9"],[1699999999.000,"6"]]}]}}`,
-			want: guard.ReadingOK, value: 9, sampled: time.UnixMilli(1_700_000_000_250)},
+			want: source.ReadingOK, value: 9, sampled: time.UnixMilli(1_700_000_000_250)},
 		{name: "matrix stale", body: `{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1699999800,"7"],[` + old + `,"8"]]}]}}`,
-			want: guard.ReadingStale, value: 8},
+			want: source.ReadingStale, value: 8},
 		{name: "matrix series without points", body: `{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[]}]}}`,
-			want: guard.ReadingEmpty},
+			want: source.ReadingEmpty},
 		{name: "native histogram", body: `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"histogram":[` + ts + `,{"count":"3","sum":"1","buckets":[]}]}]}}`,
-			want: guard.ReadingError, detail: "histogram"},
+			want: source.ReadingError, detail: "histogram"},
 		{name: "warnings kept", body: `{"status":"success","warnings":["partial response"],"data":{"resultType":"vector","result":[{"metric":{},"value":[` + ts + `,"4"]}]}}`,
-			want: guard.ReadingOK, value: 4, detail: "warnings: partial response", sampled: at},
+			want: source.ReadingOK, value: 4, detail: "warnings: partial response", sampled: at},
 		{name: "string result", body: `{"status":"success","data":{"resultType":"string","result":[` + ts + `,"x"]}}`,
-			want: guard.ReadingError, errIs: []error{guard.ErrQueryFailed, guard.ErrMalformedResponse}},
+			want: source.ReadingError, errIs: []error{source.ErrQueryFailed, source.ErrMalformedResponse}},
 		{name: "bad data", status: 400, body: `{"status":"error","errorType":"bad_data","error":"1:5: parse error: unclosed left parenthesis"}`,
-			want: guard.ReadingError, errIs: []error{guard.ErrQueryFailed}, detail: "bad_data"},
+			want: source.ReadingError, errIs: []error{source.ErrQueryFailed}, detail: "bad_data"},
 		{name: "query timeout", status: 503, body: `{"status":"error","errorType":"timeout","error":"query timed out in expression evaluation"}`,
-			want: guard.ReadingTimeout, errIs: []error{guard.ErrQueryFailed, context.DeadlineExceeded}},
+			want: source.ReadingTimeout, errIs: []error{source.ErrQueryFailed, context.DeadlineExceeded}},
 		{name: "execution error", status: 422, body: `{"status":"error","errorType":"execution","error":"many-to-many matching not allowed"}`,
-			want: guard.ReadingError, errIs: []error{guard.ErrQueryFailed}},
+			want: source.ReadingError, errIs: []error{source.ErrQueryFailed}},
 		{name: "proxy error page", status: 502, body: "<html>bad gateway</html>",
-			want: guard.ReadingError, errIs: []error{guard.ErrQueryFailed}, detail: "http 502"},
+			want: source.ReadingError, errIs: []error{source.ErrQueryFailed}, detail: "http 502"},
 		{name: "not json", body: "hello",
-			want: guard.ReadingError, errIs: []error{guard.ErrQueryFailed, guard.ErrMalformedResponse}},
+			want: source.ReadingError, errIs: []error{source.ErrQueryFailed, source.ErrMalformedResponse}},
 		{name: "value not a string", body: `{"status":"success","data":{"resultType":"scalar","result":[` + ts + `,1]}}`,
-			want: guard.ReadingError, errIs: []error{guard.ErrMalformedResponse}},
+			want: source.ReadingError, errIs: []error{source.ErrMalformedResponse}},
 		{name: "value not a number", body: `{"status":"success","data":{"resultType":"scalar","result":[` + ts + `,"many"]}}`,
-			want: guard.ReadingError, errIs: []error{guard.ErrMalformedResponse}},
+			want: source.ReadingError, errIs: []error{source.ErrMalformedResponse}},
 		{name: "timestamp out of range", body: `{"status":"success","data":{"resultType":"scalar","result":[1e300,"1"]}}`,
-			want: guard.ReadingError, errIs: []error{guard.ErrMalformedResponse}},
+			want: source.ReadingError, errIs: []error{source.ErrMalformedResponse}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -147,7 +147,7 @@ func TestPrometheusSourceStatuses(t *testing.T) {
 			if r.Query != q || r.Endpoint != srv.URL+"/prefix/" || !r.Requested.Equal(at) {
 				t.Errorf("reading %+v does not say what was asked", r)
 			}
-			if r.Status == guard.ReadingOK || r.Status == guard.ReadingStale {
+			if r.Status == source.ReadingOK || r.Status == source.ReadingStale {
 				if r.Value != tt.value {
 					t.Errorf("value = %v, want %v", r.Value, tt.value)
 				}
@@ -157,7 +157,7 @@ func TestPrometheusSourceStatuses(t *testing.T) {
 			if !tt.sampled.IsZero() && !r.At.Equal(tt.sampled) {
 				t.Errorf("at = %v, want %v", r.At, tt.sampled)
 			}
-			if r.OK() != (tt.want == guard.ReadingOK) {
+			if r.OK() != (tt.want == source.ReadingOK) {
 				t.Errorf("OK() = %v", r.OK())
 			}
 			if math.IsNaN(r.Value) || math.IsInf(r.Value, 0) {
@@ -166,7 +166,7 @@ func TestPrometheusSourceStatuses(t *testing.T) {
 			if tt.detail != "" && !strings.Contains(r.Detail, tt.detail) {
 				t.Errorf("detail %q does not contain %q", r.Detail, tt.detail)
 			}
-			failed := tt.want == guard.ReadingError || tt.want == guard.ReadingTimeout
+			failed := tt.want == source.ReadingError || tt.want == source.ReadingTimeout
 			if (err != nil) != failed {
 				t.Fatalf("err = %v for a %s reading", err, r.Status)
 			}
@@ -177,7 +177,7 @@ func TestPrometheusSourceStatuses(t *testing.T) {
 			}
 		})
 	}
-	var pe *guard.PrometheusError
+	var pe *source.PrometheusError
 	stub.answer(400, `{"status":"error","errorType":"bad_data","error":"nope"}`)
 	if _, err := src.Counter(context.Background(), "x(", at); !errors.As(err, &pe) || pe.Type != "bad_data" || pe.StatusCode != 400 || pe.Message != "nope" {
 		t.Errorf("error %v is not the API's bad_data", err)
@@ -189,19 +189,19 @@ func TestPrometheusSourceRequest(t *testing.T) {
 	stub.answer(200, `{"status":"success","data":{"resultType":"scalar","result":[1700000000.5,"1"]}}`)
 	tests := []struct {
 		name string
-		opts guard.PrometheusOptions
+		opts source.PrometheusOptions
 		auth string
 	}{
-		{"no auth", guard.PrometheusOptions{}, ""},
-		{"bearer", guard.PrometheusOptions{BearerToken: "s3cret"}, "Bearer s3cret"},
-		{"basic", guard.PrometheusOptions{Username: "guard", Password: "pw"}, "Basic Z3VhcmQ6cHc="},
+		{"no auth", source.PrometheusOptions{}, ""},
+		{"bearer", source.PrometheusOptions{BearerToken: "s3cret"}, "Bearer s3cret"},
+		{"basic", source.PrometheusOptions{Username: "guard", Password: "pw"}, "Basic Z3VhcmQ6cHc="},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			opts := tt.opts
 			opts.URL = srv.URL + "/prefix"
 			opts.Timeout = 7 * time.Second
-			src, err := guard.NewPrometheusSource(opts)
+			src, err := source.NewPrometheusSource(opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -235,69 +235,69 @@ func TestPrometheusSourceFailures(t *testing.T) {
 	t.Run("timeout", func(t *testing.T) {
 		stub, srv := newPromAPIStub(t)
 		stub.block = true
-		src, err := guard.NewPrometheusSource(guard.PrometheusOptions{URL: srv.URL + "/prefix", Timeout: 50 * time.Millisecond})
+		src, err := source.NewPrometheusSource(source.PrometheusOptions{URL: srv.URL + "/prefix", Timeout: 50 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
 		r, err := src.Counter(context.Background(), "x", at)
-		if r.Status != guard.ReadingTimeout || !errors.Is(err, guard.ErrQueryFailed) || !errors.Is(err, context.DeadlineExceeded) {
+		if r.Status != source.ReadingTimeout || !errors.Is(err, source.ErrQueryFailed) || !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("reading %+v, err %v", r, err)
 		}
 	})
 	t.Run("caller's deadline", func(t *testing.T) {
 		stub, srv := newPromAPIStub(t)
 		stub.block = true
-		src, err := guard.NewPrometheusSource(guard.PrometheusOptions{URL: srv.URL + "/prefix"})
+		src, err := source.NewPrometheusSource(source.PrometheusOptions{URL: srv.URL + "/prefix"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		r, err := src.Counter(ctx, "x", at)
-		if r.Status != guard.ReadingTimeout || !errors.Is(err, context.DeadlineExceeded) {
+		if r.Status != source.ReadingTimeout || !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("reading %+v, err %v", r, err)
 		}
 	})
 	t.Run("cancelled", func(t *testing.T) {
 		_, srv := newPromAPIStub(t)
-		src, err := guard.NewPrometheusSource(guard.PrometheusOptions{URL: srv.URL + "/prefix"})
+		src, err := source.NewPrometheusSource(source.PrometheusOptions{URL: srv.URL + "/prefix"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		r, err := src.Counter(ctx, "x", at)
-		if r.Status != guard.ReadingError || !errors.Is(err, context.Canceled) || !errors.Is(err, guard.ErrQueryFailed) {
+		if r.Status != source.ReadingError || !errors.Is(err, context.Canceled) || !errors.Is(err, source.ErrQueryFailed) {
 			t.Fatalf("reading %+v, err %v", r, err)
 		}
 	})
 	t.Run("connection refused", func(t *testing.T) {
 		_, srv := newPromAPIStub(t)
 		srv.Close()
-		src, err := guard.NewPrometheusSource(guard.PrometheusOptions{URL: srv.URL})
+		src, err := source.NewPrometheusSource(source.PrometheusOptions{URL: srv.URL})
 		if err != nil {
 			t.Fatal(err)
 		}
 		r, err := src.Counter(context.Background(), "x", at)
-		if r.Status != guard.ReadingError || !errors.Is(err, guard.ErrQueryFailed) {
+		if r.Status != source.ReadingError || !errors.Is(err, source.ErrQueryFailed) {
 			t.Fatalf("reading %+v, err %v", r, err)
 		}
 	})
 	t.Run("body too large", func(t *testing.T) {
 		stub, srv := newPromAPIStub(t)
 		stub.answer(200, `{"status":"success","data":{"resultType":"vector","result":[`+strings.Repeat(`{"metric":{},"value":[1,"1"]},`, 100)+`]}}`)
-		src, err := guard.NewPrometheusSource(guard.PrometheusOptions{URL: srv.URL + "/prefix", MaxBytes: 1000})
+		src, err := source.NewPrometheusSource(source.PrometheusOptions{URL: srv.URL + "/prefix", MaxBytes: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}
 		r, err := src.Counter(context.Background(), "x", at)
-		if r.Status != guard.ReadingError || !errors.Is(err, guard.ErrQueryFailed) || !strings.Contains(r.Detail, "larger than 1000") {
+		if r.Status != source.ReadingError || !errors.Is(err, source.ErrQueryFailed) || !strings.Contains(r.Detail, "larger than 1000") {
 			t.Fatalf("reading %+v, err %v", r, err)
 		}
 	})
 	t.Run("invalid input sends nothing", func(t *testing.T) {
 		stub, srv := newPromAPIStub(t)
-		src, err := guard.NewPrometheusSource(guard.PrometheusOptions{URL: srv.URL})
+		src, err := source.NewPrometheusSource(source.PrometheusOptions{URL: srv.URL})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -306,7 +306,7 @@ func TestPrometheusSourceFailures(t *testing.T) {
 			at time.Time
 		}{{"", at}, {"  ", at}, {"x", time.Time{}}, {"x\xff", at}, {strings.Repeat("x", 8001), at}} {
 			r, err := src.Counter(context.Background(), c.q, c.at)
-			if !errors.Is(err, guard.ErrInvalidQuery) || r.Status != guard.ReadingError {
+			if !errors.Is(err, source.ErrInvalidQuery) || r.Status != source.ReadingError {
 				t.Errorf("Counter(%.20q, %v) = %+v, %v", c.q, c.at, r, err)
 			}
 		}
@@ -319,38 +319,38 @@ func TestPrometheusSourceFailures(t *testing.T) {
 func TestPrometheusOptionsValidate(t *testing.T) {
 	tests := []struct {
 		name string
-		opts guard.PrometheusOptions
+		opts source.PrometheusOptions
 		bad  string // empty: valid
 	}{
-		{"minimal", guard.PrometheusOptions{URL: "http://127.0.0.1:9090"}, ""},
-		{"https with prefix", guard.PrometheusOptions{URL: "https://example.org/prometheus/", Lag: time.Minute, StaleAfter: 5 * time.Minute}, ""},
-		{"empty url", guard.PrometheusOptions{}, "url is empty"},
-		{"relative url", guard.PrometheusOptions{URL: "/api"}, "scheme"},
-		{"ftp", guard.PrometheusOptions{URL: "ftp://x"}, "scheme"},
-		{"no host", guard.PrometheusOptions{URL: "http://"}, "no host"},
-		{"query string", guard.PrometheusOptions{URL: "http://x/?a=b"}, "query string"},
-		{"fragment", guard.PrometheusOptions{URL: "http://x/#a"}, "fragment"},
-		{"unparsable", guard.PrometheusOptions{URL: "http://x:port"}, "url"},
-		{"negative timeout", guard.PrometheusOptions{URL: "http://x", Timeout: -time.Second}, "timeout"},
-		{"negative lag", guard.PrometheusOptions{URL: "http://x", Lag: -time.Second}, "lag"},
-		{"huge lag", guard.PrometheusOptions{URL: "http://x", Lag: 2 * time.Hour}, "lag"},
-		{"negative stale", guard.PrometheusOptions{URL: "http://x", StaleAfter: -1}, "stale"},
-		{"negative max bytes", guard.PrometheusOptions{URL: "http://x", MaxBytes: -1}, "max bytes"},
-		{"bearer and basic", guard.PrometheusOptions{URL: "http://x", BearerToken: "t", Username: "u"}, "exclusive"},
-		{"password alone", guard.PrometheusOptions{URL: "http://x", Password: "p"}, "without a username"},
-		{"colon in user", guard.PrometheusOptions{URL: "http://x", Username: "a:b"}, "colon"},
-		{"header injection", guard.PrometheusOptions{URL: "http://x", BearerToken: "t\r\nX-Evil: 1"}, "control characters"},
+		{"minimal", source.PrometheusOptions{URL: "http://127.0.0.1:9090"}, ""},
+		{"https with prefix", source.PrometheusOptions{URL: "https://example.org/prometheus/", Lag: time.Minute, StaleAfter: 5 * time.Minute}, ""},
+		{"empty url", source.PrometheusOptions{}, "url is empty"},
+		{"relative url", source.PrometheusOptions{URL: "/api"}, "scheme"},
+		{"ftp", source.PrometheusOptions{URL: "ftp://x"}, "scheme"},
+		{"no host", source.PrometheusOptions{URL: "http://"}, "no host"},
+		{"query string", source.PrometheusOptions{URL: "http://x/?a=b"}, "query string"},
+		{"fragment", source.PrometheusOptions{URL: "http://x/#a"}, "fragment"},
+		{"unparsable", source.PrometheusOptions{URL: "http://x:port"}, "url"},
+		{"negative timeout", source.PrometheusOptions{URL: "http://x", Timeout: -time.Second}, "timeout"},
+		{"negative lag", source.PrometheusOptions{URL: "http://x", Lag: -time.Second}, "lag"},
+		{"huge lag", source.PrometheusOptions{URL: "http://x", Lag: 2 * time.Hour}, "lag"},
+		{"negative stale", source.PrometheusOptions{URL: "http://x", StaleAfter: -1}, "stale"},
+		{"negative max bytes", source.PrometheusOptions{URL: "http://x", MaxBytes: -1}, "max bytes"},
+		{"bearer and basic", source.PrometheusOptions{URL: "http://x", BearerToken: "t", Username: "u"}, "exclusive"},
+		{"password alone", source.PrometheusOptions{URL: "http://x", Password: "p"}, "without a username"},
+		{"colon in user", source.PrometheusOptions{URL: "http://x", Username: "a:b"}, "colon"},
+		{"header injection", source.PrometheusOptions{URL: "http://x", BearerToken: "t\r\nX-Evil: 1"}, "control characters"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			src, err := guard.NewPrometheusSource(tt.opts)
+			src, err := source.NewPrometheusSource(tt.opts)
 			if tt.bad == "" {
 				if err != nil || src == nil {
 					t.Fatalf("NewPrometheusSource: %v", err)
 				}
 				return
 			}
-			if !errors.Is(err, guard.ErrInvalidSource) || !strings.Contains(err.Error(), tt.bad) {
+			if !errors.Is(err, source.ErrInvalidSource) || !strings.Contains(err.Error(), tt.bad) {
 				t.Fatalf("error = %v, want ErrInvalidSource about %q", err, tt.bad)
 			}
 			if src != nil {
@@ -359,13 +359,13 @@ func TestPrometheusOptionsValidate(t *testing.T) {
 		})
 	}
 	// Every problem is reported at once.
-	err := guard.PrometheusOptions{URL: "x", Timeout: -1, Lag: -1}.Validate()
+	err := source.PrometheusOptions{URL: "x", Timeout: -1, Lag: -1}.Validate()
 	for _, want := range []string{"scheme", "timeout", "lag"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("joined error %v lacks %q", err, want)
 		}
 	}
-	src, err := guard.NewPrometheusSource(guard.PrometheusOptions{URL: "http://user:pw@127.0.0.1:9090"})
+	src, err := source.NewPrometheusSource(source.PrometheusOptions{URL: "http://user:pw@127.0.0.1:9090"})
 	if err != nil {
 		t.Fatal(err)
 	}
