@@ -3,7 +3,7 @@
 // direct scrape of an exposition endpoint), the decision statistics and the per-rollout state
 // machine described in docs/guard.md ([Machine]), the safety-valve controller ([Valve]), the loop
 // that judges every running rollout and acts through the write path ([Runner]), and the lease
-// that lets exactly one replica act ([Lease]).
+// that lets exactly one replica act ([Leader]).
 //
 // Invariants:
 //   - Missing, stale, NaN, ambiguous or errored readings are never healthy: a reading is OK only

@@ -64,9 +64,9 @@ type Catalog interface {
 	Flags(env string) []projections.Flag
 }
 
-// Leader tells whether this replica may act ([*Lease] is one). The guard judges and acts only
-// while it holds the lease; when it loses it, it forgets its rollouts, and judges them afresh when
-// it holds it again.
+// Leader tells whether this replica may act (the lease of internal/lease is one). The guard
+// judges and acts only while it holds the lease; when it loses it, it forgets its rollouts, and
+// judges them afresh when it holds it again.
 type Leader interface {
 	Held() (held bool, epoch uint64)
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/dashboard"
 	"github.com/interlock-dev/interlock/internal/edge"
 	"github.com/interlock-dev/interlock/internal/embedded"
+	"github.com/interlock-dev/interlock/internal/lease"
 	"github.com/interlock-dev/interlock/internal/metrics"
 	"github.com/interlock-dev/interlock/internal/ofrep"
 	"github.com/interlock-dev/interlock/internal/perimeter"
@@ -60,7 +61,7 @@ type Main struct {
 	catalog   *projections.Catalog
 	runner    *projections.Runner
 	signing   config.Signing
-	lease     *guard.Lease
+	lease     *lease.Lease
 	snaps     *snapshot.Writer
 	checks    *snapshot.Checkpoints
 	httpSrv   *http.Server
@@ -191,8 +192,9 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	}
 	// Every replica runs the guard; only the holder of the lease acts.
 	hostname, _ := os.Hostname()
-	m.lease, err = guard.NewLease(setupCtx, js, guard.LeaseOptions{
-		Holder: hostname + "-" + uuid.NewString(), Replicas: cfg.Replicas, Logger: logger,
+	m.lease, err = lease.New(setupCtx, js, lease.Options{
+		Bucket: "interlock_guard_lease", Key: "guard", Holder: hostname + "-" + uuid.NewString(),
+		Replicas: cfg.Replicas, Logger: logger.With("component", "guard"),
 	})
 	if err != nil {
 		return nil, err

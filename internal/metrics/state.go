@@ -33,7 +33,7 @@ type Runner interface {
 	Integrity() *projections.Integrity
 }
 
-// Leader tells whether this replica holds the guard's lease: *guard.Lease.
+// Leader tells whether this replica holds the guard's lease: *lease.Lease.
 type Leader interface {
 	Held() (held bool, epoch uint64)
 }

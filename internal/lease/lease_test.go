@@ -1,4 +1,4 @@
-package guard
+package lease
 
 import (
 	"context"
@@ -21,37 +21,39 @@ import (
 )
 
 func TestLeaseOptionsValidate(t *testing.T) {
-	ok := LeaseOptions{Holder: "replica-1"}
+	ok := Options{Bucket: "leases", Key: "guard", Holder: "replica-1"}
 	tests := []struct {
 		name string
-		edit func(*LeaseOptions)
+		edit func(*Options)
 		want string // "" for valid
 	}{
-		{"defaults", func(*LeaseOptions) {}, ""},
-		{"everything set", func(o *LeaseOptions) {
-			*o = LeaseOptions{Bucket: "b-1_x", Key: "env.prod/guard=1", Holder: "h", TTL: 2 * time.Second,
+		{"defaults", func(*Options) {}, ""},
+		{"everything set", func(o *Options) {
+			*o = Options{Bucket: "b-1_x", Key: "env.prod/guard=1", Holder: "h", TTL: 2 * time.Second,
 				Margin: 300 * time.Millisecond, Renew: 500 * time.Millisecond, Timeout: time.Second, Replicas: 3}
 		}, ""},
-		{"no holder", func(o *LeaseOptions) { o.Holder = "" }, "holder is required"},
-		{"holder with a newline", func(o *LeaseOptions) { o.Holder = "a\nb" }, "unprintable"},
-		{"holder not utf-8", func(o *LeaseOptions) { o.Holder = "\xff" }, "UTF-8"},
-		{"holder too long", func(o *LeaseOptions) { o.Holder = strings.Repeat("h", 257) }, "more than 256"},
-		{"bucket with a dot", func(o *LeaseOptions) { o.Bucket = "a.b" }, "bucket"},
-		{"key with a space", func(o *LeaseOptions) { o.Key = "a b" }, "key"},
-		{"key starting with a dot", func(o *LeaseOptions) { o.Key = ".a" }, "key"},
-		{"key with two dots", func(o *LeaseOptions) { o.Key = "a..b" }, "key"},
-		{"key with a wildcard", func(o *LeaseOptions) { o.Key = "a.*" }, "key"},
-		{"ttl below a second", func(o *LeaseOptions) { o.TTL = 500 * time.Millisecond }, "ttl"},
-		{"ttl not whole seconds", func(o *LeaseOptions) { o.TTL = 1500 * time.Millisecond }, "ttl"},
-		{"ttl above an hour", func(o *LeaseOptions) { o.TTL = 2 * time.Hour }, "ttl"},
-		{"negative ttl", func(o *LeaseOptions) { o.TTL = -time.Second }, "ttl"},
-		{"margin as long as the ttl", func(o *LeaseOptions) { o.TTL, o.Margin = 2*time.Second, 2*time.Second }, "margin"},
-		{"negative margin", func(o *LeaseOptions) { o.Margin = -1 }, "margin"},
-		{"renew past ttl - margin", func(o *LeaseOptions) { o.TTL, o.Margin, o.Renew = 2*time.Second, time.Second, time.Second }, "renew"},
-		{"renew too short", func(o *LeaseOptions) { o.Renew = time.Millisecond }, "renew"},
-		{"negative timeout", func(o *LeaseOptions) { o.Timeout = -1 }, "timeout"},
-		{"too many replicas", func(o *LeaseOptions) { o.Replicas = 7 }, "replicas"},
-		{"negative replicas", func(o *LeaseOptions) { o.Replicas = -1 }, "replicas"},
+		{"no bucket", func(o *Options) { o.Bucket = "" }, "bucket"},
+		{"no key", func(o *Options) { o.Key = "" }, "key"},
+		{"no holder", func(o *Options) { o.Holder = "" }, "holder is required"},
+		{"holder with a newline", func(o *Options) { o.Holder = "a\nb" }, "unprintable"},
+		{"holder not utf-8", func(o *Options) { o.Holder = "\xff" }, "UTF-8"},
+		{"holder too long", func(o *Options) { o.Holder = strings.Repeat("h", 257) }, "more than 256"},
+		{"bucket with a dot", func(o *Options) { o.Bucket = "a.b" }, "bucket"},
+		{"key with a space", func(o *Options) { o.Key = "a b" }, "key"},
+		{"key starting with a dot", func(o *Options) { o.Key = ".a" }, "key"},
+		{"key with two dots", func(o *Options) { o.Key = "a..b" }, "key"},
+		{"key with a wildcard", func(o *Options) { o.Key = "a.*" }, "key"},
+		{"ttl below a second", func(o *Options) { o.TTL = 500 * time.Millisecond }, "ttl"},
+		{"ttl not whole seconds", func(o *Options) { o.TTL = 1500 * time.Millisecond }, "ttl"},
+		{"ttl above an hour", func(o *Options) { o.TTL = 2 * time.Hour }, "ttl"},
+		{"negative ttl", func(o *Options) { o.TTL = -time.Second }, "ttl"},
+		{"margin as long as the ttl", func(o *Options) { o.TTL, o.Margin = 2*time.Second, 2*time.Second }, "margin"},
+		{"negative margin", func(o *Options) { o.Margin = -1 }, "margin"},
+		{"renew past ttl - margin", func(o *Options) { o.TTL, o.Margin, o.Renew = 2*time.Second, time.Second, time.Second }, "renew"},
+		{"renew too short", func(o *Options) { o.Renew = time.Millisecond }, "renew"},
+		{"negative timeout", func(o *Options) { o.Timeout = -1 }, "timeout"},
+		{"too many replicas", func(o *Options) { o.Replicas = 7 }, "replicas"},
+		{"negative replicas", func(o *Options) { o.Replicas = -1 }, "replicas"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -68,8 +70,8 @@ func TestLeaseOptionsValidate(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, ErrInvalidLease) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Validate = %v, want ErrInvalidLease mentioning %q", err, tc.want)
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate = %v, want ErrInvalid mentioning %q", err, tc.want)
 			}
 		})
 	}
@@ -87,8 +89,8 @@ func TestLeaseValueRoundTrip(t *testing.T) {
 		`{"holder":"h","token":"t","ttlSeconds":-1}`, `{"holder":"h","token":"t","epoch":-1}`,
 		`{"holder":"h\u0000","token":"t"}`, `{"holder":"h","token":"t","acquired":"yesterday"}`,
 	} {
-		if _, err := decodeLeaseValue([]byte(bad)); !errors.Is(err, ErrMalformedLease) {
-			t.Errorf("decode %q = %v, want ErrMalformedLease", bad, err)
+		if _, err := decodeLeaseValue([]byte(bad)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("decode %q = %v, want ErrMalformed", bad, err)
 		}
 	}
 	if _, err := decodeLeaseValue([]byte(`{"holder":"h","token":"t","future":true}`)); err != nil {
@@ -104,8 +106,8 @@ func FuzzDecodeLeaseValue(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		v, err := decodeLeaseValue(data)
 		if err != nil {
-			if !errors.Is(err, ErrMalformedLease) {
-				t.Fatalf("error %v does not match ErrMalformedLease", err)
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not match ErrMalformed", err)
 			}
 			return
 		}
@@ -136,7 +138,7 @@ type runningLease struct {
 }
 
 // startLease connects to s, builds a lease and runs it until the test stops it or ends.
-func startLease(t *testing.T, s *server.Server, opts LeaseOptions) *runningLease {
+func startLease(t *testing.T, s *server.Server, opts Options) *runningLease {
 	t.Helper()
 	nc := natstest.Connect(t, s)
 	js, err := jetstream.New(nc)
@@ -145,9 +147,9 @@ func startLease(t *testing.T, s *server.Server, opts LeaseOptions) *runningLease
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	l, err := NewLease(ctx, js, opts)
+	l, err := New(ctx, js, opts)
 	if err != nil {
-		t.Fatalf("NewLease %s: %v", opts.Holder, err)
+		t.Fatalf("New %s: %v", opts.Holder, err)
 	}
 	return runLease(t, l, opts.Holder, nc)
 }
@@ -180,8 +182,8 @@ func (r *runningLease) stop(t *testing.T) {
 	})
 }
 
-func leaseOpts(holder string, ttl time.Duration, replicas int) LeaseOptions {
-	return LeaseOptions{Bucket: "lease_test", Holder: holder, TTL: ttl, Replicas: replicas}
+func leaseOpts(holder string, ttl time.Duration, replicas int) Options {
+	return Options{Bucket: "lease_test", Key: "guard", Holder: holder, TTL: ttl, Replicas: replicas}
 }
 
 // holderOf waits until exactly one of the leases holds and returns it and its epoch.
@@ -347,7 +349,7 @@ func noLeaseGoroutines(t *testing.T) {
 	t.Helper()
 	natstest.Eventually(t, 10*time.Second, func() bool {
 		buf := make([]byte, 1<<20)
-		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "guard.(*Lease)")
+		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "lease.(*Lease)")
 	}, "goroutines left in Lease methods")
 }
 
@@ -555,7 +557,7 @@ func TestLeaseStopWithoutRelease(t *testing.T) {
 	s := natstest.RunServer(t)
 	nc := natstest.Connect(t, s)
 	js, _ := jetstream.New(nc)
-	la, err := NewLease(t.Context(), js, leaseOpts("a", time.Second, 1))
+	la, err := New(t.Context(), js, leaseOpts("a", time.Second, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -657,7 +659,7 @@ func TestLeaseAdoptsUnacknowledgedCreate(t *testing.T) {
 			s := natstest.RunServer(t)
 			nc := natstest.Connect(t, s)
 			js, _ := jetstream.New(nc)
-			l, err := NewLease(t.Context(), js, leaseOpts("a", tc.ttl, 1))
+			l, err := New(t.Context(), js, leaseOpts("a", tc.ttl, 1))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -687,20 +689,20 @@ func TestLeaseHolderAndErrors(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	ctx := t.Context()
 
-	if _, err := NewLease(ctx, js, LeaseOptions{}); !errors.Is(err, ErrInvalidLease) {
-		t.Fatalf("NewLease without a holder = %v, want ErrInvalidLease", err)
+	if _, err := New(ctx, js, Options{Bucket: "b", Key: "k"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("New without a holder = %v, want ErrInvalid", err)
 	}
 	jsd, _ := jetstream.NewWithDomain(nc, "hub")
-	if _, err := NewLease(ctx, jsd, LeaseOptions{Holder: "a"}); !errors.Is(err, ErrInvalidLease) {
-		t.Fatalf("NewLease with a domain = %v, want ErrInvalidLease", err)
+	if _, err := New(ctx, jsd, Options{Bucket: "b", Key: "k", Holder: "a"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("New with a domain = %v, want ErrInvalid", err)
 	}
 
-	l, err := NewLease(ctx, js, LeaseOptions{Holder: "a", TTL: 2 * time.Second})
+	l, err := New(ctx, js, Options{Bucket: "interlock_guard_lease", Key: "guard", Holder: "a", TTL: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Holder(ctx); !errors.Is(err, ErrLeaseVacant) {
-		t.Fatalf("Holder before anyone runs = %v, want ErrLeaseVacant", err)
+	if _, err := l.Holder(ctx); !errors.Is(err, ErrVacant) {
+		t.Fatalf("Holder before anyone runs = %v, want ErrVacant", err)
 	}
 	before := time.Now()
 	r := runLease(t, l, "a", nc)
@@ -715,8 +717,8 @@ func TestLeaseHolderAndErrors(t *testing.T) {
 		t.Fatal("a second Run was accepted")
 	}
 	r.stop(t)
-	if _, err := l.Holder(ctx); !errors.Is(err, ErrLeaseVacant) {
-		t.Fatalf("Holder after a graceful stop = %v, want ErrLeaseVacant", err)
+	if _, err := l.Holder(ctx); !errors.Is(err, ErrVacant) {
+		t.Fatalf("Holder after a graceful stop = %v, want ErrVacant", err)
 	}
 	if st, _, _, err := leaderRecord(nc, "interlock_guard_lease", "guard"); err != nil || st != entryDeleted {
 		t.Fatalf("entry after a graceful stop: state %d, %v; want a delete marker", st, err)
@@ -726,8 +728,8 @@ func TestLeaseHolderAndErrors(t *testing.T) {
 	if _, err := l.kv.Put(ctx, "guard", []byte("not json")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Holder(ctx); !errors.Is(err, ErrMalformedLease) {
-		t.Fatalf("Holder of garbage = %v, want ErrMalformedLease", err)
+	if _, err := l.Holder(ctx); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("Holder of garbage = %v, want ErrMalformed", err)
 	}
 	noLeaseGoroutines(t)
 }

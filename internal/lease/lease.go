@@ -1,4 +1,4 @@
-package guard
+package lease
 
 import (
 	"bytes"
@@ -21,22 +21,22 @@ import (
 )
 
 var (
-	// ErrInvalidLease means a lease's options broke a rule, or the JetStream context cannot
+	// ErrInvalid means a lease's options broke a rule, or the JetStream context cannot
 	// carry one; no lease was built.
-	ErrInvalidLease = errors.New("invalid lease")
-	// ErrLeaseVacant means nobody holds the lease.
-	ErrLeaseVacant = errors.New("lease vacant")
-	// ErrMalformedLease means a lease entry in the bucket could not be decoded.
-	ErrMalformedLease = errors.New("malformed lease entry")
+	ErrInvalid = errors.New("invalid lease")
+	// ErrVacant means nobody holds the lease.
+	ErrVacant = errors.New("lease vacant")
+	// ErrMalformed means a lease entry in the bucket could not be decoded.
+	ErrMalformed = errors.New("malformed lease entry")
 )
 
-// LeaseOptions configures a [Lease]. Zero values take their defaults.
-type LeaseOptions struct {
-	// Bucket is the key-value bucket holding the lease; "interlock_guard_lease" by default.
-	// Letters, digits, '-' and '_'.
+// Options configures a [Lease]. Zero values take their defaults.
+type Options struct {
+	// Bucket is the key-value bucket holding the lease. Required; letters, digits, '-' and
+	// '_'.
 	Bucket string
-	// Key names the lease within the bucket; "guard" by default (one lease for the whole
-	// guard). Letters, digits and "-/_=." (not first or last, not doubled).
+	// Key names the lease within the bucket. Required; letters, digits and "-/_=." (not first
+	// or last, not doubled).
 	Key string
 	// Holder identifies this replica, e.g. a UUID or the host name plus the process id.
 	// Required; at most 256 bytes of printable UTF-8. Two replicas must not share it.
@@ -67,15 +67,13 @@ type LeaseOptions struct {
 }
 
 const (
-	defaultLeaseBucket = "interlock_guard_lease"
-	defaultLeaseKey    = "guard"
-	defaultLeaseTTL    = 10 * time.Second
-	maxLeaseTTL        = time.Hour
-	minLeaseRenew      = 10 * time.Millisecond
-	maxLeaseHolder     = 256
-	maxLeaseKey        = 256
-	maxLeaseReplicas   = 5
-	maxLeaseValue      = 4 << 10
+	defaultLeaseTTL  = 10 * time.Second
+	maxLeaseTTL      = time.Hour
+	minLeaseRenew    = 10 * time.Millisecond
+	maxLeaseHolder   = 256
+	maxLeaseKey      = 256
+	maxLeaseReplicas = 5
+	maxLeaseValue    = 4 << 10
 )
 
 var (
@@ -83,13 +81,7 @@ var (
 	validLeaseKey    = regexp.MustCompile(`^[-/_=.a-zA-Z0-9]+$`)
 )
 
-func (o *LeaseOptions) setDefaults() {
-	if o.Bucket == "" {
-		o.Bucket = defaultLeaseBucket
-	}
-	if o.Key == "" {
-		o.Key = defaultLeaseKey
-	}
+func (o *Options) setDefaults() {
 	if o.TTL == 0 {
 		o.TTL = defaultLeaseTTL
 	}
@@ -113,14 +105,14 @@ func (o *LeaseOptions) setDefaults() {
 	}
 }
 
-// Validate reports every problem with the options, as an error matching [ErrInvalidLease].
-// Zero values are accepted (they take defaults), except for Holder.
-func (o LeaseOptions) Validate() error {
+// Validate reports every problem with the options, as an error matching [ErrInvalid].
+// Zero values are accepted (they take defaults), except for Bucket, Key and Holder.
+func (o Options) Validate() error {
 	var errs []error
-	if o.Bucket != "" && !validLeaseBucket.MatchString(o.Bucket) {
+	if !validLeaseBucket.MatchString(o.Bucket) {
 		errs = append(errs, fmt.Errorf("bucket %q may hold only letters, digits, '-' and '_'", o.Bucket))
 	}
-	if o.Key != "" && !validLeaseKeyName(o.Key) {
+	if !validLeaseKeyName(o.Key) {
 		errs = append(errs, fmt.Errorf("key %q is not a valid key", o.Key))
 	}
 	if err := validateLeaseHolder(o.Holder); err != nil {
@@ -153,7 +145,7 @@ func (o LeaseOptions) Validate() error {
 		errs = append(errs, fmt.Errorf("replicas %d is not between 1 and %d", o.Replicas, maxLeaseReplicas))
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%w: %w", ErrInvalidLease, errors.Join(errs...))
+		return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
 	}
 	return nil
 }
@@ -177,9 +169,9 @@ func validateLeaseHolder(h string) error {
 	return nil
 }
 
-// LeaseState is what a replica knows of its lease at one moment.
-type LeaseState struct {
-	// Held: this replica holds the lease and may act for the guard.
+// State is what a replica knows of its lease at one moment.
+type State struct {
+	// Held: this replica holds the lease and may act.
 	Held bool
 	// Epoch is the fencing token of the holding: the entry's revision when this replica
 	// acquired it. Epochs only grow, from one holding to the next, whoever the holder. 0 when
@@ -187,9 +179,9 @@ type LeaseState struct {
 	Epoch uint64
 }
 
-// LeaseRecord is a lease's entry as the bucket holds it.
-type LeaseRecord struct {
-	// Holder is the holding replica's LeaseOptions.Holder.
+// Record is a lease's entry as the bucket holds it.
+type Record struct {
+	// Holder is the holding replica's Options.Holder.
 	Holder string
 	// Epoch is the revision at which the holder acquired the lease.
 	Epoch uint64
@@ -223,28 +215,28 @@ func encodeLeaseValue(v leaseValue) []byte {
 func decodeLeaseValue(data []byte) (leaseValue, error) {
 	var v leaseValue
 	if len(data) > maxLeaseValue {
-		return v, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformedLease, len(data), maxLeaseValue)
+		return v, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformed, len(data), maxLeaseValue)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&v); err != nil {
-		return leaseValue{}, fmt.Errorf("%w: %w", ErrMalformedLease, err)
+		return leaseValue{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if _, err := dec.Token(); err == nil {
-		return leaseValue{}, fmt.Errorf("%w: data after the JSON object", ErrMalformedLease)
+		return leaseValue{}, fmt.Errorf("%w: data after the JSON object", ErrMalformed)
 	}
 	if err := validateLeaseHolder(v.Holder); err != nil {
-		return leaseValue{}, fmt.Errorf("%w: %w", ErrMalformedLease, err)
+		return leaseValue{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if v.Token == "" || len(v.Token) > 64 {
-		return leaseValue{}, fmt.Errorf("%w: token is empty or longer than 64 bytes", ErrMalformedLease)
+		return leaseValue{}, fmt.Errorf("%w: token is empty or longer than 64 bytes", ErrMalformed)
 	}
 	if v.TTLSeconds < 0 || v.TTLSeconds > int64(maxLeaseTTL/time.Second) {
-		return leaseValue{}, fmt.Errorf("%w: ttl of %d seconds", ErrMalformedLease, v.TTLSeconds)
+		return leaseValue{}, fmt.Errorf("%w: ttl of %d seconds", ErrMalformed, v.TTLSeconds)
 	}
 	return v, nil
 }
 
-// Lease elects one replica among several to act for the guard: the holder of one key in a
+// Lease elects one replica among several to act: the holder of one key in a
 // JetStream key-value bucket. Call Run to take part; Held says whether this replica holds the
 // lease now, and with which epoch. It is safe for concurrent use.
 //
@@ -269,7 +261,7 @@ type Lease struct {
 	retry     time.Duration
 	log       *slog.Logger
 	now       func() time.Time
-	changes   chan LeaseState
+	changes   chan State
 	running   atomic.Bool
 	noRelease bool // tests: stop without deleting the entry, as a crashed process would
 
@@ -286,16 +278,16 @@ type Lease struct {
 	seen    uint64    // the epoch of the other replica's holding last seen (for logging)
 }
 
-// NewLease checks opts, creates the lease's bucket or updates its configuration, and returns a
+// New checks opts, creates the lease's bucket or updates its configuration, and returns a
 // lease; call Run to take part in the election. It returns an error matching
-// [ErrInvalidLease] when the options break a rule or js uses a domain or API prefix, and the
+// [ErrInvalid] when the options break a rule or js uses a domain or API prefix, and the
 // JetStream error when the bucket cannot be created.
-func NewLease(ctx context.Context, js jetstream.JetStream, opts LeaseOptions) (*Lease, error) {
+func New(ctx context.Context, js jetstream.JetStream, opts Options) (*Lease, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
 	if o := js.Options(); o.Domain != "" || (o.APIPrefix != "" && strings.TrimSuffix(o.APIPrefix, ".") != strings.TrimSuffix(jetstream.DefaultAPIPrefix, ".")) {
-		return nil, fmt.Errorf("%w: a JetStream context with a domain or API prefix is not supported", ErrInvalidLease)
+		return nil, fmt.Errorf("%w: a JetStream context with a domain or API prefix is not supported", ErrInvalid)
 	}
 	opts.setDefaults()
 	// The bucket is a key-value bucket's stream, made here rather than through
@@ -307,7 +299,7 @@ func NewLease(ctx context.Context, js jetstream.JetStream, opts LeaseOptions) (*
 	stream := "KV_" + opts.Bucket
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:              stream,
-		Description:       "interlock guard lease",
+		Description:       "interlock " + opts.Key + " lease",
 		Subjects:          []string{"$KV." + opts.Bucket + ".>"},
 		MaxMsgsPerSubject: 1,
 		MaxBytes:          -1,
@@ -342,14 +334,14 @@ func NewLease(ctx context.Context, js jetstream.JetStream, opts LeaseOptions) (*
 		renew:   opts.Renew,
 		timeout: opts.Timeout,
 		retry:   max(opts.Renew/4, minLeaseRenew),
-		log:     opts.Logger.With("component", "guard", "lease", opts.Bucket+"/"+opts.Key, "holder", opts.Holder),
+		log:     opts.Logger.With("lease", opts.Bucket+"/"+opts.Key, "holder", opts.Holder),
 		now:     opts.Now,
-		changes: make(chan LeaseState, 1),
+		changes: make(chan State, 1),
 	}, nil
 }
 
 // Held reports whether this replica holds the lease now, by its own clock, and the holding's
-// epoch (0 when not held). Act for the guard only while it reports true, and pass the epoch
+// epoch (0 when not held). Act only while it reports true, and pass the epoch
 // along with what is done, so that a write made late by a former holder can be told apart.
 func (l *Lease) Held() (held bool, epoch uint64) {
 	now := l.now()
@@ -366,25 +358,25 @@ func (l *Lease) Held() (held bool, epoch uint64) {
 // intermediate ones (a new epoch tells it that it missed a loss). Held turns false on its
 // own at the end of the validity, possibly a moment before the loss is delivered here; check
 // Held before acting.
-func (l *Lease) Changes() <-chan LeaseState { return l.changes }
+func (l *Lease) Changes() <-chan State { return l.changes }
 
 // Holder reads the lease's entry: who holds it now, for status pages. On a replicated bucket
 // the answer may come from a replica a moment behind the leader. It returns an error
-// matching [ErrLeaseVacant] when nobody does, [ErrMalformedLease] when the entry cannot be
+// matching [ErrVacant] when nobody does, [ErrMalformed] when the entry cannot be
 // decoded, or the JetStream error.
-func (l *Lease) Holder(ctx context.Context) (LeaseRecord, error) {
+func (l *Lease) Holder(ctx context.Context) (Record, error) {
 	e, err := l.kv.Get(ctx, l.key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return LeaseRecord{}, fmt.Errorf("read lease %s: %w", l.key, ErrLeaseVacant)
+		return Record{}, fmt.Errorf("read lease %s: %w", l.key, ErrVacant)
 	}
 	if err != nil {
-		return LeaseRecord{}, fmt.Errorf("read lease %s: %w", l.key, err)
+		return Record{}, fmt.Errorf("read lease %s: %w", l.key, err)
 	}
 	v, err := decodeLeaseValue(e.Value())
 	if err != nil {
-		return LeaseRecord{}, fmt.Errorf("read lease %s at revision %d: %w", l.key, e.Revision(), err)
+		return Record{}, fmt.Errorf("read lease %s at revision %d: %w", l.key, e.Revision(), err)
 	}
-	return LeaseRecord{
+	return Record{
 		Holder:   v.Holder,
 		Epoch:    epochOf(v, e.Revision()),
 		Revision: e.Revision(),
@@ -698,7 +690,7 @@ func (l *Lease) gain(epoch uint64, until time.Time) {
 	l.epoch, l.until = epoch, until
 	l.mu.Unlock()
 	l.log.Info("lease acquired", "epoch", epoch)
-	l.publish(LeaseState{Held: true, Epoch: epoch})
+	l.publish(State{Held: true, Epoch: epoch})
 }
 
 // extend moves the end of the current holding's validity.
@@ -720,12 +712,12 @@ func (l *Lease) lose(reason string) {
 		return
 	}
 	l.log.Info("lease lost", "epoch", epoch, "reason", reason)
-	l.publish(LeaseState{})
+	l.publish(State{})
 }
 
 // publish replaces whatever undelivered state the channel holds with s. Only Run's
 // goroutine sends, so the send never blocks.
-func (l *Lease) publish(s LeaseState) {
+func (l *Lease) publish(s State) {
 	select {
 	case <-l.changes:
 	default:
