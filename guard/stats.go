@@ -3,6 +3,7 @@ package guard
 import (
 	"fmt"
 	"math"
+	"time"
 )
 
 // GridSize is the number of alternatives in the mixture of an R1 or R5 e-process.
@@ -349,4 +350,169 @@ func ChiSquare1Survival(x float64) float64 {
 		return 1
 	}
 	return math.Erfc(math.Sqrt(x / 2))
+}
+
+type floorEntry struct {
+	at       time.Time
+	req, err float64
+}
+
+// floorWindow keeps the treatment's per-tick deltas of the last R3 window.
+type floorWindow struct {
+	buf  []floorEntry
+	head int
+}
+
+func (w *floorWindow) push(e floorEntry) {
+	if w.head > 0 && w.head >= len(w.buf)/2 {
+		n := copy(w.buf, w.buf[w.head:])
+		w.buf = w.buf[:n]
+		w.head = 0
+	}
+	w.buf = append(w.buf, e)
+}
+
+// sums drops entries at or before cutoff and returns the sums of the rest.
+func (w *floorWindow) sums(cutoff time.Time) (req, errs float64) {
+	for w.head < len(w.buf) && !w.buf[w.head].at.After(cutoff) {
+		w.head++
+	}
+	for _, e := range w.buf[w.head:] {
+		req += e.req
+		errs += e.err
+	}
+	return req, errs
+}
+
+func (w *floorWindow) copyFrom(src *floorWindow) {
+	w.buf = append(w.buf[:0], src.buf[src.head:]...)
+	w.head = 0
+}
+
+// meanAcc accumulates one arm's observations of a KindMean metric tick by tick: n observations
+// with sum s over k ticks that had any. The variance of one observation is estimated from the
+// differences of successive per-tick means (von Neumann's mean square successive difference):
+// a step or a slow drift in the mean, such as the regression the test looks for, moves only the
+// differences around it, where the spread around the overall mean would grow with it and hide
+// the regression. q sums the squared differences, each divided by its variance in units of σ²
+// (1/nₖ + 1/nₖ₋₁); lastMean and lastN are the previous tick's.
+type meanAcc struct {
+	n, s, k, q      float64
+	lastMean, lastN float64
+}
+
+// add takes one tick's delta: n observations summing to s. A tick without observations does
+// not count.
+func (a *meanAcc) add(n, s float64) {
+	if !(n > 0) {
+		return
+	}
+	m := s / n
+	if a.k > 0 {
+		d := m - a.lastMean
+		a.q += d * d / (1/n + 1/a.lastN)
+	}
+	a.n += n
+	a.s += s
+	a.k++
+	a.lastMean, a.lastN = m, n
+}
+
+// mean returns the mean of the observations, and the estimate of one observation's variance,
+// q/(k − 1), whose expectation is σ² for independent observations of a stable mean.
+func (a *meanAcc) mean() (mean, variance float64) {
+	if a.n <= 0 {
+		return 0, 0
+	}
+	mean = a.s / a.n
+	if a.k > 1 {
+		variance = a.q / (a.k - 1)
+	}
+	return mean, variance
+}
+
+// meanTest is R2's state for a KindMean metric: each arm's accumulation, and the comparison
+// stratified by tick. Tick k, where both arms have observations, gives the difference of the
+// arms' means dₖ = m_Tₖ − m_Cₖ with weight wₖ = 1/(1/n_Tₖ + 1/n_Cₖ); the estimate of μT − μC is
+// D = Σwₖdₖ/W. Comparing within ticks, like R1's per-tick likelihood, makes the comparison immune
+// to what both arms share: a drift over the day does not bias it even when the split, and so the
+// arms' weights over time, changes between stages. Its variance is (σT²·A_T + σC²·A_C)/W², with
+// A_T = Σwₖ²/n_Tₖ and A_C = Σwₖ²/n_Cₖ.
+//
+// Like R1, the test also mixes over later starts: the comparison from the first paired tick has
+// weight 1 − [LateStartWeight], the one beginning at the p-th weight LateStartWeight/((p−1)p), so
+// that a regression after a long healthy run is not diluted by it. Keeping every start would
+// cost a tick in proportion to the run's length; a start is kept while p is a multiple of
+// 2^⌊log2(age/meanStartsDense)⌋, age being how many paired ticks ago it began: all starts of the
+// last few ticks, every other one before that, every fourth before that, and so on, about
+// 2·meanStartsDense·log2(ticks) of them. Leaving starts out only lowers the sum, so the bound
+// on false trips holds.
+type meanTest struct {
+	arm   [2]meanAcc
+	all   meanStart   // the comparison from the first paired tick
+	late  []meanStart // later starts, oldest first
+	pairs float64
+}
+
+// meanStart is the tick-stratified comparison from one start: over the paired ticks since the
+// start-th, W = Σwₖ, WD = Σwₖdₖ, AT = Σwₖ²/n_Tₖ and AC = Σwₖ²/n_Cₖ.
+type meanStart struct {
+	start         float64 // the paired tick it began at, from 1
+	w, wd, aT, aC float64
+}
+
+// meanStartsDense is how many of the latest starts are all kept; older ones thin out by halves.
+const meanStartsDense = 2
+
+func (c *meanStart) add(w, wd, aT, aC float64) {
+	c.w += w
+	c.wd += wd
+	c.aT += aT
+	c.aC += aC
+}
+
+// observe takes one tick's deltas of both arms: observations and their sums.
+func (t *meanTest) observe(nT, sT, nC, sC float64) {
+	t.arm[armT].add(nT, sT)
+	t.arm[armC].add(nC, sC)
+	if !(nT > 0 && nC > 0) {
+		return
+	}
+	w := 1 / (1/nT + 1/nC)
+	wd, aT, aC := w*(sT/nT-sC/nC), w*w/nT, w*w/nC
+	t.pairs++
+	t.all.add(w, wd, aT, aC)
+	for i := range t.late {
+		t.late[i].add(w, wd, aT, aC)
+	}
+	if t.pairs > 1 {
+		t.late = append(t.late, meanStart{start: t.pairs, w: w, wd: wd, aT: aT, aC: aC})
+	}
+	kept := t.late[:0]
+	for _, c := range t.late {
+		if keepStart(c.start, t.pairs) {
+			kept = append(kept, c)
+		}
+	}
+	t.late = kept
+}
+
+// keepStart says whether the start at paired tick start is kept at paired tick now: always
+// within the last meanStartsDense ticks, and then while start is a multiple of 2^j for the j
+// with 2^j ≤ age/meanStartsDense < 2^(j+1). As now grows j grows, so a start once dropped is
+// never wanted again.
+func keepStart(start, now float64) bool {
+	age := now - start
+	if age < meanStartsDense {
+		return true
+	}
+	step := math.Exp2(math.Floor(math.Log2(age / meanStartsDense)))
+	return math.Mod(start, step) == 0
+}
+
+// copyFrom makes t a copy of src in t's own buffer.
+func (t *meanTest) copyFrom(src *meanTest) {
+	late := t.late
+	*t = *src
+	t.late = append(late[:0], src.late...)
 }
