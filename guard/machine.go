@@ -112,7 +112,7 @@ type metricState struct {
 	mean    meanTest        // R2 of KindMean, since the e-process began
 	r1      RatioTest       // kept across stage changes
 	r5      RatioTest       // fresh every stage
-	floor   floorWindow
+	floor   window
 }
 
 type machineState struct {
@@ -223,7 +223,7 @@ func (m *Machine) resetStage(s *machineState, state State) {
 			r1, _ = r1.WithLateStarts(LateStartWeight)
 		}
 		r5, _ := NewReverseRatioTest(m.cfg.RMax)
-		s.metrics[i] = metricState{r1: r1, r5: r5, floor: floorWindow{buf: buf}, mean: meanTest{late: late}}
+		s.metrics[i] = metricState{r1: r1, r5: r5, floor: window{buf: buf}, mean: meanTest{late: late}}
 	}
 }
 
@@ -738,7 +738,7 @@ func (m *Machine) update(ms *metricState, me *MetricEvidence, rule *MetricRule, 
 		ms.r5.Observe(d[armT][0], d[armC][0], d[armT][1], d[armC][1])
 	}
 	if rule.Ceiling > 0 && (d[armT][0] > 0 || d[armT][1] > 0) {
-		ms.floor.push(floorEntry{at: now, req: d[armT][0], err: d[armT][1]})
+		ms.floor.push(windowEntry{at: now, req: d[armT][0], err: d[armT][1]}, 0)
 	}
 }
 
@@ -800,7 +800,9 @@ func (m *Machine) evaluate(ms *metricState, me *MetricEvidence, rule *MetricRule
 		fl := &me.R3
 		fl.Statistic, fl.Ceiling, fl.Confidence, fl.Z = "wilson-lower-bound", Float(rule.Ceiling), Float(cfg.FloorConfidence), Float(m.floorZ)
 		fl.Window, fl.MinRequests = cfg.FloorWindow, Float(cfg.FloorMinRequests)
-		req, errs := ms.floor.sums(now.Add(-cfg.FloorWindow))
+		cutoff := now.Add(-cfg.FloorWindow)
+		ms.floor.drop(cutoff)
+		req, errs := ms.floor.sums(cutoff)
 		fl.Requests, fl.Errors = Float(req), Float(errs)
 		if req > 0 {
 			lower := WilsonLower(errs, req, m.floorZ)

@@ -288,7 +288,7 @@ func RestoreMachine(snap MachineSnapshot) (*Machine, error) {
 			if j > 0 && at.Before(ms.floor.buf[j-1].at) {
 				return nil, bad("metric %q: R3's window out of order at entry %d", in.Name, j)
 			}
-			ms.floor.buf = append(ms.floor.buf, floorEntry{at: at, req: float64(e.Requests), err: float64(e.Errors)})
+			ms.floor.buf = append(ms.floor.buf, windowEntry{at: at, req: float64(e.Requests), err: float64(e.Errors)})
 		}
 	}
 	m.pending, m.pendingAt = snap.Pending, normTime(snap.PendingAt)

@@ -352,18 +352,28 @@ func ChiSquare1Survival(x float64) float64 {
 	return math.Erfc(math.Sqrt(x / 2))
 }
 
-type floorEntry struct {
+// windowEntry is one tick's deltas of requests and errors, at the tick's time.
+type windowEntry struct {
 	at       time.Time
 	req, err float64
 }
 
-// floorWindow keeps the treatment's per-tick deltas of the last R3 window.
-type floorWindow struct {
-	buf  []floorEntry
+// window keeps per-tick deltas, oldest first, for sums over the last W: R3's floor window of a
+// [Machine], and a [Valve]'s short and long windows.
+type window struct {
+	buf  []windowEntry
 	head int
 }
 
-func (w *floorWindow) push(e floorEntry) {
+// push appends e. With a limit, a window that holds limit entries first merges its two oldest:
+// the sums are kept, and the pair leaves the window a little later than its older half would
+// have.
+func (w *window) push(e windowEntry, limit int) {
+	if limit > 0 && len(w.buf)-w.head >= limit {
+		w.buf[w.head+1].req += w.buf[w.head].req
+		w.buf[w.head+1].err += w.buf[w.head].err
+		w.head++
+	}
 	if w.head > 0 && w.head >= len(w.buf)/2 {
 		n := copy(w.buf, w.buf[w.head:])
 		w.buf = w.buf[:n]
@@ -372,19 +382,24 @@ func (w *floorWindow) push(e floorEntry) {
 	w.buf = append(w.buf, e)
 }
 
-// sums drops entries at or before cutoff and returns the sums of the rest.
-func (w *floorWindow) sums(cutoff time.Time) (req, errs float64) {
+// drop forgets the entries at or before cutoff.
+func (w *window) drop(cutoff time.Time) {
 	for w.head < len(w.buf) && !w.buf[w.head].at.After(cutoff) {
 		w.head++
 	}
-	for _, e := range w.buf[w.head:] {
-		req += e.req
-		errs += e.err
+}
+
+// sums returns the sums of the entries after cutoff.
+func (w *window) sums(cutoff time.Time) (req, errs float64) {
+	for i := len(w.buf) - 1; i >= w.head && w.buf[i].at.After(cutoff); i-- {
+		req += w.buf[i].req
+		errs += w.buf[i].err
 	}
 	return req, errs
 }
 
-func (w *floorWindow) copyFrom(src *floorWindow) {
+// copyFrom makes w a copy of src's entries in w's own buffer.
+func (w *window) copyFrom(src *window) {
 	w.buf = append(w.buf[:0], src.buf[src.head:]...)
 	w.head = 0
 }

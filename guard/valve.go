@@ -247,49 +247,6 @@ type ValveDecision struct {
 	HealthyFor time.Duration `json:"healthyFor"`
 }
 
-type valveEntry struct {
-	at       time.Time
-	req, err float64
-}
-
-// valveRing keeps the per-tick deltas of the long window, oldest first.
-type valveRing struct {
-	buf  []valveEntry
-	head int
-}
-
-func (r *valveRing) push(e valveEntry) {
-	if len(r.buf)-r.head >= maxValveEntries {
-		// Merge the two oldest entries; the sums are kept and the pair leaves the window a
-		// little later than its older half would have.
-		r.buf[r.head+1].req += r.buf[r.head].req
-		r.buf[r.head+1].err += r.buf[r.head].err
-		r.head++
-	}
-	if r.head > 0 && r.head >= len(r.buf)/2 {
-		n := copy(r.buf, r.buf[r.head:])
-		r.buf = r.buf[:n]
-		r.head = 0
-	}
-	r.buf = append(r.buf, e)
-}
-
-// drop forgets the entries at or before cutoff.
-func (r *valveRing) drop(cutoff time.Time) {
-	for r.head < len(r.buf) && !r.buf[r.head].at.After(cutoff) {
-		r.head++
-	}
-}
-
-// sums returns the sums of the entries after cutoff.
-func (r *valveRing) sums(cutoff time.Time) (req, errs float64) {
-	for i := len(r.buf) - 1; i >= r.head && r.buf[i].at.After(cutoff); i-- {
-		req += r.buf[i].req
-		errs += r.buf[i].err
-	}
-	return req, errs
-}
-
 // Valve is the controller of one safety valve. Without a control arm to compare with, it judges
 // the guarded error ratio by its multi-window burn rate (errorRatio/Objective), and it is a
 // deterministic state machine: its only clock is the time passed to each call, so replaying the
@@ -346,7 +303,7 @@ type Valve struct {
 	hasBase bool
 	base    [2]float64   // the last usable readings: requests, errors
 	baseAt  [2]time.Time // their sample times
-	ring    valveRing
+	ring    window
 
 	open         bool
 	openedAt     time.Time
@@ -425,7 +382,7 @@ func (v *Valve) Observe(id string, now time.Time, requests, errs source.Reading)
 			d.DeltaRequests, d.DeltaErrors = Float(dr), Float(de)
 			d.RequestsReset, d.ErrorsReset = rr, er
 			if dr > 0 || de > 0 {
-				v.ring.push(valveEntry{at: now, req: dr, err: de})
+				v.ring.push(windowEntry{at: now, req: dr, err: de}, maxValveEntries)
 			}
 		}
 		v.base, v.baseAt, v.hasBase = cur, [2]time.Time{d.Requests.At, d.Errors.At}, true
