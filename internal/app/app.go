@@ -557,8 +557,12 @@ func (l lazyCheckpoints) LoadCheckpoint(ctx context.Context) (projections.Checkp
 // Wait blocks until a part of the server fails or Close is called, and returns the first error.
 func (m *Main) Wait() error { return m.group.Wait() }
 
-// Close shuts the server down gracefully: HTTP first (in-flight requests finish), then the
-// projections, the NATS connection and the embedded server. It is safe to call more than once.
+// Close shuts the server down gracefully. It stops every running part at once: the HTTP server
+// refuses new connections and lets in-flight requests finish (up to 10s; live event streams are
+// told to end) while the projections, the guard, the lease (released, so that another replica
+// takes over) and the background writers stop. Once all of them have returned, it closes the
+// NATS connections (draining its own), shuts the embedded server down and releases the data
+// directory. It is safe to call more than once.
 func (m *Main) Close() error {
 	m.closeOnce.Do(func() { m.closeErr = m.shutdown() })
 	return m.closeErr
