@@ -1,14 +1,16 @@
 // Package guard judges staged rollouts by their metrics and decides when to advance, hold, pull
-// back or open a safety valve. It holds the metric sources (a Prometheus server's HTTP API, or a
-// direct scrape of an exposition endpoint), the decision statistics and the per-rollout state
-// machine described in docs/guard.md ([Machine]), the safety-valve controller ([Valve]), the loop
-// that judges every running rollout and acts through the write path ([Runner]), and the lease
-// that lets exactly one replica act ([Leader]).
+// back or open a safety valve. It holds the decision core described in docs/guard.md: the
+// configuration ([MachineConfig], config.go), the statistics R1–R5 (stats.go), the per-rollout
+// state machine ([Machine], machine.go) and the evidence of every decision (evidence.go); the
+// safety-valve controller ([Valve]); and the loop that judges every running rollout and acts
+// through the write path ([Runner]). It reads counters through [CounterSource], which package
+// guard/source implements for a Prometheus server and for a direct scrape, and acts only while
+// its [Leader] says so (internal/lease elects one replica).
 //
 // Invariants:
-//   - Missing, stale, NaN, ambiguous or errored readings are never healthy: a reading is OK only
-//     when exactly one finite sample was read at the requested time. Counters are read as values
-//     at now − lag and differenced here (resets handled), never through rate() or increase().
+//   - Missing, stale, NaN, ambiguous or errored readings are never healthy: a reading counts only
+//     when its status is ok, as package source defines it. Counters are read as values at
+//     now − lag and differenced here (resets handled), never through rate() or increase().
 //   - Decisions are deterministic functions of their recorded inputs and an injected clock, so
 //     replaying the inputs reproduces the decision and its evidence.
 //   - A trip latches until a person re-arms it.
