@@ -84,8 +84,9 @@ type MachineConfig struct {
 	NoLateStarts bool `json:"noLateStarts,omitempty"`
 }
 
-// withDefaults returns a copy with zero fields set to their defaults and its own Metrics slice.
-func (c MachineConfig) withDefaults() MachineConfig {
+// setDefaults sets zero fields to their defaults. c gets its own Metrics slice first, so the
+// caller's is never changed.
+func (c *MachineConfig) setDefaults() {
 	c.Metrics = append([]MetricRule(nil), c.Metrics...)
 	for i := range c.Metrics {
 		if c.Metrics[i].Kind == KindMean && c.Metrics[i].Tau == 0 {
@@ -129,13 +130,12 @@ func (c MachineConfig) withDefaults() MachineConfig {
 	setD(&c.FloorWindow, 5*time.Minute)
 	setF(&c.FloorMinRequests, 200)
 	setF(&c.FloorConfidence, 0.999)
-	return c
 }
 
 // Validate reports every field of c (with defaults applied) that is out of range, joined; each
 // problem wraps [ErrMachineConfig].
 func (c MachineConfig) Validate() error {
-	c = c.withDefaults()
+	c.setDefaults()
 	var errs []error
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf(format+": %w", append(args, ErrMachineConfig)...))

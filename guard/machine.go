@@ -192,7 +192,7 @@ func (m *Machine) configure(cfg MachineConfig, start time.Time) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	cfg = cfg.withDefaults()
+	cfg.setDefaults()
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		return fmt.Errorf("digest configuration: %w", err)
@@ -369,7 +369,8 @@ func (m *Machine) ChangeStage(id string, cfg MachineConfig, now time.Time) (Evid
 	if err := cfg.Validate(); err != nil {
 		return Evidence{}, fmt.Errorf("change stage %s: %w", id, err)
 	}
-	if err := sameTest(m.cfg, cfg.withDefaults()); err != nil {
+	cfg.setDefaults()
+	if err := sameTest(m.cfg, cfg); err != nil {
 		return Evidence{}, fmt.Errorf("change stage %s: %w", id, err)
 	}
 	if err := m.configure(cfg, now); err != nil {

@@ -380,8 +380,11 @@ func (r *Runner) setLive(live map[string]Status) {
 	c := Census{States: make(map[State]int, len(live))}
 	for id, st := range live {
 		c.States[st.State]++
-		if t := r.rollouts[id]; st.State == StateBlind && st.Latest != nil && !st.Latest.BlindSince.IsZero() &&
-			st.Latest.Time.Sub(st.Latest.BlindSince) >= t.cfg.withDefaults().BlindGrace {
+		if st.State != StateBlind || st.Latest == nil || st.Latest.BlindSince.IsZero() {
+			continue
+		}
+		cfg := r.rollouts[id].cfg
+		if cfg.setDefaults(); st.Latest.Time.Sub(st.Latest.BlindSince) >= cfg.BlindGrace {
 			c.BlindOverGrace++
 		}
 	}
@@ -615,7 +618,9 @@ func (r *Runner) judge(ctx context.Context, t *tracked, now time.Time) error {
 		calls = append(calls, ev)
 	}
 	final := t.m.Config().Share >= 1 && t.stage == len(t.plan.Stages)-1
-	complete := final && ev.StateAfter == StateHealthy && ev.MinHoldElapsed && ev.FreshTicks >= t.cfg.withDefaults().FreshTicks
+	cfg := t.cfg
+	cfg.setDefaults()
+	complete := final && ev.StateAfter == StateHealthy && ev.MinHoldElapsed && ev.FreshTicks >= cfg.FreshTicks
 	if ev.StateAfter == StateReady && ev.StateBefore == StateReady && ev.Action == ActionNone && !t.plan.Manual {
 		// Still READY at this stage: the advance decided earlier did not happen (refused on a
 		// state that has changed back since, such as a kill and an enable). Ask again: an advance

@@ -92,8 +92,8 @@ type ValveConfig struct {
 	MaxAge time.Duration `json:"maxAge"`
 }
 
-// withDefaults returns a copy with zero fields set to their defaults.
-func (c ValveConfig) withDefaults() ValveConfig {
+// setDefaults sets zero fields to their defaults.
+func (c *ValveConfig) setDefaults() {
 	setF := func(p *float64, v float64) {
 		if *p == 0 {
 			*p = v
@@ -119,13 +119,12 @@ func (c ValveConfig) withDefaults() ValveConfig {
 		c.MaxTogglesPerHour = 4
 	}
 	setD(&c.MaxAge, 2*time.Minute)
-	return c
 }
 
 // Validate reports every field of c (with defaults applied) that is out of range, joined; each
 // problem wraps [ErrValveConfig].
 func (c ValveConfig) Validate() error {
-	c = c.withDefaults()
+	c.setDefaults()
 	var errs []error
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf(format+": %w", append(args, ErrValveConfig)...))
@@ -328,7 +327,7 @@ func NewValve(cfg ValveConfig, now time.Time) (*Valve, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new valve: %w", err)
 	}
-	cfg = cfg.withDefaults()
+	cfg.setDefaults()
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("new valve: digest configuration: %w", err)
