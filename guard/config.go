@@ -93,43 +93,33 @@ func (c *MachineConfig) setDefaults() {
 			c.Metrics[i].Tau = DefaultMeanTau
 		}
 	}
-	setF := func(p *float64, v float64) {
-		if *p == 0 {
-			*p = v
-		}
+	orDefault(&c.Alpha, 0.01)
+	orDefault(&c.AlphaAdvance, 0.05)
+	orDefault(&c.R0, 1)
+	orDefault(&c.RMax, 1.5)
+	orDefault(&c.Tau, 0.01)
+	orDefault(&c.MinExposure, 50)
+	orDefault(&c.MinHold, 10*time.Minute)
+	orDefault(&c.MaxExtension, time.Hour)
+	orDefault(&c.MinExpectedErrors, 30)
+	orDefault(&c.SRMAlpha, 0.001)
+	orDefault(&c.MaxAge, 2*time.Minute)
+	orDefault(&c.FreshTicks, 2)
+	orDefault(&c.BlindGrace, 2*time.Minute)
+	orDefault(&c.OnBlind, ActionHold)
+	orDefault(&c.OnInconclusive, ActionPage)
+	orDefault(&c.OnTrip, ActionKill)
+	orDefault(&c.FloorWindow, 5*time.Minute)
+	orDefault(&c.FloorMinRequests, 200)
+	orDefault(&c.FloorConfidence, 0.999)
+}
+
+// orDefault sets *p to v when *p is the zero value.
+func orDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
 	}
-	setD := func(p *time.Duration, v time.Duration) {
-		if *p == 0 {
-			*p = v
-		}
-	}
-	setF(&c.Alpha, 0.01)
-	setF(&c.AlphaAdvance, 0.05)
-	setF(&c.R0, 1)
-	setF(&c.RMax, 1.5)
-	setF(&c.Tau, 0.01)
-	setF(&c.MinExposure, 50)
-	setD(&c.MinHold, 10*time.Minute)
-	setD(&c.MaxExtension, time.Hour)
-	setF(&c.MinExpectedErrors, 30)
-	setF(&c.SRMAlpha, 0.001)
-	setD(&c.MaxAge, 2*time.Minute)
-	if c.FreshTicks == 0 {
-		c.FreshTicks = 2
-	}
-	setD(&c.BlindGrace, 2*time.Minute)
-	if c.OnBlind == "" {
-		c.OnBlind = ActionHold
-	}
-	if c.OnInconclusive == "" {
-		c.OnInconclusive = ActionPage
-	}
-	if c.OnTrip == "" {
-		c.OnTrip = ActionKill
-	}
-	setD(&c.FloorWindow, 5*time.Minute)
-	setF(&c.FloorMinRequests, 200)
-	setF(&c.FloorConfidence, 0.999)
 }
 
 // Validate reports every field of c (with defaults applied) that is out of range, joined; each

@@ -94,31 +94,19 @@ type ValveConfig struct {
 
 // setDefaults sets zero fields to their defaults.
 func (c *ValveConfig) setDefaults() {
-	setF := func(p *float64, v float64) {
-		if *p == 0 {
-			*p = v
-		}
-	}
-	setD := func(p *time.Duration, v time.Duration) {
-		if *p == 0 {
-			*p = v
-		}
-	}
-	setF(&c.Objective, 0.01)
-	setF(&c.BurnRate, 14.4)
-	setF(&c.CloseBurnRate, c.BurnRate/2)
-	setD(&c.LongWindow, time.Hour)
-	setD(&c.ShortWindow, 5*time.Minute)
-	setF(&c.MinRequests, 100)
-	setD(&c.MinOpen, 5*time.Minute)
-	setD(&c.HealthyFor, 10*time.Minute)
-	setF(&c.Backoff, 2)
-	setF(&c.MaxBackoff, 8)
-	setD(&c.BackoffReset, time.Hour)
-	if c.MaxTogglesPerHour == 0 {
-		c.MaxTogglesPerHour = 4
-	}
-	setD(&c.MaxAge, 2*time.Minute)
+	orDefault(&c.Objective, 0.01)
+	orDefault(&c.BurnRate, 14.4)
+	orDefault(&c.CloseBurnRate, c.BurnRate/2)
+	orDefault(&c.LongWindow, time.Hour)
+	orDefault(&c.ShortWindow, 5*time.Minute)
+	orDefault(&c.MinRequests, 100)
+	orDefault(&c.MinOpen, 5*time.Minute)
+	orDefault(&c.HealthyFor, 10*time.Minute)
+	orDefault(&c.Backoff, 2)
+	orDefault(&c.MaxBackoff, 8)
+	orDefault(&c.BackoffReset, time.Hour)
+	orDefault(&c.MaxTogglesPerHour, 4)
+	orDefault(&c.MaxAge, 2*time.Minute)
 }
 
 // Validate reports every field of c (with defaults applied) that is out of range, joined; each
