@@ -160,11 +160,12 @@ func NewEvent(typ, env, key string, payload any) (Event, error) {
 }
 
 // validateEnvironmentOf checks env as the environment of an event about entity: token events
-// live in [GlobalEnvironment], every other entity in a valid environment.
+// and integrity acknowledgements live in [GlobalEnvironment], every other entity in a valid
+// environment.
 func validateEnvironmentOf(entity, env string) error {
-	if entity == EntityToken {
+	if IsGlobal(entity) {
 		if env != GlobalEnvironment {
-			return invalid("environment", "token events belong to %q, not %q", GlobalEnvironment, truncate(env))
+			return invalid("environment", "%s events belong to %q, not %q", entity, GlobalEnvironment, truncate(env))
 		}
 		return nil
 	}
@@ -241,7 +242,7 @@ func Decode(subject string, h nats.Header, data []byte) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	if kind != EntityFlag && kind != EntitySegment && kind != EntityToken {
+	if kind != EntityFlag && kind != EntitySegment && !IsGlobal(kind) {
 		return Event{}, fmt.Errorf("%w: entity %q", ErrUnknownType, truncate(kind))
 	}
 	get := func(name string) string {
@@ -322,6 +323,8 @@ var types = map[string]struct {
 
 	TypeTokenIssued:  {EntityToken, decodeAs[TokenIssued]},
 	TypeTokenRevoked: {EntityToken, decodeAs[TokenRevoked]},
+
+	TypeIntegrityAcknowledged: {EntityIntegrity, decodeAs[IntegrityAcknowledged]},
 }
 
 func decodeAs[T any](data []byte) (any, error) {

@@ -208,6 +208,8 @@ func (r entityRef) subject() string {
 		return events.SegmentSubject(r.env, r.key)
 	case events.EntityToken:
 		return events.TokenSubject(r.key)
+	case events.EntityIntegrity:
+		return events.IntegritySubject()
 	}
 	return events.FlagSubject(r.env, r.key)
 }
@@ -222,8 +224,8 @@ type folded struct {
 // apply folds ev into the entity and returns the fields it changed; ok is false when the fold
 // refuses it (then nothing changed).
 func (f *folded) apply(ev *events.Event) (changes []Change, ok bool) {
-	if ev.Entity == events.EntityToken {
-		return nil, true // a token event is its own record: no flag or segment changes
+	if events.IsGlobal(ev.Entity) {
+		return nil, true // a token event or an acknowledgement is its own record: no flag or segment changes
 	}
 	if ev.Entity == events.EntitySegment {
 		before := f.segment

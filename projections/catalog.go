@@ -79,8 +79,8 @@ func (c *Catalog) Apply(ev events.Event) error {
 	if ev.Sequence <= c.seq.Load() {
 		return nil
 	}
-	if ev.Entity == events.EntityToken {
-		// Token events are for the audit trail: they change no flag or segment.
+	if events.IsGlobal(ev.Entity) {
+		// Token events and integrity acknowledgements change no flag or segment.
 		c.advance(ev.Sequence)
 		return nil
 	}

@@ -40,6 +40,8 @@ type Checkpoint struct {
 	// Problems are the latest messages refused (at most MaxProblems); ProblemCount counts all.
 	Problems     []Problem
 	ProblemCount uint64
+	// Acknowledged is the acknowledgement of problems that reaches furthest; zero for none.
+	Acknowledged Acknowledgement
 }
 
 // checkpointDoc is the JSON of a checkpoint. Flags and segments carry their sequence, which
@@ -55,6 +57,8 @@ type checkpointDoc struct {
 	Refused      []refusedDoc `json:"refused"`
 	Problems     []Problem    `json:"problems"`
 	ProblemCount uint64       `json:"problemCount"`
+	// Acknowledged is absent in checkpoints written before acknowledgements existed.
+	Acknowledged *Acknowledgement `json:"acknowledged,omitempty"`
 }
 
 type flagDoc struct {
@@ -105,6 +109,9 @@ func (cp *Checkpoint) Encode() ([]byte, error) {
 		Problems:     cp.Problems,
 		ProblemCount: cp.ProblemCount,
 	}
+	if cp.Acknowledged.Sequence != 0 {
+		d.Acknowledged = &cp.Acknowledged
+	}
 	for i, f := range cp.Flags {
 		d.Flags[i] = flagDoc{f, f.Sequence}
 	}
@@ -145,6 +152,9 @@ func DecodeCheckpoint(data []byte) (Checkpoint, error) {
 		Problems:     d.Problems,
 		ProblemCount: d.ProblemCount,
 		Chains:       events.Chains{Sequence: d.Sequence, Heads: make([]events.Link, 0, len(d.Heads))},
+	}
+	if d.Acknowledged != nil {
+		cp.Acknowledged = *d.Acknowledged
 	}
 	var err error
 	if cp.Last, err = d.Last.link(); err != nil {
@@ -247,6 +257,7 @@ func (r *Runner) Checkpoint() Checkpoint {
 	}
 	slices.SortFunc(cp.Chains.Heads, func(a, b events.Link) int { return strings.Compare(a.Subject, b.Subject) })
 	cp.Problems, cp.ProblemCount = r.integrity.Problems()
+	cp.Acknowledged = r.integrity.Acknowledged()
 	return cp
 }
 
@@ -291,6 +302,9 @@ func (r *Runner) restore(ctx context.Context, streamLast uint64) bool {
 	r.refused = slices.Clone(cp.Chains.Refused)
 	r.cmu.Unlock()
 	r.integrity.restore(cp.Problems, cp.ProblemCount)
+	if cp.Acknowledged.Sequence != 0 {
+		r.integrity.acknowledge(cp.Acknowledged)
+	}
 	r.logger.Info("starting from a checkpoint", "sequence", cp.Sequence, "taken", cp.Time,
 		"flags", len(cp.Flags), "segments", len(cp.Segments), "stream_last", streamLast, "took", time.Since(start))
 	return true

@@ -96,3 +96,21 @@ func FuzzDecodeCheckpoint(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckpointKeepsAcknowledgement: the acknowledgement of integrity problems survives a
+// checkpoint, so a replica that starts from one does not report acknowledged problems again.
+func TestCheckpointKeepsAcknowledgement(t *testing.T) {
+	cp := sampleCheckpoint()
+	cp.Acknowledged = projections.Acknowledgement{Through: 9, Sequence: 9, Actor: "ops", Reason: "looked at it", Time: cp.Time}
+	data, err := cp.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := projections.DecodeCheckpoint(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Acknowledged != cp.Acknowledged {
+		t.Fatalf("acknowledgement %+v, want %+v", got.Acknowledged, cp.Acknowledged)
+	}
+}

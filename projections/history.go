@@ -146,8 +146,8 @@ func toJSON(v any) json.RawMessage {
 type Entry struct {
 	Sequence    uint64 `json:"sequence"`
 	Environment string `json:"environment"`
-	// Entity is what Key names: events.EntityFlag, events.EntitySegment or events.EntityToken
-	// (whose environment is events.GlobalEnvironment).
+	// Entity is what Key names: events.EntityFlag, events.EntitySegment, events.EntityToken or
+	// events.EntityIntegrity (the last two in events.GlobalEnvironment).
 	Entity  string `json:"entity"`
 	Key     string `json:"key"`
 	Version uint64 `json:"version"`
@@ -163,9 +163,9 @@ type Entry struct {
 	CorrelationID string    `json:"correlationId,omitempty"`
 	CausationID   string    `json:"causationId,omitempty"`
 	Changes       []Change  `json:"changes"`
-	// Data is the event's payload for the events of rollouts, of the guard, of valves and of
-	// tokens: the plan, the stages, the evidence of the guard's decisions, a token's role and
-	// scope.
+	// Data is the event's payload for the events of rollouts, of the guard, of valves, of
+	// tokens and of integrity acknowledgements: the plan, the stages, the evidence of the
+	// guard's decisions, a token's role and scope, the sequence acknowledged.
 	Data json.RawMessage `json:"data,omitempty"`
 	// Unreadable, set on entries of type [TypeUnreadable], says why the message at Sequence was
 	// skipped: it does not decode, fails verification, or the fold refuses it. It changed nothing.
@@ -178,7 +178,7 @@ const TypeUnreadable = "unreadable"
 
 func newEntry(ev *events.Event, changes []Change) Entry {
 	var data json.RawMessage
-	for _, prefix := range []string{"io.interlock.rollout.", "io.interlock.guard.", "io.interlock.valve.", "io.interlock.token."} {
+	for _, prefix := range []string{"io.interlock.rollout.", "io.interlock.guard.", "io.interlock.valve.", "io.interlock.token.", "io.interlock.integrity."} {
 		if strings.HasPrefix(ev.Type, prefix) {
 			data = ev.Data
 		}

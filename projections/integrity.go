@@ -33,12 +33,28 @@ func ProblemOf(err error, now time.Time) (Problem, bool) {
 	return Problem{Sequence: ie.Sequence, Subject: ie.Subject, Reason: ie.Reason(), Detail: ie.Detail, Seen: now.UTC()}, true
 }
 
-// Integrity records the messages a [Runner] refused. It is safe for concurrent use.
+// Acknowledgement is an operator's word that the problems up to a stream sequence were looked
+// at: an [events.IntegrityAcknowledged] event, as the runner applied it.
+type Acknowledgement struct {
+	// Through is the stream sequence up to which problems are acknowledged.
+	Through uint64 `json:"through"`
+	// Sequence is the acknowledgement event's own stream sequence.
+	Sequence uint64    `json:"sequence"`
+	Actor    string    `json:"actor"`
+	Reason   string    `json:"reason"`
+	Time     time.Time `json:"time"`
+}
+
+// Integrity records the messages a [Runner] refused, and the operators' acknowledgements of
+// them. It is safe for concurrent use.
 type Integrity struct {
 	mu       sync.Mutex
 	problems []Problem
 	count    uint64
 	seen     map[uint64]bool // sequences recorded, so a replay after a restart of Run counts once
+	// latest is the highest sequence recorded; ack the acknowledgement that reaches furthest.
+	latest uint64
+	ack    Acknowledgement
 }
 
 // record adds p, once per sequence.
@@ -53,6 +69,7 @@ func (i *Integrity) record(p Problem) bool {
 	}
 	i.seen[p.Sequence] = true
 	i.count++
+	i.latest = max(i.latest, p.Sequence)
 	if len(i.problems) == MaxProblems {
 		i.problems = slices.Delete(i.problems, 0, 1)
 	}
@@ -83,4 +100,39 @@ func (i *Integrity) restore(problems []Problem, count uint64) {
 	}
 	i.problems = slices.Clone(problems)
 	i.count = max(count, uint64(len(problems)))
+	for _, p := range problems {
+		i.latest = max(i.latest, p.Sequence)
+	}
+}
+
+// acknowledge records a; an acknowledgement that reaches no further than the one recorded
+// changes nothing (acknowledgements never take back).
+func (i *Integrity) acknowledge(a Acknowledgement) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if a.Through > i.ack.Through || i.ack.Sequence == 0 {
+		i.ack = a
+	}
+}
+
+// Acknowledged is the acknowledgement that reaches furthest; zero when there is none.
+func (i *Integrity) Acknowledged() Acknowledgement {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.ack
+}
+
+// Unacknowledged returns the latest problems (among the [MaxProblems] kept) that no
+// acknowledgement covers, in stream order, and the sequence of the latest problem recorded
+// (0 for none). Readiness holds while the first is empty.
+func (i *Integrity) Unacknowledged() ([]Problem, uint64) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	var out []Problem
+	for _, p := range i.problems {
+		if p.Sequence > i.ack.Through {
+			out = append(out, p)
+		}
+	}
+	return out, i.latest
 }

@@ -217,6 +217,9 @@ func (r *Runner) folder(target uint64, start time.Time) func(events.Event, error
 			r.skipped.Add(1)
 			r.catalog.skip(ev.Sequence)
 		} else {
+			if ev.Type == events.TypeIntegrityAcknowledged {
+				r.acknowledged(ev)
+			}
 			if !events.Known(ev.Type) {
 				r.logger.Warn("event of an unknown type counts as a version only", "sequence", ev.Sequence, "type", ev.Type, "environment", ev.Environment, "key", ev.Key)
 			}
@@ -229,6 +232,17 @@ func (r *Runner) folder(target uint64, start time.Time) func(events.Event, error
 			r.checkReady(target, start)
 		}
 	}
+}
+
+// acknowledged records an integrity acknowledgement in the runner's integrity record.
+func (r *Runner) acknowledged(ev events.Event) {
+	p, err := ev.Payload()
+	if err != nil {
+		return // the catalog skips it too, and says so
+	}
+	ack := p.(*events.IntegrityAcknowledged)
+	r.integrity.acknowledge(Acknowledgement{Through: ack.Through, Sequence: ev.Sequence, Actor: ev.Actor, Reason: ev.Reason, Time: ev.Time})
+	r.logger.Info("integrity problems acknowledged", "through", ack.Through, "sequence", ev.Sequence, "actor", ev.Actor, "reason", ev.Reason)
 }
 
 // checkReady marks the runner ready once the catalog reached target.

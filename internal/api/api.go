@@ -12,6 +12,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -51,6 +52,10 @@ type Commands interface {
 	ConfigureValve(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64, v events.ValveConfigured) (projections.Flag, error)
 	OpenValve(ctx context.Context, m command.Meta, env, key string, expires time.Time, rollout string, evidence []byte) (projections.Flag, error)
 	CloseValve(ctx context.Context, m command.Meta, env, key, cause string, evidence []byte) (projections.Flag, error)
+
+	// AcknowledgeIntegrity records an acknowledgement of the integrity problems up to a stream
+	// sequence (integrity.go).
+	AcknowledgeIntegrity(ctx context.Context, m command.Meta, through, problems uint64) (events.Event, error)
 }
 
 // Catalog is the live read model of the flags: *projections.Catalog.
@@ -300,6 +305,9 @@ type RouteInfo struct {
 	// Scoped says the route is about the {env} in its path, which a scoped token's scope must
 	// cover.
 	Scoped bool
+	// Unscoped says the route acts on every environment at once: a token scoped to one
+	// environment is refused.
+	Unscoped bool
 }
 
 // Routes lists every route of the API with its policy, in the order they are registered.
@@ -307,7 +315,9 @@ func (a *API) Routes() []RouteInfo {
 	var out []RouteInfo
 	for _, rt := range a.table() {
 		for _, o := range rt.ops {
-			out = append(out, RouteInfo{Method: o.method, Path: rt.path, Need: o.need, Scoped: strings.Contains(rt.path, "{env}")})
+			scoped := strings.Contains(rt.path, "{env}")
+			out = append(out, RouteInfo{Method: o.method, Path: rt.path, Need: o.need, Scoped: scoped,
+				Unscoped: !scoped && !o.public && !o.ownScope && o.need != auth.ActionRead})
 		}
 	}
 	return out
@@ -329,6 +339,7 @@ func (a *API) table() []route {
 		{"/api/v1/audit", []op{getP(a.audit)}},
 		{"/api/v1/audit/verify", []op{getP(a.auditVerify)}},
 		{"/api/v1/integrity", []op{getP(a.integrity)}},
+		{"/api/v1/integrity/acknowledgements", []op{do("POST", auth.ActionAdmin, a.acknowledgeIntegrity)}},
 		{"/api/v1/signing-keys", []op{get(a.signingKeys)}},
 		{"/api/v1/environments/{env}/subscribers", []op{get(a.listSubscribers)}},
 		{pathFlag + "/propagation", []op{get(a.flagPropagation)}},
@@ -462,9 +473,11 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 	a.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz answers 200 once the projections caught up. Integrity problems are listed in the body
-// but do not make it 503: one message forged onto the stream must not take every replica out
-// of rotation, and evaluation goes on with the events that verify.
+// readyz answers 200 once the projections caught up, while the event store answers and the
+// projections keep up with it (Config.Health), and no integrity problem waits for an operator's
+// acknowledgement. Otherwise it answers 503 with the cause. A forged message takes the replicas
+// out of rotation only until an admin acknowledges it (POST /api/v1/integrity/acknowledgements);
+// evaluation goes on meanwhile with the events that verify.
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) error {
 	if !a.cfg.Ready() {
 		return errNotReady
@@ -478,9 +491,16 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	body := map[string]any{"status": "ok"}
+	status := http.StatusOK
 	if st := a.integrityStatus(nil); st != nil {
 		body["integrity"] = st
+		if st.Status == integrityProblems {
+			status = http.StatusServiceUnavailable
+			body["status"] = "unavailable"
+			body["cause"] = fmt.Sprintf("integrity problems: %d messages on the event stream failed verification and are not acknowledged (the latest at sequence %d); "+
+				"see GET /api/v1/integrity, and acknowledge them with POST /api/v1/integrity/acknowledgements", st.Unacknowledged, st.Latest)
+		}
 	}
-	a.writeJSON(w, r, http.StatusOK, body)
+	a.writeJSON(w, r, status, body)
 	return nil
 }

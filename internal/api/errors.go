@@ -33,6 +33,8 @@ var (
 	// errUnavailable is a request that could not be done now, with nothing changed; its message
 	// says what to do.
 	errUnavailable = errors.New("unavailable")
+	// errConflict is a request the server's state refuses as it is; its message says why.
+	errConflict = errors.New("conflict")
 	// errNotReady means the catalog has not caught up with the stream yet.
 	errNotReady = errors.New("projections are catching up with the stream; try again shortly")
 )
@@ -106,6 +108,8 @@ func classify(err error) (status int, code, msg string) {
 		return http.StatusMethodNotAllowed, codeMethodNotAllowed, msg
 	case errors.Is(err, errNoRoute):
 		return http.StatusNotFound, codeNotFound, msg
+	case errors.Is(err, errConflict):
+		return http.StatusConflict, codeConflict, msg
 	case errors.As(err, &maxBytes):
 		return http.StatusRequestEntityTooLarge, codePayloadTooLarge,
 			"the request body is larger than " + formatBytes(maxBytes.Limit)

@@ -18,6 +18,11 @@ import (
 type IntegrityRecord interface {
 	// Problems returns the latest problems, in stream order, and how many there were in all.
 	Problems() ([]projections.Problem, uint64)
+	// Unacknowledged returns the latest problems no acknowledgement covers, and the sequence of
+	// the latest problem.
+	Unacknowledged() ([]projections.Problem, uint64)
+	// Acknowledged is the acknowledgement that reaches furthest.
+	Acknowledged() projections.Acknowledgement
 }
 
 // Chains verifies the stream's signatures and hash chains: *events.Store opened with a signer.
@@ -33,14 +38,30 @@ type Chains interface {
 // maxVerifyProblems bounds the problems GET /api/v1/audit/verify lists.
 const maxVerifyProblems = 100
 
+// Integrity statuses.
+const (
+	integrityOK = "ok"
+	// integrityAcknowledged: the projections refused messages, and an operator acknowledged
+	// every one of them.
+	integrityAcknowledged = "acknowledged"
+	// integrityProblems: some refused message is not acknowledged; /readyz answers 503.
+	integrityProblems = "problems"
+)
+
 // integrityStatus is the integrity part of /readyz and GET /api/v1/integrity.
 type integrityStatus struct {
-	// Status is "ok", or "problems" when the projections refused messages.
+	// Status is "ok", "acknowledged" or "problems" (see the constants above).
 	Status   string                `json:"status"`
 	Count    uint64                `json:"count"`
 	Problems []projections.Problem `json:"problems"`
-	Cutover  *uint64               `json:"cutover,omitempty"`
-	KeyID    string                `json:"signingKey,omitempty"`
+	// Unacknowledged counts the problems listed that no acknowledgement covers; Latest is the
+	// sequence of the latest problem (0 for none).
+	Unacknowledged int    `json:"unacknowledged"`
+	Latest         uint64 `json:"latest,omitempty"`
+	// Acknowledged is the acknowledgement that reaches furthest; absent when there is none.
+	Acknowledged *projections.Acknowledgement `json:"acknowledged,omitempty"`
+	Cutover      *uint64                      `json:"cutover,omitempty"`
+	KeyID        string                       `json:"signingKey,omitempty"`
 }
 
 // integrityStatus is the record as p may see it: a token scoped to an environment sees that
@@ -51,7 +72,8 @@ func (a *API) integrityStatus(p *auth.Principal) *integrityStatus {
 		return nil
 	}
 	problems, count := a.cfg.Integrity.Problems()
-	st := &integrityStatus{Status: "ok", Count: count, Problems: []projections.Problem{}}
+	ack := a.cfg.Integrity.Acknowledged()
+	st := &integrityStatus{Status: integrityOK, Count: count, Problems: []projections.Problem{}}
 	for _, pr := range problems {
 		switch {
 		case p == nil:
@@ -60,12 +82,24 @@ func (a *API) integrityStatus(p *auth.Principal) *integrityStatus {
 			continue
 		}
 		st.Problems = append(st.Problems, pr)
+		st.Latest = max(st.Latest, pr.Sequence)
+		if pr.Sequence > ack.Through {
+			st.Unacknowledged++
+		}
 	}
-	if p != nil && p.Environment != "" {
+	if p == nil || p.Environment == "" {
+		_, st.Latest = a.cfg.Integrity.Unacknowledged()
+	} else {
 		st.Count = uint64(len(st.Problems))
 	}
-	if st.Count > 0 {
-		st.Status = "problems"
+	if ack.Sequence != 0 {
+		st.Acknowledged = &ack
+	}
+	switch {
+	case st.Latest > ack.Through:
+		st.Status = integrityProblems
+	case st.Count > 0:
+		st.Status = integrityAcknowledged
 	}
 	if a.cfg.Chains != nil {
 		if v := a.cfg.Chains.Verifier(); v != nil {
@@ -86,6 +120,52 @@ func (a *API) integrity(w http.ResponseWriter, r *http.Request, p auth.Principal
 		return &requestError{kind: errNoRoute, msg: "this server does not verify events"}
 	}
 	a.writeJSON(w, r, http.StatusOK, st)
+	return nil
+}
+
+// acknowledgeIntegrity answers POST /api/v1/integrity/acknowledgements: the caller (an admin of
+// every environment) acknowledges the integrity problems up to a stream sequence, for a reason.
+// The body is {"through": N, "reason": "..."}; without through, the latest problem this replica
+// recorded. The acknowledgement is an event every replica applies; the answer (201) comes once
+// this replica applied it, with its integrity status.
+func (a *API) acknowledgeIntegrity(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if a.cfg.Integrity == nil {
+		return &requestError{kind: errNoRoute, msg: "this server does not verify events"}
+	}
+	var body struct {
+		Through uint64 `json:"through"`
+		Reason  string `json:"reason"`
+	}
+	if err := a.readJSON(w, r, &body, false); err != nil {
+		return err
+	}
+	pending, latest := a.cfg.Integrity.Unacknowledged()
+	if body.Through == 0 {
+		if len(pending) == 0 {
+			return &requestError{kind: errConflict, msg: "no integrity problem waits for an acknowledgement on this replica; give through to acknowledge up to a stream sequence"}
+		}
+		body.Through = latest
+	}
+	var n uint64
+	for _, pr := range pending {
+		if pr.Sequence <= body.Through {
+			n++
+		}
+	}
+	ev, err := a.cfg.Commands.AcknowledgeIntegrity(r.Context(), meta(r, p, body.Reason), body.Through, n)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.WriteTimeout)
+	defer cancel()
+	if err := a.cfg.Catalog.WaitSequence(ctx, ev.Sequence); err != nil {
+		a.logger.WarnContext(r.Context(), "answering a write before the catalog applied it",
+			"subject", ev.Subject(), "sequence", ev.Sequence, "correlation_id", correlationID(r.Context()), "error", err)
+	}
+	a.writeJSON(w, r, http.StatusCreated, map[string]any{
+		"acknowledgement": projections.Acknowledgement{Through: body.Through, Sequence: ev.Sequence, Actor: ev.Actor, Reason: ev.Reason, Time: ev.Time},
+		"integrity":       a.integrityStatus(&p),
+	})
 	return nil
 }
 

@@ -85,9 +85,14 @@ func TestEveryRouteIsAuthorized(t *testing.T) {
 		{"oncall", "Bearer " + s.oncall, byRole(auth.RoleOncall)},
 		{"reader", "Bearer " + s.reader, byRole(auth.RoleReader)},
 		// Scoped admins: the route's environment is prod.
-		{"right scope", "Bearer " + prodAdmin, byRole(auth.RoleAdmin)},
+		{"right scope", "Bearer " + prodAdmin, func(ri api.RouteInfo) int {
+			if ri.Unscoped {
+				return http.StatusForbidden // it acts on every environment
+			}
+			return byRole(auth.RoleAdmin)(ri)
+		}},
 		{"other scope", "Bearer " + stagingAdmin, func(ri api.RouteInfo) int {
-			if ri.Scoped {
+			if ri.Scoped || ri.Unscoped {
 				return http.StatusForbidden
 			}
 			// Cross-environment reads narrow to the scope; tokens check it in the handler.

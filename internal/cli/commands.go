@@ -55,7 +55,7 @@ func commands() []*command {
 	}
 	cmds = append(cmds, rolloutCommands()...) // rollouts and safety valves (rollouts.go)
 	return append(cmds,
-		withWait(flagsKill("kill")), auditCommand(), auditVerifyCommand(), environmentsCommand(), subscribersCommand(), versionCommand(),
+		withWait(flagsKill("kill")), auditCommand(), auditVerifyCommand(), auditAcknowledgeCommand(), environmentsCommand(), subscribersCommand(), versionCommand(),
 	)
 }
 
@@ -113,8 +113,8 @@ func splitCommand(args []string) (name string, rest []string, err error) {
 			if len(words) == 1 && (a == "flags" || a == "segments" || a == "tokens" || a == "rollout" || a == "valve") {
 				want = 2
 			}
-			if len(words) == 1 && a == "audit" && i+1 < len(args) && args[i+1] == "verify" {
-				words = append(words, "verify") // "audit verify"; plain "audit" is a command too
+			if len(words) == 1 && a == "audit" && i+1 < len(args) && (args[i+1] == "verify" || args[i+1] == "acknowledge") {
+				words = append(words, args[i+1]) // "audit verify"; plain "audit" is a command too
 				i++
 			}
 			continue

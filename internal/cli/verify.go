@@ -113,3 +113,55 @@ func renderVerify(s *session, rep verifyReport) error {
 	_, err := s.stdout.Write([]byte(b.String()))
 	return err
 }
+
+// acknowledgement is the answer of POST /api/v1/integrity/acknowledgements.
+type acknowledgement struct {
+	Acknowledgement struct {
+		Through  uint64 `json:"through"`
+		Sequence uint64 `json:"sequence"`
+		Actor    string `json:"actor"`
+	} `json:"acknowledgement"`
+	Integrity struct {
+		Status string `json:"status"`
+		Count  uint64 `json:"count"`
+	} `json:"integrity"`
+}
+
+func auditAcknowledgeCommand() *command {
+	return &command{
+		name: "audit acknowledge", operands: "--reason R [--through SEQ]", args: "--reason TEXT [--through SEQ] [-o table|json]",
+		summary: "Acknowledge the integrity problems up to a stream sequence (admin only).",
+		help: `Messages that fail verification make /readyz answer 503 until an admin of every
+environment acknowledges them: look at them first (GET /api/v1/integrity, audit verify). The
+acknowledgement is an event in the audit trail, with your token's name and the reason. Without
+--through it covers the latest problem the server recorded. A message after the acknowledged
+sequence that fails verification makes /readyz answer 503 again.`,
+		setup: func(fs *flag.FlagSet) action {
+			reason := fs.String("reason", "", "why the problems are acknowledged, for the audit trail (required)")
+			through := fs.Uint64("through", 0, "acknowledge the problems up to stream sequence `SEQ` (default: the latest)")
+			return func(ctx context.Context, s *session, _ []string) error {
+				if strings.TrimSpace(*reason) == "" {
+					return usagef(s.cmd, "--reason is required: say why the problems are acknowledged")
+				}
+				body := map[string]any{"reason": *reason}
+				if *through > 0 {
+					body["through"] = *through
+				}
+				resp, err := s.client.postJSON(ctx, "/api/v1/integrity/acknowledgements", nil, body)
+				if err != nil {
+					return err
+				}
+				if s.json {
+					return s.printJSON(resp.body)
+				}
+				var ack acknowledgement
+				if err := decodeJSON(resp, "the acknowledgement", &ack); err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(s.stdout, "acknowledged integrity problems up to sequence %d (event %d, by %s); integrity: %s\n",
+					ack.Acknowledgement.Through, ack.Acknowledgement.Sequence, ack.Acknowledgement.Actor, ack.Integrity.Status)
+				return err
+			}
+		},
+	}
+}

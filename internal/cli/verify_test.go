@@ -44,9 +44,10 @@ func (s *waitServer) getJSON(t *testing.T, path string, v any) int {
 
 // TestForgedEventDetected is the attack of issue 8: a client with publish rights on the stream
 // (no signing key) writes events on a flag's subject. The server refuses them: they change no
-// state, /readyz and /api/v1/integrity name them (and readiness holds), `audit verify` reports
-// the first with its sequence and exit code 9; a kill through the CLI still works on the flag,
-// and the events after the forgeries verify.
+// state, /readyz and /api/v1/integrity name them (and readiness fails until an admin
+// acknowledges them with `audit acknowledge`), `audit verify` reports the first with its
+// sequence and exit code 9; a kill through the CLI still works on the flag, and the events after
+// the forgeries verify.
 func TestForgedEventDetected(t *testing.T) {
 	s := serve(t)
 	s.must(t, "flags", "create", "prod/checkout", "--enabled", "--reason", "launch")
@@ -80,12 +81,14 @@ func TestForgedEventDetected(t *testing.T) {
 
 	var ready struct {
 		Status    string        `json:"status"`
+		Cause     string        `json:"cause"`
 		Integrity integrityBody `json:"integrity"`
 	}
+	// Not ready while the problems wait for an acknowledgement, and the answer says why.
 	natstest.Eventually(t, wait, func() bool {
-		return s.getJSON(t, "/readyz", &ready) == http.StatusOK && ready.Integrity.Count == 3
+		return s.getJSON(t, "/readyz", &ready) == http.StatusServiceUnavailable && ready.Integrity.Count == 3
 	}, "readyz names three problems")
-	if ready.Status != "ok" || ready.Integrity.Status != "problems" {
+	if ready.Status != "unavailable" || ready.Integrity.Status != "problems" || !strings.Contains(ready.Cause, "integrity problems: 3 messages") {
 		t.Fatalf("readyz: %+v", ready)
 	}
 	want := map[uint64]string{unsigned: "unsigned", bad: "bad-signature", replayed: "broken-chain"}
@@ -118,6 +121,32 @@ func TestForgedEventDetected(t *testing.T) {
 		t.Fatalf("audit verify of an untouched environment:\n%s", r.stdout)
 	}
 
+	// An admin acknowledges them, with a reason: ready again, and the acknowledgement is in the
+	// audit trail with its actor.
+	if r := s.run(t, "audit", "acknowledge"); r.code == 0 || !strings.Contains(r.stderr, "--reason is required") {
+		t.Fatalf("audit acknowledge without a reason: exit %d\n%s", r.code, r.stderr)
+	}
+	if r := s.must(t, "audit", "acknowledge", "--reason", "forgery drill: the publisher was found"); !strings.Contains(r.stdout, fmt.Sprintf("up to sequence %d", replayed)) ||
+		!strings.Contains(r.stdout, "integrity: acknowledged") {
+		t.Fatalf("audit acknowledge:\n%s", r.stdout)
+	}
+	if code := s.getJSON(t, "/readyz", &ready); code != http.StatusOK || ready.Status != "ok" || ready.Integrity.Status != "acknowledged" || ready.Integrity.Count != 3 {
+		t.Fatalf("readyz after the acknowledgement: %d %+v", code, ready)
+	}
+	var trail struct {
+		Events []struct {
+			Type   string          `json:"type"`
+			Actor  string          `json:"actor"`
+			Reason string          `json:"reason"`
+			Data   json.RawMessage `json:"data"`
+		} `json:"events"`
+	}
+	if code := s.getJSON(t, "/api/v1/audit?type="+events.TypeIntegrityAcknowledged, &trail); code != http.StatusOK || len(trail.Events) != 1 ||
+		trail.Events[0].Reason != "forgery drill: the publisher was found" || trail.Events[0].Actor == "" ||
+		!strings.Contains(string(trail.Events[0].Data), fmt.Sprintf(`"through":%d`, replayed)) {
+		t.Fatalf("the acknowledgement in the audit trail: %d %+v", code, trail)
+	}
+
 	// The kill through the CLI goes through, after the forgeries, and chains.
 	s.must(t, "kill", "prod/checkout", "--reason", "real incident")
 	natstest.Eventually(t, wait, func() bool {
@@ -125,12 +154,25 @@ func TestForgedEventDetected(t *testing.T) {
 		return !f.Enabled && f.Version == 2
 	}, "the kill applied")
 	s.must(t, "flags", "enable", "prod/checkout")
-	r := s.run(t, "audit", "verify", "-o", "json")
+	r := s.run(t, "audit", "verify", "-o", "json") // the create, the acknowledgement, the kill, the enable
 	var rep struct {
 		Verified, Refused int
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || r.code != cli.ExitIntegrity || rep.Verified != 3 || rep.Refused != 3 {
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || r.code != cli.ExitIntegrity || rep.Verified != 4 || rep.Refused != 3 {
 		t.Fatalf("audit verify -o json after the kill: exit %d, %+v, %v\n%s", r.code, rep, err, r.stderr)
+	}
+
+	// A new forgery after the acknowledged sequence: not ready again, until acknowledged too.
+	again := natstest.Forge(t, js, ev.Msg())
+	natstest.Eventually(t, wait, func() bool {
+		return s.getJSON(t, "/readyz", &ready) == http.StatusServiceUnavailable
+	}, "readyz answers 503 after a new forgery")
+	if ready.Integrity.Status != "problems" || !strings.Contains(ready.Cause, fmt.Sprintf("1 messages on the event stream failed verification and are not acknowledged (the latest at sequence %d)", again)) {
+		t.Fatalf("readyz after a new forgery: %+v", ready)
+	}
+	s.must(t, "audit", "acknowledge", "--reason", "the second one too", "--through", fmt.Sprint(again))
+	if code := s.getJSON(t, "/readyz", &ready); code != http.StatusOK {
+		t.Fatalf("readyz after the second acknowledgement: %d %+v", code, ready)
 	}
 
 	var keys struct {
