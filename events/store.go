@@ -192,6 +192,10 @@ func (s *Store) SigningKeyID() string {
 	return s.signer.KeyID()
 }
 
+// DuplicateWindow is the stream's duplicate window: for that long after an event was stored, an
+// append of an event with the same id writes nothing and answers with the stored copy.
+func (s *Store) DuplicateWindow() time.Duration { return s.stream.CachedInfo().Config.Duplicates }
+
 // StreamName is the name of the stream the store writes to.
 func (s *Store) StreamName() string { return s.name }
 

@@ -41,11 +41,19 @@
 // # Idempotency
 //
 // A command whose Meta carries an EventID writes its event under that id. Sent again with the
-// same id, it writes nothing new and succeeds, answering with the entity as of that event or
-// later, whether or not the first attempt was stored: the store answers a repeated append with the copy it holds (within the
-// stream's duplicate window), and the service recognises its own event among the entity's last
-// [recentIDs] events before it refuses a command (a create of a flag that now exists, a stale
-// If-Match, a kill of a flag already off) or decides it again.
+// same id within the stream's duplicate window (two minutes by default), it writes nothing new
+// and succeeds, answering with the entity as of that event or later, whether or not the first
+// attempt was stored and however many events were appended since:
+//
+//   - the service remembers the ids of each entity's last [recentIDs] events, and answers at
+//     once when the id is among them;
+//   - a command decided again and appended again is answered by the store with the copy it
+//     holds (its duplicate detection covers the whole window);
+//   - before it refuses a command or decides it is a no-op (a create of a flag that now
+//     exists, a stale If-Match, a kill of a flag already off), the service looks for the id
+//     among the entity's events stored within the window (and a minute more, for clocks).
+//
+// After the window, the same id is a new command.
 package command
 
 import (
@@ -143,6 +151,8 @@ type Store interface {
 	Read(ctx context.Context, q events.Query, h events.Handler) error
 	// LastSequence is the sequence of the last event in the stream (0 when empty).
 	LastSequence(ctx context.Context) (uint64, error)
+	// DuplicateWindow is how long the store recognises an event appended again by its id.
+	DuplicateWindow() time.Duration
 }
 
 // Bounds on retries.
@@ -546,6 +556,17 @@ func (s *Service) execLocked(ctx context.Context, e *entry, c command) error {
 				fresh = true
 				continue
 			}
+			if keyed {
+				// Sent again after more events than the entity's recent ids hold?
+				stored, lerr := s.storedWithin(ctx, e.subject, c.meta.EventID)
+				if lerr != nil {
+					return lerr
+				}
+				if stored {
+					e.remember(c.meta.EventID)
+					return nil
+				}
+			}
 			return err
 		}
 
@@ -584,6 +605,12 @@ func (s *Service) execLocked(ctx context.Context, e *entry, c command) error {
 		if err != nil {
 			return err
 		}
+		if keyed && ev.Sequence <= seq {
+			// The store answered with the copy an earlier attempt stored, before the head this
+			// attempt expected: it is already in the cached state.
+			e.remember(ev.ID)
+			return nil
+		}
 		cfg := d.cfg
 		if keyed {
 			// The store may have answered with the copy an earlier attempt stored, which need
@@ -609,6 +636,29 @@ func (s *Service) execLocked(ctx context.Context, e *entry, c command) error {
 		}
 		return nil
 	}
+}
+
+// clockSlack widens the look-back of storedWithin beyond the duplicate window: the stream finds
+// where to start by the time it stored each message, on its own clock.
+const clockSlack = time.Minute
+
+// storedWithin reports whether an event with id is stored on subject, among the messages stored
+// within the store's duplicate window (and clockSlack more). Messages that fail verification do
+// not count: a forged copy of the id is not the command's event.
+func (s *Service) storedWithin(ctx context.Context, subject, id string) (bool, error) {
+	since := time.Now().Add(-s.store.DuplicateWindow() - clockSlack)
+	found := false
+	err := s.store.Read(ctx, events.Query{Subjects: []string{subject}, FromTime: since}, func(ev events.Event, err error) error {
+		if err == nil && ev.ID == id {
+			found = true
+			return events.ErrStop
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("look for event %s on %s: %w", id, subject, err)
+	}
+	return found, nil
 }
 
 // fold applies an event just appended to the cached entity; cfg is as for the function fold.

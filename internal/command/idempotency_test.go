@@ -3,11 +3,16 @@ package command_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/interlock-dev/interlock/projections"
 )
 
 // A command sent again under the same event id writes nothing new and answers as the first
@@ -100,5 +105,130 @@ func TestPoisonMessageDoesNotBlockKill(t *testing.T) {
 	}
 	if f, err = svc.Enable(ctx, alice, env, "poisoned", f.Version); err != nil || !f.Enabled {
 		t.Fatalf("enable on the stale cache: %+v, %v", f, err)
+	}
+}
+
+// A command sent again after more events on its flag than the service remembers ids of, and
+// after the NATS server (or the stream's leader) restarted, is still recognised within the
+// stream's duplicate window: the same answer as the first time, nothing written. Its refusals
+// (a create of a flag that exists, a stale If-Match) are not given, and a kill that would write
+// again (the flag was enabled since) writes nothing.
+func TestSentAgainAfterManyEvents(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		replicas int
+	}{{"R1", 1}, {"R3", 3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var servers []*server.Server
+			if tc.replicas == 1 {
+				servers = []*server.Server{natstest.RunServer(t)}
+			} else {
+				servers = natstest.RunCluster(t)
+			}
+			ctx := context.Background()
+			js := natstest.JetStream(t, servers[0])
+			var st *events.Store
+			natstest.Eventually(t, 30*time.Second, func() bool {
+				var err error
+				st, err = events.Open(ctx, js, events.StreamConfig{Replicas: tc.replicas})
+				return err == nil
+			}, "the stream opens")
+			svc := newService(t, st)
+			keyed := func(id string) command.Meta {
+				m := alice
+				m.EventID = id
+				return m
+			}
+			create := keyed("1c1c3a52-4a4e-5c3e-9d9e-000000000001")
+			patch := keyed("1c1c3a52-4a4e-5c3e-9d9e-000000000002")
+			kill := keyed("1c1c3a52-4a4e-5c3e-9d9e-000000000003")
+			cfg := baseConfig()
+			cfg.Enabled = true
+			if _, err := svc.Create(ctx, create, env, "busy", cfg); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := svc.Update(ctx, patch, env, "busy", 1, []byte(`{"description":"first"}`)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := svc.Kill(ctx, kill, env, "busy"); err != nil {
+				t.Fatal(err)
+			}
+			f, err := svc.Enable(ctx, alice, env, "busy", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// More events than the service remembers ids of.
+			for i := range 70 {
+				if f, err = svc.Update(ctx, alice, env, "busy", f.Version, []byte(`{"description":"n`+strconv.Itoa(i)+`"}`)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// A read of a 3-replica stream may be served by a follower a little behind: count until
+			// every event shows.
+			const stored = 3 + 1 + 70
+			count := func() int {
+				t.Helper()
+				n := 0
+				natstest.Eventually(t, 10*time.Second, func() bool {
+					n = len(load(t, st, "busy"))
+					return n >= stored
+				}, "%d events show, want %d", n, stored)
+				return n
+			}
+			if n := count(); n != stored {
+				t.Fatalf("%d events, want %d", n, stored)
+			}
+
+			// The server holding the stream (its leader, in a cluster) stops and starts again.
+			leader := 0
+			if tc.replicas == 3 {
+				stream, err := js.Stream(ctx, events.DefaultStreamName)
+				if err != nil {
+					t.Fatal(err)
+				}
+				info, err := stream.Info(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i, s := range servers {
+					if s.Name() == info.Cluster.Leader {
+						leader = i
+					}
+				}
+			}
+			servers[leader] = natstest.Restart(t, servers[leader])
+			natstest.Eventually(t, 30*time.Second, func() bool {
+				_, err := st.LastSequence(ctx)
+				return err == nil
+			}, "the store answers again")
+
+			// Sent again, on this replica and on one that never saw them, as a client does: again
+			// while the store is unavailable (the cluster settling after the restart).
+			for name, s := range map[string]*command.Service{"same replica": svc, "other replica": newService(t, st)} {
+				again := func(what string, cmd func() (projections.Flag, error)) {
+					t.Helper()
+					var err error
+					natstest.Eventually(t, 30*time.Second, func() bool {
+						_, err = cmd()
+						return !errors.Is(err, events.ErrUnavailable) && !errors.Is(err, events.ErrOutcomeUnknown)
+					}, "%s: %s is answered", name, what)
+					if err != nil {
+						t.Fatalf("%s: %s sent again: %v; want the first answer", name, what, err)
+					}
+				}
+				again("the create", func() (projections.Flag, error) { return s.Create(ctx, create, env, "busy", cfg) })
+				again("the patch with its stale If-Match", func() (projections.Flag, error) {
+					return s.Update(ctx, patch, env, "busy", 1, []byte(`{"description":"first"}`))
+				})
+				again("the kill", func() (projections.Flag, error) { return s.Kill(ctx, kill, env, "busy") })
+			}
+			if n := count(); n != stored {
+				t.Fatalf("%d events after the commands were sent again, want %d: nothing new", n, stored)
+			}
+			// A new id is a new command: the kill is written.
+			if got, err := svc.Kill(ctx, keyed("1c1c3a52-4a4e-5c3e-9d9e-000000000004"), env, "busy"); err != nil || got.Enabled {
+				t.Fatalf("a new kill: enabled %v, %v", got.Enabled, err)
+			}
+		})
 	}
 }
