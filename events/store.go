@@ -609,3 +609,28 @@ func (s *Store) Follow(ctx context.Context, q Query, h Handler) error {
 		}
 	}
 }
+
+// leaderElectedSubject is where JetStream announces that a replicated stream elected a leader.
+const leaderElectedSubject = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED."
+
+// LeaderChanges returns a channel that receives a value (coalesced: at most one waits) each time
+// the stream elects a leader, until ctx ends. A follow whose consumer lived on the old leader's
+// server learns of it only after missing heartbeats; a reader that starts again on this signal
+// tracks the new leader at once. A stream of one replica never elects one: the channel stays
+// quiet.
+//
+// Errors: one wrapping [ErrUnavailable] when the subscription cannot be made.
+func (s *Store) LeaderChanges(ctx context.Context) (<-chan struct{}, error) {
+	ch := make(chan struct{}, 1)
+	sub, err := s.js.Conn().Subscribe(leaderElectedSubject+s.name, func(*nats.Msg) {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("watch the leader of stream %s: %w", s.name, unavailable(err))
+	}
+	context.AfterFunc(ctx, func() { _ = sub.Unsubscribe() })
+	return ch, nil
+}

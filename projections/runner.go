@@ -20,6 +20,11 @@ type Source interface {
 	Follow(ctx context.Context, q events.Query, h events.Handler) error
 }
 
+// leaderWatcher is a [Source] that tells when the stream elects a leader: *events.Store.
+type leaderWatcher interface {
+	LeaderChanges(ctx context.Context) (<-chan struct{}, error)
+}
+
 // Backoff between attempts to follow the stream again after an error.
 const (
 	minRetry = 100 * time.Millisecond
@@ -84,7 +89,8 @@ var errRunning = errors.New("runner already running")
 // refuses, are logged with their sequence and skipped. Messages that fail verification are
 // skipped too, logged as errors and recorded in [Runner.Integrity]. When following fails (the server went
 // away) Run logs the error and resumes from the catalog's sequence after a backoff of 100ms,
-// doubling up to 5s.
+// doubling up to 5s. When the source tells of leader elections (*events.Store does), Run follows
+// again from the catalog's sequence as soon as the stream elected a leader.
 //
 // Errors: one when Run is already running on this runner, and one wrapping [ErrOutOfOrder] when
 // the stream ends before the catalog's sequence — the stream was replaced, and the catalog has
@@ -108,12 +114,38 @@ func (r *Runner) Run(ctx context.Context) error {
 	fold := r.folder(target, start)
 	r.checkReady(target, start)
 
+	// A stream that elected a leader is followed again at once: the follow's consumer may have
+	// lived on the old leader's server, which only missed heartbeats would tell.
+	var elected <-chan struct{}
+	if w, ok := r.src.(leaderWatcher); ok {
+		if elected, err = w.LeaderChanges(ctx); err != nil {
+			r.logger.Warn("not watching the stream's leader: a failover is noticed by missed heartbeats only", "error", err)
+		}
+	}
 	delay := minRetry
 	for {
 		before := r.catalog.Sequence()
-		err := r.follow(ctx, before+1, fold)
+		fctx, stop := context.WithCancel(ctx)
+		changed := make(chan struct{})
+		go func() {
+			select {
+			case <-elected:
+				close(changed)
+				stop()
+			case <-fctx.Done():
+			}
+		}()
+		err := r.follow(fctx, before+1, fold)
+		stop()
 		if ctx.Err() != nil {
 			return nil
+		}
+		select {
+		case <-changed:
+			r.logger.Info("the stream elected a leader: following it", "from", r.catalog.Sequence()+1)
+			delay = minRetry
+			continue
+		default:
 		}
 		if r.catalog.Sequence() > before {
 			delay = minRetry // it made progress: the backoff starts over
