@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/api"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
 )
@@ -283,6 +284,7 @@ func TestWritesAcrossStreamLeaderKill(t *testing.T) {
 		etag  string
 		at    time.Time
 		tries int
+		took  time.Duration // of the attempt that was acknowledged
 	}
 	acks := make(chan ack, 1000)
 	stop := make(chan struct{})
@@ -305,8 +307,13 @@ func TestWritesAcrossStreamLeaderKill(t *testing.T) {
 				statuses[strconv.Itoa(a.status)+" "+a.code]++
 				if a.status == http.StatusOK {
 					etag = a.etag
-					acks <- ack{n: n, etag: a.etag, at: time.Now(), tries: tries}
+					acks <- ack{n: n, etag: a.etag, at: time.Now(), tries: tries, took: a.took}
 					break
+				}
+				if a.status == http.StatusTooManyRequests {
+					// Over the admin API's rate limit: wait as told (a few ms), as a client does.
+					time.Sleep(20 * time.Millisecond)
+					continue
 				}
 				if a.status != http.StatusServiceUnavailable {
 					t.Errorf("patch %d: %d %s", n, a.status, a.body)
@@ -339,13 +346,39 @@ func TestWritesAcrossStreamLeaderKill(t *testing.T) {
 	waitAcks(20)
 	js := natstest.JetStream(t, servers[(leaderOf(t, servers, natstest.JetStream(t, servers[0]))+1)%3])
 	leader := leaderOf(t, servers, js)
+	// What the catalog has applied, sampled from the stop on, to tell when it applied what.
+	type sample struct {
+		at  time.Time
+		seq uint64
+	}
+	samples := make(chan []sample, 1)
+	stopSampling := make(chan struct{})
+	go func() {
+		var ss []sample
+		defer func() { samples <- ss }()
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if seq := s.m.catalog.Sequence(); len(ss) == 0 || ss[len(ss)-1].seq != seq {
+				ss = append(ss, sample{time.Now(), seq})
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	logsBefore := len(s.logs.String())
 	killed := time.Now()
 	killedName := servers[leader].Name()
 	natstest.Shutdown(servers[leader])
 	t.Logf("stream leader n%d stopped after %d writes", leader+1, len(got))
 	var elected time.Duration
+	var lastAtElection uint64 // the stream's last sequence when the new leader was seen
 	natstest.Eventually(t, 30*time.Second, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		// Short requests: a request the stream cannot answer yet would hide the election.
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
 		st, err := js.Stream(ctx, events.DefaultStreamName)
 		if err != nil {
@@ -355,7 +388,7 @@ func TestWritesAcrossStreamLeaderKill(t *testing.T) {
 		if err != nil || info.Cluster == nil || info.Cluster.Leader == "" || info.Cluster.Leader == killedName {
 			return false
 		}
-		elected = time.Since(killed)
+		elected, lastAtElection = time.Since(killed), info.State.LastSeq
 		return true
 	}, "a new stream leader")
 	for len(got) == 0 || !got[len(got)-1].at.After(killed) {
@@ -366,6 +399,44 @@ func TestWritesAcrossStreamLeaderKill(t *testing.T) {
 	t.Logf("new stream leader %v after the leader stopped; first write acknowledged and applied by the catalog %v after (%v after the new leader, %d tries)",
 		elected, first, first-elected, got[len(got)-1].tries)
 	waitAcks(len(got) + 20)
+
+	// Catch-up: the catalog applies the events the new leader stored. The first of them is
+	// after the last sequence seen at the election (a write in flight at the stop may be stored
+	// before it).
+	ctx := context.Background()
+	firstNew := lastAtElection + 1
+	natstest.Eventually(t, 30*time.Second, func() bool { return s.m.catalog.Sequence() >= firstNew }, "the catalog applies sequence %d", firstNew)
+	close(stopSampling)
+	ss := <-samples
+	var applied time.Time
+	for _, x := range ss {
+		if x.seq >= firstNew {
+			applied = x.at
+			break
+		}
+	}
+	storedAt, err := s.m.store.StoredAt(ctx, firstNew)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The writes answered before the catalog applied them: each waited the write timeout, no
+	// more, and said so.
+	waits := strings.Count(s.logs.String()[logsBefore:], "answering a write before the catalog applied it")
+	var slowest time.Duration
+	for _, l := range strings.Split(s.logs.String()[logsBefore:], "\n") {
+		if strings.Contains(l, "answering a write before the catalog applied it") && !strings.Contains(l, "context deadline exceeded") {
+			t.Errorf("a write's wait for the catalog ended otherwise than by its timeout: %s", l)
+		}
+	}
+	for _, a := range got {
+		if a.at.After(killed) {
+			slowest = max(slowest, a.took)
+		}
+	}
+	t.Logf("catalog catch-up: sequence %d (the first the new leader stored) stored %v after the stop, applied %v after the new leader (%v after it was stored); "+
+		"%d writes answered before the catalog applied them (each after the %v write timeout); slowest write answer after the stop %v",
+		firstNew, storedAt.Sub(killed).Round(time.Millisecond), applied.Sub(killed.Add(elected)).Round(time.Millisecond),
+		applied.Sub(storedAt).Round(time.Millisecond), waits, api.DefaultWriteTimeout, slowest.Round(time.Millisecond))
 	servers[leader] = natstest.Restart(t, servers[leader])
 	t.Logf("n%d back", leader+1)
 	waitAcks(len(got) + 20)
@@ -379,7 +450,13 @@ func TestWritesAcrossStreamLeaderKill(t *testing.T) {
 		t.Errorf("%d answers were 500", n)
 	}
 
-	evs := storedFlagEvents(t, urls[(leader+1)%3], "checkout", 3)
+	// A read of a 3-replica stream may be served by a follower still catching up (the server
+	// just restarted, say): read until every acknowledged write shows.
+	var evs []events.Event
+	natstest.Eventually(t, 30*time.Second, func() bool {
+		evs = storedFlagEvents(t, urls[(leader+1)%3], "checkout", 3)
+		return len(evs) >= len(got)+1
+	}, "%d events show for %d acknowledged writes and the create", len(evs), len(got))
 	if len(evs) != len(got)+1 {
 		t.Errorf("%d events for %d acknowledged writes and the create", len(evs), len(got))
 	}
