@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/internal/snapshot"
@@ -216,6 +217,9 @@ func (n *node) sameAsReplay() {
 			n.t.Fatalf("integrity problem %d is %+v, replay has %+v", i, gp[i], wp[i])
 		}
 	}
+	if ga, wa := n.m.runner.Integrity().Acknowledged(), wr.Integrity().Acknowledged(); ga.Through != wa.Through || ga.Sequence != wa.Sequence || ga.Actor != wa.Actor {
+		n.t.Fatalf("integrity acknowledgement %+v, replay has %+v", ga, wa)
+	}
 }
 
 func TestRestartStartsFromCheckpoint(t *testing.T) {
@@ -228,6 +232,12 @@ func TestRestartStartsFromCheckpoint(t *testing.T) {
 	js := a.js()
 	forged := a.forge(js, a.m.Catalog().Sequence())
 	natstest.Eventually(t, 10*time.Second, func() bool { return a.m.Catalog().Sequence() >= forged }, "forgery handled")
+	// An operator acknowledges the forgery before the checkpoint: the restart keeps that.
+	ack, err := command.New(a.m.store, nil).AcknowledgeIntegrity(ctx, command.Meta{Actor: "ops", Reason: "drill"}, forged, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, func() bool { return a.m.Catalog().Sequence() >= ack.Sequence }, "acknowledgement applied")
 	if err := a.m.FlushCheckpoint(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -257,6 +267,11 @@ func TestRestartStartsFromCheckpoint(t *testing.T) {
 	_, count := b.m.runner.Integrity().Problems()
 	if count != 3 {
 		t.Fatalf("%d integrity problems after the restart, want the 3 forgeries", count)
+	}
+	// The first forgery stays acknowledged; the two after it are not.
+	if pending, _ := b.m.runner.Integrity().Unacknowledged(); len(pending) != 2 || pending[0].Sequence != after ||
+		b.m.runner.Integrity().Acknowledged().Through != forged {
+		t.Fatalf("after the restart: unacknowledged %+v, acknowledgement %+v; want the two forgeries after %d", pending, b.m.runner.Integrity().Acknowledged(), forged)
 	}
 	b.sameAsReplay()
 
