@@ -332,6 +332,7 @@ var auditTypes = []string{
 	events.TypeRolloutSteppedBack, events.TypeRolloutCompleted, events.TypeRolloutAborted,
 	events.TypeGuardDecided, events.TypeGuardRearmed, events.TypeValveConfigured, events.TypeValveOpened, events.TypeValveClosed,
 	events.TypeSegmentCreated, events.TypeSegmentUpdated, events.TypeSegmentArchived, events.TypeSegmentUnarchived, events.TypeTokenIssued, events.TypeTokenRevoked,
+	events.TypeIntegrityAcknowledged,
 }
 
 func (d *Dashboard) auditPage(w http.ResponseWriter, r *http.Request, s *session) error {
