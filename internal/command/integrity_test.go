@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 )
 
@@ -79,5 +80,48 @@ func TestCommandsAfterForgery(t *testing.T) {
 	}
 	if rep.Events != 4 || rep.Refused != 2 || rep.Problems[0].Sequence != forgedSeq || !errors.Is(rep.Problems[0], events.ErrUnsigned) {
 		t.Fatalf("chains: %d verified, %d refused, first %v; want 4, 2, unsigned at %d", rep.Events, rep.Refused, rep.Problems[0], forgedSeq)
+	}
+}
+
+// TestAcknowledgeIntegrity: an acknowledgement needs a reason and a sequence that is stored; it
+// is an event on its own subject, and sent again under its id it writes nothing new.
+func TestAcknowledgeIntegrity(t *testing.T) {
+	srv := natstest.RunServer(t)
+	st := openSigned(t, srv, natstest.Signer(t))
+	svc := newService(t, st)
+	ctx := context.Background()
+	mustCreate(t, svc, "checkout", baseConfig())
+
+	for name, tc := range map[string]struct {
+		m       command.Meta
+		through uint64
+	}{
+		"no reason":           {command.Meta{Actor: "ops"}, 1},
+		"no sequence":         {command.Meta{Actor: "ops", Reason: "looked"}, 0},
+		"beyond the last one": {command.Meta{Actor: "ops", Reason: "looked"}, 99},
+		"no actor":            {command.Meta{Reason: "looked"}, 1},
+	} {
+		if _, err := svc.AcknowledgeIntegrity(ctx, tc.m, tc.through, 0); !errors.Is(err, events.ErrInvalid) {
+			t.Errorf("%s: %v, want a validation error", name, err)
+		}
+	}
+	m := command.Meta{Actor: "ops", Reason: "looked at it", EventID: "2d2d3a52-4a4e-5c3e-9d9e-000000000001"}
+	ev, err := svc.AcknowledgeIntegrity(ctx, m, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Subject() != events.IntegritySubject() || ev.Actor != "ops" || ev.Reason != "looked at it" || ev.Version != 1 || ev.Sequence != 2 {
+		t.Fatalf("acknowledgement %+v", ev)
+	}
+	again, err := svc.AcknowledgeIntegrity(ctx, m, 1, 1)
+	if err != nil || again.Sequence != ev.Sequence {
+		t.Fatalf("sent again: %+v, %v; want the first, at sequence %d", again, err, ev.Sequence)
+	}
+	if last, err := st.LastSequence(ctx); err != nil || last != 2 {
+		t.Fatalf("stream ends at %d (%v), want 2: nothing new", last, err)
+	}
+	p, err := ev.Payload()
+	if err != nil || *p.(*events.IntegrityAcknowledged) != (events.IntegrityAcknowledged{Through: 1, Problems: 1}) {
+		t.Fatalf("payload %+v, %v", p, err)
 	}
 }
