@@ -25,6 +25,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
 	"github.com/interlock-dev/interlock/projections/local"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 var (
@@ -318,7 +319,7 @@ func TestRunnerTripPropagation(t *testing.T) {
 		if nt.Kind != local.NoticeChanged || k == nil || !slices.Contains(nt.Keys, *k) {
 			return
 		}
-		if c.Evaluate(*k, &projections.EvalContext{TargetingKey: "u"}).Reason == projections.ReasonDisabled {
+		if c.Evaluate(*k, &targeting.EvalContext{TargetingKey: "u"}).Reason == targeting.ReasonDisabled {
 			select {
 			case applied <- time.Now():
 			default:
@@ -384,7 +385,7 @@ func TestRunnerTripPropagation(t *testing.T) {
 			f, _ := w.cat.Flag(testEnv, k)
 			cmds.mu.Lock()
 			t.Fatalf("%s: the kill was not applied by the subscriber within a minute (killed at %v, catalog: enabled %v, guard %+v; subscriber serves %+v)",
-				k, cmds.killed, f.Enabled, f.Rollout.Guard, c.Evaluate(k, &projections.EvalContext{TargetingKey: "u"}))
+				k, cmds.killed, f.Enabled, f.Rollout.Guard, c.Evaluate(k, &targeting.EvalContext{TargetingKey: "u"}))
 		}
 		cmds.mu.Lock()
 		recorded, killed := cmds.recorded, cmds.killed

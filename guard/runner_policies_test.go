@@ -17,6 +17,7 @@ import (
 	"github.com/interlock-dev/interlock/guard/source"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // flaky is an exposition endpoint that answers 500 while failing is set, and passes on to next
@@ -164,9 +165,9 @@ func (w *world) createValve(key string) {
 }
 
 // serves evaluates key through the catalog's compiled flag sets.
-func serves(t *testing.T, ev *projections.Evaluators, key string) string {
+func serves(t *testing.T, ev *targeting.Evaluators, key string) string {
 	t.Helper()
-	e := ev.Flagset(testEnv).Evaluate(key, &projections.EvalContext{TargetingKey: "user-1"})
+	e := ev.Flagset(testEnv).Evaluate(key, &targeting.EvalContext{TargetingKey: "user-1"})
 	if e.Variant == nil {
 		t.Fatalf("%s: evaluation failed: %s %s", key, e.ErrorCode, e.ErrorMessage)
 	}
@@ -262,7 +263,7 @@ func TestRunnerTripFreezePauses(t *testing.T) {
 
 func TestRunnerTripOpensValve(t *testing.T) {
 	w := newWorld(t)
-	eval := projections.NewEvaluators(w.cat)
+	eval := targeting.NewEvaluators(w.cat)
 	w.createValve("search-lite")
 	w.createFlag("search")
 	p := w.plan(events.OnTripOpenValve)
@@ -648,7 +649,7 @@ func TestRunnerActsOnlyWithLease(t *testing.T) {
 
 func TestRunnerClosesExpiredValve(t *testing.T) {
 	w := newWorld(t)
-	eval := projections.NewEvaluators(w.cat)
+	eval := targeting.NewEvaluators(w.cat)
 	w.createValve("banner")
 	// OpenValve checks the expiry against the wall clock; the guard against its own, which runs
 	// ahead of it here: an expiry 30s ahead of the guard's clock is in the future for both.

@@ -11,6 +11,7 @@ import (
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -189,5 +190,115 @@ func BenchmarkDiff(b *testing.B) {
 		if len(projections.Diff(before, after)) != 2 {
 			b.Fatal("want two changes")
 		}
+	}
+}
+
+// BenchmarkRebuildEvaluators is BenchmarkRebuild with Evaluators attached to
+// the catalog, against the speed at which the stream can merely be read. The machine is shared,
+// so each iteration runs the three passes back to back — raw read, catalog rebuild, catalog
+// rebuild with evaluators and a read of the result — and the benchmark reports each pass's
+// events/s and the evaluators' share of raw:
+//
+//	go test ./projections/ -run '^$' -bench BenchmarkRebuildEvaluators -benchtime 3x -rebuild.events=100000
+func BenchmarkRebuildEvaluators(b *testing.B) {
+	n := *rebuildEvents
+	s := natstest.RunServer(b)
+	js := natstest.JetStream(b, s)
+	ctx := context.Background()
+	st, err := events.Open(ctx, js, events.StreamConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	writeRebuildStream(b, js, n)
+
+	raw := func() {
+		cons, err := js.OrderedConsumer(ctx, st.StreamName(), jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		it, err := cons.Messages(jetstream.PullMaxMessages(1000))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range n {
+			if _, err := it.Next(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		it.Stop()
+	}
+	rebuild := func(attach bool) {
+		c := projections.NewCatalog()
+		var e *targeting.Evaluators
+		if attach {
+			e = targeting.NewEvaluators(c)
+		}
+		r := projections.NewRunner(st, c, nil)
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- r.Run(rctx) }()
+		if err := r.WaitReady(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if attach {
+			set := e.Flagset("production")
+			if got := len(set.Keys()); got != min(n, rebuildFlags) || set.Sequence() != uint64(n) {
+				b.Fatalf("evaluators hold %d flags at %d", got, set.Sequence())
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+	}
+	timed := func(f func()) time.Duration {
+		start := time.Now()
+		f()
+		return time.Since(start)
+	}
+	var tRaw, tCatalog, tEval time.Duration
+	for b.Loop() {
+		tRaw += timed(raw)
+		tCatalog += timed(func() { rebuild(false) })
+		tEval += timed(func() { rebuild(true) })
+	}
+	rate := func(d time.Duration) float64 { return float64(n*b.N) / d.Seconds() }
+	b.ReportMetric(rate(tRaw), "raw-events/s")
+	b.ReportMetric(rate(tCatalog), "catalog-events/s")
+	b.ReportMetric(rate(tEval), "evaluators-events/s")
+	b.ReportMetric(100*rate(tEval)/rate(tRaw), "evaluators-%-of-raw")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkCatalogApplyEvaluators is BenchmarkCatalogApply with and without
+// Evaluators attached: the cost the evaluators add to the fold of each event, without the
+// stream.
+func BenchmarkCatalogApplyEvaluators(b *testing.B) {
+	evs := rebuildEventList(b, 30_000)
+	for _, attach := range []bool{false, true} {
+		name := "catalog"
+		if attach {
+			name = "evaluators"
+		}
+		b.Run(name, func(b *testing.B) {
+			runs := 0
+			for b.Loop() {
+				c := projections.NewCatalog()
+				var e *targeting.Evaluators
+				if attach {
+					e = targeting.NewEvaluators(c)
+				}
+				for _, ev := range evs {
+					if err := c.Apply(ev); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if attach && len(e.Flagset("production").Keys()) != rebuildFlags {
+					b.Fatal("evaluators do not hold every flag")
+				}
+				runs++
+			}
+			b.ReportMetric(float64(len(evs)*runs)/b.Elapsed().Seconds(), "events/s")
+		})
 	}
 }

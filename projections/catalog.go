@@ -57,6 +57,23 @@ func (c *Catalog) Observe(fn func(events.Event)) {
 	c.observers = append(c.observers, fn)
 }
 
+// OnRestore registers fn to be called with the sequence of the checkpoint the catalog is restored
+// from (see [WithCheckpoints]), once the restored state is visible to readers and before the
+// sequence advances, on the restoring goroutine. fn must not call Apply.
+func (c *Catalog) OnRestore(fn func(seq uint64)) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.restored = append(c.restored, fn)
+}
+
+// Hold calls fn while no event is applied and no observer runs: what fn reads of the catalog is
+// its state after its last event. fn must not call Apply, Observe or OnRestore.
+func (c *Catalog) Hold(fn func()) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	fn()
+}
+
 // Apply folds one event read from the stream into the flag it belongs to, with [Flag.Apply].
 //
 // An event whose sequence is not after [Catalog.Sequence] was applied already (a redelivery) and

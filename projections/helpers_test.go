@@ -3,11 +3,15 @@ package projections_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -100,4 +104,64 @@ func (w *writer) describe(env, key, description string) events.Event {
 
 func (w *writer) archive(env, key string) events.Event {
 	return w.write("alice", events.TypeFlagArchived, env, key, events.FlagArchived{})
+}
+
+const env = "production"
+
+func variantOf(set *targeting.Flagset, key string, ctx *targeting.EvalContext) string {
+	e := set.Evaluate(key, ctx)
+	if e.Variant == nil {
+		return string(e.ErrorCode)
+	}
+	return e.Variant.Name
+}
+
+// The helpers below build the flags of the evaluation tests of rollouts and valves; the
+// targeting package's tests have the same.
+
+func stringConfig(values map[string]string, dflt string) events.FlagConfig {
+	cfg := events.FlagConfig{Kind: events.KindConfig, Variants: map[string]json.RawMessage{}, DefaultVariant: dflt, OffVariant: dflt, Enabled: true}
+	for k, v := range values {
+		raw, _ := json.Marshal(v)
+		cfg.Variants[k] = raw
+	}
+	return cfg
+}
+
+// targeted is a bool flag serving "on" when cond holds, "off" otherwise.
+func targeted(cond events.Condition) events.FlagConfig {
+	cfg := boolConfig()
+	cfg.DefaultVariant = "off"
+	cfg.Rules = []events.Rule{{Name: "r", Conditions: []events.Condition{cond}, Serve: events.Serve{Variant: "on"}}}
+	return cfg
+}
+
+func cond(attr, op string, values ...any) events.Condition {
+	return events.Condition{Attribute: attr, Operator: op, Values: values}
+}
+
+func segmentOf(key string, cfg events.SegmentConfig) projections.Segment {
+	return projections.Segment{Key: key, Environment: env, SegmentConfig: cfg, Version: 1}
+}
+
+// compileSet compiles flags and segments, failing the test on an error or a document that does
+// not compile.
+func compileSet(t testing.TB, flags []projections.Flag, segs ...projections.Segment) *targeting.Flagset {
+	t.Helper()
+	set, err := targeting.CompileFlagset(env, 1, flags, segs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs := set.Errors(); len(errs) > 0 {
+		t.Fatalf("documents do not compile: %v", errors.Join(errs...))
+	}
+	return set
+}
+
+func users(n int) []*targeting.EvalContext {
+	out := make([]*targeting.EvalContext, n)
+	for i := range out {
+		out[i] = &targeting.EvalContext{TargetingKey: fmt.Sprintf("user-%d", i)}
+	}
+	return out
 }

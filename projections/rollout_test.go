@@ -10,6 +10,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // history builds the events of one flag of env, a minute apart from t0, each with its stream
@@ -467,12 +468,12 @@ func TestValveEvaluation(t *testing.T) {
 	segEv := event(t, events.TypeSegmentCreated, env, "acme", 1, events.SegmentCreated{Segment: seg})
 	segEv.Sequence = 0 // before the flag's events, whose sequences start at 1
 
-	pro := func(key string) *projections.EvalContext {
-		return &projections.EvalContext{TargetingKey: key, Attributes: map[string]any{"plan": "pro"}}
+	pro := func(key string) *targeting.EvalContext {
+		return &targeting.EvalContext{TargetingKey: key, Attributes: map[string]any{"plan": "pro"}}
 	}
-	free := func(key string) *projections.EvalContext { return &projections.EvalContext{TargetingKey: key} }
+	free := func(key string) *targeting.EvalContext { return &targeting.EvalContext{TargetingKey: key} }
 	type check struct {
-		ctx  *projections.EvalContext
+		ctx  *targeting.EvalContext
 		want string
 	}
 	own := []check{{pro("acme-1"), "on"}, {free("acme-2"), "off"}, {pro("bob"), "on"}, {free("carol"), "off"}}
@@ -480,7 +481,7 @@ func TestValveEvaluation(t *testing.T) {
 	h := newHistory(t, "search", cfg)
 	evaluate := func(step string, checks []check) {
 		t.Helper()
-		set, err := projections.NewFlagset(env).ApplyAll(append([]events.Event{segEv}, h.evs...))
+		set, err := targeting.NewFlagset(env).ApplyAll(append([]events.Event{segEv}, h.evs...))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -495,14 +496,14 @@ func TestValveEvaluation(t *testing.T) {
 		}
 		// The same answers from a set compiled whole, as a snapshot would be, and step by step.
 		whole := compileSet(t, []projections.Flag{h.fold()}, segmentOf("acme", seg))
-		step2 := projections.NewFlagset(env)
+		step2 := targeting.NewFlagset(env)
 		for _, ev := range append([]events.Event{segEv}, h.evs...) {
 			if step2, err = step2.Apply(ev); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for _, c := range checks {
-			for name, s := range map[string]*projections.Flagset{"compiled": whole, "applied": step2} {
+			for name, s := range map[string]*targeting.Flagset{"compiled": whole, "applied": step2} {
 				if e := s.Evaluate("search", c.ctx); e.Variant == nil || e.Variant.Name != c.want {
 					t.Errorf("%s, %s: %s gets %+v, want %s", step, name, c.ctx.TargetingKey, e, c.want)
 				}
@@ -554,21 +555,21 @@ func TestValveSegmentChange(t *testing.T) {
 		ev.Sequence = seq
 		return ev
 	}
-	set, err := projections.NewFlagset(env).ApplyAll(append([]events.Event{seg(0, 1, events.TypeSegmentCreated, "a")}, h.evs...))
+	set, err := targeting.NewFlagset(env).ApplyAll(append([]events.Event{seg(0, 1, events.TypeSegmentCreated, "a")}, h.evs...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := set.FlagsUsing("acme"); !reflect.DeepEqual(got, []string{"search"}) {
 		t.Fatalf("flags using the valve's segment: %v", got)
 	}
-	if e := set.Evaluate("search", &projections.EvalContext{TargetingKey: "b"}); !e.Variant.Bool {
+	if e := set.Evaluate("search", &targeting.EvalContext{TargetingKey: "b"}); !e.Variant.Bool {
 		t.Fatalf("b is not in the segment yet: %+v", e)
 	}
 	set, err = set.Apply(seg(101, 2, events.TypeSegmentUpdated, "a", "b"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := set.Evaluate("search", &projections.EvalContext{TargetingKey: "b"}); e.Variant.Bool {
+	if e := set.Evaluate("search", &targeting.EvalContext{TargetingKey: "b"}); e.Variant.Bool {
 		t.Fatalf("b joined the segment but the valve does not serve it: %+v", e)
 	}
 }
@@ -581,9 +582,9 @@ func TestRolloutServesStages(t *testing.T) {
 	ctxs := users(n)
 	h := newHistory(t, "ramp", rampConfig())
 	h.add(events.TypeRolloutCreated, events.RolloutCreated{ID: "r1", Plan: rampPlan()})
-	serve := func() (*projections.Flagset, []bool, int) {
+	serve := func() (*targeting.Flagset, []bool, int) {
 		t.Helper()
-		set, err := projections.NewFlagset(env).ApplyAll(h.evs)
+		set, err := targeting.NewFlagset(env).ApplyAll(h.evs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -611,7 +612,7 @@ func TestRolloutServesStages(t *testing.T) {
 			h.add(events.TypeRolloutAdvanced, events.RolloutAdvanced{ID: "r1", From: i - 1, To: i, Serve: stageServe(pct)})
 		}
 		set, in, count := serve()
-		if e := set.Evaluate("ramp", ctxs[0]); e.Reason != projections.ReasonSplit {
+		if e := set.Evaluate("ramp", ctxs[0]); e.Reason != targeting.ReasonSplit {
 			t.Fatalf("stage %v%%: reason %s", pct, e.Reason)
 		}
 		// The count is Binomial(n, p): allow five standard deviations.
@@ -637,7 +638,7 @@ func TestRolloutServesStages(t *testing.T) {
 	}
 	base := len(h.evs)
 	h.add(events.TypeRolloutCompleted, events.RolloutCompleted{ID: "r1", Serve: events.Serve{Variant: "treatment"}})
-	if set, _, c := serve(); c != n || set.Evaluate("ramp", ctxs[0]).Reason != projections.ReasonStatic {
+	if set, _, c := serve(); c != n || set.Evaluate("ramp", ctxs[0]).Reason != targeting.ReasonStatic {
 		t.Fatalf("completed: %d of %d on the treatment", c, n)
 	}
 	h.evs = h.evs[:base]

@@ -15,6 +15,7 @@ import (
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 	"github.com/nats-io/nats.go"
 )
 
@@ -311,5 +312,42 @@ func TestRunnerRefusesStreamBehindCatalog(t *testing.T) {
 	defer cancel()
 	if err := r.Run(ctx); !errors.Is(err, projections.ErrOutOfOrder) {
 		t.Fatalf("Run over a stream behind the catalog: %v, want ErrOutOfOrder", err)
+	}
+}
+
+// TestEvaluatorsWithRunner: the evaluators of a catalog rebuilt and followed by a real runner on
+// an embedded JetStream server serve what was written, and a kill as soon as WaitSequence says.
+func TestEvaluatorsWithRunner(t *testing.T) {
+	srv := natstest.RunServer(t)
+	st := openStore(t, srv)
+	w := newWriter(t, st)
+	w.create(env, "a")
+	w.create(env, "b")
+	w.kill(env, "b")
+
+	c := projections.NewCatalog()
+	e := targeting.NewEvaluators(c)
+	r := projections.NewRunner(st, c, nil)
+	started(t, r)
+	waitReady(t, r)
+	set := e.Flagset(env)
+	if variantOf(set, "a", nil) != "on" || variantOf(set, "b", nil) != "off" || set.Sequence() != 3 {
+		t.Fatalf("after the replay: a %s, b %s at %d", variantOf(set, "a", nil), variantOf(set, "b", nil), set.Sequence())
+	}
+	ch, stop := e.Watch(env)
+	defer stop()
+	ev := w.kill(env, "a")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.WaitSequence(ctx, ev.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Flagset(env).Evaluate("a", nil); got.Reason != targeting.ReasonDisabled {
+		t.Errorf("after the kill: %+v", got)
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		t.Fatal("no change notification for the kill")
 	}
 }

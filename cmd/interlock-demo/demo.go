@@ -25,7 +25,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/interlock-dev/interlock/events"
-	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // variantError is the variant label of requests whose evaluation failed (the flag does not exist,
@@ -74,7 +74,7 @@ var (
 
 // evaluator evaluates one flag for one context; *local.Client satisfies it.
 type evaluator interface {
-	Evaluate(key string, ectx *projections.EvalContext) projections.Evaluation
+	Evaluate(key string, ectx *targeting.EvalContext) targeting.Evaluation
 }
 
 // syncState is what the status page says about the flag client; *local.Client satisfies it.
@@ -492,7 +492,7 @@ func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x1e7e_
 // failure and a latency drawn from the knob. It returns what was served.
 func (d *demo) request(rng *rand.Rand, k *knob, counts map[string]*tally) served {
 	user := "user-" + strconv.Itoa(rng.IntN(d.cfg.Users))
-	ev := d.flags.Evaluate(d.cfg.Flag, &projections.EvalContext{TargetingKey: user})
+	ev := d.flags.Evaluate(d.cfg.Flag, &targeting.EvalContext{TargetingKey: user})
 	variant := variantError
 	if ev.Variant != nil {
 		variant = ev.Variant.Name

@@ -17,18 +17,17 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/interlock-dev/interlock/targeting"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
-
-	"github.com/interlock-dev/interlock/projections"
 )
 
 // fakeFlags evaluates with a function, in place of a flag client.
 type fakeFlags struct {
-	eval func(key string, ectx *projections.EvalContext) projections.Evaluation
+	eval func(key string, ectx *targeting.EvalContext) targeting.Evaluation
 }
 
-func (f fakeFlags) Evaluate(key string, ectx *projections.EvalContext) projections.Evaluation {
+func (f fakeFlags) Evaluate(key string, ectx *targeting.EvalContext) targeting.Evaluation {
 	return f.eval(key, ectx)
 }
 func (fakeFlags) Ready() bool      { return true }
@@ -36,12 +35,12 @@ func (fakeFlags) Stale() bool      { return false }
 func (fakeFlags) Sequence() uint64 { return 1 }
 
 // byUserParity serves "on" to even users and "off" to odd ones.
-var byUserParity = fakeFlags{eval: func(key string, ectx *projections.EvalContext) projections.Evaluation {
+var byUserParity = fakeFlags{eval: func(key string, ectx *targeting.EvalContext) targeting.Evaluation {
 	name := "off"
 	if (ectx.TargetingKey[len(ectx.TargetingKey)-1]-'0')%2 == 0 {
 		name = "on"
 	}
-	return projections.Evaluation{FlagKey: key, Variant: &projections.Variant{Name: name}, Reason: projections.ReasonSplit, Version: 1}
+	return targeting.Evaluation{FlagKey: key, Variant: &targeting.Variant{Name: name}, Reason: targeting.ReasonSplit, Version: 1}
 }}
 
 // testConfig is a configuration for the load loop; a knob without latency or slow factor gets
@@ -123,8 +122,8 @@ func TestLoadFailures(t *testing.T) {
 
 func TestLoadEvaluationErrors(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		missing := fakeFlags{eval: func(key string, _ *projections.EvalContext) projections.Evaluation {
-			return projections.Evaluation{FlagKey: key, Reason: projections.ReasonError, ErrorCode: projections.ErrorFlagNotFound}
+		missing := fakeFlags{eval: func(key string, _ *targeting.EvalContext) targeting.Evaluation {
+			return targeting.Evaluation{FlagKey: key, Reason: targeting.ReasonError, ErrorCode: targeting.ErrorFlagNotFound}
 		}}
 		d := newDemo(testConfig(100, knob{FailVariant: "on", FailRate: 1}), missing, missing, slog.New(slog.DiscardHandler))
 		s := runFor(t, d, time.Second)
@@ -137,9 +136,9 @@ func TestLoadEvaluationErrors(t *testing.T) {
 func TestLoadManyVariants(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		n := 0
-		renamed := fakeFlags{eval: func(key string, _ *projections.EvalContext) projections.Evaluation {
+		renamed := fakeFlags{eval: func(key string, _ *targeting.EvalContext) targeting.Evaluation {
 			n++
-			return projections.Evaluation{FlagKey: key, Variant: &projections.Variant{Name: "v" + strings.Repeat("x", n%1000)}}
+			return targeting.Evaluation{FlagKey: key, Variant: &targeting.Variant{Name: "v" + strings.Repeat("x", n%1000)}}
 		}}
 		d := newDemo(testConfig(2000, knob{FailVariant: "on"}), renamed, renamed, slog.New(slog.DiscardHandler))
 		s := runFor(t, d, time.Second)

@@ -59,6 +59,7 @@ import (
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
 	"github.com/interlock-dev/interlock/projections/local"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // shutdownTimeout bounds how long the HTTP server waits for requests in flight when stopping.
@@ -206,7 +207,7 @@ func serve(ctx context.Context, cfg demoConfig, stdout io.Writer, logger *slog.L
 
 // flagChanged records the flag's variants from set and logs its state. It runs on the flag
 // client's goroutines, once when the client is ready and after every change of the flag.
-func (d *demo) flagChanged(set *projections.Flagset, ready bool) {
+func (d *demo) flagChanged(set *targeting.Flagset, ready bool) {
 	flags := set.Flags()
 	i, found := slices.BinarySearchFunc(flags, d.cfg.Flag, func(f projections.Flag, key string) int {
 		return strings.Compare(f.Key, key)

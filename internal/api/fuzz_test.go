@@ -9,6 +9,7 @@ import (
 
 	"github.com/interlock-dev/interlock/internal/api"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // fuzzBody sends body to the real handler and checks what every answer must hold: no 5xx, an
@@ -62,12 +63,12 @@ func evaluatesWithoutParseError(t *testing.T, s *system, r *response, env string
 	}
 	for _, enabled := range []bool{true, false} {
 		f.Enabled = enabled
-		set, err := projections.CompileFlagset(env, 0, []projections.Flag{f}, s.catalog.Segments(env))
+		set, err := targeting.CompileFlagset(env, 0, []projections.Flag{f}, s.catalog.Segments(env))
 		if err != nil {
 			t.Fatalf("compile the accepted flag: %v", err)
 		}
-		ev := set.Evaluate(f.Key, &projections.EvalContext{TargetingKey: "user-1", Attributes: map[string]any{"role": "beta", "n": 3.0}})
-		if ev.ErrorCode == projections.ErrorParseError {
+		ev := set.Evaluate(f.Key, &targeting.EvalContext{TargetingKey: "user-1", Attributes: map[string]any{"role": "beta", "n": 3.0}})
+		if ev.ErrorCode == targeting.ErrorParseError {
 			t.Fatalf("accepted flag %s (enabled %v) evaluates with PARSE_ERROR: %s", r.body, enabled, ev.ErrorMessage)
 		}
 	}

@@ -41,6 +41,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/presence"
 	"github.com/interlock-dev/interlock/internal/snapshot"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // Main is a running Interlock server.
@@ -146,7 +147,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 		return nil, err
 	}
 	// Before the runner starts: the evaluators observe the catalog from its first event.
-	evaluators := projections.NewEvaluators(m.catalog)
+	evaluators := targeting.NewEvaluators(m.catalog)
 	// In-process subscribers (projections/local): who they are and what they applied, and the
 	// snapshots they start from; the writer observes the catalog, so it too comes before the runner.
 	tracker, err := presence.New(m.nc, presence.Config{Logger: logger})

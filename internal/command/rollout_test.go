@@ -16,6 +16,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // guardMeta is how the guard signs what it does: its decision is the causation.
@@ -841,11 +842,11 @@ func TestValveCommands(t *testing.T) {
 	if f, err = svc.OpenValve(ctx, m, env, "search", time.Time{}, "", nil); err != nil || f.Valve.Segment != "" {
 		t.Fatalf("open for everyone: %v %+v", err, f.Valve)
 	}
-	set, err := projections.CompileFlagset(env, 1, []projections.Flag{f}, nil)
+	set, err := targeting.CompileFlagset(env, 1, []projections.Flag{f}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := set.Evaluate("search", &projections.EvalContext{TargetingKey: "anyone"}); e.Variant == nil || e.Variant.Name != "degraded" {
+	if e := set.Evaluate("search", &targeting.EvalContext{TargetingKey: "anyone"}); e.Variant == nil || e.Variant.Name != "degraded" {
 		t.Fatalf("open valve serves %+v", e)
 	}
 }

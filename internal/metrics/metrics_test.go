@@ -16,7 +16,7 @@ import (
 	"github.com/interlock-dev/interlock/guard"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/metrics"
-	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 func TestHTTPLabelsRequestsByPattern(t *testing.T) {
@@ -68,13 +68,13 @@ func TestEvaluationsCountWithoutAllocating(t *testing.T) {
 		t.Fatal(err)
 	}
 	if allocs := testing.AllocsPerRun(1000, func() {
-		e.Evaluated(projections.ReasonSplit, "")
-		e.Evaluated(projections.ReasonError, projections.ErrorFlagNotFound)
+		e.Evaluated(targeting.ReasonSplit, "")
+		e.Evaluated(targeting.ReasonError, targeting.ErrorFlagNotFound)
 	}); allocs != 0 {
 		t.Fatalf("%v allocations per evaluation", allocs)
 	}
 	e.Evaluated("NEW_REASON", "")
-	e.Evaluated(projections.ReasonStatic, projections.ErrorGeneral) // cannot happen: counted as OTHER
+	e.Evaluated(targeting.ReasonStatic, targeting.ErrorGeneral) // cannot happen: counted as OTHER
 	for _, c := range []struct {
 		reason, code string
 		want         float64

@@ -1,21 +1,20 @@
 package metrics
 
 import (
+	"github.com/interlock-dev/interlock/targeting"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/interlock-dev/interlock/projections"
 )
 
 // reasons and errorCodes are the label values of evaluations; the last of each stands for any
 // value not listed.
 var (
-	reasons = []projections.Reason{
-		projections.ReasonStatic, projections.ReasonTargetingMatch, projections.ReasonSplit,
-		projections.ReasonDisabled, projections.ReasonDefault, projections.ReasonError, "OTHER",
+	reasons = []targeting.Reason{
+		targeting.ReasonStatic, targeting.ReasonTargetingMatch, targeting.ReasonSplit,
+		targeting.ReasonDisabled, targeting.ReasonDefault, targeting.ReasonError, "OTHER",
 	}
-	errorCodes = []projections.ErrorCode{
-		"", projections.ErrorFlagNotFound, projections.ErrorTypeMismatch, projections.ErrorTargetingKeyMissing,
-		projections.ErrorInvalidContext, projections.ErrorParseError, projections.ErrorGeneral, "OTHER",
+	errorCodes = []targeting.ErrorCode{
+		"", targeting.ErrorFlagNotFound, targeting.ErrorTypeMismatch, targeting.ErrorTargetingKeyMissing,
+		targeting.ErrorInvalidContext, targeting.ErrorParseError, targeting.ErrorGeneral, "OTHER",
 	}
 )
 
@@ -39,7 +38,7 @@ func NewEvaluations(reg prometheus.Registerer) (*Evaluations, error) {
 	for r, reason := range reasons {
 		e.counters[r] = make([]prometheus.Counter, len(errorCodes))
 		for c, code := range errorCodes {
-			if (reason == projections.ReasonError) == (code != "") || reason == "OTHER" {
+			if (reason == targeting.ReasonError) == (code != "") || reason == "OTHER" {
 				e.counters[r][c] = vec.WithLabelValues(string(reason), string(code))
 			}
 		}
@@ -51,7 +50,7 @@ func NewEvaluations(reg prometheus.Registerer) (*Evaluations, error) {
 }
 
 // Evaluated counts one evaluation.
-func (e *Evaluations) Evaluated(reason projections.Reason, code projections.ErrorCode) {
+func (e *Evaluations) Evaluated(reason targeting.Reason, code targeting.ErrorCode) {
 	r, c := reasonIndex(reason), codeIndex(code)
 	if e.counters[r][c] == nil {
 		r = len(reasons) - 1 // an impossible pair: counted, as OTHER
@@ -59,7 +58,7 @@ func (e *Evaluations) Evaluated(reason projections.Reason, code projections.Erro
 	e.counters[r][c].Inc()
 }
 
-func reasonIndex(r projections.Reason) int {
+func reasonIndex(r targeting.Reason) int {
 	for i, v := range reasons[:len(reasons)-1] {
 		if v == r {
 			return i
@@ -68,7 +67,7 @@ func reasonIndex(r projections.Reason) int {
 	return len(reasons) - 1
 }
 
-func codeIndex(c projections.ErrorCode) int {
+func codeIndex(c targeting.ErrorCode) int {
 	for i, v := range errorCodes[:len(errorCodes)-1] {
 		if v == c {
 			return i

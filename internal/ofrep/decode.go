@@ -9,7 +9,7 @@ import (
 	"unicode/utf8"
 	"unsafe"
 
-	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // exchange is the pooled state of one evaluation request: the body, the context decoded from it
@@ -22,7 +22,7 @@ type exchange struct {
 	body  []byte
 	out   []byte
 	attrs map[string]any
-	ctx   projections.EvalContext
+	ctx   targeting.EvalContext
 	// rawContext is the JSON of the request's "context" value, as sent: the bulk ETag hashes it.
 	rawContext []byte
 	scratch    []byte
@@ -52,7 +52,7 @@ func (h *Handler) release(x *exchange) {
 		return
 	}
 	clear(x.attrs)
-	x.ctx = projections.EvalContext{}
+	x.ctx = targeting.EvalContext{}
 	x.rawContext = nil
 	x.body = x.body[:0]
 	x.out = x.out[:0]
@@ -107,7 +107,7 @@ func (x *exchange) read(r *http.Request, max int64) error {
 // float64's range in the context); otherwise [ErrInvalidContext] for a context that is not an
 // object or a targetingKey that is not a string.
 func (x *exchange) decode() error {
-	x.ctx = projections.EvalContext{Attributes: x.attrs}
+	x.ctx = targeting.EvalContext{Attributes: x.attrs}
 	x.rawContext = nil
 	p := parser{b: x.body, x: x}
 	p.ws()

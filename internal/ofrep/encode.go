@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // The answers are written by hand: an evaluation is a handful of known fields, and
@@ -15,7 +15,7 @@ import (
 // the flag's version and the environment, so an answer traces to one configuration, and saying
 // "stale": true when the answer comes from the last-known state while the event store is out of
 // reach.
-func appendSuccess(b []byte, key string, ev *projections.Evaluation, env string, stale bool) []byte {
+func appendSuccess(b []byte, key string, ev *targeting.Evaluation, env string, stale bool) []byte {
 	b = append(b, `{"key":`...)
 	b = appendString(b, key)
 	b = append(b, `,"value":`...)
@@ -47,16 +47,16 @@ func appendFailure(b []byte, key, code, details string) []byte {
 
 // appendValue appends a variant's value: its JSON as stored (compact, since flag documents are
 // normalised) or, if the engine gave none, the typed value.
-func appendValue(b []byte, v *projections.Variant) []byte {
+func appendValue(b []byte, v *targeting.Variant) []byte {
 	if len(v.Raw) > 0 {
 		return append(b, v.Raw...)
 	}
 	switch v.Kind {
-	case projections.KindBool:
+	case targeting.KindBool:
 		return strconv.AppendBool(b, v.Bool)
-	case projections.KindString:
+	case targeting.KindString:
 		return appendString(b, v.String)
-	case projections.KindNumber:
+	case targeting.KindNumber:
 		return strconv.AppendFloat(b, v.Number, 'g', -1, 64)
 	}
 	enc, err := json.Marshal(v.Object)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/internal/auth"
-	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // Errors of a request, each answered with its own status by [Handler]; auth.ErrUnauthenticated
@@ -116,7 +116,7 @@ func classify(err error) (status int, code, details string) {
 func (h *Handler) writeError(w http.ResponseWriter, err error, key string, s shape) {
 	status, code, details := classify(err)
 	if code != "" && s != kindGeneral && h.cfg.Observer != nil {
-		h.cfg.Observer.Evaluated(projections.ReasonError, projections.ErrorCode(code))
+		h.cfg.Observer.Evaluated(targeting.ReasonError, targeting.ErrorCode(code))
 	}
 	hdr := w.Header()
 	switch status {
@@ -158,25 +158,25 @@ func (h *Handler) writeError(w http.ResponseWriter, err error, key string, s sha
 // evalStatus is the status of a single evaluation that ended with an OpenFeature error code:
 // 404 for a flag that does not exist (or is archived), 500 for the engine's GENERAL error, and
 // 400 for everything the request's context caused.
-func evalStatus(code projections.ErrorCode) int {
+func evalStatus(code targeting.ErrorCode) int {
 	switch code {
-	case projections.ErrorFlagNotFound:
+	case targeting.ErrorFlagNotFound:
 		return http.StatusNotFound
-	case projections.ErrorGeneral:
+	case targeting.ErrorGeneral:
 		return http.StatusInternalServerError
 	}
 	return http.StatusBadRequest
 }
 
 // evalDetails is what the client reads about a failed evaluation.
-func evalDetails(ev *projections.Evaluation) string {
+func evalDetails(ev *targeting.Evaluation) string {
 	if ev.ErrorMessage != "" {
 		return ev.ErrorMessage
 	}
 	switch ev.ErrorCode {
-	case projections.ErrorFlagNotFound:
+	case targeting.ErrorFlagNotFound:
 		return "flag not found"
-	case projections.ErrorTargetingKeyMissing:
+	case targeting.ErrorTargetingKeyMissing:
 		return "this flag splits by targeting key: the context needs a targetingKey"
 	}
 	return string(ev.ErrorCode)

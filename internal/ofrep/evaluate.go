@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // evaluateOne serves POST /ofrep/v1/evaluate/flags/{key}.
@@ -93,7 +93,7 @@ func (h *Handler) evaluateAll(w http.ResponseWriter, r *http.Request) {
 			h.cfg.Observer.Evaluated(ev.Reason, ev.ErrorCode)
 		}
 		if ev.ErrorCode != "" {
-			if ev.ErrorCode == projections.ErrorGeneral {
+			if ev.ErrorCode == targeting.ErrorGeneral {
 				h.logger.Error("evaluation failed", "environment", env, "key", key, "error", ev.ErrorMessage)
 			}
 			b = appendFailure(b, key, string(ev.ErrorCode), evalDetails(&ev))
@@ -135,7 +135,7 @@ func (h *Handler) evaluateAll(w http.ResponseWriter, r *http.Request) {
 // notification triggered (ADR-0008): it carries the sequence the notification announced, and when
 // this replica has not applied it yet the evaluation waits for it, up to [Config.RefetchWait], so
 // that the re-fetch sees the change it was told of.
-func (h *Handler) awaitChange(r *http.Request, env string, fs *projections.Flagset) *projections.Flagset {
+func (h *Handler) awaitChange(r *http.Request, env string, fs *targeting.Flagset) *targeting.Flagset {
 	want, ok := parseConfigTag(r.URL.Query().Get("flagConfigEtag"))
 	if !ok || fs.Sequence() >= want {
 		return fs

@@ -19,6 +19,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // within bounds every wait of these tests: a deadline for polling, never a timing assertion.
@@ -31,7 +32,7 @@ type testServer struct {
 	t        testing.TB
 	js       jetstream.JetStream
 	commands *command.Service
-	evals    *projections.Evaluators
+	evals    *targeting.Evaluators
 	runner   *projections.Runner
 	tokens   *auth.Store
 	handler  *Handler
@@ -50,7 +51,7 @@ func startServer(t testing.TB, mod ...func(*Config)) *testServer {
 		t.Fatalf("open store: %v", err)
 	}
 	catalog := projections.NewCatalog()
-	evals := projections.NewEvaluators(catalog)
+	evals := targeting.NewEvaluators(catalog)
 	runner := projections.NewRunner(store, catalog, nil)
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

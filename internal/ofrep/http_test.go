@@ -14,6 +14,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 const pathOne = PathEvaluate + "/"
@@ -336,7 +337,7 @@ func TestBulkETag(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	var fs Flagsets = projections.NewEvaluators(projections.NewCatalog())
+	var fs Flagsets = targeting.NewEvaluators(projections.NewCatalog())
 	tests := []struct {
 		name string
 		cfg  Config

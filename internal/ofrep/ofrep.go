@@ -1,5 +1,5 @@
 // Package ofrep serves the OpenFeature Remote Evaluation Protocol (OFREP 0.3.0) from the live
-// flagsets of [projections.Evaluators]:
+// flagsets of [targeting.Evaluators]:
 //
 //   - POST /ofrep/v1/evaluate/flags/{key} evaluates one flag;
 //   - POST /ofrep/v1/evaluate/flags evaluates every flag of the environment, answers with an ETag
@@ -31,14 +31,14 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/auth"
-	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // Flagsets gives the live flagset of an environment and tells when it changes:
-// *projections.Evaluators.
+// *targeting.Evaluators.
 type Flagsets interface {
 	// Flagset is the current flagset of env, never nil.
-	Flagset(env string) *projections.Flagset
+	Flagset(env string) *targeting.Flagset
 	// Watch signals (coalesced) after each change of env's flagset; the func unsubscribes.
 	Watch(env string) (<-chan struct{}, func())
 }
@@ -78,7 +78,7 @@ const (
 
 // Config is what the handler needs. Flagsets and Auth are required; everything else has a default.
 type Config struct {
-	// Flagsets are the live, compiled flags: *projections.Evaluators.
+	// Flagsets are the live, compiled flags: *targeting.Evaluators.
 	Flagsets Flagsets
 	// Auth checks tokens: *auth.Store.
 	Auth Authenticator
@@ -127,10 +127,10 @@ type Config struct {
 
 // Observer is told of every evaluation, on the hot path: its method must not block, and should
 // not allocate. A request refused before evaluating (a body that is not the protocol's JSON, a
-// bad context) counts as one evaluation with [projections.ReasonError] and its error code;
+// bad context) counts as one evaluation with [targeting.ReasonError] and its error code;
 // requests refused for their token, rate or readiness are not evaluations.
 type Observer interface {
-	Evaluated(reason projections.Reason, code projections.ErrorCode)
+	Evaluated(reason targeting.Reason, code targeting.ErrorCode)
 }
 
 func (c *Config) setDefaults() {

@@ -19,8 +19,8 @@ import (
 	"github.com/interlock-dev/interlock/internal/app"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
-	"github.com/interlock-dev/interlock/projections"
 	"github.com/interlock-dev/interlock/projections/local"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // wait bounds every asynchronous check: generous, since the machine may be busy.
@@ -471,7 +471,7 @@ func TestPermissionsDoNotLeakBetweenTokens(t *testing.T) {
 
 // variant is what c serves for key.
 func variant(c *local.Client, key string) string {
-	ev := c.Evaluate(key, &projections.EvalContext{TargetingKey: "u1"})
+	ev := c.Evaluate(key, &targeting.EvalContext{TargetingKey: "u1"})
 	if ev.Variant == nil {
 		return ""
 	}

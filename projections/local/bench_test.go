@@ -3,8 +3,8 @@ package local_test
 import (
 	"testing"
 
-	"github.com/interlock-dev/interlock/projections"
 	"github.com/interlock-dev/interlock/projections/local"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // BenchmarkEvaluate is an evaluation straight on a running client: the atomic load of its flag
@@ -14,7 +14,7 @@ func BenchmarkEvaluate(b *testing.B) {
 	s.create(b, "prod", "dark-mode", boolFlag(true))
 	c := start(b, connect(b, s.srv), local.Config{Environment: "prod", NoPresence: true})
 	waitReady(b, c)
-	ectx := &projections.EvalContext{TargetingKey: "user-1", Attributes: map[string]any{"role": "beta"}}
+	ectx := &targeting.EvalContext{TargetingKey: "user-1", Attributes: map[string]any{"role": "beta"}}
 	b.ReportAllocs()
 	for b.Loop() {
 		if ev := c.Evaluate("dark-mode", ectx); ev.Variant == nil || !ev.Variant.Bool {

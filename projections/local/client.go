@@ -16,6 +16,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 var (
@@ -36,7 +37,7 @@ const (
 )
 
 // Catching up once ready: events the stream has more events behind are queued and applied
-// together (one projections.Flagset.ApplyAll) when the last of them arrives, when maxBatch are
+// together (one targeting.Flagset.ApplyAll) when the last of them arrives, when maxBatch are
 // queued, or when the next one has not arrived within batchWait. The stream said it had more,
 // already on their way: the wait is a safety net for a consumer that stalls, not a delay.
 const (
@@ -119,7 +120,7 @@ const (
 )
 
 // Client follows one environment's events over a service's own NATS connection and evaluates
-// its flags in process. Evaluation reads an immutable [projections.Flagset] behind an atomic
+// its flags in process. Evaluation reads an immutable [targeting.Flagset] behind an atomic
 // pointer: it never blocks, never allocates (beyond what the engine does) and never does I/O, and
 // it keeps working with the last-known state while NATS is unreachable.
 //
@@ -133,7 +134,7 @@ type Client struct {
 	cfg    Config
 	logger *slog.Logger
 
-	set     atomic.Pointer[projections.Flagset]
+	set     atomic.Pointer[targeting.Flagset]
 	applied atomic.Uint64 // the sequence the published state reflects
 
 	ready     atomic.Bool
@@ -213,7 +214,7 @@ func New(nc *nats.Conn, cfg Config) (*Client, error) {
 		closedCh: make(chan struct{}),
 	}
 	c.hbStopped = true
-	c.set.Store(projections.NewFlagset(cfg.Environment))
+	c.set.Store(targeting.NewFlagset(cfg.Environment))
 	return c, nil
 }
 
@@ -225,12 +226,12 @@ func (c *Client) ID() string { return c.cfg.ID }
 
 // Evaluate evaluates flag key for ectx with the current state. Before the client is ready every
 // flag is FLAG_NOT_FOUND.
-func (c *Client) Evaluate(key string, ectx *projections.EvalContext) projections.Evaluation {
+func (c *Client) Evaluate(key string, ectx *targeting.EvalContext) targeting.Evaluation {
 	return c.set.Load().Evaluate(key, ectx)
 }
 
 // Flagset is the current state: immutable, safe to keep and read while newer states replace it.
-func (c *Client) Flagset() *projections.Flagset { return c.set.Load() }
+func (c *Client) Flagset() *targeting.Flagset { return c.set.Load() }
 
 // Sequence is the stream sequence the current state reflects: every event of the environment up
 // to it has been applied (or skipped as bad). 0 before the client is ready.
@@ -688,7 +689,7 @@ func (c *Client) flush() {
 	var refused []error
 	if len(evs) > 0 {
 		cur := c.set.Load()
-		var next *projections.Flagset
+		var next *targeting.Flagset
 		var err error
 		if len(evs) == 1 {
 			ev := &evs[0]
@@ -760,7 +761,7 @@ func (c *Client) publishCatchup() {
 	for _, s := range c.segs {
 		segs = append(segs, s)
 	}
-	set, err := projections.CompileFlagset(c.cfg.Environment, c.handled, flags, segs)
+	set, err := targeting.CompileFlagset(c.cfg.Environment, c.handled, flags, segs)
 	if err != nil {
 		c.logger.Error("the caught-up state does not compile", "sequence", c.handled, "from_snapshot", c.snapshotSeq.Load(), "error", err)
 		if c.snapshotSeq.Load() != 0 {
@@ -797,7 +798,7 @@ func (c *Client) advance(seq uint64) {
 
 // notifyChanged tells the observers which flags evs, applied up to sequence end, may have
 // changed in set. A single event that set refused is not told.
-func (c *Client) notifyChanged(set *projections.Flagset, evs []events.Event, end uint64) {
+func (c *Client) notifyChanged(set *targeting.Flagset, evs []events.Event, end uint64) {
 	c.obsMu.Lock()
 	n := len(c.observers)
 	c.obsMu.Unlock()

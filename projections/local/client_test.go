@@ -15,8 +15,8 @@ import (
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/internal/snapshot"
-	"github.com/interlock-dev/interlock/projections"
 	"github.com/interlock-dev/interlock/projections/local"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -142,10 +142,10 @@ func TestColdStart(t *testing.T) {
 					t.Errorf("%s serves %q, want %q", key, got, want)
 				}
 			}
-			if ev := c.Evaluate("x", nil); ev.ErrorCode != projections.ErrorFlagNotFound {
+			if ev := c.Evaluate("x", nil); ev.ErrorCode != targeting.ErrorFlagNotFound {
 				t.Errorf("a flag of another environment: error %q, want FLAG_NOT_FOUND", ev.ErrorCode)
 			}
-			if _, reason := serves(c, "b"); reason != projections.ReasonDisabled {
+			if _, reason := serves(c, "b"); reason != targeting.ReasonDisabled {
 				t.Errorf("killed flag: reason %s, want DISABLED", reason)
 			}
 		})
@@ -176,7 +176,7 @@ func TestLiveFollow(t *testing.T) {
 
 	killed := s.kill(t, "prod", "checkout")
 	waitSequence(t, c, killed.Sequence)
-	if got, reason := serves(c, "checkout"); got != "off" || reason != projections.ReasonDisabled {
+	if got, reason := serves(c, "checkout"); got != "off" || reason != targeting.ReasonDisabled {
 		t.Fatalf("after the kill: %q %s, want off DISABLED", got, reason)
 	}
 	if ev := c.Evaluate("checkout", nil); ev.Version != killed.Version {
@@ -199,8 +199,8 @@ func TestLiveFollow(t *testing.T) {
 	waitSequence(t, c, s.create(t, "prod", "beta-feature", cfg).Sequence)
 	upd := s.appendEvent(t, events.TypeSegmentUpdated, "prod", "beta", 2, events.SegmentUpdated{Segment: events.SegmentConfig{Included: []string{"u2"}}})
 	waitSequence(t, c, upd)
-	ev := c.Evaluate("beta-feature", &projections.EvalContext{TargetingKey: "u2"})
-	if ev.Variant == nil || ev.Variant.Name != "on" || ev.Reason != projections.ReasonTargetingMatch {
+	ev := c.Evaluate("beta-feature", &targeting.EvalContext{TargetingKey: "u2"})
+	if ev.Variant == nil || ev.Variant.Name != "on" || ev.Reason != targeting.ReasonTargetingMatch {
 		t.Fatalf("u2 after joining the segment: %+v", ev)
 	}
 
@@ -305,13 +305,13 @@ func TestCatchUpInOneBatch(t *testing.T) {
 	if applied, skipped := st.Applied-before.Applied, st.Skipped-before.Skipped; applied != 33 || skipped != 1 {
 		t.Errorf("caught up with %d applied and %d skipped events, want 33 and 1", applied, skipped)
 	}
-	if got, reason := serves(c, "a"); got != "off" || reason != projections.ReasonDisabled {
+	if got, reason := serves(c, "a"); got != "off" || reason != targeting.ReasonDisabled {
 		t.Errorf("a serves %q %s after its kill", got, reason)
 	}
 	if got, _ := serves(c, "f29"); got != "off" {
 		t.Errorf("f29, created disabled, serves %q", got)
 	}
-	if ev := c.Evaluate("uses-beta", &projections.EvalContext{TargetingKey: "u1"}); ev.Variant == nil || ev.Variant.Name != "on" {
+	if ev := c.Evaluate("uses-beta", &targeting.EvalContext{TargetingKey: "u1"}); ev.Variant == nil || ev.Variant.Name != "on" {
 		t.Errorf("uses-beta for a member of beta: %+v", ev)
 	}
 

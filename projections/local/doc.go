@@ -1,6 +1,6 @@
 // Package local evaluates Interlock flags inside another Go service: a [Client] follows one
 // environment's events over the service's own NATS connection, holds the environment's flags as
-// an immutable projections.Flagset behind an atomic pointer, and evaluates them in process with
+// an immutable targeting.Flagset behind an atomic pointer, and evaluates them in process with
 // the same engine and the same folds as the server.
 //
 // Invariants:

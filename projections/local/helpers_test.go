@@ -18,6 +18,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/snapshot"
 	"github.com/interlock-dev/interlock/projections"
 	"github.com/interlock-dev/interlock/projections/local"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // wait bounds every asynchronous check.
@@ -228,8 +229,8 @@ func (n *notices) all() []local.Notice {
 }
 
 // serves evaluates key with no context and returns the served variant's name and the reason.
-func serves(c *local.Client, key string) (string, projections.Reason) {
-	ev := c.Evaluate(key, &projections.EvalContext{})
+func serves(c *local.Client, key string) (string, targeting.Reason) {
+	ev := c.Evaluate(key, &targeting.EvalContext{})
 	if ev.Variant == nil {
 		return "", ev.Reason
 	}

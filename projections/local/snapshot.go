@@ -8,6 +8,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // DefaultSnapshotBucket is the JetStream object store bucket holding one snapshot per
@@ -46,9 +47,9 @@ func (s *Snapshot) Encode() ([]byte, error) {
 }
 
 // Compile builds the flag set the snapshot describes. Errors: those of
-// projections.CompileFlagset.
-func (s *Snapshot) Compile() (*projections.Flagset, error) {
-	set, err := projections.CompileFlagset(s.Environment, s.Sequence, s.Flags, s.Segments)
+// targeting.CompileFlagset.
+func (s *Snapshot) Compile() (*targeting.Flagset, error) {
+	set, err := targeting.CompileFlagset(s.Environment, s.Sequence, s.Flags, s.Segments)
 	if err != nil {
 		return nil, fmt.Errorf("compile snapshot of %s at sequence %d: %w", s.Environment, s.Sequence, err)
 	}

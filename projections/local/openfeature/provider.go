@@ -25,8 +25,8 @@ import (
 
 	of "github.com/open-feature/go-sdk/openfeature"
 
-	"github.com/interlock-dev/interlock/projections"
 	"github.com/interlock-dev/interlock/projections/local"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // Name is the provider's name in its metadata and events.
@@ -274,7 +274,7 @@ func (p *Provider) forward(stop, done chan struct{}) {
 // BooleanEvaluation evaluates a boolean flag.
 func (p *Provider) BooleanEvaluation(_ context.Context, flag string, defaultValue bool, flatCtx of.FlattenedContext) of.BoolResolutionDetail {
 	ev := p.evaluate(flag, flatCtx)
-	d, ok := p.detail(&ev, projections.KindBool)
+	d, ok := p.detail(&ev, targeting.KindBool)
 	if !ok {
 		return of.BoolResolutionDetail{Value: defaultValue, ProviderResolutionDetail: d}
 	}
@@ -284,7 +284,7 @@ func (p *Provider) BooleanEvaluation(_ context.Context, flag string, defaultValu
 // StringEvaluation evaluates a string flag.
 func (p *Provider) StringEvaluation(_ context.Context, flag string, defaultValue string, flatCtx of.FlattenedContext) of.StringResolutionDetail {
 	ev := p.evaluate(flag, flatCtx)
-	d, ok := p.detail(&ev, projections.KindString)
+	d, ok := p.detail(&ev, targeting.KindString)
 	if !ok {
 		return of.StringResolutionDetail{Value: defaultValue, ProviderResolutionDetail: d}
 	}
@@ -294,7 +294,7 @@ func (p *Provider) StringEvaluation(_ context.Context, flag string, defaultValue
 // FloatEvaluation evaluates a number flag.
 func (p *Provider) FloatEvaluation(_ context.Context, flag string, defaultValue float64, flatCtx of.FlattenedContext) of.FloatResolutionDetail {
 	ev := p.evaluate(flag, flatCtx)
-	d, ok := p.detail(&ev, projections.KindNumber)
+	d, ok := p.detail(&ev, targeting.KindNumber)
 	if !ok {
 		return of.FloatResolutionDetail{Value: defaultValue, ProviderResolutionDetail: d}
 	}
@@ -305,7 +305,7 @@ func (p *Provider) FloatEvaluation(_ context.Context, flag string, defaultValue 
 // other number is TYPE_MISMATCH.
 func (p *Provider) IntEvaluation(_ context.Context, flag string, defaultValue int64, flatCtx of.FlattenedContext) of.IntResolutionDetail {
 	ev := p.evaluate(flag, flatCtx)
-	d, ok := p.detail(&ev, projections.KindNumber)
+	d, ok := p.detail(&ev, targeting.KindNumber)
 	if !ok {
 		return of.IntResolutionDetail{Value: defaultValue, ProviderResolutionDetail: d}
 	}
@@ -324,7 +324,7 @@ func (p *Provider) IntEvaluation(_ context.Context, flag string, defaultValue in
 // ObjectEvaluation evaluates an object flag. The value is a copy the caller owns.
 func (p *Provider) ObjectEvaluation(_ context.Context, flag string, defaultValue any, flatCtx of.FlattenedContext) of.InterfaceResolutionDetail {
 	ev := p.evaluate(flag, flatCtx)
-	d, ok := p.detail(&ev, projections.KindObject)
+	d, ok := p.detail(&ev, targeting.KindObject)
 	if !ok {
 		return of.InterfaceResolutionDetail{Value: defaultValue, ProviderResolutionDetail: d}
 	}
@@ -333,8 +333,8 @@ func (p *Provider) ObjectEvaluation(_ context.Context, flag string, defaultValue
 
 // evaluate runs the engine on the flattened context: the targeting key is the SDK's
 // "targetingKey" entry, and the attributes are the map itself (read, never changed).
-func (p *Provider) evaluate(flag string, flat of.FlattenedContext) projections.Evaluation {
-	ectx := projections.EvalContext{Attributes: flat}
+func (p *Provider) evaluate(flag string, flat of.FlattenedContext) targeting.Evaluation {
+	ectx := targeting.EvalContext{Attributes: flat}
 	if tk, ok := flat[of.TargetingKey].(string); ok {
 		ectx.TargetingKey = tk
 	}
@@ -343,7 +343,7 @@ func (p *Provider) evaluate(flag string, flat of.FlattenedContext) projections.E
 
 // detail is the resolution detail of ev for a flag asked as want; ok is false when the value
 // must not be used (an error, or a flag of another type).
-func (p *Provider) detail(ev *projections.Evaluation, want projections.ValueKind) (of.ProviderResolutionDetail, bool) {
+func (p *Provider) detail(ev *targeting.Evaluation, want targeting.ValueKind) (of.ProviderResolutionDetail, bool) {
 	var md of.FlagMetadata
 	if ev.Version > 0 {
 		md = p.meta.get(ev.FlagKey, ev.Version)
@@ -362,18 +362,18 @@ func (p *Provider) detail(ev *projections.Evaluation, want projections.ValueKind
 }
 
 // resolutionError maps the engine's error code to the SDK's.
-func resolutionError(ev *projections.Evaluation) of.ResolutionError {
+func resolutionError(ev *targeting.Evaluation) of.ResolutionError {
 	msg := ev.ErrorMessage
 	switch ev.ErrorCode {
-	case projections.ErrorFlagNotFound:
+	case targeting.ErrorFlagNotFound:
 		return of.NewFlagNotFoundResolutionError(msg)
-	case projections.ErrorTypeMismatch:
+	case targeting.ErrorTypeMismatch:
 		return of.NewTypeMismatchResolutionError(msg)
-	case projections.ErrorTargetingKeyMissing:
+	case targeting.ErrorTargetingKeyMissing:
 		return of.NewTargetingKeyMissingResolutionError(msg)
-	case projections.ErrorInvalidContext:
+	case targeting.ErrorInvalidContext:
 		return of.NewInvalidContextResolutionError(msg)
-	case projections.ErrorParseError:
+	case targeting.ErrorParseError:
 		return of.NewParseErrorResolutionError(msg)
 	case "":
 		return of.NewGeneralResolutionError("the evaluation served no variant")
@@ -386,23 +386,23 @@ const msgNotInteger = "the flag's value is a number that is not a whole int64: a
 // mismatch holds the message of every type mismatch, [flag kind][asked kind], so that no
 // evaluation formats a string.
 var mismatch = func() (m [5][5]string) {
-	for have := projections.KindUnknown; have <= projections.KindObject; have++ {
-		for want := projections.KindUnknown; want <= projections.KindObject; want++ {
+	for have := targeting.KindUnknown; have <= targeting.KindObject; have++ {
+		for want := targeting.KindUnknown; want <= targeting.KindObject; want++ {
 			m[have][want] = "the flag's values are " + kindName(have) + ", not " + kindName(want)
 		}
 	}
 	return m
 }()
 
-func kindName(k projections.ValueKind) string {
+func kindName(k targeting.ValueKind) string {
 	switch k {
-	case projections.KindBool:
+	case targeting.KindBool:
 		return "booleans"
-	case projections.KindString:
+	case targeting.KindString:
 		return "strings"
-	case projections.KindNumber:
+	case targeting.KindNumber:
 		return "numbers"
-	case projections.KindObject:
+	case targeting.KindObject:
 		return "objects"
 	}
 	return "of an unknown type"

@@ -1,4 +1,4 @@
-package projections
+package targeting
 
 import (
 	"encoding/json"

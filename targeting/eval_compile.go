@@ -1,4 +1,4 @@
-package projections
+package targeting
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/projections"
 )
 
 // compiledFlag is one flag ready to evaluate. It never changes once compiled. The fields
@@ -35,7 +36,7 @@ type compiledFlag struct {
 	variants map[string]*Variant
 	// segments are the keys of the segments the conditions name, sorted, without repeats.
 	segments []string
-	src      Flag
+	src      projections.Flag
 }
 
 // rule is a compiled events.Rule.
@@ -78,7 +79,7 @@ type splitRange struct {
 // only enable, kill, archive or unarchive a flag keep it, since folds never change a
 // configuration in place), its compiled rules are reused. Pass nil to compile again, as when a
 // segment the flag uses changed.
-func compileFlag(f Flag, segs segmentLookup, prev *compiledFlag) *compiledFlag {
+func compileFlag(f projections.Flag, segs segmentLookup, prev *compiledFlag) *compiledFlag {
 	var c *compiledFlag
 	if prev != nil && prev.src.Valve == f.Valve && sameConfig(&prev.src.FlagConfig, &f.FlagConfig) {
 		body := *prev
@@ -311,7 +312,7 @@ func segmentRefs(cfg *events.FlagConfig) []string {
 
 // compiledSegment is one segment ready for membership tests.
 type compiledSegment struct {
-	src      Segment
+	src      projections.Segment
 	err      error
 	included map[string]struct{}
 	excluded map[string]struct{}
@@ -323,7 +324,7 @@ func (sg *compiledSegment) usable() bool {
 	return sg.err == nil && !sg.src.Archived && sg.src.Exists()
 }
 
-func compileSegment(s Segment) *compiledSegment {
+func compileSegment(s projections.Segment) *compiledSegment {
 	c := &compiledSegment{src: s}
 	c.included = keySet(s.Included)
 	c.excluded = keySet(s.Excluded)
@@ -632,4 +633,12 @@ func number(v any) (float64, bool) {
 		return f, err == nil
 	}
 	return 0, false
+}
+
+// truncate shortens s for an error message.
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }

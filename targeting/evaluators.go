@@ -1,4 +1,4 @@
-package projections
+package targeting
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/projections"
 )
 
 // Evaluators holds the live compiled [Flagset] of every environment of a [Catalog], kept up to
@@ -19,7 +20,7 @@ import (
 // always the exact state of the catalog after some event: the observer runs while the catalog
 // holds its writer lock, in stream order.
 type Evaluators struct {
-	catalog *Catalog
+	catalog *projections.Catalog
 	// pub serialises publication: the builders are guarded by it.
 	pub sync.Mutex
 	// obs guards the registry of environments, the pending changes and the watchers. Lock order:
@@ -37,8 +38,8 @@ type liveEnv struct {
 
 	// Guarded by Evaluators.obs: the latest state of every flag and segment changed since the
 	// last publication, the sequence that state is at, and the watchers.
-	flags    map[string]Flag
-	segments map[string]Segment
+	flags    map[string]projections.Flag
+	segments map[string]projections.Segment
 	seq      uint64
 	watchers []chan struct{}
 
@@ -49,13 +50,11 @@ type liveEnv struct {
 // NewEvaluators returns evaluators that follow c. It registers an observer on c, and may be
 // called before or after c has applied events: an environment is compiled from what c holds the
 // first time it is read, watched or changed.
-func NewEvaluators(c *Catalog) *Evaluators {
+func NewEvaluators(c *projections.Catalog) *Evaluators {
 	e := &Evaluators{catalog: c}
 	e.envs.Store(&map[string]*liveEnv{})
 	c.Observe(e.observe)
-	c.wmu.Lock()
-	c.restored = append(c.restored, e.reload)
-	c.wmu.Unlock()
+	c.OnRestore(e.reload)
 	return e
 }
 
@@ -137,27 +136,28 @@ func (e *Evaluators) register(env string, always bool) *liveEnv {
 	if !always && len(e.catalog.Flags(env)) == 0 && len(e.catalog.Segments(env)) == 0 {
 		return nil // checked first without the writer lock: unknown names must stay cheap
 	}
-	// Holding the catalog's writer lock, its state is exactly that after its last event, and no
-	// observer runs.
-	e.catalog.wmu.Lock()
-	defer e.catalog.wmu.Unlock()
-	e.obs.Lock()
-	defer e.obs.Unlock()
-	if le := (*e.envs.Load())[env]; le != nil {
-		return le
-	}
-	flags, segs := e.catalog.Flags(env), e.catalog.Segments(env)
-	if !always && len(flags) == 0 && len(segs) == 0 {
-		return nil
-	}
-	return e.create(env, flags, segs, e.catalog.Sequence())
+	// Held, the catalog's state is exactly that after its last event, and no observer runs.
+	var le *liveEnv
+	e.catalog.Hold(func() {
+		e.obs.Lock()
+		defer e.obs.Unlock()
+		if le = (*e.envs.Load())[env]; le != nil {
+			return
+		}
+		flags, segs := e.catalog.Flags(env), e.catalog.Segments(env)
+		if !always && len(flags) == 0 && len(segs) == 0 {
+			return
+		}
+		le = e.create(env, flags, segs, e.catalog.Sequence())
+	})
+	return le
 }
 
 // create registers a new environment holding flags and segments at seq, to be compiled on the
 // first read. The caller holds obs.
-func (e *Evaluators) create(env string, flags []Flag, segs []Segment, seq uint64) *liveEnv {
+func (e *Evaluators) create(env string, flags []projections.Flag, segs []projections.Segment, seq uint64) *liveEnv {
 	b := newBuilder(env)
-	le := &liveEnv{env: env, b: b, seq: seq, flags: make(map[string]Flag, len(flags)), segments: make(map[string]Segment, len(segs))}
+	le := &liveEnv{env: env, b: b, seq: seq, flags: make(map[string]projections.Flag, len(flags)), segments: make(map[string]projections.Segment, len(segs))}
 	for _, f := range flags {
 		le.flags[f.Key] = f
 	}
@@ -186,7 +186,7 @@ func (e *Evaluators) publish(le *liveEnv) *Flagset {
 		return le.set.Load()
 	}
 	flags, segs, seq := le.flags, le.segments, le.seq
-	le.flags, le.segments = make(map[string]Flag), make(map[string]Segment)
+	le.flags, le.segments = make(map[string]projections.Flag), make(map[string]projections.Segment)
 	e.obs.Unlock()
 
 	// Segments first, so that the flags compile against them.

@@ -1,4 +1,4 @@
-package projections
+package targeting
 
 import (
 	"encoding/json"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/projections"
 )
 
 // TestApplyCopiesOnWrite: an event recompiles only what it changed and shares everything else
@@ -20,11 +21,11 @@ func TestApplyCopiesOnWrite(t *testing.T) {
 	}
 	user := boolCfg()
 	user.Rules = []events.Rule{{Conditions: []events.Condition{{Attribute: "targetingKey", Operator: "inSegment", Values: []any{"beta"}}}, Serve: events.Serve{Variant: "on"}}}
-	set, err := CompileFlagset("production", 10, []Flag{
+	set, err := CompileFlagset("production", 10, []projections.Flag{
 		{Key: "a", Environment: "production", FlagConfig: boolCfg(), Version: 1},
 		{Key: "b", Environment: "production", FlagConfig: boolCfg(), Version: 1},
 		{Key: "user", Environment: "production", FlagConfig: user, Version: 1},
-	}, []Segment{{Key: "beta", Environment: "production", Version: 1, SegmentConfig: events.SegmentConfig{Included: []string{"x"}}}})
+	}, []projections.Segment{{Key: "beta", Environment: "production", Version: 1, SegmentConfig: events.SegmentConfig{Included: []string{"x"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,9 +88,9 @@ func mapID[V any](m map[string]V) uintptr { return reflect.ValueOf(m).Pointer() 
 func TestApplyCopiesOneShard(t *testing.T) {
 	cfg := events.FlagConfig{Kind: events.KindRelease, Variants: map[string]json.RawMessage{"on": json.RawMessage("true"), "off": json.RawMessage("false")}, DefaultVariant: "on", OffVariant: "off", Enabled: true}
 	const n = 2000
-	flags := make([]Flag, n)
+	flags := make([]projections.Flag, n)
 	for i := range flags {
-		flags[i] = Flag{Key: fmt.Sprintf("f%04d", i), Environment: "production", FlagConfig: cfg, Version: 1}
+		flags[i] = projections.Flag{Key: fmt.Sprintf("f%04d", i), Environment: "production", FlagConfig: cfg, Version: 1}
 	}
 	set, err := CompileFlagset("production", 1, flags, nil)
 	if err != nil {
@@ -165,14 +166,14 @@ func usersIndexed(s *Flagset) map[string][]string {
 // flags finds, as flags start and stop using segments through a builder that publishes between
 // changes (as the live evaluators' does) and one that does not; earlier sets keep their index.
 func TestUsersIndexMatchesScan(t *testing.T) {
-	uses := func(key string, segs ...string) Flag {
+	uses := func(key string, segs ...string) projections.Flag {
 		cfg := events.FlagConfig{Kind: events.KindRelease, Variants: map[string]json.RawMessage{"on": json.RawMessage("true")}, DefaultVariant: "on", OffVariant: "on", Enabled: true}
 		for _, s := range segs {
 			cfg.Rules = append(cfg.Rules, events.Rule{Conditions: []events.Condition{{Attribute: "targetingKey", Operator: "notInSegment", Values: []any{s}}}, Serve: events.Serve{Variant: "on"}})
 		}
-		return Flag{Key: key, Environment: "production", FlagConfig: cfg, Version: 1}
+		return projections.Flag{Key: key, Environment: "production", FlagConfig: cfg, Version: 1}
 	}
-	steps := []Flag{
+	steps := []projections.Flag{
 		uses("f1", "s1"), uses("f2", "s1", "s2"), uses("f3"), uses("f1", "s2"), uses("f2"),
 		uses("f4", "s3", "s2", "s3"), uses("f3", "s1"), uses("f4"), uses("f1"),
 	}
@@ -205,7 +206,7 @@ func TestUsersIndexMatchesScan(t *testing.T) {
 	b.setFlag(uses("f5", "s2"))
 	b.setFlag(uses("f6", "s1"))
 	base := b.publish()
-	b.setSegment(Segment{Key: "s2", Environment: "production", Version: 1, SegmentConfig: events.SegmentConfig{Included: []string{"k"}}})
+	b.setSegment(projections.Segment{Key: "s2", Environment: "production", Version: 1, SegmentConfig: events.SegmentConfig{Included: []string{"k"}}})
 	after := b.publish()
 	for _, k := range base.Keys() {
 		recompiled := after.flag(k) != base.flag(k)

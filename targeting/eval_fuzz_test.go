@@ -1,4 +1,4 @@
-package projections_test
+package targeting_test
 
 import (
 	"encoding/json"
@@ -6,11 +6,12 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
-var knownReasons = map[projections.Reason]bool{
-	projections.ReasonStatic: true, projections.ReasonTargetingMatch: true, projections.ReasonSplit: true,
-	projections.ReasonDisabled: true, projections.ReasonDefault: true, projections.ReasonError: true,
+var knownReasons = map[targeting.Reason]bool{
+	targeting.ReasonStatic: true, targeting.ReasonTargetingMatch: true, targeting.ReasonSplit: true,
+	targeting.ReasonDisabled: true, targeting.ReasonDefault: true, targeting.ReasonError: true,
 }
 
 // FuzzEvaluate compiles arbitrary flag documents and evaluates them for arbitrary contexts. It
@@ -48,14 +49,14 @@ func FuzzEvaluate(f *testing.F) {
 		var attrs map[string]any
 		_ = json.Unmarshal(ctxJSON, &attrs)
 		valid := cfg.Validate() == nil
-		set, err := projections.CompileFlagset(env, 1, []projections.Flag{flagOf("f", cfg)}, []projections.Segment{beta})
+		set, err := targeting.CompileFlagset(env, 1, []projections.Flag{flagOf("f", cfg)}, []projections.Segment{beta})
 		if err != nil {
 			t.Fatalf("compile: %v", err)
 		}
 		if valid && len(set.Errors()) > 0 {
 			t.Fatalf("a valid document does not compile: %v", set.Errors())
 		}
-		ctx := &projections.EvalContext{TargetingKey: key, Attributes: attrs}
+		ctx := &targeting.EvalContext{TargetingKey: key, Attributes: attrs}
 		e := set.Evaluate("f", ctx)
 		if again := set.Evaluate("f", ctx); again != e {
 			t.Fatalf("not deterministic: %+v then %+v", e, again)
@@ -63,7 +64,7 @@ func FuzzEvaluate(f *testing.F) {
 		if !knownReasons[e.Reason] || e.FlagKey != "f" {
 			t.Fatalf("%+v", e)
 		}
-		if (e.Reason == projections.ReasonError) != (e.ErrorCode != "") || (e.ErrorCode != "") != (e.Variant == nil) || (e.ErrorCode != "") != (e.ErrorMessage != "") {
+		if (e.Reason == targeting.ReasonError) != (e.ErrorCode != "") || (e.ErrorCode != "") != (e.Variant == nil) || (e.ErrorCode != "") != (e.ErrorMessage != "") {
 			t.Fatalf("an error must have a code and a message and serve nothing, and only an error: %+v", e)
 		}
 		if e.Variant != nil {
@@ -75,16 +76,16 @@ func FuzzEvaluate(f *testing.F) {
 			return
 		}
 		switch e.ErrorCode {
-		case "", projections.ErrorTargetingKeyMissing, projections.ErrorInvalidContext:
+		case "", targeting.ErrorTargetingKeyMissing, targeting.ErrorInvalidContext:
 		default:
 			t.Fatalf("a valid flag failed with %s: %s", e.ErrorCode, e.ErrorMessage)
 		}
 		switch {
-		case !cfg.Enabled && (e.Reason != projections.ReasonDisabled || e.Variant.Name != cfg.OffVariant):
+		case !cfg.Enabled && (e.Reason != targeting.ReasonDisabled || e.Variant.Name != cfg.OffVariant):
 			t.Fatalf("disabled: %+v", e)
-		case e.Reason == projections.ReasonStatic && len(cfg.Rules) > 0:
+		case e.Reason == targeting.ReasonStatic && len(cfg.Rules) > 0:
 			t.Fatalf("static with rules: %+v", e)
-		case e.ErrorCode == projections.ErrorTargetingKeyMissing && key != "":
+		case e.ErrorCode == targeting.ErrorTargetingKeyMissing && key != "":
 			t.Fatalf("targeting key %q is missing: %+v", key, e)
 		}
 	})

@@ -1,4 +1,4 @@
-package projections
+package targeting
 
 import (
 	"encoding/json"
@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/projections"
 )
 
 // ErrCompile means a flag or segment document cannot be compiled for evaluation: it bypassed
@@ -258,19 +259,19 @@ func (s *Flagset) Keys() []string {
 
 // Flags returns the documents of every flag, archived ones included, sorted by key: what a
 // snapshot holds. Their maps and slices are shared with the set: treat them as read-only.
-func (s *Flagset) Flags() []Flag {
-	out := make([]Flag, 0, s.nflags)
+func (s *Flagset) Flags() []projections.Flag {
+	out := make([]projections.Flag, 0, s.nflags)
 	s.flags.each(func(_ string, f *compiledFlag) { out = append(out, f.src) })
-	slices.SortFunc(out, func(a, b Flag) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(out, func(a, b projections.Flag) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }
 
 // Segments returns the documents of every segment, archived ones included, sorted by key.
 // Their maps and slices are shared with the set: treat them as read-only.
-func (s *Flagset) Segments() []Segment {
-	out := make([]Segment, 0, s.nsegments)
+func (s *Flagset) Segments() []projections.Segment {
+	out := make([]projections.Segment, 0, s.nsegments)
 	s.segments.each(func(_ string, sg *compiledSegment) { out = append(out, sg.src) })
-	slices.SortFunc(out, func(a, b Segment) int { return strings.Compare(a.Key, b.Key) })
+	slices.SortFunc(out, func(a, b projections.Segment) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }
 
@@ -321,7 +322,7 @@ func (s *Flagset) FlagsUsing(segment string) []string {
 // refer to and that this set cannot use: they do not exist, are archived, or did not compile. A
 // command that changes f should refuse it unless this is empty; evaluation treats a condition on
 // such a segment as not matching. Only f's document is read: f need not be in the set.
-func (s *Flagset) MissingSegments(f Flag) []string {
+func (s *Flagset) MissingSegments(f projections.Flag) []string {
 	var missing []string
 	for _, r := range f.Rules {
 		for _, c := range r.Conditions {
@@ -360,7 +361,7 @@ func (s *Flagset) MissingSegments(f Flag) []string {
 // [Flagset.Errors].
 func (s *Flagset) Apply(ev events.Event) (*Flagset, error) {
 	if ev.Environment != s.env {
-		return s, fmt.Errorf("%w: event of environment %q applied to the flag set of %q", ErrOutOfOrder, ev.Environment, s.env)
+		return s, fmt.Errorf("%w: event of environment %q applied to the flag set of %q", projections.ErrOutOfOrder, ev.Environment, s.env)
 	}
 	if ev.Sequence != 0 && ev.Sequence <= s.seq {
 		return s, nil
@@ -382,7 +383,7 @@ func (s *Flagset) ApplyAll(evs []events.Event) (*Flagset, error) {
 	for i := range evs {
 		ev := &evs[i]
 		if ev.Environment != s.env {
-			errs = append(errs, fmt.Errorf("sequence %d: %w: event of environment %q applied to the flag set of %q", ev.Sequence, ErrOutOfOrder, ev.Environment, s.env))
+			errs = append(errs, fmt.Errorf("sequence %d: %w: event of environment %q applied to the flag set of %q", ev.Sequence, projections.ErrOutOfOrder, ev.Environment, s.env))
 			continue
 		}
 		if ev.Sequence != 0 && ev.Sequence <= b.seq {
@@ -406,7 +407,7 @@ func (s *Flagset) ApplyAll(evs []events.Event) (*Flagset, error) {
 // [ErrorParseError] (see [Flagset.Errors]). Errors, with a nil set: one wrapping
 // events.ErrInvalid when env or a key is not valid or a key is given twice, and one wrapping
 // [ErrOutOfOrder] when a flag or segment belongs to another environment.
-func CompileFlagset(env string, seq uint64, flags []Flag, segments []Segment) (*Flagset, error) {
+func CompileFlagset(env string, seq uint64, flags []projections.Flag, segments []projections.Segment) (*Flagset, error) {
 	if err := events.ValidateEnvironment(env); err != nil {
 		return nil, err
 	}
@@ -438,7 +439,7 @@ func checkEntity(env, entityEnv, kind, key string) error {
 		return fmt.Errorf("%s: %w", kind, err)
 	}
 	if entityEnv != env {
-		return fmt.Errorf("%w: %s %s of environment %q in the flag set of %q", ErrOutOfOrder, kind, key, entityEnv, env)
+		return fmt.Errorf("%w: %s %s of environment %q in the flag set of %q", projections.ErrOutOfOrder, kind, key, entityEnv, env)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package projections
+package targeting
 
 import (
 	"fmt"
@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/projections"
 )
 
 // The compiled flags of a set (and its segments, and the index of the flags using each segment)
@@ -170,11 +171,14 @@ func (b *builder) fold(ev *events.Event) error {
 
 // foldFlag folds ev into the flag it names and compiles the result.
 func (b *builder) foldFlag(ev *events.Event) error {
-	var f Flag
+	var f projections.Flag
 	if prev := b.flags.get(b.shardOf(ev.Key), ev.Key); prev != nil {
 		f = prev.src
 	}
-	if err := apply(&f, ev); err != nil {
+	if err := validateRef(ev); err != nil {
+		return err
+	}
+	if err := f.Apply(*ev); err != nil {
 		return err
 	}
 	b.setFlag(f)
@@ -186,7 +190,7 @@ func (b *builder) foldSegment(ev *events.Event) error {
 	if err := validateRef(ev); err != nil {
 		return err
 	}
-	var sg Segment
+	var sg projections.Segment
 	if prev := b.segment(ev.Key); prev != nil {
 		sg = prev.src
 	}
@@ -198,7 +202,7 @@ func (b *builder) foldSegment(ev *events.Event) error {
 }
 
 // setFlag compiles f against the builder's segments and stores it.
-func (b *builder) setFlag(f Flag) {
+func (b *builder) setFlag(f projections.Flag) {
 	i := b.shardOf(f.Key)
 	old := b.flags.get(i, f.Key)
 	c := compileFlag(f, b.segment, old)
@@ -266,7 +270,7 @@ func (b *builder) unlink(sk, fk string) {
 }
 
 // setSegment compiles sg, stores it, and compiles again the flags that use it.
-func (b *builder) setSegment(sg Segment) {
+func (b *builder) setSegment(sg projections.Segment) {
 	i := b.shardOf(sg.Key)
 	if b.segments.get(i, sg.Key) == nil {
 		b.nsegments++
@@ -276,4 +280,12 @@ func (b *builder) setSegment(sg Segment) {
 		j := b.shardOf(fk)
 		b.flags.set(j, fk, compileFlag(b.flags.get(j, fk).src, b.segment, nil))
 	}
+}
+
+// validateRef checks the environment and key an event names, as the catalog does before folding.
+func validateRef(ev *events.Event) error {
+	if err := events.ValidateEnvironment(ev.Environment); err != nil {
+		return err
+	}
+	return events.ValidateFlagKey(ev.Key)
 }

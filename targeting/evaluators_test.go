@@ -1,4 +1,4 @@
-package projections_test
+package targeting_test
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
-	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // catalogApply applies events to c and fails the test on an error.
@@ -37,7 +37,7 @@ func signalled(ch <-chan struct{}) bool {
 
 func TestEvaluatorsFollowTheCatalog(t *testing.T) {
 	c := projections.NewCatalog()
-	e := projections.NewEvaluators(c)
+	e := targeting.NewEvaluators(c)
 	s := newStream(t)
 
 	if set := e.Flagset(env); set == nil || set.Environment() != env || len(set.Keys()) != 0 {
@@ -48,7 +48,7 @@ func TestEvaluatorsFollowTheCatalog(t *testing.T) {
 		s.next(events.TypeFlagCreated, env, "f", events.FlagCreated{Flag: targeted(cond("targetingKey", "inSegment", "beta"))}),
 		s.next(events.TypeFlagCreated, "staging", "f", events.FlagCreated{Flag: boolConfig()}),
 	)
-	alice := &projections.EvalContext{TargetingKey: "alice"}
+	alice := &targeting.EvalContext{TargetingKey: "alice"}
 	set := e.Flagset(env)
 	if got := variantOf(set, "f", alice); got != "on" || set.Sequence() != 2 {
 		t.Errorf("production: %s at %d", got, set.Sequence())
@@ -69,7 +69,7 @@ func TestEvaluatorsFollowTheCatalog(t *testing.T) {
 		t.Errorf("the set read before the change changed: %s", got)
 	}
 	catalogApply(t, c, s.next(events.TypeFlagKilled, env, "f", events.FlagKilled{}))
-	if e := e.Flagset(env).Evaluate("f", alice); e.Reason != projections.ReasonDisabled || e.Version != 2 {
+	if e := e.Flagset(env).Evaluate("f", alice); e.Reason != targeting.ReasonDisabled || e.Version != 2 {
 		t.Errorf("after the kill: %+v", e)
 	}
 }
@@ -83,8 +83,8 @@ func TestEvaluatorsStartFromTheCatalog(t *testing.T) {
 		s.next(events.TypeSegmentCreated, env, "beta", events.SegmentCreated{Segment: events.SegmentConfig{Included: []string{"alice"}}}),
 		s.next(events.TypeFlagCreated, env, "f", events.FlagCreated{Flag: targeted(cond("targetingKey", "inSegment", "beta"))}),
 	)
-	e := projections.NewEvaluators(c)
-	if got := variantOf(e.Flagset(env), "f", &projections.EvalContext{TargetingKey: "alice"}); got != "on" {
+	e := targeting.NewEvaluators(c)
+	if got := variantOf(e.Flagset(env), "f", &targeting.EvalContext{TargetingKey: "alice"}); got != "on" {
 		t.Errorf("%s", got)
 	}
 	catalogApply(t, c, s.next(events.TypeFlagArchived, env, "f", events.FlagArchived{}))
@@ -95,7 +95,7 @@ func TestEvaluatorsStartFromTheCatalog(t *testing.T) {
 
 func TestEvaluatorsWatch(t *testing.T) {
 	c := projections.NewCatalog()
-	e := projections.NewEvaluators(c)
+	e := targeting.NewEvaluators(c)
 	s := newStream(t)
 
 	// Watching an environment before it has anything.
@@ -145,7 +145,7 @@ func TestEvaluatorsWatch(t *testing.T) {
 
 func TestEvaluatorsWaitSequence(t *testing.T) {
 	c := projections.NewCatalog()
-	e := projections.NewEvaluators(c)
+	e := targeting.NewEvaluators(c)
 	s := newStream(t)
 	evs := []events.Event{
 		s.next(events.TypeFlagCreated, env, "f", events.FlagCreated{Flag: boolConfig()}),
@@ -174,7 +174,7 @@ func TestEvaluatorsWaitSequence(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Read-your-writes: once WaitSequence returns, the evaluators hold the kill.
-	if got := e.Flagset(env).Evaluate("f", nil).Reason; got != projections.ReasonDisabled {
+	if got := e.Flagset(env).Evaluate("f", nil).Reason; got != targeting.ReasonDisabled {
 		t.Errorf("%s after WaitSequence", got)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -199,13 +199,13 @@ func pairConfig(i int) events.FlagConfig {
 func TestEvaluatorsConcurrentReaders(t *testing.T) {
 	const changes = 1000
 	c := projections.NewCatalog()
-	e := projections.NewEvaluators(c)
+	e := targeting.NewEvaluators(c)
 	s := newStream(t)
 	catalogApply(t, c,
 		s.next(events.TypeSegmentCreated, env, "beta", events.SegmentCreated{Segment: events.SegmentConfig{Included: []string{"alice"}}}),
 		s.next(events.TypeFlagCreated, env, "pair", events.FlagCreated{Flag: pairConfig(0)}),
 	)
-	alice, bob := &projections.EvalContext{TargetingKey: "alice"}, &projections.EvalContext{TargetingKey: "bob"}
+	alice, bob := &targeting.EvalContext{TargetingKey: "alice"}, &targeting.EvalContext{TargetingKey: "bob"}
 
 	var stop atomic.Bool
 	var wg sync.WaitGroup
@@ -265,12 +265,12 @@ func TestEvaluatorsConcurrentReaders(t *testing.T) {
 func TestFlagsetApplyConcurrentReaders(t *testing.T) {
 	const changes = 500
 	s := newStream(t)
-	var cur atomic.Pointer[projections.Flagset]
-	set := projections.NewFlagset(env)
+	var cur atomic.Pointer[targeting.Flagset]
+	set := targeting.NewFlagset(env)
 	set = mustApply(t, set, s.next(events.TypeSegmentCreated, env, "beta", events.SegmentCreated{Segment: events.SegmentConfig{Included: []string{"alice"}}}))
 	set = mustApply(t, set, s.next(events.TypeFlagCreated, env, "pair", events.FlagCreated{Flag: pairConfig(0)}))
 	cur.Store(set)
-	alice, bob := &projections.EvalContext{TargetingKey: "alice"}, &projections.EvalContext{TargetingKey: "bob"}
+	alice, bob := &targeting.EvalContext{TargetingKey: "alice"}, &targeting.EvalContext{TargetingKey: "bob"}
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
@@ -295,42 +295,5 @@ func TestFlagsetApplyConcurrentReaders(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
-	}
-}
-
-// TestEvaluatorsWithRunner: the evaluators of a catalog rebuilt and followed by a real runner on
-// an embedded JetStream server serve what was written, and a kill as soon as WaitSequence says.
-func TestEvaluatorsWithRunner(t *testing.T) {
-	srv := natstest.RunServer(t)
-	st := openStore(t, srv)
-	w := newWriter(t, st)
-	w.create(env, "a")
-	w.create(env, "b")
-	w.kill(env, "b")
-
-	c := projections.NewCatalog()
-	e := projections.NewEvaluators(c)
-	r := projections.NewRunner(st, c, nil)
-	started(t, r)
-	waitReady(t, r)
-	set := e.Flagset(env)
-	if variantOf(set, "a", nil) != "on" || variantOf(set, "b", nil) != "off" || set.Sequence() != 3 {
-		t.Fatalf("after the replay: a %s, b %s at %d", variantOf(set, "a", nil), variantOf(set, "b", nil), set.Sequence())
-	}
-	ch, stop := e.Watch(env)
-	defer stop()
-	ev := w.kill(env, "a")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := e.WaitSequence(ctx, ev.Sequence); err != nil {
-		t.Fatal(err)
-	}
-	if got := e.Flagset(env).Evaluate("a", nil); got.Reason != projections.ReasonDisabled {
-		t.Errorf("after the kill: %+v", got)
-	}
-	select {
-	case <-ch:
-	case <-ctx.Done():
-		t.Fatal("no change notification for the kill")
 	}
 }

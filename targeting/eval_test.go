@@ -1,4 +1,4 @@
-package projections_test
+package targeting_test
 
 import (
 	"encoding/json"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 const env = "production"
@@ -24,9 +25,9 @@ func segmentOf(key string, cfg events.SegmentConfig) projections.Segment {
 
 // compileSet compiles flags and segments, failing the test on an error or a document that does
 // not compile.
-func compileSet(t testing.TB, flags []projections.Flag, segs ...projections.Segment) *projections.Flagset {
+func compileSet(t testing.TB, flags []projections.Flag, segs ...projections.Segment) *targeting.Flagset {
 	t.Helper()
-	set, err := projections.CompileFlagset(env, 1, flags, segs)
+	set, err := targeting.CompileFlagset(env, 1, flags, segs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,8 +45,8 @@ func targeted(cond events.Condition) events.FlagConfig {
 	return cfg
 }
 
-func ctxOf(attrs map[string]any) *projections.EvalContext {
-	return &projections.EvalContext{TargetingKey: "user-1", Attributes: attrs}
+func ctxOf(attrs map[string]any) *targeting.EvalContext {
+	return &targeting.EvalContext{TargetingKey: "user-1", Attributes: attrs}
 }
 
 func cond(attr, op string, values ...any) events.Condition {
@@ -66,10 +67,10 @@ func TestOperators(t *testing.T) {
 	type tc struct {
 		name  string
 		cond  events.Condition
-		ctx   *projections.EvalContext
+		ctx   *targeting.EvalContext
 		match bool
 	}
-	a := func(attrs map[string]any) *projections.EvalContext { return ctxOf(attrs) }
+	a := func(attrs map[string]any) *targeting.EvalContext { return ctxOf(attrs) }
 	cases := []tc{
 		// eq / neq / in / notIn
 		{"eq string", cond("role", "eq", "beta"), a(map[string]any{"role": "beta"}), true},
@@ -166,22 +167,22 @@ func TestOperators(t *testing.T) {
 
 		// segments
 		{"inSegment included", cond("targetingKey", "inSegment", "beta"), a(nil), true},
-		{"inSegment excluded beats conditions", cond("targetingKey", "inSegment", "beta"), &projections.EvalContext{TargetingKey: "banned", Attributes: map[string]any{"plan": "pro"}}, false},
-		{"inSegment by conditions", cond("targetingKey", "inSegment", "beta"), &projections.EvalContext{TargetingKey: "u9", Attributes: map[string]any{"plan": "pro"}}, true},
-		{"inSegment conditions fail", cond("targetingKey", "inSegment", "beta"), &projections.EvalContext{TargetingKey: "u9", Attributes: map[string]any{"plan": "free"}}, false},
+		{"inSegment excluded beats conditions", cond("targetingKey", "inSegment", "beta"), &targeting.EvalContext{TargetingKey: "banned", Attributes: map[string]any{"plan": "pro"}}, false},
+		{"inSegment by conditions", cond("targetingKey", "inSegment", "beta"), &targeting.EvalContext{TargetingKey: "u9", Attributes: map[string]any{"plan": "pro"}}, true},
+		{"inSegment conditions fail", cond("targetingKey", "inSegment", "beta"), &targeting.EvalContext{TargetingKey: "u9", Attributes: map[string]any{"plan": "free"}}, false},
 		{"inSegment keys only", cond("targetingKey", "inSegment", "keys-only"), a(nil), true},
-		{"inSegment keys only, other key", cond("targetingKey", "inSegment", "keys-only"), &projections.EvalContext{TargetingKey: "u9", Attributes: map[string]any{"plan": "pro"}}, false},
-		{"inSegment second segment", cond("targetingKey", "inSegment", "keys-only", "beta"), &projections.EvalContext{TargetingKey: "vip"}, true},
-		{"inSegment by another attribute", cond("account", "inSegment", "beta"), &projections.EvalContext{TargetingKey: "u9", Attributes: map[string]any{"account": "vip"}}, true},
+		{"inSegment keys only, other key", cond("targetingKey", "inSegment", "keys-only"), &targeting.EvalContext{TargetingKey: "u9", Attributes: map[string]any{"plan": "pro"}}, false},
+		{"inSegment second segment", cond("targetingKey", "inSegment", "keys-only", "beta"), &targeting.EvalContext{TargetingKey: "vip"}, true},
+		{"inSegment by another attribute", cond("account", "inSegment", "beta"), &targeting.EvalContext{TargetingKey: "u9", Attributes: map[string]any{"account": "vip"}}, true},
 		{"inSegment attribute missing", cond("account", "inSegment", "beta"), a(map[string]any{"plan": "pro"}), false},
 		{"inSegment list attribute", cond("account", "inSegment", "beta"), a(map[string]any{"account": []any{"vip"}}), false},
 		{"inSegment archived", cond("targetingKey", "inSegment", "archived"), a(nil), false},
 		{"inSegment missing segment", cond("targetingKey", "inSegment", "nope"), a(nil), false},
-		{"notInSegment", cond("targetingKey", "notInSegment", "keys-only"), &projections.EvalContext{TargetingKey: "u9"}, true},
+		{"notInSegment", cond("targetingKey", "notInSegment", "keys-only"), &targeting.EvalContext{TargetingKey: "u9"}, true},
 		{"notInSegment member", cond("targetingKey", "notInSegment", "keys-only"), a(nil), false},
-		{"notInSegment no key does not match", cond("targetingKey", "notInSegment", "keys-only"), &projections.EvalContext{}, false},
-		{"notInSegment missing segment", cond("targetingKey", "notInSegment", "nope"), &projections.EvalContext{TargetingKey: "u9"}, false},
-		{"notInSegment archived segment", cond("targetingKey", "notInSegment", "archived"), &projections.EvalContext{TargetingKey: "u9"}, false},
+		{"notInSegment no key does not match", cond("targetingKey", "notInSegment", "keys-only"), &targeting.EvalContext{}, false},
+		{"notInSegment missing segment", cond("targetingKey", "notInSegment", "nope"), &targeting.EvalContext{TargetingKey: "u9"}, false},
+		{"notInSegment archived segment", cond("targetingKey", "notInSegment", "archived"), &targeting.EvalContext{TargetingKey: "u9"}, false},
 
 		// exists and the targeting key
 		{"exists", cond("plan", "exists"), a(map[string]any{"plan": "free"}), true},
@@ -189,10 +190,10 @@ func TestOperators(t *testing.T) {
 		{"exists null", cond("plan", "exists"), a(map[string]any{"plan": nil}), false},
 		{"exists missing", cond("plan", "exists"), a(nil), false},
 		{"exists targeting key", cond("targetingKey", "exists"), a(nil), true},
-		{"exists no targeting key", cond("targetingKey", "exists"), &projections.EvalContext{}, false},
+		{"exists no targeting key", cond("targetingKey", "exists"), &targeting.EvalContext{}, false},
 		{"targetingKey field", cond("targetingKey", "eq", "user-1"), a(nil), true},
-		{"targetingKey attribute when the field is empty", cond("targetingKey", "eq", "user-2"), &projections.EvalContext{Attributes: map[string]any{"targetingKey": "user-2"}}, true},
-		{"targetingKey field wins", cond("targetingKey", "eq", "user-2"), &projections.EvalContext{TargetingKey: "user-1", Attributes: map[string]any{"targetingKey": "user-2"}}, false},
+		{"targetingKey attribute when the field is empty", cond("targetingKey", "eq", "user-2"), &targeting.EvalContext{Attributes: map[string]any{"targetingKey": "user-2"}}, true},
+		{"targetingKey field wins", cond("targetingKey", "eq", "user-2"), &targeting.EvalContext{TargetingKey: "user-1", Attributes: map[string]any{"targetingKey": "user-2"}}, false},
 		{"nil context", cond("role", "eq", "beta"), nil, false},
 	}
 	for _, c := range cases {
@@ -201,7 +202,7 @@ func TestOperators(t *testing.T) {
 			if err := cfg.Validate(); err != nil {
 				t.Fatalf("the case's flag is not valid: %v", err)
 			}
-			set, err := projections.CompileFlagset(env, 1, []projections.Flag{flagOf("f", cfg)}, segments)
+			set, err := targeting.CompileFlagset(env, 1, []projections.Flag{flagOf("f", cfg)}, segments)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -209,9 +210,9 @@ func TestOperators(t *testing.T) {
 				t.Fatalf("does not compile: %v", errs)
 			}
 			got := set.Evaluate("f", c.ctx)
-			want, reason := "off", projections.ReasonDefault
+			want, reason := "off", targeting.ReasonDefault
 			if c.match {
-				want, reason = "on", projections.ReasonTargetingMatch
+				want, reason = "on", targeting.ReasonTargetingMatch
 			}
 			if got.Variant == nil || got.Variant.Name != want || got.Reason != reason || got.ErrorCode != "" {
 				t.Errorf("got %+v, want variant %s for %s", got, want, reason)
@@ -259,38 +260,38 @@ func TestReasonsAndErrors(t *testing.T) {
 	flags[2].Version = 7
 	set := compileSet(t, flags)
 
-	beta := &projections.EvalContext{TargetingKey: "u1", Attributes: map[string]any{"role": "beta", "account": "acme"}}
-	noKey := &projections.EvalContext{Attributes: map[string]any{"role": "beta"}}
+	beta := &targeting.EvalContext{TargetingKey: "u1", Attributes: map[string]any{"role": "beta", "account": "acme"}}
+	noKey := &targeting.EvalContext{Attributes: map[string]any{"role": "beta"}}
 	cases := []struct {
 		name    string
 		key     string
-		ctx     *projections.EvalContext
+		ctx     *targeting.EvalContext
 		variant string
-		reason  projections.Reason
-		code    projections.ErrorCode
+		reason  targeting.Reason
+		code    targeting.ErrorCode
 	}{
-		{"static", "static", beta, "on", projections.ReasonStatic, ""},
-		{"static without context", "static", nil, "on", projections.ReasonStatic, ""},
-		{"default serve variant, no rules", "serve-default", beta, "off", projections.ReasonStatic, ""},
-		{"rule matched", "rules", beta, "on", projections.ReasonTargetingMatch, ""},
-		{"no rule matched", "rules", &projections.EvalContext{TargetingKey: "u1"}, "off", projections.ReasonDefault, ""},
-		{"no rule matched, nil context", "rules", nil, "off", projections.ReasonDefault, ""},
-		{"rule split", "split-rule", beta, "", projections.ReasonSplit, ""},
-		{"rule not matched before the split", "split-rule", &projections.EvalContext{}, "off", projections.ReasonDefault, ""},
-		{"rule split without targeting key", "split-rule", noKey, "", projections.ReasonError, projections.ErrorTargetingKeyMissing},
-		{"default split", "split-default", beta, "", projections.ReasonSplit, ""},
-		{"default split, key as attribute", "split-default", &projections.EvalContext{Attributes: map[string]any{"targetingKey": "u1"}}, "", projections.ReasonSplit, ""},
-		{"default split without targeting key", "split-default", noKey, "", projections.ReasonError, projections.ErrorTargetingKeyMissing},
-		{"default split, nil context", "split-default", nil, "", projections.ReasonError, projections.ErrorTargetingKeyMissing},
-		{"split by attribute", "by-account", beta, "", projections.ReasonSplit, ""},
-		{"split by number attribute", "by-account", &projections.EvalContext{Attributes: map[string]any{"account": 12345}}, "", projections.ReasonSplit, ""},
-		{"split by missing attribute", "by-account", &projections.EvalContext{TargetingKey: "u1"}, "", projections.ReasonError, projections.ErrorInvalidContext},
-		{"split by empty attribute", "by-account", &projections.EvalContext{TargetingKey: "u1", Attributes: map[string]any{"account": ""}}, "", projections.ReasonError, projections.ErrorInvalidContext},
-		{"split by bool attribute", "by-account", &projections.EvalContext{TargetingKey: "u1", Attributes: map[string]any{"account": true}}, "", projections.ReasonError, projections.ErrorInvalidContext},
-		{"disabled", "disabled", beta, "off", projections.ReasonDisabled, ""},
-		{"disabled split needs no key", "disabled-split", nil, "off", projections.ReasonDisabled, ""},
-		{"archived", "archived", beta, "", projections.ReasonError, projections.ErrorFlagNotFound},
-		{"unknown", "nope", beta, "", projections.ReasonError, projections.ErrorFlagNotFound},
+		{"static", "static", beta, "on", targeting.ReasonStatic, ""},
+		{"static without context", "static", nil, "on", targeting.ReasonStatic, ""},
+		{"default serve variant, no rules", "serve-default", beta, "off", targeting.ReasonStatic, ""},
+		{"rule matched", "rules", beta, "on", targeting.ReasonTargetingMatch, ""},
+		{"no rule matched", "rules", &targeting.EvalContext{TargetingKey: "u1"}, "off", targeting.ReasonDefault, ""},
+		{"no rule matched, nil context", "rules", nil, "off", targeting.ReasonDefault, ""},
+		{"rule split", "split-rule", beta, "", targeting.ReasonSplit, ""},
+		{"rule not matched before the split", "split-rule", &targeting.EvalContext{}, "off", targeting.ReasonDefault, ""},
+		{"rule split without targeting key", "split-rule", noKey, "", targeting.ReasonError, targeting.ErrorTargetingKeyMissing},
+		{"default split", "split-default", beta, "", targeting.ReasonSplit, ""},
+		{"default split, key as attribute", "split-default", &targeting.EvalContext{Attributes: map[string]any{"targetingKey": "u1"}}, "", targeting.ReasonSplit, ""},
+		{"default split without targeting key", "split-default", noKey, "", targeting.ReasonError, targeting.ErrorTargetingKeyMissing},
+		{"default split, nil context", "split-default", nil, "", targeting.ReasonError, targeting.ErrorTargetingKeyMissing},
+		{"split by attribute", "by-account", beta, "", targeting.ReasonSplit, ""},
+		{"split by number attribute", "by-account", &targeting.EvalContext{Attributes: map[string]any{"account": 12345}}, "", targeting.ReasonSplit, ""},
+		{"split by missing attribute", "by-account", &targeting.EvalContext{TargetingKey: "u1"}, "", targeting.ReasonError, targeting.ErrorInvalidContext},
+		{"split by empty attribute", "by-account", &targeting.EvalContext{TargetingKey: "u1", Attributes: map[string]any{"account": ""}}, "", targeting.ReasonError, targeting.ErrorInvalidContext},
+		{"split by bool attribute", "by-account", &targeting.EvalContext{TargetingKey: "u1", Attributes: map[string]any{"account": true}}, "", targeting.ReasonError, targeting.ErrorInvalidContext},
+		{"disabled", "disabled", beta, "off", targeting.ReasonDisabled, ""},
+		{"disabled split needs no key", "disabled-split", nil, "off", targeting.ReasonDisabled, ""},
+		{"archived", "archived", beta, "", targeting.ReasonError, targeting.ErrorFlagNotFound},
+		{"unknown", "nope", beta, "", targeting.ReasonError, targeting.ErrorFlagNotFound},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -308,11 +309,11 @@ func TestReasonsAndErrors(t *testing.T) {
 			if c.variant != "" && got.Variant.Name != c.variant {
 				t.Errorf("variant %s, want %s", got.Variant.Name, c.variant)
 			}
-			if c.code == projections.ErrorFlagNotFound {
-				if got.Version != 0 || got.Kind != projections.KindUnknown {
+			if c.code == targeting.ErrorFlagNotFound {
+				if got.Version != 0 || got.Kind != targeting.KindUnknown {
 					t.Errorf("a flag that is not found has no version or kind: %+v", got)
 				}
-			} else if got.Kind != projections.KindBool || got.Version == 0 {
+			} else if got.Kind != targeting.KindBool || got.Version == 0 {
 				t.Errorf("kind %s version %d", got.Kind, got.Version)
 			}
 		})
@@ -331,19 +332,19 @@ func TestVariantKinds(t *testing.T) {
 		flagOf("obj", obj),
 		flagOf("bool", boolConfig()),
 	})
-	if v := set.Evaluate("str", nil); v.Kind != projections.KindString || v.Variant.String != "#ff0000" || string(v.Variant.Raw) != `"#ff0000"` {
+	if v := set.Evaluate("str", nil); v.Kind != targeting.KindString || v.Variant.String != "#ff0000" || string(v.Variant.Raw) != `"#ff0000"` {
 		t.Errorf("string: %+v %+v", v, v.Variant)
 	}
-	if v := set.Evaluate("num", nil); v.Kind != projections.KindNumber || v.Variant.Number != 3600.5 || v.Variant.Name != "long" {
+	if v := set.Evaluate("num", nil); v.Kind != targeting.KindNumber || v.Variant.Number != 3600.5 || v.Variant.Name != "long" {
 		t.Errorf("number: %+v %+v", v, v.Variant)
 	}
-	if v := set.Evaluate("obj", nil); v.Kind != projections.KindObject || v.Variant.Object["ttl"] != 30.0 || string(v.Variant.Raw) != `{"ttl": 30, "tags": ["x"]}` {
+	if v := set.Evaluate("obj", nil); v.Kind != targeting.KindObject || v.Variant.Object["ttl"] != 30.0 || string(v.Variant.Raw) != `{"ttl": 30, "tags": ["x"]}` {
 		t.Errorf("object: %+v %+v", v, v.Variant)
 	}
-	if v := set.Evaluate("bool", nil); v.Kind != projections.KindBool || !v.Variant.Bool {
+	if v := set.Evaluate("bool", nil); v.Kind != targeting.KindBool || !v.Variant.Bool {
 		t.Errorf("bool: %+v %+v", v, v.Variant)
 	}
-	for k, want := range map[projections.ValueKind]string{projections.KindBool: "boolean", projections.KindString: "string", projections.KindNumber: "number", projections.KindObject: "object", projections.KindUnknown: "unknown"} {
+	for k, want := range map[targeting.ValueKind]string{targeting.KindBool: "boolean", targeting.KindString: "string", targeting.KindNumber: "number", targeting.KindObject: "object", targeting.KindUnknown: "unknown"} {
 		if k.String() != want {
 			t.Errorf("%d: %s", k, k)
 		}
@@ -375,7 +376,7 @@ func TestRuleOrder(t *testing.T) {
 	// A rule with no conditions matches everybody.
 	cfg.Rules = append([]events.Rule{{Name: "all", Serve: events.Serve{Variant: "second"}}}, cfg.Rules...)
 	set = compileSet(t, []projections.Flag{flagOf("f", cfg)})
-	if got := set.Evaluate("f", nil); got.Variant.Name != "second" || got.Reason != projections.ReasonTargetingMatch {
+	if got := set.Evaluate("f", nil); got.Variant.Name != "second" || got.Reason != targeting.ReasonTargetingMatch {
 		t.Errorf("rule without conditions: %+v", got)
 	}
 }
@@ -387,10 +388,10 @@ func splitFlag(on, off int) events.FlagConfig {
 	return cfg
 }
 
-func users(n int) []*projections.EvalContext {
-	out := make([]*projections.EvalContext, n)
+func users(n int) []*targeting.EvalContext {
+	out := make([]*targeting.EvalContext, n)
 	for i := range out {
-		out[i] = &projections.EvalContext{TargetingKey: fmt.Sprintf("user-%d", i)}
+		out[i] = &targeting.EvalContext{TargetingKey: fmt.Sprintf("user-%d", i)}
 	}
 	return out
 }
@@ -412,7 +413,7 @@ func TestSplitDistribution(t *testing.T) {
 		counts := map[string]int{}
 		for _, ctx := range users(n) {
 			e := set.Evaluate(c.key, ctx)
-			if e.Reason != projections.ReasonSplit {
+			if e.Reason != targeting.ReasonSplit {
 				t.Fatalf("%+v", e)
 			}
 			counts[e.Variant.Name]++
@@ -501,16 +502,16 @@ func TestSplitMatchesFlagd(t *testing.T) {
 	coin.DefaultServe = &events.Serve{Split: map[string]int{"heads": 1, "tails": 1}}
 	set := compileSet(t, []projections.Flag{flagOf("fractional-flag", suits), flagOf("fractional-flag-shorthand", coin)})
 	for name, want := range map[string]string{"jack": "hearts", "queen": "spades", "ten": "clubs", "nine": "diamonds", "3": "clubs"} {
-		if got := set.Evaluate("fractional-flag", &projections.EvalContext{Attributes: map[string]any{"user.name": name}}); got.Variant.Name != want {
+		if got := set.Evaluate("fractional-flag", &targeting.EvalContext{Attributes: map[string]any{"user.name": name}}); got.Variant.Name != want {
 			t.Errorf("fractional-flag for %s: %s, want %s", name, got.Variant.Name, want)
 		}
 	}
 	// A number bucketing value hashes as its decimal text, as JSON Logic's cat would make it.
-	if got := set.Evaluate("fractional-flag", &projections.EvalContext{Attributes: map[string]any{"user.name": 3}}); got.Variant.Name != "clubs" {
+	if got := set.Evaluate("fractional-flag", &targeting.EvalContext{Attributes: map[string]any{"user.name": 3}}); got.Variant.Name != "clubs" {
 		t.Errorf("fractional-flag for the number 3: %s, want clubs", got.Variant.Name)
 	}
 	for key, want := range map[string]string{"jon@company.com": "heads", "jane@company.com": "tails"} {
-		if got := set.Evaluate("fractional-flag-shorthand", &projections.EvalContext{TargetingKey: key}); got.Variant.Name != want {
+		if got := set.Evaluate("fractional-flag-shorthand", &targeting.EvalContext{TargetingKey: key}); got.Variant.Name != want {
 			t.Errorf("fractional-flag-shorthand for %s: %s, want %s", key, got.Variant.Name, want)
 		}
 	}
@@ -523,14 +524,14 @@ func TestSegments(t *testing.T) {
 	set := compileSet(t, []projections.Flag{flagOf("f", flag)}, beta)
 	cases := []struct {
 		name string
-		ctx  *projections.EvalContext
+		ctx  *targeting.EvalContext
 		in   bool
 	}{
-		{"included regardless of conditions", &projections.EvalContext{TargetingKey: "alice"}, true},
-		{"excluded regardless of conditions", &projections.EvalContext{TargetingKey: "mallory", Attributes: map[string]any{"plan": "pro", "country": "NL"}}, false},
-		{"all conditions match", &projections.EvalContext{TargetingKey: "bob", Attributes: map[string]any{"plan": "pro", "country": "BE"}}, true},
-		{"one condition fails", &projections.EvalContext{TargetingKey: "bob", Attributes: map[string]any{"plan": "pro", "country": "DE"}}, false},
-		{"no targeting key", &projections.EvalContext{Attributes: map[string]any{"plan": "pro", "country": "NL"}}, false},
+		{"included regardless of conditions", &targeting.EvalContext{TargetingKey: "alice"}, true},
+		{"excluded regardless of conditions", &targeting.EvalContext{TargetingKey: "mallory", Attributes: map[string]any{"plan": "pro", "country": "NL"}}, false},
+		{"all conditions match", &targeting.EvalContext{TargetingKey: "bob", Attributes: map[string]any{"plan": "pro", "country": "BE"}}, true},
+		{"one condition fails", &targeting.EvalContext{TargetingKey: "bob", Attributes: map[string]any{"plan": "pro", "country": "DE"}}, false},
+		{"no targeting key", &targeting.EvalContext{Attributes: map[string]any{"plan": "pro", "country": "NL"}}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -548,7 +549,7 @@ func TestMissingSegments(t *testing.T) {
 	archived := segmentOf("old", events.SegmentConfig{Included: []string{"a"}})
 	archived.Archived = true
 	broken := segmentOf("broken", events.SegmentConfig{Conditions: []events.Condition{cond("x", "matches", "(")}})
-	set, err := projections.CompileFlagset(env, 1, nil, []projections.Segment{segmentOf("beta", events.SegmentConfig{Included: []string{"a"}}), archived, broken})
+	set, err := targeting.CompileFlagset(env, 1, nil, []projections.Segment{segmentOf("beta", events.SegmentConfig{Included: []string{"a"}}), archived, broken})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -565,7 +566,7 @@ func TestMissingSegments(t *testing.T) {
 		t.Errorf("missing %v for a flag without segments", got)
 	}
 	errs := set.Errors()
-	if len(errs) != 1 || !errors.Is(errs[0], projections.ErrCompile) {
+	if len(errs) != 1 || !errors.Is(errs[0], targeting.ErrCompile) {
 		t.Errorf("errors %v, want the broken segment's", errs)
 	}
 }
@@ -637,41 +638,41 @@ func TestCompileErrors(t *testing.T) {
 			}
 			disabled := c.cfg
 			disabled.Enabled = false
-			set, err := projections.CompileFlagset(env, 1, []projections.Flag{flagOf("f", c.cfg), flagOf("g", disabled), flagOf("ok", boolConfig())}, nil)
+			set, err := targeting.CompileFlagset(env, 1, []projections.Flag{flagOf("f", c.cfg), flagOf("g", disabled), flagOf("ok", boolConfig())}, nil)
 			if err != nil {
 				t.Fatalf("a document that does not compile fails the set: %v", err)
 			}
 			errs := set.Errors()
-			if len(errs) != 2 || !errors.Is(errs[0], projections.ErrCompile) {
+			if len(errs) != 2 || !errors.Is(errs[0], targeting.ErrCompile) {
 				t.Fatalf("errors %v", errs)
 			}
 			e := set.Evaluate("f", ctxOf(map[string]any{"x": "a"}))
-			if e.Reason != projections.ReasonError || e.ErrorCode != projections.ErrorParseError || e.Variant != nil || e.ErrorMessage == "" || e.Version != 1 {
+			if e.Reason != targeting.ReasonError || e.ErrorCode != targeting.ErrorParseError || e.Variant != nil || e.ErrorMessage == "" || e.Version != 1 {
 				t.Errorf("enabled: %+v", e)
 			}
 			d := set.Evaluate("g", nil)
 			if c.offServes {
-				if d.Reason != projections.ReasonDisabled || d.Variant == nil || d.Variant.Name != "off" {
+				if d.Reason != targeting.ReasonDisabled || d.Variant == nil || d.Variant.Name != "off" {
 					t.Errorf("disabled: %+v", d)
 				}
-			} else if d.ErrorCode != projections.ErrorParseError {
+			} else if d.ErrorCode != targeting.ErrorParseError {
 				t.Errorf("disabled without a valid off variant: %+v", d)
 			}
-			if ok := set.Evaluate("ok", nil); ok.Reason != projections.ReasonStatic {
+			if ok := set.Evaluate("ok", nil); ok.Reason != targeting.ReasonStatic {
 				t.Errorf("the other flags still evaluate: %+v", ok)
 			}
 		})
 	}
 	// A segment cannot refer to segments; one that does (it bypassed validation) matches nobody.
 	nested := segmentOf("nested", events.SegmentConfig{Included: []string{"a"}, Conditions: []events.Condition{cond("targetingKey", "inSegment", "x")}})
-	set, err := projections.CompileFlagset(env, 1, []projections.Flag{flagOf("f", targeted(cond("targetingKey", "inSegment", "nested")))}, []projections.Segment{nested})
+	set, err := targeting.CompileFlagset(env, 1, []projections.Flag{flagOf("f", targeted(cond("targetingKey", "inSegment", "nested")))}, []projections.Segment{nested})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if errs := set.Errors(); len(errs) != 1 {
 		t.Errorf("errors %v", errs)
 	}
-	if e := set.Evaluate("f", &projections.EvalContext{TargetingKey: "a"}); e.Variant.Name != "off" {
+	if e := set.Evaluate("f", &targeting.EvalContext{TargetingKey: "a"}); e.Variant.Name != "off" {
 		t.Errorf("a broken segment matched: %+v", e)
 	}
 }
@@ -695,7 +696,7 @@ func TestCompileFlagsetRefuses(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			set, err := projections.CompileFlagset(c.env, 1, c.flags, c.segs)
+			set, err := targeting.CompileFlagset(c.env, 1, c.flags, c.segs)
 			if !errors.Is(err, c.target) || set != nil {
 				t.Errorf("got %v, %v; want %v", set, err, c.target)
 			}
@@ -707,7 +708,7 @@ func TestFlagsetAccessors(t *testing.T) {
 	archived := flagOf("c-archived", boolConfig())
 	archived.Archived = true
 	seg := segmentOf("beta", events.SegmentConfig{Included: []string{"a"}})
-	set, err := projections.CompileFlagset(env, 42, []projections.Flag{flagOf("b", boolConfig()), archived, flagOf("a", boolConfig())}, []projections.Segment{seg})
+	set, err := targeting.CompileFlagset(env, 42, []projections.Flag{flagOf("b", boolConfig()), archived, flagOf("a", boolConfig())}, []projections.Segment{seg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -733,12 +734,12 @@ func TestFlagsetAccessors(t *testing.T) {
 		t.Errorf("segments %v", segs)
 	}
 	// The documents compile back into the same set: what a snapshot relies on.
-	again, err := projections.CompileFlagset(env, set.Sequence(), set.Flags(), set.Segments())
+	again, err := targeting.CompileFlagset(env, set.Sequence(), set.Flags(), set.Segments())
 	if err != nil || !slices.Equal(again.Keys(), set.Keys()) {
 		t.Errorf("%v %v", again.Keys(), err)
 	}
-	empty := projections.NewFlagset(env)
-	if e := empty.Evaluate("a", nil); e.ErrorCode != projections.ErrorFlagNotFound || len(empty.Keys()) != 0 || len(empty.Flags()) != 0 {
+	empty := targeting.NewFlagset(env)
+	if e := empty.Evaluate("a", nil); e.ErrorCode != targeting.ErrorFlagNotFound || len(empty.Keys()) != 0 || len(empty.Flags()) != 0 {
 		t.Errorf("empty set: %+v", e)
 	}
 }
@@ -760,7 +761,7 @@ func TestEvaluateAllocatesNothing(t *testing.T) {
 	set := compileSet(t, []projections.Flag{
 		flagOf("a", boolConfig()), flagOf("b", b), flagOf("c", c), flagOf("by-number", byNumber), flagOf("ops", ops),
 	}, segmentOf("s", events.SegmentConfig{Conditions: []events.Condition{cond("plan", "in", "pro", "team")}}))
-	ctx := &projections.EvalContext{TargetingKey: "user-42", Attributes: map[string]any{
+	ctx := &targeting.EvalContext{TargetingKey: "user-42", Attributes: map[string]any{
 		"role": "beta", "account": 123456, "version": "1.4.0-rc.1", "signup": "2024-05-06T07:08:09.123+02:00",
 		"groups": []any{"alpha", "beta"}, "email": "x@acme.com", "age": 30, "plan": "pro",
 	}}
@@ -768,7 +769,7 @@ func TestEvaluateAllocatesNothing(t *testing.T) {
 		t.Fatalf("ops: %+v", e)
 	}
 	for _, key := range []string{"a", "b", "c", "by-number", "ops", "missing"} {
-		for _, ctx := range []*projections.EvalContext{ctx, nil} {
+		for _, ctx := range []*targeting.EvalContext{ctx, nil} {
 			if n := testing.AllocsPerRun(200, func() { _ = set.Evaluate(key, ctx) }); n != 0 {
 				t.Errorf("%s (context %v): %v allocations", key, ctx != nil, n)
 			}

@@ -1,4 +1,4 @@
-package projections_test
+package targeting_test
 
 import (
 	"encoding/json"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/interlock-dev/interlock/targeting"
 )
 
 // stream numbers events as a stream would, tracking each entity's version.
@@ -36,7 +37,7 @@ func (s *stream) next(typ, env, key string, payload any) events.Event {
 }
 
 // mustApply applies ev and fails the test on an error.
-func mustApply(t testing.TB, set *projections.Flagset, ev events.Event) *projections.Flagset {
+func mustApply(t testing.TB, set *targeting.Flagset, ev events.Event) *targeting.Flagset {
 	t.Helper()
 	next, err := set.Apply(ev)
 	if err != nil {
@@ -45,7 +46,7 @@ func mustApply(t testing.TB, set *projections.Flagset, ev events.Event) *project
 	return next
 }
 
-func variantOf(set *projections.Flagset, key string, ctx *projections.EvalContext) string {
+func variantOf(set *targeting.Flagset, key string, ctx *targeting.EvalContext) string {
 	e := set.Evaluate(key, ctx)
 	if e.Variant == nil {
 		return string(e.ErrorCode)
@@ -56,7 +57,7 @@ func variantOf(set *projections.Flagset, key string, ctx *projections.EvalContex
 func TestFlagsetApplyFlagLifecycle(t *testing.T) {
 	s := newStream(t)
 	beta := ctxOf(map[string]any{"role": "beta"})
-	v0 := projections.NewFlagset(env)
+	v0 := targeting.NewFlagset(env)
 	v1 := mustApply(t, v0, s.next(events.TypeFlagCreated, env, "f", events.FlagCreated{Flag: boolConfig()}))
 	updated := targeted(cond("role", "eq", "beta"))
 	v2 := mustApply(t, v1, s.next(events.TypeFlagUpdated, env, "f", events.FlagUpdated{Flag: updated}))
@@ -66,18 +67,18 @@ func TestFlagsetApplyFlagLifecycle(t *testing.T) {
 	v6 := mustApply(t, v5, s.next(events.TypeFlagUnarchived, env, "f", events.FlagUnarchived{}))
 
 	steps := []struct {
-		set     *projections.Flagset
+		set     *targeting.Flagset
 		variant string
-		reason  projections.Reason
+		reason  targeting.Reason
 		keys    []string
 	}{
-		{v0, "FLAG_NOT_FOUND", projections.ReasonError, []string{}},
-		{v1, "on", projections.ReasonStatic, []string{"f"}},
-		{v2, "on", projections.ReasonTargetingMatch, []string{"f"}},
-		{v3, "off", projections.ReasonDisabled, []string{"f"}},
-		{v4, "on", projections.ReasonTargetingMatch, []string{"f"}},
-		{v5, "FLAG_NOT_FOUND", projections.ReasonError, []string{}},
-		{v6, "on", projections.ReasonTargetingMatch, []string{"f"}},
+		{v0, "FLAG_NOT_FOUND", targeting.ReasonError, []string{}},
+		{v1, "on", targeting.ReasonStatic, []string{"f"}},
+		{v2, "on", targeting.ReasonTargetingMatch, []string{"f"}},
+		{v3, "off", targeting.ReasonDisabled, []string{"f"}},
+		{v4, "on", targeting.ReasonTargetingMatch, []string{"f"}},
+		{v5, "FLAG_NOT_FOUND", targeting.ReasonError, []string{}},
+		{v6, "on", targeting.ReasonTargetingMatch, []string{"f"}},
 	}
 	// Every set keeps answering as it did: Apply never changes the set it is called on.
 	for i, st := range steps {
@@ -88,7 +89,7 @@ func TestFlagsetApplyFlagLifecycle(t *testing.T) {
 		if st.set.Sequence() != uint64(i) {
 			t.Errorf("version %d at sequence %d", i, st.set.Sequence())
 		}
-		if i > 0 && e.Reason != projections.ReasonError && e.Version != uint64(i) {
+		if i > 0 && e.Reason != targeting.ReasonError && e.Version != uint64(i) {
 			t.Errorf("version %d evaluates version %d", i, e.Version)
 		}
 		if keys := st.set.Keys(); !slices.Equal(keys, st.keys) {
@@ -102,7 +103,7 @@ func TestFlagsetApplyFlagLifecycle(t *testing.T) {
 
 func TestFlagsetApplyRefuses(t *testing.T) {
 	s := newStream(t)
-	set := mustApply(t, projections.NewFlagset(env), s.next(events.TypeFlagCreated, env, "f", events.FlagCreated{Flag: boolConfig()}))
+	set := mustApply(t, targeting.NewFlagset(env), s.next(events.TypeFlagCreated, env, "f", events.FlagCreated{Flag: boolConfig()}))
 	kill := s.next(events.TypeFlagKilled, env, "f", events.FlagKilled{})
 	killed := mustApply(t, set, kill)
 
@@ -159,7 +160,7 @@ func TestFlagsetApplyRefuses(t *testing.T) {
 			if got == nil || got.Sequence() != ev.Sequence {
 				t.Fatalf("the sequence does not move past a bad event: %v", got)
 			}
-			if e := got.Evaluate("f", nil); e.Reason != projections.ReasonDisabled || e.Version != 2 {
+			if e := got.Evaluate("f", nil); e.Reason != targeting.ReasonDisabled || e.Version != 2 {
 				t.Errorf("a bad event changed the flag: %+v", e)
 			}
 			if len(got.Flags()) != 1 {
@@ -171,13 +172,13 @@ func TestFlagsetApplyRefuses(t *testing.T) {
 
 func TestFlagsetApplySegments(t *testing.T) {
 	s := newStream(t)
-	alice := &projections.EvalContext{TargetingKey: "alice"}
-	bob := &projections.EvalContext{TargetingKey: "bob", Attributes: map[string]any{"plan": "pro"}}
+	alice := &targeting.EvalContext{TargetingKey: "alice"}
+	bob := &targeting.EvalContext{TargetingKey: "bob", Attributes: map[string]any{"plan": "pro"}}
 	flag := targeted(cond("targetingKey", "inSegment", "beta"))
 	other := targeted(cond("role", "eq", "x"))
 
 	// The flag arrives before its segment (the write path refuses that; the engine copes).
-	v1 := mustApply(t, projections.NewFlagset(env), s.next(events.TypeFlagCreated, env, "f", events.FlagCreated{Flag: flag}))
+	v1 := mustApply(t, targeting.NewFlagset(env), s.next(events.TypeFlagCreated, env, "f", events.FlagCreated{Flag: flag}))
 	v1 = mustApply(t, v1, s.next(events.TypeFlagCreated, env, "other", events.FlagCreated{Flag: other}))
 	if got := v1.MissingSegments(flagOf("f", flag)); !slices.Equal(got, []string{"beta"}) {
 		t.Errorf("missing %v", got)
@@ -187,7 +188,7 @@ func TestFlagsetApplySegments(t *testing.T) {
 	v4 := mustApply(t, v3, s.next(events.TypeSegmentArchived, env, "beta", events.SegmentArchived{}))
 	v5 := mustApply(t, v4, s.next(events.TypeSegmentUnarchived, env, "beta", events.SegmentUnarchived{}))
 	steps := []struct {
-		set        *projections.Flagset
+		set        *targeting.Flagset
 		alice, bob string
 		missing    bool
 	}{
@@ -204,7 +205,7 @@ func TestFlagsetApplySegments(t *testing.T) {
 		if missing := len(st.set.MissingSegments(flagOf("f", flag))) > 0; missing != st.missing {
 			t.Errorf("step %d: missing %v", i+1, missing)
 		}
-		if e := st.set.Evaluate("other", nil); e.Version != 1 || e.Reason != projections.ReasonDefault {
+		if e := st.set.Evaluate("other", nil); e.Version != 1 || e.Reason != targeting.ReasonDefault {
 			t.Errorf("step %d: other flag %+v", i+1, e)
 		}
 	}
@@ -245,7 +246,7 @@ func TestFlagsetApplyAll(t *testing.T) {
 	bad.Version = 99
 	evs = append(evs, bad, s.next(events.TypeFlagKilled, env, "f2", events.FlagKilled{}))
 
-	one := projections.NewFlagset(env)
+	one := targeting.NewFlagset(env)
 	var oneErrs int
 	for _, ev := range evs {
 		var err error
@@ -253,14 +254,14 @@ func TestFlagsetApplyAll(t *testing.T) {
 			oneErrs++
 		}
 	}
-	all, err := projections.NewFlagset(env).ApplyAll(evs)
+	all, err := targeting.NewFlagset(env).ApplyAll(evs)
 	if oneErrs != 1 || !errors.Is(err, projections.ErrOutOfOrder) || !strings.Contains(err.Error(), fmt.Sprintf("sequence %d", bad.Sequence)) {
 		t.Fatalf("one by one: %d errors; batch: %v", oneErrs, err)
 	}
 	if all.Sequence() != one.Sequence() || all.Sequence() != s.seq {
 		t.Errorf("sequence %d, one by one %d", all.Sequence(), one.Sequence())
 	}
-	for _, ctx := range []*projections.EvalContext{{TargetingKey: "alice"}, {TargetingKey: "bob"}, nil} {
+	for _, ctx := range []*targeting.EvalContext{{TargetingKey: "alice"}, {TargetingKey: "bob"}, nil} {
 		for _, key := range one.Keys() {
 			a, b := all.Evaluate(key, ctx), one.Evaluate(key, ctx)
 			if variantOf(all, key, ctx) != variantOf(one, key, ctx) || a.Reason != b.Reason || a.Version != b.Version {
