@@ -23,8 +23,8 @@ import (
 	"github.com/interlock-dev/interlock/guard/source"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/interlock-dev/interlock/local"
 	"github.com/interlock-dev/interlock/projections"
-	"github.com/interlock-dev/interlock/projections/local"
 	"github.com/interlock-dev/interlock/targeting"
 )
 
@@ -262,7 +262,7 @@ func (s *stamping) Command(ctx context.Context, c guard.Command) (projections.Fl
 
 // TestRunnerTripPropagation measures, on one JetStream server over TCP on loopback with fsync on
 // every write (as in production), the time from the start of the guard pass that confirms a trip
-// to an in-process subscriber (projections/local, on its own connection) evaluating the flag as
+// to an in-process subscriber (package local, on its own connection) evaluating the flag as
 // disabled, for rollouts tripped one at a time while the others stay healthy and are judged in
 // the same passes. It also splits the path: the trip decision's append acknowledged, the kill's
 // append acknowledged. It only runs with -guard.tripbench and only reports: timings are never

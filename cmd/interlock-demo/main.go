@@ -1,6 +1,6 @@
 // Command interlock-demo is a service whose traffic depends on one Interlock flag, for trying a
 // guarded rollout by hand or in end-to-end tests. It follows the flag's environment over NATS with
-// package projections/local and runs a load loop against itself in process: every request picks
+// package local and runs a load loop against itself in process: every request picks
 // a random user (user-0 … user-N-1) as the targeting key, evaluates the flag, fails with the
 // probability the failure knob gives the variant it was served, and takes a simulated latency
 // (nothing sleeps): log-normal with the knob's median latency and a log standard deviation of
@@ -57,8 +57,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/local"
 	"github.com/interlock-dev/interlock/projections"
-	"github.com/interlock-dev/interlock/projections/local"
 	"github.com/interlock-dev/interlock/targeting"
 )
 

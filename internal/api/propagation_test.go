@@ -10,7 +10,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/api"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/internal/presence"
-	"github.com/interlock-dev/interlock/projections/local"
+	"github.com/interlock-dev/interlock/local"
 )
 
 // tracker is a presence tracker told of heartbeats directly (the heartbeats' path over NATS is

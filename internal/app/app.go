@@ -148,7 +148,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	}
 	// Before the runner starts: the evaluators observe the catalog from its first event.
 	evaluators := targeting.NewEvaluators(m.catalog)
-	// In-process subscribers (projections/local): who they are and what they applied, and the
+	// In-process subscribers (package local): who they are and what they applied, and the
 	// snapshots they start from; the writer observes the catalog, so it too comes before the runner.
 	tracker, err := presence.New(m.nc, presence.Config{Logger: logger})
 	if err != nil {

@@ -21,8 +21,8 @@ import (
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/internal/snapshot"
+	"github.com/interlock-dev/interlock/local"
 	"github.com/interlock-dev/interlock/projections"
-	"github.com/interlock-dev/interlock/projections/local"
 )
 
 const restartToken = "restart-test-admin-token-0123456789"

@@ -17,7 +17,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/cli"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
-	"github.com/interlock-dev/interlock/projections/local"
+	"github.com/interlock-dev/interlock/local"
 )
 
 const wait = 20 * time.Second

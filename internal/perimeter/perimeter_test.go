@@ -19,7 +19,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/app"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
-	"github.com/interlock-dev/interlock/projections/local"
+	"github.com/interlock-dev/interlock/local"
 	"github.com/interlock-dev/interlock/targeting"
 )
 

@@ -16,7 +16,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/auth"
-	"github.com/interlock-dev/interlock/projections/local"
+	"github.com/interlock-dev/interlock/local"
 )
 
 // Subjects of the JetStream API and of the parts of Interlock a token holder's client uses.

@@ -1,5 +1,5 @@
 // Package presence tracks the live in-process subscribers of every environment from the
-// heartbeats they publish (see projections/local), and tells how many of them have applied a
+// heartbeats they publish (see package local), and tells how many of them have applied a
 // given stream sequence: "applied on N of M".
 //
 // A subscriber is live from its first valid heartbeat until it says it is leaving or misses
@@ -20,7 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/interlock-dev/interlock/projections/local"
+	"github.com/interlock-dev/interlock/local"
 )
 
 // Defaults of [Config].

@@ -15,7 +15,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/internal/presence"
-	"github.com/interlock-dev/interlock/projections/local"
+	"github.com/interlock-dev/interlock/local"
 )
 
 const wait = 20 * time.Second

@@ -1,5 +1,5 @@
 // Package snapshot writes, for every environment, the state of its flags and segments at a stream
-// sequence into a JetStream object store, so that in-process subscribers (projections/local) start
+// sequence into a JetStream object store, so that in-process subscribers (package local) start
 // from the latest snapshot plus the events after it instead of replaying all history.
 //
 // The writer learns of every event the server's catalog applies (it is a catalog observer) and
@@ -26,8 +26,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/local"
 	"github.com/interlock-dev/interlock/projections"
-	"github.com/interlock-dev/interlock/projections/local"
 )
 
 // Defaults of [Config].

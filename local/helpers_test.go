@@ -16,8 +16,8 @@ import (
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/internal/snapshot"
+	"github.com/interlock-dev/interlock/local"
 	"github.com/interlock-dev/interlock/projections"
-	"github.com/interlock-dev/interlock/projections/local"
 	"github.com/interlock-dev/interlock/targeting"
 )
 

@@ -25,7 +25,7 @@ import (
 
 	of "github.com/open-feature/go-sdk/openfeature"
 
-	"github.com/interlock-dev/interlock/projections/local"
+	"github.com/interlock-dev/interlock/local"
 	"github.com/interlock-dev/interlock/targeting"
 )
 

@@ -19,8 +19,8 @@ import (
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
-	"github.com/interlock-dev/interlock/projections/local"
-	"github.com/interlock-dev/interlock/projections/local/openfeature"
+	"github.com/interlock-dev/interlock/local"
+	"github.com/interlock-dev/interlock/local/openfeature"
 )
 
 const wait = 20 * time.Second

@@ -6,7 +6,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/interlock-dev/interlock/projections/local"
+	"github.com/interlock-dev/interlock/local"
 )
 
 func FuzzDecodeHeartbeat(f *testing.F) {

@@ -3,7 +3,7 @@ package local_test
 import (
 	"testing"
 
-	"github.com/interlock-dev/interlock/projections/local"
+	"github.com/interlock-dev/interlock/local"
 	"github.com/interlock-dev/interlock/targeting"
 )
 
