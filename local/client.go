@@ -30,12 +30,6 @@ var (
 	ErrStreamReplaced = errors.New("local: stream replaced")
 )
 
-// Backoff between attempts to follow the stream again after a failure.
-const (
-	minRetry = 100 * time.Millisecond
-	maxRetry = 5 * time.Second
-)
-
 // Catching up once ready: events the stream has more events behind are queued and applied
 // together (one targeting.Flagset.ApplyAll) when the last of them arrives, when maxBatch are
 // queued, or when the next one has not arrived within batchWait. The stream said it had more,
@@ -134,12 +128,10 @@ type Client struct {
 	cfg    Config
 	logger *slog.Logger
 
-	set     atomic.Pointer[targeting.Flagset]
-	applied atomic.Uint64 // the sequence the published state reflects
-
-	ready     atomic.Bool
-	readyCh   chan struct{}
-	readyOnce sync.Once
+	set atomic.Pointer[targeting.Flagset]
+	pos projections.Position // the sequence the published state reflects
+	// follower retries, follows again after failures and says when the client is ready.
+	follower *projections.Follower
 
 	// Contact with the stream, for Stale.
 	lastContact  atomic.Int64 // unix nanoseconds of the last message or successful probe
@@ -173,21 +165,16 @@ type Client struct {
 	health    health
 	errKind   int // errorKind of the last NoticeError
 
-	// WaitSequence's wake-up, created only when somebody waits.
-	waitMu sync.Mutex
-	notify chan struct{}
-
 	// Heartbeats after applying events are rate-limited; the last of a burst is sent late.
 	hbMu      sync.Mutex
 	lastHB    time.Time
 	hbTimer   *time.Timer
 	hbStopped bool // no heartbeats: Run is not running, or it is leaving
 
-	mu       sync.Mutex
-	cancel   context.CancelFunc
-	done     chan struct{}
-	closed   bool
-	closedCh chan struct{}
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+	closed bool
 }
 
 // New returns a client following cfg.Environment over nc, which must stay open while the client
@@ -205,14 +192,8 @@ func New(nc *nats.Conn, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local: jetstream: %w", err)
 	}
-	c := &Client{
-		nc:       nc,
-		js:       js,
-		cfg:      cfg,
-		logger:   cfg.Logger.With("component", "local", "environment", cfg.Environment, "id", cfg.ID),
-		readyCh:  make(chan struct{}),
-		closedCh: make(chan struct{}),
-	}
+	logger := cfg.Logger.With("component", "local", "environment", cfg.Environment, "id", cfg.ID)
+	c := &Client{nc: nc, js: js, cfg: cfg, logger: logger, follower: projections.NewFollower(logger)}
 	c.hbStopped = true
 	c.set.Store(targeting.NewFlagset(cfg.Environment))
 	return c, nil
@@ -235,48 +216,19 @@ func (c *Client) Flagset() *targeting.Flagset { return c.set.Load() }
 
 // Sequence is the stream sequence the current state reflects: every event of the environment up
 // to it has been applied (or skipped as bad). 0 before the client is ready.
-func (c *Client) Sequence() uint64 { return c.applied.Load() }
+func (c *Client) Sequence() uint64 { return c.pos.Sequence() }
 
 // Ready reports whether the client has caught up with the stream as it was when it started. It
 // stays true once it is, even while stale.
-func (c *Client) Ready() bool { return c.ready.Load() }
+func (c *Client) Ready() bool { return c.follower.Ready() }
 
 // WaitReady blocks until the client is ready. Errors: ctx.Err() when ctx ends first; [ErrClosed]
 // when the client is closed first.
-func (c *Client) WaitReady(ctx context.Context) error {
-	select {
-	case <-c.readyCh:
-		return nil
-	case <-c.closedCh:
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (c *Client) WaitReady(ctx context.Context) error { return c.follower.WaitReady(ctx) }
 
 // WaitSequence blocks until [Client.Sequence] is at least seq, for example the sequence an
 // append returned. Errors: ctx.Err() when ctx ends first; [ErrClosed] when the client is closed.
-func (c *Client) WaitSequence(ctx context.Context, seq uint64) error {
-	for {
-		c.waitMu.Lock()
-		if c.applied.Load() >= seq {
-			c.waitMu.Unlock()
-			return nil
-		}
-		if c.notify == nil {
-			c.notify = make(chan struct{})
-		}
-		ch := c.notify
-		c.waitMu.Unlock()
-		select {
-		case <-ch:
-		case <-c.closedCh:
-			return ErrClosed
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
+func (c *Client) WaitSequence(ctx context.Context, seq uint64) error { return c.pos.Wait(ctx, seq) }
 
 // Stale reports whether the client may be serving an outdated state: its NATS connection is not
 // connected, following the stream fails, the stream is missing, or it has had no contact with the stream for longer
@@ -355,10 +307,10 @@ func (c *Client) setHealth(h health, err error) {
 		return
 	}
 	c.health, c.errKind = h, kind
-	if !c.ready.Load() {
+	if !c.follower.Ready() {
 		return
 	}
-	n := Notice{Sequence: c.applied.Load()}
+	n := Notice{Sequence: c.pos.Sequence()}
 	switch h {
 	case healthFresh:
 		n.Kind = NoticeFresh
@@ -407,56 +359,36 @@ func (c *Client) Run(ctx context.Context) error {
 	c.hbMu.Lock()
 	c.hbStopped = false
 	c.hbMu.Unlock()
-	if !c.ready.Load() && c.flags == nil {
+	if !c.follower.Ready() && c.flags == nil {
 		if !c.start(ctx) {
 			return nil
 		}
 	}
-	delay := minRetry
-	for {
-		before := c.handled
-		err := c.follow(ctx)
-		if ctx.Err() != nil {
-			return nil
+	c.follower.Follow(ctx, func(ctx context.Context) error {
+		if err := c.follow(ctx); !errors.Is(err, errRestart) {
+			return err
 		}
-		if errors.Is(err, errRestart) {
-			continue
-		}
-		if c.handled > before {
-			delay = minRetry
-		}
+		return nil // start over at once
+	}, func() uint64 { return c.handled }, func(err error, retryIn time.Duration) {
 		c.broken.Store(true)
-		c.logger.Warn("following the stream stopped; retrying", "from", c.handled+1, "retry_in", delay, "error", err)
+		c.logger.Warn("following the stream stopped; retrying", "from", c.handled+1, "retry_in", retryIn, "error", err)
 		if c.nc.IsConnected() {
 			c.setHealth(healthError, err)
 		} else {
 			c.setHealth(healthStale, nil)
 		}
-		if !sleep(ctx, delay) {
-			return nil
-		}
-		delay = min(delay*2, maxRetry)
-	}
+	})
+	return nil
 }
 
 // start prepares a cold start: the environment's last sequence (the point of readiness) and the
 // latest snapshot. It reports false when ctx ended first.
 func (c *Client) start(ctx context.Context) bool {
-	delay := minRetry
-	for {
-		last, err := c.lastSequence(ctx)
-		if err == nil {
-			c.target = last
-			break
-		}
-		if ctx.Err() != nil {
-			return false
-		}
-		c.logger.Warn("reading the stream's last sequence; retrying", "retry_in", delay, "error", err)
-		if !sleep(ctx, delay) {
-			return false
-		}
-		delay = min(delay*2, maxRetry)
+	if !c.follower.Retry(ctx, "reading the stream's last sequence", func(ctx context.Context) (err error) {
+		c.target, err = c.lastSequence(ctx)
+		return err
+	}) {
+		return false
 	}
 	c.flags = make(map[string]projections.Flag)
 	c.segs = make(map[string]projections.Segment)
@@ -475,19 +407,11 @@ func (c *Client) start(ctx context.Context) bool {
 			c.logger.Info("starting from a snapshot", "sequence", snap.Sequence, "flags", len(snap.Flags), "segments", len(snap.Segments), "stream_last", c.target)
 		}
 	}
-	for delay := minRetry; len(c.cfg.VerifyKeys) > 0; delay = min(delay*2, maxRetry) {
-		v, err := c.newVerifier(ctx)
-		if err == nil {
-			c.verifier = v
-			break
-		}
-		if ctx.Err() != nil {
-			return false
-		}
-		c.logger.Warn("reading the stream's signing cut-over; retrying", "retry_in", delay, "error", err)
-		if !sleep(ctx, delay) {
-			return false
-		}
+	if len(c.cfg.VerifyKeys) > 0 && !c.follower.Retry(ctx, "reading the stream's signing cut-over", func(ctx context.Context) (err error) {
+		c.verifier, err = c.newVerifier(ctx)
+		return err
+	}) {
+		return false
 	}
 	if c.handled >= c.target {
 		c.publishCatchup()
@@ -654,7 +578,7 @@ func (c *Client) handle(ev events.Event, derr error, more bool) {
 	default:
 		good = true
 	}
-	if c.ready.Load() {
+	if c.follower.Ready() {
 		if good {
 			c.batch = append(c.batch, ev)
 		}
@@ -777,8 +701,7 @@ func (c *Client) publishCatchup() {
 	c.flags, c.segs = nil, nil
 	c.advance(c.handled)
 	c.notifyMu.Lock()
-	c.ready.Store(true)
-	c.readyOnce.Do(func() { close(c.readyCh) })
+	c.follower.MarkReady()
 	c.emit(Notice{Kind: NoticeReady, Sequence: c.handled})
 	c.notifyMu.Unlock()
 	c.logger.Info("ready", "sequence", c.handled, "flags", len(flags), "segments", len(segs), "snapshot", c.snapshotSeq.Load())
@@ -786,15 +709,7 @@ func (c *Client) publishCatchup() {
 }
 
 // advance publishes the applied sequence and wakes WaitSequence.
-func (c *Client) advance(seq uint64) {
-	c.applied.Store(seq)
-	c.waitMu.Lock()
-	if c.notify != nil {
-		close(c.notify)
-		c.notify = nil
-	}
-	c.waitMu.Unlock()
-}
+func (c *Client) advance(seq uint64) { c.pos.Advance(seq) }
 
 // notifyChanged tells the observers which flags evs, applied up to sequence end, may have
 // changed in set. A single event that set refused is not told.
@@ -876,8 +791,8 @@ func (c *Client) probe(ctx context.Context, timeout time.Duration, behindTarget 
 		}
 		return behindTarget, nil
 	}
-	applied := c.applied.Load()
-	if last < applied && c.ready.Load() {
+	applied := c.pos.Sequence()
+	if last < applied && c.follower.Ready() {
 		// The stream ends before what was applied: it was deleted and made again. The state
 		// cannot be followed any more; a new client has to start over.
 		c.missing.Store(true)
@@ -886,7 +801,7 @@ func (c *Client) probe(ctx context.Context, timeout time.Duration, behindTarget 
 	c.missing.Store(false)
 	c.touch()
 	switch {
-	case !c.ready.Load():
+	case !c.follower.Ready():
 		return 0, nil
 	case behindTarget != 0 && applied < behindTarget:
 		c.behindSince.CompareAndSwap(0, time.Now().UnixNano())
@@ -963,10 +878,10 @@ func (c *Client) publishLocked(leaving bool) {
 		ID:             c.cfg.ID,
 		Name:           c.cfg.Name,
 		Environment:    c.cfg.Environment,
-		Sequence:       c.applied.Load(),
+		Sequence:       c.pos.Sequence(),
 		Time:           time.Now().UTC(),
 		IntervalMillis: c.cfg.HeartbeatInterval.Milliseconds(),
-		Ready:          c.ready.Load(),
+		Ready:          c.follower.Ready(),
 		Stale:          c.Stale(),
 		Leaving:        leaving,
 	}
@@ -991,7 +906,8 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.closed = true
-	close(c.closedCh)
+	c.follower.Close(ErrClosed)
+	c.pos.Close(ErrClosed)
 	cancel, done := c.cancel, c.done
 	c.mu.Unlock()
 	if cancel != nil {
@@ -999,16 +915,4 @@ func (c *Client) Close() error {
 		<-done
 	}
 	return nil
-}
-
-// sleep waits for d, and reports false if ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -22,7 +22,8 @@
 //     sequence, so the server can say how many subscribers have applied a change. A client that
 //     stops says goodbye; one that dies is forgotten after three missed heartbeats.
 //
-// The package imports nats.go, events and projections only: no HTTP, configuration files or CLI.
+// The package imports nats.go, events, projections and targeting only: no HTTP, configuration
+// files or CLI.
 // The OpenFeature provider on top of it is in package openfeature below this one.
 //
 // Connecting: Interlock's embedded NATS server admits a service with an Interlock token (a reader

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/interlock-dev/interlock/events"
 )
@@ -27,18 +26,13 @@ type Catalog struct {
 	mu       sync.RWMutex
 	envs     map[string]map[string]Flag
 	segments map[string]map[string]Segment
-	seq      atomic.Uint64
+	pos      Position
 	// observers are told of every event that changed a flag or segment, after the change is
 	// visible to readers, in stream order, on the applying goroutine.
 	observers []func(events.Event)
 	// restored are told when the catalog was restored from a checkpoint, on the restoring
 	// goroutine, with the writer lock held.
 	restored []func(seq uint64)
-
-	// waitMu guards notify, the channel closed when the sequence next advances. It is created
-	// only when somebody waits, so applying events costs no allocation.
-	waitMu sync.Mutex
-	notify chan struct{}
 }
 
 // NewCatalog returns an empty catalog at sequence 0.
@@ -93,7 +87,7 @@ func (c *Catalog) Apply(ev events.Event) error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if ev.Sequence <= c.seq.Load() {
+	if ev.Sequence <= c.pos.Sequence() {
 		return nil
 	}
 	if events.IsGlobal(ev.Entity) {
@@ -208,46 +202,20 @@ func validateRef(ev *events.Event) error {
 func (c *Catalog) skip(seq uint64) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if seq > c.seq.Load() {
+	if seq > c.pos.Sequence() {
 		c.advance(seq)
 	}
 }
 
 // advance publishes the new sequence and wakes the waiters. The caller holds wmu.
-func (c *Catalog) advance(seq uint64) {
-	c.seq.Store(seq)
-	c.waitMu.Lock()
-	if c.notify != nil {
-		close(c.notify)
-		c.notify = nil
-	}
-	c.waitMu.Unlock()
-}
+func (c *Catalog) advance(seq uint64) { c.pos.Advance(seq) }
 
 // Sequence is the stream sequence of the last event applied (or skipped as bad), 0 before any.
-func (c *Catalog) Sequence() uint64 { return c.seq.Load() }
+func (c *Catalog) Sequence() uint64 { return c.pos.Sequence() }
 
 // WaitSequence blocks until [Catalog.Sequence] is at least seq, for read-your-writes after an
 // append. It returns ctx.Err() if ctx ends first.
-func (c *Catalog) WaitSequence(ctx context.Context, seq uint64) error {
-	for {
-		c.waitMu.Lock()
-		if c.seq.Load() >= seq {
-			c.waitMu.Unlock()
-			return nil
-		}
-		if c.notify == nil {
-			c.notify = make(chan struct{})
-		}
-		ch := c.notify
-		c.waitMu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
+func (c *Catalog) WaitSequence(ctx context.Context, seq uint64) error { return c.pos.Wait(ctx, seq) }
 
 // Flag returns the current state of one flag, archived or not, and whether it exists.
 func (c *Catalog) Flag(env, key string) (Flag, bool) {
@@ -313,8 +281,8 @@ func (c *Catalog) all() ([]Flag, []Segment) {
 func (c *Catalog) restore(flags []Flag, segs []Segment, seq uint64) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if c.seq.Load() != 0 {
-		return fmt.Errorf("%w: the catalog is at sequence %d already", ErrOutOfOrder, c.seq.Load())
+	if c.pos.Sequence() != 0 {
+		return fmt.Errorf("%w: the catalog is at sequence %d already", ErrOutOfOrder, c.pos.Sequence())
 	}
 	envs := make(map[string]map[string]Flag)
 	for _, f := range flags {

@@ -25,12 +25,6 @@ type leaderWatcher interface {
 	LeaderChanges(ctx context.Context) (<-chan struct{}, error)
 }
 
-// Backoff between attempts to follow the stream again after an error.
-const (
-	minRetry = 100 * time.Millisecond
-	maxRetry = 5 * time.Second
-)
-
 // Runner rebuilds a [Catalog] from the stream, then keeps it up to date as events are appended.
 type Runner struct {
 	src     Source
@@ -51,10 +45,8 @@ type Runner struct {
 	heads   map[string]events.Link
 	refused []*events.IntegrityError
 
-	ready     atomic.Bool
-	readyCh   chan struct{}
-	readyOnce sync.Once
-	running   atomic.Bool
+	follower *Follower
+	running  atomic.Bool
 }
 
 // NewRunner returns a runner that folds src into c. A nil logger discards the logs.
@@ -62,12 +54,13 @@ func NewRunner(src Source, c *Catalog, logger *slog.Logger, opts ...RunnerOption
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	logger = logger.With("component", "projections")
 	r := &Runner{
-		src:     src,
-		catalog: c,
-		logger:  logger.With("component", "projections"),
-		heads:   make(map[string]events.Link),
-		readyCh: make(chan struct{}),
+		src:      src,
+		catalog:  c,
+		logger:   logger,
+		heads:    make(map[string]events.Link),
+		follower: NewFollower(logger),
 	}
 	for _, opt := range opts {
 		if opt != nil {
@@ -122,66 +115,67 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.logger.Warn("not watching the stream's leader: a failover is noticed by missed heartbeats only", "error", err)
 		}
 	}
-	delay := minRetry
-	for {
-		before := r.catalog.Sequence()
-		fctx, stop := context.WithCancel(ctx)
+	// A stream found to end before the catalog stops the follower: the catalog must be rebuilt.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var replaced error
+	check := false // check the stream before following: not at first, nor after an election
+	r.follower.Follow(ctx, func(ctx context.Context) error {
+		if check {
+			if _, err := r.lastSequence(ctx); err != nil || ctx.Err() != nil {
+				replaced = err
+				stop()
+				return nil
+			}
+		}
+		check = true
+		fctx, cancel := context.WithCancel(ctx)
 		changed := make(chan struct{})
 		go func() {
 			select {
 			case <-elected:
 				close(changed)
-				stop()
+				cancel()
 			case <-fctx.Done():
 			}
 		}()
-		err := r.follow(fctx, before+1, fold)
-		stop()
-		if ctx.Err() != nil {
-			return nil
-		}
+		err := r.follow(fctx, r.catalog.Sequence()+1, fold)
+		cancel()
 		select {
 		case <-changed:
-			r.logger.Info("the stream elected a leader: following it", "from", r.catalog.Sequence()+1)
-			delay = minRetry
-			continue
+			if ctx.Err() == nil {
+				r.logger.Info("the stream elected a leader: following it", "from", r.catalog.Sequence()+1)
+				check = false
+				return nil // at once, the backoff starting over
+			}
 		default:
 		}
-		if r.catalog.Sequence() > before {
-			delay = minRetry // it made progress: the backoff starts over
-		}
-		r.logger.Warn("following the stream stopped; retrying", "from", r.catalog.Sequence()+1, "retry_in", delay, "error", err)
-		if !sleep(ctx, delay) {
-			return nil
-		}
-		delay = min(delay*2, maxRetry)
-		if _, err := r.lastSequence(ctx); err != nil || ctx.Err() != nil {
-			return err
-		}
-	}
+		return err
+	}, r.catalog.Sequence, func(err error, retryIn time.Duration) {
+		r.logger.Warn("following the stream stopped; retrying", "from", r.catalog.Sequence()+1, "retry_in", retryIn, "error", err)
+	})
+	return replaced
 }
 
 // lastSequence asks the stream for its last sequence, retrying with backoff until it answers or
 // ctx ends (then it returns 0 and nil). A stream behind the catalog is an error.
 func (r *Runner) lastSequence(ctx context.Context) (uint64, error) {
-	delay := minRetry
-	for {
-		last, err := r.src.LastSequence(ctx)
-		if err == nil {
-			if seq := r.catalog.Sequence(); last < seq {
-				return 0, fmt.Errorf("%w: stream ends at sequence %d but the catalog is at %d: the stream was replaced", ErrOutOfOrder, last, seq)
-			}
-			return last, nil
+	var last uint64
+	var behind error
+	r.follower.Retry(ctx, "reading the stream's last sequence", func(ctx context.Context) error {
+		var err error
+		if last, err = r.src.LastSequence(ctx); err != nil {
+			return err
 		}
-		if ctx.Err() != nil {
-			return 0, nil
+		if seq := r.catalog.Sequence(); last < seq {
+			behind = fmt.Errorf("%w: stream ends at sequence %d but the catalog is at %d: the stream was replaced", ErrOutOfOrder, last, seq)
 		}
-		r.logger.Warn("reading the stream's last sequence; retrying", "retry_in", delay, "error", err)
-		if !sleep(ctx, delay) {
-			return 0, nil
-		}
-		delay = min(delay*2, maxRetry)
+		return nil
+	})
+	if behind != nil || ctx.Err() != nil {
+		return 0, behind
 	}
+	return last, nil
 }
 
 // foldBuffer is how many delivered messages may wait to be folded.
@@ -260,7 +254,7 @@ func (r *Runner) folder(target uint64, start time.Time) func(events.Event, error
 				r.logger.Warn("skipping an event the catalog refuses", "sequence", ev.Sequence, "environment", ev.Environment, "key", ev.Key, "type", ev.Type, "error", err)
 			}
 		}
-		if !r.ready.Load() {
+		if !r.follower.Ready() {
 			r.checkReady(target, start)
 		}
 	}
@@ -282,11 +276,9 @@ func (r *Runner) checkReady(target uint64, start time.Time) {
 	if r.catalog.Sequence() < target {
 		return
 	}
-	r.readyOnce.Do(func() {
-		r.ready.Store(true)
-		close(r.readyCh)
+	if r.follower.MarkReady() {
 		r.logger.Info("catalog ready", "sequence", r.catalog.Sequence(), "took", time.Since(start))
-	})
+	}
 }
 
 // Integrity is the record of the messages the runner refused because they failed verification
@@ -300,26 +292,7 @@ func (r *Runner) Skipped() uint64 { return r.skipped.Load() }
 
 // Ready reports whether the catalog has caught up with the stream as it was when Run started. It
 // stays true once it is.
-func (r *Runner) Ready() bool { return r.ready.Load() }
+func (r *Runner) Ready() bool { return r.follower.Ready() }
 
 // WaitReady blocks until the runner is ready, and returns ctx.Err() if ctx ends first.
-func (r *Runner) WaitReady(ctx context.Context) error {
-	select {
-	case <-r.readyCh:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// sleep waits for d, and reports false if ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
+func (r *Runner) WaitReady(ctx context.Context) error { return r.follower.WaitReady(ctx) }
