@@ -1,4 +1,4 @@
-// Command loadtest measures Interlock's OFREP evaluation under load against a do-nothing Go HTTP
+// Command interlock-loadtest measures Interlock's OFREP evaluation under load against a do-nothing Go HTTP
 // server that answers the same requests with a fixed body, with the same load generator (wrk) in
 // the same run, and writes the numbers as Markdown.
 //
@@ -14,7 +14,7 @@
 //
 // Usage:
 //
-//	go run ./internal/ofrep/loadtest [-rounds 5] [-duration 10s] [-connections 64] [-threads 2] [-out docs/bench/ofrep.md]
+//	go run ./cmd/interlock-loadtest [-rounds 5] [-duration 10s] [-connections 64] [-threads 2] [-out docs/bench/ofrep.md]
 //
 // It needs wrk on the PATH (Debian: apt-get install wrk).
 package main
@@ -432,7 +432,7 @@ func header(b *bytes.Buffer, o options, wrk string) {
 	fmt.Fprintf(b, "# OFREP under load\n\n")
 	fmt.Fprintf(b, "Interlock's OFREP evaluation against a do-nothing Go HTTP server (net/http, a handler that writes a fixed body: the very answer Interlock gives) under the same load generator in the same run.\n")
 	fmt.Fprintf(b, "The do-nothing server runs in Interlock's process on a listener of its own, so both have the same runtime, heap and GC pacing; in a process of its own it was slower than Interlock in most rounds of an early run (ratios of 101–109%%), most likely because with its tiny heap it collects garbage far more often: a weaker baseline.\n\n")
-	fmt.Fprintf(b, "- Produced by: `go run ./internal/ofrep/loadtest -rounds %d -duration %s -connections %d -threads %d`\n", o.rounds, o.duration, o.connections, o.threads)
+	fmt.Fprintf(b, "- Produced by: `go run ./cmd/interlock-loadtest -rounds %d -duration %s -connections %d -threads %d`\n", o.rounds, o.duration, o.connections, o.threads)
 	fmt.Fprintf(b, "- Load generator: `%s` — each run is `wrk -t%d -c%d -d%ds --latency -s post.lua URL` (POST with the JSON body and `Authorization: Bearer <reader token>`)\n",
 		strings.TrimSpace(strings.SplitN(string(version), "\n", 2)[0]), o.threads, o.connections, int(o.duration/time.Second))
 	fmt.Fprintf(b, "- Machine: %d cores (%s), %s, GOMAXPROCS %d; wrk, both servers and everything else share the cores; loopback only\n", runtime.NumCPU(), cpu, runtime.Version(), runtime.GOMAXPROCS(0))
