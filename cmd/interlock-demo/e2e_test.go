@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/interlock-dev/interlock/guard"
 	"github.com/interlock-dev/interlock/guard/source"
 	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/internal/promtest"
@@ -334,7 +334,12 @@ func newRig(t *testing.T, prometheus bool) *rig {
 		promtest.Binary(t, "prometheus") // skip or fail before starting anything
 	}
 	r := &rig{t: t, logs: &syncBuffer{}, client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{}}}
-	noLeftGoroutines(t, r.client)
+	// First, so that it runs after every other cleanup: the goroutines of Interlock, the demo,
+	// their NATS connections and HTTP clients must be gone.
+	await.Goroutines(t, 30*time.Second, func() {
+		r.client.CloseIdleConnections()
+		http.DefaultClient.CloseIdleConnections()
+	})
 
 	cfg := config.Default()
 	cfg.Data = t.TempDir()
@@ -383,29 +388,6 @@ func newRig(t *testing.T, prometheus bool) *rig {
 		m.Close()
 	})
 	return r
-}
-
-// noLeftGoroutines checks, when the test ends (after every other cleanup), that the goroutines
-// it started are gone: those of Interlock, the demo, their NATS connections and HTTP clients.
-func noLeftGoroutines(t *testing.T, client *http.Client) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			client.CloseIdleConnections()
-			http.DefaultClient.CloseIdleConnections()
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				t.Errorf("%d goroutines left running after the test (%d before it):\n%s", n-before, before, buf[:runtime.Stack(buf, true)])
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	})
 }
 
 // promHasBothArms reports whether Prometheus has scraped the demo's counters of both variants.
@@ -522,18 +504,16 @@ func (r *rig) createRolloutWith(stages, metrics string) {
 // rolloutUntil polls the rollout until cond holds, and returns the status it held for.
 func (r *rig) rolloutUntil(what string, cond func(rolloutView) bool) rolloutView {
 	r.t.Helper()
-	deadline := time.Now().Add(rolloutWithin)
-	for {
-		var st rolloutView
+	var st rolloutView
+	await.Until(r.t, rolloutWithin, 100*time.Millisecond, func() error { // the guard ticks every second
+		st = rolloutView{}
 		r.do(http.MethodGet, flagPath("/rollout"), nil, "", http.StatusOK, &st)
 		if cond(st) {
-			return st
+			return nil
 		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("not within %v: %s; last status %s", rolloutWithin, what, st)
-		}
-		time.Sleep(100 * time.Millisecond) // the guard ticks every second
-	}
+		return fmt.Errorf("%s; last status %s", what, st)
+	})
+	return st
 }
 
 // history is the flag's history.

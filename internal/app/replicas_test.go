@@ -11,7 +11,6 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
@@ -111,7 +111,7 @@ type fleet struct {
 
 func newFleet(t *testing.T, n int) *fleet {
 	t.Helper()
-	checkGoroutines(t) // first, so that it runs after every other cleanup
+	await.Goroutines(t, 10*time.Second, nil) // first, so that it runs after every other cleanup
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	servers := natstest.RunCluster(t)
@@ -601,22 +601,4 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// checkGoroutines fails the test if goroutines it started outlive it: it runs after every
-// cleanup registered later, and waits a while for the stopped ones to finish.
-func checkGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("%d goroutines left, %d before the test:\n%s", runtime.NumGoroutine(), before, buf)
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
 }

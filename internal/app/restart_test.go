@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
@@ -223,7 +224,7 @@ func (n *node) sameAsReplay() {
 }
 
 func TestRestartStartsFromCheckpoint(t *testing.T) {
-	checkGoroutines(t)
+	await.Goroutines(t, 10*time.Second, nil)
 	dir := t.TempDir()
 	ctx := context.Background()
 

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/interlock-dev/interlock/internal/await"
 )
 
 const (
@@ -265,18 +267,16 @@ type rolloutDoc struct {
 // waitRollout polls the rollout's status until cond holds, with a deadline.
 func waitRollout(t *testing.T, base, what string, cond func(rolloutDoc) bool) rolloutDoc {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		var r rolloutDoc
+	var r rolloutDoc
+	await.Until(t, 2*time.Minute, 100*time.Millisecond, func() error {
+		r = rolloutDoc{}
 		call(t, base, adminToken, "GET", guardedPath+"/rollout", nil, &r)
 		if cond(r) {
-			return r
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: the rollout is %+v", what, r)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Errorf("waiting for %s: the rollout is %+v", what, r)
+	})
+	return r
 }
 
 func containsString(list []string, s string) bool {

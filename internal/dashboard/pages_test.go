@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/interlock-dev/interlock/internal/await"
 )
 
 // The operational pages in a real browser: a safety valve opened for a segment and closed again
@@ -111,14 +112,8 @@ func TestOperationsPages(t *testing.T) {
 // waitURL waits until the page's URL contains part, across a navigation.
 func waitURL(t *testing.T, ctx context.Context, part string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if u, err := chromedp.Run(ctx, chromedp.Location()); err == nil && strings.Contains(u, part) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the page never went to a URL with %q", part)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	await.Eventually(t, 15*time.Second, func() bool {
+		u, err := chromedp.Run(ctx, chromedp.Location())
+		return err == nil && strings.Contains(u, part)
+	}, "the page never went to a URL with %q", part)
 }

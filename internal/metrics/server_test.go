@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
 )
@@ -220,21 +221,19 @@ func TestMetricsCoverTheService(t *testing.T) {
 		{"go_goroutines", nil, atLeast(1)},
 	}
 	var fams families
-	var missing []string
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		fams, missing = s.scrape(), nil
+	await.Until(t, 20*time.Second, 50*time.Millisecond, func() error {
+		fams = s.scrape()
+		var missing []string
 		for _, w := range want {
 			if v, ok := fams.value(w.name, w.labels); !ok || !w.ok(v) {
 				missing = append(missing, fmt.Sprintf("%s%s = %v (found: %v)", w.name, labelString(w.labels), v, ok))
 			}
 		}
-		if len(missing) == 0 {
-			break
+		if len(missing) > 0 {
+			return fmt.Errorf("not as expected:\n%s", strings.Join(missing, "\n"))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not as expected within 20s:\n%s", strings.Join(missing, "\n"))
-		}
-	}
+		return nil
+	})
 	// The route is the pattern, never the raw path.
 	for _, m := range fams["interlock_http_requests_total"].GetMetric() {
 		for _, lp := range m.GetLabel() {

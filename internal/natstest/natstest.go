@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -249,14 +250,8 @@ func JetStream(tb testing.TB, s *server.Server) jetstream.JetStream {
 	return js
 }
 
-// Eventually polls cond every 10ms until it holds or the deadline passes.
+// Eventually is [await.Eventually], for the tests that still call it here.
 func Eventually(tb testing.TB, within time.Duration, cond func() bool, format string, args ...any) {
 	tb.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("not within %v: "+format, append([]any{within}, args...)...)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	await.Eventually(tb, within, cond, format, args...)
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/interlock-dev/interlock/internal/await"
 )
 
 // The configuration Start writes is valid for the installed Prometheus.
@@ -39,17 +41,13 @@ func TestStartScrapesTargets(t *testing.T) {
 	defer target.Close()
 	base := Start(t, []string{strings.TrimPrefix(target.URL, "http://")}, 500*time.Millisecond)
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	await.Until(t, 30*time.Second, 50*time.Millisecond, func() error {
 		v, err := query(base, "promtest_total")
 		if err == nil && v == "42" {
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("promtest_total never read 42 through %s: last %q, %v", base, v, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("promtest_total never read 42 through %s: last %q, %v", base, v, err)
+	})
 }
 
 // query returns the value of the single sample of an instant query.
