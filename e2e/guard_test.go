@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -27,8 +27,8 @@ import (
 )
 
 // The end-to-end tests of the rollout guard (docs/guard.md, "How to test it"): the real Interlock
-// server in process with its embedded NATS, this demo service following the flag over NATS and
-// exposing labelled counters, the guard reading them by a direct scrape or through a real
+// server in process with its embedded NATS, the demo service (cmd/interlock-demo, its own
+// process) following the flag over NATS and exposing labelled counters, the guard reading them by a direct scrape or through a real
 // Prometheus, a rollout that completes on its own, and an injected error spike that kills the
 // flag, with the evidence in the flag's events.
 
