@@ -13,4 +13,8 @@
 //   - The stream is the source of truth: every read model here can be thrown away and rebuilt.
 //     A Checkpoint only saves replaying: a Runner started from one (checked against the stream)
 //     holds the same catalog, chains and refusals as one that replayed the stream from its start.
+//
+// A [Runner] replays and follows the stream on a [Follower], the same catch-up, backoff and
+// readiness the in-process client of package local follows with. Flag evaluation is package
+// targeting, which compiles these read models; nothing here imports it.
 package projections
