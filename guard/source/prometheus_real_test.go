@@ -10,20 +10,9 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/guard/source"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/promtest"
 )
-
-// pollUntil checks cond until it holds or the deadline passes.
-func pollUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 	es, target := newExpoServer(t)
@@ -57,10 +46,10 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 	// Prometheus scrapes the exposition (it negotiates OpenMetrics, so this also checks that
 	// the OpenMetrics fixture is valid for a real parser) and the value shows up.
 	var r source.Reading
-	pollUntil(t, 30*time.Second, "requests_total{variant=on} = 5", func() bool {
+	await.Eventually(t, 30*time.Second, func() bool {
 		r = readNow(sumOn)
 		return r.Status == source.ReadingOK && r.Value == 5
-	})
+	}, "requests_total{variant=on} = 5")
 	if up := readNow(`sum(up{job="demo"})`); !up.OK() || up.Value != 1 {
 		t.Fatalf("up = %+v: Prometheus could not scrape the exposition", up)
 	}
@@ -81,10 +70,10 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 	// The counter grows; the old value stays readable at the old time, and Delta counts
 	// exactly the growth.
 	es.set("on", 12, 1)
-	pollUntil(t, 30*time.Second, "requests_total{variant=on} = 12", func() bool {
+	await.Eventually(t, 30*time.Second, func() bool {
 		r = readNow(sumOn)
 		return r.Status == source.ReadingOK && r.Value == 12
-	})
+	}, "requests_total{variant=on} = 12")
 	then, err := src.Counter(ctx, sumOn, sampledAt)
 	if err != nil || !then.OK() || then.Value != 5 || !then.At.Equal(sampledAt) {
 		t.Fatalf("reading at %v = %+v, %v; want 5", sampledAt, then, err)
@@ -146,16 +135,16 @@ func TestPrometheusSourceAgainstRealPrometheus(t *testing.T) {
 	// The target goes away: Prometheus marks its series stale, so the sum is empty at once,
 	// and the newest raw sample grows older than the bound.
 	target.Close()
-	pollUntil(t, 30*time.Second, "the range reading to go stale", func() bool {
+	await.Eventually(t, 30*time.Second, func() bool {
 		r = readNow(rangeOn)
 		return r.Status == source.ReadingStale
-	})
+	}, "the range reading to go stale")
 	if r.Value != 12 || time.Since(r.At) <= 3*time.Second {
 		t.Errorf("stale reading %+v", r)
 	}
-	pollUntil(t, 30*time.Second, "the sum to be empty", func() bool {
+	await.Eventually(t, 30*time.Second, func() bool {
 		return readNow(sumOn).Status == source.ReadingEmpty
-	})
+	}, "the sum to be empty")
 }
 
 // The example configuration in deploy/prometheus is valid for the Prometheus CI installs. Its

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/guard/source"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -570,17 +571,13 @@ func TestScrapeSourceRun(t *testing.T) {
 
 	waitFor := func(at time.Time, value float64) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		await.Until(t, 10*time.Second, 5*time.Millisecond, func() error {
 			r, _ := src.Counter(ctx, qOnRequests, at)
 			if r.Status == source.ReadingOK && r.Value == value && r.At.Equal(at) {
-				return
+				return nil
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no scrape of %v at %v; last reading %+v", value, at, r)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return fmt.Errorf("no scrape of %v at %v; last reading %+v", value, at, r)
+		})
 	}
 	// Run scrapes at once, then on every tick.
 	waitFor(clock.Now(), 1)
