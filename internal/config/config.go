@@ -5,7 +5,6 @@ package config
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/edge"
+	"github.com/spf13/pflag"
 )
 
 // Config is everything `interlock serve` can be told.
@@ -117,17 +117,24 @@ func Default() Config {
 	}
 }
 
-// ErrHelp is returned when the arguments ask for help; the usage has been written.
-var ErrHelp = flag.ErrHelp
+// ErrHelp is returned by [Load] when the arguments ask for help; the usage has been written.
+var ErrHelp = pflag.ErrHelp
 
-// Load builds the configuration of `interlock serve` from its arguments (without "serve"), the
-// environment (INTERLOCK_* variables, read through getenv) and the JSON file named by --config or
-// INTERLOCK_CONFIG. Flags win over the environment, which wins over the file. Usage goes to out.
-func Load(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+// Flags are the command-line flags of `interlock serve`, registered on a flag set by [NewFlags].
+type Flags struct {
+	fs         *pflag.FlagSet
+	configFile *string
+}
+
+// NewFlags returns the flags of `interlock serve`, with Default's values as defaults
+// (INTERLOCK_CONFIG, read through getenv, for --config). Once a command line is parsed with them
+// ([Flags.FlagSet]), [Flags.Load] builds the configuration.
+func NewFlags(getenv func(string) string) *Flags {
 	cfg := Default()
-	fs := flag.NewFlagSet("interlock serve", flag.ContinueOnError)
-	fs.SetOutput(out)
-	configFile := fs.String("config", getenv("INTERLOCK_CONFIG"), "JSON configuration `file` (env INTERLOCK_CONFIG)")
+	fs := pflag.NewFlagSet("interlock serve", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	f := &Flags{fs: fs}
+	f.configFile = fs.String("config", getenv("INTERLOCK_CONFIG"), "JSON configuration `file` (env INTERLOCK_CONFIG)")
 	fs.String("data", cfg.Data, "`dir`ectory of the embedded NATS server's data (env INTERLOCK_DATA)")
 	fs.String("http", cfg.HTTP, "HTTP listen `address` (env INTERLOCK_HTTP)")
 	fs.String("nats-url", "", "use this NATS cluster (comma-separated `urls`) instead of an embedded server (env INTERLOCK_NATS_URL)")
@@ -156,17 +163,43 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	fs.Bool("no-sync", false, "do not fsync every write (unsafe: for tests and benchmarks) (env INTERLOCK_NO_SYNC)")
 	fs.String("log-level", cfg.LogLevel, "debug, info, warn or error (env INTERLOCK_LOG_LEVEL)")
 	fs.String("log-format", cfg.LogFormat, "text or json (env INTERLOCK_LOG_FORMAT)")
-	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: interlock serve [flags]\n\nRuns the Interlock server. With no flags it starts an embedded NATS server storing under ./.interlock\nand serves HTTP on 127.0.0.1:8080. The bootstrap admin token comes from INTERLOCK_ADMIN_TOKEN or\nis generated at first start and printed once.\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
+	return f
+}
+
+// FlagSet is the set the flags are registered on, to parse a command line with (or to add to
+// another set that parses it).
+func (f *Flags) FlagSet() *pflag.FlagSet { return f.fs }
+
+// Help writes the help of `interlock serve`: what it does, then every flag with its default.
+func (f *Flags) Help(w io.Writer) {
+	fmt.Fprintf(w, "Usage: interlock serve [flags]\n\nRuns the Interlock server. With no flags it starts an embedded NATS server storing under ./.interlock\nand serves HTTP on 127.0.0.1:8080. The bootstrap admin token comes from INTERLOCK_ADMIN_TOKEN or\nis generated at first start and printed once.\n\nFlags:\n%s", f.fs.FlagUsages())
+}
+
+// Load builds the configuration of `interlock serve` from its arguments (without "serve"), the
+// environment (INTERLOCK_* variables, read through getenv) and the JSON file named by --config or
+// INTERLOCK_CONFIG. Flags win over the environment, which wins over the file. Usage goes to out
+// when args ask for help ([ErrHelp]).
+func Load(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	f := NewFlags(getenv)
+	fs := f.fs
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			f.Help(out)
+		}
 		return Config{}, err
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	return f.Load(getenv)
+}
 
+// Load builds the configuration from the flags given on the command line, the environment
+// (INTERLOCK_* variables, read through getenv) and the JSON file named by --config or
+// INTERLOCK_CONFIG. Flags win over the environment, which wins over the file.
+func (f *Flags) Load(getenv func(string) string) (Config, error) {
+	cfg := Default()
+	fs, configFile := f.fs, f.configFile
 	if *configFile != "" {
 		if err := cfg.loadFile(*configFile); err != nil {
 			return Config{}, err
@@ -176,7 +209,10 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		return Config{}, err
 	}
 	var errs []error
-	fs.Visit(func(f *flag.Flag) {
+	fs.VisitAll(func(f *pflag.Flag) {
+		if !f.Changed {
+			return
+		}
 		if err := cfg.set(f.Name, f.Value.String()); err != nil {
 			errs = append(errs, fmt.Errorf("--%s: %w", f.Name, err))
 		}

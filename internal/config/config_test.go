@@ -49,7 +49,7 @@ func TestLoadRefuses(t *testing.T) {
 		{"bad url", []string{"--nats-url", "http://x"}, nil, "nats://"},
 		{"bad env number", nil, map[string]string{"INTERLOCK_REPLICAS": "x"}, "INTERLOCK_REPLICAS"},
 		{"bad level", []string{"--log-level", "loud"}, nil, "log-level"},
-		{"unknown flag", []string{"--nope"}, nil, "not defined"},
+		{"unknown flag", []string{"--nope"}, nil, "unknown flag: --nope"},
 		{"stray argument", []string{"extra"}, nil, "unexpected argument"},
 		{"creds without url", []string{"--nats-creds", "x.creds"}, nil, "only with --nats-url"},
 		{"bad public url", []string{"--public-url", "flags.example.com"}, nil, "public-url"},
