@@ -4,8 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -23,29 +21,15 @@ func main() {
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if len(args) > 0 && args[0] == "serve" {
-		return serve(ctx, args[1:], stdout, stderr, getenv)
-	}
-	if len(args) == 2 && args[0] == "help" && args[1] == "serve" {
-		return serve(ctx, []string{"--help"}, stdout, stdout, getenv)
-	}
-	return cli.Run(ctx, args, stdin, stdout, stderr, getenv)
+	return cli.Main(ctx, args, stdin, stdout, stderr, getenv, serve)
 }
 
-func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	cfg, err := config.Load(args, getenv, stderr)
-	if errors.Is(err, config.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "interlock serve: %v\n", err)
-		return 2
-	}
+// serve runs the server until ctx ends or it stops by itself.
+func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error {
 	logger := cfg.Logger(stderr)
 	m, err := app.Start(ctx, cfg, logger, stdout)
 	if err != nil {
-		fmt.Fprintf(stderr, "interlock serve: %v\n", err)
-		return 1
+		return err
 	}
 	done := make(chan error, 1)
 	go func() { done <- m.Wait() }()
@@ -55,9 +39,5 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	case err := <-done:
 		logger.Error("server stopped", "err", err)
 	}
-	if err := m.Close(); err != nil {
-		fmt.Fprintf(stderr, "interlock serve: %v\n", err)
-		return 1
-	}
-	return 0
+	return m.Close()
 }

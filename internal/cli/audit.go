@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/spf13/pflag"
 )
 
 // auditPage is one page of the audit trail as the server sends it.
@@ -28,7 +28,7 @@ func auditCommand() *command {
 enabled, killed, archived, unarchived, restored, or a full event type. Without --all one page is
 shown; the line after it gives the --after that shows the next.`,
 		maxArgs: 0,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			env := fs.String("env", "", "only events of environment `ENV`")
 			flagKey := fs.String("flag", "", "only events of flag `FLAG` (with --env, or ENV/FLAG)")
 			actor := fs.String("actor", "", "only events by `ACTOR`")

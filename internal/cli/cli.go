@@ -2,7 +2,9 @@
 // Interlock server's HTTP API, human-readable by default and the server's JSON with -o json, with
 // exit codes that scripts can rely on (see [ExitOK] and the codes after it).
 //
-// The binary dispatches `interlock serve` itself and everything else to [Run].
+// The commands are cobra commands ([github.com/spf13/cobra]): each client command is declared as a
+// [command] and turned into one by [runner.rootCommand], next to `serve`, `help` and `completion`.
+// The binary hands its whole command line to [Main], with the [Server] that runs `interlock serve`.
 package cli
 
 import (
@@ -11,6 +13,9 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/interlock-dev/interlock/internal/config"
+	"github.com/spf13/cobra"
 )
 
 // ExitCodes are the process exit codes [Run] returns. They are a contract with scripts; `interlock
@@ -47,9 +52,9 @@ var errUsage = errors.New("usage error")
 // errUnreachable marks a server that could not be reached or did not answer in time.
 var errUnreachable = errors.New("server unreachable")
 
-// usageError is a wrong command line, for the command cmd ("" when no command was recognised).
+// usageError is a wrong command line, for the command cmd (nil when no command was recognised).
 type usageError struct {
-	cmd *command
+	cmd *cobra.Command
 	msg string
 }
 
@@ -57,28 +62,41 @@ func (e *usageError) Error() string { return e.msg }
 
 func (e *usageError) Unwrap() error { return errUsage }
 
-func usagef(cmd *command, format string, args ...any) error {
+func usagef(cmd *cobra.Command, format string, args ...any) error {
 	return &usageError{cmd: cmd, msg: fmt.Sprintf(format, args...)}
 }
 
-// Run executes one client command and returns the process exit code (see [ExitOK] and the codes
+// Server runs `interlock serve` with its configuration until ctx ends. The binary passes the real
+// one (cmd/interlock); the client commands do not need it.
+type Server func(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) error
+
+// Run executes one command line and returns the process exit code (see [ExitOK] and the codes
 // after it). args exclude the program name. Results go to stdout; errors go to stderr as
-// "interlock: <message>". getenv reads INTERLOCK_SERVER and INTERLOCK_TOKEN.
+// "interlock: <message>". getenv reads INTERLOCK_SERVER and INTERLOCK_TOKEN, and serve's
+// INTERLOCK_* settings. `interlock serve` needs [Main].
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
-	r := &runner{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, now: time.Now}
+	return Main(ctx, args, stdin, stdout, stderr, getenv, nil)
+}
+
+// Main is [Run] for the interlock binary: serve runs `interlock serve`.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string, serve Server) int {
+	r := &runner{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv, now: time.Now, serve: serve}
 	return r.run(ctx, args)
 }
 
-// runner is one invocation of the CLI with its process boundary: streams, environment, clock.
+// runner is one invocation of the CLI with its process boundary: streams, environment, clock;
+// and the global flags, once parsed.
 type runner struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	now            func() time.Time
+	serve          Server
+	g              globals
 }
 
 func (r *runner) run(ctx context.Context, args []string) int {
-	err := r.dispatch(ctx, args)
+	err := r.execute(ctx, r.rootCommand(commands()), args)
 	if err == nil {
 		return ExitOK
 	}
@@ -86,7 +104,7 @@ func (r *runner) run(ctx context.Context, args []string) int {
 	var ue *usageError
 	if errors.As(err, &ue) {
 		if ue.cmd != nil {
-			fmt.Fprintf(r.stderr, "usage: interlock %s %s\nRun 'interlock help %s' for details.\n", ue.cmd.name, ue.cmd.args, ue.cmd.name)
+			fmt.Fprintf(r.stderr, "usage: %s\nRun 'interlock help %s' for details.\n", ue.cmd.UseLine(), commandName(ue.cmd))
 		} else {
 			fmt.Fprintf(r.stderr, "Run 'interlock help' for the list of commands.\n")
 		}

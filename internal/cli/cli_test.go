@@ -681,7 +681,7 @@ func TestUsageErrors(t *testing.T) {
 		{"flags without a subcommand", []string{"flags"}, "interlock: flags needs a subcommand"},
 		{"unknown subcommand", []string{"flags", "explode", "production/x"}, `interlock: unknown command "flags explode"`},
 		{"a command's flag before the command", []string{"--reason", "x", "kill", "production/x"}, "interlock: --reason: name the command first"},
-		{"unknown flag", []string{"flags", "list", "production", "--nope"}, "interlock: flag provided but not defined: --nope\nusage: interlock flags list ENV [--archived] [--at TIME]\n"},
+		{"unknown flag", []string{"flags", "list", "production", "--nope"}, "interlock: unknown flag: --nope\nusage: interlock flags list ENV [--archived] [--at TIME]\n"},
 		{"flag without its value", []string{"kill", "production/x", "--reason"}, "interlock: flag needs an argument: --reason"},
 		{"missing argument", []string{"flags", "get"}, "interlock: missing arguments: interlock flags get needs ENV/FLAG"},
 		{"extra argument", []string{"flags", "get", "production/x", "more"}, `interlock: unexpected argument "more"`},

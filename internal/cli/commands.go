@@ -4,21 +4,27 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
-// command is one client command.
+// command is one client command, declared; [runner.rootCommand] makes it a cobra command.
 type command struct {
-	// name is what follows "interlock", such as "flags kill".
+	// name is what follows "interlock", such as "flags kill": the last word is the cobra
+	// command's name, the words before it name its parent (a group such as flags, or audit).
 	name string
-	// operands are the positional arguments, for usage lines.
+	// operands are the positional arguments, for the list of commands.
 	operands string
 	// args is the usage line after the name: operands and the command's own flags.
 	args string
@@ -27,7 +33,7 @@ type command struct {
 	// minArgs and maxArgs bound the number of positional arguments.
 	minArgs, maxArgs int
 	// setup registers the command's own flags and returns what runs once they are parsed.
-	setup func(fs *flag.FlagSet) action
+	setup func(fs *pflag.FlagSet) action
 	// offline commands send nothing, so the server's address does not matter to them.
 	offline bool
 }
@@ -38,10 +44,13 @@ type action func(ctx context.Context, s *session, pos []string) error
 // session is what an action works with: the parsed global flags, a client and the output.
 type session struct {
 	*runner
-	cmd    *command
+	cmd    *cobra.Command
 	client *client
 	json   bool
 }
+
+// groups are the words that only group commands: `interlock flags` alone is a usage error.
+var groups = []string{"flags", "segments", "tokens", "rollout", "valve"}
 
 // commands returns every client command, in the order help lists them.
 func commands() []*command {
@@ -59,153 +68,225 @@ func commands() []*command {
 	)
 }
 
-func lookup(name string) *command {
-	for _, c := range commands() {
-		if c.name == name {
-			return c
+// rootCommand is the `interlock` command: cmds under their groups, serve, help and completion.
+func (r *runner) rootCommand(cmds []*command) *cobra.Command {
+	root := &cobra.Command{
+		Use: "interlock",
+		// Flags may come before the command; cobra parses each command's on the way down.
+		TraverseChildren: true,
+		SilenceErrors:    true,
+		SilenceUsage:     true,
+		Args:             cobra.ArbitraryArgs,
+		RunE: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef(nil, "no command given")
+			}
+			return usagef(nil, "unknown command %q", truncate(args[0]))
+		},
+	}
+	root.SetIn(r.stdin)
+	root.SetOut(r.stdout)
+	root.SetErr(r.stderr)
+	r.g.register(root.PersistentFlags())
+	root.SetFlagErrorFunc(flagError)
+	root.SetHelpFunc(func(c *cobra.Command, _ []string) { r.help(c, cmds) })
+	root.SetHelpCommand(&cobra.Command{
+		Use: "help [command]", Short: "Print this, or the help of one command.",
+		RunE: func(_ *cobra.Command, args []string) error {
+			c, rest, err := root.Find(strings.Fields(strings.Join(args, " "))) // "flags list" as one argument too
+			if err != nil || len(rest) > 0 {
+				return usagef(nil, "help: unknown command %q", truncate(strings.Join(args, " ")))
+			}
+			return c.Help()
+		},
+	})
+	root.AddCommand(r.serveCommand())
+
+	byName := map[string]*cobra.Command{}
+	for _, g := range groups {
+		if gc := r.groupCommand(g, cmds); gc != nil {
+			byName[g] = gc
+			root.AddCommand(gc)
 		}
 	}
-	return nil
+	for _, c := range cmds {
+		cc := r.cobraCommand(c)
+		parent, _, found := strings.Cut(c.name, " ")
+		if p := byName[parent]; found && p != nil {
+			p.AddCommand(cc)
+		} else {
+			root.AddCommand(cc)
+		}
+		byName[c.name] = cc
+	}
+	return root
 }
 
-// dispatch finds the command named by the leading words of args and runs it.
-func (r *runner) dispatch(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		return usagef(nil, "no command given")
+// groupCommand is `interlock flags` and the like: without one of its commands it is a usage error.
+// It is nil when cmds hold none of the group's.
+func (r *runner) groupCommand(group string, cmds []*command) *cobra.Command {
+	var names []string
+	for _, c := range inGroup(group, cmds) {
+		names = append(names, strings.TrimPrefix(c.name, group+" "))
 	}
-	name, rest, err := splitCommand(args)
-	if err != nil {
+	if len(names) == 0 {
+		return nil
+	}
+	return &cobra.Command{
+		Use: group + " <command>", Args: cobra.ArbitraryArgs,
+		RunE: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef(nil, "%s needs a subcommand: %s or %s", group, strings.Join(names[:len(names)-1], ", "), names[len(names)-1])
+			}
+			return usagef(nil, "unknown command %q", truncate(group+" "+args[0]))
+		},
+	}
+}
+
+// cobraCommand is c as a cobra command: it checks the number of arguments, resolves the global
+// flags and runs c's action with a session.
+func (r *runner) cobraCommand(c *command) *cobra.Command {
+	words := strings.Fields(c.name)
+	var act action
+	cc := &cobra.Command{
+		Use:   strings.TrimSpace(words[len(words)-1] + " " + c.args),
+		Short: c.summary, Long: strings.TrimSpace(c.help),
+		DisableFlagsInUseLine: true,
+		Args: func(cc *cobra.Command, pos []string) error {
+			switch {
+			case len(pos) < c.minArgs:
+				return usagef(cc, "missing arguments: interlock %s needs %s", c.name, c.operands)
+			case len(pos) > c.maxArgs:
+				return usagef(cc, "unexpected argument %q", truncate(pos[c.maxArgs]))
+			}
+			return nil
+		},
+		RunE: func(cc *cobra.Command, pos []string) error {
+			base, err := r.g.resolve(cc, c.offline, r.getenv)
+			if err != nil {
+				return err
+			}
+			transport := newTransport()
+			defer transport.CloseIdleConnections()
+			s := &session{
+				runner: r,
+				cmd:    cc,
+				json:   r.g.output == "json",
+				client: &client{
+					base:      base,
+					token:     r.g.token,
+					timeout:   r.g.timeout,
+					idemKey:   r.g.idemKey,
+					http:      &http.Client{Transport: transport},
+					userAgent: "interlock-cli/" + buildVersion(),
+				},
+			}
+			return act(cc.Context(), s, pos)
+		},
+	}
+	act = c.setup(cc.Flags())
+	return cc
+}
+
+// execute runs the command line args on root and returns what went wrong, if anything.
+func (r *runner) execute(ctx context.Context, root *cobra.Command, args []string) error {
+	root.SetArgs(singleDash(root, args)) // never nil: cobra would read os.Args
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil || cmd != root || errors.Is(err, errUsage) {
 		return err
 	}
-	switch name {
-	case "help":
-		return r.help(rest)
-	case "flags":
-		return usagef(nil, "flags needs a subcommand: list, get, create, set, kill, enable, archive, unarchive, restore, history, diff or propagation")
-	case "segments":
-		return usagef(nil, segmentsUsage)
-	case "tokens":
-		return usagef(nil, tokensUsage)
-	case "rollout":
-		return usagef(nil, rolloutUsage)
-	case "valve":
-		return usagef(nil, valveUsage)
+	// A flag before the command words, parsed by the command it follows: pflag's error as it is.
+	if errors.Is(err, pflag.ErrHelp) { // such as --help=true
+		c, _, _ := root.Find(args)
+		return c.Help()
 	}
-	cmd := lookup(name)
-	if cmd == nil {
-		return usagef(nil, "unknown command %q", truncate(name))
-	}
-	return r.runCommand(ctx, cmd, rest)
+	return flagError(root, err)
 }
 
-// splitCommand separates the command's words ("flags list", "audit") from the rest of args.
-// Global flags may come before the command; a command's own flags come after it.
-func splitCommand(args []string) (name string, rest []string, err error) {
-	var g globals
-	fs := newFlagSet("interlock", &g)
-	var words, pre []string
-	want := 1
-	i := 0
-	for ; i < len(args) && len(words) < want; i++ {
+// flagError is the usage error for err, pflag's, on c's command line. A flag that the root or a
+// group does not know belongs after the command words.
+func flagError(c *cobra.Command, err error) error {
+	var notExist *pflag.NotExistError
+	switch {
+	case isGroup(c) && errors.As(err, &notExist):
+		name := notExist.GetSpecifiedName()
+		return usagef(nil, "%s%s: name the command first; its own flags come after it", strings.Repeat("-", min(len(name), 2)), truncate(name))
+	case isGroup(c):
+		return usagef(nil, "%v", err)
+	}
+	return &usageError{cmd: c, msg: err.Error()}
+}
+
+// isGroup reports whether c is the root or a group such as flags: a command that is not run.
+func isGroup(c *cobra.Command) bool {
+	return !c.HasParent() || slices.Contains(groups, commandName(c))
+}
+
+// singleDash is the one place that makes the single-dash form of every long flag work, as the
+// flag package's did (-reason x, -http=:8080): pflag reads -reason as the one-letter flags r, e,
+// a..., so it becomes --reason before cobra parses the line. One-letter flags stay as they are
+// (-o json; --o becomes -o). It walks args as cobra does: the leading command words select the
+// command, whose own and inherited flags say which flags take a value (the value is passed on
+// untouched, so --since -5m keeps its -5m), and "--" ends the flags.
+func singleDash(root *cobra.Command, args []string) []string {
+	out := make([]string, 0, len(args))
+	cmd, words := root, true
+	for i := 0; i < len(args); i++ {
 		a := args[i]
-		if !isFlag(a) {
-			words = append(words, a)
-			if len(words) == 1 && (a == "flags" || a == "segments" || a == "tokens" || a == "rollout" || a == "valve") {
-				want = 2
-			}
-			if len(words) == 1 && a == "audit" && i+1 < len(args) && (args[i+1] == "verify" || args[i+1] == "acknowledge") {
-				words = append(words, args[i+1]) // "audit verify"; plain "audit" is a command too
-				i++
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		if len(a) < 2 || a[0] != '-' {
+			out = append(out, a)
+			if sub, rest, err := cmd.Find([]string{a}); words && err == nil && len(rest) == 0 {
+				cmd = sub
+			} else {
+				words = false
 			}
 			continue
 		}
-		fname, _ := flagName(a)
-		if fname == "h" || fname == "help" {
-			return "help", words, nil
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch {
+		case len(name) > 1 && a[1] != '-': // -reason
+			a = "-" + a
+		case len(name) == 1 && a[1] == '-' && a[2] != '-': // --o
+			a = a[1:]
 		}
-		if fs.Lookup(fname) == nil {
-			return "", nil, usagef(nil, "%s: name the command first; its own flags come after it", truncate(a))
+		out = append(out, a)
+		fs := cmd.Flags()
+		fs.AddFlagSet(cmd.InheritedFlags()) // as cobra does before it parses
+		f := fs.Lookup(name)
+		if len(name) == 1 {
+			f = fs.ShorthandLookup(name)
 		}
-		pre = append(pre, a)
-		if takesValue(fs, a) && i+1 < len(args) {
-			pre = append(pre, args[i+1])
+		if f != nil && !hasValue && f.NoOptDefVal == "" && i+1 < len(args) {
 			i++
+			out = append(out, args[i])
 		}
 	}
-	if len(words) == 0 {
-		return "", nil, usagef(nil, "no command given")
-	}
-	return strings.Join(words, " "), append(pre, args[i:]...), nil
+	return out
 }
 
-// runCommand parses cmd's flags and arguments and runs it.
-func (r *runner) runCommand(ctx context.Context, cmd *command, args []string) error {
-	var g globals
-	fs := newFlagSet(cmd.name, &g)
-	act := cmd.setup(fs)
-	pos, err := parseArgs(cmd, fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		r.commandHelp(r.stdout, cmd)
-		return nil
-	}
-	if err != nil {
-		return err
-	}
+// commandName is cmd's name after "interlock", such as "flags list".
+func commandName(cmd *cobra.Command) string {
+	return strings.TrimPrefix(strings.TrimPrefix(cmd.CommandPath(), "interlock"), " ")
+}
+
+// help prints the help of c: the overview for the root, the list of a group's commands, or the
+// usage, flags and exit codes of one command. cmds are the client commands.
+func (r *runner) help(c *cobra.Command, cmds []*command) {
 	switch {
-	case len(pos) < cmd.minArgs:
-		return usagef(cmd, "missing arguments: interlock %s needs %s", cmd.name, cmd.operands)
-	case len(pos) > cmd.maxArgs:
-		return usagef(cmd, "unexpected argument %q", truncate(pos[cmd.maxArgs]))
+	case !c.HasParent():
+		r.overview(r.stdout, cmds, c)
+	case isGroup(c):
+		r.groupHelp(r.stdout, commandName(c), cmds)
+	default:
+		r.commandHelp(r.stdout, c)
 	}
-	base, err := g.resolve(cmd, r.getenv)
-	if err != nil {
-		return err
-	}
-	transport := newTransport()
-	defer transport.CloseIdleConnections()
-	s := &session{
-		runner: r,
-		cmd:    cmd,
-		json:   g.output == "json",
-		client: &client{
-			base:      base,
-			token:     g.token,
-			timeout:   g.timeout,
-			idemKey:   g.idemKey,
-			http:      &http.Client{Transport: transport},
-			userAgent: "interlock-cli/" + buildVersion(),
-		},
-	}
-	return act(ctx, s, pos)
-}
-
-// help prints the overview, or the help of the command named by args.
-func (r *runner) help(args []string) error {
-	var words []string
-	for _, a := range args {
-		if !isFlag(a) {
-			words = append(words, a)
-		}
-	}
-	name := strings.Join(words, " ")
-	switch name {
-	case "":
-		r.overview(r.stdout)
-		return nil
-	case "flags", "segments", "rollout", "valve":
-		r.groupHelp(r.stdout, name)
-		return nil
-	}
-	cmd := lookup(name)
-	if cmd == nil {
-		return usagef(nil, "help: unknown command %q", truncate(name))
-	}
-	r.commandHelp(r.stdout, cmd)
-	return nil
 }
 
 // overview is the output of `interlock help`.
-func (r *runner) overview(w io.Writer) {
+func (r *runner) overview(w io.Writer, cmds []*command, root *cobra.Command) {
 	fmt.Fprint(w, `interlock runs the Interlock server (interlock serve) and is its command-line client: every
 admin action on feature flags, human-readable by default, the server's JSON with -o json.
 
@@ -214,27 +295,27 @@ Usage:
 
 Commands:
 `)
-	r.commandList(w, append([]*command{{name: "serve", summary: "Run the server (interlock help serve lists its flags)."}}, append(commands(),
-		&command{name: "help", operands: "[command]", summary: "Print this, or the help of one command."})...))
+	list := append([]*command{{name: "serve", summary: "Run the server (interlock help serve lists its flags)."}}, cmds...)
+	r.commandList(w, append(list,
+		&command{name: "completion", operands: "bash|zsh|fish|powershell", summary: "Print the script that completes commands and flags in that shell."},
+		&command{name: "help", operands: "[command]", summary: "Print this, or the help of one command."}))
 	fmt.Fprint(w, `
 Flags may come before or after the arguments. Global flags (every command):
 `)
-	var g globals
-	printFlags(w, newFlagSet("", &g), nil)
+	printFlags(w, root.PersistentFlags())
 	fmt.Fprint(w, "\n"+timesHelp+"\n\n"+exitCodesHelp+"\n")
 }
 
 // groupHelp is the help of a group of commands such as `interlock flags`.
-func (r *runner) groupHelp(w io.Writer, group string) {
+func (r *runner) groupHelp(w io.Writer, group string, cmds []*command) {
 	fmt.Fprintf(w, "Usage:\n  interlock %s <command> [arguments] [flags]\n\nCommands:\n", group)
-	var cmds []*command
-	for _, c := range commands() {
-		if strings.HasPrefix(c.name, group+" ") {
-			cmds = append(cmds, c)
-		}
-	}
-	r.commandList(w, cmds)
+	r.commandList(w, inGroup(group, cmds))
 	fmt.Fprintf(w, "\nRun 'interlock help %s <command>' for the flags of one.\n", group)
+}
+
+// inGroup are the commands of cmds in group, such as flags.
+func inGroup(group string, cmds []*command) []*command {
+	return slices.DeleteFunc(slices.Clone(cmds), func(c *command) bool { return !strings.HasPrefix(c.name, group+" ") })
 }
 
 func (r *runner) commandList(w io.Writer, cmds []*command) {
@@ -246,49 +327,42 @@ func (r *runner) commandList(w io.Writer, cmds []*command) {
 }
 
 // commandHelp is the output of `interlock help CMD` and `interlock CMD --help`.
-func (r *runner) commandHelp(w io.Writer, cmd *command) {
-	fmt.Fprintf(w, "Usage:\n  interlock %s %s\n\n%s\n", cmd.name, cmd.args, cmd.summary)
-	if cmd.help != "" {
-		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(cmd.help))
+func (r *runner) commandHelp(w io.Writer, c *cobra.Command) {
+	fmt.Fprintf(w, "Usage:\n  %s\n\n%s\n", c.UseLine(), c.Short)
+	if c.Long != "" {
+		fmt.Fprintf(w, "\n%s\n", c.Long)
 	}
-	var g globals
-	fs := newFlagSet(cmd.name, &g)
-	global := map[string]bool{}
-	fs.VisitAll(func(f *flag.Flag) { global[f.Name] = true })
-	cmd.setup(fs)
-	own := func(f *flag.Flag) bool { return !global[f.Name] }
-	hasOwn := false
-	fs.VisitAll(func(f *flag.Flag) { hasOwn = hasOwn || own(f) })
-	if hasOwn {
+	if own := c.LocalNonPersistentFlags(); printFlags(io.Discard, own) > 0 {
 		fmt.Fprint(w, "\nFlags:\n")
-		printFlags(w, fs, own)
+		printFlags(w, own)
 	}
 	fmt.Fprint(w, "\nGlobal flags:\n")
-	printFlags(w, fs, func(f *flag.Flag) bool { return global[f.Name] })
+	printFlags(w, c.InheritedFlags())
 	fmt.Fprintf(w, "\n%s\n", exitCodesHelp)
 }
 
-// printFlags lists the flags of fs that keep accepts (all when keep is nil), with two dashes.
-func printFlags(w io.Writer, fs *flag.FlagSet, keep func(*flag.Flag) bool) {
+// printFlags lists the flags of fs with two dashes, but for help, which every command takes, and
+// returns how many it listed.
+func printFlags(w io.Writer, fs *pflag.FlagSet) int {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fs.VisitAll(func(f *flag.Flag) {
-		if keep != nil && !keep(f) {
+	n := 0
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Name == "help" || f.Hidden {
 			return
 		}
-		if f.Name == "output" {
-			return // listed with -o
-		}
-		arg, usage := flag.UnquoteUsage(f)
+		n++
+		arg, usage := pflag.UnquoteUsage(f)
 		if arg != "" {
 			arg = " " + arg
 		}
 		name := "--" + f.Name
-		if f.Name == "o" {
-			name = "-o, --output"
+		if f.Shorthand != "" {
+			name = "-" + f.Shorthand + ", " + name
 		}
 		fmt.Fprintf(tw, "  %s%s\t%s\n", name, arg, usage)
 	})
 	tw.Flush()
+	return n
 }
 
 const timesHelp = `Times (--at, --since, --until) are RFC 3339 (2026-01-02T15:04:05Z) or a duration ago:
@@ -313,7 +387,7 @@ const exitCodesHelp = `Exit codes:
 func versionCommand() *command {
 	return &command{
 		name: "version", args: "[-o table|json]", summary: "Print the version of this client.", offline: true,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			return func(ctx context.Context, s *session, pos []string) error {
 				v := struct {
 					Version  string `json:"version"`
@@ -348,4 +422,56 @@ func newTransport() *http.Transport {
 		return t.Clone()
 	}
 	return &http.Transport{Proxy: http.ProxyFromEnvironment}
+}
+
+// Defaults of the global flags.
+const (
+	defaultServer  = "http://127.0.0.1:8080"
+	defaultTimeout = 10 * time.Second
+)
+
+// globals are the flags every command accepts.
+type globals struct {
+	server  string
+	token   string
+	output  string
+	timeout time.Duration
+	// idemKey names the write a command makes (Idempotency-Key); a fresh one when empty.
+	idemKey string
+}
+
+func (g *globals) register(fs *pflag.FlagSet) {
+	fs.StringVar(&g.server, "server", "", "server `URL` (default $INTERLOCK_SERVER, else "+defaultServer+")")
+	fs.StringVar(&g.token, "token", "", "API `TOKEN`, sent as a bearer token (default $INTERLOCK_TOKEN)")
+	fs.StringVarP(&g.output, "output", "o", "table", "output `FORMAT`: table, or json for the server's JSON pretty-printed")
+	fs.DurationVar(&g.timeout, "timeout", defaultTimeout, "give up on a request after `DURATION` (0: never)")
+	fs.StringVar(&g.idemKey, "idempotency-key", "", "send the write under `KEY`, to settle a write of unknown outcome (default $INTERLOCK_IDEMPOTENCY_KEY, else a fresh key)")
+}
+
+// resolve applies the environment and checks the values, after parsing, and returns the server's
+// base URL (the default one for an offline command). The error is a usage error.
+func (g *globals) resolve(cmd *cobra.Command, offline bool, getenv func(string) string) (*url.URL, error) {
+	if g.output != "table" && g.output != "json" {
+		return nil, usagef(cmd, "-o %q: the output formats are table and json", g.output)
+	}
+	if g.timeout < 0 {
+		return nil, usagef(cmd, "--timeout %s: a timeout is not negative", g.timeout)
+	}
+	if g.token == "" {
+		g.token = getenv("INTERLOCK_TOKEN")
+	}
+	if g.server == "" {
+		g.server = getenv("INTERLOCK_SERVER")
+	}
+	if g.idemKey == "" {
+		g.idemKey = getenv("INTERLOCK_IDEMPOTENCY_KEY")
+	}
+	if g.server == "" || offline {
+		g.server = defaultServer
+	}
+	u, err := parseServer(g.server)
+	if err != nil {
+		return nil, &usageError{cmd: cmd, msg: err.Error()}
+	}
+	return u, nil
 }

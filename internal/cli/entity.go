@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/spf13/pflag"
 )
 
 // entity describes one sort of thing an environment holds by key — flags ([flagEntity]) and
@@ -117,7 +117,7 @@ func listCommand[T any](e *entity[T]) *command {
 		name: e.plural + " list", operands: "ENV", args: args,
 		summary: "List the " + e.plural + " of an environment.",
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			archived := fs.Bool("archived", false, "include archived "+e.plural)
 			var at string
 			if e.listAt {
@@ -158,7 +158,7 @@ func getCommand[T any](e *entity[T]) *command {
 		name: e.plural + " get", operands: e.operand, args: e.operand + " [--at TIME | --version N]",
 		summary: "Show one " + e.noun + ": now, as it was at a time, or at a version.",
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			at := fs.String("at", "", "show the "+e.noun+" as it was at `TIME`")
 			var version versionFlag
 			fs.Var(&version, "version", "show version `N` of the "+e.noun)
@@ -198,7 +198,7 @@ func historyCommand[T any](e *entity[T]) *command {
 		name: e.plural + " history", operands: e.operand, args: e.operand,
 		summary: "List every change of a " + e.noun + ": who, when, why and what.",
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			return func(ctx context.Context, s *session, pos []string) error {
 				r, err := e.ref(s, pos[0])
 				if err != nil {
@@ -230,7 +230,7 @@ func stateCommand[T any](e *entity[T], verb, summary string) *command {
 		name: e.plural + " " + verb, operands: e.operand, args: e.operand + " [--reason R] [--if-version N]",
 		summary: summary,
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			reason := fs.String("reason", "", "why: `TEXT` recorded with the event")
 			var ifVersion versionFlag
 			fs.Var(&ifVersion, "if-version", "apply only to version `N` of the "+e.noun)

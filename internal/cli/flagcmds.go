@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/spf13/pflag"
 )
 
 // maxInput bounds a document read from a file or standard input.
@@ -56,7 +56,7 @@ and off when disabled. A new flag is disabled unless --enabled is given. Variant
 'interlock flags get staging/checkout -o json': its key, environment and version fields are
 replaced by ENV/FLAG.`,
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			kind := fs.String("kind", string(events.KindRelease), "`KIND`: release, kill-switch, operational, experiment, permission or config")
 			description := fs.String("description", "", "`TEXT` saying what the flag is for")
 			owner := fs.String("owner", "", "the team or person who owns the flag (`NAME`)")
@@ -77,9 +77,9 @@ replaced by ENV/FLAG.`,
 					return usagef(s.cmd, "%v", err)
 				}
 				var body any
-				if isSet(fs, "file") {
+				if fs.Changed("file") {
 					for _, name := range []string{"kind", "description", "owner", "tag", "variant", "default", "off", "enabled"} {
-						if isSet(fs, name) {
+						if fs.Changed(name) {
 							return usagef(s.cmd, "--file gives the whole document: leave out --%s", name)
 						}
 					}
@@ -211,7 +211,7 @@ The change applies only to the version given by --if-version. Without it, the fl
 and the change applies to the version read, so a change made by someone else in between is
 refused (exit code 4) rather than overwritten.`,
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			description := fs.String("description", "", "`TEXT` saying what the flag is for (empty removes it)")
 			owner := fs.String("owner", "", "the team or person who owns the flag (`NAME`; empty removes it)")
 			var tags, variants stringList
@@ -264,9 +264,9 @@ type patchField struct {
 }
 
 // buildPatch makes the merge patch of `flags set`: --patch, then the other flags on top.
-func (s *session) buildPatch(fs *flag.FlagSet, patchArg string, variants, tags stringList, text []patchField) ([]byte, error) {
+func (s *session) buildPatch(fs *pflag.FlagSet, patchArg string, variants, tags stringList, text []patchField) ([]byte, error) {
 	patch := map[string]json.RawMessage{}
-	if isSet(fs, "patch") {
+	if fs.Changed("patch") {
 		data := []byte(patchArg)
 		if name, ok := strings.CutPrefix(patchArg, "@"); ok {
 			var err error
@@ -279,7 +279,7 @@ func (s *session) buildPatch(fs *flag.FlagSet, patchArg string, variants, tags s
 		}
 	}
 	for _, f := range text {
-		if isSet(fs, f.flag) {
+		if fs.Changed(f.flag) {
 			patch[f.field], _ = json.Marshal(*f.value)
 		}
 	}
@@ -348,7 +348,7 @@ func flagsKill(name string) *command {
 		help: `Killing a flag that is already off succeeds and changes nothing. The reason is required: it is
 recorded with who and when.`,
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			return reasonAction(fs, " the flag is killed", func(r ref) string { return flagPath(r, "kill") },
 				func(s *session, resp *response) error { return flagEntity.showState(s, resp, "killed") })
 		},
@@ -358,7 +358,7 @@ recorded with who and when.`,
 // reasonAction registers the required --reason of an on-call command on ENV/FLAG that sends
 // nothing else (kill, valve close) and returns its action: it posts the reason to path(r) and
 // prints the answer with answer. why ends the message for a missing reason.
-func reasonAction(fs *flag.FlagSet, why string, path func(r ref) string, answer func(s *session, resp *response) error) action {
+func reasonAction(fs *pflag.FlagSet, why string, path func(r ref) string, answer func(s *session, resp *response) error) action {
 	reason := fs.String("reason", "", "why: `TEXT` recorded with the event (required)")
 	return func(ctx context.Context, s *session, pos []string) error {
 		r, err := s.ref(pos[0])
@@ -388,7 +388,7 @@ func flagsRestore() *command {
 		name: "flags restore", operands: "ENV/FLAG --to-version N", args: "ENV/FLAG --to-version N [--reason R] [--if-version N]",
 		summary: "Bring back the configuration a flag had at an earlier version, as a new version.",
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			var to, ifVersion versionFlag
 			fs.Var(&to, "to-version", "the version `N` whose configuration comes back (required)")
 			reason := fs.String("reason", "", "why: `TEXT` recorded with the event")
@@ -419,7 +419,7 @@ func flagsDiff() *command {
 		name: "flags diff", operands: "ENV/FLAG V1 [V2]", args: "ENV/FLAG V1 [V2]",
 		summary: "Show what changed in a flag between version V1 and V2 (default: the current one).",
 		minArgs: 2, maxArgs: 3,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			return func(ctx context.Context, s *session, pos []string) error {
 				r, err := s.ref(pos[0])
 				if err != nil {
@@ -484,7 +484,7 @@ func (s *session) getVersion(ctx context.Context, r ref, v uint64) (projections.
 func environmentsCommand() *command {
 	return &command{
 		name: "environments", args: "", summary: "List the environments that hold flags.",
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			return func(ctx context.Context, s *session, pos []string) error {
 				resp, err := s.client.get(ctx, "/api/v1/environments", nil)
 				if err != nil {

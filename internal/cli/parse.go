@@ -265,3 +265,39 @@ func truncate(s string) string {
 	}
 	return s[:cut] + "…"
 }
+
+// stringList is a flag that may be repeated; each use adds one value.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Type() string { return "string" }
+
+func (l *stringList) Set(v string) error {
+	*l = append(*l, v)
+	return nil
+}
+
+// versionFlag is a flag holding a flag version: a positive integer.
+type versionFlag struct {
+	v   uint64
+	set bool
+}
+
+func (f *versionFlag) String() string {
+	if !f.set {
+		return ""
+	}
+	return fmt.Sprint(f.v)
+}
+
+func (f *versionFlag) Type() string { return "uint" }
+
+func (f *versionFlag) Set(s string) error {
+	v, err := parseVersion(s)
+	if err != nil {
+		return err
+	}
+	f.v, f.set = v, true
+	return nil
+}

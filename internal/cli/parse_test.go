@@ -2,9 +2,11 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
-	"flag"
+	"io"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/spf13/pflag"
 )
 
 func TestParseRef(t *testing.T) {
@@ -132,6 +135,26 @@ func TestParseTime(t *testing.T) {
 	}
 }
 
+// parseLine runs "interlock t" with args through the real command line — the single-dash
+// rewriting, cobra and pflag — on a command t that takes --reason, --all and any arguments, and
+// returns what t received.
+func parseLine(args []string) (pos []string, reason string, all bool, help string, err error) {
+	var stdout bytes.Buffer
+	r := &runner{stdin: strings.NewReader(""), stdout: &stdout, stderr: io.Discard, getenv: func(string) string { return "" }, now: time.Now}
+	var reasonFlag *string
+	var allFlag *bool
+	t := &command{name: "t", maxArgs: math.MaxInt, offline: true, setup: func(fs *pflag.FlagSet) action {
+		reasonFlag = fs.String("reason", "", "")
+		allFlag = fs.Bool("all", false, "")
+		return func(_ context.Context, _ *session, p []string) error {
+			pos = p
+			return nil
+		}
+	}}
+	err = r.execute(context.Background(), r.rootCommand([]*command{t}), append([]string{"t"}, args...))
+	return pos, *reasonFlag, *allFlag, stdout.String(), err
+}
+
 func TestParseArgs(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -145,38 +168,61 @@ func TestParseArgs(t *testing.T) {
 		{name: "flags before positional", args: []string{"--all", "-reason=r", "prod/x"}, pos: []string{"prod/x"}, reason: "r", all: true},
 		{name: "interleaved", args: []string{"a", "--reason", "r", "b", "--all=false", "c"}, pos: []string{"a", "b", "c"}, reason: "r"},
 		{name: "a value that looks like a flag", args: []string{"a", "--reason", "--all"}, pos: []string{"a"}, reason: "--all"},
+		{name: "single dashes", args: []string{"-all", "-reason", "-5m", "a"}, pos: []string{"a"}, reason: "-5m", all: true},
 		{name: "dash is positional", args: []string{"-", "--all"}, pos: []string{"-"}, all: true},
 		{name: "after -- all positional", args: []string{"--all", "--", "--reason", "x"}, pos: []string{"--reason", "x"}, all: true},
 		{name: "missing value", args: []string{"a", "--reason"}, wantErr: "flag needs an argument: --reason"},
-		{name: "unknown", args: []string{"--bogus", "a"}, wantErr: "flag provided but not defined: --bogus"},
-		{name: "bad bool", args: []string{"--all=maybe"}, wantErr: "for --all"},
-		{name: "one-letter flag keeps one dash", args: []string{"-z"}, wantErr: "not defined: -z"},
+		{name: "unknown", args: []string{"--bogus", "a"}, wantErr: "unknown flag: --bogus"},
+		{name: "unknown with one dash", args: []string{"-bogus", "a"}, wantErr: "unknown flag: --bogus"},
+		{name: "bad bool", args: []string{"--all=maybe"}, wantErr: `for "--all" flag`},
+		{name: "one-letter flag keeps one dash", args: []string{"-z"}, wantErr: "in -z"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var g globals
-			fs := newFlagSet("test", &g)
-			reason := fs.String("reason", "", "")
-			all := fs.Bool("all", false, "")
-			pos, err := parseArgs(nil, fs, tc.args)
+			pos, reason, all, _, err := parseLine(tc.args)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, errUsage) {
 					t.Fatalf("got %v; want a usage error holding %q", err, tc.wantErr)
 				}
 				return
 			}
-			if err != nil || !slices.Equal(pos, tc.pos) || *reason != tc.reason || *all != tc.all {
-				t.Fatalf("got %q reason=%q all=%v, %v; want %q reason=%q all=%v", pos, *reason, *all, err, tc.pos, tc.reason, tc.all)
+			if err != nil || !slices.Equal(pos, tc.pos) || reason != tc.reason || all != tc.all {
+				t.Fatalf("got %q reason=%q all=%v, %v; want %q reason=%q all=%v", pos, reason, all, err, tc.pos, tc.reason, tc.all)
 			}
 		})
 	}
 	t.Run("help", func(t *testing.T) {
-		var g globals
-		fs := newFlagSet("test", &g)
-		if _, err := parseArgs(nil, fs, []string{"x", "--help"}); !errors.Is(err, flag.ErrHelp) {
-			t.Fatalf("got %v, want flag.ErrHelp", err)
+		if _, _, _, help, err := parseLine([]string{"x", "--help"}); err != nil || !strings.HasPrefix(help, "Usage:\n  interlock t") {
+			t.Fatalf("got %v and %q, want the help of t", err, help)
 		}
 	})
+}
+
+// TestSingleDash checks the rewriting of single-dash long flags on the real command tree.
+func TestSingleDash(t *testing.T) {
+	r := &runner{getenv: func(string) string { return "" }}
+	root := r.rootCommand(commands())
+	tests := []struct {
+		args, want string
+	}{
+		{"kill -reason x prod/a", "kill --reason x prod/a"},
+		{"kill -reason=x prod/a -wait", "kill --reason=x prod/a --wait"},
+		{"-server http://a -o json flags list prod", "--server http://a -o json flags list prod"},
+		{"-output json --o json -o=json flags list", "--output json -o json -o=json flags list"},
+		{"audit -since -5m -env prod", "audit --since -5m --env prod"},
+		{"audit verify -env prod", "audit verify --env prod"},
+		{"flags get -- -version", "flags get -- -version"},
+		{"flags list prod -archived -at 5m", "flags list prod --archived --at 5m"},
+		{"serve -http 127.0.0.1:0 -no-sync -replicas 1", "serve --http 127.0.0.1:0 --no-sync --replicas 1"},
+		{"flags diff prod/a -1", "flags diff prod/a -1"},
+		{"- -h -help", "- -h --help"},
+		{"flags list ---x --=y", "flags list ---x --=y"},
+	}
+	for _, tc := range tests {
+		if got := strings.Join(singleDash(root, strings.Fields(tc.args)), " "); got != tc.want {
+			t.Errorf("%s: got %s, want %s", tc.args, got, tc.want)
+		}
+	}
 }
 
 func TestParseServer(t *testing.T) {
@@ -322,16 +368,13 @@ func FuzzParseArgs(f *testing.F) {
 	f.Add("prod/x\x00--reason\x00r\x00--all")
 	f.Add("--\x00--all")
 	f.Add("-o\x00json\x00--timeout=1s\x00-")
+	f.Add("-reason\x00-all\x00-o=json")
 	f.Add("--reason")
 	f.Fuzz(func(t *testing.T, joined string) {
 		args := strings.Split(joined, "\x00")
-		var g globals
-		fs := newFlagSet("test", &g)
-		fs.String("reason", "", "")
-		fs.Bool("all", false, "")
-		pos, err := parseArgs(nil, fs, args)
+		pos, _, _, _, err := parseLine(args)
 		if err != nil {
-			if !errors.Is(err, errUsage) && !errors.Is(err, flag.ErrHelp) {
+			if !errors.Is(err, errUsage) {
 				t.Fatalf("error %v is not a usage error", err)
 			}
 			return

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/spf13/pflag"
 )
 
 // ExitPending is the exit code of `kill --wait` when some live in-process subscribers had not
@@ -74,7 +74,7 @@ func flagsPropagation() *command {
 they have applied. This shows how many of the environment's live subscribers have applied the flag's
 latest event (or the event at --sequence), and which have not.`,
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			var seq versionFlag
 			fs.Var(&seq, "sequence", "the stream sequence `N` of the event to ask about (default the flag's latest)")
 			return func(ctx context.Context, s *session, pos []string) error {
@@ -100,7 +100,7 @@ func subscribersCommand() *command {
 		name: "subscribers", operands: "ENV", args: "ENV",
 		summary: "List the live in-process subscribers of an environment and what each has applied.",
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			return func(ctx context.Context, s *session, pos []string) error {
 				env := pos[0]
 				if err := events.ValidateEnvironment(env); err != nil {
@@ -190,13 +190,13 @@ With --wait, the command then waits until every live in-process subscriber of th
 applied the kill, and says how many have ("applied on N of M"). It exits 0 when all have (or there
 are none), and 8 when some have not within --wait-timeout (default 5s): the kill is recorded either
 way. With -o json it prints {"flag": <the flag>, "propagation": <the last answer>}.`
-	c.setup = func(fs *flag.FlagSet) action {
+	c.setup = func(fs *pflag.FlagSet) action {
 		kill := setup(fs)
 		wait := fs.Bool("wait", false, "wait until every live in-process subscriber has applied the kill (exit 8 if some have not in time)")
 		timeout := fs.Duration("wait-timeout", defaultWaitTimeout, "how long --wait waits (`DURATION`)")
 		return func(ctx context.Context, s *session, pos []string) error {
 			if !*wait {
-				if isSet(fs, "wait-timeout") {
+				if fs.Changed("wait-timeout") {
 					return usagef(s.cmd, "--wait-timeout goes with --wait")
 				}
 				return kill(ctx, s, pos)

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -15,13 +14,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
-)
-
-// rolloutUsage and valveUsage are the messages for `interlock rollout` and `interlock valve`
-// without a subcommand.
-const (
-	rolloutUsage = "rollout needs a subcommand: create, status, start, pause, resume, advance, stepback, abort or rearm"
-	valveUsage   = "valve needs a subcommand: configure, open, close or status"
+	"github.com/spf13/pflag"
 )
 
 // rolloutPath is the API path of a flag's rollout, or of a command on it when verb is not empty.
@@ -74,7 +67,7 @@ Fields left out take their defaults (stages 1, 5, 25, 50, 95, 100; tick 15s; alp
 kill). A flag refuses a new plan while a rollout is running or paused (exit 4): abort it first.
 With --if-version the plan applies only to that version of the flag.`,
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			file := fs.String("file", "", "read the plan from `FILE` (- for standard input; required)")
 			reason := fs.String("reason", "", "why: `TEXT` recorded with the event")
 			var ifVersion versionFlag
@@ -84,7 +77,7 @@ With --if-version the plan applies only to that version of the flag.`,
 				if err != nil {
 					return err
 				}
-				if !isSet(fs, "file") || *file == "" {
+				if !fs.Changed("file") || *file == "" {
 					return usagef(s.cmd, "--file is required: the rollout plan, a JSON object (- for standard input)")
 				}
 				if err := checkReason("reason", *reason); err != nil {
@@ -130,7 +123,7 @@ for the rollout: per metric, the e-value of the test for a regression (the guard
 its always-valid p-value, the estimated ratio (R-HAT) of the treatment's error rate to the
 control's, and the e-value of the evidence for advancing (READY once it suffices).`,
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			return func(ctx context.Context, s *session, pos []string) error {
 				r, err := s.ref(pos[0])
 				if err != nil {
@@ -193,7 +186,7 @@ command twice moves the rollout once: the second finds it has already left stage
 		name: "rollout " + v.verb, operands: operands, args: args,
 		summary: v.summary, help: help,
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			usage := "why: `TEXT` recorded with the event"
 			if v.reason {
 				usage += " (required)"
@@ -222,7 +215,7 @@ command twice moves the rollout once: the second finds it has already left stage
 					From   *int   `json:"from,omitempty"`
 					ID     string `json:"id,omitempty"`
 				}{Reason: *reason, ID: *id}
-				if v.from && isSet(fs, "from") {
+				if v.from && fs.Changed("from") {
 					if *from < 1 {
 						return usagef(s.cmd, "--from %d: stages count from 1", *from)
 					}
@@ -490,7 +483,7 @@ by itself on a multi-window burn rate: a JSON object such as
 The configuration replaces the previous one. Without --if-version the flag is read first and the
 change applies to the version read.`,
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			variant := fs.String("variant", "", "the variant `NAME` the open valve serves (required)")
 			segment := fs.String("segment", "", "serve it only to the members of segment `KEY`")
 			policy := fs.String("policy-file", "", "read the guard's policy from `FILE` (- for standard input)")
@@ -521,7 +514,7 @@ change applies to the version read.`,
 					Segment string          `json:"segment,omitempty"`
 					Policy  json.RawMessage `json:"policy,omitempty"`
 				}{Variant: *variant, Segment: *segment}
-				if isSet(fs, "policy-file") {
+				if fs.Changed("policy-file") {
 					data, err := s.readInput(*policy)
 					if err != nil {
 						return err
@@ -561,7 +554,7 @@ func valveOpen() *command {
 until then. Opening an open valve changes only its expiry. The reason is required: it is recorded
 with who and when.`,
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			reason := fs.String("reason", "", "why: `TEXT` recorded with the event (required)")
 			forD := fs.String("for", "", "close it by itself after `DURATION` (30m, 2h, 1d)")
 			expires := fs.String("expires", "", "close it by itself at `TIME` (RFC 3339)")
@@ -610,7 +603,7 @@ func valveClose() *command {
 		summary: "Close a safety valve: the flag serves its own configuration again (on-call may).",
 		help:    `Closing a closed valve succeeds and changes nothing. The reason is required.`,
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			return reasonAction(fs, " the valve closes", func(r ref) string { return valvePath(r, "close") },
 				func(s *session, resp *response) error { return s.showValveAction(resp, "closed valve") })
 		},
@@ -622,7 +615,7 @@ func valveStatusCommand() *command {
 		name: "valve status", operands: "ENV/FLAG", args: "ENV/FLAG",
 		summary: "Show a safety valve: open or closed, what it serves, who opened it and why.",
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			return func(ctx context.Context, s *session, pos []string) error {
 				r, err := s.ref(pos[0])
 				if err != nil {

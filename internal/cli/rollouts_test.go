@@ -361,7 +361,7 @@ func TestRolloutUsageErrors(t *testing.T) {
 		{"abort without a reason", []string{"rollout", "abort", "production/x"}, "--reason is required"},
 		{"rearm without a reason", []string{"rollout", "rearm", "production/x"}, "--reason is required"},
 		{"a reason with a newline", []string{"rollout", "start", "production/x", "--reason", "a\nb"}, "control characters"},
-		{"from on start", []string{"rollout", "start", "production/x", "--from", "1"}, "flag provided but not defined: --from"},
+		{"from on start", []string{"rollout", "start", "production/x", "--from", "1"}, "unknown flag: --from"},
 		{"from zero", []string{"rollout", "advance", "production/x", "--reason", "x", "--from", "0"}, "--from 0: stages count from 1"},
 		{"from not a number", []string{"rollout", "advance", "production/x", "--reason", "x", "--from", "two"}, "--from"},
 		{"a bad version", []string{"rollout", "pause", "production/x", "--if-version", "0"}, "versions are whole numbers"},

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -16,10 +15,8 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/spf13/pflag"
 )
-
-// segmentsUsage is the message for `interlock segments` without a subcommand.
-const segmentsUsage = "segments needs a subcommand: list, get, create, set, archive, unarchive or history"
 
 // segmentEntity describes segments: how ENV/SEGMENT is parsed, their API paths and how they are
 // shown.
@@ -82,11 +79,11 @@ func parseCondition(s string) (events.Condition, error) {
 // conditionsJSON returns the conditions of a segment from --condition or --conditions, compact;
 // nil when neither is given. --conditions is a JSON array (or null, which removes them in a
 // patch).
-func (s *session) conditionsJSON(fs *flag.FlagSet, given stringList, raw string) (json.RawMessage, error) {
+func (s *session) conditionsJSON(fs *pflag.FlagSet, given stringList, raw string) (json.RawMessage, error) {
 	switch {
-	case isSet(fs, "conditions") && len(given) > 0:
+	case fs.Changed("conditions") && len(given) > 0:
 		return nil, usagef(s.cmd, "give --condition or --conditions, not both")
-	case isSet(fs, "conditions"):
+	case fs.Changed("conditions"):
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, []byte(raw)); err != nil || (buf.Len() > 0 && buf.Bytes()[0] != '[' && buf.String() != "null") {
 			return nil, usagef(s.cmd, "--conditions: give a JSON array of conditions such as '[{\"attribute\":\"plan\",\"operator\":\"in\",\"values\":[\"beta\"]}]'")
@@ -137,7 +134,7 @@ values as JSON with --conditions.
 'interlock segments get staging/beta-testers -o json': its key, environment and version fields
 are replaced by ENV/SEGMENT.`,
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			var include, exclude, conditions stringList
 			fs.Var(&include, "include", "a targeting `KEY` in the segment (repeat for more)")
 			fs.Var(&exclude, "exclude", "a targeting `KEY` kept out of the segment (repeat for more)")
@@ -155,9 +152,9 @@ are replaced by ENV/SEGMENT.`,
 					return usagef(s.cmd, "%v", err)
 				}
 				var body any
-				if isSet(fs, "file") {
+				if fs.Changed("file") {
 					for _, name := range []string{"include", "exclude", "condition", "conditions", "description"} {
-						if isSet(fs, name) {
+						if fs.Changed(name) {
 							return usagef(s.cmd, "--file gives the whole document: leave out --%s", name)
 						}
 					}
@@ -205,7 +202,7 @@ The change applies only to the version given by --if-version. Without it, the se
 first and the change applies to the version read, so a change made by someone else in between is
 refused (exit code 4) rather than overwritten.`,
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			var include, exclude, remove, conditions stringList
 			fs.Var(&include, "include", "add a targeting `KEY` to the segment (repeat for more)")
 			fs.Var(&exclude, "exclude", "keep a targeting `KEY` out of the segment (repeat for more)")
@@ -235,7 +232,7 @@ refused (exit code 4) rather than overwritten.`,
 				if err != nil {
 					return err
 				}
-				if isSet(fs, "description") {
+				if fs.Changed("description") {
 					patch["description"], _ = json.Marshal(*description)
 				}
 				conds, err := s.conditionsJSON(fs, conditions, *conditionsArg)
@@ -288,9 +285,9 @@ refused (exit code 4) rather than overwritten.`,
 }
 
 // basePatch reads --patch, if given, as a JSON object.
-func (s *session) basePatch(fs *flag.FlagSet, patchArg string) (map[string]json.RawMessage, error) {
+func (s *session) basePatch(fs *pflag.FlagSet, patchArg string) (map[string]json.RawMessage, error) {
 	patch := map[string]json.RawMessage{}
-	if !isSet(fs, "patch") {
+	if !fs.Changed("patch") {
 		return patch, nil
 	}
 	data := []byte(patchArg)

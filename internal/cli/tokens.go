@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -10,10 +9,8 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/auth"
+	"github.com/spf13/pflag"
 )
-
-// tokensUsage is the message for `interlock tokens` without a subcommand.
-const tokensUsage = "tokens needs a subcommand: create, list or revoke"
 
 // tokenInfo is a token as the API describes it; Token is set only in the answer to a create.
 type tokenInfo struct {
@@ -38,7 +35,7 @@ environment only. The issue is recorded in the audit trail (name, role, scope, e
 the token). The token is printed once and cannot be recovered; revoke it and issue another if
 it is lost.`,
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			role := fs.String("role", "", "the token's `ROLE`: admin, writer, oncall or reader (required)")
 			env := fs.String("environment", "", "scope the token to environment `ENV`")
 			expires := fs.String("expires", "", "the token's `LIFETIME`: 30d, 12h, 90m (default: it does not expire)")
@@ -93,7 +90,7 @@ it is lost.`,
 func tokensList() *command {
 	return &command{
 		name: "tokens list", args: "[-o table|json]", summary: "List the issued API tokens (admin only), never their secrets.",
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			return func(ctx context.Context, s *session, pos []string) error {
 				resp, err := s.client.get(ctx, "/api/v1/tokens", nil)
 				if err != nil {
@@ -137,7 +134,7 @@ func tokensRevoke() *command {
 		help: `The server that answers stops accepting the tokens at once; other replicas within milliseconds.
 The revocation is recorded in the audit trail. The admin token cannot be revoked.`,
 		minArgs: 1, maxArgs: 1,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			reason := fs.String("reason", "", "why, for the audit trail")
 			return func(ctx context.Context, s *session, pos []string) error {
 				if _, err := s.client.do(ctx, request{method: http.MethodDelete, path: "/api/v1/tokens/" + url.PathEscape(pos[0]), header: reasonHeaders(*reason)}); err != nil {

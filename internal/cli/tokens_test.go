@@ -107,7 +107,7 @@ func TestTokensCommands(t *testing.T) {
 			name:   "tokens alone",
 			args:   []string{"tokens"},
 			code:   ExitUsage,
-			stderr: tokensUsage,
+			stderr: "tokens needs a subcommand: create, list or revoke",
 		},
 	})
 }

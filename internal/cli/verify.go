@@ -3,12 +3,12 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net/url"
 	"strings"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/spf13/pflag"
 )
 
 // ExitIntegrity is the exit code of `audit verify` when some message on the stream fails
@@ -41,7 +41,7 @@ trusting nothing it checked before. It prints "verified N events", or the first 
 its stream sequence and the problem: unsigned (after the cut-over), unknown-key, bad-signature or
 broken-chain. Exit code 9 when any message fails verification.`,
 		maxArgs: 1,
-		setup: func(*flag.FlagSet) action {
+		setup: func(*pflag.FlagSet) action {
 			return func(ctx context.Context, s *session, pos []string) error {
 				q := url.Values{}
 				if len(pos) == 1 {
@@ -136,7 +136,7 @@ environment acknowledges them: look at them first (GET /api/v1/integrity, audit 
 acknowledgement is an event in the audit trail, with your token's name and the reason. Without
 --through it covers the latest problem the server recorded. A message after the acknowledged
 sequence that fails verification makes /readyz answer 503 again.`,
-		setup: func(fs *flag.FlagSet) action {
+		setup: func(fs *pflag.FlagSet) action {
 			reason := fs.String("reason", "", "why the problems are acknowledged, for the audit trail (required)")
 			through := fs.Uint64("through", 0, "acknowledge the problems up to stream sequence `SEQ` (default: the latest)")
 			return func(ctx context.Context, s *session, _ []string) error {
