@@ -239,9 +239,16 @@ func TestServeEnvToken(t *testing.T) {
 }
 
 func TestServeUsage(t *testing.T) {
-	r := runCLI(t, nil, "serve", "--replicas", "3")
-	if r.code != 2 || !strings.Contains(r.stderr, "--nats-url") {
-		t.Fatalf("exit %d stderr %s", r.code, r.stderr)
+	for _, flag := range []string{"--replicas", "-replicas"} {
+		r := runCLI(t, nil, "serve", flag, "3")
+		if r.code != 2 || !strings.Contains(r.stderr, "--nats-url") {
+			t.Fatalf("%s: exit %d stderr %s", flag, r.code, r.stderr)
+		}
+	}
+	for _, args := range [][]string{{"serve", "--token", "x"}, {"serve", "--bogus"}, {"serve", "extra"}} {
+		if r := runCLI(t, nil, args...); r.code != 2 {
+			t.Fatalf("%v: exit %d stderr %s", args, r.code, r.stderr)
+		}
 	}
 }
 

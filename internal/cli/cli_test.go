@@ -828,6 +828,23 @@ func TestHelp(t *testing.T) {
 			}
 		}
 	})
+	t.Run("completion", func(t *testing.T) {
+		for _, shell := range []string{"bash", "zsh", "fish"} {
+			res := runCLI(t, nil, "", "completion", shell)
+			if res.code != ExitOK || !strings.Contains(res.stdout, "interlock") || res.stderr != "" {
+				t.Errorf("completion %s: exit code %d, stderr %q", shell, res.code, res.stderr)
+			}
+		}
+		// What the scripts ask: the commands after "flags k", the flags of kill after "--re".
+		for _, tc := range []struct{ args, want string }{
+			{"flags k", "kill\t"}, {"kill production/x --re", "--reason\t"}, {"kill production/x -re", "--reason\t"},
+		} {
+			res := runCLI(t, nil, "", append([]string{"__complete"}, strings.Fields(tc.args)...)...)
+			if res.code != ExitOK || !strings.Contains(res.stdout, tc.want) {
+				t.Errorf("complete %q: exit code %d, stdout %q, want %q", tc.args, res.code, res.stdout, tc.want)
+			}
+		}
+	})
 	t.Run("version sends nothing, so a bad server address does not matter", func(t *testing.T) {
 		res := runWithEnv(t, map[string]string{"INTERLOCK_SERVER": "ftp://nowhere"}, "", "version")
 		if res.code != ExitOK || !strings.HasPrefix(res.stdout, "interlock ") {
