@@ -15,6 +15,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
@@ -362,6 +363,40 @@ func FuzzParseTime(f *testing.F) {
 			t.Fatal("empty formatted time")
 		}
 	})
+}
+
+// TestSingleDashEveryFlag gives every flag of every command, serve's included, with one dash and
+// checks that the command's parse sets it.
+func TestSingleDashEveryFlag(t *testing.T) {
+	r := &runner{getenv: func(string) string { return "" }}
+	var visit func(c *cobra.Command)
+	visit = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			visit(sub)
+		}
+		words := strings.Fields(commandName(c))
+		if len(words) == 0 || c.HasSubCommands() {
+			return
+		}
+		fs := c.Flags()
+		fs.AddFlagSet(c.InheritedFlags())
+		fs.VisitAll(func(f *pflag.Flag) {
+			line := append(slices.Clone(words), "-"+f.Name)
+			if f.NoOptDefVal == "" {
+				value := "1"
+				if f.Value.Type() == "duration" {
+					value = "1s"
+				}
+				line = append(line, value)
+			}
+			args := singleDash(c.Root(), line)[len(words):]
+			if err := fs.Parse(args); err != nil || !f.Changed {
+				t.Errorf("interlock %s: %q set nothing (%v)", strings.Join(line, " "), args, err)
+			}
+			f.Changed = false
+		})
+	}
+	visit(r.rootCommand(commands()))
 }
 
 func FuzzParseArgs(f *testing.F) {
