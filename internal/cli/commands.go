@@ -84,7 +84,6 @@ func (r *runner) rootCommand(cmds []*command) *cobra.Command {
 			return usagef(nil, "unknown command %q", truncate(args[0]))
 		},
 	}
-	root.SetIn(r.stdin)
 	root.SetOut(r.stdout)
 	root.SetErr(r.stderr)
 	r.g.register(root.PersistentFlags())
@@ -104,10 +103,8 @@ func (r *runner) rootCommand(cmds []*command) *cobra.Command {
 
 	byName := map[string]*cobra.Command{}
 	for _, g := range groups {
-		if gc := r.groupCommand(g, cmds); gc != nil {
-			byName[g] = gc
-			root.AddCommand(gc)
-		}
+		byName[g] = r.groupCommand(g, cmds)
+		root.AddCommand(byName[g])
 	}
 	for _, c := range cmds {
 		cc := r.cobraCommand(c)
@@ -122,15 +119,12 @@ func (r *runner) rootCommand(cmds []*command) *cobra.Command {
 	return root
 }
 
-// groupCommand is `interlock flags` and the like: without one of its commands it is a usage error.
-// It is nil when cmds hold none of the group's.
+// groupCommand is `interlock flags` and the like: without one of its commands (cmds hold some) it
+// is a usage error.
 func (r *runner) groupCommand(group string, cmds []*command) *cobra.Command {
 	var names []string
 	for _, c := range inGroup(group, cmds) {
 		names = append(names, strings.TrimPrefix(c.name, group+" "))
-	}
-	if len(names) == 0 {
-		return nil
 	}
 	return &cobra.Command{
 		Use: group + " <command>", Args: cobra.ArbitraryArgs,

@@ -152,7 +152,7 @@ func parseLine(args []string) (pos []string, reason string, all bool, help strin
 			return nil
 		}
 	}}
-	err = r.execute(context.Background(), r.rootCommand([]*command{t}), append([]string{"t"}, args...))
+	err = r.execute(context.Background(), r.rootCommand(append(commands(), t)), append([]string{"t"}, args...))
 	return pos, *reasonFlag, *allFlag, stdout.String(), err
 }
 
