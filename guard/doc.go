@@ -14,8 +14,9 @@
 //   - Decisions are deterministic functions of their recorded inputs and an injected clock, so
 //     replaying the inputs reproduces the decision and its evidence.
 //   - A trip latches until a person re-arms it.
-//   - The guard acts only through [Commander], as actor [Actor], with its decision event as the
-//     causation id of every command: it has no write path of its own.
+//   - The guard acts only through [Commands], sending the write path's command values as actor
+//     [Actor], with its decision event as the causation id of every command: it has no write
+//     path of its own.
 //   - Only the holder of the lease acts; stage changes name the flag version and the stage they
 //     leave, so a former holder's late command cannot move a rollout twice.
 package guard

@@ -15,47 +15,40 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/guard/source"
+	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/projections"
 )
 
 // Actor is the actor of every command the guard issues.
 const Actor = "guard"
 
-// CommandKind names a command the guard issues.
-type CommandKind string
-
-// The commands the guard issues: the same ones a person can, through the same path.
-const (
-	CmdRecord     CommandKind = "record"     // append Decision
-	CmdAdvance    CommandKind = "advance"    // advance the rollout from stage From
-	CmdStepBack   CommandKind = "stepBack"   // step the rollout back from stage From
-	CmdAbort      CommandKind = "abort"      // abort the rollout: the flag serves the control
-	CmdPause      CommandKind = "pause"      // freeze the rollout where it is
-	CmdKill       CommandKind = "kill"       // turn the flag off
-	CmdOpenValve  CommandKind = "openValve"  // open the valve flag Flag
-	CmdCloseValve CommandKind = "closeValve" // close the valve flag Flag for Cause
-)
-
-// Command is one command of the guard, run by a [Commander] as actor [Actor].
-type Command struct {
-	Kind        CommandKind
-	Env, Flag   string
-	Rollout     string
-	From        int
-	Expected    uint64 // the flag version the command expects; 0 for none
-	Reason      string
-	Causation   string // the id of the decision event that caused the command
-	Correlation string // the rollout id, so that everything about one rollout correlates
-	Decision    *events.GuardDecided
-	Expires     time.Time
-	Cause       string
-	Evidence    json.RawMessage
+// Commands is the write path, as the guard uses it: *command.Service, wired in by the app. The
+// guard sends the same command values a person does, as actor [Actor].
+type Commands interface {
+	Handle(ctx context.Context, c command.Command) (command.Result, error)
 }
 
-// Commander runs the guard's commands through the write path people use. It returns the flag's
-// state after the command.
-type Commander interface {
-	Command(ctx context.Context, c Command) (projections.Flag, error)
+// order is one command the guard sends, with the name its logs, metrics and live status give it.
+type order struct {
+	kind string // one of the kinds below
+	cmd  command.Command
+}
+
+// The kinds of order the guard sends.
+const (
+	kindRecord     = "record"     // command.RecordDecision
+	kindAdvance    = "advance"    // command.AdvanceRollout
+	kindStepBack   = "stepBack"   // command.StepBackRollout
+	kindAbort      = "abort"      // command.AbortRollout: the flag serves the control
+	kindPause      = "pause"      // command.PauseRollout: freeze the rollout where it is
+	kindKill       = "kill"       // command.KillFlag
+	kindOpenValve  = "openValve"  // command.OpenValve
+	kindCloseValve = "closeValve" // command.CloseValve
+)
+
+// meta is what every command of the guard carries.
+func meta(reason, causation, correlation string) command.Meta {
+	return command.Meta{Actor: Actor, Reason: reason, CausationID: causation, CorrelationID: correlation}
 }
 
 // Catalog is where the guard finds the rollouts to judge: the live projection of every flag.
@@ -88,8 +81,8 @@ type SourceFactory func(src events.MetricSource) (CounterSource, error)
 
 // RunnerOptions configures a [Runner]. Zero values take the defaults listed.
 type RunnerOptions struct {
-	Catalog  Catalog   // required
-	Commands Commander // required
+	Catalog  Catalog  // required
+	Commands Commands // required
 	// Lease, when set, lets only its holder act; nil acts always (a single replica).
 	Lease Leader
 	// Sources builds the counter sources; by default a source.ScrapeSource or a source.PrometheusSource on
@@ -125,8 +118,9 @@ type Observer interface {
 	// [Action].
 	Decided(action string)
 	// Acted is called after every command sent to carry out a decision, with the time since
-	// the decision was made (retries included) and the command's error.
-	Acted(kind CommandKind, sinceDecision time.Duration, err error)
+	// the decision was made (retries included) and the command's error. kind is one of "advance",
+	// "stepBack", "abort", "pause", "kill", "openValve" and "closeValve".
+	Acted(kind string, sinceDecision time.Duration, err error)
 }
 
 // Census counts the rollouts a replica judges, as of its last pass.
@@ -139,7 +133,7 @@ type Census struct {
 
 // Runner is the guard's loop: on every tick of every running rollout it reads the metrics,
 // decides with the rollout's [Machine], records every change of state as an event carrying its
-// evidence, and acts (advance, kill, step back, open a valve, freeze) through [Commander] with
+// evidence, and acts (advance, kill, step back, open a valve, freeze) through [Commands] with
 // the decision event as causation. It is safe for concurrent use.
 type Runner struct {
 	opts RunnerOptions
@@ -172,7 +166,7 @@ type tracked struct {
 	srcKey       string
 	srcErr       error
 	next         time.Time
-	pending      *Command
+	pending      *order
 	last         Evidence
 	lastAt       time.Time
 	decision     string    // id of the last decision event
@@ -587,12 +581,12 @@ func (r *Runner) read(ctx context.Context, t *tracked, now time.Time) Tick {
 // judge runs one tick of one rollout: retry a failed action, or read, decide, record and act.
 func (r *Runner) judge(ctx context.Context, t *tracked, now time.Time) error {
 	if t.pending != nil {
-		c := *t.pending
+		o := *t.pending
 		t.pending = nil
-		if c.Kind == CmdRecord {
-			return r.record(ctx, t, c)
+		if o.kind == kindRecord {
+			return r.record(ctx, t, o)
 		}
-		return r.act(ctx, t, c)
+		return r.act(ctx, t, o)
 	}
 	tick := r.read(ctx, t, now)
 	t.m.copyTo(&t.before) // copied every tick, encoded only when recorded
@@ -626,11 +620,12 @@ func (r *Runner) judge(ctx context.Context, t *tracked, now time.Time) error {
 		// state that has changed back since, such as a kill and an enable). Ask again: an advance
 		// names the stage it leaves, so it never moves the rollout twice.
 		t.decidedAt = r.opts.Now()
-		return r.act(ctx, t, Command{
-			Kind: CmdAdvance, Env: t.env, Flag: t.key, Rollout: t.rollout, From: t.stage, Expected: t.version,
-			Causation: t.decision, Correlation: t.rollout,
-			Reason: fmt.Sprintf("guard: still READY (r5) at stage %d; advancing", t.stage+1),
-		})
+		reason := fmt.Sprintf("guard: still READY (r5) at stage %d; advancing", t.stage+1)
+		return r.act(ctx, t, order{kindAdvance, command.AdvanceRollout{
+			Meta:          meta(reason, t.decision, t.rollout),
+			RolloutTarget: command.RolloutTarget{Env: t.env, Key: t.key, ID: t.rollout, ExpectedVersion: t.version},
+			From:          t.stage,
+		}})
 	}
 	if ev.StateAfter == ev.StateBefore && ev.Action == ActionNone && !complete {
 		return nil
@@ -652,17 +647,16 @@ func (r *Runner) judge(ctx context.Context, t *tracked, now time.Time) error {
 		Rollout: t.rollout, Stage: t.stage, StateBefore: string(calls[0].StateBefore), StateAfter: string(ev.StateAfter),
 		Action: action, Cause: string(ev.Cause), Evidence: data, Before: snap,
 	}
-	return r.record(ctx, t, Command{
-		Kind: CmdRecord, Env: t.env, Flag: t.key, Rollout: t.rollout, Correlation: t.rollout,
-		Reason: reasonFor(d, &ev), Decision: d,
-	})
+	return r.record(ctx, t, order{kindRecord, command.RecordDecision{
+		Meta: meta(reasonFor(d, &ev), "", t.rollout), Env: t.env, Key: t.key, Decision: *d,
+	}})
 }
 
 // record appends the decision rec carries, then runs the action it calls for. A failure to
 // record that may pass is kept, like a failed action, to be tried again on the rollout's next
 // tick: the machine has moved on, and would not decide it again.
-func (r *Runner) record(ctx context.Context, t *tracked, rec Command) error {
-	f, err := r.opts.Commands.Command(ctx, rec)
+func (r *Runner) record(ctx context.Context, t *tracked, rec order) error {
+	f, err := r.send(ctx, rec.cmd)
 	if err != nil {
 		if ctx.Err() == nil && retryable(err) {
 			t.pending = &rec
@@ -672,36 +666,36 @@ func (r *Runner) record(ctx context.Context, t *tracked, rec Command) error {
 	if f.Rollout != nil {
 		t.decision = f.Rollout.Guard.Decision
 	}
-	d := rec.Decision
+	rd := rec.cmd.(command.RecordDecision)
+	d := &rd.Decision
 	if r.opts.Observer != nil {
 		r.opts.Observer.Decided(d.Action)
 	}
-	c := Command{
-		Env: t.env, Flag: t.key, Rollout: t.rollout, From: d.Stage, Expected: f.Version,
-		Causation: t.decision, Correlation: t.rollout, Reason: rec.Reason,
-	}
+	m := meta(rd.Reason, t.decision, t.rollout)
+	on := command.RolloutTarget{Env: t.env, Key: t.key, ID: t.rollout, ExpectedVersion: f.Version}
+	var o order
 	switch Action(d.Action) {
 	case ActionAdvance:
 		if t.plan.Manual {
 			return nil
 		}
-		c.Kind = CmdAdvance
+		o = order{kindAdvance, command.AdvanceRollout{Meta: m, RolloutTarget: on, From: d.Stage}}
 	case "complete":
-		c.Kind = CmdAdvance
+		o = order{kindAdvance, command.AdvanceRollout{Meta: m, RolloutTarget: on, From: d.Stage}}
 	case ActionKill:
-		c.Kind, c.Expected = CmdKill, 0
+		o = order{kindKill, command.KillFlag{Meta: m, Env: t.env, Key: t.key}}
 	case ActionStepBack, ActionRevert:
-		c.Kind = CmdStepBack
+		o = order{kindStepBack, command.StepBackRollout{Meta: m, RolloutTarget: on, From: d.Stage}}
 		if d.Stage == 0 {
-			c.Kind = CmdAbort
+			o = order{kindAbort, command.AbortRollout{Meta: m, RolloutTarget: on}}
 		}
 	case ActionFreeze:
-		c.Kind = CmdPause
+		o = order{kindPause, command.PauseRollout{Meta: m, RolloutTarget: on}}
 	case ActionOpenValve:
 		if t.plan.Valve == nil {
 			return fmt.Errorf("rollout %s trips with openValve but names no valve", t.rollout)
 		}
-		c.Kind, c.Flag, c.Expected, c.Evidence = CmdOpenValve, t.plan.Valve.Flag, 0, d.Evidence
+		o = order{kindOpenValve, command.OpenValve{Meta: m, Env: t.env, Key: t.plan.Valve.Flag, Rollout: t.rollout, Evidence: d.Evidence}}
 	case ActionPage:
 		r.log.Warn("guard pages: a rollout needs a person", "env", t.env, "flag", t.key, "rollout", t.rollout,
 			"stage", d.Stage, "cause", d.Cause, "decision", t.decision)
@@ -709,28 +703,51 @@ func (r *Runner) record(ctx context.Context, t *tracked, rec Command) error {
 	default:
 		return nil
 	}
-	return r.act(ctx, t, c)
+	return r.act(ctx, t, o)
 }
 
-// act runs c; a failure that may pass is kept to be tried again on the rollout's next tick.
-func (r *Runner) act(ctx context.Context, t *tracked, c Command) error {
-	_, err := r.opts.Commands.Command(ctx, c)
+// act sends o; a failure that may pass is kept to be tried again on the rollout's next tick.
+func (r *Runner) act(ctx context.Context, t *tracked, o order) error {
+	_, err := r.send(ctx, o.cmd)
 	if r.opts.Observer != nil && !t.decidedAt.IsZero() {
-		r.opts.Observer.Acted(c.Kind, r.opts.Now().Sub(t.decidedAt), err)
+		r.opts.Observer.Acted(o.kind, r.opts.Now().Sub(t.decidedAt), err)
 	}
 	if err == nil {
-		r.log.Info("guard acted", "command", c.Kind, "env", c.Env, "flag", c.Flag, "rollout", c.Rollout,
-			"stage", c.From, "decision", c.Causation, "reason", c.Reason)
+		r.log.Info("guard acted", "command", o.kind, "env", t.env, "flag", t.key, "rollout", t.rollout,
+			"stage", t.stage, "decision", t.decision)
 		return nil
 	}
 	if ctx.Err() == nil && retryable(err) {
-		t.pending = &c
+		t.pending = &o
 	}
-	return fmt.Errorf("%s: %w", c.Kind, err)
+	return fmt.Errorf("%s: %w", o.kind, err)
+}
+
+// send sends c and returns the flag after it. A refusal on the flag's state wraps [ErrRefused],
+// so that the guard judges the new state instead of sending the command again.
+func (r *Runner) send(ctx context.Context, c command.Command) (projections.Flag, error) {
+	res, err := r.opts.Commands.Handle(ctx, c)
+	if err != nil && refused(err) {
+		err = fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	return res.Flag, err
+}
+
+// refused reports whether err is a refusal on the flag's state rather than a failure to write.
+func refused(err error) bool {
+	for _, target := range []error{
+		command.ErrStale, command.ErrNotFound, command.ErrArchived, command.ErrRolloutActive,
+		command.ErrNoRollout, command.ErrRolloutState, command.ErrTripped, command.ErrNotValve,
+	} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
 }
 
 // ErrRefused marks a command the write path refused on the flag's state (a stale version, a
-// rollout that moved on, a tripped guard): a [Commander] wraps it so that the guard does not send
+// rollout that moved on, a tripped guard): the runner wraps it so that the guard does not send
 // the command again, and judges the new state on the next tick instead.
 var ErrRefused = errors.New("command refused")
 
@@ -784,9 +801,9 @@ func short(v float64) string {
 
 // expireValve closes a valve whose expiry passed.
 func (r *Runner) expireValve(ctx context.Context, f projections.Flag) error {
-	_, err := r.opts.Commands.Command(ctx, Command{
-		Kind: CmdCloseValve, Env: f.Environment, Flag: f.Key, Cause: events.ValveClosedExpired,
-		Reason: "valve expired at " + f.Valve.Expires.UTC().Format(time.RFC3339),
+	_, err := r.send(ctx, command.CloseValve{
+		Meta: meta("valve expired at "+f.Valve.Expires.UTC().Format(time.RFC3339), "", ""),
+		Env:  f.Environment, Key: f.Key, Cause: events.ValveClosedExpired,
 	})
 	if err != nil {
 		return fmt.Errorf("close expired valve %s/%s: %w", f.Environment, f.Key, err)
@@ -839,7 +856,7 @@ func (t *tracked) status(acting bool) Status {
 		st.Latest = &last
 	}
 	if t.pending != nil {
-		st.Pending = string(t.pending.Kind)
+		st.Pending = t.pending.kind
 	}
 	return st
 }

@@ -68,18 +68,18 @@ func (b *bench) rollouts(tb testing.TB, n int, plan events.RolloutPlan) []string
 	keys := make([]string, n)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("bench-%04d", i)
-		if _, err := b.svc.Create(b.ctx, person, testEnv, keys[i], events.FlagConfig{
+		if _, err := flagOf(b.svc.Handle(b.ctx, command.CreateFlag{Meta: person, Env: testEnv, Key: keys[i], Config: events.FlagConfig{
 			Kind:           events.KindRelease,
 			Variants:       map[string]json.RawMessage{"on": json.RawMessage("true"), "off": json.RawMessage("false")},
 			DefaultVariant: "off", OffVariant: "off", Enabled: true,
-		}); err != nil {
+		}})); err != nil {
 			tb.Fatal(err)
 		}
-		f, err := b.svc.CreateRollout(b.ctx, person, testEnv, keys[i], 0, plan)
+		f, err := flagOf(b.svc.Handle(b.ctx, command.CreateRollout{Meta: person, Env: testEnv, Key: keys[i], ExpectedVersion: 0, Plan: plan}))
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if _, err := b.svc.StartRollout(b.ctx, person, testEnv, keys[i], f.Rollout.ID, 0); err != nil {
+		if _, err := b.svc.Handle(b.ctx, command.StartRollout{Meta: person, RolloutTarget: command.RolloutTarget{Env: testEnv, Key: keys[i], ID: f.Rollout.ID}}); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -165,7 +165,7 @@ func BenchmarkRunnerTick1000(b *testing.B) {
 			expo.next()
 			var src *source.ScrapeSource
 			g, err := guard.NewRunner(guard.RunnerOptions{
-				Catalog: w.cat, Commands: w.svc.Guard(), Now: func() time.Time { return w.now },
+				Catalog: w.cat, Commands: w.svc, Now: func() time.Time { return w.now },
 				Sources: func(s events.MetricSource) (guard.CounterSource, error) {
 					// The default source follows 1,024 queries at most: 256 rollouts.
 					var err error
@@ -235,29 +235,31 @@ func BenchmarkRunnerTick1000(b *testing.B) {
 	}
 }
 
-// stamping is a [guard.Commander] that notes when the trip decision and the kill of one flag
-// returned: appended and acknowledged.
+// stamping is the guard's [guard.Commands] noting when the trip decision and the kill of one
+// flag returned: appended and acknowledged.
 type stamping struct {
-	next             guard.Commander
+	next             guard.Commands
 	mu               sync.Mutex
 	key              string
 	recorded, killed time.Time
 }
 
-func (s *stamping) Command(ctx context.Context, c guard.Command) (projections.Flag, error) {
-	f, err := s.next.Command(ctx, c)
+func (s *stamping) Handle(ctx context.Context, c command.Command) (command.Result, error) {
+	res, err := s.next.Handle(ctx, c)
 	at := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err == nil && c.Flag == s.key {
-		switch {
-		case c.Kind == guard.CmdRecord && c.Decision.StateAfter == string(guard.StateTripped):
-			s.recorded = at
-		case c.Kind == guard.CmdKill:
+	if err == nil && res.Flag.Key == s.key {
+		switch c := c.(type) {
+		case command.RecordDecision:
+			if c.Decision.StateAfter == string(guard.StateTripped) {
+				s.recorded = at
+			}
+		case command.KillFlag:
 			s.killed = at
 		}
 	}
-	return f, err
+	return res, err
 }
 
 // TestRunnerTripPropagation measures, on one JetStream server over TCP on loopback with fsync on
@@ -287,7 +289,7 @@ func TestRunnerTripPropagation(t *testing.T) {
 		OnTrip:  events.OnTripKill,
 	}
 	keys := w.rollouts(t, n, plan)
-	cmds := &stamping{next: w.svc.Guard()}
+	cmds := &stamping{next: w.svc}
 	g, err := guard.NewRunner(guard.RunnerOptions{
 		Catalog: w.cat, Commands: cmds, Now: func() time.Time { return w.now },
 		Sources: func(s events.MetricSource) (guard.CounterSource, error) {

@@ -12,14 +12,14 @@ import (
 type observed struct {
 	ticks     int
 	decisions []string
-	acts      []guard.CommandKind
+	acts      []string
 	failed    int
 	waits     []time.Duration
 }
 
 func (o *observed) Ticked(time.Duration)  { o.ticks++ }
 func (o *observed) Decided(action string) { o.decisions = append(o.decisions, action) }
-func (o *observed) Acted(kind guard.CommandKind, since time.Duration, err error) {
+func (o *observed) Acted(kind string, since time.Duration, err error) {
 	if err != nil {
 		o.failed++
 		return
@@ -35,7 +35,7 @@ func TestRunnerObserverAndCensus(t *testing.T) {
 	o := &observed{}
 	var err error
 	w.guard, err = guard.NewRunner(guard.RunnerOptions{
-		Catalog: w.cat, Commands: w.svc.Guard(), Now: func() time.Time { return w.now }, Observer: o,
+		Catalog: w.cat, Commands: w.svc, Now: func() time.Time { return w.now }, Observer: o,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +65,7 @@ func TestRunnerObserverAndCensus(t *testing.T) {
 	if n := len(o.decisions); n == 0 || o.decisions[n-1] != string(guard.ActionKill) {
 		t.Errorf("decisions %v, want the last to be kill", o.decisions)
 	}
-	if len(o.acts) != 1 || o.acts[0] != guard.CmdKill || o.failed != 0 {
+	if len(o.acts) != 1 || o.acts[0] != "kill" || o.failed != 0 {
 		t.Errorf("acts %v (%d failed), want one kill", o.acts, o.failed)
 	}
 	if c := w.guard.Census(); c.States[guard.StateTripped] != 1 || c.BlindOverGrace != 0 {

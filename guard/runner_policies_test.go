@@ -60,7 +60,7 @@ func (l *leader) Held() (bool, uint64) { return l.held, 1 }
 func (w *world) useGuard(set func(o *guard.RunnerOptions)) {
 	w.t.Helper()
 	opts := guard.RunnerOptions{
-		Catalog: w.cat, Commands: w.svc.Guard(), Now: func() time.Time { return w.now },
+		Catalog: w.cat, Commands: w.svc, Now: func() time.Time { return w.now },
 		OnEvidence: func(env, flag string, ev guard.Evidence) {
 			w.evidence[env+"/"+flag] = append(w.evidence[env+"/"+flag], ev)
 		},
@@ -120,7 +120,7 @@ func decided(t *testing.T, ev events.Event) *events.GuardDecided {
 // advanceByHand moves key's rollout from stage from to the next, as a person.
 func (w *world) advanceByHand(key string, from int) {
 	w.t.Helper()
-	if _, err := w.svc.AdvanceRollout(w.ctx, person, testEnv, key, w.flag(key).Rollout.ID, from, 0); err != nil {
+	if _, err := w.svc.Handle(w.ctx, command.AdvanceRollout{Meta: person, RolloutTarget: command.RolloutTarget{Env: testEnv, Key: key, ID: w.flag(key).Rollout.ID}, From: from}); err != nil {
 		w.t.Fatal(err)
 	}
 	w.sync()
@@ -150,15 +150,15 @@ func (w *world) trip(key string) events.Event {
 // "lite".
 func (w *world) createValve(key string) {
 	w.t.Helper()
-	_, err := w.svc.Create(w.ctx, person, testEnv, key, events.FlagConfig{
+	_, err := flagOf(w.svc.Handle(w.ctx, command.CreateFlag{Meta: person, Env: testEnv, Key: key, Config: events.FlagConfig{
 		Kind:           events.KindOperational,
 		Variants:       map[string]json.RawMessage{"full": json.RawMessage(`"full"`), "lite": json.RawMessage(`"lite"`)},
 		DefaultVariant: "full", OffVariant: "full", Enabled: true,
-	})
+	}}))
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	if _, err := w.svc.ConfigureValve(w.ctx, person, testEnv, key, 0, events.ValveConfigured{Variant: "lite"}); err != nil {
+	if _, err := w.svc.Handle(w.ctx, command.ConfigureValve{Meta: person, Env: testEnv, Key: key, ExpectedVersion: 0, Valve: events.ValveConfigured{Variant: "lite"}}); err != nil {
 		w.t.Fatal(err)
 	}
 	w.sync()
@@ -324,15 +324,15 @@ func TestRunnerRearm(t *testing.T) {
 	if n := len(w.ofType("search", events.TypeGuardDecided)); n != decisions {
 		t.Errorf("a tripped guard recorded %d more decisions", n-decisions)
 	}
-	if _, err := w.svc.AdvanceRollout(w.ctx, person, testEnv, "search", id, 0, 0); !errors.Is(err, command.ErrTripped) {
+	if _, err := w.svc.Handle(w.ctx, command.AdvanceRollout{Meta: person, RolloutTarget: command.RolloutTarget{Env: testEnv, Key: "search", ID: id}, From: 0}); !errors.Is(err, command.ErrTripped) {
 		t.Fatalf("advance by hand while tripped: %v, want ErrTripped", err)
 	}
 
 	bob := command.Meta{Actor: "bob", Reason: "fixed the bug"}
-	if _, err := w.svc.Rearm(w.ctx, bob, testEnv, "search", id, 0); err != nil {
+	if _, err := w.svc.Handle(w.ctx, command.Rearm{Meta: bob, RolloutTarget: command.RolloutTarget{Env: testEnv, Key: "search", ID: id}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.svc.Enable(w.ctx, bob, testEnv, "search", 0); err != nil {
+	if _, err := w.svc.Handle(w.ctx, command.EnableFlag{Meta: bob, Env: testEnv, Key: "search"}); err != nil {
 		t.Fatal(err)
 	}
 	w.sync()
@@ -473,7 +473,7 @@ func TestRunnerConfigChangeRestartsStage(t *testing.T) {
 	if w.flag("cart").Rollout.Stage != 0 {
 		t.Fatal("the rollout advanced before the change: the test needs a slower stage")
 	}
-	if _, err := w.svc.Update(w.ctx, person, testEnv, "cart", 0, []byte(`{"description":"now with caching"}`)); err != nil {
+	if _, err := w.svc.Handle(w.ctx, command.UpdateFlag{Meta: person, Env: testEnv, Key: "cart", ExpectedVersion: 0, Patch: []byte(`{"description":"now with caching"}`)}); err != nil {
 		t.Fatal(err)
 	}
 	w.sync()
@@ -524,7 +524,7 @@ func TestRunnerPausedNotJudgedAndResumesAfresh(t *testing.T) {
 		w.traffic("cart", 4000, 0.01, 0.01)
 		w.tick()
 	}
-	if _, err := w.svc.PauseRollout(w.ctx, person, testEnv, "cart", id, 0); err != nil {
+	if _, err := w.svc.Handle(w.ctx, command.PauseRollout{Meta: person, RolloutTarget: command.RolloutTarget{Env: testEnv, Key: "cart", ID: id}}); err != nil {
 		t.Fatal(err)
 	}
 	w.sync()
@@ -540,7 +540,7 @@ func TestRunnerPausedNotJudgedAndResumesAfresh(t *testing.T) {
 	if n := len(w.ofType("cart", events.TypeGuardDecided)); n != decisions {
 		t.Fatalf("recorded %d decisions on a paused rollout", n-decisions)
 	}
-	if _, err := w.svc.ResumeRollout(w.ctx, person, testEnv, "cart", id, 0); err != nil {
+	if _, err := w.svc.Handle(w.ctx, command.ResumeRollout{Meta: person, RolloutTarget: command.RolloutTarget{Env: testEnv, Key: "cart", ID: id}}); err != nil {
 		t.Fatal(err)
 	}
 	w.sync()
@@ -654,7 +654,7 @@ func TestRunnerClosesExpiredValve(t *testing.T) {
 	// OpenValve checks the expiry against the wall clock; the guard against its own, which runs
 	// ahead of it here: an expiry 30s ahead of the guard's clock is in the future for both.
 	expires := w.now.Add(30 * time.Second)
-	if _, err := w.svc.OpenValve(w.ctx, person, testEnv, "banner", expires, "", nil); err != nil {
+	if _, err := w.svc.Handle(w.ctx, command.OpenValve{Meta: person, Env: testEnv, Key: "banner", Expires: expires}); err != nil {
 		t.Fatal(err)
 	}
 	w.sync()
@@ -714,20 +714,20 @@ func TestRunnerLive(t *testing.T) {
 	}
 }
 
-// commander is a [guard.Commander] at the boundary of the write path whose fail function may
-// fail a command before it reaches the service, as a lost connection would.
+// commander is the guard's [guard.Commands] at the boundary of the write path whose fail
+// function may fail a command before it reaches the service, as a lost connection would.
 type commander struct {
-	next guard.Commander
-	fail func(c guard.Command) error
+	next guard.Commands
+	fail func(c command.Command) error
 }
 
-func (c *commander) Command(ctx context.Context, cmd guard.Command) (projections.Flag, error) {
+func (c *commander) Handle(ctx context.Context, cmd command.Command) (command.Result, error) {
 	if c.fail != nil {
 		if err := c.fail(cmd); err != nil {
-			return projections.Flag{}, err
+			return command.Result{}, err
 		}
 	}
-	return c.next.Command(ctx, cmd)
+	return c.next.Handle(ctx, cmd)
 }
 
 // A clock that moves on between the guard's reads, as a real one does, must not hide the scrape
@@ -763,22 +763,23 @@ func TestRunnerReadsItsOwnTicksScrape(t *testing.T) {
 // on the next tick, although the rollout is latched by then: a confirmed trip is never lost.
 func TestRunnerRetriesFailedTripCommands(t *testing.T) {
 	for _, c := range []struct {
-		fail   guard.CommandKind
+		fail   string // the command's name
 		onTrip string
 		stage  int
 		acted  string
 	}{
-		{guard.CmdRecord, events.OnTripKill, 0, events.TypeFlagKilled},
-		{guard.CmdKill, events.OnTripKill, 0, events.TypeFlagKilled},
-		{guard.CmdStepBack, events.OnTripStepBack, 1, events.TypeRolloutSteppedBack},
-		{guard.CmdPause, events.OnTripFreeze, 0, events.TypeRolloutPaused},
+		{"record decision", events.OnTripKill, 0, events.TypeFlagKilled},
+		{"kill", events.OnTripKill, 0, events.TypeFlagKilled},
+		{"step back rollout", events.OnTripStepBack, 1, events.TypeRolloutSteppedBack},
+		{"pause rollout", events.OnTripFreeze, 0, events.TypeRolloutPaused},
 	} {
-		t.Run(string(c.fail), func(t *testing.T) {
+		t.Run(c.fail, func(t *testing.T) {
 			w := newWorld(t)
 			failed := 0
 			w.useGuard(func(o *guard.RunnerOptions) {
-				o.Commands = &commander{next: w.svc.Guard(), fail: func(cmd guard.Command) error {
-					if cmd.Kind != c.fail || failed > 0 || cmd.Kind == guard.CmdRecord && cmd.Decision.StateAfter != string(guard.StateTripped) {
+				o.Commands = &commander{next: w.svc, fail: func(cmd command.Command) error {
+					rec, isRecord := cmd.(command.RecordDecision)
+					if cmd.Name() != c.fail || failed > 0 || isRecord && rec.Decision.StateAfter != string(guard.StateTripped) {
 						return nil
 					}
 					failed++

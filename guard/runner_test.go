@@ -88,7 +88,7 @@ func newWorld(t *testing.T) *world {
 	t.Cleanup(srv.Close)
 	w.url = srv.URL + "/metrics"
 	w.guard, err = guard.NewRunner(guard.RunnerOptions{
-		Catalog: w.cat, Commands: w.svc.Guard(), Now: func() time.Time { return w.now },
+		Catalog: w.cat, Commands: w.svc, Now: func() time.Time { return w.now },
 		OnEvidence: func(env, flag string, ev guard.Evidence) {
 			w.evidence[env+"/"+flag] = append(w.evidence[env+"/"+flag], ev)
 		},
@@ -103,11 +103,11 @@ var person = command.Meta{Actor: "alice", Reason: "test"}
 
 func (w *world) createFlag(key string) {
 	w.t.Helper()
-	_, err := w.svc.Create(w.ctx, person, testEnv, key, events.FlagConfig{
+	_, err := flagOf(w.svc.Handle(w.ctx, command.CreateFlag{Meta: person, Env: testEnv, Key: key, Config: events.FlagConfig{
 		Kind:           events.KindRelease,
 		Variants:       map[string]json.RawMessage{"on": json.RawMessage("true"), "off": json.RawMessage("false")},
 		DefaultVariant: "off", OffVariant: "off", Enabled: true,
-	})
+	}}))
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -129,11 +129,11 @@ func (w *world) plan(onTrip string) events.RolloutPlan {
 
 func (w *world) startRollout(key string, plan events.RolloutPlan) {
 	w.t.Helper()
-	f, err := w.svc.CreateRollout(w.ctx, person, testEnv, key, 0, plan)
+	f, err := flagOf(w.svc.Handle(w.ctx, command.CreateRollout{Meta: person, Env: testEnv, Key: key, ExpectedVersion: 0, Plan: plan}))
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	if _, err := w.svc.StartRollout(w.ctx, person, testEnv, key, f.Rollout.ID, 0); err != nil {
+	if _, err := w.svc.Handle(w.ctx, command.StartRollout{Meta: person, RolloutTarget: command.RolloutTarget{Env: testEnv, Key: key, ID: f.Rollout.ID}}); err != nil {
 		w.t.Fatal(err)
 	}
 	w.sync()
@@ -311,3 +311,6 @@ func TestRunnerErrorSpikeKillsFlagWithEvidence(t *testing.T) {
 		t.Fatalf("replay differs from the recorded decisions")
 	}
 }
+
+// flagOf takes the flag out of what the command service's Handle returns.
+func flagOf(r command.Result, err error) (projections.Flag, error) { return r.Flag, err }

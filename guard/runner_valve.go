@@ -10,6 +10,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/guard/source"
+	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/projections"
 )
 
@@ -149,27 +150,28 @@ func (r *Runner) judgeValve(ctx context.Context, t *trackedValve, now time.Time)
 	if err != nil {
 		return fmt.Errorf("encode valve evidence: %w", err)
 	}
-	c := Command{Env: t.env, Flag: t.key, Evidence: data, Correlation: d.DecisionID}
 	burn := func(w ValveWindow) string { return short(float64(w.Burn)) }
+	var o order
 	if d.Action == ActionOpenValve {
-		c.Kind = CmdOpenValve
-		c.Reason = fmt.Sprintf("guard: error budget burning %s× over %v and %s× over %v (threshold %s×)",
+		reason := fmt.Sprintf("guard: error budget burning %s× over %v and %s× over %v (threshold %s×)",
 			burn(d.Long), d.Long.Window, burn(d.Short), d.Short.Window, short(float64(d.BurnRate)))
+		o = order{kindOpenValve, command.OpenValve{Meta: meta(reason, "", d.DecisionID), Env: t.env, Key: t.key, Evidence: data}}
 	} else {
-		c.Kind, c.Cause = CmdCloseValve, events.ValveClosedHealthy
+		cause := events.ValveClosedHealthy
 		if d.Cause == CauseExpired {
-			c.Cause = events.ValveClosedExpired
+			cause = events.ValveClosedExpired
 		}
-		c.Reason = fmt.Sprintf("guard: %s; burn %s× over %v", d.Cause, burn(d.Short), d.Short.Window)
+		reason := fmt.Sprintf("guard: %s; burn %s× over %v", d.Cause, burn(d.Short), d.Short.Window)
+		o = order{kindCloseValve, command.CloseValve{Meta: meta(reason, "", d.DecisionID), Env: t.env, Key: t.key, Cause: cause, Evidence: data}}
 	}
-	_, err = r.opts.Commands.Command(ctx, c)
+	_, err = r.send(ctx, o.cmd)
 	if r.opts.Observer != nil {
 		r.opts.Observer.Decided(string(d.Action))
-		r.opts.Observer.Acted(c.Kind, r.opts.Now().Sub(now), err)
+		r.opts.Observer.Acted(o.kind, r.opts.Now().Sub(now), err)
 	}
 	if err != nil {
-		return fmt.Errorf("%s: %w", c.Kind, err)
+		return fmt.Errorf("%s: %w", o.kind, err)
 	}
-	r.log.Info("guard acted on a valve", "command", c.Kind, "env", t.env, "valve", t.key, "reason", c.Reason)
+	r.log.Info("guard acted on a valve", "command", o.kind, "env", t.env, "valve", t.key, "cause", d.Cause)
 	return nil
 }

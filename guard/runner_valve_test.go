@@ -12,20 +12,19 @@ import (
 	"github.com/interlock-dev/interlock/guard"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
-	"github.com/interlock-dev/interlock/projections"
 )
 
 func TestRunnerValvePolicyOpensOnBurnAndClosesWhenHealthy(t *testing.T) {
 	w := newWorld(t)
-	_, err := w.svc.Create(w.ctx, person, testEnv, "search-degraded", events.FlagConfig{
+	_, err := flagOf(w.svc.Handle(w.ctx, command.CreateFlag{Meta: person, Env: testEnv, Key: "search-degraded", Config: events.FlagConfig{
 		Kind:           events.KindOperational,
 		Variants:       map[string]json.RawMessage{"open": json.RawMessage("true"), "closed": json.RawMessage("false")},
 		DefaultVariant: "closed", OffVariant: "closed", Enabled: true,
-	})
+	}}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = w.svc.ConfigureValve(w.ctx, person, testEnv, "search-degraded", 0, events.ValveConfigured{
+	_, err = flagOf(w.svc.Handle(w.ctx, command.ConfigureValve{Meta: person, Env: testEnv, Key: "search-degraded", ExpectedVersion: 0, Valve: events.ValveConfigured{
 		Variant: "open",
 		Policy: &events.ValvePolicy{
 			Source:   events.MetricSource{Type: events.SourceScrape, URL: w.url},
@@ -34,7 +33,7 @@ func TestRunnerValvePolicyOpensOnBurnAndClosesWhenHealthy(t *testing.T) {
 			Long: events.Duration(10 * time.Minute), Short: events.Duration(time.Minute),
 			MinOpen: events.Duration(2 * time.Minute), HealthyFor: events.Duration(3 * time.Minute),
 		},
-	})
+	}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,19 +101,19 @@ func TestRunnerValvePolicyOpensOnBurnAndClosesWhenHealthy(t *testing.T) {
 
 func TestRunnerManualValveExpires(t *testing.T) {
 	w := newWorld(t)
-	_, err := w.svc.Create(w.ctx, person, testEnv, "recs-off", events.FlagConfig{
+	_, err := flagOf(w.svc.Handle(w.ctx, command.CreateFlag{Meta: person, Env: testEnv, Key: "recs-off", Config: events.FlagConfig{
 		Kind:           events.KindOperational,
 		Variants:       map[string]json.RawMessage{"open": json.RawMessage("true"), "closed": json.RawMessage("false")},
 		DefaultVariant: "closed", OffVariant: "closed", Enabled: true,
-	})
+	}}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.svc.ConfigureValve(w.ctx, person, testEnv, "recs-off", 0, events.ValveConfigured{Variant: "open"}); err != nil {
+	if _, err := w.svc.Handle(w.ctx, command.ConfigureValve{Meta: person, Env: testEnv, Key: "recs-off", ExpectedVersion: 0, Valve: events.ValveConfigured{Variant: "open"}}); err != nil {
 		t.Fatal(err)
 	}
 	expires := w.now.Add(time.Minute)
-	if _, err := w.svc.OpenValve(w.ctx, meta("on-call", "db overload"), testEnv, "recs-off", expires, "", nil); err != nil {
+	if _, err := w.svc.Handle(w.ctx, command.OpenValve{Meta: meta("on-call", "db overload"), Env: testEnv, Key: "recs-off", Expires: expires}); err != nil {
 		t.Fatal(err)
 	}
 	w.sync()
@@ -150,7 +149,7 @@ func TestRunnerTakeoverKeepsTripLatched(t *testing.T) {
 	if !w.flag("pay").Rollout.Guard.Tripped {
 		t.Fatal("no trip")
 	}
-	next, err := guard.NewRunner(guard.RunnerOptions{Catalog: w.cat, Commands: w.svc.Guard(), Now: func() time.Time { return w.now }})
+	next, err := guard.NewRunner(guard.RunnerOptions{Catalog: w.cat, Commands: w.svc, Now: func() time.Time { return w.now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +177,7 @@ func TestRunnerJudgesEveryPassWhenTickEqualsResolution(t *testing.T) {
 	w := newWorld(t)
 	var err error
 	w.guard, err = guard.NewRunner(guard.RunnerOptions{
-		Catalog: w.cat, Commands: w.svc.Guard(), Resolution: time.Second, Now: func() time.Time { return w.now },
+		Catalog: w.cat, Commands: w.svc, Resolution: time.Second, Now: func() time.Time { return w.now },
 		OnEvidence: func(env, flag string, ev guard.Evidence) {
 			w.evidence[env+"/"+flag] = append(w.evidence[env+"/"+flag], ev)
 		},
@@ -215,26 +214,26 @@ func TestRunnerJudgesEveryPassWhenTickEqualsResolution(t *testing.T) {
 
 // blockingCommands holds the guard's commands until released, once armed.
 type blockingCommands struct {
-	guard.Commander
+	guard.Commands
 	armed   chan struct{} // closed: block the next command
 	entered chan struct{}
 	release chan struct{}
 }
 
-func (b *blockingCommands) Command(ctx context.Context, c guard.Command) (projections.Flag, error) {
+func (b *blockingCommands) Handle(ctx context.Context, c command.Command) (command.Result, error) {
 	select {
 	case <-b.armed:
 		b.entered <- struct{}{}
 		<-b.release
 	default:
 	}
-	return b.Commander.Command(ctx, c)
+	return b.Commands.Handle(ctx, c)
 }
 
 // Live answers from the last pass while a pass waits on a command.
 func TestRunnerLiveDoesNotWaitForAPass(t *testing.T) {
 	w := newWorld(t)
-	cmds := &blockingCommands{Commander: w.svc.Guard(), armed: make(chan struct{}), entered: make(chan struct{}, 8), release: make(chan struct{})}
+	cmds := &blockingCommands{Commands: w.svc, armed: make(chan struct{}), entered: make(chan struct{}, 8), release: make(chan struct{})}
 	var err error
 	w.guard, err = guard.NewRunner(guard.RunnerOptions{Catalog: w.cat, Commands: cmds, Now: func() time.Time { return w.now }})
 	if err != nil {
@@ -268,22 +267,22 @@ func TestRunnerLiveDoesNotWaitForAPass(t *testing.T) {
 // refuseFirstAdvance refuses the guard's first advance, as the write path does when the flag
 // changed under it.
 type refuseFirstAdvance struct {
-	guard.Commander
+	guard.Commands
 	refused int
 }
 
-func (c *refuseFirstAdvance) Command(ctx context.Context, cmd guard.Command) (projections.Flag, error) {
-	if cmd.Kind == guard.CmdAdvance && c.refused == 0 {
+func (c *refuseFirstAdvance) Handle(ctx context.Context, cmd command.Command) (command.Result, error) {
+	if _, ok := cmd.(command.AdvanceRollout); ok && c.refused == 0 {
 		c.refused++
-		return projections.Flag{}, fmt.Errorf("%w: the flag changed", guard.ErrRefused)
+		return command.Result{}, fmt.Errorf("%w: the flag changed", guard.ErrRefused)
 	}
-	return c.Commander.Command(ctx, cmd)
+	return c.Commands.Handle(ctx, cmd)
 }
 
 // A READY rollout whose advance was refused asks again on its next tick, and advances once.
 func TestRunnerAdvancesAgainWhenStillReady(t *testing.T) {
 	w := newWorld(t)
-	cmds := &refuseFirstAdvance{Commander: w.svc.Guard()}
+	cmds := &refuseFirstAdvance{Commands: w.svc}
 	var err error
 	w.guard, err = guard.NewRunner(guard.RunnerOptions{Catalog: w.cat, Commands: cmds, Now: func() time.Time { return w.now }})
 	if err != nil {

@@ -85,7 +85,7 @@ func boolFlag(enabled bool) events.FlagConfig {
 
 func (s *system) create(t testing.TB, env, key string, cfg events.FlagConfig) projections.Flag {
 	t.Helper()
-	f, err := s.cmds.Create(context.Background(), meta, env, key, cfg)
+	f, err := flagOf(s.cmds.Handle(context.Background(), command.CreateFlag{Meta: meta, Env: env, Key: key, Config: cfg}))
 	if err != nil {
 		t.Fatalf("create %s/%s: %v", env, key, err)
 	}
@@ -94,7 +94,7 @@ func (s *system) create(t testing.TB, env, key string, cfg events.FlagConfig) pr
 
 func (s *system) kill(t testing.TB, env, key string) projections.Flag {
 	t.Helper()
-	f, err := s.cmds.Kill(context.Background(), meta, env, key)
+	f, err := flagOf(s.cmds.Handle(context.Background(), command.KillFlag{Meta: meta, Env: env, Key: key}))
 	if err != nil {
 		t.Fatalf("kill %s/%s: %v", env, key, err)
 	}
@@ -103,7 +103,7 @@ func (s *system) kill(t testing.TB, env, key string) projections.Flag {
 
 func (s *system) enable(t testing.TB, env, key string) projections.Flag {
 	t.Helper()
-	f, err := s.cmds.Enable(context.Background(), meta, env, key, 0)
+	f, err := flagOf(s.cmds.Handle(context.Background(), command.EnableFlag{Meta: meta, Env: env, Key: key}))
 	if err != nil {
 		t.Fatalf("enable %s/%s: %v", env, key, err)
 	}
@@ -236,3 +236,6 @@ func serves(c *local.Client, key string) (string, targeting.Reason) {
 	}
 	return ev.Variant.Name, ev.Reason
 }
+
+// flagOf takes the flag out of what the command service's Handle returns.
+func flagOf(r command.Result, err error) (projections.Flag, error) { return r.Flag, err }

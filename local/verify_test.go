@@ -24,7 +24,7 @@ func TestVerifyKeys(t *testing.T) {
 	cmds := command.New(store, nil)
 	ctx := context.Background()
 	meta := command.Meta{Actor: "alice", Reason: "test"}
-	if _, err := cmds.Create(ctx, meta, "prod", "checkout", boolFlag(true)); err != nil {
+	if _, err := cmds.Handle(ctx, command.CreateFlag{Meta: meta, Env: "prod", Key: "checkout", Config: boolFlag(true)}); err != nil {
 		t.Fatal(err)
 	}
 	forged, err := events.NewEvent(events.TypeFlagKilled, "prod", "checkout", events.FlagKilled{})
@@ -43,7 +43,7 @@ func TestVerifyKeys(t *testing.T) {
 		t.Fatal("the forged kill was applied")
 	}
 	// A genuine kill after the forgery is applied.
-	kill, err := cmds.Kill(ctx, meta, "prod", "checkout")
+	kill, err := flagOf(cmds.Handle(ctx, command.KillFlag{Meta: meta, Env: "prod", Key: "checkout"}))
 	if err != nil {
 		t.Fatal(err)
 	}

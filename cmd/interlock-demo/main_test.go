@@ -21,6 +21,7 @@ import (
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/interlock-dev/interlock/projections"
 )
 
 // within bounds every asynchronous check.
@@ -72,14 +73,14 @@ func boot(t *testing.T) *system {
 // createFlag creates the enabled boolean flag flagKey, split 50/50 between on and off.
 func (s *system) createFlag(t *testing.T) {
 	t.Helper()
-	_, err := s.cmds.Create(context.Background(), meta, env, flagKey, events.FlagConfig{
+	_, err := flagOf(s.cmds.Handle(context.Background(), command.CreateFlag{Meta: meta, Env: env, Key: flagKey, Config: events.FlagConfig{
 		Kind:           events.KindRelease,
 		Variants:       map[string]json.RawMessage{"on": json.RawMessage("true"), "off": json.RawMessage("false")},
 		DefaultVariant: "off",
 		OffVariant:     "off",
 		Enabled:        true,
 		DefaultServe:   &events.Serve{Split: map[string]int{"on": 50, "off": 50}},
-	})
+	}}))
 	if err != nil {
 		t.Fatalf("create flag: %v", err)
 	}
@@ -622,7 +623,7 @@ func TestKillServesOff(t *testing.T) {
 	p := start(t, s, "--flag", flagKey, "--rate", "2000", "--seed", "3", "--fail-rate", "1")
 	p.scrapeUntil(t, "both variants served", func(c counts) bool { return c["on"].Requests >= 100 && c["off"].Requests >= 100 })
 
-	killed, err := s.cmds.Kill(context.Background(), meta, env, flagKey)
+	killed, err := flagOf(s.cmds.Handle(context.Background(), command.KillFlag{Meta: meta, Env: env, Key: flagKey}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -748,3 +749,6 @@ func (c *counts) String() string {
 	}
 	return b.String()
 }
+
+// flagOf takes the flag out of what the command service's Handle returns.
+func flagOf(r command.Result, err error) (projections.Flag, error) { return r.Flag, err }

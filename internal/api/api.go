@@ -24,37 +24,13 @@ import (
 	"github.com/interlock-dev/interlock/projections"
 )
 
-// Commands is the write path: *command.Service. It is one interface, not several small ones,
-// because the API offers every command and nothing else would implement a subset.
+// Commands is the write path: *command.Service. Every write of a flag or a segment is one
+// command value given to Handle.
 type Commands interface {
-	Create(ctx context.Context, m command.Meta, env, key string, cfg events.FlagConfig) (projections.Flag, error)
-	Update(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64, patch []byte) (projections.Flag, error)
-	Enable(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (projections.Flag, error)
-	Kill(ctx context.Context, m command.Meta, env, key string) (projections.Flag, error)
-	Archive(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (projections.Flag, error)
-	Unarchive(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (projections.Flag, error)
-	Restore(ctx context.Context, m command.Meta, env, key string, toVersion, expectedVersion uint64) (projections.Flag, error)
-
-	CreateSegment(ctx context.Context, m command.Meta, env, key string, cfg events.SegmentConfig) (projections.Segment, error)
-	UpdateSegment(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64, patch []byte) (projections.Segment, error)
-	ArchiveSegment(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (projections.Segment, error)
-	UnarchiveSegment(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (projections.Segment, error)
-
-	// Rollouts and safety valves (rollouts.go).
-	CreateRollout(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64, plan events.RolloutPlan) (projections.Flag, error)
-	StartRollout(ctx context.Context, m command.Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error)
-	PauseRollout(ctx context.Context, m command.Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error)
-	ResumeRollout(ctx context.Context, m command.Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error)
-	AdvanceRollout(ctx context.Context, m command.Meta, env, key, id string, from int, expectedVersion uint64) (projections.Flag, error)
-	StepBackRollout(ctx context.Context, m command.Meta, env, key, id string, from int, expectedVersion uint64) (projections.Flag, error)
-	AbortRollout(ctx context.Context, m command.Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error)
-	Rearm(ctx context.Context, m command.Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error)
-	ConfigureValve(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64, v events.ValveConfigured) (projections.Flag, error)
-	OpenValve(ctx context.Context, m command.Meta, env, key string, expires time.Time, rollout string, evidence []byte) (projections.Flag, error)
-	CloseValve(ctx context.Context, m command.Meta, env, key, cause string, evidence []byte) (projections.Flag, error)
-
+	Handle(ctx context.Context, c command.Command) (command.Result, error)
 	// AcknowledgeIntegrity records an acknowledgement of the integrity problems up to a stream
-	// sequence (integrity.go).
+	// sequence (integrity.go). Like a token's events, it is about no flag or segment, and is not
+	// a command value yet.
 	AcknowledgeIntegrity(ctx context.Context, m command.Meta, through, problems uint64) (events.Event, error)
 }
 
@@ -332,9 +308,9 @@ func (a *API) table() []route {
 		{pathFlag, []op{get(getResource(a, flagResource)), do("PATCH", auth.ActionWrite, updateResource(a, flagResource))}},
 		{pathFlag + "/history", []op{get(resourceHistory(a, flagResource))}},
 		{pathFlag + "/kill", []op{do("POST", auth.ActionKill, a.killFlag)}},
-		{pathFlag + "/enable", []op{do("POST", auth.ActionWrite, resourceAction(a, flagResource, Commands.Enable))}},
-		{pathFlag + "/archive", []op{do("POST", auth.ActionWrite, resourceAction(a, flagResource, Commands.Archive))}},
-		{pathFlag + "/unarchive", []op{do("POST", auth.ActionWrite, resourceAction(a, flagResource, Commands.Unarchive))}},
+		{pathFlag + "/enable", []op{do("POST", auth.ActionWrite, resourceAction(a, flagResource, enableFlag))}},
+		{pathFlag + "/archive", []op{do("POST", auth.ActionWrite, resourceAction(a, flagResource, archiveFlag))}},
+		{pathFlag + "/unarchive", []op{do("POST", auth.ActionWrite, resourceAction(a, flagResource, unarchiveFlag))}},
 		{pathFlag + "/restore", []op{do("POST", auth.ActionWrite, a.restoreFlag)}},
 		{"/api/v1/audit", []op{getP(a.audit)}},
 		{"/api/v1/audit/verify", []op{getP(a.auditVerify)}},
@@ -347,8 +323,8 @@ func (a *API) table() []route {
 		{pathSegments, []op{get(a.listSegments), do("POST", auth.ActionWrite, createResource(a, segmentResource))}},
 		{pathSegment, []op{get(getResource(a, segmentResource)), do("PATCH", auth.ActionWrite, updateResource(a, segmentResource))}},
 		{pathSegment + "/history", []op{get(resourceHistory(a, segmentResource))}},
-		{pathSegment + "/archive", []op{do("POST", auth.ActionWrite, resourceAction(a, segmentResource, Commands.ArchiveSegment))}},
-		{pathSegment + "/unarchive", []op{do("POST", auth.ActionWrite, resourceAction(a, segmentResource, Commands.UnarchiveSegment))}},
+		{pathSegment + "/archive", []op{do("POST", auth.ActionWrite, resourceAction(a, segmentResource, archiveSegment))}},
+		{pathSegment + "/unarchive", []op{do("POST", auth.ActionWrite, resourceAction(a, segmentResource, unarchiveSegment))}},
 		{"/api/v1/tokens", []op{
 			{method: "GET", need: auth.ActionAdmin, ownScope: true, h: a.listTokens},
 			{method: "POST", need: auth.ActionAdmin, ownScope: true, h: a.createToken},

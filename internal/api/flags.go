@@ -9,6 +9,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/auth"
+	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/projections"
 )
 
@@ -28,8 +29,26 @@ var flagResource = &resource[projections.Flag, events.FlagConfig]{
 	lookup:      Catalog.Flag,
 	at:          projections.FlagAt,
 	history:     projections.FlagHistory,
-	create:      Commands.Create,
-	update:      Commands.Update,
+	create: func(m command.Meta, env, key string, cfg events.FlagConfig) command.Command {
+		return command.CreateFlag{Meta: m, Env: env, Key: key, Config: cfg}
+	},
+	update: func(m command.Meta, env, key string, version uint64, patch []byte) command.Command {
+		return command.UpdateFlag{Meta: m, Env: env, Key: key, ExpectedVersion: version, Patch: patch}
+	},
+	result: func(r command.Result) projections.Flag { return r.Flag },
+}
+
+// The flag's versioned actions (resourceAction).
+func enableFlag(m command.Meta, env, key string, version uint64) command.Command {
+	return command.EnableFlag{Meta: m, Env: env, Key: key, ExpectedVersion: version}
+}
+
+func archiveFlag(m command.Meta, env, key string, version uint64) command.Command {
+	return command.ArchiveFlag{Meta: m, Env: env, Key: key, ExpectedVersion: version}
+}
+
+func unarchiveFlag(m command.Meta, env, key string, version uint64) command.Command {
+	return command.UnarchiveFlag{Meta: m, Env: env, Key: key, ExpectedVersion: version}
 }
 
 // flagStamp is the stamp of every answer to a write of a flag, whether it answers with the flag
@@ -148,7 +167,7 @@ func (a *API) killFlag(w http.ResponseWriter, r *http.Request, p auth.Principal)
 	if err := a.readJSON(w, r, &req, true); err != nil {
 		return err
 	}
-	f, err := a.cfg.Commands.Kill(r.Context(), meta(r, p, req.Reason), r.PathValue("env"), r.PathValue("key"))
+	f, err := flagResource.send(a, r, command.KillFlag{Meta: meta(r, p, req.Reason), Env: r.PathValue("env"), Key: r.PathValue("key")})
 	if err != nil {
 		return err
 	}
@@ -168,7 +187,8 @@ func (a *API) restoreFlag(w http.ResponseWriter, r *http.Request, p auth.Princip
 	if err != nil {
 		return err
 	}
-	f, err := a.cfg.Commands.Restore(r.Context(), meta(r, p, req.Reason), r.PathValue("env"), r.PathValue("key"), req.ToVersion, version)
+	f, err := flagResource.send(a, r, command.RestoreFlag{Meta: meta(r, p, req.Reason), Env: r.PathValue("env"), Key: r.PathValue("key"),
+		ToVersion: req.ToVersion, ExpectedVersion: version})
 	if err != nil {
 		return staleFrom(err, fromHeader)
 	}

@@ -36,8 +36,17 @@ type resource[T, C any] struct {
 	// at reads the state at a point in the past from the event store.
 	at      func(ctx context.Context, r projections.Reader, env, key string, at projections.Point) (T, error)
 	history func(ctx context.Context, r projections.Reader, env, key string) ([]projections.Entry, error)
-	create  func(c Commands, ctx context.Context, m command.Meta, env, key string, cfg C) (T, error)
-	update  func(c Commands, ctx context.Context, m command.Meta, env, key string, expectedVersion uint64, patch []byte) (T, error)
+	// create and update are the commands of a create and a patch; result reads the document
+	// from a command's result.
+	create func(m command.Meta, env, key string, cfg C) command.Command
+	update func(m command.Meta, env, key string, expectedVersion uint64, patch []byte) command.Command
+	result func(command.Result) T
+}
+
+// send has the write path carry out c, and reads the document from its result.
+func (res *resource[T, C]) send(a *API, r *http.Request, c command.Command) (T, error) {
+	out, err := a.cfg.Commands.Handle(r.Context(), c)
+	return res.result(out), err
 }
 
 // stamp is what answering with a document needs to know of it: where it is, its version (the
@@ -126,7 +135,7 @@ func createResource[T, C any](a *API, res *resource[T, C]) func(http.ResponseWri
 		if err != nil {
 			return err
 		}
-		v, err := res.create(a.cfg.Commands, r.Context(), meta(r, p, ""), env, key, cfg)
+		v, err := res.send(a, r, res.create(meta(r, p, ""), env, key, cfg))
 		if err != nil {
 			return err
 		}
@@ -144,7 +153,7 @@ func updateResource[T, C any](a *API, res *resource[T, C]) func(http.ResponseWri
 		if err != nil {
 			return err
 		}
-		v, err := res.update(a.cfg.Commands, r.Context(), meta(r, p, ""), r.PathValue("env"), r.PathValue("key"), version, patch)
+		v, err := res.send(a, r, res.update(meta(r, p, ""), r.PathValue("env"), r.PathValue("key"), version, patch))
 		if err != nil {
 			return err
 		}
@@ -159,14 +168,14 @@ type actionRequest struct {
 	Version *uint64 `json:"version"`
 }
 
-// versionedCommand is a command method that takes an expected version, as a method expression
-// such as Commands.Enable or Commands.ArchiveSegment.
-type versionedCommand[T any] func(c Commands, ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (T, error)
+// versionedCommand builds a command on a document that takes an expected version, such as
+// command.EnableFlag or command.ArchiveSegment.
+type versionedCommand func(m command.Meta, env, key string, expectedVersion uint64) command.Command
 
 // resourceAction serves do, a command on a document that takes a reason and an expected
 // version from If-Match or the body: a flag's enable, archive and unarchive, a segment's archive
 // and unarchive.
-func resourceAction[T, C any](a *API, res *resource[T, C], do versionedCommand[T]) func(http.ResponseWriter, *http.Request, auth.Principal) error {
+func resourceAction[T, C any](a *API, res *resource[T, C], do versionedCommand) func(http.ResponseWriter, *http.Request, auth.Principal) error {
 	return func(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 		if _, err := query(r, nil); err != nil {
 			return err
@@ -179,7 +188,7 @@ func resourceAction[T, C any](a *API, res *resource[T, C], do versionedCommand[T
 		if err != nil {
 			return err
 		}
-		v, err := do(a.cfg.Commands, r.Context(), meta(r, p, req.Reason), r.PathValue("env"), r.PathValue("key"), version)
+		v, err := res.send(a, r, do(meta(r, p, req.Reason), r.PathValue("env"), r.PathValue("key"), version))
 		if err != nil {
 			return staleFrom(err, fromHeader)
 		}

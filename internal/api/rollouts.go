@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -62,28 +61,32 @@ type rolloutVerb struct {
 	action auth.Action
 	// withFrom says the command takes the stage it moves from.
 	withFrom bool
-	do       func(c Commands, ctx context.Context, m command.Meta, env, key, id string, from int, expected uint64) (projections.Flag, error)
+	do       func(m command.Meta, t command.RolloutTarget, from int) command.Command
 }
 
 // rolloutVerbs are the commands on a rollout. Aborting is the on-call's switch, like a kill:
 // it takes the flag back to the control. Advancing, like every other move, is a writer's.
 var rolloutVerbs = []rolloutVerb{
-	{name: "start", action: auth.ActionWrite, do: func(c Commands, ctx context.Context, m command.Meta, env, key, id string, _ int, v uint64) (projections.Flag, error) {
-		return c.StartRollout(ctx, m, env, key, id, v)
+	{name: "start", action: auth.ActionWrite, do: func(m command.Meta, t command.RolloutTarget, _ int) command.Command {
+		return command.StartRollout{Meta: m, RolloutTarget: t}
 	}},
-	{name: "pause", action: auth.ActionWrite, do: func(c Commands, ctx context.Context, m command.Meta, env, key, id string, _ int, v uint64) (projections.Flag, error) {
-		return c.PauseRollout(ctx, m, env, key, id, v)
+	{name: "pause", action: auth.ActionWrite, do: func(m command.Meta, t command.RolloutTarget, _ int) command.Command {
+		return command.PauseRollout{Meta: m, RolloutTarget: t}
 	}},
-	{name: "resume", action: auth.ActionWrite, do: func(c Commands, ctx context.Context, m command.Meta, env, key, id string, _ int, v uint64) (projections.Flag, error) {
-		return c.ResumeRollout(ctx, m, env, key, id, v)
+	{name: "resume", action: auth.ActionWrite, do: func(m command.Meta, t command.RolloutTarget, _ int) command.Command {
+		return command.ResumeRollout{Meta: m, RolloutTarget: t}
 	}},
-	{name: "advance", action: auth.ActionWrite, withFrom: true, do: Commands.AdvanceRollout},
-	{name: "stepback", action: auth.ActionWrite, withFrom: true, do: Commands.StepBackRollout},
-	{name: "abort", action: auth.ActionKill, do: func(c Commands, ctx context.Context, m command.Meta, env, key, id string, _ int, v uint64) (projections.Flag, error) {
-		return c.AbortRollout(ctx, m, env, key, id, v)
+	{name: "advance", action: auth.ActionWrite, withFrom: true, do: func(m command.Meta, t command.RolloutTarget, from int) command.Command {
+		return command.AdvanceRollout{Meta: m, RolloutTarget: t, From: from}
 	}},
-	{name: "rearm", action: auth.ActionWrite, do: func(c Commands, ctx context.Context, m command.Meta, env, key, id string, _ int, v uint64) (projections.Flag, error) {
-		return c.Rearm(ctx, m, env, key, id, v)
+	{name: "stepback", action: auth.ActionWrite, withFrom: true, do: func(m command.Meta, t command.RolloutTarget, from int) command.Command {
+		return command.StepBackRollout{Meta: m, RolloutTarget: t, From: from}
+	}},
+	{name: "abort", action: auth.ActionKill, do: func(m command.Meta, t command.RolloutTarget, _ int) command.Command {
+		return command.AbortRollout{Meta: m, RolloutTarget: t}
+	}},
+	{name: "rearm", action: auth.ActionWrite, do: func(m command.Meta, t command.RolloutTarget, _ int) command.Command {
+		return command.Rearm{Meta: m, RolloutTarget: t}
 	}},
 }
 
@@ -207,7 +210,8 @@ func (a *API) createRollout(w http.ResponseWriter, r *http.Request, p auth.Princ
 	if err != nil {
 		return err
 	}
-	f, err := a.cfg.Commands.CreateRollout(r.Context(), meta(r, p, ""), r.PathValue("env"), r.PathValue("key"), version, plan)
+	f, err := flagResource.send(a, r, command.CreateRollout{Meta: meta(r, p, ""), Env: r.PathValue("env"), Key: r.PathValue("key"),
+		ExpectedVersion: version, Plan: plan})
 	if err != nil {
 		return err
 	}
@@ -251,7 +255,8 @@ func (a *API) rolloutAction(v rolloutVerb) func(http.ResponseWriter, *http.Reque
 		if err != nil {
 			return err
 		}
-		f, err := v.do(a.cfg.Commands, r.Context(), meta(r, p, req.Reason), r.PathValue("env"), r.PathValue("key"), req.ID, from, version)
+		on := command.RolloutTarget{Env: r.PathValue("env"), Key: r.PathValue("key"), ID: req.ID, ExpectedVersion: version}
+		f, err := flagResource.send(a, r, v.do(meta(r, p, req.Reason), on, from))
 		if err != nil {
 			return err
 		}
@@ -284,7 +289,8 @@ func (a *API) configureValve(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if err := a.readJSON(w, r, &cfg, false); err != nil {
 		return err
 	}
-	f, err := a.cfg.Commands.ConfigureValve(r.Context(), meta(r, p, ""), r.PathValue("env"), r.PathValue("key"), version, cfg)
+	f, err := flagResource.send(a, r, command.ConfigureValve{Meta: meta(r, p, ""), Env: r.PathValue("env"), Key: r.PathValue("key"),
+		ExpectedVersion: version, Valve: cfg})
 	if err != nil {
 		return err
 	}
@@ -328,7 +334,7 @@ func (a *API) openValve(w http.ResponseWriter, r *http.Request, p auth.Principal
 	if err != nil {
 		return err
 	}
-	f, err := a.cfg.Commands.OpenValve(r.Context(), meta(r, p, req.Reason), r.PathValue("env"), r.PathValue("key"), expires, "", nil)
+	f, err := flagResource.send(a, r, command.OpenValve{Meta: meta(r, p, req.Reason), Env: r.PathValue("env"), Key: r.PathValue("key"), Expires: expires})
 	if err != nil {
 		return err
 	}
@@ -371,7 +377,8 @@ func (a *API) closeValve(w http.ResponseWriter, r *http.Request, p auth.Principa
 	if err := a.readJSON(w, r, &req, true); err != nil {
 		return err
 	}
-	f, err := a.cfg.Commands.CloseValve(r.Context(), meta(r, p, req.Reason), r.PathValue("env"), r.PathValue("key"), events.ValveClosedManual, nil)
+	f, err := flagResource.send(a, r, command.CloseValve{Meta: meta(r, p, req.Reason), Env: r.PathValue("env"), Key: r.PathValue("key"),
+		Cause: events.ValveClosedManual})
 	if err != nil {
 		return err
 	}

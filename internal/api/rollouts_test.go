@@ -164,13 +164,13 @@ func TestRolloutLifecycle(t *testing.T) {
 
 	// The guard trips: advancing is refused until a person re-arms it.
 	guard := command.New(s.store, slog.New(slog.DiscardHandler))
-	f, err := guard.RecordDecision(context.Background(), command.Meta{Actor: "guard"}, "prod", "checkout", 7, events.GuardDecided{
+	res, err := guard.Handle(context.Background(), command.RecordDecision{Meta: command.Meta{Actor: "guard"}, Env: "prod", Key: "checkout", ExpectedVersion: 7, Decision: events.GuardDecided{
 		Rollout: id, Stage: 0, StateBefore: "HEALTHY", StateAfter: "TRIPPED", Action: "freeze", Cause: "r1", Evidence: json.RawMessage(`{}`),
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.catalog.WaitSequence(context.Background(), f.Sequence); err != nil {
+	if err := s.catalog.WaitSequence(context.Background(), res.Flag.Sequence); err != nil {
 		t.Fatal(err)
 	}
 	s.get(t, path).must(t, http.StatusOK, fresh(&st))

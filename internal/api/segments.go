@@ -5,6 +5,7 @@ import (
 	"net/url"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/projections"
 )
 
@@ -29,8 +30,22 @@ var segmentResource = &resource[projections.Segment, events.SegmentConfig]{
 	lookup:  Catalog.Segment,
 	at:      projections.SegmentAt,
 	history: projections.SegmentHistory,
-	create:  Commands.CreateSegment,
-	update:  Commands.UpdateSegment,
+	create: func(m command.Meta, env, key string, cfg events.SegmentConfig) command.Command {
+		return command.CreateSegment{Meta: m, Env: env, Key: key, Config: cfg}
+	},
+	update: func(m command.Meta, env, key string, version uint64, patch []byte) command.Command {
+		return command.UpdateSegment{Meta: m, Env: env, Key: key, ExpectedVersion: version, Patch: patch}
+	},
+	result: func(r command.Result) projections.Segment { return r.Segment },
+}
+
+// The segment's versioned actions (resourceAction).
+func archiveSegment(m command.Meta, env, key string, version uint64) command.Command {
+	return command.ArchiveSegment{Meta: m, Env: env, Key: key, ExpectedVersion: version}
+}
+
+func unarchiveSegment(m command.Meta, env, key string, version uint64) command.Command {
+	return command.UnarchiveSegment{Meta: m, Env: env, Key: key, ExpectedVersion: version}
 }
 
 func (a *API) listSegments(w http.ResponseWriter, r *http.Request) error {

@@ -180,7 +180,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	}
 	allowSource := source.AllowSources(cfg.GuardSources)
 	commands := command.New(m.store, logger, command.WithUsage(m.catalog), command.WithSourceCheck(allowSource),
-		command.WithObserver(commandMetrics))
+		command.WithPlanChecks(guard.CheckPlan, guard.CheckValvePolicy), command.WithObserver(commandMetrics))
 	if generated != "" {
 		// The bootstrap admin token enters the audit trail like any other. The token works
 		// whether or not this is recorded; a failure is logged, not fatal, since the token is
@@ -209,7 +209,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	guardRunner, err := guard.NewRunner(guard.RunnerOptions{
 		OnEvidence:  tape.Record,
 		Catalog:     m.catalog,
-		Commands:    commands.Guard(),
+		Commands:    commands,
 		Lease:       m.lease,
 		AllowSource: allowSource,
 		Board:       board,

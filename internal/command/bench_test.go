@@ -30,7 +30,7 @@ func BenchmarkCommandPath(b *testing.B) {
 			n := 0
 			for b.Loop() {
 				n++
-				f, err := svc.Update(ctx, alice, env, "bench", version, []byte(`{"description":"bench `+strconv.Itoa(n)+`"}`))
+				f, err := flagOf(svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "bench", ExpectedVersion: version, Patch: []byte(`{"description":"bench ` + strconv.Itoa(n) + `"}`)}))
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -150,7 +150,7 @@ func BenchmarkCommandPathSigning(b *testing.B) {
 				for j := range svcs {
 					i := (n + j) % 2 // alternate which goes first
 					start := time.Now()
-					f, err := svcs[i].Update(ctx, alice, env, "bench", versions[i], patch)
+					f, err := flagOf(svcs[i].Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "bench", ExpectedVersion: versions[i], Patch: patch}))
 					spent[i] += time.Since(start)
 					if err != nil {
 						b.Fatal(err)

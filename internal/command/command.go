@@ -185,6 +185,12 @@ type Service struct {
 	sourceOK func(rawURL string) error
 	// observer is told of every command and append; nil for none.
 	observer Observer
+	// checkPlan and checkPolicy vet what the guard will read of a rollout plan or a valve
+	// policy; nil accepts anything.
+	checkPlan   func(flag string, plan events.RolloutPlan) error
+	checkPolicy func(p *events.ValvePolicy) error
+	// handler is Handle's chain of middleware.
+	handler Handler
 
 	mu       sync.Mutex
 	flags    map[string]*entry // by flag subject
@@ -300,6 +306,13 @@ func WithSourceCheck(check func(rawURL string) error) Option {
 	return func(s *Service) { s.sourceOK = check }
 }
 
+// WithPlanChecks makes CreateRollout refuse a plan that plan refuses and ConfigureValve a
+// policy that policy refuses (events.ErrInvalid naming the field), so that the guard is never
+// given a metric it cannot query. The guard's CheckPlan and CheckValvePolicy are the checks.
+func WithPlanChecks(plan func(flag string, p events.RolloutPlan) error, policy func(p *events.ValvePolicy) error) Option {
+	return func(s *Service) { s.checkPlan, s.checkPolicy = plan, policy }
+}
+
 // Outcome is how a command ended, as an [Observer] is told.
 type Outcome string
 
@@ -370,6 +383,7 @@ func New(store Store, logger *slog.Logger, opts ...Option) *Service {
 			o(s)
 		}
 	}
+	s.handler = s.chain(s.logged, s.validated, s.observed)
 	return s
 }
 
@@ -515,10 +529,7 @@ func (s *Service) execSegment(ctx context.Context, c command) (projections.Segme
 
 // run runs c under its entity's lock and, once it succeeded, calls done with the entry, still
 // locked, to copy the state out.
-func (s *Service) run(ctx context.Context, c command, done func(*entry)) (err error) {
-	if s.observer != nil {
-		defer func() { s.observer.Commanded(c.name, OutcomeOf(err)) }()
-	}
+func (s *Service) run(ctx context.Context, c command, done func(*entry)) error {
 	e, err := s.acquire(ctx, c.entity, c.env, c.key)
 	if err != nil {
 		return fmt.Errorf("%s %s/%s: %w", c.name, c.env, c.key, err)

@@ -59,7 +59,7 @@ func TestCreate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := streamLen(t, st)
 			given := tt.cfg.Clone()
-			f, err := svc.Create(ctx, tt.meta, tt.env, tt.key, tt.cfg)
+			f, err := flagOf(svc.Handle(ctx, command.CreateFlag{Meta: tt.meta, Env: tt.env, Key: tt.key, Config: tt.cfg}))
 			checkErr(t, err, tt.want)
 			checkField(t, err, tt.field)
 			if tt.want != nil {
@@ -95,7 +95,7 @@ func TestCreate(t *testing.T) {
 func TestMetaOnEvents(t *testing.T) {
 	st, svc := setup(t)
 	m := command.Meta{Actor: " bob ", Reason: " rollout step ", CorrelationID: "req-7", CausationID: "ev-3"}
-	if _, err := svc.Create(context.Background(), m, env, "meta", baseConfig()); err != nil {
+	if _, err := svc.Handle(context.Background(), command.CreateFlag{Meta: m, Env: env, Key: "meta", Config: baseConfig()}); err != nil {
 		t.Fatal(err)
 	}
 	ev := load(t, st, "meta")[0]
@@ -228,13 +228,13 @@ func TestUpdate(t *testing.T) {
 			cur := mustCreate(t, svc, key, cfg)
 			if tt.touched {
 				var err error
-				if cur, err = svc.Update(ctx, alice, env, key, 0, []byte(`{"owner":"someone"}`)); err != nil {
+				if cur, err = flagOf(svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: key, ExpectedVersion: 0, Patch: []byte(`{"owner":"someone"}`)})); err != nil {
 					t.Fatal(err)
 				}
 			}
 			if tt.archived {
 				var err error
-				if cur, err = svc.Archive(ctx, alice, env, key, 0); err != nil {
+				if cur, err = flagOf(svc.Handle(ctx, command.ArchiveFlag{Meta: alice, Env: env, Key: key})); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -243,7 +243,7 @@ func TestUpdate(t *testing.T) {
 				expected = uint64(int64(cur.Version) + tt.stale)
 			}
 			before := streamLen(t, st)
-			f, err := svc.Update(ctx, alice, env, key, expected, []byte(tt.patch))
+			f, err := flagOf(svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: key, ExpectedVersion: expected, Patch: []byte(tt.patch)}))
 			checkErr(t, err, tt.want)
 			checkField(t, err, tt.field)
 			if tt.want != nil {
@@ -317,14 +317,14 @@ func TestForeignFlag(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Equal documents are equal configurations: nothing to write.
-	f, err := svc.Update(ctx, alice, env, "foreign", 1, []byte(`{"variants":{"a":{"y":[2],"z":1}},"tags":[]}`))
+	f, err := flagOf(svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "foreign", ExpectedVersion: 1, Patch: []byte(`{"variants":{"a":{"y":[2],"z":1}},"tags":[]}`)}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if f.Version != 1 || len(load(t, st, "foreign")) != 1 {
 		t.Fatalf("a patch that changes nothing wrote: version %d", f.Version)
 	}
-	f, err = svc.Update(ctx, alice, env, "foreign", 1, []byte(`{"description":"now"}`))
+	f, err = flagOf(svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "foreign", ExpectedVersion: 1, Patch: []byte(`{"description":"now"}`)}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +347,7 @@ func TestForeignFlag(t *testing.T) {
 func TestUpdateMissing(t *testing.T) {
 	st, svc := setup(t)
 	before := streamLen(t, st)
-	_, err := svc.Update(context.Background(), alice, env, "nope", 0, []byte(`{"description": "x"}`))
+	_, err := svc.Handle(context.Background(), command.UpdateFlag{Meta: alice, Env: env, Key: "nope", ExpectedVersion: 0, Patch: []byte(`{"description": "x"}`)})
 	if !errors.Is(err, command.ErrNotFound) || !errors.Is(err, projections.ErrNotFound) {
 		t.Fatalf("got %v, want ErrNotFound matching projections.ErrNotFound too", err)
 	}
@@ -368,7 +368,7 @@ func TestStateCommands(t *testing.T) {
 			f := mustCreate(t, svc, key, cfg)
 			if archived {
 				var err error
-				if f, err = svc.Archive(ctx, alice, env, key, 0); err != nil {
+				if f, err = flagOf(svc.Handle(ctx, command.ArchiveFlag{Meta: alice, Env: env, Key: key})); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -377,16 +377,24 @@ func TestStateCommands(t *testing.T) {
 	}
 	missing := func(*testing.T, string) projections.Flag { return projections.Flag{} }
 	enable := func(m command.Meta, v uint64) func(string) (projections.Flag, error) {
-		return func(key string) (projections.Flag, error) { return svc.Enable(ctx, m, env, key, v) }
+		return func(key string) (projections.Flag, error) {
+			return flagOf(svc.Handle(ctx, command.EnableFlag{Meta: m, Env: env, Key: key, ExpectedVersion: v}))
+		}
 	}
 	kill := func(m command.Meta) func(string) (projections.Flag, error) {
-		return func(key string) (projections.Flag, error) { return svc.Kill(ctx, m, env, key) }
+		return func(key string) (projections.Flag, error) {
+			return flagOf(svc.Handle(ctx, command.KillFlag{Meta: m, Env: env, Key: key}))
+		}
 	}
 	archive := func(v uint64) func(string) (projections.Flag, error) {
-		return func(key string) (projections.Flag, error) { return svc.Archive(ctx, alice, env, key, v) }
+		return func(key string) (projections.Flag, error) {
+			return flagOf(svc.Handle(ctx, command.ArchiveFlag{Meta: alice, Env: env, Key: key, ExpectedVersion: v}))
+		}
 	}
 	unarchive := func(v uint64) func(string) (projections.Flag, error) {
-		return func(key string) (projections.Flag, error) { return svc.Unarchive(ctx, alice, env, key, v) }
+		return func(key string) (projections.Flag, error) {
+			return flagOf(svc.Handle(ctx, command.UnarchiveFlag{Meta: alice, Env: env, Key: key, ExpectedVersion: v}))
+		}
 	}
 	noReason := command.Meta{Actor: "alice"}
 
@@ -461,11 +469,11 @@ func TestRestore(t *testing.T) {
 	key := "restore"
 	mustCreate(t, svc, key, baseConfig()) // v1: "checkout redesign"
 	for _, d := range []string{"two", "three"} {
-		if _, err := svc.Update(ctx, alice, env, key, 0, []byte(`{"description":"`+d+`","tags":null}`)); err != nil {
+		if _, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: key, ExpectedVersion: 0, Patch: []byte(`{"description":"` + d + `","tags":null}`)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := svc.Enable(ctx, alice, env, key, 3); err != nil { // v4: enabled
+	if _, err := svc.Handle(ctx, command.EnableFlag{Meta: alice, Env: env, Key: key, ExpectedVersion: 3}); err != nil { // v4: enabled
 		t.Fatal(err)
 	}
 
@@ -489,7 +497,7 @@ func TestRestore(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := streamLen(t, st)
-			f, err := svc.Restore(ctx, alice, env, key, tt.to, tt.expected)
+			f, err := flagOf(svc.Handle(ctx, command.RestoreFlag{Meta: alice, Env: env, Key: key, ToVersion: tt.to, ExpectedVersion: tt.expected}))
 			checkErr(t, err, tt.want)
 			if tt.want != nil {
 				checkField(t, err, map[bool]string{true: "toVersion"}[errors.Is(tt.want, events.ErrInvalid)])
@@ -527,11 +535,11 @@ func TestRestore(t *testing.T) {
 	}
 
 	t.Run("archived", func(t *testing.T) {
-		if _, err := svc.Archive(ctx, alice, env, key, 0); err != nil {
+		if _, err := svc.Handle(ctx, command.ArchiveFlag{Meta: alice, Env: env, Key: key}); err != nil {
 			t.Fatal(err)
 		}
 		before := streamLen(t, st)
-		if _, err := svc.Restore(ctx, alice, env, key, 1, 0); !errors.Is(err, command.ErrArchived) {
+		if _, err := svc.Handle(ctx, command.RestoreFlag{Meta: alice, Env: env, Key: key, ToVersion: 1}); !errors.Is(err, command.ErrArchived) {
 			t.Fatalf("got %v, want ErrArchived", err)
 		}
 		if streamLen(t, st) != before {
@@ -539,7 +547,7 @@ func TestRestore(t *testing.T) {
 		}
 	})
 	t.Run("missing", func(t *testing.T) {
-		if _, err := svc.Restore(ctx, alice, env, "nope", 1, 0); !errors.Is(err, command.ErrNotFound) {
+		if _, err := svc.Handle(ctx, command.RestoreFlag{Meta: alice, Env: env, Key: "nope", ToVersion: 1}); !errors.Is(err, command.ErrNotFound) {
 			t.Fatalf("got %v, want ErrNotFound", err)
 		}
 	})
@@ -557,7 +565,7 @@ func TestGet(t *testing.T) {
 	// Another replica writes; Get sees it.
 	other := newService(t, st)
 	mustCreate(t, other, "elsewhere", baseConfig())
-	if _, err := other.Enable(ctx, alice, env, "elsewhere", 1); err != nil {
+	if _, err := other.Handle(ctx, command.EnableFlag{Meta: alice, Env: env, Key: "elsewhere", ExpectedVersion: 1}); err != nil {
 		t.Fatal(err)
 	}
 	f, err := svc.Get(ctx, env, "elsewhere")
@@ -574,11 +582,11 @@ func TestGet(t *testing.T) {
 		`{"variants":{"on":null,"yes":true},"defaultVariant":"yes","rules":null,"defaultServe":{"split":{"on":null,"yes":50}},"tags":["x"]}`,
 		`{"description":"again","variants":{"no":false},"defaultServe":{"split":{"no":1}}}`,
 	} {
-		if _, err := svc.Update(ctx, alice, env, "elsewhere", 0, []byte(patch)); err != nil {
+		if _, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "elsewhere", ExpectedVersion: 0, Patch: []byte(patch)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := svc.Kill(ctx, alice, env, "elsewhere"); err != nil {
+	if _, err := svc.Handle(ctx, command.KillFlag{Meta: alice, Env: env, Key: "elsewhere"}); err != nil {
 		t.Fatal(err)
 	}
 	if after, _ := json.Marshal(f); !bytes.Equal(before, after) {
@@ -604,11 +612,11 @@ func TestStaleCache(t *testing.T) {
 		{
 			name: "update with the version the other replica made",
 			onB: func(key string) error {
-				_, err := b.Update(ctx, alice, env, key, 1, []byte(`{"owner":"b"}`))
+				_, err := b.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: key, ExpectedVersion: 1, Patch: []byte(`{"owner":"b"}`)})
 				return err
 			},
 			onA: func(key string) (projections.Flag, error) {
-				return a.Update(ctx, alice, env, key, 2, []byte(`{"description":"a"}`))
+				return flagOf(a.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: key, ExpectedVersion: 2, Patch: []byte(`{"description":"a"}`)}))
 			},
 			check: func(t *testing.T, f projections.Flag, evs []events.Event) {
 				if f.Version != 3 || f.Owner != "b" || f.Description != "a" || len(evs) != 3 {
@@ -619,22 +627,22 @@ func TestStaleCache(t *testing.T) {
 		{
 			name: "update with the version the stale cache has",
 			onB: func(key string) error {
-				_, err := b.Update(ctx, alice, env, key, 1, []byte(`{"owner":"b"}`))
+				_, err := b.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: key, ExpectedVersion: 1, Patch: []byte(`{"owner":"b"}`)})
 				return err
 			},
 			onA: func(key string) (projections.Flag, error) {
-				return a.Update(ctx, alice, env, key, 1, []byte(`{"description":"a"}`))
+				return flagOf(a.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: key, ExpectedVersion: 1, Patch: []byte(`{"description":"a"}`)}))
 			},
 			want: command.ErrStale,
 		},
 		{
 			name: "update without a version",
 			onB: func(key string) error {
-				_, err := b.Update(ctx, alice, env, key, 1, []byte(`{"owner":"b"}`))
+				_, err := b.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: key, ExpectedVersion: 1, Patch: []byte(`{"owner":"b"}`)})
 				return err
 			},
 			onA: func(key string) (projections.Flag, error) {
-				return a.Update(ctx, alice, env, key, 0, []byte(`{"description":"a"}`))
+				return flagOf(a.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: key, ExpectedVersion: 0, Patch: []byte(`{"description":"a"}`)}))
 			},
 			check: func(t *testing.T, f projections.Flag, evs []events.Event) {
 				if f.Version != 3 || f.Owner != "b" || f.Description != "a" {
@@ -645,10 +653,12 @@ func TestStaleCache(t *testing.T) {
 		{
 			name: "kill a flag the stale cache thinks is off",
 			onB: func(key string) error {
-				_, err := b.Enable(ctx, alice, env, key, 0)
+				_, err := b.Handle(ctx, command.EnableFlag{Meta: alice, Env: env, Key: key})
 				return err
 			},
-			onA: func(key string) (projections.Flag, error) { return a.Kill(ctx, alice, env, key) },
+			onA: func(key string) (projections.Flag, error) {
+				return flagOf(a.Handle(ctx, command.KillFlag{Meta: alice, Env: env, Key: key}))
+			},
 			check: func(t *testing.T, f projections.Flag, evs []events.Event) {
 				if f.Enabled || f.Version != 3 || evs[2].Type != events.TypeFlagKilled {
 					t.Fatalf("kill did not land: %+v", f)
@@ -658,10 +668,12 @@ func TestStaleCache(t *testing.T) {
 		{
 			name: "enable a flag the other replica enabled",
 			onB: func(key string) error {
-				_, err := b.Enable(ctx, alice, env, key, 0)
+				_, err := b.Handle(ctx, command.EnableFlag{Meta: alice, Env: env, Key: key})
 				return err
 			},
-			onA: func(key string) (projections.Flag, error) { return a.Enable(ctx, alice, env, key, 0) },
+			onA: func(key string) (projections.Flag, error) {
+				return flagOf(a.Handle(ctx, command.EnableFlag{Meta: alice, Env: env, Key: key}))
+			},
 			check: func(t *testing.T, f projections.Flag, evs []events.Event) {
 				if !f.Enabled || f.Version != 2 || len(evs) != 2 {
 					t.Fatalf("got %+v with %d events", f, len(evs))
@@ -671,21 +683,23 @@ func TestStaleCache(t *testing.T) {
 		{
 			name: "update a flag the other replica archived",
 			onB: func(key string) error {
-				_, err := b.Archive(ctx, alice, env, key, 0)
+				_, err := b.Handle(ctx, command.ArchiveFlag{Meta: alice, Env: env, Key: key})
 				return err
 			},
 			onA: func(key string) (projections.Flag, error) {
-				return a.Update(ctx, alice, env, key, 0, []byte(`{"description":"a"}`))
+				return flagOf(a.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: key, ExpectedVersion: 0, Patch: []byte(`{"description":"a"}`)}))
 			},
 			want: command.ErrArchived,
 		},
 		{
 			name: "enable a flag the other replica unarchived",
 			onB: func(key string) error {
-				_, err := b.Unarchive(ctx, alice, env, key, 0)
+				_, err := b.Handle(ctx, command.UnarchiveFlag{Meta: alice, Env: env, Key: key})
 				return err
 			},
-			onA: func(key string) (projections.Flag, error) { return a.Enable(ctx, alice, env, key, 0) },
+			onA: func(key string) (projections.Flag, error) {
+				return flagOf(a.Handle(ctx, command.EnableFlag{Meta: alice, Env: env, Key: key}))
+			},
 			check: func(t *testing.T, f projections.Flag, evs []events.Event) {
 				if !f.Enabled || f.Archived || f.Version != 4 {
 					t.Fatalf("got %+v", f)
@@ -695,10 +709,12 @@ func TestStaleCache(t *testing.T) {
 		{
 			name: "restore to a version only the other replica knows",
 			onB: func(key string) error {
-				_, err := b.Update(ctx, alice, env, key, 0, []byte(`{"description":"b"}`))
+				_, err := b.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: key, ExpectedVersion: 0, Patch: []byte(`{"description":"b"}`)})
 				return err
 			},
-			onA: func(key string) (projections.Flag, error) { return a.Restore(ctx, alice, env, key, 1, 0) },
+			onA: func(key string) (projections.Flag, error) {
+				return flagOf(a.Handle(ctx, command.RestoreFlag{Meta: alice, Env: env, Key: key, ToVersion: 1}))
+			},
 			check: func(t *testing.T, f projections.Flag, evs []events.Event) {
 				if f.Description != "checkout redesign" || f.Version != 3 {
 					t.Fatalf("got %+v", f)
@@ -711,7 +727,7 @@ func TestStaleCache(t *testing.T) {
 			key := fmt.Sprintf("stale-%d", i)
 			mustCreate(t, a, key, baseConfig())
 			if strings.Contains(tt.name, "unarchived") {
-				if _, err := a.Archive(ctx, alice, env, key, 0); err != nil {
+				if _, err := a.Handle(ctx, command.ArchiveFlag{Meta: alice, Env: env, Key: key}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -736,7 +752,7 @@ func TestStaleCache(t *testing.T) {
 			t.Fatal(err)
 		}
 		mustCreate(t, b, "race-create", baseConfig())
-		if _, err := a.Create(ctx, alice, env, "race-create", baseConfig()); !errors.Is(err, command.ErrExists) {
+		if _, err := a.Handle(ctx, command.CreateFlag{Meta: alice, Env: env, Key: "race-create", Config: baseConfig()}); !errors.Is(err, command.ErrExists) {
 			t.Fatalf("got %v, want ErrExists", err)
 		}
 	})

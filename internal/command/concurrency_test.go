@@ -61,7 +61,7 @@ func TestConcurrentUpdates(t *testing.T) {
 					version := uint64(1)
 					for n := range attempts {
 						desc := fmt.Sprintf("w%d-%d", w, n)
-						f, err := svc.Update(ctx, m, env, key, version, []byte(`{"description":"`+desc+`"}`))
+						f, err := flagOf(svc.Handle(ctx, command.UpdateFlag{Meta: m, Env: env, Key: key, ExpectedVersion: version, Patch: []byte(`{"description":"` + desc + `"}`)}))
 						var ve *command.VersionError
 						switch {
 						case err == nil:
@@ -158,7 +158,7 @@ func TestKillRace(t *testing.T) {
 						return
 					default:
 					}
-					_, err := svc.Update(ctx, alice, env, key, 0, []byte(fmt.Sprintf(`{"description":"w%d-%d"}`, w, n)))
+					_, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: key, ExpectedVersion: 0, Patch: []byte(fmt.Sprintf(`{"description":"w%d-%d"}`, w, n))})
 					if err != nil && !errors.Is(err, events.ErrConflict) {
 						errs <- err
 						return
@@ -170,7 +170,7 @@ func TestKillRace(t *testing.T) {
 			})
 		}
 		natstest.Eventually(t, 10*time.Second, func() bool { return updates.Load() >= 20 }, "writers got going")
-		f, kerr := oncall.Kill(ctx, command.Meta{Actor: "oncall", Reason: "errors spiking"}, env, key)
+		f, kerr := flagOf(oncall.Handle(ctx, command.KillFlag{Meta: command.Meta{Actor: "oncall", Reason: "errors spiking"}, Env: env, Key: key}))
 		close(stop)
 		wg.Wait()
 		close(errs)
@@ -231,7 +231,7 @@ func TestTransportRetry(t *testing.T) {
 	// Two lost acknowledgements: the resends find the stored event and the command succeeds,
 	// having written once.
 	st.lose.Store(2)
-	f, err := svc.Update(ctx, alice, env, "flaky", 1, []byte(`{"description":"once"}`))
+	f, err := flagOf(svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "flaky", ExpectedVersion: 1, Patch: []byte(`{"description":"once"}`)}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,13 +242,13 @@ func TestTransportRetry(t *testing.T) {
 	// Three lost: the command gives up with the transport error, but the event is stored; the
 	// next command finds out and goes on from there.
 	st.lose.Store(3)
-	if _, err := svc.Enable(ctx, alice, env, "flaky", 2); !errors.Is(err, errAckLost) || !errors.Is(err, events.ErrOutcomeUnknown) {
+	if _, err := svc.Handle(ctx, command.EnableFlag{Meta: alice, Env: env, Key: "flaky", ExpectedVersion: 2}); !errors.Is(err, errAckLost) || !errors.Is(err, events.ErrOutcomeUnknown) {
 		t.Fatalf("got %v, want the outcome unknown", err)
 	}
 	if evs := load(t, st.Store, "flaky"); len(evs) != 3 || evs[2].Type != events.TypeFlagEnabled {
 		t.Fatalf("want the enable stored once, got %d events", len(evs))
 	}
-	f, err = svc.Update(ctx, alice, env, "flaky", 3, []byte(`{"description":"after"}`))
+	f, err = flagOf(svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "flaky", ExpectedVersion: 3, Patch: []byte(`{"description":"after"}`)}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestPerFlagLock(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() {
-		_, err := svc.Update(ctx, alice, env, "slow", 0, []byte(`{"description":"slow"}`))
+		_, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "slow", ExpectedVersion: 0, Patch: []byte(`{"description":"slow"}`)})
 		done <- err
 	}()
 	select {
@@ -295,13 +295,13 @@ func TestPerFlagLock(t *testing.T) {
 		t.Fatalf("the slow update ended before appending: %v", err)
 	}
 
-	if _, err := svc.Update(ctx, alice, env, "fast", 0, []byte(`{"description":"fast"}`)); err != nil {
+	if _, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "fast", ExpectedVersion: 0, Patch: []byte(`{"description":"fast"}`)}); err != nil {
 		t.Fatalf("another flag: %v", err)
 	}
 	waiting, cancel := context.WithCancel(ctx)
 	waited := make(chan error, 1)
 	go func() {
-		_, err := svc.Kill(waiting, alice, env, "slow")
+		_, err := svc.Handle(waiting, command.KillFlag{Meta: alice, Env: env, Key: "slow"})
 		waited <- err
 	}()
 	cancel()

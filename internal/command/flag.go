@@ -16,27 +16,42 @@ import (
 	"github.com/interlock-dev/interlock/projections"
 )
 
-// Create creates a flag from cfg, validated and normalised. It is disabled unless cfg.Enabled.
+// CreateFlag creates a flag from Config, validated and normalised. It is disabled unless
+// Config.Enabled.
 //
 // Errors: [ErrExists] if the flag already exists; events.ErrInvalid (naming the condition) when
-// a rule uses a segment that does not exist or is archived in env (see [Service.CreateSegment]).
-func (s *Service) Create(ctx context.Context, m Meta, env, key string, cfg events.FlagConfig) (projections.Flag, error) {
-	m, cfg, err := validateCreate(m, env, key, cfg)
-	if err != nil {
-		return projections.Flag{}, fmt.Errorf("create %s/%s: %w", env, key, err)
-	}
-	return s.exec(ctx, command{
-		name: "create", env: env, key: key, meta: m, create: true,
-		decide: func(ctx context.Context, _ *entry) (decision, error) {
-			if err := s.checkSegments(ctx, env, &cfg); err != nil {
-				return decision{}, err
-			}
-			return decision{typ: events.TypeFlagCreated, payload: events.FlagCreated{Flag: cfg}, cfg: &cfg}, nil
-		},
-	})
+// a rule uses a segment that does not exist or is archived in Env (see [CreateSegment]).
+type CreateFlag struct {
+	Meta
+	Env, Key string
+	Config   events.FlagConfig
 }
 
-// validateCreate is everything Create checks before it looks at the stream.
+// Name is "create".
+func (CreateFlag) Name() string { return "create" }
+
+func (c CreateFlag) validate(context.Context, *Service) (Command, error) {
+	m, cfg, err := validateCreate(c.Meta, c.Env, c.Key, c.Config)
+	if err != nil {
+		return nil, fmt.Errorf("create %s/%s: %w", c.Env, c.Key, err)
+	}
+	c.Meta, c.Config = m, cfg
+	return c, nil
+}
+
+func (c CreateFlag) exec(ctx context.Context, s *Service) (Result, error) {
+	return flagResult(s.exec(ctx, command{
+		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, create: true,
+		decide: func(ctx context.Context, _ *entry) (decision, error) {
+			if err := s.checkSegments(ctx, c.Env, &c.Config); err != nil {
+				return decision{}, err
+			}
+			return decision{typ: events.TypeFlagCreated, payload: events.FlagCreated{Flag: c.Config}, cfg: &c.Config}, nil
+		},
+	}))
+}
+
+// validateCreate is everything CreateFlag checks before it looks at the stream.
 func validateCreate(m Meta, env, key string, cfg events.FlagConfig) (Meta, events.FlagConfig, error) {
 	m, err := validateCommand(m, env, key, false)
 	if err != nil {
@@ -50,27 +65,44 @@ func validateCreate(m Meta, env, key string, cfg events.FlagConfig) (Meta, event
 	return m, cfg, nil
 }
 
-// Update applies patch, a JSON Merge Patch (RFC 7396) object, to the flag's configuration
+// UpdateFlag applies Patch, a JSON Merge Patch (RFC 7396) object, to the flag's configuration
 // document (the JSON of events.FlagConfig) and stores the result if it is valid and differs from
 // the current configuration; a patch that changes nothing writes nothing. The read-only fields of
 // a flag (key, environment, version, archived, createdAt, updatedAt, updatedBy) and unknown
 // fields are refused.
 //
-// Errors: [ErrNotFound]; [*VersionError] when expectedVersion is not 0 and not the flag's
+// Errors: [ErrNotFound]; [*VersionError] when ExpectedVersion is not 0 and not the flag's
 // version; [ErrArchived]; events.ErrInvalid (naming the condition) when the result's rules use a
-// segment that does not exist or is archived in env; [ErrRolloutActive] when it would change the
+// segment that does not exist or is archived in Env; [ErrRolloutActive] when it would change the
 // defaultServe of a flag whose rollout is running or paused.
-func (s *Service) Update(ctx context.Context, m Meta, env, key string, expectedVersion uint64, patch []byte) (projections.Flag, error) {
-	m, err := validateCommand(m, env, key, false)
-	if err != nil {
-		return projections.Flag{}, fmt.Errorf("update %s/%s: %w", env, key, err)
+type UpdateFlag struct {
+	Meta
+	Env, Key        string
+	ExpectedVersion uint64
+	Patch           []byte
+
+	p *patch // Patch, parsed by validate
+}
+
+// Name is "update".
+func (UpdateFlag) Name() string { return "update" }
+
+func (c UpdateFlag) validate(context.Context, *Service) (Command, error) {
+	m, err := validateCommand(c.Meta, c.Env, c.Key, false)
+	if err == nil {
+		c.p, err = parsePatch(c.Patch)
 	}
-	p, err := parsePatch(patch)
 	if err != nil {
-		return projections.Flag{}, fmt.Errorf("update %s/%s: %w", env, key, err)
+		return nil, fmt.Errorf("update %s/%s: %w", c.Env, c.Key, err)
 	}
-	return s.exec(ctx, command{
-		name: "update", env: env, key: key, meta: m, expected: expectedVersion,
+	c.Meta = m
+	return c, nil
+}
+
+func (c UpdateFlag) exec(ctx context.Context, s *Service) (Result, error) {
+	p := c.p
+	return flagResult(s.exec(ctx, command{
+		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
 		decide: func(ctx context.Context, e *entry) (decision, error) {
 			cur := &e.flag
 			if cur.Archived {
@@ -90,7 +122,7 @@ func (s *Service) Update(ctx context.Context, m Meta, env, key string, expectedV
 			if err := keepsRolloutServe(cur, &next.cfg); err != nil {
 				return decision{}, err
 			}
-			if err := s.checkSegments(ctx, env, &next.cfg); err != nil {
+			if err := s.checkSegments(ctx, c.Env, &next.cfg); err != nil {
 				return decision{}, err
 			}
 			return decision{
@@ -100,19 +132,29 @@ func (s *Service) Update(ctx context.Context, m Meta, env, key string, expectedV
 				enc:  &next.enc,
 			}, nil
 		},
-	})
+	}))
 }
 
-// Enable turns the flag on; enabling an enabled flag writes nothing.
+// EnableFlag turns the flag on; enabling an enabled flag writes nothing.
 //
 // Errors: [ErrNotFound]; [*VersionError]; [ErrArchived].
-func (s *Service) Enable(ctx context.Context, m Meta, env, key string, expectedVersion uint64) (projections.Flag, error) {
-	m, err := validateCommand(m, env, key, false)
-	if err != nil {
-		return projections.Flag{}, fmt.Errorf("enable %s/%s: %w", env, key, err)
-	}
-	return s.exec(ctx, command{
-		name: "enable", env: env, key: key, meta: m, expected: expectedVersion,
+type EnableFlag struct {
+	Meta
+	Env, Key        string
+	ExpectedVersion uint64
+}
+
+// Name is "enable".
+func (EnableFlag) Name() string { return "enable" }
+
+func (c EnableFlag) validate(context.Context, *Service) (Command, error) {
+	err := target(&c.Meta, c.Name(), c.Env, c.Key, false)
+	return c, err
+}
+
+func (c EnableFlag) exec(ctx context.Context, s *Service) (Result, error) {
+	return flagResult(s.exec(ctx, command{
+		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
 		decide: func(_ context.Context, e *entry) (decision, error) {
 			cur := &e.flag
 			switch {
@@ -123,89 +165,132 @@ func (s *Service) Enable(ctx context.Context, m Meta, env, key string, expectedV
 			}
 			return decision{typ: events.TypeFlagEnabled, payload: events.FlagEnabled{}}, nil
 		},
-	})
+	}))
 }
 
-// Kill turns the flag off, whatever else is happening to it: it carries no expected version and
-// decides again after every concurrent change until it wins or ctx ends (no attempt limit). Meta.Reason is required. Killing a disabled flag writes
-// nothing. Archived flags can be killed.
+// KillFlag turns the flag off, whatever else is happening to it: it carries no expected version
+// and decides again after every concurrent change until it wins or ctx ends (no attempt limit).
+// Meta.Reason is required. Killing a disabled flag writes nothing. Archived flags can be killed.
 //
 // Errors: [ErrNotFound].
-func (s *Service) Kill(ctx context.Context, m Meta, env, key string) (projections.Flag, error) {
-	m, err := validateCommand(m, env, key, true)
-	if err != nil {
-		return projections.Flag{}, fmt.Errorf("kill %s/%s: %w", env, key, err)
-	}
-	return s.exec(ctx, command{
-		name: "kill", env: env, key: key, meta: m, persistent: true,
+type KillFlag struct {
+	Meta
+	Env, Key string
+}
+
+// Name is "kill".
+func (KillFlag) Name() string { return "kill" }
+
+func (c KillFlag) validate(context.Context, *Service) (Command, error) {
+	err := target(&c.Meta, c.Name(), c.Env, c.Key, true)
+	return c, err
+}
+
+func (c KillFlag) exec(ctx context.Context, s *Service) (Result, error) {
+	return flagResult(s.exec(ctx, command{
+		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, persistent: true,
 		decide: func(_ context.Context, e *entry) (decision, error) {
-			cur := &e.flag
-			if !cur.Enabled {
+			if !e.flag.Enabled {
 				return noop, nil
 			}
 			return decision{typ: events.TypeFlagKilled, payload: events.FlagKilled{}}, nil
 		},
-	})
+	}))
 }
 
-// Archive retires the flag; archiving an archived flag writes nothing.
+// ArchiveFlag retires the flag; archiving an archived flag writes nothing.
 //
 // Errors: [ErrNotFound]; [*VersionError].
-func (s *Service) Archive(ctx context.Context, m Meta, env, key string, expectedVersion uint64) (projections.Flag, error) {
-	return s.setArchived(ctx, "archive", m, env, key, expectedVersion, true)
+type ArchiveFlag struct {
+	Meta
+	Env, Key        string
+	ExpectedVersion uint64
 }
 
-// Unarchive brings an archived flag back; unarchiving a flag that is not archived writes nothing.
+// Name is "archive".
+func (ArchiveFlag) Name() string { return "archive" }
+
+func (c ArchiveFlag) validate(context.Context, *Service) (Command, error) {
+	err := target(&c.Meta, c.Name(), c.Env, c.Key, false)
+	return c, err
+}
+
+func (c ArchiveFlag) exec(ctx context.Context, s *Service) (Result, error) {
+	return s.setArchived(ctx, c.Name(), c.Meta, c.Env, c.Key, c.ExpectedVersion, true)
+}
+
+// UnarchiveFlag brings an archived flag back; unarchiving a flag that is not archived writes
+// nothing.
 //
 // Errors: [ErrNotFound]; [*VersionError].
-func (s *Service) Unarchive(ctx context.Context, m Meta, env, key string, expectedVersion uint64) (projections.Flag, error) {
-	return s.setArchived(ctx, "unarchive", m, env, key, expectedVersion, false)
+type UnarchiveFlag ArchiveFlag
+
+// Name is "unarchive".
+func (UnarchiveFlag) Name() string { return "unarchive" }
+
+func (c UnarchiveFlag) validate(context.Context, *Service) (Command, error) {
+	err := target(&c.Meta, c.Name(), c.Env, c.Key, false)
+	return c, err
 }
 
-func (s *Service) setArchived(ctx context.Context, name string, m Meta, env, key string, expectedVersion uint64, archive bool) (projections.Flag, error) {
-	m, err := validateCommand(m, env, key, false)
-	if err != nil {
-		return projections.Flag{}, fmt.Errorf("%s %s/%s: %w", name, env, key, err)
-	}
+func (c UnarchiveFlag) exec(ctx context.Context, s *Service) (Result, error) {
+	return s.setArchived(ctx, c.Name(), c.Meta, c.Env, c.Key, c.ExpectedVersion, false)
+}
+
+func (s *Service) setArchived(ctx context.Context, name string, m Meta, env, key string, expectedVersion uint64, archive bool) (Result, error) {
 	d := decision{typ: events.TypeFlagUnarchived, payload: events.FlagUnarchived{}}
 	if archive {
 		d = decision{typ: events.TypeFlagArchived, payload: events.FlagArchived{}}
 	}
-	return s.exec(ctx, command{
+	return flagResult(s.exec(ctx, command{
 		name: name, env: env, key: key, meta: m, expected: expectedVersion,
 		decide: func(_ context.Context, e *entry) (decision, error) {
-			cur := &e.flag
-			if cur.Archived == archive {
+			if e.flag.Archived == archive {
 				return noop, nil
 			}
 			return d, nil
 		},
-	})
+	}))
 }
 
-// Restore brings back the configuration the flag had at version toVersion, which must be
+// RestoreFlag brings back the configuration the flag had at version ToVersion, which must be
 // between 1 and the current version minus one, as a new version: history is never rewritten.
 // Restoring a configuration equal to the current one writes nothing. Note that the configuration
 // includes whether the flag is enabled.
 //
-// Errors: [ErrNotFound]; [*VersionError]; [ErrArchived]; events.ErrInvalid for a toVersion out
+// Errors: [ErrNotFound]; [*VersionError]; [ErrArchived]; events.ErrInvalid for a ToVersion out
 // of range, or a configuration that no longer passes today's validation or whose rules use a
 // segment that no longer exists or is archived.
-func (s *Service) Restore(ctx context.Context, m Meta, env, key string, toVersion, expectedVersion uint64) (projections.Flag, error) {
-	m, err := validateCommand(m, env, key, false)
-	if err == nil && toVersion == 0 {
+type RestoreFlag struct {
+	Meta
+	Env, Key                   string
+	ToVersion, ExpectedVersion uint64
+}
+
+// Name is "restore".
+func (RestoreFlag) Name() string { return "restore" }
+
+func (c RestoreFlag) validate(context.Context, *Service) (Command, error) {
+	m, err := validateCommand(c.Meta, c.Env, c.Key, false)
+	if err == nil && c.ToVersion == 0 {
 		err = &events.ValidationError{Field: "toVersion", Message: "versions start at 1"}
 	}
 	if err != nil {
-		return projections.Flag{}, fmt.Errorf("restore %s/%s: %w", env, key, err)
+		return nil, fmt.Errorf("restore %s/%s: %w", c.Env, c.Key, err)
 	}
+	c.Meta = m
+	return c, nil
+}
+
+func (c RestoreFlag) exec(ctx context.Context, s *Service) (Result, error) {
+	env, key, toVersion := c.Env, c.Key, c.ToVersion
 	// The configuration at toVersion is loaded once: history does not change.
 	var (
 		old    *events.FlagConfig
 		oldErr error
 	)
-	return s.exec(ctx, command{
-		name: "restore", env: env, key: key, meta: m, expected: expectedVersion,
+	return flagResult(s.exec(ctx, command{
+		name: c.Name(), env: env, key: key, meta: c.Meta, expected: c.ExpectedVersion,
 		decide: func(ctx context.Context, e *entry) (decision, error) {
 			cur := &e.flag
 			if cur.Archived {
@@ -252,7 +337,7 @@ func (s *Service) Restore(ctx context.Context, m Meta, env, key string, toVersio
 				enc:     &restored,
 			}, nil
 		},
-	})
+	}))
 }
 
 // configAt folds the flag's events up to version and returns its configuration then, validated
@@ -365,6 +450,17 @@ func validateTarget(env, key string) error {
 		return err
 	}
 	return events.ValidateFlagKey(key)
+}
+
+// target checks what every command carries and trims the white space of *m; its error names the
+// command and its target.
+func target(m *Meta, name, env, key string, reasonRequired bool) error {
+	clean, err := validateCommand(*m, env, key, reasonRequired)
+	if err != nil {
+		return fmt.Errorf("%s %s/%s: %w", name, env, key, err)
+	}
+	*m = clean
+	return nil
 }
 
 // validateCommand checks what every command carries and returns m with white space trimmed.

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/guard"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
@@ -30,7 +31,14 @@ func openStore(tb testing.TB, s *server.Server) *events.Store {
 
 func newService(tb testing.TB, st command.Store) *command.Service {
 	tb.Helper()
-	return command.New(st, slog.New(slog.DiscardHandler))
+	return command.New(st, slog.New(slog.DiscardHandler), command.WithPlanChecks(guard.CheckPlan, guard.CheckValvePolicy))
+}
+
+// flagOf and segmentOf take the flag or the segment out of what Handle returns.
+func flagOf(r command.Result, err error) (projections.Flag, error) { return r.Flag, err }
+
+func segmentOf(r command.Result, err error) (projections.Segment, error) {
+	return r.Segment, err
 }
 
 // setup starts a server and returns the store and a service on it.
@@ -81,7 +89,7 @@ func load(tb testing.TB, st *events.Store, key string) []events.Event {
 // mustCreate creates key from cfg and fails the test on error.
 func mustCreate(tb testing.TB, svc *command.Service, key string, cfg events.FlagConfig) projections.Flag {
 	tb.Helper()
-	f, err := svc.Create(context.Background(), alice, env, key, cfg)
+	f, err := flagOf(svc.Handle(context.Background(), command.CreateFlag{Meta: alice, Env: env, Key: key, Config: cfg}))
 	if err != nil {
 		tb.Fatalf("create %s: %v", key, err)
 	}

@@ -37,13 +37,13 @@ func TestSentAgainUnderItsID(t *testing.T) {
 	cfg.Enabled = true
 	// Every acknowledgement of the create is lost: its outcome is unknown, though it is stored.
 	st.lose.Store(3)
-	_, err := svc.Create(ctx, create, env, "again", cfg)
+	_, err := svc.Handle(ctx, command.CreateFlag{Meta: create, Env: env, Key: "again", Config: cfg})
 	var oe *events.OutcomeError
 	if !errors.As(err, &oe) || oe.EventID != create.EventID {
 		t.Fatalf("create: %v, want an unknown outcome naming the event", err)
 	}
 	// Sent again: the flag exists, but with this create's own event; the answer is a success.
-	f, err := svc.Create(ctx, create, env, "again", cfg)
+	f, err := flagOf(svc.Handle(ctx, command.CreateFlag{Meta: create, Env: env, Key: "again", Config: cfg}))
 	if err != nil || f.Version != 1 {
 		t.Fatalf("create again: %+v, %v", f, err)
 	}
@@ -51,29 +51,29 @@ func TestSentAgainUnderItsID(t *testing.T) {
 	// The patch is stored, its answer lost; then somebody else changes the flag. Sent again
 	// with its If-Match, now stale, it is recognised, not refused.
 	st.lose.Store(3)
-	if _, err := svc.Update(ctx, patch, env, "again", 1, []byte(`{"description":"first"}`)); !errors.Is(err, events.ErrOutcomeUnknown) {
+	if _, err := svc.Handle(ctx, command.UpdateFlag{Meta: patch, Env: env, Key: "again", ExpectedVersion: 1, Patch: []byte(`{"description":"first"}`)}); !errors.Is(err, events.ErrOutcomeUnknown) {
 		t.Fatalf("patch: %v", err)
 	}
 	other := newService(t, st.Store) // another replica
-	if _, err := other.Update(ctx, alice, env, "again", 2, []byte(`{"description":"second"}`)); err != nil {
+	if _, err := other.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "again", ExpectedVersion: 2, Patch: []byte(`{"description":"second"}`)}); err != nil {
 		t.Fatal(err)
 	}
 	// The answer is the flag as of the patch's own event, or later.
-	f, err = svc.Update(ctx, patch, env, "again", 1, []byte(`{"description":"first"}`))
+	f, err = flagOf(svc.Handle(ctx, command.UpdateFlag{Meta: patch, Env: env, Key: "again", ExpectedVersion: 1, Patch: []byte(`{"description":"first"}`)}))
 	if err != nil || f.Version < 2 {
 		t.Fatalf("patch again: %+v, %v", f, err)
 	}
 	// Without its id the stale patch is refused.
-	if _, err := svc.Update(ctx, alice, env, "again", 1, []byte(`{"description":"first"}`)); !errors.Is(err, command.ErrStale) {
+	if _, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "again", ExpectedVersion: 1, Patch: []byte(`{"description":"first"}`)}); !errors.Is(err, command.ErrStale) {
 		t.Fatalf("stale patch: %v", err)
 	}
 
 	// A kill whose first attempt never reached the store is written by the second.
-	f, err = svc.Kill(ctx, kill, env, "again")
+	f, err = flagOf(svc.Handle(ctx, command.KillFlag{Meta: kill, Env: env, Key: "again"}))
 	if err != nil || f.Enabled {
 		t.Fatalf("kill: %+v, %v", f, err)
 	}
-	if _, err := svc.Kill(ctx, kill, env, "again"); err != nil {
+	if _, err := svc.Handle(ctx, command.KillFlag{Meta: kill, Env: env, Key: "again"}); err != nil {
 		t.Fatal(err)
 	}
 	evs := load(t, st.Store, "again")
@@ -99,11 +99,11 @@ func TestPoisonMessageDoesNotBlockKill(t *testing.T) {
 	fresh := newService(t, st) // reads the subject from the start
 	m := alice
 	m.Reason = "poison drill"
-	f, err := fresh.Kill(ctx, m, env, "poisoned")
+	f, err := flagOf(fresh.Handle(ctx, command.KillFlag{Meta: m, Env: env, Key: "poisoned"}))
 	if err != nil || f.Enabled {
 		t.Fatalf("kill: %+v, %v", f, err)
 	}
-	if f, err = svc.Enable(ctx, alice, env, "poisoned", f.Version); err != nil || !f.Enabled {
+	if f, err = flagOf(svc.Handle(ctx, command.EnableFlag{Meta: alice, Env: env, Key: "poisoned", ExpectedVersion: f.Version})); err != nil || !f.Enabled {
 		t.Fatalf("enable on the stale cache: %+v, %v", f, err)
 	}
 }
@@ -144,22 +144,22 @@ func TestSentAgainAfterManyEvents(t *testing.T) {
 			kill := keyed("1c1c3a52-4a4e-5c3e-9d9e-000000000003")
 			cfg := baseConfig()
 			cfg.Enabled = true
-			if _, err := svc.Create(ctx, create, env, "busy", cfg); err != nil {
+			if _, err := flagOf(svc.Handle(ctx, command.CreateFlag{Meta: create, Env: env, Key: "busy", Config: cfg})); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := svc.Update(ctx, patch, env, "busy", 1, []byte(`{"description":"first"}`)); err != nil {
+			if _, err := flagOf(svc.Handle(ctx, command.UpdateFlag{Meta: patch, Env: env, Key: "busy", ExpectedVersion: 1, Patch: []byte(`{"description":"first"}`)})); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := svc.Kill(ctx, kill, env, "busy"); err != nil {
+			if _, err := flagOf(svc.Handle(ctx, command.KillFlag{Meta: kill, Env: env, Key: "busy"})); err != nil {
 				t.Fatal(err)
 			}
-			f, err := svc.Enable(ctx, alice, env, "busy", 0)
+			f, err := flagOf(svc.Handle(ctx, command.EnableFlag{Meta: alice, Env: env, Key: "busy"}))
 			if err != nil {
 				t.Fatal(err)
 			}
 			// More events than the service remembers ids of.
 			for i := range 70 {
-				if f, err = svc.Update(ctx, alice, env, "busy", f.Version, []byte(`{"description":"n`+strconv.Itoa(i)+`"}`)); err != nil {
+				if f, err = flagOf(svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "busy", ExpectedVersion: f.Version, Patch: []byte(`{"description":"n` + strconv.Itoa(i) + `"}`)})); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -216,17 +216,21 @@ func TestSentAgainAfterManyEvents(t *testing.T) {
 						t.Fatalf("%s: %s sent again: %v; want the first answer", name, what, err)
 					}
 				}
-				again("the create", func() (projections.Flag, error) { return s.Create(ctx, create, env, "busy", cfg) })
-				again("the patch with its stale If-Match", func() (projections.Flag, error) {
-					return s.Update(ctx, patch, env, "busy", 1, []byte(`{"description":"first"}`))
+				again("the create", func() (projections.Flag, error) {
+					return flagOf(s.Handle(ctx, command.CreateFlag{Meta: create, Env: env, Key: "busy", Config: cfg}))
 				})
-				again("the kill", func() (projections.Flag, error) { return s.Kill(ctx, kill, env, "busy") })
+				again("the patch with its stale If-Match", func() (projections.Flag, error) {
+					return flagOf(s.Handle(ctx, command.UpdateFlag{Meta: patch, Env: env, Key: "busy", ExpectedVersion: 1, Patch: []byte(`{"description":"first"}`)}))
+				})
+				again("the kill", func() (projections.Flag, error) {
+					return flagOf(s.Handle(ctx, command.KillFlag{Meta: kill, Env: env, Key: "busy"}))
+				})
 			}
 			if n := count(); n != stored {
 				t.Fatalf("%d events after the commands were sent again, want %d: nothing new", n, stored)
 			}
 			// A new id is a new command: the kill is written.
-			if got, err := svc.Kill(ctx, keyed("1c1c3a52-4a4e-5c3e-9d9e-000000000004"), env, "busy"); err != nil || got.Enabled {
+			if got, err := flagOf(svc.Handle(ctx, command.KillFlag{Meta: keyed("1c1c3a52-4a4e-5c3e-9d9e-000000000004"), Env: env, Key: "busy"})); err != nil || got.Enabled {
 				t.Fatalf("a new kill: enabled %v, %v", got.Enabled, err)
 			}
 		})

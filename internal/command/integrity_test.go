@@ -33,7 +33,7 @@ func TestCommandsAfterForgery(t *testing.T) {
 	svc := newService(t, st)
 	ctx := context.Background()
 	mustCreate(t, svc, "checkout", baseConfig())
-	f, err := svc.Enable(ctx, alice, env, "checkout", 0) // flags are created off
+	f, err := flagOf(svc.Handle(ctx, command.EnableFlag{Meta: alice, Env: env, Key: "checkout"})) // flags are created off
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestCommandsAfterForgery(t *testing.T) {
 		t.Fatalf("after the forgery: archived %v, version %d; want the state before it, version %d", got.Archived, got.Version, f.Version)
 	}
 
-	killed, err := svc.Kill(ctx, alice, env, "checkout")
+	killed, err := flagOf(svc.Handle(ctx, command.KillFlag{Meta: alice, Env: env, Key: "checkout"}))
 	if err != nil {
 		t.Fatalf("kill after a forgery: %v", err)
 	}
@@ -66,7 +66,7 @@ func TestCommandsAfterForgery(t *testing.T) {
 	// Another forgery, then a replica that never saw the flag enables it.
 	natstest.Forge(t, js, forged.Msg())
 	other := newService(t, openSigned(t, srv, signer))
-	enabled, err := other.Enable(ctx, alice, env, "checkout", 0)
+	enabled, err := flagOf(other.Handle(ctx, command.EnableFlag{Meta: alice, Env: env, Key: "checkout"}))
 	if err != nil {
 		t.Fatalf("enable on another replica after a forgery: %v", err)
 	}

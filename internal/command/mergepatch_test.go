@@ -149,11 +149,11 @@ func TestCacheForgetsMissingFlags(t *testing.T) {
 		if _, err := svc.Get(ctx, "prod", key); !errors.Is(err, ErrNotFound) {
 			t.Fatal(err)
 		}
-		if _, err := svc.Enable(ctx, m, "prod", key, 0); !errors.Is(err, ErrNotFound) {
+		if _, err := svc.Handle(ctx, EnableFlag{Meta: m, Env: "prod", Key: key}); !errors.Is(err, ErrNotFound) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := svc.Create(ctx, m, "prod", "kept", fixedConfig()); err != nil {
+	if _, err := svc.Handle(ctx, CreateFlag{Meta: m, Env: "prod", Key: "kept", Config: fixedConfig()}); err != nil {
 		t.Fatal(err)
 	}
 	svc.mu.Lock()

@@ -11,7 +11,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/interlock-dev/interlock/events"
-	"github.com/interlock-dev/interlock/guard"
 	"github.com/interlock-dev/interlock/projections"
 )
 
@@ -33,8 +32,8 @@ var (
 // rolloutCommand runs a command on the flag's rollout: decide gets the flag and its rollout,
 // which exists (any status) and, when id is not empty, is the one named.
 func (s *Service) rolloutCommand(ctx context.Context, name string, m Meta, env, key, id string, expected uint64,
-	decide func(f *projections.Flag, r *projections.Rollout) (decision, error)) (projections.Flag, error) {
-	return s.exec(ctx, command{
+	decide func(f *projections.Flag, r *projections.Rollout) (decision, error)) (Result, error) {
+	return flagResult(s.exec(ctx, command{
 		name: name, env: env, key: key, meta: m, expected: expected,
 		decide: func(_ context.Context, e *entry) (decision, error) {
 			f := &e.flag
@@ -47,47 +46,73 @@ func (s *Service) rolloutCommand(ctx context.Context, name string, m Meta, env, 
 			}
 			return decide(f, r)
 		},
-	})
+	}))
 }
 
 // CreateRollout records a rollout plan for the flag, with its defaults filled in, under a new
-// id. Nothing is split until [Service.StartRollout]. A finished rollout is replaced.
+// id. Nothing is split until [StartRollout]. A finished rollout is replaced.
 //
 // Errors: [ErrNotFound]; [*VersionError]; [ErrArchived]; [ErrRolloutActive] if a rollout is
 // running or paused; events.ErrInvalid naming the plan's field at fault (variants are checked
 // against the flag's); [ErrNotValve] if the plan's valve is not a valve of the environment.
-func (s *Service) CreateRollout(ctx context.Context, m Meta, env, key string, expectedVersion uint64, plan events.RolloutPlan) (projections.Flag, error) {
-	m, err := validateCommand(m, env, key, false)
+type CreateRollout struct {
+	Meta
+	Env, Key        string
+	ExpectedVersion uint64
+	Plan            events.RolloutPlan
+}
+
+// Name is "create rollout".
+func (CreateRollout) Name() string { return "create rollout" }
+
+func (c CreateRollout) validate(ctx context.Context, s *Service) (Command, error) {
+	if err := c.check(ctx, s); err != nil {
+		return nil, fmt.Errorf("create rollout %s/%s: %w", c.Env, c.Key, err)
+	}
+	return c, nil
+}
+
+// check is validate without the command's name on the error; it fills in c's defaults.
+func (c *CreateRollout) check(ctx context.Context, s *Service) error {
+	m, err := validateCommand(c.Meta, c.Env, c.Key, false)
 	if err != nil {
-		return projections.Flag{}, fmt.Errorf("create rollout %s/%s: %w", env, key, err)
+		return err
 	}
-	plan = plan.WithDefaults()
-	if err := plan.Validate(nil); err != nil {
-		return projections.Flag{}, fmt.Errorf("create rollout %s/%s: %w", env, key, err)
+	c.Meta, c.Plan = m, c.Plan.WithDefaults()
+	if err := c.Plan.Validate(nil); err != nil {
+		return err
 	}
-	if err := s.checkSource("source.url", plan.Source.URL); err != nil {
-		return projections.Flag{}, fmt.Errorf("create rollout %s/%s: %w", env, key, err)
+	if err := s.checkSource("source.url", c.Plan.Source.URL); err != nil {
+		return err
 	}
-	if err := guard.CheckPlan(key, plan); err != nil {
-		return projections.Flag{}, fmt.Errorf("create rollout %s/%s: %w", env, key, err)
-	}
-	if plan.Valve != nil {
-		v, err := s.Get(ctx, env, plan.Valve.Flag)
-		switch {
-		case errors.Is(err, ErrNotFound):
-			return projections.Flag{}, fmt.Errorf("create rollout %s/%s: valve %s: %w", env, key, plan.Valve.Flag, ErrNotValve)
-		case err != nil:
-			return projections.Flag{}, fmt.Errorf("create rollout %s/%s: %w", env, key, err)
-		case v.Valve == nil || v.Archived:
-			return projections.Flag{}, fmt.Errorf("create rollout %s/%s: valve %s: %w: configure it as a valve first", env, key, plan.Valve.Flag, ErrNotValve)
+	if s.checkPlan != nil {
+		if err := s.checkPlan(c.Key, c.Plan); err != nil {
+			return err
 		}
 	}
+	if c.Plan.Valve == nil {
+		return nil
+	}
+	v, err := s.Get(ctx, c.Env, c.Plan.Valve.Flag)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return fmt.Errorf("valve %s: %w", c.Plan.Valve.Flag, ErrNotValve)
+	case err != nil:
+		return err
+	case v.Valve == nil || v.Archived:
+		return fmt.Errorf("valve %s: %w: configure it as a valve first", c.Plan.Valve.Flag, ErrNotValve)
+	}
+	return nil
+}
+
+func (c CreateRollout) exec(ctx context.Context, s *Service) (Result, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
-		return projections.Flag{}, fmt.Errorf("create rollout %s/%s: %w", env, key, err)
+		return Result{}, fmt.Errorf("create rollout %s/%s: %w", c.Env, c.Key, err)
 	}
-	return s.exec(ctx, command{
-		name: "create rollout", env: env, key: key, meta: m, expected: expectedVersion,
+	plan := c.Plan
+	return flagResult(s.exec(ctx, command{
+		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
 		decide: func(_ context.Context, e *entry) (decision, error) {
 			f := &e.flag
 			switch {
@@ -101,7 +126,15 @@ func (s *Service) CreateRollout(ctx context.Context, m Meta, env, key string, ex
 			}
 			return decision{typ: events.TypeRolloutCreated, payload: events.RolloutCreated{ID: id.String(), Plan: plan}}, nil
 		},
-	})
+	}))
+}
+
+// RolloutTarget names the rollout a command acts on: the rollout ID of flag Env/Key (the flag's
+// latest when ID is empty), at the flag's ExpectedVersion (0 for any).
+type RolloutTarget struct {
+	Env, Key        string
+	ID              string
+	ExpectedVersion uint64
 }
 
 // StartRollout starts the flag's created rollout at its first stage: the flag's default serve
@@ -109,12 +142,21 @@ func (s *Service) CreateRollout(ctx context.Context, m Meta, env, key string, ex
 //
 // Errors: [ErrNotFound]; [*VersionError]; [ErrArchived]; [ErrNoRollout]; [ErrRolloutState] if
 // the rollout is paused or finished.
-func (s *Service) StartRollout(ctx context.Context, m Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error) {
-	m, err := validateCommand(m, env, key, false)
-	if err != nil {
-		return projections.Flag{}, fmt.Errorf("start rollout %s/%s: %w", env, key, err)
-	}
-	return s.rolloutCommand(ctx, "start rollout", m, env, key, id, expectedVersion, func(f *projections.Flag, r *projections.Rollout) (decision, error) {
+type StartRollout struct {
+	Meta
+	RolloutTarget
+}
+
+// Name is "start rollout".
+func (StartRollout) Name() string { return "start rollout" }
+
+func (c StartRollout) validate(context.Context, *Service) (Command, error) {
+	err := target(&c.Meta, c.Name(), c.Env, c.Key, false)
+	return c, err
+}
+
+func (c StartRollout) exec(ctx context.Context, s *Service) (Result, error) {
+	return s.rolloutCommand(ctx, c.Name(), c.Meta, c.Env, c.Key, c.ID, c.ExpectedVersion, func(f *projections.Flag, r *projections.Rollout) (decision, error) {
 		switch {
 		case f.Archived:
 			return decision{}, archived()
@@ -138,8 +180,18 @@ func (s *Service) StartRollout(ctx context.Context, m Meta, env, key, id string,
 // rollout writes nothing. The guard pauses a rollout itself when it trips with onTrip freeze.
 //
 // Errors: [ErrNotFound]; [*VersionError]; [ErrNoRollout]; [ErrRolloutState] unless running.
-func (s *Service) PauseRollout(ctx context.Context, m Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error) {
-	return s.setPaused(ctx, "pause rollout", m, env, key, id, expectedVersion, true)
+type PauseRollout StartRollout
+
+// Name is "pause rollout".
+func (PauseRollout) Name() string { return "pause rollout" }
+
+func (c PauseRollout) validate(context.Context, *Service) (Command, error) {
+	err := target(&c.Meta, c.Name(), c.Env, c.Key, false)
+	return c, err
+}
+
+func (c PauseRollout) exec(ctx context.Context, s *Service) (Result, error) {
+	return s.setPaused(ctx, c.Name(), c.Meta, c.RolloutTarget, true)
 }
 
 // ResumeRollout lets a paused rollout go on; its stage begins afresh. Resuming a running rollout
@@ -147,16 +199,22 @@ func (s *Service) PauseRollout(ctx context.Context, m Meta, env, key, id string,
 //
 // Errors: [ErrNotFound]; [*VersionError]; [ErrArchived]; [ErrNoRollout]; [ErrRolloutState]
 // unless paused.
-func (s *Service) ResumeRollout(ctx context.Context, m Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error) {
-	return s.setPaused(ctx, "resume rollout", m, env, key, id, expectedVersion, false)
+type ResumeRollout StartRollout
+
+// Name is "resume rollout".
+func (ResumeRollout) Name() string { return "resume rollout" }
+
+func (c ResumeRollout) validate(context.Context, *Service) (Command, error) {
+	err := target(&c.Meta, c.Name(), c.Env, c.Key, false)
+	return c, err
 }
 
-func (s *Service) setPaused(ctx context.Context, name string, m Meta, env, key, id string, expectedVersion uint64, pause bool) (projections.Flag, error) {
-	m, err := validateCommand(m, env, key, false)
-	if err != nil {
-		return projections.Flag{}, fmt.Errorf("%s %s/%s: %w", name, env, key, err)
-	}
-	return s.rolloutCommand(ctx, name, m, env, key, id, expectedVersion, func(f *projections.Flag, r *projections.Rollout) (decision, error) {
+func (c ResumeRollout) exec(ctx context.Context, s *Service) (Result, error) {
+	return s.setPaused(ctx, c.Name(), c.Meta, c.RolloutTarget, false)
+}
+
+func (s *Service) setPaused(ctx context.Context, name string, m Meta, t RolloutTarget, pause bool) (Result, error) {
+	return s.rolloutCommand(ctx, name, m, t.Env, t.Key, t.ID, t.ExpectedVersion, func(f *projections.Flag, r *projections.Rollout) (decision, error) {
 		from, to := projections.RolloutRunning, projections.RolloutPaused
 		typ, payload := events.TypeRolloutPaused, any(events.RolloutPaused{ID: r.ID})
 		if !pause {
@@ -176,21 +234,31 @@ func (s *Service) setPaused(ctx context.Context, name string, m Meta, env, key, 
 	})
 }
 
-// AdvanceRollout moves the rollout from stage from to the next one, or completes it from its
+// AdvanceRollout moves the rollout from stage From to the next one, or completes it from its
 // last stage (the flag then serves the treatment to everyone). It is idempotent: when the
-// rollout has already left stage from (by this command sent twice, or by another replica), it
-// writes nothing. A negative from means the current stage. Meta.Reason is required.
+// rollout has already left stage From (by this command sent twice, or by another replica), it
+// writes nothing. A negative From means the current stage. Meta.Reason is required.
 //
 // Errors: [ErrNotFound]; [*VersionError]; [ErrArchived]; [ErrNoRollout]; [ErrRolloutState]
-// unless running or paused (or completed from stage from), or when from is ahead of the rollout;
+// unless running or paused (or completed from stage From), or when From is ahead of the rollout;
 // [ErrTripped] while the guard is tripped.
-func (s *Service) AdvanceRollout(ctx context.Context, m Meta, env, key, id string, from int, expectedVersion uint64) (projections.Flag, error) {
-	m, err := validateCommand(m, env, key, true)
-	if err != nil {
-		return projections.Flag{}, fmt.Errorf("advance rollout %s/%s: %w", env, key, err)
-	}
-	return s.rolloutCommand(ctx, "advance rollout", m, env, key, id, expectedVersion, func(f *projections.Flag, r *projections.Rollout) (decision, error) {
-		stage := from
+type AdvanceRollout struct {
+	Meta
+	RolloutTarget
+	From int
+}
+
+// Name is "advance rollout".
+func (AdvanceRollout) Name() string { return "advance rollout" }
+
+func (c AdvanceRollout) validate(context.Context, *Service) (Command, error) {
+	err := target(&c.Meta, c.Name(), c.Env, c.Key, true)
+	return c, err
+}
+
+func (c AdvanceRollout) exec(ctx context.Context, s *Service) (Result, error) {
+	return s.rolloutCommand(ctx, c.Name(), c.Meta, c.Env, c.Key, c.ID, c.ExpectedVersion, func(f *projections.Flag, r *projections.Rollout) (decision, error) {
+		stage := c.From
 		if stage < 0 {
 			stage = r.Stage
 		}
@@ -219,19 +287,25 @@ func (s *Service) AdvanceRollout(ctx context.Context, m Meta, env, key, id strin
 	})
 }
 
-// StepBackRollout moves the rollout from stage from back to the one before. Like
-// [Service.AdvanceRollout] it is idempotent and a negative from means the current stage.
-// Meta.Reason is required.
+// StepBackRollout moves the rollout from stage From back to the one before. Like
+// [AdvanceRollout] it is idempotent and a negative From means the current stage. Meta.Reason is
+// required.
 //
 // Errors: [ErrNotFound]; [*VersionError]; [ErrNoRollout]; [ErrRolloutState] unless running or
-// paused, at the first stage (abort instead), or when from is not the current stage.
-func (s *Service) StepBackRollout(ctx context.Context, m Meta, env, key, id string, from int, expectedVersion uint64) (projections.Flag, error) {
-	m, err := validateCommand(m, env, key, true)
-	if err != nil {
-		return projections.Flag{}, fmt.Errorf("step back rollout %s/%s: %w", env, key, err)
-	}
-	return s.rolloutCommand(ctx, "step back rollout", m, env, key, id, expectedVersion, func(f *projections.Flag, r *projections.Rollout) (decision, error) {
-		stage := from
+// paused, at the first stage (abort instead), or when From is not the current stage.
+type StepBackRollout AdvanceRollout
+
+// Name is "step back rollout".
+func (StepBackRollout) Name() string { return "step back rollout" }
+
+func (c StepBackRollout) validate(context.Context, *Service) (Command, error) {
+	err := target(&c.Meta, c.Name(), c.Env, c.Key, true)
+	return c, err
+}
+
+func (c StepBackRollout) exec(ctx context.Context, s *Service) (Result, error) {
+	return s.rolloutCommand(ctx, c.Name(), c.Meta, c.Env, c.Key, c.ID, c.ExpectedVersion, func(f *projections.Flag, r *projections.Rollout) (decision, error) {
+		stage := c.From
 		if stage < 0 {
 			stage = r.Stage
 		}
@@ -257,12 +331,18 @@ func (s *Service) StepBackRollout(ctx context.Context, m Meta, env, key, id stri
 // nothing. Meta.Reason is required.
 //
 // Errors: [ErrNotFound]; [*VersionError]; [ErrNoRollout]; [ErrRolloutState] if it completed.
-func (s *Service) AbortRollout(ctx context.Context, m Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error) {
-	m, err := validateCommand(m, env, key, true)
-	if err != nil {
-		return projections.Flag{}, fmt.Errorf("abort rollout %s/%s: %w", env, key, err)
-	}
-	return s.rolloutCommand(ctx, "abort rollout", m, env, key, id, expectedVersion, func(f *projections.Flag, r *projections.Rollout) (decision, error) {
+type AbortRollout StartRollout
+
+// Name is "abort rollout".
+func (AbortRollout) Name() string { return "abort rollout" }
+
+func (c AbortRollout) validate(context.Context, *Service) (Command, error) {
+	err := target(&c.Meta, c.Name(), c.Env, c.Key, true)
+	return c, err
+}
+
+func (c AbortRollout) exec(ctx context.Context, s *Service) (Result, error) {
+	return s.rolloutCommand(ctx, c.Name(), c.Meta, c.Env, c.Key, c.ID, c.ExpectedVersion, func(f *projections.Flag, r *projections.Rollout) (decision, error) {
 		switch r.Status {
 		case projections.RolloutAborted:
 			return noop, nil
@@ -277,14 +357,25 @@ func (s *Service) AbortRollout(ctx context.Context, m Meta, env, key, id string,
 	})
 }
 
-// RecordDecision appends the guard's decision about the flag's rollout d.Rollout, with its
-// evidence. The returned flag's Rollout.Guard.Decision is the decision event's id, the causation
-// id of whatever the guard does next.
+// RecordDecision appends the guard's Decision about the flag's rollout Decision.Rollout, with its
+// evidence. The resulting flag's Rollout.Guard.Decision is the decision event's id, the
+// causation id of whatever the guard does next.
 //
-// Errors: [ErrNotFound]; [*VersionError]; [ErrNoRollout] if d.Rollout is not the flag's
+// Errors: [ErrNotFound]; [*VersionError]; [ErrNoRollout] if Decision.Rollout is not the flag's
 // rollout; [ErrRolloutState] if it is finished; events.ErrInvalid for an empty state or action.
-func (s *Service) RecordDecision(ctx context.Context, m Meta, env, key string, expectedVersion uint64, d events.GuardDecided) (projections.Flag, error) {
-	m, err := validateCommand(m, env, key, false)
+type RecordDecision struct {
+	Meta
+	Env, Key        string
+	ExpectedVersion uint64
+	Decision        events.GuardDecided
+}
+
+// Name is "record decision".
+func (RecordDecision) Name() string { return "record decision" }
+
+func (c RecordDecision) validate(context.Context, *Service) (Command, error) {
+	m, err := validateCommand(c.Meta, c.Env, c.Key, false)
+	d := &c.Decision
 	if err == nil && (d.StateAfter == "" || d.Action == "" || d.Rollout == "") {
 		err = &events.ValidationError{Field: "decision", Message: "rollout, stateAfter and action are required"}
 	}
@@ -292,13 +383,18 @@ func (s *Service) RecordDecision(ctx context.Context, m Meta, env, key string, e
 		err = validEvidence(d.Evidence)
 	}
 	if err != nil {
-		return projections.Flag{}, fmt.Errorf("record decision %s/%s: %w", env, key, err)
+		return nil, fmt.Errorf("record decision %s/%s: %w", c.Env, c.Key, err)
 	}
-	return s.rolloutCommand(ctx, "record decision", m, env, key, d.Rollout, expectedVersion, func(f *projections.Flag, r *projections.Rollout) (decision, error) {
+	c.Meta = m
+	return c, nil
+}
+
+func (c RecordDecision) exec(ctx context.Context, s *Service) (Result, error) {
+	return s.rolloutCommand(ctx, c.Name(), c.Meta, c.Env, c.Key, c.Decision.Rollout, c.ExpectedVersion, func(f *projections.Flag, r *projections.Rollout) (decision, error) {
 		if r.Finished() {
 			return decision{}, fmt.Errorf("%w: rollout %s is %s", ErrRolloutState, r.ID, r.Status)
 		}
-		return decision{typ: events.TypeGuardDecided, payload: d}, nil
+		return decision{typ: events.TypeGuardDecided, payload: c.Decision}, nil
 	})
 }
 
@@ -307,12 +403,18 @@ func (s *Service) RecordDecision(ctx context.Context, m Meta, env, key string, e
 //
 // Errors: [ErrNotFound]; [*VersionError]; [ErrNoRollout]; [ErrRolloutState] if the guard is not
 // tripped.
-func (s *Service) Rearm(ctx context.Context, m Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error) {
-	m, err := validateCommand(m, env, key, true)
-	if err != nil {
-		return projections.Flag{}, fmt.Errorf("rearm %s/%s: %w", env, key, err)
-	}
-	return s.rolloutCommand(ctx, "rearm", m, env, key, id, expectedVersion, func(f *projections.Flag, r *projections.Rollout) (decision, error) {
+type Rearm StartRollout
+
+// Name is "rearm".
+func (Rearm) Name() string { return "rearm" }
+
+func (c Rearm) validate(context.Context, *Service) (Command, error) {
+	err := target(&c.Meta, c.Name(), c.Env, c.Key, true)
+	return c, err
+}
+
+func (c Rearm) exec(ctx context.Context, s *Service) (Result, error) {
+	return s.rolloutCommand(ctx, c.Name(), c.Meta, c.Env, c.Key, c.ID, c.ExpectedVersion, func(f *projections.Flag, r *projections.Rollout) (decision, error) {
 		if !r.Guard.Tripped {
 			return decision{}, fmt.Errorf("%w: the guard of rollout %s is not tripped", ErrRolloutState, r.ID)
 		}
@@ -328,22 +430,39 @@ func (s *Service) Rearm(ctx context.Context, m Meta, env, key, id string, expect
 //
 // Errors: [ErrNotFound]; [*VersionError]; [ErrArchived]; events.ErrInvalid naming the field
 // (segment when the segment does not exist or is archived).
-func (s *Service) ConfigureValve(ctx context.Context, m Meta, env, key string, expectedVersion uint64, v events.ValveConfigured) (projections.Flag, error) {
-	m, err := validateCommand(m, env, key, false)
+type ConfigureValve struct {
+	Meta
+	Env, Key        string
+	ExpectedVersion uint64
+	Valve           events.ValveConfigured
+}
+
+// Name is "configure valve".
+func (ConfigureValve) Name() string { return "configure valve" }
+
+func (c ConfigureValve) validate(_ context.Context, s *Service) (Command, error) {
+	v := c.Valve
+	m, err := validateCommand(c.Meta, c.Env, c.Key, false)
 	if err == nil {
 		err = v.Validate(nil)
 	}
 	if err == nil && v.Policy != nil {
 		err = s.checkSource("policy.source.url", v.Policy.Source.URL)
 	}
-	if err == nil {
-		err = guard.CheckValvePolicy(v.Policy)
+	if err == nil && s.checkPolicy != nil {
+		err = s.checkPolicy(v.Policy)
 	}
 	if err != nil {
-		return projections.Flag{}, fmt.Errorf("configure valve %s/%s: %w", env, key, err)
+		return nil, fmt.Errorf("configure valve %s/%s: %w", c.Env, c.Key, err)
 	}
-	return s.exec(ctx, command{
-		name: "configure valve", env: env, key: key, meta: m, expected: expectedVersion,
+	c.Meta = m
+	return c, nil
+}
+
+func (c ConfigureValve) exec(ctx context.Context, s *Service) (Result, error) {
+	env, v := c.Env, c.Valve
+	return flagResult(s.exec(ctx, command{
+		name: c.Name(), env: env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
 		decide: func(ctx context.Context, e *entry) (decision, error) {
 			f := &e.flag
 			if f.Archived {
@@ -367,30 +486,45 @@ func (s *Service) ConfigureValve(ctx context.Context, m Meta, env, key string, e
 			}
 			return decision{typ: events.TypeValveConfigured, payload: v}, nil
 		},
-	})
+	}))
 }
 
 // OpenValve opens the flag's safety valve: it serves the valve's variant to everyone (or to the
-// valve's segment) until closed or, when expires is not zero, until then (the guard closes it
+// valve's segment) until closed or, when Expires is not zero, until then (the guard closes it
 // at expiry). Meta.Reason is required. Opening an open valve writes nothing unless it changes
-// the expiry. rollout names the rollout whose trip opens it ("" for a person); evidence is the
+// the expiry. Rollout names the rollout whose trip opens it ("" for a person); Evidence is the
 // guard's.
 //
 // Errors: [ErrNotFound]; [ErrNotValve]; events.ErrInvalid for an expiry in the past.
-func (s *Service) OpenValve(ctx context.Context, m Meta, env, key string, expires time.Time, rollout string, evidence []byte) (projections.Flag, error) {
-	m, err := validateCommand(m, env, key, true)
+type OpenValve struct {
+	Meta
+	Env, Key string
+	Expires  time.Time
+	Rollout  string
+	Evidence []byte
+}
+
+// Name is "open valve".
+func (OpenValve) Name() string { return "open valve" }
+
+func (c OpenValve) validate(context.Context, *Service) (Command, error) {
+	m, err := validateCommand(c.Meta, c.Env, c.Key, true)
 	if err == nil {
-		err = validEvidence(evidence)
+		err = validEvidence(c.Evidence)
 	}
 	if err != nil {
-		return projections.Flag{}, fmt.Errorf("open valve %s/%s: %w", env, key, err)
+		return nil, fmt.Errorf("open valve %s/%s: %w", c.Env, c.Key, err)
 	}
-	expires = expires.UTC().Truncate(time.Millisecond)
-	return s.exec(ctx, command{
-		name: "open valve", env: env, key: key, meta: m,
+	c.Meta, c.Expires = m, c.Expires.UTC().Truncate(time.Millisecond)
+	return c, nil
+}
+
+func (c OpenValve) exec(ctx context.Context, s *Service) (Result, error) {
+	expires := c.Expires
+	return flagResult(s.exec(ctx, command{
+		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta,
 		decide: func(_ context.Context, e *entry) (decision, error) {
-			f := &e.flag
-			v := f.Valve
+			v := e.flag.Valve
 			switch {
 			case v == nil || v.Variant == "":
 				return decision{}, fmt.Errorf("%w: configure the flag as a valve first", ErrNotValve)
@@ -400,30 +534,45 @@ func (s *Service) OpenValve(ctx context.Context, m Meta, env, key string, expire
 				return decision{}, &events.ValidationError{Field: "expires", Message: "is in the past"}
 			}
 			return decision{typ: events.TypeValveOpened, payload: events.ValveOpened{
-				Variant: v.Variant, Segment: v.Segment, Expires: expires, Rollout: rollout, Evidence: evidence,
+				Variant: v.Variant, Segment: v.Segment, Expires: expires, Rollout: c.Rollout, Evidence: c.Evidence,
 			}}, nil
 		},
-	})
+	}))
 }
 
 // CloseValve closes the flag's safety valve; the flag serves its own configuration again.
-// Closing a closed valve writes nothing. cause is events.ValveClosedManual for a person (who
+// Closing a closed valve writes nothing. Cause is events.ValveClosedManual for a person (who
 // gives a reason), or what made the guard close it.
 //
 // Errors: [ErrNotFound]; [ErrNotValve]; events.ErrInvalid for an unknown cause.
-func (s *Service) CloseValve(ctx context.Context, m Meta, env, key, cause string, evidence []byte) (projections.Flag, error) {
-	m, err := validateCommand(m, env, key, true)
-	if err == nil && cause != events.ValveClosedManual && cause != events.ValveClosedExpired && cause != events.ValveClosedHealthy {
-		err = &events.ValidationError{Field: "cause", Message: fmt.Sprintf("%q is not manual, expired or healthy", cause)}
+type CloseValve struct {
+	Meta
+	Env, Key string
+	Cause    string
+	Evidence []byte
+}
+
+// Name is "close valve".
+func (CloseValve) Name() string { return "close valve" }
+
+func (c CloseValve) validate(context.Context, *Service) (Command, error) {
+	m, err := validateCommand(c.Meta, c.Env, c.Key, true)
+	if err == nil && c.Cause != events.ValveClosedManual && c.Cause != events.ValveClosedExpired && c.Cause != events.ValveClosedHealthy {
+		err = &events.ValidationError{Field: "cause", Message: fmt.Sprintf("%q is not manual, expired or healthy", c.Cause)}
 	}
 	if err == nil {
-		err = validEvidence(evidence)
+		err = validEvidence(c.Evidence)
 	}
 	if err != nil {
-		return projections.Flag{}, fmt.Errorf("close valve %s/%s: %w", env, key, err)
+		return nil, fmt.Errorf("close valve %s/%s: %w", c.Env, c.Key, err)
 	}
-	return s.exec(ctx, command{
-		name: "close valve", env: env, key: key, meta: m,
+	c.Meta = m
+	return c, nil
+}
+
+func (c CloseValve) exec(ctx context.Context, s *Service) (Result, error) {
+	return flagResult(s.exec(ctx, command{
+		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta,
 		decide: func(_ context.Context, e *entry) (decision, error) {
 			v := e.flag.Valve
 			switch {
@@ -432,9 +581,9 @@ func (s *Service) CloseValve(ctx context.Context, m Meta, env, key, cause string
 			case !v.Open:
 				return noop, nil
 			}
-			return decision{typ: events.TypeValveClosed, payload: events.ValveClosed{Cause: cause, Evidence: evidence}}, nil
+			return decision{typ: events.TypeValveClosed, payload: events.ValveClosed{Cause: c.Cause, Evidence: c.Evidence}}, nil
 		},
-	})
+	}))
 }
 
 // validEvidence refuses evidence that is not JSON: it is stored as JSON in the event.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/guard"
 	"github.com/interlock-dev/interlock/guard/source"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
@@ -94,12 +95,12 @@ func newRollout(t *testing.T, svc *command.Service, key string, start bool) stri
 	t.Helper()
 	ctx := context.Background()
 	mustCreate(t, svc, key, rampConfig())
-	f, err := svc.CreateRollout(ctx, alice, env, key, 0, rampPlan())
+	f, err := flagOf(svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: key, ExpectedVersion: 0, Plan: rampPlan()}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if start {
-		if _, err := svc.StartRollout(ctx, alice, env, key, f.Rollout.ID, 0); err != nil {
+		if _, err := svc.Handle(ctx, command.StartRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: key, ID: f.Rollout.ID}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -112,7 +113,7 @@ func TestRolloutLifecycle(t *testing.T) {
 	const key = "checkout.redesign"
 	mustCreate(t, svc, key, rampConfig())
 
-	f, err := svc.CreateRollout(ctx, alice, env, key, 1, rampPlan())
+	f, err := flagOf(svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: key, ExpectedVersion: 1, Plan: rampPlan()}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +127,7 @@ func TestRolloutLifecycle(t *testing.T) {
 		t.Fatalf("created event %+v", created)
 	}
 
-	f, err = svc.StartRollout(ctx, alice, env, key, id, 2)
+	f, err = flagOf(svc.Handle(ctx, command.StartRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: key, ID: id, ExpectedVersion: 2}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,13 +138,13 @@ func TestRolloutLifecycle(t *testing.T) {
 		t.Fatalf("stage version %d", f.Rollout.StageVersion)
 	}
 	unchanged(t, st, func() {
-		if g, err := svc.StartRollout(ctx, alice, env, key, id, 0); err != nil || g.Version != 3 {
+		if g, err := flagOf(svc.Handle(ctx, command.StartRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: key, ID: id}})); err != nil || g.Version != 3 {
 			t.Fatalf("start again: %v at %d", err, g.Version)
 		}
 	})
 
 	// The guard advances from stage 0; the event says who, why and on which decision.
-	f, err = svc.AdvanceRollout(ctx, guardMeta, env, key, id, 0, 0)
+	f, err = flagOf(svc.Handle(ctx, command.AdvanceRollout{Meta: guardMeta, RolloutTarget: command.RolloutTarget{Env: env, Key: key, ID: id}, From: 0}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,36 +160,36 @@ func TestRolloutLifecycle(t *testing.T) {
 		t.Fatalf("advance payload %+v", adv)
 	}
 	unchanged(t, st, func() {
-		if g, err := svc.AdvanceRollout(ctx, guardMeta, env, key, id, 0, 0); err != nil || g.Rollout.Stage != 1 {
+		if g, err := flagOf(svc.Handle(ctx, command.AdvanceRollout{Meta: guardMeta, RolloutTarget: command.RolloutTarget{Env: env, Key: key, ID: id}, From: 0})); err != nil || g.Rollout.Stage != 1 {
 			t.Fatalf("advance from 0 again: %v at stage %d", err, g.Rollout.Stage)
 		}
 	})
 
-	f, err = svc.PauseRollout(ctx, alice, env, key, id, 0)
+	f, err = flagOf(svc.Handle(ctx, command.PauseRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: key, ID: id}}))
 	if err != nil || f.Rollout.Status != projections.RolloutPaused {
 		t.Fatalf("pause: %v %+v", err, f.Rollout)
 	}
 	unchanged(t, st, func() {
-		if _, err := svc.PauseRollout(ctx, alice, env, key, id, 0); err != nil {
+		if _, err := svc.Handle(ctx, command.PauseRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: key, ID: id}}); err != nil {
 			t.Fatal(err)
 		}
 	})
 	// A person may advance a paused rollout by hand; it stays paused.
-	f, err = svc.AdvanceRollout(ctx, alice, env, key, id, -1, 0)
+	f, err = flagOf(svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: key, ID: id}, From: -1}))
 	if err != nil || f.Rollout.Stage != 2 || f.Rollout.Status != projections.RolloutPaused || !reflect.DeepEqual(f.DefaultServe, split(2500)) {
 		t.Fatalf("advance while paused: %v %+v", err, f.Rollout)
 	}
-	f, err = svc.ResumeRollout(ctx, alice, env, key, id, 0)
+	f, err = flagOf(svc.Handle(ctx, command.ResumeRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: key, ID: id}}))
 	if err != nil || f.Rollout.Status != projections.RolloutRunning || f.Rollout.StageVersion != f.Version {
 		t.Fatalf("resume: %v %+v", err, f.Rollout)
 	}
 	unchanged(t, st, func() {
-		if _, err := svc.ResumeRollout(ctx, alice, env, key, id, 0); err != nil {
+		if _, err := svc.Handle(ctx, command.ResumeRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: key, ID: id}}); err != nil {
 			t.Fatal(err)
 		}
 	})
 
-	f, err = svc.StepBackRollout(ctx, alice, env, key, id, 2, 0)
+	f, err = flagOf(svc.Handle(ctx, command.StepBackRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: key, ID: id}, From: 2}))
 	if err != nil || f.Rollout.Stage != 1 || !reflect.DeepEqual(f.DefaultServe, split(500)) {
 		t.Fatalf("step back: %v %+v", err, f.Rollout)
 	}
@@ -196,7 +197,7 @@ func TestRolloutLifecycle(t *testing.T) {
 		t.Fatalf("step back payload %+v", sb)
 	}
 	unchanged(t, st, func() {
-		if g, err := svc.StepBackRollout(ctx, alice, env, key, id, 2, 0); err != nil || g.Rollout.Stage != 1 {
+		if g, err := flagOf(svc.Handle(ctx, command.StepBackRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: key, ID: id}, From: 2})); err != nil || g.Rollout.Stage != 1 {
 			t.Fatalf("step back from 2 again: %v", err)
 		}
 	})
@@ -206,12 +207,12 @@ func TestRolloutLifecycle(t *testing.T) {
 		if from == 0 {
 			continue
 		}
-		f, err = svc.AdvanceRollout(ctx, guardMeta, env, key, id, from, 0)
+		f, err = flagOf(svc.Handle(ctx, command.AdvanceRollout{Meta: guardMeta, RolloutTarget: command.RolloutTarget{Env: env, Key: key, ID: id}, From: from}))
 		if err != nil || f.Rollout.Stage != from+1 || !reflect.DeepEqual(f.DefaultServe, want) {
 			t.Fatalf("advance from %d: %v %+v serving %+v", from, err, f.Rollout, f.DefaultServe)
 		}
 	}
-	f, err = svc.AdvanceRollout(ctx, guardMeta, env, key, id, 5, 0)
+	f, err = flagOf(svc.Handle(ctx, command.AdvanceRollout{Meta: guardMeta, RolloutTarget: command.RolloutTarget{Env: env, Key: key, ID: id}, From: 5}))
 	if err != nil || f.Rollout.Status != projections.RolloutCompleted || !reflect.DeepEqual(f.DefaultServe, &events.Serve{Variant: "treatment"}) {
 		t.Fatalf("complete: %v %+v serving %+v", err, f.Rollout, f.DefaultServe)
 	}
@@ -220,7 +221,7 @@ func TestRolloutLifecycle(t *testing.T) {
 	}
 	unchanged(t, st, func() {
 		for _, from := range []int{5, 4, 0, -1} {
-			if g, err := svc.AdvanceRollout(ctx, guardMeta, env, key, id, from, 0); err != nil || g.Rollout.Status != projections.RolloutCompleted {
+			if g, err := flagOf(svc.Handle(ctx, command.AdvanceRollout{Meta: guardMeta, RolloutTarget: command.RolloutTarget{Env: env, Key: key, ID: id}, From: from})); err != nil || g.Rollout.Status != projections.RolloutCompleted {
 				t.Fatalf("advance from %d after completion: %v", from, err)
 			}
 		}
@@ -232,10 +233,10 @@ func TestRolloutLifecycle(t *testing.T) {
 	checkFold(t, st, f)
 
 	// A finished rollout no longer owns the default serve, and a new one may be created.
-	if _, err := svc.Update(ctx, alice, env, key, 0, []byte(`{"defaultServe":null}`)); err != nil {
+	if _, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: key, ExpectedVersion: 0, Patch: []byte(`{"defaultServe":null}`)}); err != nil {
 		t.Fatal(err)
 	}
-	f, err = svc.CreateRollout(ctx, alice, env, key, 0, rampPlan())
+	f, err = flagOf(svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: key, ExpectedVersion: 0, Plan: rampPlan()}))
 	if err != nil || f.Rollout.ID == id || f.Rollout.Status != projections.RolloutCreated {
 		t.Fatalf("second rollout: %v %+v", err, f.Rollout)
 	}
@@ -247,22 +248,22 @@ func TestRolloutAbort(t *testing.T) {
 
 	t.Run("running", func(t *testing.T) {
 		id := newRollout(t, svc, "running", true)
-		if _, err := svc.AdvanceRollout(ctx, alice, env, "running", id, 0, 0); err != nil {
+		if _, err := svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: id}, From: 0}); err != nil {
 			t.Fatal(err)
 		}
-		f, err := svc.AbortRollout(ctx, alice, env, "running", id, 0)
+		f, err := flagOf(svc.Handle(ctx, command.AbortRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: id}}))
 		if err != nil || f.Rollout.Status != projections.RolloutAborted || !reflect.DeepEqual(f.DefaultServe, &events.Serve{Variant: "control"}) {
 			t.Fatalf("abort: %v %+v serving %+v", err, f.Rollout, f.DefaultServe)
 		}
 		unchanged(t, st, func() {
-			if _, err := svc.AbortRollout(ctx, alice, env, "running", id, 0); err != nil {
+			if _, err := svc.Handle(ctx, command.AbortRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: id}}); err != nil {
 				t.Fatal(err)
 			}
 			// Advancing an aborted rollout from where it stopped is refused, not a silent no-op;
 			// from an earlier stage it is (that advance happened).
-			_, err := svc.AdvanceRollout(ctx, alice, env, "running", id, 1, 0)
+			_, err := svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: id}, From: 1})
 			checkErr(t, err, command.ErrRolloutState)
-			if _, err := svc.AdvanceRollout(ctx, alice, env, "running", id, 0, 0); err != nil {
+			if _, err := svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: id}, From: 0}); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -270,10 +271,10 @@ func TestRolloutAbort(t *testing.T) {
 	})
 	t.Run("paused", func(t *testing.T) {
 		id := newRollout(t, svc, "paused", true)
-		if _, err := svc.PauseRollout(ctx, alice, env, "paused", id, 0); err != nil {
+		if _, err := svc.Handle(ctx, command.PauseRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "paused", ID: id}}); err != nil {
 			t.Fatal(err)
 		}
-		f, err := svc.AbortRollout(ctx, alice, env, "paused", id, 0)
+		f, err := flagOf(svc.Handle(ctx, command.AbortRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "paused", ID: id}}))
 		if err != nil || f.Rollout.Status != projections.RolloutAborted || f.DefaultServe.Variant != "control" {
 			t.Fatalf("abort: %v %+v", err, f.Rollout)
 		}
@@ -282,11 +283,11 @@ func TestRolloutAbort(t *testing.T) {
 		cfg := rampConfig()
 		cfg.DefaultServe = &events.Serve{Split: map[string]int{"treatment": 1, "control": 1}}
 		mustCreate(t, svc, "created", cfg)
-		f, err := svc.CreateRollout(ctx, alice, env, "created", 0, rampPlan())
+		f, err := flagOf(svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: "created", ExpectedVersion: 0, Plan: rampPlan()}))
 		if err != nil {
 			t.Fatal(err)
 		}
-		f, err = svc.AbortRollout(ctx, alice, env, "created", f.Rollout.ID, 0)
+		f, err = flagOf(svc.Handle(ctx, command.AbortRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "created", ID: f.Rollout.ID}}))
 		if err != nil || f.Rollout.Status != projections.RolloutAborted {
 			t.Fatalf("abort: %v %+v", err, f.Rollout)
 		}
@@ -299,19 +300,19 @@ func TestRolloutAbort(t *testing.T) {
 		mustCreate(t, svc, "done", rampConfig())
 		plan := rampPlan()
 		plan.Stages = []events.Stage{{Percent: 100}}
-		f, err := svc.CreateRollout(ctx, alice, env, "done", 0, plan)
+		f, err := flagOf(svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: "done", ExpectedVersion: 0, Plan: plan}))
 		if err != nil {
 			t.Fatal(err)
 		}
 		id := f.Rollout.ID
-		if f, err = svc.StartRollout(ctx, alice, env, "done", id, 0); err != nil || f.DefaultServe.Variant != "treatment" {
+		if f, err = flagOf(svc.Handle(ctx, command.StartRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "done", ID: id}})); err != nil || f.DefaultServe.Variant != "treatment" {
 			t.Fatalf("start at 100%%: %v %+v", err, f.DefaultServe)
 		}
-		if f, err = svc.AdvanceRollout(ctx, alice, env, "done", id, 0, 0); err != nil || f.Rollout.Status != projections.RolloutCompleted {
+		if f, err = flagOf(svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "done", ID: id}, From: 0})); err != nil || f.Rollout.Status != projections.RolloutCompleted {
 			t.Fatalf("complete: %v %+v", err, f.Rollout)
 		}
 		unchanged(t, st, func() {
-			_, err := svc.AbortRollout(ctx, alice, env, "done", id, 0)
+			_, err := svc.Handle(ctx, command.AbortRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "done", ID: id}})
 			checkErr(t, err, command.ErrRolloutState)
 		})
 	})
@@ -325,27 +326,27 @@ func TestRolloutRefusals(t *testing.T) {
 	mustCreate(t, svc, "plain", rampConfig())
 	created := newRollout(t, svc, "created", false)
 	running := newRollout(t, svc, "running", true)
-	if _, err := svc.AdvanceRollout(ctx, alice, env, "running", running, 0, 0); err != nil { // at stage 1, version 4
+	if _, err := svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: running}, From: 0}); err != nil { // at stage 1, version 4
 		t.Fatal(err)
 	}
 	paused := newRollout(t, svc, "paused", true)
-	if _, err := svc.PauseRollout(ctx, alice, env, "paused", paused, 0); err != nil {
+	if _, err := svc.Handle(ctx, command.PauseRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "paused", ID: paused}}); err != nil {
 		t.Fatal(err)
 	}
 	tripped := newRollout(t, svc, "tripped", true)
-	if _, err := svc.AdvanceRollout(ctx, alice, env, "tripped", tripped, 0, 0); err != nil {
+	if _, err := svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "tripped", ID: tripped}, From: 0}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.RecordDecision(ctx, guardMeta, env, "tripped", 0, events.GuardDecided{Rollout: tripped, Stage: 1,
-		StateBefore: "HEALTHY", StateAfter: "TRIPPED", Action: "stepBack", Cause: "R1", Evidence: json.RawMessage(`{}`)}); err != nil {
+	if _, err := flagOf(svc.Handle(ctx, command.RecordDecision{Meta: guardMeta, Env: env, Key: "tripped", ExpectedVersion: 0, Decision: events.GuardDecided{Rollout: tripped, Stage: 1,
+		StateBefore: "HEALTHY", StateAfter: "TRIPPED", Action: "stepBack", Cause: "R1", Evidence: json.RawMessage(`{}`)}})); err != nil {
 		t.Fatal(err)
 	}
 	aborted := newRollout(t, svc, "aborted", true)
-	if _, err := svc.AbortRollout(ctx, alice, env, "aborted", aborted, 0); err != nil {
+	if _, err := svc.Handle(ctx, command.AbortRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "aborted", ID: aborted}}); err != nil {
 		t.Fatal(err)
 	}
 	archived := newRollout(t, svc, "archived", true)
-	if _, err := svc.Archive(ctx, alice, env, "archived", 0); err != nil {
+	if _, err := svc.Handle(ctx, command.ArchiveFlag{Meta: alice, Env: env, Key: "archived"}); err != nil {
 		t.Fatal(err)
 	}
 	mustCreate(t, svc, "valve", valveConfig())
@@ -362,99 +363,231 @@ func TestRolloutRefusals(t *testing.T) {
 		want  error
 		field string
 	}{
-		{"start without rollout", func() error { _, err := svc.StartRollout(ctx, alice, env, "plain", "", 0); return err }, command.ErrNoRollout, ""},
-		{"pause without rollout", func() error { _, err := svc.PauseRollout(ctx, alice, env, "plain", "", 0); return err }, command.ErrNoRollout, ""},
-		{"resume without rollout", func() error { _, err := svc.ResumeRollout(ctx, alice, env, "plain", "", 0); return err }, command.ErrNoRollout, ""},
-		{"advance without rollout", func() error { _, err := svc.AdvanceRollout(ctx, alice, env, "plain", "", 0, 0); return err }, command.ErrNoRollout, ""},
-		{"step back without rollout", func() error { _, err := svc.StepBackRollout(ctx, alice, env, "plain", "", 1, 0); return err }, command.ErrNoRollout, ""},
-		{"abort without rollout", func() error { _, err := svc.AbortRollout(ctx, alice, env, "plain", "", 0); return err }, command.ErrNoRollout, ""},
-		{"rearm without rollout", func() error { _, err := svc.Rearm(ctx, alice, env, "plain", "", 0); return err }, command.ErrNoRollout, ""},
+		{"start without rollout", func() error {
+			_, err := svc.Handle(ctx, command.StartRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "plain", ID: ""}})
+			return err
+		}, command.ErrNoRollout, ""},
+		{"pause without rollout", func() error {
+			_, err := svc.Handle(ctx, command.PauseRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "plain", ID: ""}})
+			return err
+		}, command.ErrNoRollout, ""},
+		{"resume without rollout", func() error {
+			_, err := svc.Handle(ctx, command.ResumeRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "plain", ID: ""}})
+			return err
+		}, command.ErrNoRollout, ""},
+		{"advance without rollout", func() error {
+			_, err := svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "plain", ID: ""}, From: 0})
+			return err
+		}, command.ErrNoRollout, ""},
+		{"step back without rollout", func() error {
+			_, err := svc.Handle(ctx, command.StepBackRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "plain", ID: ""}, From: 1})
+			return err
+		}, command.ErrNoRollout, ""},
+		{"abort without rollout", func() error {
+			_, err := svc.Handle(ctx, command.AbortRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "plain", ID: ""}})
+			return err
+		}, command.ErrNoRollout, ""},
+		{"rearm without rollout", func() error {
+			_, err := svc.Handle(ctx, command.Rearm{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "plain", ID: ""}})
+			return err
+		}, command.ErrNoRollout, ""},
 		{"decision without rollout", func() error {
-			_, err := svc.RecordDecision(ctx, guardMeta, env, "plain", 0, events.GuardDecided{Rollout: "r", StateAfter: "HEALTHY", Action: "none"})
+			_, err := svc.Handle(ctx, command.RecordDecision{Meta: guardMeta, Env: env, Key: "plain", ExpectedVersion: 0, Decision: events.GuardDecided{Rollout: "r", StateAfter: "HEALTHY", Action: "none"}})
 			return err
 		}, command.ErrNoRollout, ""},
-		{"another rollout's id", func() error { _, err := svc.AdvanceRollout(ctx, alice, env, "running", created, 1, 0); return err }, command.ErrNoRollout, ""},
+		{"another rollout's id", func() error {
+			_, err := svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: created}, From: 1})
+			return err
+		}, command.ErrNoRollout, ""},
 		{"decision about another rollout", func() error {
-			_, err := svc.RecordDecision(ctx, guardMeta, env, "running", 0, events.GuardDecided{Rollout: created, StateAfter: "HEALTHY", Action: "none"})
+			_, err := svc.Handle(ctx, command.RecordDecision{Meta: guardMeta, Env: env, Key: "running", ExpectedVersion: 0, Decision: events.GuardDecided{Rollout: created, StateAfter: "HEALTHY", Action: "none"}})
 			return err
 		}, command.ErrNoRollout, ""},
-		{"no such flag", func() error { _, err := svc.AdvanceRollout(ctx, alice, env, "nothing", "", 0, 0); return err }, command.ErrNotFound, ""},
+		{"no such flag", func() error {
+			_, err := svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "nothing", ID: ""}, From: 0})
+			return err
+		}, command.ErrNotFound, ""},
 
-		{"start a paused rollout", func() error { _, err := svc.StartRollout(ctx, alice, env, "paused", paused, 0); return err }, command.ErrRolloutState, ""},
-		{"start an aborted rollout", func() error { _, err := svc.StartRollout(ctx, alice, env, "aborted", aborted, 0); return err }, command.ErrRolloutState, ""},
-		{"pause a created rollout", func() error { _, err := svc.PauseRollout(ctx, alice, env, "created", created, 0); return err }, command.ErrRolloutState, ""},
-		{"pause an aborted rollout", func() error { _, err := svc.PauseRollout(ctx, alice, env, "aborted", "", 0); return err }, command.ErrRolloutState, ""},
-		{"resume a created rollout", func() error { _, err := svc.ResumeRollout(ctx, alice, env, "created", created, 0); return err }, command.ErrRolloutState, ""},
-		{"advance a created rollout", func() error { _, err := svc.AdvanceRollout(ctx, alice, env, "created", created, 0, 0); return err }, command.ErrRolloutState, ""},
-		{"advance from ahead", func() error { _, err := svc.AdvanceRollout(ctx, alice, env, "running", running, 2, 0); return err }, command.ErrRolloutState, ""},
-		{"advance an aborted rollout", func() error { _, err := svc.AdvanceRollout(ctx, alice, env, "aborted", aborted, -1, 0); return err }, command.ErrRolloutState, ""},
-		{"step back from the first stage", func() error { _, err := svc.StepBackRollout(ctx, alice, env, "paused", paused, 0, 0); return err }, command.ErrRolloutState, ""},
-		{"step back from behind", func() error { _, err := svc.StepBackRollout(ctx, alice, env, "running", running, 0, 0); return err }, command.ErrRolloutState, ""},
-		{"step back from a stage the plan lacks", func() error { _, err := svc.StepBackRollout(ctx, alice, env, "running", running, 9, 0); return err }, command.ErrRolloutState, ""},
-		{"step back a created rollout", func() error { _, err := svc.StepBackRollout(ctx, alice, env, "created", created, -1, 0); return err }, command.ErrRolloutState, ""},
-		{"rearm an untripped guard", func() error { _, err := svc.Rearm(ctx, alice, env, "running", running, 0); return err }, command.ErrRolloutState, ""},
+		{"start a paused rollout", func() error {
+			_, err := svc.Handle(ctx, command.StartRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "paused", ID: paused}})
+			return err
+		}, command.ErrRolloutState, ""},
+		{"start an aborted rollout", func() error {
+			_, err := svc.Handle(ctx, command.StartRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "aborted", ID: aborted}})
+			return err
+		}, command.ErrRolloutState, ""},
+		{"pause a created rollout", func() error {
+			_, err := svc.Handle(ctx, command.PauseRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "created", ID: created}})
+			return err
+		}, command.ErrRolloutState, ""},
+		{"pause an aborted rollout", func() error {
+			_, err := svc.Handle(ctx, command.PauseRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "aborted", ID: ""}})
+			return err
+		}, command.ErrRolloutState, ""},
+		{"resume a created rollout", func() error {
+			_, err := svc.Handle(ctx, command.ResumeRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "created", ID: created}})
+			return err
+		}, command.ErrRolloutState, ""},
+		{"advance a created rollout", func() error {
+			_, err := svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "created", ID: created}, From: 0})
+			return err
+		}, command.ErrRolloutState, ""},
+		{"advance from ahead", func() error {
+			_, err := svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: running}, From: 2})
+			return err
+		}, command.ErrRolloutState, ""},
+		{"advance an aborted rollout", func() error {
+			_, err := svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "aborted", ID: aborted}, From: -1})
+			return err
+		}, command.ErrRolloutState, ""},
+		{"step back from the first stage", func() error {
+			_, err := svc.Handle(ctx, command.StepBackRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "paused", ID: paused}, From: 0})
+			return err
+		}, command.ErrRolloutState, ""},
+		{"step back from behind", func() error {
+			_, err := svc.Handle(ctx, command.StepBackRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: running}, From: 0})
+			return err
+		}, command.ErrRolloutState, ""},
+		{"step back from a stage the plan lacks", func() error {
+			_, err := svc.Handle(ctx, command.StepBackRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: running}, From: 9})
+			return err
+		}, command.ErrRolloutState, ""},
+		{"step back a created rollout", func() error {
+			_, err := svc.Handle(ctx, command.StepBackRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "created", ID: created}, From: -1})
+			return err
+		}, command.ErrRolloutState, ""},
+		{"rearm an untripped guard", func() error {
+			_, err := svc.Handle(ctx, command.Rearm{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: running}})
+			return err
+		}, command.ErrRolloutState, ""},
 		{"decision about a finished rollout", func() error {
-			_, err := svc.RecordDecision(ctx, guardMeta, env, "aborted", 0, events.GuardDecided{Rollout: aborted, StateAfter: "HEALTHY", Action: "none"})
+			_, err := svc.Handle(ctx, command.RecordDecision{Meta: guardMeta, Env: env, Key: "aborted", ExpectedVersion: 0, Decision: events.GuardDecided{Rollout: aborted, StateAfter: "HEALTHY", Action: "none"}})
 			return err
 		}, command.ErrRolloutState, ""},
 
-		{"advance while tripped", func() error { _, err := svc.AdvanceRollout(ctx, guardMeta, env, "tripped", tripped, 1, 0); return err }, command.ErrTripped, ""},
-		{"advance the current stage while tripped", func() error { _, err := svc.AdvanceRollout(ctx, alice, env, "tripped", "", -1, 0); return err }, command.ErrTripped, ""},
+		{"advance while tripped", func() error {
+			_, err := svc.Handle(ctx, command.AdvanceRollout{Meta: guardMeta, RolloutTarget: command.RolloutTarget{Env: env, Key: "tripped", ID: tripped}, From: 1})
+			return err
+		}, command.ErrTripped, ""},
+		{"advance the current stage while tripped", func() error {
+			_, err := svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "tripped", ID: ""}, From: -1})
+			return err
+		}, command.ErrTripped, ""},
 
-		{"second rollout while running", func() error { _, err := svc.CreateRollout(ctx, alice, env, "running", 0, rampPlan()); return err }, command.ErrRolloutActive, ""},
-		{"second rollout while paused", func() error { _, err := svc.CreateRollout(ctx, alice, env, "paused", 0, rampPlan()); return err }, command.ErrRolloutActive, ""},
+		{"second rollout while running", func() error {
+			_, err := svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: "running", ExpectedVersion: 0, Plan: rampPlan()})
+			return err
+		}, command.ErrRolloutActive, ""},
+		{"second rollout while paused", func() error {
+			_, err := svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: "paused", ExpectedVersion: 0, Plan: rampPlan()})
+			return err
+		}, command.ErrRolloutActive, ""},
 		{"update the default serve", func() error {
-			_, err := svc.Update(ctx, alice, env, "running", 0, []byte(`{"defaultServe":{"split":null,"variant":"treatment"}}`))
+			_, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "running", ExpectedVersion: 0, Patch: []byte(`{"defaultServe":{"split":null,"variant":"treatment"}}`)})
 			return err
 		}, command.ErrRolloutActive, ""},
 		{"drop the default serve while paused", func() error {
-			_, err := svc.Update(ctx, alice, env, "paused", 0, []byte(`{"defaultServe":null}`))
+			_, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "paused", ExpectedVersion: 0, Patch: []byte(`{"defaultServe":null}`)})
 			return err
 		}, command.ErrRolloutActive, ""},
-		{"restore a version before the rollout", func() error { _, err := svc.Restore(ctx, alice, env, "running", 1, 0); return err }, command.ErrRolloutActive, ""},
+		{"restore a version before the rollout", func() error {
+			_, err := svc.Handle(ctx, command.RestoreFlag{Meta: alice, Env: env, Key: "running", ToVersion: 1})
+			return err
+		}, command.ErrRolloutActive, ""},
 
-		{"open a flag that is no valve", func() error { _, err := svc.OpenValve(ctx, alice, env, "plain", time.Time{}, "", nil); return err }, command.ErrNotValve, ""},
-		{"close a flag that is no valve", func() error {
-			_, err := svc.CloseValve(ctx, alice, env, "plain", events.ValveClosedManual, nil)
+		{"open a flag that is no valve", func() error {
+			_, err := svc.Handle(ctx, command.OpenValve{Meta: alice, Env: env, Key: "plain", Expires: time.Time{}})
 			return err
 		}, command.ErrNotValve, ""},
-		{"plan naming an unconfigured valve", func() error { _, err := svc.CreateRollout(ctx, alice, env, "plain", 0, valvePlan); return err }, command.ErrNotValve, ""},
-		{"plan naming a missing valve", func() error { _, err := svc.CreateRollout(ctx, alice, env, "plain", 0, missingValve); return err }, command.ErrNotValve, ""},
+		{"close a flag that is no valve", func() error {
+			_, err := svc.Handle(ctx, command.CloseValve{Meta: alice, Env: env, Key: "plain", Cause: events.ValveClosedManual, Evidence: nil})
+			return err
+		}, command.ErrNotValve, ""},
+		{"plan naming an unconfigured valve", func() error {
+			_, err := svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: "plain", ExpectedVersion: 0, Plan: valvePlan})
+			return err
+		}, command.ErrNotValve, ""},
+		{"plan naming a missing valve", func() error {
+			_, err := svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: "plain", ExpectedVersion: 0, Plan: missingValve})
+			return err
+		}, command.ErrNotValve, ""},
 
-		{"advance without a reason", func() error { _, err := svc.AdvanceRollout(ctx, noReason, env, "running", running, 1, 0); return err }, events.ErrInvalid, "reason"},
-		{"step back without a reason", func() error { _, err := svc.StepBackRollout(ctx, noReason, env, "running", running, 1, 0); return err }, events.ErrInvalid, "reason"},
-		{"abort without a reason", func() error { _, err := svc.AbortRollout(ctx, noReason, env, "running", running, 0); return err }, events.ErrInvalid, "reason"},
-		{"rearm without a reason", func() error { _, err := svc.Rearm(ctx, noReason, env, "tripped", tripped, 0); return err }, events.ErrInvalid, "reason"},
-		{"open without a reason", func() error { _, err := svc.OpenValve(ctx, noReason, env, "valve", time.Time{}, "", nil); return err }, events.ErrInvalid, "reason"},
-		{"close without a reason", func() error {
-			_, err := svc.CloseValve(ctx, noReason, env, "valve", events.ValveClosedManual, nil)
+		{"advance without a reason", func() error {
+			_, err := svc.Handle(ctx, command.AdvanceRollout{Meta: noReason, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: running}, From: 1})
 			return err
 		}, events.ErrInvalid, "reason"},
-		{"no actor", func() error { _, err := svc.PauseRollout(ctx, command.Meta{}, env, "running", running, 0); return err }, events.ErrInvalid, "actor"},
-		{"bad plan", func() error { _, err := svc.CreateRollout(ctx, alice, env, "plain", 0, badPlan); return err }, events.ErrInvalid, "treatment"},
+		{"step back without a reason", func() error {
+			_, err := svc.Handle(ctx, command.StepBackRollout{Meta: noReason, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: running}, From: 1})
+			return err
+		}, events.ErrInvalid, "reason"},
+		{"abort without a reason", func() error {
+			_, err := svc.Handle(ctx, command.AbortRollout{Meta: noReason, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: running}})
+			return err
+		}, events.ErrInvalid, "reason"},
+		{"rearm without a reason", func() error {
+			_, err := svc.Handle(ctx, command.Rearm{Meta: noReason, RolloutTarget: command.RolloutTarget{Env: env, Key: "tripped", ID: tripped}})
+			return err
+		}, events.ErrInvalid, "reason"},
+		{"open without a reason", func() error {
+			_, err := svc.Handle(ctx, command.OpenValve{Meta: noReason, Env: env, Key: "valve", Expires: time.Time{}})
+			return err
+		}, events.ErrInvalid, "reason"},
+		{"close without a reason", func() error {
+			_, err := svc.Handle(ctx, command.CloseValve{Meta: noReason, Env: env, Key: "valve", Cause: events.ValveClosedManual, Evidence: nil})
+			return err
+		}, events.ErrInvalid, "reason"},
+		{"no actor", func() error {
+			_, err := svc.Handle(ctx, command.PauseRollout{Meta: command.Meta{}, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: running}})
+			return err
+		}, events.ErrInvalid, "actor"},
+		{"bad plan", func() error {
+			_, err := svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: "plain", ExpectedVersion: 0, Plan: badPlan})
+			return err
+		}, events.ErrInvalid, "treatment"},
 		{"plan with no metrics", func() error {
 			p := rampPlan()
 			p.Metrics = nil
-			_, err := svc.CreateRollout(ctx, alice, env, "plain", 0, p)
+			_, err := svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: "plain", ExpectedVersion: 0, Plan: p})
 			return err
 		}, events.ErrInvalid, "metrics"},
 		{"decision without a state", func() error {
-			_, err := svc.RecordDecision(ctx, guardMeta, env, "running", 0, events.GuardDecided{Rollout: running, Action: "none"})
+			_, err := svc.Handle(ctx, command.RecordDecision{Meta: guardMeta, Env: env, Key: "running", ExpectedVersion: 0, Decision: events.GuardDecided{Rollout: running, Action: "none"}})
 			return err
 		}, events.ErrInvalid, "decision"},
 		{"decision with evidence that is not JSON", func() error {
-			_, err := svc.RecordDecision(ctx, guardMeta, env, "running", 0, events.GuardDecided{Rollout: running, StateAfter: "HEALTHY", Action: "none", Evidence: json.RawMessage(`{"e":`)})
+			_, err := svc.Handle(ctx, command.RecordDecision{Meta: guardMeta, Env: env, Key: "running", ExpectedVersion: 0, Decision: events.GuardDecided{Rollout: running, StateAfter: "HEALTHY", Action: "none", Evidence: json.RawMessage(`{"e":`)}})
 			return err
 		}, events.ErrInvalid, "evidence"},
 
-		{"stale advance", func() error { _, err := svc.AdvanceRollout(ctx, alice, env, "running", running, 1, 3); return err }, command.ErrStale, ""},
-		{"stale create", func() error { _, err := svc.CreateRollout(ctx, alice, env, "plain", 7, rampPlan()); return err }, command.ErrStale, ""},
-		{"stale start", func() error { _, err := svc.StartRollout(ctx, alice, env, "created", created, 1); return err }, command.ErrStale, ""},
-		{"stale rearm", func() error { _, err := svc.Rearm(ctx, alice, env, "tripped", tripped, 4); return err }, command.ErrStale, ""},
+		{"stale advance", func() error {
+			_, err := svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: running, ExpectedVersion: 3}, From: 1})
+			return err
+		}, command.ErrStale, ""},
+		{"stale create", func() error {
+			_, err := svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: "plain", ExpectedVersion: 7, Plan: rampPlan()})
+			return err
+		}, command.ErrStale, ""},
+		{"stale start", func() error {
+			_, err := svc.Handle(ctx, command.StartRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "created", ID: created, ExpectedVersion: 1}})
+			return err
+		}, command.ErrStale, ""},
+		{"stale rearm", func() error {
+			_, err := svc.Handle(ctx, command.Rearm{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "tripped", ID: tripped, ExpectedVersion: 4}})
+			return err
+		}, command.ErrStale, ""},
 
-		{"create on an archived flag", func() error { _, err := svc.CreateRollout(ctx, alice, env, "archived", 0, rampPlan()); return err }, command.ErrArchived, ""},
-		{"advance an archived flag", func() error { _, err := svc.AdvanceRollout(ctx, alice, env, "archived", archived, 0, 0); return err }, command.ErrArchived, ""},
-		{"resume an archived flag", func() error { _, err := svc.ResumeRollout(ctx, alice, env, "archived", archived, 0); return err }, command.ErrArchived, ""},
+		{"create on an archived flag", func() error {
+			_, err := svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: "archived", ExpectedVersion: 0, Plan: rampPlan()})
+			return err
+		}, command.ErrArchived, ""},
+		{"advance an archived flag", func() error {
+			_, err := svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "archived", ID: archived}, From: 0})
+			return err
+		}, command.ErrArchived, ""},
+		{"resume an archived flag", func() error {
+			_, err := svc.Handle(ctx, command.ResumeRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "archived", ID: archived}})
+			return err
+		}, command.ErrArchived, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			unchanged(t, st, func() {
@@ -466,7 +599,7 @@ func TestRolloutRefusals(t *testing.T) {
 	}
 
 	// A stale version is a *VersionError carrying both versions.
-	_, err := svc.AdvanceRollout(ctx, alice, env, "running", running, 1, 3)
+	_, err := svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "running", ID: running, ExpectedVersion: 3}, From: 1})
 	var ve *command.VersionError
 	if !errors.As(err, &ve) || ve.Expected != 3 || ve.Actual != 4 {
 		t.Fatalf("stale advance: %v", err)
@@ -479,7 +612,7 @@ func TestUpdateDuringRollout(t *testing.T) {
 	st, svc := setup(t)
 	ctx := context.Background()
 	id := newRollout(t, svc, "ramp", true)
-	f, err := svc.Update(ctx, alice, env, "ramp", 0, []byte(`{"description":"tuned","rules":[]}`))
+	f, err := flagOf(svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "ramp", ExpectedVersion: 0, Patch: []byte(`{"description":"tuned","rules":[]}`)}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,20 +623,20 @@ func TestUpdateDuringRollout(t *testing.T) {
 		t.Fatalf("an update did not restart the stage: %+v", f.Rollout)
 	}
 	// The same default serve, written out, is not a change of it.
-	if _, err := svc.Update(ctx, alice, env, "ramp", 0, []byte(`{"owner":"x","defaultServe":{"split":{"treatment":100,"control":9900}}}`)); err != nil {
+	if _, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "ramp", ExpectedVersion: 0, Patch: []byte(`{"owner":"x","defaultServe":{"split":{"treatment":100,"control":9900}}}`)}); err != nil {
 		t.Fatal(err)
 	}
 	// A restore keeping the rollout's default serve passes.
-	if f, err = svc.Restore(ctx, alice, env, "ramp", 4, 0); err != nil || f.Description != "tuned" || f.Owner != "" {
+	if f, err = flagOf(svc.Handle(ctx, command.RestoreFlag{Meta: alice, Env: env, Key: "ramp", ToVersion: 4})); err != nil || f.Description != "tuned" || f.Owner != "" {
 		t.Fatalf("restore: %v %+v", err, f)
 	}
 	// A variant the rollout does not use may go; the treatment and the control may not, even
 	// at 100% where the default serve names the treatment alone.
-	if f, err = svc.Update(ctx, alice, env, "ramp", 0, []byte(`{"variants":{"spare":null}}`)); err != nil {
+	if f, err = flagOf(svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "ramp", ExpectedVersion: 0, Patch: []byte(`{"variants":{"spare":null}}`)})); err != nil {
 		t.Fatalf("dropping a variant the rollout does not use: %v", err)
 	}
 	for from := range 5 {
-		if f, err = svc.AdvanceRollout(ctx, alice, env, "ramp", id, from, 0); err != nil {
+		if f, err = flagOf(svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "ramp", ID: id}, From: from})); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -514,7 +647,7 @@ func TestUpdateDuringRollout(t *testing.T) {
 	for name, want := range map[string]error{"treatment": events.ErrInvalid, "control": command.ErrRolloutActive} {
 		other := map[string]string{"treatment": "control", "control": "treatment"}[name]
 		unchanged(t, st, func() {
-			_, err := svc.Update(ctx, alice, env, "ramp", 0, []byte(`{"variants":{"`+name+`":null},"defaultVariant":"`+other+`","offVariant":"`+other+`"}`))
+			_, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "ramp", ExpectedVersion: 0, Patch: []byte(`{"variants":{"` + name + `":null},"defaultVariant":"` + other + `","offVariant":"` + other + `"}`)})
 			checkErr(t, err, want)
 		})
 	}
@@ -545,7 +678,7 @@ func TestAdvanceIdempotentAcrossReplicas(t *testing.T) {
 			wg.Go(func() {
 				m := guardMeta
 				m.Actor = fmt.Sprintf("guard-%d", i)
-				f, err := svc.AdvanceRollout(ctx, m, env, "ramp", id, from, 0)
+				f, err := flagOf(svc.Handle(ctx, command.AdvanceRollout{Meta: m, RolloutTarget: command.RolloutTarget{Env: env, Key: "ramp", ID: id}, From: from}))
 				switch {
 				case err != nil:
 					errs <- err
@@ -587,24 +720,24 @@ func TestRolloutStaleReplica(t *testing.T) {
 	a, b := newService(t, st), newService(t, openStore(t, srv))
 	ctx := context.Background()
 	id := newRollout(t, a, "ramp", true) // a caches the running rollout at stage 0
-	if _, err := b.AdvanceRollout(ctx, alice, env, "ramp", id, 0, 0); err != nil {
+	if _, err := b.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "ramp", ID: id}, From: 0}); err != nil {
 		t.Fatal(err)
 	}
 	// a thinks stage 0: "advance from 0" is already done, "step back from 1" is possible.
 	unchanged(t, st, func() {
-		f, err := a.AdvanceRollout(ctx, alice, env, "ramp", id, 0, 0)
+		f, err := flagOf(a.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "ramp", ID: id}, From: 0}))
 		if err != nil || f.Rollout.Stage != 1 {
 			t.Fatalf("stale advance: %v %+v", err, f.Rollout)
 		}
 	})
-	if _, err := b.RecordDecision(ctx, guardMeta, env, "ramp", 0, events.GuardDecided{Rollout: id, Stage: 1, StateAfter: "TRIPPED", Action: "freeze"}); err != nil {
+	if _, err := b.Handle(ctx, command.RecordDecision{Meta: guardMeta, Env: env, Key: "ramp", ExpectedVersion: 0, Decision: events.GuardDecided{Rollout: id, Stage: 1, StateAfter: "TRIPPED", Action: "freeze"}}); err != nil {
 		t.Fatal(err)
 	}
 	unchanged(t, st, func() {
-		_, err := a.AdvanceRollout(ctx, alice, env, "ramp", id, 1, 0)
+		_, err := a.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "ramp", ID: id}, From: 1})
 		checkErr(t, err, command.ErrTripped)
 	})
-	f, err := a.Rearm(ctx, alice, env, "ramp", id, 0)
+	f, err := flagOf(a.Handle(ctx, command.Rearm{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "ramp", ID: id}}))
 	if err != nil || f.Rollout.Guard.Tripped {
 		t.Fatalf("rearm: %v %+v", err, f.Rollout.Guard)
 	}
@@ -616,7 +749,7 @@ func TestGuardDecisionAndRearm(t *testing.T) {
 	id := newRollout(t, svc, "ramp", true)
 	d := events.GuardDecided{Rollout: id, Stage: 0, StateBefore: "WARMUP", StateAfter: "HEALTHY", Action: "none", Cause: "exposure",
 		Evidence: json.RawMessage(`{"counts":{"treatment":[120,0],"control":[11880,9]}}`)}
-	f, err := svc.RecordDecision(ctx, guardMeta, env, "ramp", 0, d)
+	f, err := flagOf(svc.Handle(ctx, command.RecordDecision{Meta: guardMeta, Env: env, Key: "ramp", ExpectedVersion: 0, Decision: d}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -629,20 +762,20 @@ func TestGuardDecisionAndRearm(t *testing.T) {
 	}
 	// A trip latches; later decisions do not clear it.
 	d.StateBefore, d.StateAfter, d.Action = "HEALTHY", "TRIPPED", "freeze"
-	if f, err = svc.RecordDecision(ctx, guardMeta, env, "ramp", 0, d); err != nil || !f.Rollout.Guard.Tripped {
+	if f, err = flagOf(svc.Handle(ctx, command.RecordDecision{Meta: guardMeta, Env: env, Key: "ramp", ExpectedVersion: 0, Decision: d})); err != nil || !f.Rollout.Guard.Tripped {
 		t.Fatalf("trip: %v %+v", err, f.Rollout.Guard)
 	}
 	trip := f.Rollout.Guard.Decision
 	d.StateBefore, d.StateAfter, d.Action = "TRIPPED", "HEALTHY", "none"
-	if f, err = svc.RecordDecision(ctx, guardMeta, env, "ramp", 0, d); err != nil || !f.Rollout.Guard.Tripped {
+	if f, err = flagOf(svc.Handle(ctx, command.RecordDecision{Meta: guardMeta, Env: env, Key: "ramp", ExpectedVersion: 0, Decision: d})); err != nil || !f.Rollout.Guard.Tripped {
 		t.Fatalf("after the trip: %v %+v", err, f.Rollout.Guard)
 	}
 	// The guard's own step back goes through while tripped... but there is no stage before 0.
 	unchanged(t, st, func() {
-		_, err := svc.StepBackRollout(ctx, command.Meta{Actor: "guard", Reason: "tripped", CausationID: trip}, env, "ramp", id, 0, 0)
+		_, err := svc.Handle(ctx, command.StepBackRollout{Meta: command.Meta{Actor: "guard", Reason: "tripped", CausationID: trip}, RolloutTarget: command.RolloutTarget{Env: env, Key: "ramp", ID: id}, From: 0})
 		checkErr(t, err, command.ErrRolloutState)
 	})
-	f, err = svc.Rearm(ctx, alice, env, "ramp", id, f.Version)
+	f, err = flagOf(svc.Handle(ctx, command.Rearm{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "ramp", ID: id, ExpectedVersion: f.Version}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -653,18 +786,18 @@ func TestGuardDecisionAndRearm(t *testing.T) {
 		t.Fatalf("rearm event %+v", ev)
 	}
 	unchanged(t, st, func() {
-		_, err := svc.Rearm(ctx, alice, env, "ramp", id, 0)
+		_, err := svc.Handle(ctx, command.Rearm{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "ramp", ID: id}})
 		checkErr(t, err, command.ErrRolloutState)
 	})
-	if _, err := svc.AdvanceRollout(ctx, alice, env, "ramp", id, 0, 0); err != nil {
+	if _, err := svc.Handle(ctx, command.AdvanceRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "ramp", ID: id}, From: 0}); err != nil {
 		t.Fatalf("advance after the re-arm: %v", err)
 	}
 	// Stepping back while tripped is what the guard does on a trip.
 	d.StateBefore, d.StateAfter, d.Action, d.Stage = "HEALTHY", "TRIPPED", "stepBack", 1
-	if _, err := svc.RecordDecision(ctx, guardMeta, env, "ramp", 0, d); err != nil {
+	if _, err := svc.Handle(ctx, command.RecordDecision{Meta: guardMeta, Env: env, Key: "ramp", ExpectedVersion: 0, Decision: d}); err != nil {
 		t.Fatal(err)
 	}
-	f, err = svc.StepBackRollout(ctx, guardMeta, env, "ramp", id, 1, 0)
+	f, err = flagOf(svc.Handle(ctx, command.StepBackRollout{Meta: guardMeta, RolloutTarget: command.RolloutTarget{Env: env, Key: "ramp", ID: id}, From: 1}))
 	if err != nil || f.Rollout.Stage != 0 || !f.Rollout.Guard.Tripped || !reflect.DeepEqual(f.DefaultServe, split(100)) {
 		t.Fatalf("step back while tripped: %v %+v", err, f.Rollout)
 	}
@@ -676,23 +809,23 @@ func TestCreateRolloutWithValve(t *testing.T) {
 	ctx := context.Background()
 	mustCreate(t, svc, "ramp", rampConfig())
 	mustCreate(t, svc, "search.degrade", valveConfig())
-	if _, err := svc.ConfigureValve(ctx, alice, env, "search.degrade", 0, events.ValveConfigured{Variant: "degraded"}); err != nil {
+	if _, err := svc.Handle(ctx, command.ConfigureValve{Meta: alice, Env: env, Key: "search.degrade", ExpectedVersion: 0, Valve: events.ValveConfigured{Variant: "degraded"}}); err != nil {
 		t.Fatal(err)
 	}
 	plan := rampPlan()
 	plan.OnTrip, plan.Valve = events.OnTripOpenValve, &events.ValveRef{Flag: "search.degrade"}
-	f, err := svc.CreateRollout(ctx, alice, env, "ramp", 0, plan)
+	f, err := flagOf(svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: "ramp", ExpectedVersion: 0, Plan: plan}))
 	if err != nil || f.Rollout.Plan.Valve.Flag != "search.degrade" {
 		t.Fatalf("%v %+v", err, f.Rollout)
 	}
 	// An archived valve is no valve.
-	if _, err := svc.AbortRollout(ctx, alice, env, "ramp", f.Rollout.ID, 0); err != nil {
+	if _, err := svc.Handle(ctx, command.AbortRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "ramp", ID: f.Rollout.ID}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Archive(ctx, alice, env, "search.degrade", 0); err != nil {
+	if _, err := svc.Handle(ctx, command.ArchiveFlag{Meta: alice, Env: env, Key: "search.degrade"}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = svc.CreateRollout(ctx, alice, env, "ramp", 0, plan)
+	_, err = svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: "ramp", ExpectedVersion: 0, Plan: plan})
 	checkErr(t, err, command.ErrNotValve)
 }
 
@@ -702,11 +835,11 @@ func TestStartRolloutChecksVariants(t *testing.T) {
 	st, svc := setup(t)
 	ctx := context.Background()
 	id := newRollout(t, svc, "ramp", false)
-	if _, err := svc.Update(ctx, alice, env, "ramp", 0, []byte(`{"variants":{"treatment":null},"rules":[]}`)); err != nil {
+	if _, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "ramp", ExpectedVersion: 0, Patch: []byte(`{"variants":{"treatment":null},"rules":[]}`)}); err != nil {
 		t.Fatal(err)
 	}
 	unchanged(t, st, func() {
-		_, err := svc.StartRollout(ctx, alice, env, "ramp", id, 0)
+		_, err := svc.Handle(ctx, command.StartRollout{Meta: alice, RolloutTarget: command.RolloutTarget{Env: env, Key: "ramp", ID: id}})
 		checkErr(t, err, events.ErrInvalid)
 		checkField(t, err, "treatment")
 	})
@@ -717,13 +850,13 @@ func TestValveCommands(t *testing.T) {
 	ctx := context.Background()
 	mustCreate(t, svc, "search", valveConfig())
 	mustCreate(t, svc, "release", rampConfig())
-	if _, err := svc.CreateSegment(ctx, alice, env, "tenant.acme", events.SegmentConfig{Included: []string{"acme-1"}}); err != nil {
+	if _, err := svc.Handle(ctx, command.CreateSegment{Meta: alice, Env: env, Key: "tenant.acme", Config: events.SegmentConfig{Included: []string{"acme-1"}}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.CreateSegment(ctx, alice, env, "old", events.SegmentConfig{Included: []string{"x"}}); err != nil {
+	if _, err := svc.Handle(ctx, command.CreateSegment{Meta: alice, Env: env, Key: "old", Config: events.SegmentConfig{Included: []string{"x"}}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.ArchiveSegment(ctx, alice, env, "old", 0); err != nil {
+	if _, err := svc.Handle(ctx, command.ArchiveSegment{Meta: alice, Env: env, Key: "old"}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -742,7 +875,7 @@ func TestValveCommands(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			unchanged(t, st, func() {
-				_, err := svc.ConfigureValve(ctx, alice, env, tc.key, 0, tc.v)
+				_, err := svc.Handle(ctx, command.ConfigureValve{Meta: alice, Env: env, Key: tc.key, ExpectedVersion: 0, Valve: tc.v})
 				checkErr(t, err, events.ErrInvalid)
 				checkField(t, err, tc.field)
 			})
@@ -753,23 +886,23 @@ func TestValveCommands(t *testing.T) {
 		Source:   events.MetricSource{Type: events.SourceScrape, URL: "http://search/metrics"},
 		Requests: "requests_total", Errors: "errors_total", Long: events.Duration(time.Hour), Short: events.Duration(5 * time.Minute),
 	}}
-	f, err := svc.ConfigureValve(ctx, alice, env, "search", 1, cfg)
+	f, err := flagOf(svc.Handle(ctx, command.ConfigureValve{Meta: alice, Env: env, Key: "search", ExpectedVersion: 1, Valve: cfg}))
 	if err != nil || f.Valve == nil || f.Valve.Open || f.Valve.Segment != "tenant.acme" || !reflect.DeepEqual(f.Valve.Policy, cfg.Policy) {
 		t.Fatalf("configure: %v %+v", err, f.Valve)
 	}
 	unchanged(t, st, func() {
-		if _, err := svc.ConfigureValve(ctx, alice, env, "search", 0, cfg); err != nil {
+		if _, err := svc.Handle(ctx, command.ConfigureValve{Meta: alice, Env: env, Key: "search", ExpectedVersion: 0, Valve: cfg}); err != nil {
 			t.Fatalf("configure again: %v", err)
 		}
 	})
 	// A stale version is refused even when the configuration is the same.
 	unchanged(t, st, func() {
-		_, err := svc.ConfigureValve(ctx, alice, env, "search", 1, cfg)
+		_, err := svc.Handle(ctx, command.ConfigureValve{Meta: alice, Env: env, Key: "search", ExpectedVersion: 1, Valve: cfg})
 		checkErr(t, err, command.ErrStale)
 	})
 	// The segment the valve serves cannot be archived from under it.
 	unchanged(t, st, func() {
-		_, err := svc.ArchiveSegment(ctx, alice, env, "tenant.acme", 0)
+		_, err := svc.Handle(ctx, command.ArchiveSegment{Meta: alice, Env: env, Key: "tenant.acme"})
 		checkErr(t, err, command.ErrInUse)
 		var inUse *command.InUseError
 		if !errors.As(err, &inUse) || !slices.Equal(inUse.Flags, []string{"search"}) {
@@ -779,16 +912,16 @@ func TestValveCommands(t *testing.T) {
 
 	// Open: expiry in the past refused; then open with an expiry; the same again writes nothing.
 	unchanged(t, st, func() {
-		_, err := svc.OpenValve(ctx, alice, env, "search", time.Now().Add(-time.Minute), "", nil)
+		_, err := svc.Handle(ctx, command.OpenValve{Meta: alice, Env: env, Key: "search", Expires: time.Now().Add(-time.Minute)})
 		checkErr(t, err, events.ErrInvalid)
 		checkField(t, err, "expires")
-		_, err = svc.OpenValve(ctx, alice, env, "search", time.Time{}, "", []byte("not json"))
+		_, err = svc.Handle(ctx, command.OpenValve{Meta: alice, Env: env, Key: "search", Expires: time.Time{}, Rollout: "", Evidence: []byte("not json")})
 		checkErr(t, err, events.ErrInvalid)
 		checkField(t, err, "evidence")
 	})
 	expires := time.Now().Add(time.Hour)
 	m := command.Meta{Actor: "oncall", Reason: "search is melting"}
-	f, err = svc.OpenValve(ctx, m, env, "search", expires, "", []byte(`{"burn":14}`))
+	f, err = flagOf(svc.Handle(ctx, command.OpenValve{Meta: m, Env: env, Key: "search", Expires: expires, Rollout: "", Evidence: []byte(`{"burn":14}`)}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -801,17 +934,17 @@ func TestValveCommands(t *testing.T) {
 		t.Fatalf("opened event %+v", opened)
 	}
 	unchanged(t, st, func() {
-		if _, err := svc.OpenValve(ctx, m, env, "search", expires, "", nil); err != nil {
+		if _, err := svc.Handle(ctx, command.OpenValve{Meta: m, Env: env, Key: "search", Expires: expires}); err != nil {
 			t.Fatal(err)
 		}
 	})
 	// A new expiry is a new opening.
-	if f, err = svc.OpenValve(ctx, m, env, "search", time.Time{}, "rollout-1", nil); err != nil || !f.Valve.Expires.IsZero() || f.Valve.Rollout != "rollout-1" {
+	if f, err = flagOf(svc.Handle(ctx, command.OpenValve{Meta: m, Env: env, Key: "search", Expires: time.Time{}, Rollout: "rollout-1", Evidence: nil})); err != nil || !f.Valve.Expires.IsZero() || f.Valve.Rollout != "rollout-1" {
 		t.Fatalf("reopen: %v %+v", err, f.Valve)
 	}
 	// The variant the valve serves cannot be dropped from the flag.
 	unchanged(t, st, func() {
-		_, err := svc.Update(ctx, alice, env, "search", 0, []byte(`{"variants":{"degraded":null},"offVariant":"full"}`))
+		_, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "search", ExpectedVersion: 0, Patch: []byte(`{"variants":{"degraded":null},"offVariant":"full"}`)})
 		checkErr(t, err, events.ErrInvalid)
 		checkField(t, err, "variants")
 	})
@@ -819,27 +952,27 @@ func TestValveCommands(t *testing.T) {
 	// Close: the cause is checked.
 	for _, cause := range []string{"", "bored", "Manual"} {
 		unchanged(t, st, func() {
-			_, err := svc.CloseValve(ctx, m, env, "search", cause, nil)
+			_, err := svc.Handle(ctx, command.CloseValve{Meta: m, Env: env, Key: "search", Cause: cause, Evidence: nil})
 			checkErr(t, err, events.ErrInvalid)
 			checkField(t, err, "cause")
 		})
 	}
-	f, err = svc.CloseValve(ctx, m, env, "search", events.ValveClosedHealthy, []byte(`{"burn":0.2}`))
+	f, err = flagOf(svc.Handle(ctx, command.CloseValve{Meta: m, Env: env, Key: "search", Cause: events.ValveClosedHealthy, Evidence: []byte(`{"burn":0.2}`)}))
 	if err != nil || f.Valve.Open || f.Valve.Cause != events.ValveClosedHealthy || f.Valve.ClosedAt.IsZero() {
 		t.Fatalf("close: %v %+v", err, f.Valve)
 	}
 	unchanged(t, st, func() {
-		if _, err := svc.CloseValve(ctx, m, env, "search", events.ValveClosedManual, nil); err != nil {
+		if _, err := svc.Handle(ctx, command.CloseValve{Meta: m, Env: env, Key: "search", Cause: events.ValveClosedManual, Evidence: nil}); err != nil {
 			t.Fatal(err)
 		}
 	})
 	checkFold(t, st, f)
 
 	// Reconfigured without the segment, the next opening degrades everyone.
-	if _, err := svc.ConfigureValve(ctx, alice, env, "search", 0, events.ValveConfigured{Variant: "degraded"}); err != nil {
+	if _, err := svc.Handle(ctx, command.ConfigureValve{Meta: alice, Env: env, Key: "search", ExpectedVersion: 0, Valve: events.ValveConfigured{Variant: "degraded"}}); err != nil {
 		t.Fatal(err)
 	}
-	if f, err = svc.OpenValve(ctx, m, env, "search", time.Time{}, "", nil); err != nil || f.Valve.Segment != "" {
+	if f, err = flagOf(svc.Handle(ctx, command.OpenValve{Meta: m, Env: env, Key: "search", Expires: time.Time{}})); err != nil || f.Valve.Segment != "" {
 		t.Fatalf("open for everyone: %v %+v", err, f.Valve)
 	}
 	set, err := targeting.CompileFlagset(env, 1, []projections.Flag{f}, nil)
@@ -861,19 +994,19 @@ func TestSourceCheck(t *testing.T) {
 	plan := rampPlan()
 	plan.Source.URL = "http://169.254.169.254/latest/meta-data"
 	unchanged(t, st, func() {
-		_, err := svc.CreateRollout(ctx, alice, env, "ramp", 0, plan)
+		_, err := svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: "ramp", ExpectedVersion: 0, Plan: plan})
 		var ve *events.ValidationError
 		if !errors.As(err, &ve) || ve.Field != "source.url" {
 			t.Fatalf("plan reading elsewhere: %v", err)
 		}
 	})
-	if _, err := svc.CreateRollout(ctx, alice, env, "ramp", 0, rampPlan()); err != nil {
+	if _, err := svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: "ramp", ExpectedVersion: 0, Plan: rampPlan()}); err != nil {
 		t.Fatalf("plan reading the allowed server: %v", err)
 	}
 	policy := &events.ValvePolicy{Source: events.MetricSource{Type: events.SourceScrape, URL: "http://10.0.0.1/metrics"},
 		Requests: "requests_total", Errors: "errors_total"}
 	unchanged(t, st, func() {
-		_, err := svc.ConfigureValve(ctx, alice, env, "valve", 0, events.ValveConfigured{Variant: "degraded", Policy: policy})
+		_, err := svc.Handle(ctx, command.ConfigureValve{Meta: alice, Env: env, Key: "valve", ExpectedVersion: 0, Valve: events.ValveConfigured{Variant: "degraded", Policy: policy}})
 		var ve *events.ValidationError
 		if !errors.As(err, &ve) || ve.Field != "policy.source.url" {
 			t.Fatalf("valve policy reading elsewhere: %v", err)
@@ -885,7 +1018,7 @@ func TestSourceCheck(t *testing.T) {
 // found BLIND at the first tick.
 func TestQueriesCheckedOnWrite(t *testing.T) {
 	st := openStore(t, natstest.RunServer(t))
-	svc := command.New(st, nil)
+	svc := command.New(st, nil, command.WithPlanChecks(guard.CheckPlan, guard.CheckValvePolicy))
 	ctx := context.Background()
 	mustCreate(t, svc, "ramp", rampConfig())
 	mustCreate(t, svc, "valve", valveConfig())
@@ -909,7 +1042,7 @@ func TestQueriesCheckedOnWrite(t *testing.T) {
 			plan.Metrics = slices.Clone(plan.Metrics)
 			tc.mutate(&plan)
 			unchanged(t, st, func() {
-				_, err := svc.CreateRollout(ctx, alice, env, "ramp", 0, plan)
+				_, err := svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: "ramp", ExpectedVersion: 0, Plan: plan})
 				checkErr(t, err, events.ErrInvalid)
 				checkField(t, err, tc.field)
 			})
@@ -918,7 +1051,7 @@ func TestQueriesCheckedOnWrite(t *testing.T) {
 	mean := rampPlan()
 	mean.Metrics = append(slices.Clone(mean.Metrics), events.RolloutMetric{Name: "latency", Kind: events.MetricMean,
 		Count: `request_duration_seconds_count{route="/pay"}`, Sum: `request_duration_seconds_sum{route="/pay"}`, Margin: 0.1})
-	f, err := svc.CreateRollout(ctx, alice, env, "ramp", 0, mean)
+	f, err := flagOf(svc.Handle(ctx, command.CreateRollout{Meta: alice, Env: env, Key: "ramp", ExpectedVersion: 0, Plan: mean}))
 	if err != nil {
 		t.Fatalf("a plan with a mean metric: %v", err)
 	}
@@ -929,7 +1062,7 @@ func TestQueriesCheckedOnWrite(t *testing.T) {
 	policy := &events.ValvePolicy{Source: events.MetricSource{Type: events.SourceScrape, URL: "http://127.0.0.1/metrics"},
 		Requests: "requests_total", Errors: `errors_total{code=~"5.."`}
 	unchanged(t, st, func() {
-		_, err := svc.ConfigureValve(ctx, alice, env, "valve", 0, events.ValveConfigured{Variant: "degraded", Policy: policy})
+		_, err := svc.Handle(ctx, command.ConfigureValve{Meta: alice, Env: env, Key: "valve", ExpectedVersion: 0, Valve: events.ValveConfigured{Variant: "degraded", Policy: policy}})
 		checkErr(t, err, events.ErrInvalid)
 		checkField(t, err, "policy.errors")
 	})

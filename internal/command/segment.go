@@ -49,21 +49,35 @@ func plural(n int, one, many string) string {
 	return many
 }
 
-// CreateSegment creates a segment from cfg, validated and normalised (key lists sorted, without
-// repeats). Segment keys follow the flag key rules.
+// CreateSegment creates a segment from Config, validated and normalised (key lists sorted,
+// without repeats). Segment keys follow the flag key rules.
 //
 // Errors: [ErrExists] (with a message about a segment) if the segment already exists.
-func (s *Service) CreateSegment(ctx context.Context, m Meta, env, key string, cfg events.SegmentConfig) (projections.Segment, error) {
-	m, cfg, err := validateSegmentCreate(m, env, key, cfg)
+type CreateSegment struct {
+	Meta
+	Env, Key string
+	Config   events.SegmentConfig
+}
+
+// Name is "create segment".
+func (CreateSegment) Name() string { return "create segment" }
+
+func (c CreateSegment) validate(context.Context, *Service) (Command, error) {
+	m, cfg, err := validateSegmentCreate(c.Meta, c.Env, c.Key, c.Config)
 	if err != nil {
-		return projections.Segment{}, fmt.Errorf("create segment %s/%s: %w", env, key, err)
+		return nil, fmt.Errorf("create segment %s/%s: %w", c.Env, c.Key, err)
 	}
-	return s.execSegment(ctx, command{
-		name: "create segment", env: env, key: key, meta: m, create: true,
+	c.Meta, c.Config = m, cfg
+	return c, nil
+}
+
+func (c CreateSegment) exec(ctx context.Context, s *Service) (Result, error) {
+	return segmentResult(s.execSegment(ctx, command{
+		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, create: true,
 		decide: func(context.Context, *entry) (decision, error) {
-			return decision{typ: events.TypeSegmentCreated, payload: events.SegmentCreated{Segment: cfg}}, nil
+			return decision{typ: events.TypeSegmentCreated, payload: events.SegmentCreated{Segment: c.Config}}, nil
 		},
-	})
+	}))
 }
 
 // validateSegmentCreate is everything CreateSegment checks before it looks at the stream.
@@ -80,26 +94,43 @@ func validateSegmentCreate(m Meta, env, key string, cfg events.SegmentConfig) (M
 	return m, cfg, nil
 }
 
-// UpdateSegment applies patch, a JSON Merge Patch (RFC 7396) object, to the segment's
+// UpdateSegment applies Patch, a JSON Merge Patch (RFC 7396) object, to the segment's
 // configuration document (the JSON of events.SegmentConfig: description, included, excluded,
 // conditions) and stores the result if it is valid and differs from the current configuration;
 // a patch that changes nothing writes nothing. Arrays are replaced whole, as RFC 7396 says. The
 // read-only fields (key, environment, version, archived, createdAt, updatedAt, updatedBy) and
 // unknown fields are refused.
 //
-// Errors: [ErrSegmentNotFound]; [*VersionError] when expectedVersion is not 0 and not the
+// Errors: [ErrSegmentNotFound]; [*VersionError] when ExpectedVersion is not 0 and not the
 // segment's version; [ErrArchived].
-func (s *Service) UpdateSegment(ctx context.Context, m Meta, env, key string, expectedVersion uint64, patch []byte) (projections.Segment, error) {
-	m, err := validateCommand(m, env, key, false)
-	if err != nil {
-		return projections.Segment{}, fmt.Errorf("update segment %s/%s: %w", env, key, err)
+type UpdateSegment struct {
+	Meta
+	Env, Key        string
+	ExpectedVersion uint64
+	Patch           []byte
+
+	p *patch // Patch, parsed by validate
+}
+
+// Name is "update segment".
+func (UpdateSegment) Name() string { return "update segment" }
+
+func (c UpdateSegment) validate(context.Context, *Service) (Command, error) {
+	m, err := validateCommand(c.Meta, c.Env, c.Key, false)
+	if err == nil {
+		c.p, err = parseDocumentPatch(c.Patch, segmentDocument)
 	}
-	p, err := parseDocumentPatch(patch, segmentDocument)
 	if err != nil {
-		return projections.Segment{}, fmt.Errorf("update segment %s/%s: %w", env, key, err)
+		return nil, fmt.Errorf("update segment %s/%s: %w", c.Env, c.Key, err)
 	}
-	return s.execSegment(ctx, command{
-		name: "update segment", env: env, key: key, meta: m, expected: expectedVersion,
+	c.Meta = m
+	return c, nil
+}
+
+func (c UpdateSegment) exec(ctx context.Context, s *Service) (Result, error) {
+	p := c.p
+	return segmentResult(s.execSegment(ctx, command{
+		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
 		decide: func(_ context.Context, e *entry) (decision, error) {
 			cur := &e.segment
 			if cur.Archived {
@@ -114,7 +145,7 @@ func (s *Service) UpdateSegment(ctx context.Context, m Meta, env, key string, ex
 			}
 			return decision{typ: events.TypeSegmentUpdated, payload: events.SegmentUpdated{Segment: next, Patch: p.compact}}, nil
 		},
-	})
+	}))
 }
 
 // ArchiveSegment retires the segment; archiving an archived segment writes nothing. A segment
@@ -124,28 +155,48 @@ func (s *Service) UpdateSegment(ctx context.Context, m Meta, env, key string, ex
 // Errors: [ErrSegmentNotFound]; [*VersionError]; [*InUseError] (matching [ErrInUse]); an error
 // wrapping context.DeadlineExceeded when the catalog given with WithUsage did not catch up
 // with the stream within 5 seconds.
-func (s *Service) ArchiveSegment(ctx context.Context, m Meta, env, key string, expectedVersion uint64) (projections.Segment, error) {
-	return s.setSegmentArchived(ctx, "archive segment", m, env, key, expectedVersion, true)
+type ArchiveSegment struct {
+	Meta
+	Env, Key        string
+	ExpectedVersion uint64
+}
+
+// Name is "archive segment".
+func (ArchiveSegment) Name() string { return "archive segment" }
+
+func (c ArchiveSegment) validate(context.Context, *Service) (Command, error) {
+	err := target(&c.Meta, c.Name(), c.Env, c.Key, false)
+	return c, err
+}
+
+func (c ArchiveSegment) exec(ctx context.Context, s *Service) (Result, error) {
+	return s.setSegmentArchived(ctx, c.Name(), c.Meta, c.Env, c.Key, c.ExpectedVersion, true)
 }
 
 // UnarchiveSegment brings an archived segment back; unarchiving a segment that is not archived
 // writes nothing.
 //
 // Errors: [ErrSegmentNotFound]; [*VersionError].
-func (s *Service) UnarchiveSegment(ctx context.Context, m Meta, env, key string, expectedVersion uint64) (projections.Segment, error) {
-	return s.setSegmentArchived(ctx, "unarchive segment", m, env, key, expectedVersion, false)
+type UnarchiveSegment ArchiveSegment
+
+// Name is "unarchive segment".
+func (UnarchiveSegment) Name() string { return "unarchive segment" }
+
+func (c UnarchiveSegment) validate(context.Context, *Service) (Command, error) {
+	err := target(&c.Meta, c.Name(), c.Env, c.Key, false)
+	return c, err
 }
 
-func (s *Service) setSegmentArchived(ctx context.Context, name string, m Meta, env, key string, expectedVersion uint64, archive bool) (projections.Segment, error) {
-	m, err := validateCommand(m, env, key, false)
-	if err != nil {
-		return projections.Segment{}, fmt.Errorf("%s %s/%s: %w", name, env, key, err)
-	}
+func (c UnarchiveSegment) exec(ctx context.Context, s *Service) (Result, error) {
+	return s.setSegmentArchived(ctx, c.Name(), c.Meta, c.Env, c.Key, c.ExpectedVersion, false)
+}
+
+func (s *Service) setSegmentArchived(ctx context.Context, name string, m Meta, env, key string, expectedVersion uint64, archive bool) (Result, error) {
 	d := decision{typ: events.TypeSegmentUnarchived, payload: events.SegmentUnarchived{}}
 	if archive {
 		d = decision{typ: events.TypeSegmentArchived, payload: events.SegmentArchived{}}
 	}
-	return s.execSegment(ctx, command{
+	return segmentResult(s.execSegment(ctx, command{
 		name: name, env: env, key: key, meta: m, expected: expectedVersion,
 		decide: func(ctx context.Context, e *entry) (decision, error) {
 			if e.segment.Archived == archive {
@@ -162,7 +213,7 @@ func (s *Service) setSegmentArchived(ctx context.Context, name string, m Meta, e
 			}
 			return d, nil
 		},
-	})
+	}))
 }
 
 // GetSegment reads the segment's latest events from the stream, refreshing the cache, and

@@ -178,13 +178,13 @@ func TestCacheForgetsMissingSegments(t *testing.T) {
 	m := Meta{Actor: "alice"}
 	cfg := fixedConfig()
 	cfg.Rules[0].Conditions = []events.Condition{{Attribute: "targetingKey", Operator: "inSegment", Values: []any{"x", "y"}}}
-	if _, err := svc.Create(ctx, m, "prod", "f", cfg); !errors.Is(err, events.ErrInvalid) {
+	if _, err := svc.Handle(ctx, CreateFlag{Meta: m, Env: "prod", Key: "f", Config: cfg}); !errors.Is(err, events.ErrInvalid) {
 		t.Fatal(err)
 	}
 	if _, err := svc.GetSegment(ctx, "prod", "z"); !errors.Is(err, ErrSegmentNotFound) {
 		t.Fatal(err)
 	}
-	if _, err := svc.CreateSegment(ctx, m, "prod", "kept", events.SegmentConfig{}); err != nil {
+	if _, err := svc.Handle(ctx, CreateSegment{Meta: m, Env: "prod", Key: "kept", Config: events.SegmentConfig{}}); err != nil {
 		t.Fatal(err)
 	}
 	svc.mu.Lock()

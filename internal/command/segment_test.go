@@ -57,7 +57,7 @@ func foldSegment(tb testing.TB, evs []events.Event) projections.Segment {
 
 func mustCreateSegment(tb testing.TB, svc *command.Service, key string, cfg events.SegmentConfig) projections.Segment {
 	tb.Helper()
-	s, err := svc.CreateSegment(context.Background(), alice, env, key, cfg)
+	s, err := segmentOf(svc.Handle(context.Background(), command.CreateSegment{Meta: alice, Env: env, Key: key, Config: cfg}))
 	if err != nil {
 		tb.Fatalf("create segment %s: %v", key, err)
 	}
@@ -119,7 +119,7 @@ func TestCreateSegment(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			before := streamLen(t, st)
 			given := tt.cfg.Clone()
-			s, err := svc.CreateSegment(ctx, tt.meta, tt.env, tt.key, tt.cfg)
+			s, err := segmentOf(svc.Handle(ctx, command.CreateSegment{Meta: tt.meta, Env: tt.env, Key: tt.key, Config: tt.cfg}))
 			checkErr(t, err, tt.want)
 			checkField(t, err, tt.field)
 			if tt.want != nil {
@@ -221,7 +221,7 @@ func TestUpdateSegment(t *testing.T) {
 			cur := mustCreateSegment(t, svc, key, baseSegment())
 			if tt.archived {
 				var err error
-				if cur, err = svc.ArchiveSegment(ctx, alice, env, key, 0); err != nil {
+				if cur, err = segmentOf(svc.Handle(ctx, command.ArchiveSegment{Meta: alice, Env: env, Key: key})); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -230,7 +230,7 @@ func TestUpdateSegment(t *testing.T) {
 				expected = uint64(int64(cur.Version) + tt.stale)
 			}
 			before := streamLen(t, st)
-			s, err := svc.UpdateSegment(ctx, alice, env, key, expected, []byte(tt.patch))
+			s, err := segmentOf(svc.Handle(ctx, command.UpdateSegment{Meta: alice, Env: env, Key: key, ExpectedVersion: expected, Patch: []byte(tt.patch)}))
 			checkErr(t, err, tt.want)
 			checkField(t, err, tt.field)
 			if tt.want != nil {
@@ -277,7 +277,7 @@ func TestUpdateSegment(t *testing.T) {
 		})
 	}
 	t.Run("missing", func(t *testing.T) {
-		_, err := svc.UpdateSegment(ctx, alice, env, "nope", 0, []byte(`{"description":"x"}`))
+		_, err := svc.Handle(ctx, command.UpdateSegment{Meta: alice, Env: env, Key: "nope", ExpectedVersion: 0, Patch: []byte(`{"description":"x"}`)})
 		if !errors.Is(err, command.ErrSegmentNotFound) || !errors.Is(err, projections.ErrNotFound) || errors.Is(err, command.ErrNotFound) {
 			t.Fatalf("got %v, want ErrSegmentNotFound (matching projections.ErrNotFound, not the flag's ErrNotFound)", err)
 		}
@@ -292,7 +292,7 @@ func TestSegmentStateCommands(t *testing.T) {
 			s := mustCreateSegment(t, svc, key, baseSegment())
 			if archived {
 				var err error
-				if s, err = svc.ArchiveSegment(ctx, alice, env, key, 0); err != nil {
+				if s, err = segmentOf(svc.Handle(ctx, command.ArchiveSegment{Meta: alice, Env: env, Key: key})); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -301,10 +301,14 @@ func TestSegmentStateCommands(t *testing.T) {
 	}
 	missing := func(*testing.T, string) projections.Segment { return projections.Segment{} }
 	archive := func(v uint64) func(string) (projections.Segment, error) {
-		return func(key string) (projections.Segment, error) { return svc.ArchiveSegment(ctx, alice, env, key, v) }
+		return func(key string) (projections.Segment, error) {
+			return segmentOf(svc.Handle(ctx, command.ArchiveSegment{Meta: alice, Env: env, Key: key, ExpectedVersion: v}))
+		}
 	}
 	unarchive := func(v uint64) func(string) (projections.Segment, error) {
-		return func(key string) (projections.Segment, error) { return svc.UnarchiveSegment(ctx, alice, env, key, v) }
+		return func(key string) (projections.Segment, error) {
+			return segmentOf(svc.Handle(ctx, command.UnarchiveSegment{Meta: alice, Env: env, Key: key, ExpectedVersion: v}))
+		}
 	}
 	tests := []struct {
 		name     string
@@ -363,26 +367,26 @@ func TestSegmentStaleCache(t *testing.T) {
 	a, b := newService(t, st), newService(t, openStore(t, srv))
 	ctx := context.Background()
 	mustCreateSegment(t, a, "seg", baseSegment())
-	if _, err := b.UpdateSegment(ctx, alice, env, "seg", 1, []byte(`{"description":"b"}`)); err != nil {
+	if _, err := b.Handle(ctx, command.UpdateSegment{Meta: alice, Env: env, Key: "seg", ExpectedVersion: 1, Patch: []byte(`{"description":"b"}`)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.UpdateSegment(ctx, alice, env, "seg", 1, []byte(`{"excluded":null}`)); !errors.Is(err, command.ErrStale) {
+	if _, err := a.Handle(ctx, command.UpdateSegment{Meta: alice, Env: env, Key: "seg", ExpectedVersion: 1, Patch: []byte(`{"excluded":null}`)}); !errors.Is(err, command.ErrStale) {
 		t.Fatalf("update with the stale cache's version: %v, want ErrStale", err)
 	}
-	s, err := a.UpdateSegment(ctx, alice, env, "seg", 2, []byte(`{"excluded":null}`))
+	s, err := segmentOf(a.Handle(ctx, command.UpdateSegment{Meta: alice, Env: env, Key: "seg", ExpectedVersion: 2, Patch: []byte(`{"excluded":null}`)}))
 	if err != nil || s.Version != 3 || s.Description != "b" || s.Excluded != nil {
 		t.Fatalf("update with the other replica's version: %+v, %v", s, err)
 	}
-	if _, err := b.ArchiveSegment(ctx, alice, env, "seg", 0); err != nil {
+	if _, err := b.Handle(ctx, command.ArchiveSegment{Meta: alice, Env: env, Key: "seg"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.UpdateSegment(ctx, alice, env, "seg", 0, []byte(`{"description":"a"}`)); !errors.Is(err, command.ErrArchived) {
+	if _, err := a.Handle(ctx, command.UpdateSegment{Meta: alice, Env: env, Key: "seg", ExpectedVersion: 0, Patch: []byte(`{"description":"a"}`)}); !errors.Is(err, command.ErrArchived) {
 		t.Fatalf("update of a segment the other replica archived: %v", err)
 	}
-	if _, err := b.CreateSegment(ctx, alice, env, "race", events.SegmentConfig{}); err != nil {
+	if _, err := b.Handle(ctx, command.CreateSegment{Meta: alice, Env: env, Key: "race", Config: events.SegmentConfig{}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.CreateSegment(ctx, alice, env, "race", events.SegmentConfig{}); !errors.Is(err, command.ErrExists) {
+	if _, err := a.Handle(ctx, command.CreateSegment{Meta: alice, Env: env, Key: "race", Config: events.SegmentConfig{}}); !errors.Is(err, command.ErrExists) {
 		t.Fatalf("create of a segment the other replica created: %v", err)
 	}
 }
@@ -447,7 +451,7 @@ func testSegmentReferences(t *testing.T, st *events.Store, svc *command.Service)
 		cfg := segmentFlag(events.Condition{Attribute: "plan", Operator: "eq", Values: []any{"x"}}, inSegment("beta"))
 		cfg.Rules[1].Conditions = append(cfg.Rules[1].Conditions, events.Condition{Attribute: "targetingKey", Operator: "notInSegment", Values: []any{"gamma", "beta"}})
 		err := refused(t, events.ErrInvalid, func() error {
-			_, err := svc.Create(ctx, alice, env, "uses-beta", cfg)
+			_, err := svc.Handle(ctx, command.CreateFlag{Meta: alice, Env: env, Key: "uses-beta", Config: cfg})
 			return err
 		})
 		checkField(t, err, "rules[1].conditions[0].values[0]")
@@ -465,7 +469,7 @@ func testSegmentReferences(t *testing.T, st *events.Store, svc *command.Service)
 	t.Run("update adding a missing segment", func(t *testing.T) {
 		patch := `{"rules":[{"conditions":[{"attribute":"targetingKey","operator":"notInSegment","values":["delta"]}],"serve":{"variant":"off"}}]}`
 		err := refused(t, events.ErrInvalid, func() error {
-			_, err := svc.Update(ctx, alice, env, "uses-beta", 0, []byte(patch))
+			_, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "uses-beta", ExpectedVersion: 0, Patch: []byte(patch)})
 			return err
 		})
 		checkField(t, err, "rules[0].conditions[0].values[0]")
@@ -475,7 +479,7 @@ func testSegmentReferences(t *testing.T, st *events.Store, svc *command.Service)
 		// Read your writes: the flag was created a moment ago; the catalog must have it.
 		mustCreate(t, svc, "also-beta", segmentFlag(inSegment("gamma"), events.Condition{Attribute: "targetingKey", Operator: "notInSegment", Values: []any{"beta"}}))
 		err := refused(t, command.ErrInUse, func() error {
-			_, err := svc.ArchiveSegment(ctx, alice, env, "beta", 0)
+			_, err := svc.Handle(ctx, command.ArchiveSegment{Meta: alice, Env: env, Key: "beta"})
 			return err
 		})
 		var iu *command.InUseError
@@ -489,18 +493,18 @@ func testSegmentReferences(t *testing.T, st *events.Store, svc *command.Service)
 
 	t.Run("archived flags do not hold a segment", func(t *testing.T) {
 		for _, key := range []string{"uses-beta", "also-beta"} {
-			if _, err := svc.Archive(ctx, alice, env, key, 0); err != nil {
+			if _, err := svc.Handle(ctx, command.ArchiveFlag{Meta: alice, Env: env, Key: key}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if s, err := svc.ArchiveSegment(ctx, alice, env, "beta", 0); err != nil || !s.Archived {
+		if s, err := segmentOf(svc.Handle(ctx, command.ArchiveSegment{Meta: alice, Env: env, Key: "beta"})); err != nil || !s.Archived {
 			t.Fatalf("archive: %+v, %v", s, err)
 		}
 	})
 
 	t.Run("create naming an archived segment", func(t *testing.T) {
 		err := refused(t, events.ErrInvalid, func() error {
-			_, err := svc.Create(ctx, alice, env, "late", segmentFlag(inSegment("gamma", "beta")))
+			_, err := svc.Handle(ctx, command.CreateFlag{Meta: alice, Env: env, Key: "late", Config: segmentFlag(inSegment("gamma", "beta"))})
 			return err
 		})
 		checkField(t, err, "rules[0].conditions[0].values[1]")
@@ -512,50 +516,50 @@ func testSegmentReferences(t *testing.T, st *events.Store, svc *command.Service)
 	t.Run("restore to a configuration naming an archived segment", func(t *testing.T) {
 		// v1 names gamma, v2 names beta (archived later), v3 names nothing.
 		mustCreate(t, svc, "restored", segmentFlag(inSegment("gamma")))
-		if _, err := svc.UnarchiveSegment(ctx, alice, env, "beta", 0); err != nil {
+		if _, err := svc.Handle(ctx, command.UnarchiveSegment{Meta: alice, Env: env, Key: "beta"}); err != nil {
 			t.Fatal(err)
 		}
 		for _, p := range []string{
 			`{"rules":[{"conditions":[{"attribute":"targetingKey","operator":"inSegment","values":["beta"]}],"serve":{"variant":"on"}}]}`,
 			`{"rules":null}`,
 		} {
-			if _, err := svc.Update(ctx, alice, env, "restored", 0, []byte(p)); err != nil {
+			if _, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "restored", ExpectedVersion: 0, Patch: []byte(p)}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if _, err := svc.ArchiveSegment(ctx, alice, env, "beta", 0); err != nil {
+		if _, err := svc.Handle(ctx, command.ArchiveSegment{Meta: alice, Env: env, Key: "beta"}); err != nil {
 			t.Fatal(err)
 		}
 		err := refused(t, events.ErrInvalid, func() error {
-			_, err := svc.Restore(ctx, alice, env, "restored", 2, 0)
+			_, err := svc.Handle(ctx, command.RestoreFlag{Meta: alice, Env: env, Key: "restored", ToVersion: 2})
 			return err
 		})
 		checkField(t, err, "rules[0].conditions[0].values[0]")
-		if f, err := svc.Restore(ctx, alice, env, "restored", 1, 0); err != nil || f.Version != 4 {
+		if f, err := flagOf(svc.Handle(ctx, command.RestoreFlag{Meta: alice, Env: env, Key: "restored", ToVersion: 1})); err != nil || f.Version != 4 {
 			t.Fatalf("restore to a version naming a live segment: %+v, %v", f, err)
 		}
 	})
 
 	t.Run("an update that changes nothing is not refused", func(t *testing.T) {
 		// also-beta is archived and names archived beta; unarchive it (allowed) and send a no-op.
-		f, err := svc.Unarchive(ctx, alice, env, "also-beta", 0)
+		f, err := flagOf(svc.Handle(ctx, command.UnarchiveFlag{Meta: alice, Env: env, Key: "also-beta"}))
 		if err != nil {
 			t.Fatal(err)
 		}
 		before := streamLen(t, st)
-		got, err := svc.Update(ctx, alice, env, "also-beta", 0, []byte(`{"description":"checkout redesign"}`))
+		got, err := flagOf(svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "also-beta", ExpectedVersion: 0, Patch: []byte(`{"description":"checkout redesign"}`)}))
 		if err != nil || got.Version != f.Version || streamLen(t, st) != before {
 			t.Fatalf("no-op update: %+v, %v", got, err)
 		}
 		// A real change is refused until the flag stops naming the archived segment.
 		refused(t, events.ErrInvalid, func() error {
-			_, err := svc.Update(ctx, alice, env, "also-beta", 0, []byte(`{"description":"x"}`))
+			_, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "also-beta", ExpectedVersion: 0, Patch: []byte(`{"description":"x"}`)})
 			return err
 		})
 	})
 
 	t.Run("other environments are separate", func(t *testing.T) {
-		if _, err := svc.Create(ctx, alice, "staging", "uses-gamma", segmentFlag(inSegment("gamma"))); !errors.Is(err, events.ErrInvalid) {
+		if _, err := svc.Handle(ctx, command.CreateFlag{Meta: alice, Env: "staging", Key: "uses-gamma", Config: segmentFlag(inSegment("gamma"))}); !errors.Is(err, events.ErrInvalid) {
 			t.Fatalf("create naming a segment of another environment: %v", err)
 		}
 	})
@@ -568,13 +572,13 @@ func TestSegmentAndFlagShareAKey(t *testing.T) {
 	ctx := context.Background()
 	mustCreate(t, svc, "same", baseConfig())
 	mustCreateSegment(t, svc, "same", baseSegment())
-	if _, err := svc.Update(ctx, alice, env, "same", 1, []byte(`{"description":"flag"}`)); err != nil {
+	if _, err := svc.Handle(ctx, command.UpdateFlag{Meta: alice, Env: env, Key: "same", ExpectedVersion: 1, Patch: []byte(`{"description":"flag"}`)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.UpdateSegment(ctx, alice, env, "same", 1, []byte(`{"description":"segment"}`)); err != nil {
+	if _, err := svc.Handle(ctx, command.UpdateSegment{Meta: alice, Env: env, Key: "same", ExpectedVersion: 1, Patch: []byte(`{"description":"segment"}`)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Archive(ctx, alice, env, "same", 2); err != nil {
+	if _, err := svc.Handle(ctx, command.ArchiveFlag{Meta: alice, Env: env, Key: "same", ExpectedVersion: 2}); err != nil {
 		t.Fatal(err)
 	}
 	f, err := svc.Get(ctx, env, "same")
@@ -604,7 +608,7 @@ func TestGetSegment(t *testing.T) {
 	}
 	other := newService(t, st)
 	mustCreateSegment(t, other, "elsewhere", baseSegment())
-	if _, err := other.UpdateSegment(ctx, alice, env, "elsewhere", 1, []byte(`{"included":["x"]}`)); err != nil {
+	if _, err := other.Handle(ctx, command.UpdateSegment{Meta: alice, Env: env, Key: "elsewhere", ExpectedVersion: 1, Patch: []byte(`{"included":["x"]}`)}); err != nil {
 		t.Fatal(err)
 	}
 	s, err := svc.GetSegment(ctx, env, "elsewhere")

@@ -90,7 +90,7 @@ func (d *Dashboard) kill(w http.ResponseWriter, r *http.Request, s *session) err
 	if d.critical(f.Environment) && strings.TrimSpace(r.PostFormValue("confirm")) != f.Key {
 		return badInput(fmt.Sprintf("%s is a critical environment: type the flag key %q to confirm.", f.Environment, f.Key))
 	}
-	after, err := d.cfg.Commands.Kill(r.Context(), meta(s, rs), f.Environment, f.Key)
+	after, err := d.send(r, command.KillFlag{Meta: meta(s, rs), Env: f.Environment, Key: f.Key})
 	if err != nil {
 		return err
 	}
@@ -124,7 +124,7 @@ func (d *Dashboard) enable(w http.ResponseWriter, r *http.Request, s *session) e
 	if err != nil {
 		return err
 	}
-	after, err := d.cfg.Commands.Enable(r.Context(), meta(s, rs), f.Environment, f.Key, expected)
+	after, err := d.send(r, command.EnableFlag{Meta: meta(s, rs), Env: f.Environment, Key: f.Key, ExpectedVersion: expected})
 	if err != nil {
 		return err
 	}
@@ -203,7 +203,7 @@ func (d *Dashboard) restore(w http.ResponseWriter, r *http.Request, s *session) 
 	if err != nil {
 		return err
 	}
-	after, err := d.cfg.Commands.Restore(r.Context(), meta(s, rs), f.Environment, f.Key, to, expected)
+	after, err := d.send(r, command.RestoreFlag{Meta: meta(s, rs), Env: f.Environment, Key: f.Key, ToVersion: to, ExpectedVersion: expected})
 	if err != nil {
 		return err
 	}

@@ -44,13 +44,16 @@ type Catalog interface {
 	Observe(fn func(events.Event))
 }
 
-// Commands is the write path the dashboard offers: *command.Service.
+// Commands is the write path: *command.Service. The dashboard sends it kills, enables,
+// restores, rollout moves and valve switches.
 type Commands interface {
-	Kill(ctx context.Context, m command.Meta, env, key string) (projections.Flag, error)
-	Enable(ctx context.Context, m command.Meta, env, key string, expectedVersion uint64) (projections.Flag, error)
-	Restore(ctx context.Context, m command.Meta, env, key string, toVersion, expectedVersion uint64) (projections.Flag, error)
-	RolloutCommands
-	ValveCommands
+	Handle(ctx context.Context, c command.Command) (command.Result, error)
+}
+
+// send has the write path carry out c on a flag and returns the flag after it.
+func (d *Dashboard) send(r *http.Request, c command.Command) (projections.Flag, error) {
+	res, err := d.cfg.Commands.Handle(r.Context(), c)
+	return res.Flag, err
 }
 
 // Authenticator tells who a token stands for: *auth.Store.

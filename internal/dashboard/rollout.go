@@ -1,7 +1,6 @@
 package dashboard
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -12,16 +11,6 @@ import (
 	"github.com/interlock-dev/interlock/projections"
 )
 
-// RolloutCommands are the commands on a flag's rollout: *command.Service, as the admin API
-// uses them.
-type RolloutCommands interface {
-	PauseRollout(ctx context.Context, m command.Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error)
-	ResumeRollout(ctx context.Context, m command.Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error)
-	AdvanceRollout(ctx context.Context, m command.Meta, env, key, id string, from int, expectedVersion uint64) (projections.Flag, error)
-	AbortRollout(ctx context.Context, m command.Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error)
-	Rearm(ctx context.Context, m command.Meta, env, key, id string, expectedVersion uint64) (projections.Flag, error)
-}
-
 // rolloutVerb is one command on a rollout the dashboard offers. Its action is the role the
 // admin API's route of the same name requires: aborting is on-call's switch, like a kill (kill);
 // every other move is a writer's (write).
@@ -31,37 +20,37 @@ type rolloutVerb struct {
 	danger                    bool
 	// when says whether the rollout is in a state the command applies to.
 	when func(f projections.Flag) bool
-	do   func(c Commands, ctx context.Context, m command.Meta, f projections.Flag, from int, expected uint64) (projections.Flag, error)
+	do   func(m command.Meta, t command.RolloutTarget, from int) command.Command
 }
 
 var rolloutVerbs = []rolloutVerb{
 	{name: "pause", label: "Pause…", title: "Pause the rollout", action: auth.ActionWrite,
 		after: "the split stays as it is; the guard does not advance it",
 		when:  func(f projections.Flag) bool { return f.Rollout.Status == projections.RolloutRunning },
-		do: func(c Commands, ctx context.Context, m command.Meta, f projections.Flag, _ int, v uint64) (projections.Flag, error) {
-			return c.PauseRollout(ctx, m, f.Environment, f.Key, f.Rollout.ID, v)
+		do: func(m command.Meta, t command.RolloutTarget, _ int) command.Command {
+			return command.PauseRollout{Meta: m, RolloutTarget: t}
 		}},
 	{name: "resume", label: "Resume…", title: "Resume the rollout", action: auth.ActionWrite,
 		after: "the rollout goes on; the stage begins afresh",
 		when:  func(f projections.Flag) bool { return f.Rollout.Status == projections.RolloutPaused },
-		do: func(c Commands, ctx context.Context, m command.Meta, f projections.Flag, _ int, v uint64) (projections.Flag, error) {
-			return c.ResumeRollout(ctx, m, f.Environment, f.Key, f.Rollout.ID, v)
+		do: func(m command.Meta, t command.RolloutTarget, _ int) command.Command {
+			return command.ResumeRollout{Meta: m, RolloutTarget: t}
 		}},
 	{name: "advance", label: "Advance…", title: "Advance the rollout by hand", action: auth.ActionWrite,
 		when: func(f projections.Flag) bool { return f.Rollout.Active() && !f.Rollout.Guard.Tripped },
-		do: func(c Commands, ctx context.Context, m command.Meta, f projections.Flag, from int, v uint64) (projections.Flag, error) {
-			return c.AdvanceRollout(ctx, m, f.Environment, f.Key, f.Rollout.ID, from, v)
+		do: func(m command.Meta, t command.RolloutTarget, from int) command.Command {
+			return command.AdvanceRollout{Meta: m, RolloutTarget: t, From: from}
 		}},
 	{name: "rearm", label: "Re-arm the guard…", title: "Re-arm the tripped guard", action: auth.ActionWrite,
 		after: "the guard judges the rollout again; the stage begins afresh",
 		when:  func(f projections.Flag) bool { return f.Rollout.Guard.Tripped },
-		do: func(c Commands, ctx context.Context, m command.Meta, f projections.Flag, _ int, v uint64) (projections.Flag, error) {
-			return c.Rearm(ctx, m, f.Environment, f.Key, f.Rollout.ID, v)
+		do: func(m command.Meta, t command.RolloutTarget, _ int) command.Command {
+			return command.Rearm{Meta: m, RolloutTarget: t}
 		}},
 	{name: "abort", label: "Abort…", title: "Abort the rollout", action: auth.ActionKill, danger: true,
 		when: func(f projections.Flag) bool { return f.Rollout.Active() },
-		do: func(c Commands, ctx context.Context, m command.Meta, f projections.Flag, _ int, v uint64) (projections.Flag, error) {
-			return c.AbortRollout(ctx, m, f.Environment, f.Key, f.Rollout.ID, v)
+		do: func(m command.Meta, t command.RolloutTarget, _ int) command.Command {
+			return command.AbortRollout{Meta: m, RolloutTarget: t}
 		}},
 }
 
@@ -167,7 +156,7 @@ func (d *Dashboard) rolloutAction(w http.ResponseWriter, r *http.Request, s *ses
 			return badInput(fmt.Sprintf("from: %q is not a stage", fs))
 		}
 	}
-	after, err := v.do(d.cfg.Commands, r.Context(), meta(s, rs), f, from, expected)
+	after, err := d.send(r, v.do(meta(s, rs), command.RolloutTarget{Env: f.Environment, Key: f.Key, ID: f.Rollout.ID, ExpectedVersion: expected}, from))
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package dashboard
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -12,12 +11,6 @@ import (
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/projections"
 )
-
-// ValveCommands open and close safety valves: *command.Service, as the admin API uses them.
-type ValveCommands interface {
-	OpenValve(ctx context.Context, m command.Meta, env, key string, expires time.Time, rollout string, evidence []byte) (projections.Flag, error)
-	CloseValve(ctx context.Context, m command.Meta, env, key, cause string, evidence []byte) (projections.Flag, error)
-}
 
 // maxValveFor bounds how long a valve opened from the dashboard stays open by itself, as the
 // admin API does.
@@ -140,9 +133,9 @@ func (d *Dashboard) valveAction(w http.ResponseWriter, r *http.Request, s *sessi
 			}
 			expires = d.cfg.Now().Add(dur)
 		}
-		after, err = d.cfg.Commands.OpenValve(r.Context(), meta(s, rs), f.Environment, f.Key, expires, "", nil)
+		after, err = d.send(r, command.OpenValve{Meta: meta(s, rs), Env: f.Environment, Key: f.Key, Expires: expires})
 	} else {
-		after, err = d.cfg.Commands.CloseValve(r.Context(), meta(s, rs), f.Environment, f.Key, events.ValveClosedManual, nil)
+		after, err = d.send(r, command.CloseValve{Meta: meta(s, rs), Env: f.Environment, Key: f.Key, Cause: events.ValveClosedManual})
 	}
 	if err != nil {
 		return err

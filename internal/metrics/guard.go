@@ -21,7 +21,7 @@ type Guard struct {
 }
 
 type actionKey struct {
-	kind guard.CommandKind
+	kind string
 	ok   bool
 }
 
@@ -33,10 +33,7 @@ var decisionActions = []string{
 }
 
 // actionKinds are the commands the guard sends to carry out a decision, counted from zero.
-var actionKinds = []guard.CommandKind{
-	guard.CmdAdvance, guard.CmdStepBack, guard.CmdAbort, guard.CmdPause, guard.CmdKill,
-	guard.CmdOpenValve, guard.CmdCloseValve,
-}
+var actionKinds = []string{"advance", "stepBack", "abort", "pause", "kill", "openValve", "closeValve"}
 
 // NewGuard registers the guard's metrics on reg.
 func NewGuard(reg prometheus.Registerer) (*Guard, error) {
@@ -64,8 +61,8 @@ func NewGuard(reg prometheus.Registerer) (*Guard, error) {
 		g.decisions.WithLabelValues(a)
 	}
 	for _, k := range actionKinds {
-		g.actions.WithLabelValues(string(k), "ok")
-		g.actions.WithLabelValues(string(k), "error")
+		g.actions.WithLabelValues(k, "ok")
+		g.actions.WithLabelValues(k, "error")
 	}
 	if err := register(reg, g.ticks, g.decisions, g.actions, g.applied); err != nil {
 		return nil, err
@@ -82,13 +79,13 @@ func (g *Guard) Decided(action string) {
 }
 
 // Acted counts one command, and times it from its decision when it succeeded.
-func (g *Guard) Acted(kind guard.CommandKind, sinceDecision time.Duration, err error) {
+func (g *Guard) Acted(kind string, sinceDecision time.Duration, err error) {
 	g.byKind.get(actionKey{kind, err == nil}, func(k actionKey) prometheus.Counter {
 		result := "ok"
 		if !k.ok {
 			result = "error"
 		}
-		return g.actions.WithLabelValues(string(k.kind), result)
+		return g.actions.WithLabelValues(k.kind, result)
 	}).Inc()
 	if err == nil {
 		g.applied.Observe(sinceDecision.Seconds())

@@ -130,8 +130,8 @@ func TestGuardObserver(t *testing.T) {
 	}
 	g.Ticked(time.Millisecond)
 	g.Decided(string(guard.ActionAdvance))
-	g.Acted(guard.CmdAdvance, 30*time.Millisecond, nil)
-	g.Acted(guard.CmdAdvance, time.Second, errors.New("unavailable"))
+	g.Acted("advance", 30*time.Millisecond, nil)
+	g.Acted("advance", time.Second, errors.New("unavailable"))
 	for _, c := range []struct {
 		name   string
 		labels map[string]string

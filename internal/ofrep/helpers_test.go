@@ -93,7 +93,7 @@ func startServer(t testing.TB, mod ...func(*Config)) *testServer {
 // create creates a flag and waits until the evaluators serve it.
 func (s *testServer) create(env, key string, cfg events.FlagConfig) projections.Flag {
 	s.t.Helper()
-	f, err := s.commands.Create(s.t.Context(), command.Meta{Actor: "test"}, env, key, cfg)
+	f, err := flagOf(s.commands.Handle(s.t.Context(), command.CreateFlag{Meta: command.Meta{Actor: "test"}, Env: env, Key: key, Config: cfg}))
 	if err != nil {
 		s.t.Fatalf("create %s/%s: %v", env, key, err)
 	}
@@ -104,7 +104,7 @@ func (s *testServer) create(env, key string, cfg events.FlagConfig) projections.
 // kill kills a flag and waits until the evaluators serve the change.
 func (s *testServer) kill(env, key string) projections.Flag {
 	s.t.Helper()
-	f, err := s.commands.Kill(s.t.Context(), command.Meta{Actor: "test", Reason: "test kill"}, env, key)
+	f, err := flagOf(s.commands.Handle(s.t.Context(), command.KillFlag{Meta: command.Meta{Actor: "test", Reason: "test kill"}, Env: env, Key: key}))
 	if err != nil {
 		s.t.Fatalf("kill %s/%s: %v", env, key, err)
 	}
@@ -306,3 +306,6 @@ func (st *sse) ended(t *testing.T) {
 		}
 	}
 }
+
+// flagOf takes the flag out of what the command service's Handle returns.
+func flagOf(r command.Result, err error) (projections.Flag, error) { return r.Flag, err }

@@ -16,6 +16,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/internal/presence"
 	"github.com/interlock-dev/interlock/local"
+	"github.com/interlock-dev/interlock/projections"
 )
 
 const wait = 20 * time.Second
@@ -163,7 +164,7 @@ func TestAppliedOnNofM(t *testing.T) {
 		Variants:       map[string]json.RawMessage{"on": json.RawMessage("true"), "off": json.RawMessage("false")},
 		DefaultVariant: "on", OffVariant: "off", Enabled: true,
 	}
-	created, err := cmds.Create(ctx, meta, "prod", "payments", cfg)
+	created, err := flagOf(cmds.Handle(ctx, command.CreateFlag{Meta: meta, Env: "prod", Key: "payments", Config: cfg}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +197,7 @@ func TestAppliedOnNofM(t *testing.T) {
 	}, "both subscribers applied the flag's creation")
 
 	slowConn.Close() // the process is gone without saying goodbye
-	killed, err := cmds.Kill(ctx, meta, "prod", "payments")
+	killed, err := flagOf(cmds.Handle(ctx, command.KillFlag{Meta: meta, Env: "prod", Key: "payments"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,3 +244,6 @@ func run(t *testing.T, nc *nats.Conn, cfg local.Config) *local.Client {
 	}
 	return c
 }
+
+// flagOf takes the flag out of what the command service's Handle returns.
+func flagOf(r command.Result, err error) (projections.Flag, error) { return r.Flag, err }

@@ -113,7 +113,7 @@ func flagConfig() events.FlagConfig {
 
 func (s *system) create(t *testing.T, env, key string) uint64 {
 	t.Helper()
-	f, err := s.cmds.Create(context.Background(), meta, env, key, flagConfig())
+	f, err := flagOf(s.cmds.Handle(context.Background(), command.CreateFlag{Meta: meta, Env: env, Key: key, Config: flagConfig()}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,3 +260,6 @@ func TestNeverGoesBack(t *testing.T) {
 		t.Fatalf("stored snapshot went back to sequence %d with %d flags", snap.Sequence, len(snap.Flags))
 	}
 }
+
+// flagOf takes the flag out of what the command service's Handle returns.
+func flagOf(r command.Result, err error) (projections.Flag, error) { return r.Flag, err }

@@ -21,6 +21,7 @@ import (
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/local"
 	"github.com/interlock-dev/interlock/local/openfeature"
+	"github.com/interlock-dev/interlock/projections"
 )
 
 const wait = 20 * time.Second
@@ -61,7 +62,7 @@ func variants(kv ...string) map[string]json.RawMessage {
 func (s *system) flags(t testing.TB) {
 	t.Helper()
 	create := func(key string, cfg events.FlagConfig) {
-		if _, err := s.cmds.Create(context.Background(), meta, "prod", key, cfg); err != nil {
+		if _, err := s.cmds.Handle(context.Background(), command.CreateFlag{Meta: meta, Env: "prod", Key: key, Config: cfg}); err != nil {
 			t.Fatalf("create %s: %v", key, err)
 		}
 	}
@@ -250,7 +251,7 @@ func TestEvaluationThroughTheSDK(t *testing.T) {
 	}
 
 	// A change reaches evaluations, with the new version in the metadata.
-	killed, err := s.cmds.Kill(ctx, meta, "prod", "dark-mode")
+	killed, err := flagOf(s.cmds.Handle(ctx, command.KillFlag{Meta: meta, Env: "prod", Key: "dark-mode"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,10 +335,10 @@ func TestProviderEvents(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	if _, err := s.cmds.Kill(ctx, meta, "prod", "dark-mode"); err != nil {
+	if _, err := s.cmds.Handle(ctx, command.KillFlag{Meta: meta, Env: "prod", Key: "dark-mode"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.cmds.Enable(ctx, meta, "prod", "old-ui", 0); err != nil {
+	if _, err := s.cmds.Handle(ctx, command.EnableFlag{Meta: meta, Env: "prod", Key: "old-ui"}); err != nil {
 		t.Fatal(err)
 	}
 	natstest.Eventually(t, wait, func() bool { return slices.Equal(rec.changed(), []string{"dark-mode", "old-ui"}) },
@@ -497,3 +498,6 @@ func BenchmarkProviderBoolean(b *testing.B) {
 		}
 	})
 }
+
+// flagOf takes the flag out of what the command service's Handle returns.
+func flagOf(r command.Result, err error) (projections.Flag, error) { return r.Flag, err }
