@@ -485,7 +485,7 @@ type decision struct {
 
 var noop = decision{noop: true}
 
-// command describes one command for [Service.exec] or [Service.execSegment].
+// command describes one command for [Service.exec].
 type command struct {
 	name     string // for error messages and logs: "update", "kill", ...
 	env, key string
@@ -505,41 +505,18 @@ type command struct {
 	decide func(ctx context.Context, e *entry) (decision, error)
 }
 
-// exec runs the decide → append loop of one flag command under the flag's lock and returns the
-// flag's state afterwards.
-func (s *Service) exec(ctx context.Context, c command) (projections.Flag, error) {
-	var f projections.Flag
-	err := s.run(ctx, c, func(e *entry) { f = e.flag })
-	if err != nil {
-		return projections.Flag{}, err
-	}
-	return f, nil
-}
-
-// execSegment is exec for a segment command.
-func (s *Service) execSegment(ctx context.Context, c command) (projections.Segment, error) {
-	c.entity = events.EntitySegment
-	var seg projections.Segment
-	err := s.run(ctx, c, func(e *entry) { seg = e.segment })
-	if err != nil {
-		return projections.Segment{}, err
-	}
-	return seg, nil
-}
-
-// run runs c under its entity's lock and, once it succeeded, calls done with the entry, still
-// locked, to copy the state out.
-func (s *Service) run(ctx context.Context, c command, done func(*entry)) error {
+// exec runs the decide → append loop of c under its entity's lock and returns the entity's state
+// afterwards.
+func (s *Service) exec(ctx context.Context, c command) (Result, error) {
 	e, err := s.acquire(ctx, c.entity, c.env, c.key)
 	if err != nil {
-		return fmt.Errorf("%s %s/%s: %w", c.name, c.env, c.key, err)
+		return Result{}, fmt.Errorf("%s %s/%s: %w", c.name, c.env, c.key, err)
 	}
 	defer s.release(e)
 	if err := s.execLocked(ctx, e, c); err != nil {
-		return fmt.Errorf("%s %s/%s: %w", c.name, c.env, c.key, err)
+		return Result{}, fmt.Errorf("%s %s/%s: %w", c.name, c.env, c.key, err)
 	}
-	done(e)
-	return nil
+	return Result{Flag: e.flag, Segment: e.segment}, nil
 }
 
 // execLocked decides and appends until the command is done; its outcome is the state in e.

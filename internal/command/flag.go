@@ -40,7 +40,7 @@ func (c CreateFlag) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c CreateFlag) exec(ctx context.Context, s *Service) (Result, error) {
-	return flagResult(s.exec(ctx, command{
+	return s.exec(ctx, command{
 		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, create: true,
 		decide: func(ctx context.Context, _ *entry) (decision, error) {
 			if err := s.checkSegments(ctx, c.Env, &c.Config); err != nil {
@@ -48,7 +48,7 @@ func (c CreateFlag) exec(ctx context.Context, s *Service) (Result, error) {
 			}
 			return decision{typ: events.TypeFlagCreated, payload: events.FlagCreated{Flag: c.Config}, cfg: &c.Config}, nil
 		},
-	}))
+	})
 }
 
 // validateCreate is everything CreateFlag checks before it looks at the stream.
@@ -101,7 +101,7 @@ func (c UpdateFlag) validate(context.Context, *Service) (Command, error) {
 
 func (c UpdateFlag) exec(ctx context.Context, s *Service) (Result, error) {
 	p := c.p
-	return flagResult(s.exec(ctx, command{
+	return s.exec(ctx, command{
 		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
 		decide: func(ctx context.Context, e *entry) (decision, error) {
 			cur := &e.flag
@@ -132,7 +132,7 @@ func (c UpdateFlag) exec(ctx context.Context, s *Service) (Result, error) {
 				enc:  &next.enc,
 			}, nil
 		},
-	}))
+	})
 }
 
 // EnableFlag turns the flag on; enabling an enabled flag writes nothing.
@@ -153,7 +153,7 @@ func (c EnableFlag) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c EnableFlag) exec(ctx context.Context, s *Service) (Result, error) {
-	return flagResult(s.exec(ctx, command{
+	return s.exec(ctx, command{
 		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
 		decide: func(_ context.Context, e *entry) (decision, error) {
 			cur := &e.flag
@@ -165,7 +165,7 @@ func (c EnableFlag) exec(ctx context.Context, s *Service) (Result, error) {
 			}
 			return decision{typ: events.TypeFlagEnabled, payload: events.FlagEnabled{}}, nil
 		},
-	}))
+	})
 }
 
 // KillFlag turns the flag off, whatever else is happening to it: it carries no expected version
@@ -187,7 +187,7 @@ func (c KillFlag) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c KillFlag) exec(ctx context.Context, s *Service) (Result, error) {
-	return flagResult(s.exec(ctx, command{
+	return s.exec(ctx, command{
 		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, persistent: true,
 		decide: func(_ context.Context, e *entry) (decision, error) {
 			if !e.flag.Enabled {
@@ -195,7 +195,7 @@ func (c KillFlag) exec(ctx context.Context, s *Service) (Result, error) {
 			}
 			return decision{typ: events.TypeFlagKilled, payload: events.FlagKilled{}}, nil
 		},
-	}))
+	})
 }
 
 // ArchiveFlag retires the flag; archiving an archived flag writes nothing.
@@ -242,7 +242,7 @@ func (s *Service) setArchived(ctx context.Context, name string, m Meta, env, key
 	if archive {
 		d = decision{typ: events.TypeFlagArchived, payload: events.FlagArchived{}}
 	}
-	return flagResult(s.exec(ctx, command{
+	return s.exec(ctx, command{
 		name: name, env: env, key: key, meta: m, expected: expectedVersion,
 		decide: func(_ context.Context, e *entry) (decision, error) {
 			if e.flag.Archived == archive {
@@ -250,7 +250,7 @@ func (s *Service) setArchived(ctx context.Context, name string, m Meta, env, key
 			}
 			return d, nil
 		},
-	}))
+	})
 }
 
 // RestoreFlag brings back the configuration the flag had at version ToVersion, which must be
@@ -289,7 +289,7 @@ func (c RestoreFlag) exec(ctx context.Context, s *Service) (Result, error) {
 		old    *events.FlagConfig
 		oldErr error
 	)
-	return flagResult(s.exec(ctx, command{
+	return s.exec(ctx, command{
 		name: c.Name(), env: env, key: key, meta: c.Meta, expected: c.ExpectedVersion,
 		decide: func(ctx context.Context, e *entry) (decision, error) {
 			cur := &e.flag
@@ -337,7 +337,7 @@ func (c RestoreFlag) exec(ctx context.Context, s *Service) (Result, error) {
 				enc:     &restored,
 			}, nil
 		},
-	}))
+	})
 }
 
 // configAt folds the flag's events up to version and returns its configuration then, validated

@@ -91,10 +91,3 @@ func (s *Service) observed(next Handler) Handler {
 		return r, err
 	}
 }
-
-// flagResult and segmentResult turn what a flag or segment command's run returns into a Result.
-func flagResult(f projections.Flag, err error) (Result, error) { return Result{Flag: f}, err }
-
-func segmentResult(seg projections.Segment, err error) (Result, error) {
-	return Result{Segment: seg}, err
-}

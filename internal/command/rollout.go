@@ -33,7 +33,7 @@ var (
 // which exists (any status) and, when id is not empty, is the one named.
 func (s *Service) rolloutCommand(ctx context.Context, name string, m Meta, env, key, id string, expected uint64,
 	decide func(f *projections.Flag, r *projections.Rollout) (decision, error)) (Result, error) {
-	return flagResult(s.exec(ctx, command{
+	return s.exec(ctx, command{
 		name: name, env: env, key: key, meta: m, expected: expected,
 		decide: func(_ context.Context, e *entry) (decision, error) {
 			f := &e.flag
@@ -46,7 +46,7 @@ func (s *Service) rolloutCommand(ctx context.Context, name string, m Meta, env, 
 			}
 			return decide(f, r)
 		},
-	}))
+	})
 }
 
 // CreateRollout records a rollout plan for the flag, with its defaults filled in, under a new
@@ -111,7 +111,7 @@ func (c CreateRollout) exec(ctx context.Context, s *Service) (Result, error) {
 		return Result{}, fmt.Errorf("create rollout %s/%s: %w", c.Env, c.Key, err)
 	}
 	plan := c.Plan
-	return flagResult(s.exec(ctx, command{
+	return s.exec(ctx, command{
 		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
 		decide: func(_ context.Context, e *entry) (decision, error) {
 			f := &e.flag
@@ -126,7 +126,7 @@ func (c CreateRollout) exec(ctx context.Context, s *Service) (Result, error) {
 			}
 			return decision{typ: events.TypeRolloutCreated, payload: events.RolloutCreated{ID: id.String(), Plan: plan}}, nil
 		},
-	}))
+	})
 }
 
 // RolloutTarget names the rollout a command acts on: the rollout ID of flag Env/Key (the flag's
@@ -461,7 +461,7 @@ func (c ConfigureValve) validate(_ context.Context, s *Service) (Command, error)
 
 func (c ConfigureValve) exec(ctx context.Context, s *Service) (Result, error) {
 	env, v := c.Env, c.Valve
-	return flagResult(s.exec(ctx, command{
+	return s.exec(ctx, command{
 		name: c.Name(), env: env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
 		decide: func(ctx context.Context, e *entry) (decision, error) {
 			f := &e.flag
@@ -486,7 +486,7 @@ func (c ConfigureValve) exec(ctx context.Context, s *Service) (Result, error) {
 			}
 			return decision{typ: events.TypeValveConfigured, payload: v}, nil
 		},
-	}))
+	})
 }
 
 // OpenValve opens the flag's safety valve: it serves the valve's variant to everyone (or to the
@@ -521,7 +521,7 @@ func (c OpenValve) validate(context.Context, *Service) (Command, error) {
 
 func (c OpenValve) exec(ctx context.Context, s *Service) (Result, error) {
 	expires := c.Expires
-	return flagResult(s.exec(ctx, command{
+	return s.exec(ctx, command{
 		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta,
 		decide: func(_ context.Context, e *entry) (decision, error) {
 			v := e.flag.Valve
@@ -537,7 +537,7 @@ func (c OpenValve) exec(ctx context.Context, s *Service) (Result, error) {
 				Variant: v.Variant, Segment: v.Segment, Expires: expires, Rollout: c.Rollout, Evidence: c.Evidence,
 			}}, nil
 		},
-	}))
+	})
 }
 
 // CloseValve closes the flag's safety valve; the flag serves its own configuration again.
@@ -571,7 +571,7 @@ func (c CloseValve) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c CloseValve) exec(ctx context.Context, s *Service) (Result, error) {
-	return flagResult(s.exec(ctx, command{
+	return s.exec(ctx, command{
 		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta,
 		decide: func(_ context.Context, e *entry) (decision, error) {
 			v := e.flag.Valve
@@ -583,7 +583,7 @@ func (c CloseValve) exec(ctx context.Context, s *Service) (Result, error) {
 			}
 			return decision{typ: events.TypeValveClosed, payload: events.ValveClosed{Cause: c.Cause, Evidence: c.Evidence}}, nil
 		},
-	}))
+	})
 }
 
 // validEvidence refuses evidence that is not JSON: it is stored as JSON in the event.

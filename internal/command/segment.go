@@ -72,12 +72,12 @@ func (c CreateSegment) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c CreateSegment) exec(ctx context.Context, s *Service) (Result, error) {
-	return segmentResult(s.execSegment(ctx, command{
-		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, create: true,
+	return s.exec(ctx, command{
+		name: c.Name(), entity: events.EntitySegment, env: c.Env, key: c.Key, meta: c.Meta, create: true,
 		decide: func(context.Context, *entry) (decision, error) {
 			return decision{typ: events.TypeSegmentCreated, payload: events.SegmentCreated{Segment: c.Config}}, nil
 		},
-	}))
+	})
 }
 
 // validateSegmentCreate is everything CreateSegment checks before it looks at the stream.
@@ -129,8 +129,8 @@ func (c UpdateSegment) validate(context.Context, *Service) (Command, error) {
 
 func (c UpdateSegment) exec(ctx context.Context, s *Service) (Result, error) {
 	p := c.p
-	return segmentResult(s.execSegment(ctx, command{
-		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
+	return s.exec(ctx, command{
+		name: c.Name(), entity: events.EntitySegment, env: c.Env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
 		decide: func(_ context.Context, e *entry) (decision, error) {
 			cur := &e.segment
 			if cur.Archived {
@@ -145,7 +145,7 @@ func (c UpdateSegment) exec(ctx context.Context, s *Service) (Result, error) {
 			}
 			return decision{typ: events.TypeSegmentUpdated, payload: events.SegmentUpdated{Segment: next, Patch: p.compact}}, nil
 		},
-	}))
+	})
 }
 
 // ArchiveSegment retires the segment; archiving an archived segment writes nothing. A segment
@@ -196,8 +196,8 @@ func (s *Service) setSegmentArchived(ctx context.Context, name string, m Meta, e
 	if archive {
 		d = decision{typ: events.TypeSegmentArchived, payload: events.SegmentArchived{}}
 	}
-	return segmentResult(s.execSegment(ctx, command{
-		name: name, env: env, key: key, meta: m, expected: expectedVersion,
+	return s.exec(ctx, command{
+		name: name, entity: events.EntitySegment, env: env, key: key, meta: m, expected: expectedVersion,
 		decide: func(ctx context.Context, e *entry) (decision, error) {
 			if e.segment.Archived == archive {
 				return noop, nil
@@ -213,7 +213,7 @@ func (s *Service) setSegmentArchived(ctx context.Context, name string, m Meta, e
 			}
 			return d, nil
 		},
-	}))
+	})
 }
 
 // GetSegment reads the segment's latest events from the stream, refreshing the cache, and
