@@ -262,6 +262,14 @@ func (e *entry) exists() bool {
 	return e.flag.Exists()
 }
 
+// archived reports whether the cached entity is archived.
+func (e *entry) archived() bool {
+	if e.entity == events.EntitySegment {
+		return e.segment.Archived
+	}
+	return e.flag.Archived
+}
+
 // head is the cached entity's version and the stream sequence of the last message on its
 // subject (see entry.last).
 func (e *entry) head() (version, seq uint64) {

@@ -216,7 +216,7 @@ func (c ArchiveFlag) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c ArchiveFlag) exec(ctx context.Context, s *Service) (Result, error) {
-	return s.setArchived(ctx, c.Name(), c.Meta, c.Env, c.Key, c.ExpectedVersion, true)
+	return s.setArchived(ctx, c.Name(), events.EntityFlag, c.Meta, c.Env, c.Key, c.ExpectedVersion, true)
 }
 
 // UnarchiveFlag brings an archived flag back; unarchiving a flag that is not archived writes
@@ -234,19 +234,38 @@ func (c UnarchiveFlag) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c UnarchiveFlag) exec(ctx context.Context, s *Service) (Result, error) {
-	return s.setArchived(ctx, c.Name(), c.Meta, c.Env, c.Key, c.ExpectedVersion, false)
+	return s.setArchived(ctx, c.Name(), events.EntityFlag, c.Meta, c.Env, c.Key, c.ExpectedVersion, false)
 }
 
-func (s *Service) setArchived(ctx context.Context, name string, m Meta, env, key string, expectedVersion uint64, archive bool) (Result, error) {
-	d := decision{typ: events.TypeFlagUnarchived, payload: events.FlagUnarchived{}}
-	if archive {
+// setArchived archives (or unarchives) the flag or segment (entity) env/key. A segment that live
+// flags still use is not archived.
+func (s *Service) setArchived(ctx context.Context, name, entity string, m Meta, env, key string, expectedVersion uint64, archive bool) (Result, error) {
+	segment := entity == events.EntitySegment
+	var d decision
+	switch {
+	case segment && archive:
+		d = decision{typ: events.TypeSegmentArchived, payload: events.SegmentArchived{}}
+	case segment:
+		d = decision{typ: events.TypeSegmentUnarchived, payload: events.SegmentUnarchived{}}
+	case archive:
 		d = decision{typ: events.TypeFlagArchived, payload: events.FlagArchived{}}
+	default:
+		d = decision{typ: events.TypeFlagUnarchived, payload: events.FlagUnarchived{}}
 	}
 	return s.exec(ctx, command{
-		name: name, env: env, key: key, meta: m, expected: expectedVersion,
-		decide: func(_ context.Context, e *entry) (decision, error) {
-			if e.flag.Archived == archive {
+		name: name, entity: entity, env: env, key: key, meta: m, expected: expectedVersion,
+		decide: func(ctx context.Context, e *entry) (decision, error) {
+			if e.archived() == archive {
 				return noop, nil
+			}
+			if archive && segment {
+				users, err := s.segmentUsers(ctx, env, key)
+				if err != nil {
+					return decision{}, err
+				}
+				if len(users) > 0 {
+					return decision{}, &InUseError{Segment: env + "/" + key, Flags: users}
+				}
 			}
 			return d, nil
 		},

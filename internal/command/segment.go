@@ -170,7 +170,7 @@ func (c ArchiveSegment) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c ArchiveSegment) exec(ctx context.Context, s *Service) (Result, error) {
-	return s.setSegmentArchived(ctx, c.Name(), c.Meta, c.Env, c.Key, c.ExpectedVersion, true)
+	return s.setArchived(ctx, c.Name(), events.EntitySegment, c.Meta, c.Env, c.Key, c.ExpectedVersion, true)
 }
 
 // UnarchiveSegment brings an archived segment back; unarchiving a segment that is not archived
@@ -188,32 +188,7 @@ func (c UnarchiveSegment) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c UnarchiveSegment) exec(ctx context.Context, s *Service) (Result, error) {
-	return s.setSegmentArchived(ctx, c.Name(), c.Meta, c.Env, c.Key, c.ExpectedVersion, false)
-}
-
-func (s *Service) setSegmentArchived(ctx context.Context, name string, m Meta, env, key string, expectedVersion uint64, archive bool) (Result, error) {
-	d := decision{typ: events.TypeSegmentUnarchived, payload: events.SegmentUnarchived{}}
-	if archive {
-		d = decision{typ: events.TypeSegmentArchived, payload: events.SegmentArchived{}}
-	}
-	return s.exec(ctx, command{
-		name: name, entity: events.EntitySegment, env: env, key: key, meta: m, expected: expectedVersion,
-		decide: func(ctx context.Context, e *entry) (decision, error) {
-			if e.segment.Archived == archive {
-				return noop, nil
-			}
-			if archive {
-				users, err := s.segmentUsers(ctx, env, key)
-				if err != nil {
-					return decision{}, err
-				}
-				if len(users) > 0 {
-					return decision{}, &InUseError{Segment: env + "/" + key, Flags: users}
-				}
-			}
-			return d, nil
-		},
-	})
+	return s.setArchived(ctx, c.Name(), events.EntitySegment, c.Meta, c.Env, c.Key, c.ExpectedVersion, false)
 }
 
 // GetSegment reads the segment's latest events from the stream, refreshing the cache, and
