@@ -193,19 +193,19 @@ type Service struct {
 	handler Handler
 
 	mu       sync.Mutex
-	flags    map[string]*entry // by flag subject
-	segments map[string]*entry // by segment subject
+	flags    map[string]*flagEntry    // by flag subject
+	segments map[string]*segmentEntry // by segment subject
 }
 
-// entry is the cached state of one flag or segment and the lock that serialises its commands.
-// A flag and a segment never share an entry, even with the same key: their subjects differ.
-type entry struct {
+// entry is the cached state of one entity (a flag or a segment) and the lock that serialises its
+// commands. A flag and a segment never share an entry, even with the same key: their subjects
+// differ.
+type entry[T any] struct {
+	kind    *kind[T]
 	subject string
-	entity  string        // events.EntityFlag or events.EntitySegment
 	sem     chan struct{} // a mutex that a waiter can give up on when its ctx ends
 	refs    int           // holders and waiters, guarded by Service.mu
-	flag    projections.Flag
-	segment projections.Segment
+	state   T
 
 	// last is the stream sequence of the last message on the subject, which the next append
 	// expects: the last event applied, or a later message that was skipped (one that fails
@@ -217,23 +217,29 @@ type entry struct {
 	recent [recentIDs]string
 	next   int
 
-	// The encoding of flag.FlagConfig (see encode), kept across commands so that a patch
-	// re-encodes only what it changes. Valid while encSeq is flag.Sequence.
+	// The encoding of a flag's FlagConfig (see encode), kept across commands so that a patch
+	// re-encodes only what it changes. Valid while encSeq is the flag's Sequence.
 	enc    encoding
 	encSeq uint64
 }
+
+// flagEntry and segmentEntry are the entries of a flag and of a segment.
+type (
+	flagEntry    = entry[projections.Flag]
+	segmentEntry = entry[projections.Segment]
+)
 
 // recentIDs is how many of an entity's last event ids the service remembers.
 const recentIDs = 64
 
 // remember records the id of an event applied to e.
-func (e *entry) remember(id string) {
+func (e *entry[T]) remember(id string) {
 	e.recent[e.next] = id
 	e.next = (e.next + 1) % recentIDs
 }
 
 // has reports whether an event with id is among e's last applied ones.
-func (e *entry) has(id string) bool {
+func (e *entry[T]) has(id string) bool {
 	for _, x := range e.recent {
 		if x == id {
 			return true
@@ -242,49 +248,23 @@ func (e *entry) has(id string) bool {
 	return false
 }
 
-// encoding returns the encoding of the flag's configuration.
-func (e *entry) encoding() (encoding, error) {
-	if e.enc.canon == nil || e.encSeq != e.flag.Sequence {
-		enc, err := encode(e.flag.FlagConfig)
+// encodingOf returns the encoding of the flag's configuration.
+func encodingOf(e *flagEntry) (encoding, error) {
+	if e.enc.canon == nil || e.encSeq != e.state.Sequence {
+		enc, err := encode(e.state.FlagConfig)
 		if err != nil {
 			return encoding{}, err
 		}
-		e.enc, e.encSeq = enc, e.flag.Sequence
+		e.enc, e.encSeq = enc, e.state.Sequence
 	}
 	return e.enc, nil
 }
 
-// exists reports whether the cached entity has been created.
-func (e *entry) exists() bool {
-	if e.entity == events.EntitySegment {
-		return e.segment.Exists()
-	}
-	return e.flag.Exists()
-}
-
-// archived reports whether the cached entity is archived.
-func (e *entry) archived() bool {
-	if e.entity == events.EntitySegment {
-		return e.segment.Archived
-	}
-	return e.flag.Archived
-}
-
 // head is the cached entity's version and the stream sequence of the last message on its
 // subject (see entry.last).
-func (e *entry) head() (version, seq uint64) {
-	if e.entity == events.EntitySegment {
-		return e.segment.Version, max(e.segment.Sequence, e.last)
-	}
-	return e.flag.Version, max(e.flag.Sequence, e.last)
-}
-
-// apply folds ev into the cached entity with the projection's fold; on error nothing changes.
-func (e *entry) apply(ev events.Event) error {
-	if e.entity == events.EntitySegment {
-		return e.segment.Apply(ev)
-	}
-	return e.flag.Apply(ev)
+func (e *entry[T]) head() (version, seq uint64) {
+	version, seq = e.kind.head(&e.state)
+	return version, max(seq, e.last)
 }
 
 // Usage tells which flags use a segment: *projections.Catalog satisfies it. It is eventually
@@ -383,8 +363,8 @@ func New(store Store, logger *slog.Logger, opts ...Option) *Service {
 	s := &Service{
 		store:    store,
 		logger:   logger.With("component", "command"),
-		flags:    make(map[string]*entry),
-		segments: make(map[string]*entry),
+		flags:    make(map[string]*flagEntry),
+		segments: make(map[string]*segmentEntry),
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -395,28 +375,15 @@ func New(store Store, logger *slog.Logger, opts ...Option) *Service {
 	return s
 }
 
-// cache is the map of entries of one kind of entity. The caller holds s.mu.
-func (s *Service) cache(entity string) map[string]*entry {
-	if entity == events.EntitySegment {
-		return s.segments
-	}
-	return s.flags
-}
-
-// acquire returns the entry of the flag (or segment, for events.EntitySegment) env/key, locked.
-// It returns ctx's error if ctx ends while waiting.
-func (s *Service) acquire(ctx context.Context, entity, env, key string) (*entry, error) {
-	subject := events.FlagSubject(env, key)
-	if entity == events.EntitySegment {
-		subject = events.SegmentSubject(env, key)
-	} else {
-		entity = events.EntityFlag
-	}
+// acquire returns the entry of the entity env/key of kind k, locked. It returns ctx's error if ctx
+// ends while waiting.
+func acquire[T any](ctx context.Context, s *Service, k *kind[T], env, key string) (*entry[T], error) {
+	subject := k.subject(env, key)
 	s.mu.Lock()
-	cache := s.cache(entity)
+	cache := k.cache(s)
 	e := cache[subject]
 	if e == nil {
-		e = &entry{subject: subject, entity: entity, sem: make(chan struct{}, 1)}
+		e = &entry[T]{kind: k, subject: subject, sem: make(chan struct{}, 1)}
 		cache[subject] = e
 	}
 	e.refs++
@@ -425,24 +392,24 @@ func (s *Service) acquire(ctx context.Context, entity, env, key string) (*entry,
 	case e.sem <- struct{}{}:
 		return e, nil
 	case <-ctx.Done():
-		s.forget(e, false)
+		forget(s, e, false)
 		return nil, ctx.Err()
 	}
 }
 
 // release unlocks e. Entries of entities that do not exist are dropped once nobody uses them,
 // so that asking about keys that were never created does not grow the cache.
-func (s *Service) release(e *entry) {
-	exists := e.exists()
+func release[T any](s *Service, e *entry[T]) {
+	exists := e.kind.exists(&e.state)
 	<-e.sem
-	s.forget(e, exists)
+	forget(s, e, exists)
 }
 
-func (s *Service) forget(e *entry, exists bool) {
+func forget[T any](s *Service, e *entry[T], exists bool) {
 	s.mu.Lock()
 	e.refs--
 	if e.refs == 0 && !exists {
-		delete(s.cache(e.entity), e.subject)
+		delete(e.kind.cache(s), e.subject)
 	}
 	s.mu.Unlock()
 }
@@ -452,7 +419,7 @@ func (s *Service) forget(e *entry, exists bool) {
 // reached the stream without the server), one that does not decode, and an event the fold
 // refuses are skipped, as the projections skip them: each changes nothing, but the next append
 // expects it as the subject's last message. So no message on a subject can block its commands.
-func (s *Service) refresh(ctx context.Context, e *entry) error {
+func refresh[T any](ctx context.Context, s *Service, e *entry[T]) error {
 	_, seq := e.head()
 	q := events.Query{Subjects: []string{e.subject}, FromSequence: seq + 1}
 	err := s.store.Read(ctx, q, func(ev events.Event, err error) error {
@@ -462,7 +429,7 @@ func (s *Service) refresh(ctx context.Context, e *entry) error {
 		case err != nil:
 			s.logger.Warn("skipping a message that is not a readable event", "subject", e.subject, "sequence", ev.Sequence, "error", err)
 		default:
-			if err := e.apply(ev); err != nil {
+			if err := e.kind.fold(&e.state, ev, nil); err != nil {
 				s.logger.Warn("skipping an event the fold refuses", "subject", e.subject, "sequence", ev.Sequence, "type", ev.Type, "error", err)
 			} else {
 				e.remember(ev.ID)
@@ -475,6 +442,21 @@ func (s *Service) refresh(ctx context.Context, e *entry) error {
 		return fmt.Errorf("read %s: %w", e.subject, err)
 	}
 	return nil
+}
+
+// current reads the entity's latest events from the stream, refreshing the cache, and returns
+// its current state (the zero state when it was never created).
+func current[T any](ctx context.Context, s *Service, k *kind[T], env, key string) (T, error) {
+	var zero T
+	e, err := acquire(ctx, s, k, env, key)
+	if err != nil {
+		return zero, err
+	}
+	defer release(s, e)
+	if err := refresh(ctx, s, e); err != nil {
+		return zero, err
+	}
+	return e.state, nil
 }
 
 // decision is what a command decided on one state of the entity: an event to append, or nothing.
@@ -493,14 +475,11 @@ type decision struct {
 
 var noop = decision{noop: true}
 
-// command describes one command for [Service.exec].
-type command struct {
+// command describes one command on an entity for [exec].
+type command[T any] struct {
 	name     string // for error messages and logs: "update", "kill", ...
 	env, key string
 	meta     Meta
-	// entity is what the command changes: events.EntityFlag (also when empty) or
-	// events.EntitySegment.
-	entity string
 	// expected is the version the caller expects the entity to be at; 0 for no expectation.
 	expected uint64
 	// create is set for the commands that need the entity not to exist.
@@ -508,27 +487,33 @@ type command struct {
 	// persistent commands (a kill) keep deciding again after conflicting appends until ctx ends,
 	// instead of giving up after maxAttempts: they must win against any rate of other writes.
 	persistent bool
-	// decide looks at the current state (e.flag or e.segment, which it must not modify) and
-	// returns the event to append, noop, or an error refusing the command.
-	decide func(ctx context.Context, e *entry) (decision, error)
+	// decide looks at the current state (e.state, which it must not modify) and returns the
+	// event to append, noop, or an error refusing the command.
+	decide func(ctx context.Context, e *entry[T]) (decision, error)
 }
 
-// exec runs the decide → append loop of c under its entity's lock and returns the entity's state
-// afterwards.
-func (s *Service) exec(ctx context.Context, c command) (Result, error) {
-	e, err := s.acquire(ctx, c.entity, c.env, c.key)
+// flagCommand and segmentCommand are the commands on flags and on segments.
+type (
+	flagCommand    = command[projections.Flag]
+	segmentCommand = command[projections.Segment]
+)
+
+// exec runs the decide → append loop of c under the lock of its entity, of kind k, and returns
+// the entity's state afterwards.
+func exec[T any](ctx context.Context, s *Service, k *kind[T], c command[T]) (Result, error) {
+	e, err := acquire(ctx, s, k, c.env, c.key)
 	if err != nil {
 		return Result{}, fmt.Errorf("%s %s/%s: %w", c.name, c.env, c.key, err)
 	}
-	defer s.release(e)
-	if err := s.execLocked(ctx, e, c); err != nil {
+	defer release(s, e)
+	if err := execLocked(ctx, s, e, c); err != nil {
 		return Result{}, fmt.Errorf("%s %s/%s: %w", c.name, c.env, c.key, err)
 	}
-	return Result{Flag: e.flag, Segment: e.segment}, nil
+	return k.result(e.state), nil
 }
 
 // execLocked decides and appends until the command is done; its outcome is the state in e.
-func (s *Service) execLocked(ctx context.Context, e *entry, c command) error {
+func execLocked[T any](ctx context.Context, s *Service, e *entry[T], c command[T]) error {
 	fresh := false // whether e's state was read from the stream during this command
 	keyed := c.meta.EventID != ""
 	for attempt := 1; ; attempt++ {
@@ -546,7 +531,7 @@ func (s *Service) execLocked(ctx context.Context, e *entry, c command) error {
 			// nothing is only given on fresh state, unless fresh state cannot change it. A
 			// command sent again may find its own event there: it always looks.
 			if !fresh && (keyed || !definitive(err)) {
-				if err := s.refresh(ctx, e); err != nil {
+				if err := refresh(ctx, s, e); err != nil {
 					return err
 				}
 				fresh = true
@@ -592,7 +577,7 @@ func (s *Service) execLocked(ctx context.Context, e *entry, c command) error {
 					"env", c.env, "key", c.key, "attempts", attempt, "actor", c.meta.Actor)
 				return fmt.Errorf("%d attempts in a row lost the race: %w", attempt, err)
 			}
-			if err := s.refresh(ctx, e); err != nil {
+			if err := refresh(ctx, s, e); err != nil {
 				return err
 			}
 			fresh = true
@@ -613,13 +598,16 @@ func (s *Service) execLocked(ctx context.Context, e *entry, c command) error {
 			// not be what was decided now: fold what is stored.
 			cfg, d.enc = nil, nil
 		}
-		if err := e.fold(ev, cfg); err != nil {
+		if err := e.kind.fold(&e.state, ev, cfg); err != nil {
 			// Cannot happen for an event decided on this state; start over from the stream.
-			e.flag, e.segment, e.last = projections.Flag{}, projections.Segment{}, 0
+			var zero T
+			e.state, e.last = zero, 0
 			return fmt.Errorf("apply appended event %s: %w", ev.ID, err)
 		}
+		e.remember(ev.ID)
 		if d.enc != nil {
-			e.enc, e.encSeq = *d.enc, e.flag.Sequence
+			_, e.encSeq = e.kind.head(&e.state)
+			e.enc = *d.enc
 		}
 		level := slog.LevelDebug
 		if d.typ == events.TypeFlagKilled {
@@ -657,20 +645,6 @@ func (s *Service) storedWithin(ctx context.Context, subject, id string) (bool, e
 	return found, nil
 }
 
-// fold applies an event just appended to the cached entity; cfg is as for the function fold.
-func (e *entry) fold(ev events.Event, cfg *events.FlagConfig) error {
-	var err error
-	if e.entity == events.EntitySegment {
-		err = e.segment.Apply(ev)
-	} else {
-		err = fold(&e.flag, ev, cfg)
-	}
-	if err == nil {
-		e.remember(ev.ID)
-	}
-	return err
-}
-
 // fold applies ev to f with the projection's fold. When cfg is set it is the configuration ev's
 // payload carries (the command just encoded it): the fold then runs on the envelope alone, which
 // saves decoding the payload, and the configuration is cfg. Tests hold the result to the fold of
@@ -689,29 +663,19 @@ func fold(f *projections.Flag, ev events.Event, cfg *events.FlagConfig) error {
 
 // check applies the checks every command shares, in order (existence, expected version), then
 // the command's own decision.
-func (c *command) check(ctx context.Context, e *entry) (decision, error) {
-	segment := e.entity == events.EntitySegment
+func (c *command[T]) check(ctx context.Context, e *entry[T]) (decision, error) {
+	k := e.kind
 	if c.create {
-		if e.exists() {
-			if segment {
-				return decision{}, &entityError{ErrExists, "segment already exists"}
-			}
-			return decision{}, ErrExists
+		if k.exists(&e.state) {
+			return decision{}, k.errExists
 		}
 		return c.decide(ctx, e)
 	}
-	if !e.exists() {
-		if segment {
-			return decision{}, segmentNotFound{}
-		}
-		return decision{}, notFound{}
+	if !k.exists(&e.state) {
+		return decision{}, k.errNotFound
 	}
 	if version, _ := e.head(); c.expected != 0 && c.expected != version {
-		ve := &VersionError{Expected: c.expected, Actual: version}
-		if segment {
-			ve.Entity = events.EntitySegment
-		}
-		return decision{}, ve
+		return decision{}, &VersionError{Expected: c.expected, Actual: version, Entity: k.versionEntity}
 	}
 	return c.decide(ctx, e)
 }

@@ -40,9 +40,9 @@ func (c CreateFlag) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c CreateFlag) exec(ctx context.Context, s *Service) (Result, error) {
-	return s.exec(ctx, command{
+	return exec(ctx, s, flagKind, flagCommand{
 		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, create: true,
-		decide: func(ctx context.Context, _ *entry) (decision, error) {
+		decide: func(ctx context.Context, _ *flagEntry) (decision, error) {
 			if err := s.checkSegments(ctx, c.Env, &c.Config); err != nil {
 				return decision{}, err
 			}
@@ -101,14 +101,14 @@ func (c UpdateFlag) validate(context.Context, *Service) (Command, error) {
 
 func (c UpdateFlag) exec(ctx context.Context, s *Service) (Result, error) {
 	p := c.p
-	return s.exec(ctx, command{
+	return exec(ctx, s, flagKind, flagCommand{
 		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
-		decide: func(ctx context.Context, e *entry) (decision, error) {
-			cur := &e.flag
+		decide: func(ctx context.Context, e *flagEntry) (decision, error) {
+			cur := &e.state
 			if cur.Archived {
 				return decision{}, archived()
 			}
-			enc, err := e.encoding()
+			enc, err := encodingOf(e)
 			if err != nil {
 				return decision{}, err
 			}
@@ -153,10 +153,10 @@ func (c EnableFlag) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c EnableFlag) exec(ctx context.Context, s *Service) (Result, error) {
-	return s.exec(ctx, command{
+	return exec(ctx, s, flagKind, flagCommand{
 		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
-		decide: func(_ context.Context, e *entry) (decision, error) {
-			cur := &e.flag
+		decide: func(_ context.Context, e *flagEntry) (decision, error) {
+			cur := &e.state
 			switch {
 			case cur.Archived:
 				return decision{}, archived()
@@ -187,10 +187,10 @@ func (c KillFlag) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c KillFlag) exec(ctx context.Context, s *Service) (Result, error) {
-	return s.exec(ctx, command{
+	return exec(ctx, s, flagKind, flagCommand{
 		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, persistent: true,
-		decide: func(_ context.Context, e *entry) (decision, error) {
-			if !e.flag.Enabled {
+		decide: func(_ context.Context, e *flagEntry) (decision, error) {
+			if !e.state.Enabled {
 				return noop, nil
 			}
 			return decision{typ: events.TypeFlagKilled, payload: events.FlagKilled{}}, nil
@@ -216,7 +216,7 @@ func (c ArchiveFlag) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c ArchiveFlag) exec(ctx context.Context, s *Service) (Result, error) {
-	return s.setArchived(ctx, c.Name(), events.EntityFlag, c.Meta, c.Env, c.Key, c.ExpectedVersion, true)
+	return setArchived(ctx, s, flagKind, c.Name(), c.Meta, c.Env, c.Key, c.ExpectedVersion, true)
 }
 
 // UnarchiveFlag brings an archived flag back; unarchiving a flag that is not archived writes
@@ -234,42 +234,7 @@ func (c UnarchiveFlag) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c UnarchiveFlag) exec(ctx context.Context, s *Service) (Result, error) {
-	return s.setArchived(ctx, c.Name(), events.EntityFlag, c.Meta, c.Env, c.Key, c.ExpectedVersion, false)
-}
-
-// setArchived archives (or unarchives) the flag or segment (entity) env/key. A segment that live
-// flags still use is not archived.
-func (s *Service) setArchived(ctx context.Context, name, entity string, m Meta, env, key string, expectedVersion uint64, archive bool) (Result, error) {
-	segment := entity == events.EntitySegment
-	var d decision
-	switch {
-	case segment && archive:
-		d = decision{typ: events.TypeSegmentArchived, payload: events.SegmentArchived{}}
-	case segment:
-		d = decision{typ: events.TypeSegmentUnarchived, payload: events.SegmentUnarchived{}}
-	case archive:
-		d = decision{typ: events.TypeFlagArchived, payload: events.FlagArchived{}}
-	default:
-		d = decision{typ: events.TypeFlagUnarchived, payload: events.FlagUnarchived{}}
-	}
-	return s.exec(ctx, command{
-		name: name, entity: entity, env: env, key: key, meta: m, expected: expectedVersion,
-		decide: func(ctx context.Context, e *entry) (decision, error) {
-			if e.archived() == archive {
-				return noop, nil
-			}
-			if archive && segment {
-				users, err := s.segmentUsers(ctx, env, key)
-				if err != nil {
-					return decision{}, err
-				}
-				if len(users) > 0 {
-					return decision{}, &InUseError{Segment: env + "/" + key, Flags: users}
-				}
-			}
-			return d, nil
-		},
-	})
+	return setArchived(ctx, s, flagKind, c.Name(), c.Meta, c.Env, c.Key, c.ExpectedVersion, false)
 }
 
 // RestoreFlag brings back the configuration the flag had at version ToVersion, which must be
@@ -308,10 +273,10 @@ func (c RestoreFlag) exec(ctx context.Context, s *Service) (Result, error) {
 		old    *events.FlagConfig
 		oldErr error
 	)
-	return s.exec(ctx, command{
+	return exec(ctx, s, flagKind, flagCommand{
 		name: c.Name(), env: env, key: key, meta: c.Meta, expected: c.ExpectedVersion,
-		decide: func(ctx context.Context, e *entry) (decision, error) {
-			cur := &e.flag
+		decide: func(ctx context.Context, e *flagEntry) (decision, error) {
+			cur := &e.state
 			if cur.Archived {
 				return decision{}, archived()
 			}
@@ -332,7 +297,7 @@ func (c RestoreFlag) exec(ctx context.Context, s *Service) (Result, error) {
 				}
 				old = &cfg
 			}
-			now, err := e.encoding()
+			now, err := encodingOf(e)
 			if err != nil {
 				return decision{}, err
 			}
@@ -401,18 +366,14 @@ func (s *Service) Get(ctx context.Context, env, key string) (projections.Flag, e
 	if err := validateTarget(env, key); err != nil {
 		return projections.Flag{}, fmt.Errorf("get %s/%s: %w", env, key, err)
 	}
-	e, err := s.acquire(ctx, events.EntityFlag, env, key)
+	f, err := current(ctx, s, flagKind, env, key)
 	if err != nil {
 		return projections.Flag{}, fmt.Errorf("get %s/%s: %w", env, key, err)
 	}
-	defer s.release(e)
-	if err := s.refresh(ctx, e); err != nil {
-		return projections.Flag{}, fmt.Errorf("get %s/%s: %w", env, key, err)
-	}
-	if !e.flag.Exists() {
+	if !f.Exists() {
 		return projections.Flag{}, fmt.Errorf("get %s/%s: %w", env, key, notFound{})
 	}
-	return e.flag, nil
+	return f, nil
 }
 
 // updatedData is the encoding of events.FlagUpdated{Flag: cfg, Patch: patch} built from cfg's

@@ -33,10 +33,10 @@ var (
 // which exists (any status) and, when id is not empty, is the one named.
 func (s *Service) rolloutCommand(ctx context.Context, name string, m Meta, env, key, id string, expected uint64,
 	decide func(f *projections.Flag, r *projections.Rollout) (decision, error)) (Result, error) {
-	return s.exec(ctx, command{
+	return exec(ctx, s, flagKind, flagCommand{
 		name: name, env: env, key: key, meta: m, expected: expected,
-		decide: func(_ context.Context, e *entry) (decision, error) {
-			f := &e.flag
+		decide: func(_ context.Context, e *flagEntry) (decision, error) {
+			f := &e.state
 			r := f.Rollout
 			switch {
 			case r == nil:
@@ -111,10 +111,10 @@ func (c CreateRollout) exec(ctx context.Context, s *Service) (Result, error) {
 		return Result{}, fmt.Errorf("create rollout %s/%s: %w", c.Env, c.Key, err)
 	}
 	plan := c.Plan
-	return s.exec(ctx, command{
+	return exec(ctx, s, flagKind, flagCommand{
 		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
-		decide: func(_ context.Context, e *entry) (decision, error) {
-			f := &e.flag
+		decide: func(_ context.Context, e *flagEntry) (decision, error) {
+			f := &e.state
 			switch {
 			case f.Archived:
 				return decision{}, archived()
@@ -461,10 +461,10 @@ func (c ConfigureValve) validate(_ context.Context, s *Service) (Command, error)
 
 func (c ConfigureValve) exec(ctx context.Context, s *Service) (Result, error) {
 	env, v := c.Env, c.Valve
-	return s.exec(ctx, command{
+	return exec(ctx, s, flagKind, flagCommand{
 		name: c.Name(), env: env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
-		decide: func(ctx context.Context, e *entry) (decision, error) {
-			f := &e.flag
+		decide: func(ctx context.Context, e *flagEntry) (decision, error) {
+			f := &e.state
 			if f.Archived {
 				return decision{}, archived()
 			}
@@ -521,10 +521,10 @@ func (c OpenValve) validate(context.Context, *Service) (Command, error) {
 
 func (c OpenValve) exec(ctx context.Context, s *Service) (Result, error) {
 	expires := c.Expires
-	return s.exec(ctx, command{
+	return exec(ctx, s, flagKind, flagCommand{
 		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta,
-		decide: func(_ context.Context, e *entry) (decision, error) {
-			v := e.flag.Valve
+		decide: func(_ context.Context, e *flagEntry) (decision, error) {
+			v := e.state.Valve
 			switch {
 			case v == nil || v.Variant == "":
 				return decision{}, fmt.Errorf("%w: configure the flag as a valve first", ErrNotValve)
@@ -571,10 +571,10 @@ func (c CloseValve) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c CloseValve) exec(ctx context.Context, s *Service) (Result, error) {
-	return s.exec(ctx, command{
+	return exec(ctx, s, flagKind, flagCommand{
 		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta,
-		decide: func(_ context.Context, e *entry) (decision, error) {
-			v := e.flag.Valve
+		decide: func(_ context.Context, e *flagEntry) (decision, error) {
+			v := e.state.Valve
 			switch {
 			case v == nil:
 				return decision{}, fmt.Errorf("%w: it was never configured as one", ErrNotValve)

@@ -72,9 +72,9 @@ func (c CreateSegment) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c CreateSegment) exec(ctx context.Context, s *Service) (Result, error) {
-	return s.exec(ctx, command{
-		name: c.Name(), entity: events.EntitySegment, env: c.Env, key: c.Key, meta: c.Meta, create: true,
-		decide: func(context.Context, *entry) (decision, error) {
+	return exec(ctx, s, segmentKind, segmentCommand{
+		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, create: true,
+		decide: func(context.Context, *segmentEntry) (decision, error) {
 			return decision{typ: events.TypeSegmentCreated, payload: events.SegmentCreated{Segment: c.Config}}, nil
 		},
 	})
@@ -129,10 +129,10 @@ func (c UpdateSegment) validate(context.Context, *Service) (Command, error) {
 
 func (c UpdateSegment) exec(ctx context.Context, s *Service) (Result, error) {
 	p := c.p
-	return s.exec(ctx, command{
-		name: c.Name(), entity: events.EntitySegment, env: c.Env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
-		decide: func(_ context.Context, e *entry) (decision, error) {
-			cur := &e.segment
+	return exec(ctx, s, segmentKind, segmentCommand{
+		name: c.Name(), env: c.Env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
+		decide: func(_ context.Context, e *segmentEntry) (decision, error) {
+			cur := &e.state
 			if cur.Archived {
 				return decision{}, segmentArchived()
 			}
@@ -170,7 +170,7 @@ func (c ArchiveSegment) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c ArchiveSegment) exec(ctx context.Context, s *Service) (Result, error) {
-	return s.setArchived(ctx, c.Name(), events.EntitySegment, c.Meta, c.Env, c.Key, c.ExpectedVersion, true)
+	return setArchived(ctx, s, segmentKind, c.Name(), c.Meta, c.Env, c.Key, c.ExpectedVersion, true)
 }
 
 // UnarchiveSegment brings an archived segment back; unarchiving a segment that is not archived
@@ -188,7 +188,7 @@ func (c UnarchiveSegment) validate(context.Context, *Service) (Command, error) {
 }
 
 func (c UnarchiveSegment) exec(ctx context.Context, s *Service) (Result, error) {
-	return s.setArchived(ctx, c.Name(), events.EntitySegment, c.Meta, c.Env, c.Key, c.ExpectedVersion, false)
+	return setArchived(ctx, s, segmentKind, c.Name(), c.Meta, c.Env, c.Key, c.ExpectedVersion, false)
 }
 
 // GetSegment reads the segment's latest events from the stream, refreshing the cache, and
@@ -213,15 +213,7 @@ func (s *Service) GetSegment(ctx context.Context, env, key string) (projections.
 // segmentNow returns the segment's current state as the stream has it (the zero Segment when it
 // was never created), refreshing the cache.
 func (s *Service) segmentNow(ctx context.Context, env, key string) (projections.Segment, error) {
-	e, err := s.acquire(ctx, events.EntitySegment, env, key)
-	if err != nil {
-		return projections.Segment{}, err
-	}
-	defer s.release(e)
-	if err := s.refresh(ctx, e); err != nil {
-		return projections.Segment{}, err
-	}
-	return e.segment, nil
+	return current(ctx, s, segmentKind, env, key)
 }
 
 func segmentArchived() error {
