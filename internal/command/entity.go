@@ -2,6 +2,7 @@ package command
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
@@ -93,4 +94,21 @@ func setArchived[T any](ctx context.Context, s *Service, k *kind[T], name string
 			return d, nil
 		},
 	})
+}
+
+// get reads the entity env/key of kind k as the stream has it now; name names the read in errors.
+func get[T any](ctx context.Context, s *Service, k *kind[T], name, env, key string) (T, error) {
+	var zero T
+	err := validateTarget(env, key)
+	v := zero
+	if err == nil {
+		v, err = current(ctx, s, k, env, key)
+	}
+	if err == nil && !k.exists(&v) {
+		err = k.errNotFound
+	}
+	if err != nil {
+		return zero, fmt.Errorf("%s %s/%s: %w", name, env, key, err)
+	}
+	return v, nil
 }

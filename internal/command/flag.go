@@ -363,17 +363,7 @@ func (s *Service) configAt(ctx context.Context, env, key string, version uint64)
 //
 // Errors: [ErrNotFound]; events.ErrInvalid for a bad environment or key; otherwise a read error.
 func (s *Service) Get(ctx context.Context, env, key string) (projections.Flag, error) {
-	if err := validateTarget(env, key); err != nil {
-		return projections.Flag{}, fmt.Errorf("get %s/%s: %w", env, key, err)
-	}
-	f, err := current(ctx, s, flagKind, env, key)
-	if err != nil {
-		return projections.Flag{}, fmt.Errorf("get %s/%s: %w", env, key, err)
-	}
-	if !f.Exists() {
-		return projections.Flag{}, fmt.Errorf("get %s/%s: %w", env, key, notFound{})
-	}
-	return f, nil
+	return get(ctx, s, flagKind, "get", env, key)
 }
 
 // updatedData is the encoding of events.FlagUpdated{Flag: cfg, Patch: patch} built from cfg's

@@ -197,17 +197,7 @@ func (c UnarchiveSegment) exec(ctx context.Context, s *Service) (Result, error) 
 // Errors: [ErrSegmentNotFound]; events.ErrInvalid for a bad environment or key; otherwise a read
 // error.
 func (s *Service) GetSegment(ctx context.Context, env, key string) (projections.Segment, error) {
-	if err := validateTarget(env, key); err != nil {
-		return projections.Segment{}, fmt.Errorf("get segment %s/%s: %w", env, key, err)
-	}
-	seg, err := s.segmentNow(ctx, env, key)
-	if err != nil {
-		return projections.Segment{}, fmt.Errorf("get segment %s/%s: %w", env, key, err)
-	}
-	if !seg.Exists() {
-		return projections.Segment{}, fmt.Errorf("get segment %s/%s: %w", env, key, segmentNotFound{})
-	}
-	return seg, nil
+	return get(ctx, s, segmentKind, "get segment", env, key)
 }
 
 // segmentNow returns the segment's current state as the stream has it (the zero Segment when it
