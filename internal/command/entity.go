@@ -74,20 +74,88 @@ var segmentKind = &kind[projections.Segment]{
 	},
 }
 
-// setArchived archives (or unarchives) the entity env/key of kind k.
-func setArchived[T any](ctx context.Context, s *Service, k *kind[T], name string, m Meta, env, key string, expectedVersion uint64, archive bool) (Result, error) {
+type (
+	// ArchiveFlag retires the flag; archiving an archived flag writes nothing.
+	//
+	// Errors: [ErrNotFound]; [*VersionError].
+	ArchiveFlag = setArchived[projections.Flag, archiveFlag]
+	// UnarchiveFlag brings an archived flag back; unarchiving a flag that is not archived writes
+	// nothing.
+	//
+	// Errors: [ErrNotFound]; [*VersionError].
+	UnarchiveFlag = setArchived[projections.Flag, unarchiveFlag]
+	// ArchiveSegment retires the segment; archiving an archived segment writes nothing. A
+	// segment that live flags still name, in their rules or as the segment their valve serves,
+	// is not archived (see [WithUsage] for how they are found).
+	//
+	// Errors: [ErrSegmentNotFound]; [*VersionError]; [*InUseError] (matching [ErrInUse]); an
+	// error wrapping context.DeadlineExceeded when the catalog given with WithUsage did not
+	// catch up with the stream within 5 seconds.
+	ArchiveSegment = setArchived[projections.Segment, archiveSegment]
+	// UnarchiveSegment brings an archived segment back; unarchiving a segment that is not
+	// archived writes nothing.
+	//
+	// Errors: [ErrSegmentNotFound]; [*VersionError].
+	UnarchiveSegment = setArchived[projections.Segment, unarchiveSegment]
+)
+
+// setArchived archives (or unarchives) an entity: O says its kind, and which of the two.
+type setArchived[T any, O archiving[T]] struct {
+	Meta
+	Env, Key        string
+	ExpectedVersion uint64
+}
+
+// archiving is what a setArchived does: the kind, its name, and whether it archives.
+type archiving[T any] interface {
+	op() (k *kind[T], name string, archive bool)
+}
+
+type (
+	archiveFlag      struct{}
+	unarchiveFlag    struct{}
+	archiveSegment   struct{}
+	unarchiveSegment struct{}
+)
+
+func (archiveFlag) op() (*kind[projections.Flag], string, bool) { return flagKind, "archive", true }
+func (unarchiveFlag) op() (*kind[projections.Flag], string, bool) {
+	return flagKind, "unarchive", false
+}
+func (archiveSegment) op() (*kind[projections.Segment], string, bool) {
+	return segmentKind, "archive segment", true
+}
+func (unarchiveSegment) op() (*kind[projections.Segment], string, bool) {
+	return segmentKind, "unarchive segment", false
+}
+
+// Name is "archive", "unarchive", "archive segment" or "unarchive segment".
+func (setArchived[T, O]) Name() string {
+	var o O
+	_, name, _ := o.op()
+	return name
+}
+
+func (c setArchived[T, O]) validate(context.Context, *Service) (Command, error) {
+	err := target(&c.Meta, c.Name(), c.Env, c.Key, false)
+	return c, err
+}
+
+func (c setArchived[T, O]) exec(ctx context.Context, s *Service) (Result, error) {
+	var o O
+	k, name, archive := o.op()
 	d := k.unarchive
 	if archive {
 		d = k.archive
 	}
 	return exec(ctx, s, k, command[T]{
-		name: name, env: env, key: key, meta: m, expected: expectedVersion,
+		name: name, env: c.Env, key: c.Key, meta: c.Meta, expected: c.ExpectedVersion,
 		decide: func(ctx context.Context, e *entry[T]) (decision, error) {
 			if k.archived(&e.state) == archive {
 				return noop, nil
 			}
 			if archive && k.inUse != nil {
-				if err := k.inUse(ctx, s, env, key); err != nil {
+				if err := k.inUse(ctx, s, c.Env, c.Key); err != nil {
 					return decision{}, err
 				}
 			}

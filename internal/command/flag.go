@@ -198,45 +198,6 @@ func (c KillFlag) exec(ctx context.Context, s *Service) (Result, error) {
 	})
 }
 
-// ArchiveFlag retires the flag; archiving an archived flag writes nothing.
-//
-// Errors: [ErrNotFound]; [*VersionError].
-type ArchiveFlag struct {
-	Meta
-	Env, Key        string
-	ExpectedVersion uint64
-}
-
-// Name is "archive".
-func (ArchiveFlag) Name() string { return "archive" }
-
-func (c ArchiveFlag) validate(context.Context, *Service) (Command, error) {
-	err := target(&c.Meta, c.Name(), c.Env, c.Key, false)
-	return c, err
-}
-
-func (c ArchiveFlag) exec(ctx context.Context, s *Service) (Result, error) {
-	return setArchived(ctx, s, flagKind, c.Name(), c.Meta, c.Env, c.Key, c.ExpectedVersion, true)
-}
-
-// UnarchiveFlag brings an archived flag back; unarchiving a flag that is not archived writes
-// nothing.
-//
-// Errors: [ErrNotFound]; [*VersionError].
-type UnarchiveFlag ArchiveFlag
-
-// Name is "unarchive".
-func (UnarchiveFlag) Name() string { return "unarchive" }
-
-func (c UnarchiveFlag) validate(context.Context, *Service) (Command, error) {
-	err := target(&c.Meta, c.Name(), c.Env, c.Key, false)
-	return c, err
-}
-
-func (c UnarchiveFlag) exec(ctx context.Context, s *Service) (Result, error) {
-	return setArchived(ctx, s, flagKind, c.Name(), c.Meta, c.Env, c.Key, c.ExpectedVersion, false)
-}
-
 // RestoreFlag brings back the configuration the flag had at version ToVersion, which must be
 // between 1 and the current version minus one, as a new version: history is never rewritten.
 // Restoring a configuration equal to the current one writes nothing. Note that the configuration

@@ -148,49 +148,6 @@ func (c UpdateSegment) exec(ctx context.Context, s *Service) (Result, error) {
 	})
 }
 
-// ArchiveSegment retires the segment; archiving an archived segment writes nothing. A segment
-// that live flags still name, in their rules or as the segment their valve serves, is not
-// archived (see [WithUsage] for how they are found).
-//
-// Errors: [ErrSegmentNotFound]; [*VersionError]; [*InUseError] (matching [ErrInUse]); an error
-// wrapping context.DeadlineExceeded when the catalog given with WithUsage did not catch up
-// with the stream within 5 seconds.
-type ArchiveSegment struct {
-	Meta
-	Env, Key        string
-	ExpectedVersion uint64
-}
-
-// Name is "archive segment".
-func (ArchiveSegment) Name() string { return "archive segment" }
-
-func (c ArchiveSegment) validate(context.Context, *Service) (Command, error) {
-	err := target(&c.Meta, c.Name(), c.Env, c.Key, false)
-	return c, err
-}
-
-func (c ArchiveSegment) exec(ctx context.Context, s *Service) (Result, error) {
-	return setArchived(ctx, s, segmentKind, c.Name(), c.Meta, c.Env, c.Key, c.ExpectedVersion, true)
-}
-
-// UnarchiveSegment brings an archived segment back; unarchiving a segment that is not archived
-// writes nothing.
-//
-// Errors: [ErrSegmentNotFound]; [*VersionError].
-type UnarchiveSegment ArchiveSegment
-
-// Name is "unarchive segment".
-func (UnarchiveSegment) Name() string { return "unarchive segment" }
-
-func (c UnarchiveSegment) validate(context.Context, *Service) (Command, error) {
-	err := target(&c.Meta, c.Name(), c.Env, c.Key, false)
-	return c, err
-}
-
-func (c UnarchiveSegment) exec(ctx context.Context, s *Service) (Result, error) {
-	return setArchived(ctx, s, segmentKind, c.Name(), c.Meta, c.Env, c.Key, c.ExpectedVersion, false)
-}
-
 // GetSegment reads the segment's latest events from the stream, refreshing the cache, and
 // returns its current state, archived or not.
 //
