@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -436,23 +438,123 @@ func (s *Store) deliver(q Query, h Handler) rawHandler {
 		if from == 0 {
 			from = m.seq // a read by time covers everything from its first message
 		}
-		ev, derr := Decode(m.subject, m.hdr, m.data)
-		if derr != nil {
-			// Whatever the subject says, so that a reader knows which chain the message is on.
-			ev.Environment, ev.Entity, ev.Key, _ = parseSubject(m.subject)
-		}
-		ev.Sequence, ev.Stored, ev.Hash = m.seq, m.stored, Hash(m.subject, m.hdr, m.data)
-		if s.verifier != nil {
-			verr, err := s.judge(ctx, m.subject, m.seq, m.hdr, m.data, from, all)
-			if err != nil {
-				return err
-			}
-			if verr != nil {
-				derr = verr
-			}
+		ev, derr, err := s.decode(ctx, m, from, all)
+		if err != nil {
+			return err
 		}
 		return h(ev, derr)
 	}
+}
+
+// decode decodes one stored message and, with a verifier, judges it as a message of a read from
+// sequence from (see judge). derr is what a Handler receives; err is a failure to judge.
+func (s *Store) decode(ctx context.Context, m rawMsg, from uint64, all bool) (ev Event, derr, err error) {
+	ev, derr = Decode(m.subject, m.hdr, m.data)
+	if derr != nil {
+		// Whatever the subject says, so that a reader knows which chain the message is on.
+		ev.Environment, ev.Entity, ev.Key, _ = parseSubject(m.subject)
+	}
+	ev.Sequence, ev.Stored, ev.Hash = m.seq, m.stored, Hash(m.subject, m.hdr, m.data)
+	if s.verifier != nil {
+		verr, err := s.judge(ctx, m.subject, m.seq, m.hdr, m.data, from, all)
+		if err != nil {
+			return Event{}, nil, err
+		}
+		if verr != nil {
+			derr = verr
+		}
+	}
+	return ev, derr, nil
+}
+
+// [Store.ReadSequences] fetches minGetBatch messages first, then twice as many each time up to
+// maxGetBatch (a reader that stops early fetched little more than it used), getWorkers requests
+// in flight.
+const (
+	minGetBatch = 64
+	maxGetBatch = 1024
+	getWorkers  = 8
+)
+
+// ReadSequences calls h for the message stored at each of seqs, in the order given, and returns.
+// It fetches them by direct get, several at a time, so that a reader that knows where the
+// messages it wants are (an index) reads those and nothing else. Each message reaches h as it
+// would in [Store.Read]: decoded, and with [WithSigner] judged against its subject's chain, so
+// the messages of one subject must be given in stream order. It returns nil when h returns
+// [ErrStop].
+//
+// Errors: one wrapping jetstream.ErrMsgNotFound when a sequence holds no message; an
+// [*UnavailableError] when the store cannot answer; h's errors as they are.
+func (s *Store) ReadSequences(ctx context.Context, seqs []uint64, h Handler) error {
+	if err := s.connected(); err != nil {
+		return fmt.Errorf("read %d messages: %w", len(seqs), err)
+	}
+	msgs := make([]*jetstream.RawStreamMsg, min(len(seqs), maxGetBatch))
+	for size := minGetBatch; len(seqs) > 0; size = min(size*2, maxGetBatch) {
+		batch := seqs[:min(len(seqs), size)]
+		seqs = seqs[len(batch):]
+		if err := s.getMsgs(ctx, batch, msgs); err != nil {
+			return err
+		}
+		for i, seq := range batch {
+			raw := msgs[i]
+			// The stored time as a read's metadata gives it (local), not as the answer's header
+			// does (UTC), so that the event is the same whichever way it was read.
+			m := rawMsg{subject: raw.Subject, seq: seq, stored: time.Unix(0, raw.Time.UnixNano()), hdr: raw.Header, data: raw.Data}
+			ev, derr, err := s.decode(ctx, m, seq, false)
+			if err != nil {
+				return err
+			}
+			if err := h(ev, derr); err != nil {
+				if errors.Is(err, ErrStop) {
+					return nil
+				}
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// getMsgs fetches the message at each of seqs into msgs, getWorkers at a time.
+func (s *Store) getMsgs(ctx context.Context, seqs []uint64, msgs []*jetstream.RawStreamMsg) error {
+	var next atomic.Int64
+	var failed atomic.Bool
+	errs := make([]error, getWorkers)
+	var wg sync.WaitGroup
+	for w := range min(getWorkers, len(seqs)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(seqs) || ctx.Err() != nil || failed.Load() {
+					return
+				}
+				msg, err := s.stream.GetMsg(ctx, seqs[i])
+				switch {
+				case errors.Is(err, jetstream.ErrMsgNotFound):
+					errs[w] = fmt.Errorf("message %d: %w", seqs[i], err)
+				case err != nil:
+					errs[w] = fmt.Errorf("message %d: %w", seqs[i], unavailable(err))
+				case msg.Sequence != seqs[i]:
+					// A direct get reads the sequence from the answer's headers, which a stored
+					// message may carry too.
+					errs[w] = fmt.Errorf("message %d: the answer says it is message %d", seqs[i], msg.Sequence)
+				}
+				if errs[w] != nil {
+					failed.Store(true)
+					return
+				}
+				msgs[i] = msg
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
 }
 
 // consumerIdle is how long the server keeps the consumer of a read or a follow whose client

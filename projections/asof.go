@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
@@ -94,7 +95,7 @@ func entityAt[T any](ctx context.Context, r Reader, what, subject, env, key stri
 	if err := at.Validate(); err != nil {
 		return zero, err
 	}
-	err := r.Read(ctx, events.Query{Subjects: []string{subject}}, func(ev events.Event, err error) error {
+	err := readSubjects(ctx, r, subject, "", at.Sequence, func(ev events.Event, err error) error {
 		if at.after(&ev) {
 			return events.ErrStop
 		}
@@ -133,8 +134,8 @@ func EnvironmentAt(ctx context.Context, r Reader, env string, at Point) ([]Flag,
 		return nil, &events.ValidationError{Field: "at", Message: "a version is a point in one flag's history, not an environment's"}
 	}
 	c := NewCatalog()
-	q := events.Query{Subjects: []string{events.EntitySubjects(env, events.EntityFlag)}}
-	err := r.Read(ctx, q, func(ev events.Event, err error) error {
+	filter := events.EntitySubjects(env, events.EntityFlag)
+	err := readSubjects(ctx, r, filter, strings.TrimSuffix(filter, ">"), at.Sequence, func(ev events.Event, err error) error {
 		if at.after(&ev) {
 			return events.ErrStop
 		}
@@ -186,7 +187,7 @@ func readHistory(ctx context.Context, r Reader, entity, env, key string, step fu
 	}
 	var entries []Entry
 	folded := false
-	err := r.Read(ctx, events.Query{Subjects: []string{subject}}, func(ev events.Event, err error) error {
+	err := readSubjects(ctx, r, subject, "", 0, func(ev events.Event, err error) error {
 		if err == nil {
 			changes, ferr := step(&ev)
 			if ferr == nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
@@ -168,6 +169,11 @@ func Audit(ctx context.Context, r Reader, q AuditQuery) (AuditPage, error) {
 // auditEvents returns up to limit+1 events that q selects, the extra one telling that another page
 // follows.
 func auditEvents(ctx context.Context, r Reader, q AuditQuery, limit int) ([]events.Event, error) {
+	if ir := indexed(r); ir != nil && q.Until.IsZero() {
+		if lk, ok := q.lookup(ir.index); ok {
+			return auditIndexed(ctx, ir, q, lk, limit)
+		}
+	}
 	rq := events.Query{Subjects: []string{q.subject()}}
 	// The store starts from FromSequence when it is set and then ignores FromTime: a cursor wins,
 	// and Since is checked on every event anyway.
@@ -197,6 +203,86 @@ func auditEvents(ctx context.Context, r Reader, q AuditQuery, limit int) ([]even
 		return nil, fmt.Errorf("audit %s: %w", rq.Subjects[0], err)
 	}
 	return evs, nil
+}
+
+// lookup returns the index's lists of the events q may select: those of its actor, else of its
+// flag, else of its environment. A query with none of these filters reads the stream instead.
+func (q AuditQuery) lookup(ix *Index) (lookup, bool) {
+	switch {
+	case q.Actor != "":
+		return ix.actor(q.Actor), true
+	case q.Flag != "":
+		return ix.subject(events.FlagSubject(q.Environment, q.Flag)), true
+	case q.Environment != "":
+		return ix.prefix(strings.TrimSuffix(events.EnvironmentSubjects(q.Environment), ">")), true
+	}
+	return lookup{}, false
+}
+
+// within reports whether ev is on the subjects q filters on.
+func (q AuditQuery) within(ev *events.Event) bool {
+	switch {
+	case q.Flag != "":
+		return ev.Entity == events.EntityFlag && ev.Environment == q.Environment && ev.Key == q.Flag
+	case q.Environment != "":
+		return ev.Environment == q.Environment
+	}
+	return true
+}
+
+// auditIndexed is auditEvents through the index: the events of lk's lists from the cursor (or
+// from the first message stored a minute before Since), then those stored after the index's
+// sequence, kept as a read of the stream keeps them. Until is not handled here: it ends the
+// trail at the first event after it of every actor, which the lists do not show.
+func auditIndexed(ctx context.Context, ir *IndexedReader, q AuditQuery, lk lookup, limit int) ([]events.Event, error) {
+	tail := events.Query{Subjects: []string{q.subject()}, FromSequence: max(lk.seq, q.After) + 1}
+	from := q.After + 1
+	if q.After == 0 && !q.Since.IsZero() {
+		start, err := firstStoredAt(ctx, ir.src, q.Since.Add(-startSlack), lk.seq)
+		if err != nil {
+			return nil, fmt.Errorf("audit %s: %w", tail.Subjects[0], err)
+		}
+		from = start
+		if start > lk.seq {
+			// Nothing the index holds was stored after the start: the stream finds it.
+			tail.FromSequence, tail.FromTime = 0, q.Since.Add(-startSlack)
+		}
+	}
+	var evs []events.Event
+	err := ir.readIndexed(ctx, lk.sequences(from, lk.seq), tail, 0, func(ev events.Event, err error) error {
+		if err != nil || !q.within(&ev) || !q.matches(&ev) {
+			return nil
+		}
+		evs = append(evs, ev)
+		if len(evs) > limit {
+			return events.ErrStop
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit %s: %w", tail.Subjects[0], err)
+	}
+	return evs, nil
+}
+
+// firstStoredAt returns the first sequence up to last whose message the stream stored at or
+// after t, last+1 when there is none: the start a read from t has, found by a binary search as
+// the stream finds it (stored times rise with the sequence).
+func firstStoredAt(ctx context.Context, src IndexSource, t time.Time, last uint64) (uint64, error) {
+	lo, hi := uint64(1), last+1
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		at, err := src.StoredAt(ctx, mid)
+		if err != nil {
+			return 0, err
+		}
+		if at.Before(t) {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo, nil
 }
 
 // entityRef names one flag or one segment: a flag and a segment may share a key.
@@ -256,12 +342,9 @@ func auditChanges(ctx context.Context, r Reader, q AuditQuery, page []events.Eve
 			subjects = append(subjects, ref.subject())
 		}
 	}
-	if len(subjects) > maxFilterSubjects {
-		subjects = []string{q.subject()}
-	}
 	last := page[len(page)-1].Sequence
 	changes := make([][]Change, len(page))
-	err := r.Read(ctx, events.Query{Subjects: subjects}, func(ev events.Event, err error) error {
+	err := readChanges(ctx, r, q, subjects, last, func(ev events.Event, err error) error {
 		if ev.Sequence > last {
 			return events.ErrStop
 		}
@@ -291,4 +374,20 @@ func auditChanges(ctx context.Context, r Reader, q AuditQuery, page []events.Eve
 		}
 	}
 	return changes, nil
+}
+
+// readChanges reads the messages of subjects (those of the entities on a page of q) up to last,
+// through the index when r has one. A read of the stream filters on q's subjects instead when
+// there are more than maxFilterSubjects.
+func readChanges(ctx context.Context, r Reader, q AuditQuery, subjects []string, last uint64, h events.Handler) error {
+	filter := subjects
+	if len(subjects) > maxFilterSubjects {
+		filter = []string{q.subject()}
+	}
+	ir := indexed(r)
+	if ir == nil {
+		return r.Read(ctx, events.Query{Subjects: filter}, h)
+	}
+	lk := ir.index.subjectsOf(subjects)
+	return ir.readIndexed(ctx, lk.sequences(1, last), events.Query{Subjects: filter, FromSequence: lk.seq + 1}, last, h)
 }

@@ -15,7 +15,7 @@ import (
 
 // CheckpointFormat is the version of the checkpoint document written now. A runner ignores
 // checkpoints of other versions and replays the stream instead.
-const CheckpointFormat = 1
+const CheckpointFormat = 2
 
 // ErrBadCheckpoint means a checkpoint cannot be used: it does not decode, is of another format
 // version, or does not match the stream it claims to be of.
@@ -42,6 +42,8 @@ type Checkpoint struct {
 	ProblemCount uint64
 	// Acknowledged is the acknowledgement of problems that reaches furthest; zero for none.
 	Acknowledged Acknowledgement
+	// index is the runner's [Index] at Sequence, when it keeps one.
+	index *indexState
 }
 
 // checkpointDoc is the JSON of a checkpoint. Flags and segments carry their sequence, which
@@ -59,6 +61,7 @@ type checkpointDoc struct {
 	ProblemCount uint64       `json:"problemCount"`
 	// Acknowledged is absent in checkpoints written before acknowledgements existed.
 	Acknowledged *Acknowledgement `json:"acknowledged,omitempty"`
+	Index        *indexState      `json:"index,omitempty"`
 }
 
 type flagDoc struct {
@@ -108,6 +111,7 @@ func (cp *Checkpoint) Encode() ([]byte, error) {
 		Refused:      make([]refusedDoc, len(cp.Chains.Refused)),
 		Problems:     cp.Problems,
 		ProblemCount: cp.ProblemCount,
+		Index:        cp.index,
 	}
 	if cp.Acknowledged.Sequence != 0 {
 		d.Acknowledged = &cp.Acknowledged
@@ -159,6 +163,12 @@ func DecodeCheckpoint(data []byte) (Checkpoint, error) {
 	var err error
 	if cp.Last, err = d.Last.link(); err != nil {
 		return Checkpoint{}, err
+	}
+	if d.Index != nil {
+		if err := d.Index.check(d.Sequence); err != nil {
+			return Checkpoint{}, err
+		}
+		cp.index = d.Index
 	}
 	seen := make(map[string]bool, len(d.Flags))
 	for _, fd := range d.Flags {
@@ -222,6 +232,13 @@ type CheckpointLoader interface {
 // RunnerOption configures a [Runner].
 type RunnerOption func(*Runner)
 
+// WithIndex makes a runner keep ix, the [Index] of where every message is, as it folds the
+// stream; its checkpoints then hold the index, and it starts only from a checkpoint that does.
+// ix must be new (empty), and kept by this runner only.
+func WithIndex(ix *Index) RunnerOption {
+	return func(r *Runner) { r.index = ix }
+}
+
 // WithCheckpoints makes a runner whose catalog is empty start from the newest checkpoint l
 // gives, after checking it against the stream, instead of replaying the stream from its start.
 // It needs a source that can show a stored message's hash and the verifier that judges the
@@ -252,6 +269,9 @@ func (r *Runner) Checkpoint() Checkpoint {
 		Chains:   events.Chains{Sequence: r.last.Sequence, Heads: make([]events.Link, 0, len(r.heads)), Refused: slices.Clone(r.refused)},
 	}
 	cp.Flags, cp.Segments = r.catalog.all()
+	if r.index != nil {
+		cp.index = r.index.state()
+	}
 	for _, l := range r.heads {
 		cp.Chains.Heads = append(cp.Chains.Heads, l)
 	}
@@ -287,9 +307,15 @@ func (r *Runner) restore(ctx context.Context, streamLast uint64) bool {
 		r.logger.Warn("checkpoint not used: replaying the whole stream", "to", streamLast, "error", err)
 		return false
 	}
+	if r.index != nil && r.index.Sequence() != 0 {
+		return false
+	}
 	if err := r.catalog.restore(cp.Flags, cp.Segments, cp.Sequence); err != nil {
 		r.logger.Warn("checkpoint not used: replaying the whole stream", "to", streamLast, "error", err)
 		return false
+	}
+	if r.index != nil {
+		r.index.restore(cp.index)
 	}
 	if v := src.Verifier(); v != nil {
 		v.Restore(cp.Chains)
@@ -315,6 +341,9 @@ func (r *Runner) restore(ctx context.Context, streamLast uint64) bool {
 func (r *Runner) match(ctx context.Context, src resumable, cp *Checkpoint, streamLast uint64) error {
 	if cp.Format != CheckpointFormat {
 		return fmt.Errorf("%w: format %d, this version reads %d", ErrBadCheckpoint, cp.Format, CheckpointFormat)
+	}
+	if r.index != nil && cp.index == nil {
+		return fmt.Errorf("%w: it holds no history index", ErrBadCheckpoint)
 	}
 	if cp.Sequence > streamLast {
 		return fmt.Errorf("%w: taken at sequence %d, but the stream ends at %d", ErrBadCheckpoint, cp.Sequence, streamLast)

@@ -47,7 +47,8 @@ func TestCheckpointRoundTrip(t *testing.T) {
 func TestDecodeCheckpointRefuses(t *testing.T) {
 	good, _ := func() ([]byte, error) { cp := sampleCheckpoint(); return cp.Encode() }()
 	tests := map[string]func(*projections.Checkpoint){
-		"another format":  func(cp *projections.Checkpoint) { cp.Format = 2 },
+		"another format":  func(cp *projections.Checkpoint) { cp.Format = projections.CheckpointFormat + 1 },
+		"the previous":    func(cp *projections.Checkpoint) { cp.Format = 1 },
 		"no sequence":     func(cp *projections.Checkpoint) { cp.Sequence, cp.Last.Sequence = 0, 0 },
 		"last elsewhere":  func(cp *projections.Checkpoint) { cp.Last.Sequence = 8 },
 		"flag twice":      func(cp *projections.Checkpoint) { cp.Flags = append(cp.Flags, cp.Flags[0]) },

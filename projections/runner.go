@@ -36,6 +36,8 @@ type Runner struct {
 
 	// checkpoints, when set, is where Run finds the checkpoint to start from.
 	checkpoints CheckpointLoader
+	// index, when set, records where every message is (see WithIndex).
+	index *Index
 	// cmu makes what follows consistent with the catalog: it is held while a message is folded
 	// and while a checkpoint is taken.
 	cmu sync.Mutex
@@ -45,6 +47,8 @@ type Runner struct {
 	heads   map[string]events.Link
 	refused []*events.IntegrityError
 
+	// replayed: Run rebuilt the catalog from the stream's start, no checkpoint being usable.
+	replayed atomic.Bool
 	follower *Follower
 	running  atomic.Bool
 }
@@ -98,7 +102,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil || ctx.Err() != nil {
 		return err
 	}
-	r.restore(ctx, target)
+	if r.catalog.Sequence() == 0 && !r.restore(ctx, target) {
+		r.replayed.Store(true)
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -232,6 +238,9 @@ func (r *Runner) folder(target uint64, start time.Time) func(events.Event, error
 			}
 			r.last = l
 		}
+		if r.index != nil {
+			r.indexMessage(&ev, err, ie)
+		}
 		if p, ok := ProblemOf(err, time.Now()); ok {
 			if r.integrity.record(p) {
 				r.logger.Error("refusing a message that fails verification: it was not written by an Interlock server, or was altered",
@@ -271,6 +280,22 @@ func (r *Runner) acknowledged(ev events.Event) {
 	r.logger.Info("integrity problems acknowledged", "through", ack.Through, "sequence", ev.Sequence, "actor", ev.Actor, "reason", ev.Reason)
 }
 
+// indexMessage records a message in the index: on its subject, whatever it is, and for its actor
+// when it is an event (ie is the message's integrity error, when it has one).
+func (r *Runner) indexMessage(ev *events.Event, err error, ie *events.IntegrityError) {
+	subject, actor := "", ""
+	switch {
+	case ie != nil:
+		subject = ie.Subject
+	case ev.Environment != "":
+		subject = ev.Subject()
+	}
+	if err == nil {
+		actor = ev.Actor
+	}
+	r.index.add(subject, actor, ev.Sequence)
+}
+
 // checkReady marks the runner ready once the catalog reached target.
 func (r *Runner) checkReady(target uint64, start time.Time) {
 	if r.catalog.Sequence() < target {
@@ -289,6 +314,10 @@ func (r *Runner) Integrity() *Integrity { return &r.integrity }
 // and the events the catalog refused. Messages that fail verification are counted by
 // [Runner.Integrity] instead. A message delivered again after Run resumes counts again.
 func (r *Runner) Skipped() uint64 { return r.skipped.Load() }
+
+// Replayed reports whether Run rebuilt the catalog by replaying the stream from its start: there
+// was no checkpoint, or none it could use.
+func (r *Runner) Replayed() bool { return r.replayed.Load() }
 
 // Ready reports whether the catalog has caught up with the stream as it was when Run started. It
 // stays true once it is.

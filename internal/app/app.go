@@ -61,6 +61,7 @@ type Main struct {
 	store     *events.Store
 	catalog   *projections.Catalog
 	runner    *projections.Runner
+	history   *projections.IndexedReader // the store, read through the runner's history index
 	signing   config.Signing
 	lease     *lease.Lease
 	snaps     *snapshot.Writer
@@ -139,7 +140,11 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	m.catalog = projections.NewCatalog()
 	// A restart starts from the newest checkpoint of the projections, checked against the
 	// stream, and reads only the events after it.
-	m.runner = projections.NewRunner(m.store, m.catalog, logger, projections.WithCheckpoints(lazyCheckpoints{m}))
+	// The history index, kept by the runner and held in its checkpoints, lets the history, as-of
+	// and audit queries read the events they need by sequence instead of scanning the stream.
+	index := projections.NewIndex()
+	m.history = projections.NewIndexedReader(m.store, index)
+	m.runner = projections.NewRunner(m.store, m.catalog, logger, projections.WithCheckpoints(lazyCheckpoints{m}), projections.WithIndex(index))
 	m.checks, err = snapshot.NewCheckpoints(js, snapshot.CheckpointConfig{
 		Runner: m.runner, Signer: signing.Signer, Keys: m.store.Verifier().Keys(), Replicas: cfg.Replicas, Logger: logger,
 	})
@@ -222,7 +227,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	handler, err := api.New(api.Config{
 		Commands:    commands,
 		Catalog:     m.catalog,
-		Reader:      m.store,
+		Reader:      m.history,
 		Auth:        tokens,
 		RateLimit:   cfg.APIRateLimit,
 		RateBurst:   cfg.APIRateBurst,
@@ -263,7 +268,7 @@ func Start(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.W
 	}
 	dash, err := dashboard.New(dashboard.Config{
 		Catalog:  m.catalog,
-		Reader:   m.store,
+		Reader:   m.history,
 		Commands: commands,
 		Auth:     tokens,
 		Events:   m.store,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -208,6 +209,7 @@ func (n *node) sameAsReplay() {
 			n.t.Fatalf("segments of %s differ from the replay's:\n got %+v\nwant %+v", env, g, w)
 		}
 	}
+	n.sameQueries()
 	gp, gc := n.m.runner.Integrity().Problems()
 	wp, wc := wr.Integrity().Problems()
 	if gc != wc || len(gp) != len(wp) {
@@ -220,6 +222,53 @@ func (n *node) sameAsReplay() {
 	}
 	if ga, wa := n.m.runner.Integrity().Acknowledged(), wr.Integrity().Acknowledged(); ga.Through != wa.Through || ga.Sequence != wa.Sequence || ga.Actor != wa.Actor {
 		n.t.Fatalf("integrity acknowledgement %+v, replay has %+v", ga, wa)
+	}
+}
+
+// sameQueries checks that the history, as-of and audit queries the server answers through its
+// history index (kept, or restored from a checkpoint) give what reading the stream gives.
+func (n *node) sameQueries() {
+	n.t.Helper()
+	ctx := context.Background()
+	plain, indexed := projections.Reader(n.m.store), projections.Reader(n.m.history)
+	check := func(what string, get func(projections.Reader) (any, error)) {
+		n.t.Helper()
+		want, werr := get(plain)
+		got, gerr := get(indexed)
+		if fmt.Sprint(gerr) != fmt.Sprint(werr) || !reflect.DeepEqual(got, want) {
+			gj, _ := json.Marshal(got)
+			wj, _ := json.Marshal(want)
+			n.t.Fatalf("%s through the index:\n got %s %v\nwant %s %v", what, gj, gerr, wj, werr)
+		}
+	}
+	last := n.m.Catalog().Sequence()
+	first, err := projections.Audit(ctx, plain, projections.AuditQuery{Limit: 1})
+	if err != nil || len(first.Events) == 0 {
+		n.t.Fatalf("no audit trail: %v", err)
+	}
+	actor := first.Events[0].Actor
+	for _, env := range []string{"prod", "staging", "qa"} {
+		check("environment "+env+" at the middle", func(r projections.Reader) (any, error) {
+			return projections.EnvironmentAt(ctx, r, env, projections.Point{Sequence: last / 2})
+		})
+		for _, key := range []string{"flag-0", "flag-1", "flag-2", "forged-1"} {
+			check("history of "+env+"/"+key, func(r projections.Reader) (any, error) { return projections.FlagHistory(ctx, r, env, key) })
+		}
+		check("history of segment "+env+"/beta", func(r projections.Reader) (any, error) { return projections.SegmentHistory(ctx, r, env, "beta") })
+		for _, q := range []projections.AuditQuery{{Environment: env, Limit: 7}, {Environment: env, Actor: actor, Limit: 3}, {Actor: actor, Limit: 5}} {
+			for {
+				var next uint64
+				check(fmt.Sprintf("audit %+v", q), func(r projections.Reader) (any, error) {
+					p, err := projections.Audit(ctx, r, q)
+					next = p.Next
+					return p, err
+				})
+				if next == 0 {
+					break
+				}
+				q.After = next
+			}
+		}
 	}
 }
 
@@ -341,13 +390,34 @@ func TestRestartFallsBackToReplay(t *testing.T) {
 			cp.Last.Sequence = cp.Sequence
 			cp.Chains.Sequence = cp.Sequence
 			data, _ := cp.Encode()
+			var doc map[string]any
+			_ = json.Unmarshal(data, &doc)
+			doc["index"].(map[string]any)["sequence"] = cp.Sequence
+			data, _ = json.Marshal(doc)
 			putCheckpoint(t, js, signer, data, cp.Sequence)
 		}, "but the stream ends at"},
 		{"another format", func(t *testing.T, js jetstream.JetStream, signer *events.Signer, doc map[string]any, cp projections.Checkpoint) {
 			doc["format"] = projections.CheckpointFormat + 1
 			data, _ := json.Marshal(doc)
 			putCheckpoint(t, js, signer, data, cp.Sequence)
-		}, "format 2, this version reads 1"},
+		}, fmt.Sprintf("format %d, this version reads %d", projections.CheckpointFormat+1, projections.CheckpointFormat)},
+		{"the previous format", func(t *testing.T, js jetstream.JetStream, signer *events.Signer, doc map[string]any, cp projections.Checkpoint) {
+			doc["format"] = 1
+			delete(doc, "index")
+			data, _ := json.Marshal(doc)
+			putCheckpoint(t, js, signer, data, cp.Sequence)
+		}, fmt.Sprintf("format 1, this version reads %d", projections.CheckpointFormat)},
+		{"no history index", func(t *testing.T, js jetstream.JetStream, signer *events.Signer, doc map[string]any, cp projections.Checkpoint) {
+			delete(doc, "index")
+			data, _ := json.Marshal(doc)
+			putCheckpoint(t, js, signer, data, cp.Sequence)
+		}, "holds no history index"},
+		{"a spoilt history index", func(t *testing.T, js jetstream.JetStream, signer *events.Signer, doc map[string]any, cp projections.Checkpoint) {
+			list := doc["index"].(map[string]any)["subjects"].([]any)[0].(map[string]any)
+			list["seqs"] = "AA==" // a gap of 0: not a rising list
+			data, _ := json.Marshal(doc)
+			putCheckpoint(t, js, signer, data, cp.Sequence)
+		}, "does not decode"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -379,6 +449,14 @@ func TestRestartFallsBackToReplay(t *testing.T) {
 				t.Fatalf("started from a spoilt checkpoint:\n%s", logs)
 			}
 			b.sameAsReplay()
+			// The replay replaced the spoilt checkpoint, although it is no newer: the next start
+			// uses it.
+			b.close()
+			c := bootAt(t, dir)
+			if logs := c.logs.String(); !strings.Contains(logs, "starting from a checkpoint") {
+				t.Fatalf("the start after a replay did not start from a checkpoint:\n%s", logs)
+			}
+			c.sameAsReplay()
 		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -208,6 +209,11 @@ func timeRestart(t *testing.T, cfg config.Config, name string, queries bool, mid
 	}
 	ready := time.Since(start)
 	t.Logf("%s: Start returned after %v, /readyz 200 after %v", name, started.Round(time.Millisecond), ready.Round(time.Millisecond))
+	for line := range strings.Lines(logs.String()) {
+		if strings.Contains(line, "checkpoint") || strings.Contains(line, "catalog ready") {
+			t.Logf("%s: %s", name, strings.TrimSpace(line))
+		}
+	}
 	if queries {
 		timeQueries(t, base, mid)
 	}

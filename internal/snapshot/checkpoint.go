@@ -40,6 +40,9 @@ const (
 type Runner interface {
 	Checkpoint() projections.Checkpoint
 	Ready() bool
+	// Replayed reports whether the runner replayed the stream from its start, having no
+	// checkpoint it could use: the stored one is then replaced even at the same sequence.
+	Replayed() bool
 }
 
 // CheckpointConfig tunes [Checkpoints]. Runner, Signer and Keys are required.
@@ -112,6 +115,8 @@ type Checkpoints struct {
 	obs jetstream.ObjectStore // nil until the bucket exists
 	// written is the sequence of the last checkpoint stored (by this process or found).
 	written uint64
+	// replaced: this process stored a checkpoint, so the stored one is usable.
+	replaced bool
 }
 
 // NewCheckpoints returns a checkpoint writer and loader, or the configuration's problems.
@@ -186,8 +191,9 @@ func (c *Checkpoints) Run(ctx context.Context) error {
 		cp := c.cfg.Runner.Checkpoint()
 		c.mu.Lock()
 		behind := cp.Sequence - min(c.written, cp.Sequence)
+		unusable := c.unusable()
 		c.mu.Unlock()
-		if behind == 0 || (behind < c.cfg.Every && time.Since(last) < c.cfg.Interval) {
+		if !unusable && (behind == 0 || (behind < c.cfg.Every && time.Since(last) < c.cfg.Interval)) {
 			continue
 		}
 		if err := c.write(ctx, cp); err != nil {
@@ -210,7 +216,7 @@ func (c *Checkpoints) final(ctx context.Context) {
 	}
 	cp := c.cfg.Runner.Checkpoint()
 	c.mu.Lock()
-	fresh := cp.Sequence > c.written
+	fresh := cp.Sequence > c.written || c.unusable()
 	c.mu.Unlock()
 	if !fresh {
 		return
@@ -247,7 +253,10 @@ func (c *Checkpoints) write(ctx context.Context, cp projections.Checkpoint) erro
 	if err != nil {
 		return err
 	}
-	if stored < cp.Sequence {
+	c.mu.Lock()
+	unusable := c.unusable()
+	c.mu.Unlock()
+	if stored < cp.Sequence || unusable {
 		start := time.Now()
 		data, err := cp.Encode()
 		if err != nil {
@@ -266,12 +275,21 @@ func (c *Checkpoints) write(ctx context.Context, cp projections.Checkpoint) erro
 			return fmt.Errorf("put checkpoint: %w", err)
 		}
 		c.logger.Info("checkpoint written", "sequence", cp.Sequence, "bytes", len(data), "flags", len(cp.Flags), "segments", len(cp.Segments), "took", time.Since(start))
+		c.mu.Lock()
+		c.replaced = true
+		c.mu.Unlock()
 	}
 	c.mu.Lock()
 	c.written = max(c.written, cp.Sequence, stored)
 	c.mu.Unlock()
 	return nil
 }
+
+// unusable reports whether the stored checkpoint is one the runner could not start from (of
+// another format, spoilt, of another stream) and this process has not replaced it yet: it is
+// replaced even when it is as new, or every start would replay the whole stream. The caller
+// holds c.mu.
+func (c *Checkpoints) unusable() bool { return c.cfg.Runner.Replayed() && !c.replaced }
 
 // bucket returns the object store, creating it the first time.
 func (c *Checkpoints) bucket(ctx context.Context) (jetstream.ObjectStore, error) {
