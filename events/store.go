@@ -8,8 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -468,12 +466,10 @@ func (s *Store) decode(ctx context.Context, m rawMsg, from uint64, all bool) (ev
 }
 
 // [Store.ReadSequences] fetches minGetBatch messages first, then twice as many each time up to
-// maxGetBatch (a reader that stops early fetched little more than it used), getWorkers requests
-// in flight.
+// maxGetBatch: a reader that stops early fetched little more than it used.
 const (
 	minGetBatch = 64
 	maxGetBatch = 1024
-	getWorkers  = 8
 )
 
 // ReadSequences calls h for the message stored at each of seqs, in the order given, and returns.
@@ -516,45 +512,89 @@ func (s *Store) ReadSequences(ctx context.Context, seqs []uint64, h Handler) err
 	return nil
 }
 
-// getMsgs fetches the message at each of seqs into msgs, getWorkers at a time.
+// getTimeout bounds the wait for the answers to one batch of direct gets when ctx has no
+// deadline.
+const getTimeout = 10 * time.Second
+
+// getMsgs fetches the message at each of seqs into msgs with direct gets, all the requests of the
+// batch sent at once on one reply subscription: one round trip a batch, not one a message.
 func (s *Store) getMsgs(ctx context.Context, seqs []uint64, msgs []*jetstream.RawStreamMsg) error {
-	var next atomic.Int64
-	var failed atomic.Bool
-	errs := make([]error, getWorkers)
-	var wg sync.WaitGroup
-	for w := range min(getWorkers, len(seqs)) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(seqs) || ctx.Err() != nil || failed.Load() {
-					return
-				}
-				msg, err := s.stream.GetMsg(ctx, seqs[i])
-				switch {
-				case errors.Is(err, jetstream.ErrMsgNotFound):
-					errs[w] = fmt.Errorf("message %d: %w", seqs[i], err)
-				case err != nil:
-					errs[w] = fmt.Errorf("message %d: %w", seqs[i], unavailable(err))
-				case msg.Sequence != seqs[i]:
-					// A direct get reads the sequence from the answer's headers, which a stored
-					// message may carry too.
-					errs[w] = fmt.Errorf("message %d: the answer says it is message %d", seqs[i], msg.Sequence)
-				}
-				if errs[w] != nil {
-					failed.Store(true)
-					return
-				}
-				msgs[i] = msg
-			}
-		})
+	nc := s.js.Conn()
+	inbox := nats.NewInbox()
+	answers := make(chan *nats.Msg, len(seqs))
+	sub, err := nc.ChanSubscribe(inbox+".*", answers)
+	if err != nil {
+		return fmt.Errorf("read %d messages: %w", len(seqs), unavailable(err))
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
+	defer func() { _ = sub.Unsubscribe() }()
+	prefix := s.js.Options().APIPrefix
+	if prefix == "" {
+		prefix = jetstream.DefaultAPIPrefix
+	}
+	subject := prefix + "DIRECT.GET." + s.name
+	body := make([]byte, 0, 32)
+	for i, seq := range seqs {
+		body = append(strconv.AppendUint(append(body[:0], `{"seq":`...), seq, 10), '}')
+		if err := nc.PublishRequest(subject, inbox+"."+strconv.Itoa(i), body); err != nil {
+			return fmt.Errorf("message %d: %w", seq, unavailable(err))
 		}
 	}
-	return ctx.Err()
+	timeout := time.NewTimer(getTimeout)
+	defer timeout.Stop()
+	for range seqs {
+		var m *nats.Msg
+		select {
+		case m = <-answers:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timeout.C:
+			return fmt.Errorf("read %d messages: %w", len(seqs), unavailable(nats.ErrTimeout))
+		}
+		_, token, _ := strings.Cut(m.Subject, inbox+".")
+		i, err := strconv.Atoi(token)
+		if err != nil || i < 0 || i >= len(seqs) {
+			return fmt.Errorf("read %d messages: an answer on %q", len(seqs), truncate(m.Subject))
+		}
+		raw, err := directGetMsg(m)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return fmt.Errorf("message %d: %w", seqs[i], err)
+		case err != nil:
+			return fmt.Errorf("message %d: %w", seqs[i], unavailable(err))
+		case raw.Sequence != seqs[i]:
+			// The sequence comes from the answer's headers, which a stored message may carry too.
+			return fmt.Errorf("message %d: the answer says it is message %d", seqs[i], raw.Sequence)
+		}
+		msgs[i] = raw
+	}
+	return nil
+}
+
+// directGetMsg reads the answer to a direct get as jetstream's GetMsg does: the message with its
+// stream, subject, sequence and time in headers, or a status.
+func directGetMsg(m *nats.Msg) (*jetstream.RawStreamMsg, error) {
+	if len(m.Data) == 0 {
+		switch status := m.Header.Get("Status"); status {
+		case "":
+		case "404":
+			return nil, jetstream.ErrMsgNotFound
+		default:
+			return nil, fmt.Errorf("direct get: status %s %s", status, m.Header.Get("Description"))
+		}
+	}
+	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("direct get: sequence %q: %w", m.Header.Get(jetstream.SequenceHeader), err)
+	}
+	tm, err := time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer))
+	if err != nil {
+		return nil, fmt.Errorf("direct get: time: %w", err)
+	}
+	subject := m.Header.Get(jetstream.SubjectHeader)
+	if subject == "" {
+		return nil, errors.New("direct get: no subject")
+	}
+	return &jetstream.RawStreamMsg{Subject: subject, Sequence: seq, Header: m.Header, Data: m.Data, Time: tm}, nil
 }
 
 // consumerIdle is how long the server keeps the consumer of a read or a follow whose client

@@ -13,6 +13,9 @@
 //   - The stream is the source of truth: every read model here can be thrown away and rebuilt.
 //     A Checkpoint only saves replaying: a Runner started from one (checked against the stream)
 //     holds the same catalog, chains and refusals as one that replayed the stream from its start.
+//   - An Index only saves scanning: the history, as-of and audit queries read through an
+//     IndexedReader deliver the same messages, in the same order, to the same folds as a read of
+//     the stream, and so give the same results.
 //
 // A [Runner] replays and follows the stream on a [Follower], the same catch-up, backoff and
 // readiness the in-process client of package local follows with. Flag evaluation is package
