@@ -23,8 +23,9 @@ var ErrBadCheckpoint = errors.New("unusable checkpoint")
 
 // Checkpoint is everything a [Runner] knows at one stream sequence: every flag and segment of
 // every environment, the chains its verifier checked (so that the events after the checkpoint
-// are chain-checked as in a full replay) and the messages it refused. A runner given one starts
-// from it and reads only the events after it (see [WithCheckpoints]).
+// are chain-checked as in a full replay), the messages it refused and, for a runner that keeps
+// one, its history [Index]. A runner given one starts from it and reads only the events after it
+// (see [WithCheckpoints]).
 type Checkpoint struct {
 	Format int
 	// Sequence is that of the last message the runner handled; a runner resumes after it.
@@ -331,8 +332,12 @@ func (r *Runner) restore(ctx context.Context, streamLast uint64) bool {
 	if cp.Acknowledged.Sequence != 0 {
 		r.integrity.acknowledge(cp.Acknowledged)
 	}
-	r.logger.Info("starting from a checkpoint", "sequence", cp.Sequence, "taken", cp.Time,
-		"flags", len(cp.Flags), "segments", len(cp.Segments), "stream_last", streamLast, "took", time.Since(start))
+	attrs := []any{"sequence", cp.Sequence, "taken", cp.Time, "flags", len(cp.Flags), "segments", len(cp.Segments)}
+	if r.index != nil {
+		subjects, actors, size := r.index.Len()
+		attrs = append(attrs, "index_subjects", subjects, "index_actors", actors, "index_bytes", size)
+	}
+	r.logger.Info("starting from a checkpoint", append(attrs, "stream_last", streamLast, "took", time.Since(start))...)
 	return true
 }
 

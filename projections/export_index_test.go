@@ -1,9 +1,10 @@
 package projections
 
-// SetDenseRatio sets how dense the messages of an indexed query must be to be read with one
-// filtered read rather than fetched one by one (0: never), and returns what restores it.
-func SetDenseRatio(r uint64) (restore func()) {
-	old := denseRatio
-	denseRatio = r
-	return func() { denseRatio = old }
+// SetDense sets when the messages of an indexed query are read with one filtered read rather
+// than fetched one by one: at least least of them, one in ratio or more of the stretch of the
+// stream they span (ratio 0: never). It returns what restores the defaults.
+func SetDense(ratio, least uint64) (restore func()) {
+	oldRatio, oldLeast := denseRatio, minDense
+	denseRatio, minDense = ratio, least
+	return func() { denseRatio, minDense = oldRatio, oldLeast }
 }

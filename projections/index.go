@@ -269,7 +269,7 @@ func (r *IndexedReader) Read(ctx context.Context, q events.Query, h events.Handl
 // delivers the same messages, and on a wider filter (an actor's events, read on the audit's
 // subjects) others that h leaves out as a read of the stream would.
 func (r *IndexedReader) readIndexed(ctx context.Context, seqs []uint64, tail events.Query, to uint64, h events.Handler) error {
-	if n := uint64(len(seqs)); n > 0 && n*denseRatio >= seqs[n-1]-seqs[0]+1 {
+	if n := uint64(len(seqs)); n > 0 && n >= minDense && n*denseRatio >= seqs[n-1]-seqs[0]+1 {
 		return r.src.Read(ctx, events.Query{Subjects: tail.Subjects, FromSequence: seqs[0]}, h)
 	}
 	stopped := false
@@ -290,7 +290,14 @@ func (r *IndexedReader) readIndexed(ctx context.Context, seqs []uint64, tail eve
 // read with one filtered read rather than fetched one by one. A fetch is a request and an answer
 // (some 40 µs here); a filtered read delivers a thousand messages an answer and passes over the
 // others in the server (a few µs each).
-var denseRatio uint64 = 16 // a variable for the tests, which read both ways
+// minDense: fewer messages than this are fetched however dense, since a filtered read first
+// costs the creation of a consumer, which on a long stream counts what its filter holds.
+//
+// Both are variables for the tests, which read both ways.
+var (
+	denseRatio uint64 = 16
+	minDense   uint64 = 256
+)
 
 // indexed returns r as an *IndexedReader, or nil for another reader.
 func indexed(r Reader) *IndexedReader {
