@@ -130,7 +130,8 @@ func writeHistory(t *testing.T, cfg config.Config, n int) time.Time {
 					msg := ev.Msg()
 					hash := signing.Signer.Sign(msg, prev[i])
 					prev[i] = &hash
-					if _, err := js.PublishMsgAsync(msg); err != nil {
+					// On a busy machine the acknowledgements may lag: wait for them rather than fail.
+					if _, err := js.PublishMsgAsync(msg, jetstream.WithStallWait(time.Minute)); err != nil {
 						t.Error(err)
 						return
 					}
