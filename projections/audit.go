@@ -132,7 +132,9 @@ type AuditPage struct {
 // Reading a page costs two reads: one from the cursor (or from Since) to find the page's events,
 // and one folding the flags and segments on the page from the start of the stream up to the
 // page's last event, which the changes need. The second grows with the history of those flags and
-// segments, not with the page.
+// segments, not with the page. Through an [IndexedReader], a query on an actor, a flag or an
+// environment (without Until) reads the page's candidates from the index's list of them, and the
+// changes from the lists of the page's flags and segments: the same events, without the scan.
 //
 // Errors: one wrapping events.ErrInvalid for a bad query (see [AuditQuery.Validate]); otherwise a
 // read error.

@@ -168,7 +168,7 @@ func (ix *Index) actor(actor string) lookup {
 	return lk
 }
 
-// subjects returns the lists of the subjects given.
+// subjectsOf returns the lists of the subjects given.
 func (ix *Index) subjectsOf(subjects []string) lookup {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
