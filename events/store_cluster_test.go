@@ -8,6 +8,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // A read of a 3-replica stream sees every event acknowledged before it began, although its
@@ -66,5 +67,48 @@ func TestReadYourWritesR3(t *testing.T) {
 	}
 	for name, n := range stale {
 		t.Errorf("%s: %d of %d reads missed the event appended just before", name, n, rounds)
+	}
+}
+
+// BenchmarkRead loads one flag of 10 events: on one server with a stream of one replica (whose
+// read asks nobody first), and on a cluster of three with a stream of three (whose read asks
+// the stream leader for the flag's last sequence first).
+func BenchmarkRead(b *testing.B) {
+	for _, tc := range []struct {
+		name     string
+		replicas int
+		server   func(b *testing.B) *server.Server
+	}{
+		{"R1", 1, func(b *testing.B) *server.Server { return natstest.RunServer(b) }},
+		{"R3", 3, func(b *testing.B) *server.Server { return natstest.RunCluster(b)[1] }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			ctx := context.Background()
+			st, err := events.Open(ctx, natstest.JetStream(b, tc.server(b)), events.StreamConfig{Replicas: tc.replicas})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var last uint64
+			for v := uint64(1); v <= 10; v++ {
+				typ, payload := events.TypeFlagEnabled, any(events.FlagEnabled{})
+				if v == 1 {
+					typ, payload = events.TypeFlagCreated, any(created)
+				}
+				ev := newEvent(b, typ, v, payload)
+				if last, err = st.Append(ctx, &ev, last); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				evs, err := st.Load(ctx, "production", "checkout-v2")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(evs) != 10 {
+					b.Fatalf("%d events, want 10", len(evs))
+				}
+			}
+		})
 	}
 }
