@@ -470,10 +470,15 @@ const (
 	followHeartbeat = time.Second
 )
 
-// readHeartbeatMisses is how many missed heartbeats in a row a read rides out: its pull request
-// may reach a consumer that was just created on another server before that server's interest in
-// it has spread through the cluster, and is then lost; the next heartbeat check sends it again.
-const readHeartbeatMisses = 3
+// A read's pull request may reach the server of a consumer just created there before that
+// server's interest in it has spread through the cluster, and is then lost. With a heartbeat every
+// readHeartbeat while a pull waits, the read finds out within two and pulls again, up to
+// readHeartbeatMisses times in a row.
+const (
+	readExpiry          = time.Second
+	readHeartbeat       = 500 * time.Millisecond
+	readHeartbeatMisses = 3
+)
 
 // read calls fn for every message that q selects and that was stored when read began. Errors of
 // the store are [*UnavailableError]s; fn's errors are returned as they are.
@@ -538,7 +543,7 @@ func (s *Store) read(ctx context.Context, q Query, fn rawHandler) error {
 	}
 	batch := int(min(max(stored, 1), 1000))
 	it, err := cons.Messages(jetstream.PullMaxMessages(batch),
-		jetstream.PullExpiry(followExpiry), jetstream.PullHeartbeat(followHeartbeat))
+		jetstream.PullExpiry(readExpiry), jetstream.PullHeartbeat(readHeartbeat))
 	if err != nil {
 		return fmt.Errorf("read %v: %w", q.filters(), unavailable(err))
 	}
