@@ -18,6 +18,9 @@
 //     [Canonical] form). Reads verify: a message that fails reaches the handler as an
 //     [*IntegrityError] and is never a link of its subject's chain. Unsigned events are accepted
 //     up to the cut-over recorded in the stream's metadata ([MetadataCutover]).
+//   - A read ([Store.Read], [Store.Load]) returns at least every event acknowledged before it
+//     began, on a replicated stream too, whichever replica its consumer is placed on: it reads up
+//     to the last sequence the stream leader holds on its subjects.
 //   - Keys and environment names are validated by [ValidateFlagKey] and [ValidateEnvironment]
 //     before anything is written; a decoder never panics on bad input.
 package events

@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -60,6 +61,9 @@ type Store struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	name   string
+	// replicated is set for a stream of more than one replica, whose reads ask the leader
+	// first (see [Store.read]).
+	replicated bool
 
 	// With a signer: every append is signed and chained, and every read is verified.
 	signer   *Signer
@@ -133,7 +137,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg StreamConfig, opts ..
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
 	}
-	s := &Store{js: js, stream: stream, name: cfg.Name}
+	s := &Store{js: js, stream: stream, name: cfg.Name, replicated: stream.CachedInfo().Config.Replicas > 1}
 	if o.signer == nil {
 		return s, nil
 	}
@@ -608,11 +612,48 @@ const (
 	followHeartbeat = time.Second
 )
 
+// A read's pull request may reach the server of a consumer just created there before that
+// server's interest in it has spread through the cluster, and is then lost. With a heartbeat every
+// readHeartbeat while a pull waits, the read finds out within two and pulls again, up to
+// readHeartbeatMisses times in a row.
+const (
+	readExpiry          = time.Second
+	readHeartbeat       = 500 * time.Millisecond
+	readHeartbeatMisses = 3
+)
+
 // read calls fn for every message that q selects and that was stored when read began. Errors of
 // the store are [*UnavailableError]s; fn's errors are returned as they are.
+//
+// On a stream of one replica the consumer lives on the stream's only server, and what was stored
+// when the read began is what the consumer counts as pending at its creation. On a replicated
+// stream the server places the read's consumer (of one replica, in memory: a replicated one
+// would cost a consensus group per read) on any of the stream's peers, a follower that has not
+// stored the newest messages yet among them: its pending count may fall short of what the
+// stream acknowledged. There the read first asks the stream leader, which has stored every
+// acknowledged message, for the sequence of the last message on the read's subjects, and reads
+// until the consumer delivered it: a consumer on a follower delivers it once the follower stored
+// it.
 func (s *Store) read(ctx context.Context, q Query, fn rawHandler) error {
 	if err := s.connected(); err != nil {
 		return fmt.Errorf("read %v: %w", q.filters(), err)
+	}
+	// upTo is the leader's last sequence on the read's subjects, on a replicated stream only.
+	// Comparing last sequences is exact for any start: every replica holds a prefix of the
+	// leader's messages (the stream never deletes one), and the messages a read selects are
+	// those of its subjects from its start on, so a read that delivered the leader's last one has
+	// delivered all of them. A count of the subjects' messages would be exact only for reads
+	// from the first sequence: the leader counts no range.
+	var upTo uint64
+	if s.replicated {
+		last, err := s.lastOnLeader(ctx, q.filters())
+		if err != nil {
+			return fmt.Errorf("read %v: %w", q.filters(), unavailable(err))
+		}
+		if last == 0 || q.FromSequence > last {
+			return nil // the leader stores nothing the read selects
+		}
+		upTo = last
 	}
 	policy, startSeq, startTime := q.consumerConfig()
 	cons, err := s.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
@@ -630,38 +671,121 @@ func (s *Store) read(ctx context.Context, q Query, fn rawHandler) error {
 	}
 	info := cons.CachedInfo()
 	defer s.deleteConsumer(ctx, info.Name)
-	// What was stored when the read began: the consumer's pending count at its creation. The
-	// count of what is pending later grows with every event appended meanwhile, so under a
-	// steady stream of appends it may never reach zero: the read stops after this many.
+	// What was stored when the read began, on one replica: the consumer's pending count at its
+	// creation. The count of what is pending later grows with every event appended meanwhile, so
+	// under a steady stream of appends it may never reach zero: the read stops after this many.
 	stored := info.NumPending
-	if stored == 0 {
+	switch {
+	case upTo > 0 && info.Delivered.Stream >= upTo:
+		// A read by time on a replica holding upTo whose first message at or after the time
+		// comes after upTo: nothing stored when the read began is that recent.
+		return nil
+	case upTo == 0 && stored == 0:
 		return nil
 	}
-	batch := int(min(stored, 1000))
-	it, err := cons.Messages(jetstream.PullMaxMessages(batch))
+	batch := int(min(max(stored, 1), 1000))
+	it, err := cons.Messages(jetstream.PullMaxMessages(batch),
+		jetstream.PullExpiry(readExpiry), jetstream.PullHeartbeat(readHeartbeat))
 	if err != nil {
 		return fmt.Errorf("read %v: %w", q.filters(), unavailable(err))
 	}
 	defer it.Stop()
+	// A replica behind the time a read starts from starts it after its own last message, which
+	// may be older than the time: those messages are skipped, up to the first one at or after
+	// it (where the leader would have started).
+	skipOlder := upTo > 0 && q.FromSequence == 0 && !q.FromTime.IsZero()
+	missed := 0
 	for read := uint64(1); ; read++ {
 		msg, err := it.Next(jetstream.NextContext(ctx))
+		if errors.Is(err, jetstream.ErrNoHeartbeat) && missed < readHeartbeatMisses && ctx.Err() == nil {
+			missed++
+			read--
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("read %v: %w", q.filters(), unavailable(err))
 		}
+		missed = 0
 		m, err := rawOf(msg)
 		if err != nil {
 			return fmt.Errorf("read %v: %w", q.filters(), err)
 		}
+		if skipOlder && m.stored.Before(q.FromTime) {
+			if m.seq >= upTo {
+				return nil
+			}
+			continue
+		}
+		skipOlder = false
 		if err := fn(ctx, m); err != nil {
 			if errors.Is(err, ErrStop) {
 				return nil
 			}
 			return err
 		}
+		if upTo > 0 {
+			if m.seq >= upTo {
+				return nil
+			}
+			continue
+		}
 		if p, _ := msg.Metadata(); p.NumPending == 0 || read >= stored {
 			return nil
 		}
 	}
+}
+
+// lastOnLeader is the sequence of the last message on any of subjects as the stream leader
+// stores it (0 when there is none). It asks with JetStream's message get, which only the stream
+// leader answers; the direct get that nats.go uses for a stream allowing it may be answered by
+// any replica.
+func (s *Store) lastOnLeader(ctx context.Context, subjects []string) (uint64, error) {
+	opts := s.js.Options()
+	prefix := jetstream.DefaultAPIPrefix
+	switch {
+	case opts.Domain != "":
+		prefix = "$JS." + opts.Domain + ".API."
+	case opts.APIPrefix != "":
+		prefix = strings.TrimSuffix(opts.APIPrefix, ".") + "."
+	}
+	if _, ok := ctx.Deadline(); !ok && opts.DefaultTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, opts.DefaultTimeout)
+		defer cancel()
+	}
+	var last uint64
+	for _, subject := range subjects {
+		req, err := json.Marshal(struct {
+			LastFor   string `json:"last_by_subj"`
+			NoHeaders bool   `json:"no_hdr"`
+		}{subject, true})
+		if err != nil {
+			return 0, err
+		}
+		msg, err := s.js.Conn().RequestWithContext(ctx, prefix+"STREAM.MSG.GET."+s.name, req)
+		if err != nil {
+			return 0, fmt.Errorf("last message on %s: %w", subject, err)
+		}
+		var resp struct {
+			Error   *jetstream.APIError `json:"error"`
+			Message *struct {
+				Sequence uint64 `json:"seq"`
+			} `json:"message"`
+		}
+		if err := json.Unmarshal(msg.Data, &resp); err != nil {
+			return 0, fmt.Errorf("last message on %s: %w", subject, err)
+		}
+		switch {
+		case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+			continue
+		case resp.Error != nil:
+			return 0, fmt.Errorf("last message on %s: %w", subject, resp.Error)
+		case resp.Message == nil:
+			return 0, fmt.Errorf("last message on %s: %w", subject, jetstream.ErrInvalidJetStreamResponse)
+		}
+		last = max(last, resp.Message.Sequence)
+	}
+	return last, nil
 }
 
 // deleteConsumer deletes a consumer of this store's once its reader is done, briefly: if it cannot

@@ -450,13 +450,9 @@ func TestWritesAcrossStreamLeaderKill(t *testing.T) {
 		t.Errorf("%d answers were 500", n)
 	}
 
-	// A read of a 3-replica stream may be served by a follower still catching up (the server
-	// just restarted, say): read until every acknowledged write shows.
-	var evs []events.Event
-	natstest.Eventually(t, 30*time.Second, func() bool {
-		evs = storedFlagEvents(t, urls[(leader+1)%3], "checkout", 3)
-		return len(evs) >= len(got)+1
-	}, "%d events show for %d acknowledged writes and the create", len(evs), len(got))
+	// Read through the server that was not the leader: the read sees every acknowledged write
+	// although its consumer may be placed on the restarted server, still catching up.
+	evs := storedFlagEvents(t, urls[(leader+1)%3], "checkout", 3)
 	if len(evs) != len(got)+1 {
 		t.Errorf("%d events for %d acknowledged writes and the create", len(evs), len(got))
 	}
