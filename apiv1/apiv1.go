@@ -43,6 +43,9 @@ type (
 	Valve = projections.Valve
 	// Problem is one message the projections refused because it failed verification.
 	Problem = projections.Problem
+	// Acknowledgement is an operator's acknowledgement of the integrity problems up to a stream
+	// sequence.
+	Acknowledgement = projections.Acknowledgement
 )
 
 // The configurations a client sends, as the events carry them.
@@ -174,15 +177,38 @@ type CloseValveRequest struct {
 // Integrity is the answer of GET /api/v1/integrity, and part of /readyz: the messages this
 // replica's projections refused because they failed verification.
 type Integrity struct {
-	// Status is "ok", or "problems" when the projections refused messages.
+	// Status is "ok"; "acknowledged" when the projections refused messages and an operator
+	// acknowledged every one; "problems" when some refused message is not acknowledged (and
+	// /readyz answers 503).
 	Status   string    `json:"status"`
 	Count    uint64    `json:"count"`
 	Problems []Problem `json:"problems"`
+	// Unacknowledged counts the problems listed that no acknowledgement covers; Latest is the
+	// sequence of the latest problem (0 for none).
+	Unacknowledged int    `json:"unacknowledged"`
+	Latest         uint64 `json:"latest,omitempty"`
+	// Acknowledged is the acknowledgement that reaches furthest; absent when there is none.
+	Acknowledged *Acknowledgement `json:"acknowledged,omitempty"`
 	// Cutover is the first stream sequence that must be signed; absent when the server does
 	// not sign.
 	Cutover *uint64 `json:"cutover,omitempty"`
 	// KeyID is the id of the key this replica signs with.
 	KeyID string `json:"signingKey,omitempty"`
+}
+
+// AcknowledgeRequest is the body of POST /api/v1/integrity/acknowledgements: acknowledge the
+// integrity problems up to stream sequence Through (the latest this replica recorded when 0),
+// for Reason.
+type AcknowledgeRequest struct {
+	Through uint64 `json:"through,omitempty"`
+	Reason  string `json:"reason"`
+}
+
+// Acknowledged is the answer of POST /api/v1/integrity/acknowledgements: the acknowledgement,
+// and the integrity status once this replica applied it.
+type Acknowledged struct {
+	Acknowledgement Acknowledgement `json:"acknowledgement"`
+	Integrity       *Integrity      `json:"integrity"`
 }
 
 // SigningKeys is the answer of GET /api/v1/signing-keys. Its fields are in the order the server

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/interlock-dev/interlock/apiv1"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/interlock-dev/interlock/internal/command"
@@ -446,7 +447,7 @@ func (a *API) metricsOp() op {
 }
 
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
-	a.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
+	a.writeJSON(w, r, http.StatusOK, apiv1.Status{Status: "ok"})
 }
 
 // readyz answers 200 once the projections caught up, while the event store answers and the
@@ -462,18 +463,18 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) error {
 		ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
 		defer cancel()
 		if err := a.cfg.Health(ctx); err != nil {
-			a.writeJSON(w, r, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "cause": err.Error()})
+			a.writeJSON(w, r, http.StatusServiceUnavailable, apiv1.Readiness{Status: "unavailable", Cause: err.Error()})
 			return nil
 		}
 	}
-	body := map[string]any{"status": "ok"}
+	body := apiv1.Readiness{Status: "ok"}
 	status := http.StatusOK
 	if st := a.integrityStatus(nil); st != nil {
-		body["integrity"] = st
+		body.Integrity = st
 		if st.Status == integrityProblems {
 			status = http.StatusServiceUnavailable
-			body["status"] = "unavailable"
-			body["cause"] = fmt.Sprintf("integrity problems: %d messages on the event stream failed verification and are not acknowledged (the latest at sequence %d); "+
+			body.Status = "unavailable"
+			body.Cause = fmt.Sprintf("integrity problems: %d messages on the event stream failed verification and are not acknowledged (the latest at sequence %d); "+
 				"see GET /api/v1/integrity, and acknowledge them with POST /api/v1/integrity/acknowledgements", st.Unacknowledged, st.Latest)
 		}
 	}

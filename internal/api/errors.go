@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/interlock-dev/interlock/apiv1"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/interlock-dev/interlock/internal/command"
@@ -50,19 +51,7 @@ func (e *requestError) Unwrap() error { return e.kind }
 
 func badRequest(msg string) error { return &requestError{kind: errBadRequest, msg: msg} }
 
-// errorBody is the JSON of every error response.
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	// EventID names the event of a write of unknown outcome (codeOutcomeUnknown).
-	EventID string `json:"eventId,omitempty"`
-}
-
-// Error codes.
+// Error codes: those of apiv1, as the strings classify returns.
 const (
 	codeInvalidArgument      = "invalid_argument"
 	codeUnauthenticated      = "unauthenticated"
@@ -180,7 +169,7 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		a.logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path,
 			"correlation_id", correlationID(r.Context()), "error", err)
 	}
-	detail := errorDetail{Code: code, Message: msg}
+	detail := apiv1.Error{Code: apiv1.Code(code), Message: msg}
 	switch status {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="interlock"`)
@@ -198,7 +187,7 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.As(err, &outcome) {
 		detail.EventID = outcome.EventID
 	}
-	a.writeJSON(w, r, status, errorBody{Error: detail})
+	a.writeJSON(w, r, status, apiv1.ErrorBody{Error: detail})
 }
 
 // outcomeMessage tells the client that its write may or may not be stored, and how to settle it.
@@ -257,7 +246,7 @@ func (a *API) writeJSON(w http.ResponseWriter, r *http.Request, status int, v an
 		a.logger.ErrorContext(r.Context(), "encode response", "method", r.Method, "path", r.URL.Path,
 			"correlation_id", correlationID(r.Context()), "error", err)
 		status = http.StatusInternalServerError
-		body, _ = json.Marshal(errorBody{Error: errorDetail{Code: codeInternal, Message: internalMessage}})
+		body, _ = json.Marshal(apiv1.ErrorBody{Error: apiv1.Error{Code: codeInternal, Message: internalMessage}})
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")

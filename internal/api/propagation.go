@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 
+	"github.com/interlock-dev/interlock/apiv1"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/presence"
 )
@@ -31,28 +32,12 @@ func (a *API) listSubscribers(w http.ResponseWriter, r *http.Request) error {
 	if a.cfg.Presence == nil {
 		return errNoPresence
 	}
-	subs := a.cfg.Presence.Subscribers(env)
-	if subs == nil {
-		subs = []presence.Subscriber{}
+	list := apiv1.SubscriberList{Environment: env, Subscribers: []apiv1.Subscriber{}}
+	for _, s := range a.cfg.Presence.Subscribers(env) {
+		list.Subscribers = append(list.Subscribers, apiv1.Subscriber(s))
 	}
-	a.writeJSON(w, r, http.StatusOK, struct {
-		Environment string                `json:"environment"`
-		Subscribers []presence.Subscriber `json:"subscribers"`
-	}{env, subs})
+	a.writeJSON(w, r, http.StatusOK, list)
 	return nil
-}
-
-// propagationBody is the answer of the propagation endpoint.
-type propagationBody struct {
-	Environment string `json:"environment"`
-	Flag        string `json:"flag"`
-	// Version is the flag's version when the sequence is its latest event's; 0 (left out) when
-	// the request named a sequence.
-	Version  uint64             `json:"version,omitempty"`
-	Sequence uint64             `json:"sequence"`
-	Applied  int                `json:"applied"`
-	Total    int                `json:"total"`
-	Pending  []presence.Pending `json:"pending"`
 }
 
 // flagPropagation answers GET /api/v1/environments/{env}/flags/{key}/propagation[?sequence=N]:
@@ -78,14 +63,14 @@ func (a *API) flagPropagation(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	body := propagationBody{Environment: env, Flag: key}
+	body := apiv1.Propagation{Environment: env, Flag: key, Pending: []apiv1.Pending{}}
 	if seq == 0 {
 		seq, body.Version = f.Sequence, f.Version
 	}
 	p := a.cfg.Presence.Propagation(env, seq)
-	body.Sequence, body.Applied, body.Total, body.Pending = p.Sequence, p.Applied, p.Total, p.Pending
-	if body.Pending == nil {
-		body.Pending = []presence.Pending{}
+	body.Sequence, body.Applied, body.Total = p.Sequence, p.Applied, p.Total
+	for _, pe := range p.Pending {
+		body.Pending = append(body.Pending, apiv1.Pending(pe))
 	}
 	a.writeJSON(w, r, http.StatusOK, body)
 	return nil
