@@ -1,7 +1,7 @@
 // Package apiv1 is the wire contract of Interlock's admin API under /api/v1: the request and
 // response bodies of every route, and its errors with their codes. The server encodes its
 // answers with these types and the Go client (package client) decodes them, so the two cannot
-// drift apart; docs/openapi.yaml describes the same shapes, and a test holds it to them.
+// drift apart; openapi.yaml (see [OpenAPI]) describes the same shapes, and a test holds it to them.
 //
 // The documents the server keeps — a flag, a segment, a history or audit entry, a rollout, a
 // valve — are the read models of package projections, and their configurations the payloads of

@@ -332,6 +332,8 @@ func (a *API) table() []route {
 		}},
 		{"/api/v1/tokens/{name}", []op{{method: "DELETE", need: auth.ActionAdmin, ownScope: true, h: a.revokeToken}}},
 		{"/metrics", []op{a.metricsOp()}},
+		// The OpenAPI document is a read like any other: it needs a token unless PublicRead.
+		{"/api/v1/openapi.yaml", []op{get(a.openAPI)}},
 	}
 	return append(table, a.rolloutRoutes()...) // rollouts and valves (rollouts.go)
 }
@@ -444,6 +446,18 @@ func (a *API) metricsOp() op {
 		return public(serve)
 	}
 	return get(serve)
+}
+
+// openAPI serves the API's OpenAPI document, apiv1.OpenAPI.
+func (a *API) openAPI(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r, nil); err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", apiv1.MediaYAML)
+	h.Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(apiv1.OpenAPI)
+	return nil
 }
 
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
