@@ -46,6 +46,9 @@ type (
 	// Acknowledgement is an operator's acknowledgement of the integrity problems up to a stream
 	// sequence.
 	Acknowledgement = projections.Acknowledgement
+	// Event is one event of the live feed, GET /api/v1/events: the data of each Server-Sent
+	// Event.
+	Event = events.Event
 )
 
 // The configurations a client sends, as the events carry them.
