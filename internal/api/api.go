@@ -7,6 +7,11 @@
 // anyone only when [Config.PublicRead] is set. The route table (see [API.Routes]) states each
 // route's policy. Every error is answered by one function, [API.writeError], as
 // {"error": {"code", "message"}} with the matching status.
+//
+// Request and response bodies are the types of package apiv1, the wire contract that the Go
+// client (package client) shares; GET /api/v1/openapi.yaml serves apiv1's OpenAPI document, a
+// read like any other. testdata/wire.golden records every JSON answer of one session: a change
+// of types must leave it byte for byte the same.
 package api
 
 import (
