@@ -81,7 +81,7 @@ func TestRecoverPanic(t *testing.T) {
 		t.Fatalf("status %d, want 500", resp.StatusCode)
 	}
 	var doc apiv1.ErrorBody
-	if err := json.Unmarshal(body, &doc); err != nil || doc.Error.Code != codeInternal || doc.Error.Message == "" {
+	if err := json.Unmarshal(body, &doc); err != nil || doc.Error.Code != apiv1.CodeInternal || doc.Error.Message == "" {
 		t.Fatalf("body %s is not an internal error document", body)
 	}
 	if strings.Contains(string(body), "secret detail") {
