@@ -31,7 +31,7 @@ type EventsQuery struct {
 // EventStream is a live event feed: GET /api/v1/events, read with Next. Close it when done.
 type EventStream struct {
 	body io.ReadCloser
-	r    *bufio.Reader
+	sc   *bufio.Scanner
 	// Last is the stream sequence of the last event read, for a reconnection's After.
 	Last uint64
 }
@@ -73,7 +73,14 @@ func (c *Client) Events(ctx context.Context, q EventsQuery) (*EventStream, error
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, MaxResponse))
 		return nil, DecodeError(resp.StatusCode, data)
 	}
-	return &EventStream{body: resp.Body, r: bufio.NewReader(resp.Body)}, nil
+	return &EventStream{body: resp.Body, sc: newScanner(resp.Body)}, nil
+}
+
+// newScanner reads a feed line by line; no line may be longer than MaxResponse.
+func newScanner(r io.Reader) *bufio.Scanner {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), MaxResponse)
+	return sc
 }
 
 // Next returns the next event of the feed. A stored message that is not a well-formed event is
@@ -82,14 +89,13 @@ func (s *EventStream) Next() (apiv1.Event, error) {
 	var id, data string
 	var hasID bool
 	for {
-		line, err := s.r.ReadString('\n')
-		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return apiv1.Event{}, io.EOF
+		if !s.sc.Scan() {
+			if err := s.sc.Err(); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+				return apiv1.Event{}, fmt.Errorf("event feed: %w", err)
 			}
-			return apiv1.Event{}, err
+			return apiv1.Event{}, io.EOF
 		}
-		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
+		line := s.sc.Text()
 		switch {
 		case line == "":
 			if hasID {
