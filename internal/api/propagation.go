@@ -32,11 +32,11 @@ func (a *API) listSubscribers(w http.ResponseWriter, r *http.Request) error {
 	if a.cfg.Presence == nil {
 		return errNoPresence
 	}
-	list := apiv1.SubscriberList{Environment: env, Subscribers: []apiv1.Subscriber{}}
-	for _, s := range a.cfg.Presence.Subscribers(env) {
-		list.Subscribers = append(list.Subscribers, apiv1.Subscriber(s))
+	subs := a.cfg.Presence.Subscribers(env)
+	if subs == nil {
+		subs = []presence.Subscriber{}
 	}
-	a.writeJSON(w, r, http.StatusOK, list)
+	a.writeJSON(w, r, http.StatusOK, apiv1.SubscriberList{Environment: env, Subscribers: subs})
 	return nil
 }
 
@@ -63,14 +63,14 @@ func (a *API) flagPropagation(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	body := apiv1.Propagation{Environment: env, Flag: key, Pending: []apiv1.Pending{}}
+	body := apiv1.Propagation{Environment: env, Flag: key}
 	if seq == 0 {
 		seq, body.Version = f.Sequence, f.Version
 	}
 	p := a.cfg.Presence.Propagation(env, seq)
-	body.Sequence, body.Applied, body.Total = p.Sequence, p.Applied, p.Total
-	for _, pe := range p.Pending {
-		body.Pending = append(body.Pending, apiv1.Pending(pe))
+	body.Sequence, body.Applied, body.Total, body.Pending = p.Sequence, p.Applied, p.Total, p.Pending
+	if body.Pending == nil {
+		body.Pending = []presence.Pending{}
 	}
 	a.writeJSON(w, r, http.StatusOK, body)
 	return nil
