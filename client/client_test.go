@@ -177,10 +177,23 @@ func TestEveryRoute(t *testing.T) {
 	if st.Rollout == nil || st.Version != 8 || st.Stage.Count != 6 {
 		t.Fatalf("rollout %+v", st)
 	}
+	// command sends verb at the flag's current version: the guard, which judges the running
+	// rollout, records its decisions as events of the flag too, so a version read earlier may
+	// be stale by the time the command arrives (412), and is read again.
+	command := func(verb client.RolloutVerb, req apiv1.RolloutRequest) (apiv1.RolloutStatus, error) {
+		for range 100 {
+			cur := must[apiv1.RolloutStatus](t, "rollout")(c.Rollout(ctx, env, "checkout"))
+			got, err := c.RolloutCommand(ctx, env, "checkout", verb, cur.Version, req)
+			if !errors.Is(err, apiv1.ErrPreconditionFailed) {
+				return got, err
+			}
+		}
+		t.Fatalf("%s: the flag's version kept changing", verb)
+		return apiv1.RolloutStatus{}, nil
+	}
 	for _, verb := range []client.RolloutVerb{client.RolloutStart, client.RolloutPause, client.RolloutResume, client.RolloutAdvance,
 		client.RolloutStepBack, client.RolloutRearm, client.RolloutAbort} {
-		req := apiv1.RolloutRequest{Reason: "step " + string(verb)}
-		got, err := c.RolloutCommand(ctx, env, "checkout", verb, st.Version, req)
+		got, err := command(verb, apiv1.RolloutRequest{Reason: "step " + string(verb)})
 		if verb == client.RolloutRearm {
 			// Nothing tripped: re-arming is refused, and says why.
 			if !errors.Is(err, apiv1.ErrConflict) {
@@ -196,7 +209,7 @@ func TestEveryRoute(t *testing.T) {
 	if st.Rollout.Status != "aborted" {
 		t.Errorf("after abort %+v", st.Rollout)
 	}
-	if got := must[apiv1.RolloutStatus](t, "rollout")(c.Rollout(ctx, env, "checkout")); got.Version != st.Version || string(got.Live) != "null" {
+	if got := must[apiv1.RolloutStatus](t, "rollout")(c.Rollout(ctx, env, "checkout")); got.Rollout.Status != "aborted" || string(got.Live) != "null" {
 		t.Errorf("rollout %+v", got)
 	}
 
