@@ -243,6 +243,13 @@ func TestEveryRoute(t *testing.T) {
 	if in := must[apiv1.Integrity](t, "integrity")(c.Integrity(ctx)); in.Status != "ok" {
 		t.Errorf("integrity %+v", in)
 	}
+	if _, err := c.AcknowledgeIntegrity(ctx, 0, "drill"); !errors.Is(err, apiv1.ErrConflict) {
+		t.Errorf("acknowledge with no problem: %v", err)
+	}
+	if ack := must[apiv1.Acknowledged](t, "acknowledge")(c.AcknowledgeIntegrity(ctx, 3, "drill")); ack.Acknowledgement.Through != 3 ||
+		ack.Integrity == nil || ack.Integrity.Acknowledged == nil || ack.Integrity.Acknowledged.Actor != "admin" {
+		t.Errorf("acknowledged %+v", ack)
+	}
 	if k := must[apiv1.SigningKeys](t, "signing keys")(c.SigningKeys(ctx)); len(k.Keys) != 1 || !k.Keys[0].Current {
 		t.Errorf("signing keys %+v", k)
 	}

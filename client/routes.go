@@ -439,6 +439,16 @@ func (c *Client) Integrity(ctx context.Context) (apiv1.Integrity, error) {
 	return st, err
 }
 
+// AcknowledgeIntegrity acknowledges the integrity problems up to stream sequence through (the
+// latest this replica recorded when 0), for reason: an admin of every environment's. Errors
+// match apiv1.ErrConflict when through is 0 and no problem waits.
+func (c *Client) AcknowledgeIntegrity(ctx context.Context, through uint64, reason string) (apiv1.Acknowledged, error) {
+	var ack apiv1.Acknowledged
+	_, err := c.write(ctx, http.MethodPost, "/api/v1/integrity/acknowledgements", 0, "",
+		apiv1.AcknowledgeRequest{Through: through, Reason: reason}, &ack)
+	return ack, err
+}
+
 // SigningKeys lists the public keys events verify with.
 func (c *Client) SigningKeys(ctx context.Context) (apiv1.SigningKeys, error) {
 	var k apiv1.SigningKeys
