@@ -19,6 +19,7 @@ import (
 	"github.com/interlock-dev/interlock/client"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
 )
@@ -52,7 +53,7 @@ func start(t *testing.T, rec *recorder) *client.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	natstest.Eventually(t, 10*time.Second, m.Ready, "projections ready")
+	await.Eventually(t, 10*time.Second, m.Ready, "projections ready")
 	c, err := client.New("http://"+m.HTTPAddr(), client.WithToken(adminToken),
 		client.WithHTTPClient(&http.Client{Transport: rec}), client.WithTimeout(10*time.Second))
 	if err != nil {

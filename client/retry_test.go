@@ -11,7 +11,7 @@ import (
 
 	"github.com/interlock-dev/interlock/apiv1"
 	"github.com/interlock-dev/interlock/client"
-	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/interlock-dev/interlock/internal/await"
 )
 
 // A write goes with an Idempotency-Key and is sent again under the same key while the event
@@ -133,7 +133,7 @@ func TestRetryStopsWithTheContext(t *testing.T) {
 		_, err := c2.KillFlag(ctx, "prod", "checkout", "x")
 		done <- err
 	}()
-	natstest.Eventually(t, 10*time.Second, func() bool { return len(s.requests()) > 0 }, "the first attempt")
+	await.Eventually(t, 10*time.Second, func() bool { return len(s.requests()) > 0 }, "the first attempt")
 	cancel()
 	if err := <-done; !errors.Is(err, apiv1.ErrOutcomeUnknown) || len(s.requests()) != 1 {
 		t.Fatalf("error %v after %d requests", err, len(s.requests()))
