@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interlock-dev/interlock/client"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/app"
 	"github.com/interlock-dev/interlock/internal/config"
@@ -64,20 +64,21 @@ func TestWholeProgram(t *testing.T) {
 	}
 	base := "http://" + m.HTTPAddr()
 	env := map[string]string{"INTERLOCK_SERVER": base, "INTERLOCK_TOKEN": token[1]}
+	api := apiClient(t, base, token[1])
+	ctx := context.Background()
 
 	// Create through the CLI, read through the API.
 	if r := runCLI(t, env, "flags", "create", "production/checkout-v2", "--enabled", "--description", "new checkout", "--reason", "launch"); r.code != 0 {
 		t.Fatalf("create: %d %s", r.code, r.stderr)
 	}
-	resp, err := authGet(base+"/api/v1/environments/production/flags/checkout-v2", token[1])
+	resp, err := api.Do(ctx, client.Request{Method: "GET", Path: client.FlagPath("production", "checkout-v2", "")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var flag projections.Flag
-	json.NewDecoder(resp.Body).Decode(&flag)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !flag.Enabled || flag.Version != 1 || flag.UpdatedBy != "admin" || resp.Header.Get("ETag") != `"1"` {
-		t.Fatalf("get: %d %+v etag %s", resp.StatusCode, flag, resp.Header.Get("ETag"))
+	json.Unmarshal(resp.Body, &flag)
+	if resp.Status != 200 || !flag.Enabled || flag.Version != 1 || flag.UpdatedBy != "admin" || resp.Header.Get("ETag") != `"1"` {
+		t.Fatalf("get: %d %+v etag %s", resp.Status, flag, resp.Header.Get("ETag"))
 	}
 	beforeKill := time.Now().UTC()
 
@@ -110,15 +111,9 @@ func TestWholeProgram(t *testing.T) {
 	}
 
 	// The flag as it was before the kill, by time and by version.
-	q := url.Values{"at": {beforeKill.Format(time.RFC3339Nano)}}
-	resp, err = authGet(base+"/api/v1/environments/production/flags/checkout-v2?"+q.Encode(), token[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	json.NewDecoder(resp.Body).Decode(&flag)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !flag.Enabled || flag.Version != 1 {
-		t.Fatalf("as of %s: %d %+v", q.Get("at"), resp.StatusCode, flag)
+	flag, err = api.FlagAt(ctx, "production", "checkout-v2", client.Point{Time: beforeKill})
+	if err != nil || !flag.Enabled || flag.Version != 1 {
+		t.Fatalf("as of %s: %v %+v", beforeKill.Format(time.RFC3339Nano), err, flag)
 	}
 	if r := runCLI(t, env, "flags", "get", "production/checkout-v2", "--version", "1", "-o", "json"); r.code != 0 || !strings.Contains(r.stdout, `"enabled": true`) {
 		t.Fatalf("get --version 1: %d %s %s", r.code, r.stdout, r.stderr)
@@ -181,14 +176,14 @@ func TestWholeProgram(t *testing.T) {
 	}
 
 	// A restart keeps everything: the replayed projections equal the live ones.
-	live := listAll(t, base, token[1])
+	live := listAll(t, api)
 	m.Close()
 	m2, banner2 := server(t, dir, nil)
 	if strings.Contains(banner2, "INTERLOCK_TOKEN=") {
 		t.Fatalf("token printed again after restart:\n%s", banner2)
 	}
 	base2 := "http://" + m2.HTTPAddr()
-	if replayed := listAll(t, base2, token[1]); !reflect.DeepEqual(live, replayed) {
+	if replayed := listAll(t, apiClient(t, base2, token[1])); !reflect.DeepEqual(live, replayed) {
 		t.Fatalf("after restart:\n got %+v\nwant %+v", replayed, live)
 	}
 	env["INTERLOCK_SERVER"] = base2
@@ -197,28 +192,25 @@ func TestWholeProgram(t *testing.T) {
 	}
 }
 
-// authGet is http.Get with a bearer token: every read needs one.
-func authGet(url, token string) (*http.Response, error) {
-	req, err := http.NewRequest("GET", url, nil)
+// apiClient is a client of the admin API at base with token: every read needs one.
+func apiClient(t *testing.T, base, token string) *client.Client {
+	t.Helper()
+	c, err := client.New(base, client.WithToken(token))
 	if err != nil {
-		return nil, err
+		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	return http.DefaultClient.Do(req)
+	return c
 }
 
-func listAll(t *testing.T, base, token string) map[string][]projections.Flag {
+func listAll(t *testing.T, c *client.Client) map[string][]projections.Flag {
 	t.Helper()
 	out := map[string][]projections.Flag{}
 	for _, env := range []string{"production", "staging"} {
-		resp, err := authGet(base+"/api/v1/environments/"+env+"/flags?archived=true", token)
+		flags, err := c.Flags(context.Background(), env, client.ListOptions{Archived: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		var body struct{ Flags []projections.Flag }
-		json.NewDecoder(resp.Body).Decode(&body)
-		resp.Body.Close()
-		out[env] = body.Flags
+		out[env] = flags
 	}
 	return out
 }

@@ -7,6 +7,11 @@
 // anyone only when [Config.PublicRead] is set. The route table (see [API.Routes]) states each
 // route's policy. Every error is answered by one function, [API.writeError], as
 // {"error": {"code", "message"}} with the matching status.
+//
+// Request and response bodies are the types of package apiv1, the wire contract that the Go
+// client (package client) shares; GET /api/v1/openapi.yaml serves apiv1's OpenAPI document, a
+// read like any other. testdata/wire.golden records every JSON answer of one session: a change
+// of types must leave it byte for byte the same.
 package api
 
 import (
@@ -18,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/interlock-dev/interlock/apiv1"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/interlock-dev/interlock/internal/command"
@@ -331,6 +337,8 @@ func (a *API) table() []route {
 		}},
 		{"/api/v1/tokens/{name}", []op{{method: "DELETE", need: auth.ActionAdmin, ownScope: true, h: a.revokeToken}}},
 		{"/metrics", []op{a.metricsOp()}},
+		// The OpenAPI document is a read like any other: it needs a token unless PublicRead.
+		{"/api/v1/openapi.yaml", []op{get(a.openAPI)}},
 	}
 	return append(table, a.rolloutRoutes()...) // rollouts and valves (rollouts.go)
 }
@@ -445,8 +453,20 @@ func (a *API) metricsOp() op {
 	return get(serve)
 }
 
+// openAPI serves the API's OpenAPI document, apiv1.OpenAPI.
+func (a *API) openAPI(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r, nil); err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", apiv1.MediaYAML)
+	h.Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(apiv1.OpenAPI)
+	return nil
+}
+
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
-	a.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
+	a.writeJSON(w, r, http.StatusOK, apiv1.Status{Status: "ok"})
 }
 
 // readyz answers 200 once the projections caught up, while the event store answers and the
@@ -462,18 +482,18 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) error {
 		ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
 		defer cancel()
 		if err := a.cfg.Health(ctx); err != nil {
-			a.writeJSON(w, r, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "cause": err.Error()})
+			a.writeJSON(w, r, http.StatusServiceUnavailable, apiv1.Readiness{Status: "unavailable", Cause: err.Error()})
 			return nil
 		}
 	}
-	body := map[string]any{"status": "ok"}
+	body := apiv1.Readiness{Status: "ok"}
 	status := http.StatusOK
 	if st := a.integrityStatus(nil); st != nil {
-		body["integrity"] = st
+		body.Integrity = st
 		if st.Status == integrityProblems {
 			status = http.StatusServiceUnavailable
-			body["status"] = "unavailable"
-			body["cause"] = fmt.Sprintf("integrity problems: %d messages on the event stream failed verification and are not acknowledged (the latest at sequence %d); "+
+			body.Status = "unavailable"
+			body.Cause = fmt.Sprintf("integrity problems: %d messages on the event stream failed verification and are not acknowledged (the latest at sequence %d); "+
 				"see GET /api/v1/integrity, and acknowledge them with POST /api/v1/integrity/acknowledgements", st.Unacknowledged, st.Latest)
 		}
 	}

@@ -617,7 +617,7 @@ func TestCorrelationID(t *testing.T) {
 }
 
 func TestReadsNeedATokenUnlessPublic(t *testing.T) {
-	paths := []string{"/api/v1/environments", flagPath("prod", "checkout"), flagPath("prod", "checkout") + "/history", "/api/v1/audit"}
+	paths := []string{"/api/v1/environments", flagPath("prod", "checkout"), flagPath("prod", "checkout") + "/history", "/api/v1/audit", "/api/v1/openapi.yaml"}
 	t.Run("default", func(t *testing.T) {
 		s := boot(t)
 		s.create(t, "prod", "checkout")

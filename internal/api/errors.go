@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/interlock-dev/interlock/apiv1"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/interlock-dev/interlock/internal/command"
@@ -50,38 +51,27 @@ func (e *requestError) Unwrap() error { return e.kind }
 
 func badRequest(msg string) error { return &requestError{kind: errBadRequest, msg: msg} }
 
-// errorBody is the JSON of every error response.
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	// EventID names the event of a write of unknown outcome (codeOutcomeUnknown).
-	EventID string `json:"eventId,omitempty"`
-}
-
-// Error codes.
+// Error codes: apiv1's, as the strings classify returns. Their meaning and status are listed
+// there.
 const (
-	codeInvalidArgument      = "invalid_argument"
-	codeUnauthenticated      = "unauthenticated"
-	codeForbidden            = "forbidden"
-	codeNotFound             = "not_found"
-	codeMethodNotAllowed     = "method_not_allowed"
-	codeAlreadyExists        = "already_exists"
-	codeArchived             = "archived"
-	codeConflict             = "conflict"
-	codeTripped              = "tripped" // the rollout's guard tripped: re-arm it first
-	codePreconditionFailed   = "precondition_failed"
-	codePreconditionRequired = "precondition_required"
-	codePayloadTooLarge      = "payload_too_large"
-	codeUnsupportedMediaType = "unsupported_media_type"
-	codeUnavailable          = "unavailable"
-	codeStoreUnavailable     = "store_unavailable" // nothing was written; retry
-	codeOutcomeUnknown       = "outcome_unknown"   // the write may be stored; retry with its key
-	codeTooManyRequests      = "too_many_requests"
-	codeInternal             = "internal"
+	codeInvalidArgument      = string(apiv1.CodeInvalidArgument)
+	codeUnauthenticated      = string(apiv1.CodeUnauthenticated)
+	codeForbidden            = string(apiv1.CodeForbidden)
+	codeNotFound             = string(apiv1.CodeNotFound)
+	codeMethodNotAllowed     = string(apiv1.CodeMethodNotAllowed)
+	codeAlreadyExists        = string(apiv1.CodeAlreadyExists)
+	codeArchived             = string(apiv1.CodeArchived)
+	codeConflict             = string(apiv1.CodeConflict)
+	codeTripped              = string(apiv1.CodeTripped)
+	codePreconditionFailed   = string(apiv1.CodePreconditionFailed)
+	codePreconditionRequired = string(apiv1.CodePreconditionRequired)
+	codePayloadTooLarge      = string(apiv1.CodePayloadTooLarge)
+	codeUnsupportedMediaType = string(apiv1.CodeUnsupportedMediaType)
+	codeUnavailable          = string(apiv1.CodeUnavailable)
+	codeStoreUnavailable     = string(apiv1.CodeStoreUnavailable)
+	codeOutcomeUnknown       = string(apiv1.CodeOutcomeUnknown)
+	codeTooManyRequests      = string(apiv1.CodeTooManyRequests)
+	codeInternal             = string(apiv1.CodeInternal)
 )
 
 // internalMessage is all a client learns about an unexpected error.
@@ -180,7 +170,7 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		a.logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path,
 			"correlation_id", correlationID(r.Context()), "error", err)
 	}
-	detail := errorDetail{Code: code, Message: msg}
+	detail := apiv1.Error{Code: apiv1.Code(code), Message: msg}
 	switch status {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="interlock"`)
@@ -198,7 +188,7 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.As(err, &outcome) {
 		detail.EventID = outcome.EventID
 	}
-	a.writeJSON(w, r, status, errorBody{Error: detail})
+	a.writeJSON(w, r, status, apiv1.ErrorBody{Error: detail})
 }
 
 // outcomeMessage tells the client that its write may or may not be stored, and how to settle it.
@@ -257,7 +247,7 @@ func (a *API) writeJSON(w http.ResponseWriter, r *http.Request, status int, v an
 		a.logger.ErrorContext(r.Context(), "encode response", "method", r.Method, "path", r.URL.Path,
 			"correlation_id", correlationID(r.Context()), "error", err)
 		status = http.StatusInternalServerError
-		body, _ = json.Marshal(errorBody{Error: errorDetail{Code: codeInternal, Message: internalMessage}})
+		body, _ = json.Marshal(apiv1.ErrorBody{Error: apiv1.Error{Code: apiv1.CodeInternal, Message: internalMessage}})
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/interlock-dev/interlock/apiv1"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/interlock-dev/interlock/internal/command"
@@ -70,9 +71,7 @@ func (a *API) listEnvironments(w http.ResponseWriter, r *http.Request, p auth.Pr
 			envs = append(envs, env)
 		}
 	}
-	a.writeJSON(w, r, http.StatusOK, struct {
-		Environments []string `json:"environments"`
-	}{envs})
+	a.writeJSON(w, r, http.StatusOK, apiv1.EnvironmentList{Environments: envs})
 	return nil
 }
 
@@ -138,22 +137,8 @@ func (a *API) listFlags(w http.ResponseWriter, r *http.Request) error {
 			out = append(out, f)
 		}
 	}
-	a.writeJSON(w, r, http.StatusOK, struct {
-		Flags []projections.Flag `json:"flags"`
-	}{out})
+	a.writeJSON(w, r, http.StatusOK, apiv1.FlagList{Flags: out})
 	return nil
-}
-
-// killRequest is the body of a kill: it takes no version.
-type killRequest struct {
-	Reason string `json:"reason"`
-}
-
-// restoreRequest is the body of a restore.
-type restoreRequest struct {
-	ToVersion uint64  `json:"toVersion"`
-	Reason    string  `json:"reason"`
-	Version   *uint64 `json:"version"`
 }
 
 func (a *API) killFlag(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
@@ -163,7 +148,7 @@ func (a *API) killFlag(w http.ResponseWriter, r *http.Request, p auth.Principal)
 	if len(r.Header.Values("If-Match")) > 0 {
 		return badRequest("kill takes no version (no If-Match): it turns the flag off whatever its version")
 	}
-	var req killRequest
+	var req apiv1.KillRequest
 	if err := a.readJSON(w, r, &req, true); err != nil {
 		return err
 	}
@@ -179,7 +164,7 @@ func (a *API) restoreFlag(w http.ResponseWriter, r *http.Request, p auth.Princip
 	if _, err := query(r, nil); err != nil {
 		return err
 	}
-	var req restoreRequest
+	var req apiv1.RestoreRequest
 	if err := a.readJSON(w, r, &req, false); err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ type system struct {
 	catalog *projections.Catalog
 	tokens  *auth.Store
 	api     *api.API
+	runner  *projections.Runner
 	// Tokens by role, named after their role ("admin" is the bootstrap token).
 	admin, writer, oncall, reader string
 }
@@ -36,9 +37,15 @@ type system struct {
 // boot starts a system; tune changes the API's configuration before it is built.
 func boot(t testing.TB, tune ...func(*api.Config)) *system {
 	t.Helper()
+	return bootStore(t, nil, tune...)
+}
+
+// bootStore starts a system whose event store is opened with opts.
+func bootStore(t testing.TB, opts []events.Option, tune ...func(*api.Config)) *system {
+	t.Helper()
 	ctx := context.Background()
 	js := natstest.JetStream(t, natstest.RunServer(t))
-	store, err := events.Open(ctx, js, events.StreamConfig{})
+	store, err := events.Open(ctx, js, events.StreamConfig{}, opts...)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
@@ -64,7 +71,7 @@ func boot(t testing.TB, tune ...func(*api.Config)) *system {
 	if err != nil {
 		t.Fatalf("open tokens: %v", err)
 	}
-	s := &system{store: store, catalog: catalog, tokens: tokens}
+	s := &system{store: store, catalog: catalog, tokens: tokens, runner: runner}
 	if s.admin, err = tokens.Bootstrap(ctx, ""); err != nil || s.admin == "" {
 		t.Fatalf("bootstrap = %q, %v", s.admin, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/interlock-dev/interlock/apiv1"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/interlock-dev/interlock/projections"
@@ -48,32 +49,17 @@ const (
 	integrityProblems = "problems"
 )
 
-// integrityStatus is the integrity part of /readyz and GET /api/v1/integrity.
-type integrityStatus struct {
-	// Status is "ok", "acknowledged" or "problems" (see the constants above).
-	Status   string                `json:"status"`
-	Count    uint64                `json:"count"`
-	Problems []projections.Problem `json:"problems"`
-	// Unacknowledged counts the problems listed that no acknowledgement covers; Latest is the
-	// sequence of the latest problem (0 for none).
-	Unacknowledged int    `json:"unacknowledged"`
-	Latest         uint64 `json:"latest,omitempty"`
-	// Acknowledged is the acknowledgement that reaches furthest; absent when there is none.
-	Acknowledged *projections.Acknowledgement `json:"acknowledged,omitempty"`
-	Cutover      *uint64                      `json:"cutover,omitempty"`
-	KeyID        string                       `json:"signingKey,omitempty"`
-}
-
-// integrityStatus is the record as p may see it: a token scoped to an environment sees that
+// integrityStatus is the integrity part of /readyz and GET /api/v1/integrity: the record as p
+// may see it. A token scoped to an environment sees that
 // environment's problems only (and counts those among the latest). With p nil (the public
 // /readyz) problems name no subject and carry no detail: flag keys are not public.
-func (a *API) integrityStatus(p *auth.Principal) *integrityStatus {
+func (a *API) integrityStatus(p *auth.Principal) *apiv1.Integrity {
 	if a.cfg.Integrity == nil {
 		return nil
 	}
 	problems, count := a.cfg.Integrity.Problems()
 	ack := a.cfg.Integrity.Acknowledged()
-	st := &integrityStatus{Status: integrityOK, Count: count, Problems: []projections.Problem{}}
+	st := &apiv1.Integrity{Status: integrityOK, Count: count, Problems: []projections.Problem{}}
 	for _, pr := range problems {
 		switch {
 		case p == nil:
@@ -132,10 +118,7 @@ func (a *API) acknowledgeIntegrity(w http.ResponseWriter, r *http.Request, p aut
 	if a.cfg.Integrity == nil {
 		return &requestError{kind: errNoRoute, msg: "this server does not verify events"}
 	}
-	var body struct {
-		Through uint64 `json:"through"`
-		Reason  string `json:"reason"`
-	}
+	var body apiv1.AcknowledgeRequest
 	if err := a.readJSON(w, r, &body, false); err != nil {
 		return err
 	}
@@ -162,20 +145,11 @@ func (a *API) acknowledgeIntegrity(w http.ResponseWriter, r *http.Request, p aut
 		a.logger.WarnContext(r.Context(), "answering a write before the catalog applied it",
 			"subject", ev.Subject(), "sequence", ev.Sequence, "correlation_id", correlationID(r.Context()), "error", err)
 	}
-	a.writeJSON(w, r, http.StatusCreated, map[string]any{
-		"acknowledgement": projections.Acknowledgement{Through: body.Through, Sequence: ev.Sequence, Actor: ev.Actor, Reason: ev.Reason, Time: ev.Time},
-		"integrity":       a.integrityStatus(&p),
+	a.writeJSON(w, r, http.StatusCreated, apiv1.Acknowledged{
+		Acknowledgement: apiv1.Acknowledgement{Through: body.Through, Sequence: ev.Sequence, Actor: ev.Actor, Reason: ev.Reason, Time: ev.Time},
+		Integrity:       a.integrityStatus(&p),
 	})
 	return nil
-}
-
-// signingKey is one public key as GET /api/v1/signing-keys lists it.
-type signingKey struct {
-	ID string `json:"id"`
-	// Key is the raw 32-byte Ed25519 public key in standard base64; PEM the same as PKIX PEM.
-	Key     string `json:"key"`
-	PEM     string `json:"pem"`
-	Current bool   `json:"current"`
 }
 
 // signingKeys answers GET /api/v1/signing-keys: the public keys events verify with, for
@@ -189,15 +163,15 @@ func (a *API) signingKeys(w http.ResponseWriter, r *http.Request) error {
 		return &requestError{kind: errNoRoute, msg: "this server does not sign events"}
 	}
 	current := a.cfg.Chains.SigningKeyID()
-	keys := []signingKey{}
+	keys := []apiv1.SigningKey{}
 	for _, k := range v.Keys().List() {
 		p, err := events.MarshalPublicKey(ed25519.PublicKey(k.Key))
 		if err != nil {
 			return err
 		}
-		keys = append(keys, signingKey{ID: k.ID, Key: base64.StdEncoding.EncodeToString(k.Key), PEM: string(p), Current: k.ID == current})
+		keys = append(keys, apiv1.SigningKey{ID: k.ID, Key: base64.StdEncoding.EncodeToString(k.Key), PEM: string(p), Current: k.ID == current})
 	}
-	a.writeJSON(w, r, http.StatusOK, map[string]any{"keys": keys, "cutover": v.Cutover()})
+	a.writeJSON(w, r, http.StatusOK, apiv1.SigningKeys{Keys: keys, Cutover: v.Cutover()})
 	return nil
 }
 
@@ -206,24 +180,6 @@ func (a *API) chainsVerifier() *events.Verifier {
 		return nil
 	}
 	return a.cfg.Chains.Verifier()
-}
-
-// verifyReport is the body of GET /api/v1/audit/verify.
-type verifyReport struct {
-	// Verified is how many events verified; Refused how many messages did not.
-	Verified int `json:"verified"`
-	Refused  int `json:"refused"`
-	// Problems are the first refused messages, in stream order; the first is the first broken
-	// link.
-	Problems []verifyProblem `json:"problems"`
-	Cutover  uint64          `json:"cutover"`
-}
-
-type verifyProblem struct {
-	Sequence uint64 `json:"sequence"`
-	Subject  string `json:"subject"`
-	Reason   string `json:"reason"`
-	Detail   string `json:"detail,omitempty"`
 }
 
 // auditVerify answers GET /api/v1/audit/verify?environment=&flag=: it walks the hash chains of
@@ -262,9 +218,9 @@ func (a *API) auditVerify(w http.ResponseWriter, r *http.Request, p auth.Princip
 	if err != nil {
 		return err
 	}
-	out := verifyReport{Verified: rep.Events, Refused: rep.Refused, Problems: []verifyProblem{}, Cutover: rep.Cutover}
+	out := apiv1.VerifyReport{Verified: rep.Events, Refused: rep.Refused, Problems: []apiv1.VerifyProblem{}, Cutover: rep.Cutover}
 	for _, p := range rep.Problems {
-		out.Problems = append(out.Problems, verifyProblem{Sequence: p.Sequence, Subject: p.Subject, Reason: p.Reason(), Detail: p.Detail})
+		out.Problems = append(out.Problems, apiv1.VerifyProblem{Sequence: p.Sequence, Subject: p.Subject, Reason: p.Reason(), Detail: p.Detail})
 	}
 	a.writeJSON(w, r, http.StatusOK, out)
 	return nil

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/interlock-dev/interlock/apiv1"
 )
 
 // logBuffer collects log output written from server goroutines.
@@ -78,8 +80,8 @@ func TestRecoverPanic(t *testing.T) {
 	if resp.StatusCode != http.StatusInternalServerError {
 		t.Fatalf("status %d, want 500", resp.StatusCode)
 	}
-	var doc errorBody
-	if err := json.Unmarshal(body, &doc); err != nil || doc.Error.Code != codeInternal || doc.Error.Message == "" {
+	var doc apiv1.ErrorBody
+	if err := json.Unmarshal(body, &doc); err != nil || doc.Error.Code != apiv1.CodeInternal || doc.Error.Message == "" {
 		t.Fatalf("body %s is not an internal error document", body)
 	}
 	if strings.Contains(string(body), "secret detail") {

@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 
+	"github.com/interlock-dev/interlock/apiv1"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/presence"
 )
@@ -35,24 +36,8 @@ func (a *API) listSubscribers(w http.ResponseWriter, r *http.Request) error {
 	if subs == nil {
 		subs = []presence.Subscriber{}
 	}
-	a.writeJSON(w, r, http.StatusOK, struct {
-		Environment string                `json:"environment"`
-		Subscribers []presence.Subscriber `json:"subscribers"`
-	}{env, subs})
+	a.writeJSON(w, r, http.StatusOK, apiv1.SubscriberList{Environment: env, Subscribers: subs})
 	return nil
-}
-
-// propagationBody is the answer of the propagation endpoint.
-type propagationBody struct {
-	Environment string `json:"environment"`
-	Flag        string `json:"flag"`
-	// Version is the flag's version when the sequence is its latest event's; 0 (left out) when
-	// the request named a sequence.
-	Version  uint64             `json:"version,omitempty"`
-	Sequence uint64             `json:"sequence"`
-	Applied  int                `json:"applied"`
-	Total    int                `json:"total"`
-	Pending  []presence.Pending `json:"pending"`
 }
 
 // flagPropagation answers GET /api/v1/environments/{env}/flags/{key}/propagation[?sequence=N]:
@@ -78,7 +63,7 @@ func (a *API) flagPropagation(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	body := propagationBody{Environment: env, Flag: key}
+	body := apiv1.Propagation{Environment: env, Flag: key}
 	if seq == 0 {
 		seq, body.Version = f.Sequence, f.Version
 	}

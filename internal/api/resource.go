@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/interlock-dev/interlock/apiv1"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/interlock-dev/interlock/internal/command"
@@ -112,9 +113,7 @@ func resourceHistory[T, C any](a *API, res *resource[T, C]) func(http.ResponseWr
 		if err != nil {
 			return err
 		}
-		a.writeJSON(w, r, http.StatusOK, struct {
-			Entries []projections.Entry `json:"entries"`
-		}{entries})
+		a.writeJSON(w, r, http.StatusOK, apiv1.History{Entries: entries})
 		return nil
 	}
 }
@@ -162,12 +161,6 @@ func updateResource[T, C any](a *API, res *resource[T, C]) func(http.ResponseWri
 	}
 }
 
-// actionRequest is the body of enable, archive and unarchive; every field is optional.
-type actionRequest struct {
-	Reason  string  `json:"reason"`
-	Version *uint64 `json:"version"`
-}
-
 // versionedCommand builds a command on a document that takes an expected version, such as
 // command.EnableFlag or command.ArchiveSegment.
 type versionedCommand func(m command.Meta, env, key string, expectedVersion uint64) command.Command
@@ -180,7 +173,7 @@ func resourceAction[T, C any](a *API, res *resource[T, C], do versionedCommand) 
 		if _, err := query(r, nil); err != nil {
 			return err
 		}
-		var req actionRequest
+		var req apiv1.ActionRequest
 		if err := a.readJSON(w, r, &req, true); err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/interlock-dev/interlock/apiv1"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/interlock-dev/interlock/internal/command"
@@ -90,36 +91,12 @@ var rolloutVerbs = []rolloutVerb{
 	}},
 }
 
-// rolloutStatus is the answer of GET .../rollout and of every rollout write.
-type rolloutStatus struct {
-	Flag        string               `json:"flag"`
-	Environment string               `json:"environment"`
-	Version     uint64               `json:"version"`
-	Enabled     bool                 `json:"enabled"`
-	Rollout     *projections.Rollout `json:"rollout"`
-	// Stage is the stage being served (the first one before the start).
-	Stage stageStatus `json:"stage"`
-	// Split is what the flag serves when enabled and no rule matches: the stage's split while
-	// the rollout runs.
-	Split events.Serve `json:"split"`
-	// Live is the guard's live status, null when the server has no guard or the guard does not
-	// follow this rollout.
-	Live any `json:"live"`
-}
-
-// stageStatus is one stage of a rollout: its index in the plan, how many stages there are, and
-// the stage's own settings.
-type stageStatus struct {
-	Index   int             `json:"index"`
-	Count   int             `json:"count"`
-	Percent float64         `json:"percent"`
-	MinHold events.Duration `json:"minHold"`
-}
-
-// statusOf builds the rollout status of f, which has a rollout.
-func (a *API) statusOf(f projections.Flag) rolloutStatus {
+// statusOf builds the rollout status of f, which has a rollout: the answer of GET .../rollout
+// and of every rollout write. Live is the guard's live status, null when the server has no
+// guard or the guard does not follow this rollout.
+func (a *API) statusOf(f projections.Flag) (apiv1.RolloutStatus, error) {
 	r := f.Rollout
-	st := rolloutStatus{
+	st := apiv1.RolloutStatus{
 		Flag: f.Key, Environment: f.Environment, Version: f.Version, Enabled: f.Enabled, Rollout: r,
 		Split: events.Serve{Variant: f.DefaultVariant},
 	}
@@ -129,29 +106,25 @@ func (a *API) statusOf(f projections.Flag) rolloutStatus {
 	st.Stage.Count = len(r.Plan.Stages)
 	if r.Stage >= 0 && r.Stage < len(r.Plan.Stages) {
 		s := r.Plan.Stages[r.Stage]
-		st.Stage = stageStatus{Index: r.Stage, Count: len(r.Plan.Stages), Percent: s.Percent, MinHold: s.MinHold}
+		st.Stage = apiv1.Stage{Index: r.Stage, Count: len(r.Plan.Stages), Percent: s.Percent, MinHold: s.MinHold}
 	}
 	// Only a running or paused rollout has a guard judging it: a finished one's last live view
 	// would be out of date.
 	if a.cfg.Guard != nil && r.Active() {
 		if live, ok := a.cfg.Guard.Live(f.Environment, f.Key); ok {
-			st.Live = live
+			raw, err := json.Marshal(live)
+			if err != nil {
+				return st, fmt.Errorf("encode the guard's live status of %s/%s: %w", f.Environment, f.Key, err)
+			}
+			st.Live = raw
 		}
 	}
-	return st
+	return st, nil
 }
 
-// valveStatus is the answer of GET .../valve and of every valve write.
-type valveStatus struct {
-	Flag        string             `json:"flag"`
-	Environment string             `json:"environment"`
-	Version     uint64             `json:"version"`
-	Valve       *projections.Valve `json:"valve"`
-}
-
-// valveOf is the valve status of f.
-func valveOf(f projections.Flag) valveStatus {
-	return valveStatus{Flag: f.Key, Environment: f.Environment, Version: f.Version, Valve: f.Valve}
+// valveOf is the valve status of f: the answer of GET .../valve and of every valve write.
+func valveOf(f projections.Flag) apiv1.ValveStatus {
+	return apiv1.ValveStatus{Flag: f.Key, Environment: f.Environment, Version: f.Version, Valve: f.Valve}
 }
 
 // currentFlag reads flag env/key from the catalog for a GET, after checking the names.
@@ -174,7 +147,11 @@ func (a *API) getRollout(w http.ResponseWriter, r *http.Request) error {
 	if f.Rollout == nil {
 		return fmt.Errorf("flag %s/%s: %w: it never had a rollout", f.Environment, f.Key, command.ErrNoRollout)
 	}
-	a.writeVersioned(w, r, f.Version, a.statusOf(f))
+	st, err := a.statusOf(f)
+	if err != nil {
+		return err
+	}
+	a.writeVersioned(w, r, f.Version, st)
 	return nil
 }
 
@@ -215,18 +192,13 @@ func (a *API) createRollout(w http.ResponseWriter, r *http.Request, p auth.Princ
 	if err != nil {
 		return err
 	}
+	st, err := a.statusOf(f)
+	if err != nil {
+		return err
+	}
 	w.Header().Set("Location", flagURL(f.Environment, f.Key)+"/rollout")
-	a.written(w, r, http.StatusCreated, flagStamp(f), a.statusOf(f))
+	a.written(w, r, http.StatusCreated, flagStamp(f), st)
 	return nil
-}
-
-// rolloutRequest is the body of a rollout command; every field is optional. From is the stage
-// an advance or step back moves from (the current one when absent); ID names the rollout meant
-// (the flag's latest when absent), so that a command meant for an earlier rollout fails.
-type rolloutRequest struct {
-	Reason string `json:"reason"`
-	From   *int   `json:"from"`
-	ID     string `json:"id"`
 }
 
 // rolloutAction serves the command v on the flag's rollout.
@@ -235,7 +207,7 @@ func (a *API) rolloutAction(v rolloutVerb) func(http.ResponseWriter, *http.Reque
 		if _, err := query(r, nil); err != nil {
 			return err
 		}
-		var req rolloutRequest
+		var req apiv1.RolloutRequest
 		if err := a.readJSON(w, r, &req, true); err != nil {
 			return err
 		}
@@ -260,7 +232,11 @@ func (a *API) rolloutAction(v rolloutVerb) func(http.ResponseWriter, *http.Reque
 		if err != nil {
 			return err
 		}
-		a.written(w, r, http.StatusOK, flagStamp(f), a.statusOf(f))
+		st, err := a.statusOf(f)
+		if err != nil {
+			return err
+		}
+		a.written(w, r, http.StatusOK, flagStamp(f), st)
 		return nil
 	}
 }
@@ -298,19 +274,6 @@ func (a *API) configureValve(w http.ResponseWriter, r *http.Request, p auth.Prin
 	return nil
 }
 
-// openValveRequest is the body of a valve's opening. Expires and For (a Go duration such as
-// "30m") set when the valve closes by itself; give one at most.
-type openValveRequest struct {
-	Reason  string `json:"reason"`
-	Expires string `json:"expires"` // RFC 3339
-	For     string `json:"for"`
-}
-
-// closeValveRequest is the body of a valve's closing.
-type closeValveRequest struct {
-	Reason string `json:"reason"`
-}
-
 // noVersion refuses If-Match on a valve's opening or closing, which act whatever the version.
 func noVersion(r *http.Request, verb string) error {
 	if len(r.Header.Values("If-Match")) > 0 {
@@ -326,11 +289,11 @@ func (a *API) openValve(w http.ResponseWriter, r *http.Request, p auth.Principal
 	if err := noVersion(r, "opening a valve"); err != nil {
 		return err
 	}
-	var req openValveRequest
+	var req apiv1.OpenValveRequest
 	if err := a.readJSON(w, r, &req, true); err != nil {
 		return err
 	}
-	expires, err := req.expiry(time.Now())
+	expires, err := valveExpiry(&req, time.Now())
 	if err != nil {
 		return err
 	}
@@ -345,8 +308,8 @@ func (a *API) openValve(w http.ResponseWriter, r *http.Request, p auth.Principal
 // maxValveFor bounds the "for" of a valve's opening.
 const maxValveFor = 366 * 24 * time.Hour
 
-// expiry is when the valve opened by req closes by itself (zero: never), as of now.
-func (req *openValveRequest) expiry(now time.Time) (time.Time, error) {
+// valveExpiry is when the valve opened by req closes by itself (zero: never), as of now.
+func valveExpiry(req *apiv1.OpenValveRequest, now time.Time) (time.Time, error) {
 	switch {
 	case req.For != "" && req.Expires != "":
 		return time.Time{}, badRequest("give expires or for, not both")
@@ -373,7 +336,7 @@ func (a *API) closeValve(w http.ResponseWriter, r *http.Request, p auth.Principa
 	if err := noVersion(r, "closing a valve"); err != nil {
 		return err
 	}
-	var req closeValveRequest
+	var req apiv1.CloseValveRequest
 	if err := a.readJSON(w, r, &req, true); err != nil {
 		return err
 	}

@@ -158,11 +158,11 @@ func (s *system) status(t *testing.T, method, path, authz string) int {
 	return resp.StatusCode
 }
 
-// TestOpenAPIStatesEveryRoutesRole reads docs/openapi.yaml: every route of the table is
+// TestOpenAPIStatesEveryRoutesRole reads apiv1/openapi.yaml: every route of the table is
 // documented, with the role it needs as x-interlock-role.
 func TestOpenAPIStatesEveryRoutesRole(t *testing.T) {
 	a := boot(t, withTokens).api
-	raw, err := os.ReadFile("../../docs/openapi.yaml")
+	raw, err := os.ReadFile("../../apiv1/openapi.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/interlock-dev/interlock/apiv1"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/projections"
@@ -71,8 +72,6 @@ func (a *API) listSegments(w http.ResponseWriter, r *http.Request) error {
 			out = append(out, s)
 		}
 	}
-	a.writeJSON(w, r, http.StatusOK, struct {
-		Segments []projections.Segment `json:"segments"`
-	}{out})
+	a.writeJSON(w, r, http.StatusOK, apiv1.SegmentList{Segments: out})
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/interlock-dev/interlock/apiv1"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/interlock-dev/interlock/internal/command"
@@ -31,25 +32,11 @@ type TokenEvents interface {
 // errNoTokens answers the token endpoints of an API built without [Config.Tokens].
 var errNoTokens = &requestError{kind: errNoRoute, msg: "this server does not manage tokens"}
 
-// issuedToken is the answer to POST /api/v1/tokens: the only time the token is shown.
-type issuedToken struct {
-	auth.TokenInfo
-	Token string `json:"token"`
-}
-
 func (a *API) createToken(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	if a.cfg.Tokens == nil {
 		return errNoTokens
 	}
-	var body struct {
-		Name        string `json:"name"`
-		Role        string `json:"role"`
-		Environment string `json:"environment"`
-		// ExpiresIn is a lifetime such as "30d", "12h" or "90m"; ExpiresAt an RFC 3339 time.
-		// At most one of them; neither for a token that does not expire.
-		ExpiresIn string    `json:"expiresIn"`
-		ExpiresAt time.Time `json:"expiresAt"`
-	}
+	var body apiv1.CreateTokenRequest
 	if err := a.readJSON(w, r, &body, false); err != nil {
 		return err
 	}
@@ -93,7 +80,7 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, p auth.Princip
 		return &requestError{kind: errUnavailable, msg: "the token was not issued: the event store did not record its issue; nothing was changed, try again"}
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	a.writeJSON(w, r, http.StatusCreated, issuedToken{TokenInfo: info, Token: token})
+	a.writeJSON(w, r, http.StatusCreated, apiv1.IssuedToken{TokenInfo: tokenInfo(info), Token: token})
 	return nil
 }
 
@@ -108,17 +95,15 @@ func (a *API) listTokens(w http.ResponseWriter, r *http.Request, p auth.Principa
 	if err != nil {
 		return err
 	}
-	list := []auth.TokenInfo{}
+	list := []apiv1.TokenInfo{}
 	for _, t := range all {
 		// A scoped admin sees the tokens of its environment only.
 		if p.Environment == "" || t.Environment == p.Environment {
-			list = append(list, t)
+			list = append(list, tokenInfo(t))
 		}
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	a.writeJSON(w, r, http.StatusOK, struct {
-		Tokens []auth.TokenInfo `json:"tokens"`
-	}{list})
+	a.writeJSON(w, r, http.StatusOK, apiv1.TokenList{Tokens: list})
 	return nil
 }
 
@@ -169,4 +154,9 @@ func (a *API) revokeToken(w http.ResponseWriter, r *http.Request, p auth.Princip
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// tokenInfo is the wire form of t.
+func tokenInfo(t auth.TokenInfo) apiv1.TokenInfo {
+	return apiv1.TokenInfo{Name: t.Name, Role: string(t.Role), Environment: t.Environment, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt}
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/interlock-dev/interlock/client"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/app"
 	"github.com/interlock-dev/interlock/internal/config"
@@ -107,19 +107,13 @@ func TestDeployClusterConf(t *testing.T) {
 	}
 	defer m.Close()
 	natstest.Eventually(t, 30*time.Second, m.Ready, "interlock ready")
+	api, err := client.New("http://"+m.HTTPAddr(), client.WithToken(cfg.AdminToken))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, env := range []string{"staging", "production"} {
-		req, _ := http.NewRequest("POST", "http://"+m.HTTPAddr()+"/api/v1/environments/"+env+"/flags",
-			strings.NewReader(`{"key":"search","kind":"release","variants":{"on":true,"off":false},"defaultVariant":"on","offVariant":"off"}`))
-		req.Header.Set("Authorization", "Bearer "+cfg.AdminToken)
-		req.Header.Set("X-Interlock-Reason", "test")
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			t.Fatalf("create %s/search: %d", env, resp.StatusCode)
+		if f, err := api.CreateFlag(context.Background(), env, "search", releaseFlag("on"), "test"); err != nil || f.Version != 1 {
+			t.Fatalf("create %s/search: %+v, %v", env, f, err)
 		}
 	}
 

@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/interlock-dev/interlock/apiv1"
+	"github.com/interlock-dev/interlock/client"
 	"github.com/interlock-dev/interlock/internal/app"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
@@ -41,36 +44,43 @@ func TestReadyzTellsTheTruth(t *testing.T) {
 	dir := t.TempDir()
 	srv := natstest.RunServer(t, natstest.Options{StoreDir: dir})
 	m, _ := startOn(t, srv)
-	base := "http://" + m.HTTPAddr()
-	probe := func(path string) (int, map[string]any) {
-		resp, err := http.Get(base + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var body map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&body)
-		return resp.StatusCode, body
+	api, err := client.New("http://" + m.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
 	}
-	natstest.Eventually(t, 10*time.Second, func() bool { s, _ := probe("/readyz"); return s == 200 }, "ready")
+	ctx := context.Background()
+	// ready answers the status of /readyz and, while it is 503, the cause it names.
+	ready := func() (int, string) {
+		_, err := api.Ready(ctx)
+		var ae *apiv1.Error
+		switch {
+		case err == nil:
+			return http.StatusOK, ""
+		case errors.As(err, &ae):
+			return ae.Status, ae.Message
+		}
+		t.Fatal(err)
+		return 0, ""
+	}
+	natstest.Eventually(t, 10*time.Second, func() bool { s, _ := ready(); return s == 200 }, "ready")
 
 	port := srv.Addr().(*net.TCPAddr).Port
 	natstest.Shutdown(srv)
 	var cause string
 	natstest.Eventually(t, 10*time.Second, func() bool {
-		s, body := probe("/readyz")
-		cause, _ = body["cause"].(string)
+		var s int
+		s, cause = ready()
 		return s == http.StatusServiceUnavailable
 	}, "/readyz answers 503 while NATS is down")
 	if !strings.Contains(cause, "event store") {
 		t.Errorf("cause %q does not name the event store", cause)
 	}
-	if s, _ := probe("/healthz"); s != 200 {
-		t.Errorf("/healthz = %d while NATS is down, want 200: the process lives", s)
+	if _, err := api.Health(ctx); err != nil {
+		t.Errorf("/healthz: %v while NATS is down, want 200: the process lives", err)
 	}
 
 	natstest.RunServer(t, natstest.Options{StoreDir: dir, Port: port})
-	natstest.Eventually(t, 30*time.Second, func() bool { s, _ := probe("/readyz"); return s == 200 }, "ready again once NATS is back")
+	natstest.Eventually(t, 30*time.Second, func() bool { s, _ := ready(); return s == 200 }, "ready again once NATS is back")
 }
 
 // TestEvaluationThroughAnOutage is finding 2 of the honest-failures issue: with the event store
@@ -101,12 +111,21 @@ func TestEvaluationThroughAnOutage(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&out)
 		return resp.StatusCode, resp.Header, out
 	}
-	if s, _, body := call("POST", "/api/v1/environments/production/flags", cfg.AdminToken,
-		`{"key":"checkout","kind":"release","variants":{"on":true,"off":false},"defaultVariant":"on","offVariant":"off","enabled":true}`); s != 201 {
-		t.Fatalf("create: %d %v", s, body)
+	admin, err := client.New(base, client.WithToken(cfg.AdminToken))
+	if err != nil {
+		t.Fatal(err)
 	}
-	_, _, issued := call("POST", "/api/v1/tokens", cfg.AdminToken, `{"name":"checkout-svc","role":"reader","environment":"production"}`)
-	reader, _ := issued["token"].(string)
+	ctx := context.Background()
+	enabled := releaseFlag("on")
+	enabled.Enabled = true
+	if f, err := admin.CreateFlag(ctx, "production", "checkout", enabled, ""); err != nil || f.Version != 1 {
+		t.Fatalf("create: %+v %v", f, err)
+	}
+	issued, err := admin.CreateToken(ctx, apiv1.CreateTokenRequest{Name: "checkout-svc", Role: apiv1.RoleReader, Environment: "production"})
+	if err != nil {
+		t.Fatalf("issue a token: %v", err)
+	}
+	reader := issued.Token
 	evaluate := func() (int, http.Header, map[string]any) {
 		return call("POST", "/ofrep/v1/evaluate/flags/checkout", reader, `{"context":{"targetingKey":"u1"}}`)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/interlock-dev/interlock/apiv1"
+	"github.com/interlock-dev/interlock/client"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/app"
 	"github.com/interlock-dev/interlock/internal/config"
@@ -41,23 +44,23 @@ func startTLS(t *testing.T, cfg config.Config) (*app.Main, string) {
 	return m, banner.String()
 }
 
-// createFlag creates a flag through the admin API over client, and fails the test unless it
+// releaseFlag is the configuration of a boolean release flag that serves defaultVariant.
+func releaseFlag(defaultVariant string) apiv1.FlagConfig {
+	return apiv1.FlagConfig{Kind: events.KindRelease, Variants: map[string]json.RawMessage{"on": json.RawMessage(`true`), "off": json.RawMessage(`false`)},
+		DefaultVariant: defaultVariant, OffVariant: "off"}
+}
+
+// createFlag creates a flag through the admin API over hc, and fails the test unless it
 // was created.
-func createFlag(t *testing.T, client *http.Client, base, key string) {
+func createFlag(t *testing.T, hc *http.Client, base, key string) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", base+"/api/v1/environments/production/flags",
-		strings.NewReader(`{"key":"`+key+`","kind":"release","variants":{"on":true,"off":false},"defaultVariant":"off","offVariant":"off"}`))
-	req.Header.Set("Authorization", "Bearer "+tlsToken)
-	req.Header.Set("X-Interlock-Reason", "tls test")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
+	c, err := client.New(base, client.WithToken(tlsToken), client.WithHTTPClient(hc))
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("create %s: %d %s", key, resp.StatusCode, body)
+	f, err := c.CreateFlag(context.Background(), "production", key, releaseFlag("off"), "tls test")
+	if err != nil || f.Key != key || f.Version != 1 {
+		t.Fatalf("create %s: %+v, %v", key, f, err)
 	}
 }
 

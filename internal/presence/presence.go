@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/interlock-dev/interlock/apiv1"
 	"github.com/interlock-dev/interlock/local"
 )
 
@@ -73,22 +74,9 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Subscriber is one live in-process subscriber as its last heartbeat described it. The JSON
-// names are a contract of the API.
-type Subscriber struct {
-	ID          string `json:"id"`
-	Name        string `json:"name"`
-	Environment string `json:"environment"`
-	// Sequence is the last stream sequence it has applied.
-	Sequence uint64 `json:"sequence"`
-	// LastSeen is when this server received its last heartbeat.
-	LastSeen time.Time `json:"lastSeen"`
-	// Interval is how often it sends heartbeats, in milliseconds.
-	IntervalMillis int64 `json:"intervalMs"`
-	// Ready and Stale are what it says of itself.
-	Ready bool `json:"ready"`
-	Stale bool `json:"stale"`
-}
+// Subscriber is one live in-process subscriber as its last heartbeat described it. It is the
+// API's type: its JSON is a contract of GET /api/v1/environments/{env}/subscribers.
+type Subscriber = apiv1.Subscriber
 
 // Propagation says how many live subscribers of an environment have applied a sequence.
 type Propagation struct {
@@ -102,13 +90,8 @@ type Propagation struct {
 	Pending []Pending `json:"pending"`
 }
 
-// Pending is a live subscriber that has not applied a sequence yet.
-type Pending struct {
-	ID       string    `json:"id"`
-	Name     string    `json:"name"`
-	Sequence uint64    `json:"sequence"`
-	LastSeen time.Time `json:"lastSeen"`
-}
+// Pending is a live subscriber that has not applied a sequence yet: the API's type.
+type Pending = apiv1.Pending
 
 // Tracker keeps the live subscribers. Its reads are safe for concurrent use with Run.
 type Tracker struct {
