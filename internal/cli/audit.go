@@ -121,7 +121,7 @@ func (s *session) audit(ctx context.Context, q url.Values, after uint64, all boo
 		}
 		if !all {
 			if s.json {
-				return s.printJSON(resp.body)
+				return s.printJSON(resp.Body)
 			}
 			return s.renderAuditPage(q, page.Events, page.Next)
 		}

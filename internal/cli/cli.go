@@ -14,6 +14,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/interlock-dev/interlock/apiv1"
+	"github.com/interlock-dev/interlock/client"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/spf13/cobra"
 )
@@ -48,9 +50,6 @@ const (
 
 // errUsage marks a command line that is wrong; nothing was sent to the server.
 var errUsage = errors.New("usage error")
-
-// errUnreachable marks a server that could not be reached or did not answer in time.
-var errUnreachable = errors.New("server unreachable")
 
 // usageError is a wrong command line, for the command cmd (nil when no command was recognised).
 type usageError struct {
@@ -114,15 +113,15 @@ func (r *runner) run(ctx context.Context, args []string) int {
 
 // exitCode is the one place that maps an error to an exit code.
 func exitCode(err error) int {
-	var ae *apiError
+	var ae *apiv1.Error
 	switch {
 	case err == nil:
 		return ExitOK
 	case errors.Is(err, errUsage):
 		return ExitUsage
 	case errors.As(err, &ae):
-		return ae.exitCode()
-	case errors.Is(err, errUnreachable):
+		return apiExitCode(ae)
+	case errors.Is(err, client.ErrUnreachable):
 		return ExitUnavailable
 	case errors.Is(err, errPending):
 		return ExitPending

@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/interlock-dev/interlock/client"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -45,7 +46,7 @@ type action func(ctx context.Context, s *session, pos []string) error
 type session struct {
 	*runner
 	cmd    *cobra.Command
-	client *client
+	client api
 	json   bool
 }
 
@@ -162,19 +163,16 @@ func (r *runner) cobraCommand(c *command) *cobra.Command {
 			}
 			transport := newTransport()
 			defer transport.CloseIdleConnections()
-			s := &session{
-				runner: r,
-				cmd:    cc,
-				json:   r.g.output == "json",
-				client: &client{
-					base:      base,
-					token:     r.g.token,
-					timeout:   r.g.timeout,
-					idemKey:   r.g.idemKey,
-					http:      &http.Client{Transport: transport},
-					userAgent: "interlock-cli/" + buildVersion(),
-				},
+			c, err := client.New(base.String(), client.WithToken(r.g.token), client.WithTimeout(r.g.timeout),
+				client.WithHTTPClient(&http.Client{Transport: transport}),
+				client.WithUserAgent("interlock-cli/"+buildVersion()))
+			if err != nil {
+				return usagef(cc, "%v", err)
 			}
+			if r.g.idemKey != "" {
+				c = c.WithIdempotencyKey(r.g.idemKey)
+			}
+			s := &session{runner: r, cmd: cc, json: r.g.output == "json", client: api{c}}
 			return act(cc.Context(), s, pos)
 		},
 	}

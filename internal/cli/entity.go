@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/interlock-dev/interlock/client"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
 	"github.com/spf13/pflag"
@@ -25,6 +26,9 @@ type entity[T any] struct {
 	operand string
 	// example is an operand shown when one is malformed: production/checkout-v2.
 	example string
+	// apiPath is the API path of one, of one of its actions, or (key empty) of an environment's
+	// collection of them: client.FlagPath or client.SegmentPath.
+	apiPath func(env, key, action string) string
 	// validateKey applies the server's rules for keys.
 	validateKey func(key string) error
 	// listAt says list takes --at: the server lists them as they were at a time.
@@ -32,7 +36,7 @@ type entity[T any] struct {
 	// archiveSummary is the summary of the archive command.
 	archiveSummary string
 	// decodeList decodes the server's answer to a list.
-	decodeList func(resp *response) ([]T, error)
+	decodeList func(resp *client.Response) ([]T, error)
 	// renderList prints a list of them in env as a table.
 	renderList func(w io.Writer, env string, items []T) error
 	// render prints one as a block of "label: value" lines.
@@ -72,22 +76,17 @@ func (e *entity[T]) ref(s *session, arg string) (ref, error) {
 
 // listPath is the API path of an environment's collection.
 func (e *entity[T]) listPath(env string) string {
-	return "/api/v1/environments/" + env + "/" + e.plural
+	return e.apiPath(env, "", "")
 }
 
-// path is the API path (unescaped; refs are validated) of one, or of one of its actions when
-// action is not empty.
+// path is the API path of one, or of one of its actions when action is not empty.
 func (e *entity[T]) path(r ref, action string) string {
-	p := e.listPath(r.env) + "/" + r.key
-	if action != "" {
-		p += "/" + action
-	}
-	return p
+	return e.apiPath(r.env, r.key, action)
 }
 
 // showOne prints an answer holding one: the JSON, or its block after a line saying what was done
 // (none when done is empty).
-func (e *entity[T]) showOne(s *session, resp *response, done string) error {
+func (e *entity[T]) showOne(s *session, resp *client.Response, done string) error {
 	return show(s, resp, "the "+e.noun, func(item *T) error {
 		if done != "" {
 			env, key, version := e.id(item)
@@ -99,7 +98,7 @@ func (e *entity[T]) showOne(s *session, resp *response, done string) error {
 
 // showState prints the answer to a command that changes the state of one (kill, enable, archive,
 // restore and the like): the JSON, or one line saying what was done and what it does now.
-func (e *entity[T]) showState(s *session, resp *response, done string) error {
+func (e *entity[T]) showState(s *session, resp *client.Response, done string) error {
 	return show(s, resp, "the "+e.noun, func(item *T) error {
 		env, key, version := e.id(item)
 		_, err := fmt.Fprintf(s.stdout, "%s %s/%s: %s (version %d)\n", done, clean(env), clean(key), e.state(item), version)
@@ -140,7 +139,7 @@ func listCommand[T any](e *entity[T]) *command {
 					return err
 				}
 				if s.json {
-					return s.printJSON(resp.body)
+					return s.printJSON(resp.Body)
 				}
 				items, err := e.decodeList(resp)
 				if err != nil {

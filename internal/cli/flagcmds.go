@@ -9,9 +9,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 
+	"github.com/interlock-dev/interlock/client"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
 	"github.com/spf13/pflag"
@@ -27,9 +27,10 @@ const reasonHeader = "X-Interlock-Reason"
 var flagEntity = &entity[projections.Flag]{
 	noun: "flag", plural: "flags", operand: "ENV/FLAG", example: "production/checkout-v2",
 	validateKey:    events.ValidateFlagKey,
+	apiPath:        client.FlagPath,
 	listAt:         true,
 	archiveSummary: "Retire a flag: hidden from lists, refusing changes until unarchived.",
-	decodeList: func(resp *response) ([]projections.Flag, error) {
+	decodeList: func(resp *client.Response) ([]projections.Flag, error) {
 		var body struct {
 			Flags []projections.Flag `json:"flags"`
 		}
@@ -244,9 +245,9 @@ refused (exit code 4) rather than overwritten.`,
 				}
 				h := reasonHeaders(*reason)
 				h.Set("If-Match", ifMatch)
-				resp, err := s.client.do(ctx, request{
-					method: http.MethodPatch, path: flagPath(r, ""), header: h,
-					contentType: "application/merge-patch+json", body: patch,
+				resp, err := s.client.do(ctx, client.Request{
+					Method: http.MethodPatch, Path: client.FlagPath(r.env, r.key, ""), Header: h,
+					ContentType: "application/merge-patch+json", Body: patch,
 				})
 				if err != nil {
 					return err
@@ -317,23 +318,16 @@ func (s *session) buildPatch(fs *pflag.FlagSet, patchArg string, variants, tags 
 // else the ETag of the flag as read now, so that a change made in between is refused.
 func (s *session) flagIfMatch(ctx context.Context, r ref, ifVersion versionFlag) (string, error) {
 	if ifVersion.set {
-		return strconv.Quote(strconv.FormatUint(ifVersion.v, 10)), nil
+		return client.ETag(ifVersion.v), nil
 	}
-	resp, err := s.client.get(ctx, flagPath(r, ""), nil)
+	f, err := s.client.Flag(ctx, r.env, r.key)
 	if err != nil {
-		return "", err
-	}
-	if etag := resp.header.Get("ETag"); etag != "" {
-		return etag, nil
-	}
-	var f projections.Flag
-	if err := decodeJSON(resp, "the flag", &f); err != nil {
 		return "", err
 	}
 	if f.Version == 0 {
 		return "", fmt.Errorf("the server answered %s without a version", r)
 	}
-	return strconv.Quote(strconv.FormatUint(f.Version, 10)), nil
+	return client.ETag(f.Version), nil
 }
 
 // flagsKill is `flags kill` and its on-call shortcut `kill`.
@@ -349,8 +343,8 @@ func flagsKill(name string) *command {
 recorded with who and when.`,
 		minArgs: 1, maxArgs: 1,
 		setup: func(fs *pflag.FlagSet) action {
-			return reasonAction(fs, " the flag is killed", func(r ref) string { return flagPath(r, "kill") },
-				func(s *session, resp *response) error { return flagEntity.showState(s, resp, "killed") })
+			return reasonAction(fs, " the flag is killed", func(r ref) string { return client.FlagPath(r.env, r.key, "kill") },
+				func(s *session, resp *client.Response) error { return flagEntity.showState(s, resp, "killed") })
 		},
 	}
 }
@@ -358,7 +352,7 @@ recorded with who and when.`,
 // reasonAction registers the required --reason of an on-call command on ENV/FLAG that sends
 // nothing else (kill, valve close) and returns its action: it posts the reason to path(r) and
 // prints the answer with answer. why ends the message for a missing reason.
-func reasonAction(fs *pflag.FlagSet, why string, path func(r ref) string, answer func(s *session, resp *response) error) action {
+func reasonAction(fs *pflag.FlagSet, why string, path func(r ref) string, answer func(s *session, resp *client.Response) error) action {
 	reason := fs.String("reason", "", "why: `TEXT` recorded with the event (required)")
 	return func(ctx context.Context, s *session, pos []string) error {
 		r, err := s.ref(pos[0])
@@ -404,7 +398,7 @@ func flagsRestore() *command {
 				if err := checkReason("reason", *reason); err != nil {
 					return usagef(s.cmd, "%v", err)
 				}
-				resp, err := s.client.postJSON(ctx, flagPath(r, "restore"), nil, stateBody{ToVersion: to.v, Reason: *reason, Version: ifVersion.v})
+				resp, err := s.client.postJSON(ctx, client.FlagPath(r.env, r.key, "restore"), nil, stateBody{ToVersion: to.v, Reason: *reason, Version: ifVersion.v})
 				if err != nil {
 					return err
 				}
@@ -463,16 +457,8 @@ func flagsDiff() *command {
 
 // getVersion reads version v of a flag, the current one for 0.
 func (s *session) getVersion(ctx context.Context, r ref, v uint64) (projections.Flag, error) {
-	q := url.Values{}
-	if v > 0 {
-		q.Set("version", strconv.FormatUint(v, 10))
-	}
-	resp, err := s.client.get(ctx, flagPath(r, ""), q)
+	f, err := s.client.FlagAt(ctx, r.env, r.key, client.Point{Version: v})
 	if err != nil {
-		return projections.Flag{}, err
-	}
-	var f projections.Flag
-	if err := decodeJSON(resp, "the flag", &f); err != nil {
 		return projections.Flag{}, err
 	}
 	if !f.Exists() {
@@ -491,7 +477,7 @@ func environmentsCommand() *command {
 					return err
 				}
 				if s.json {
-					return s.printJSON(resp.body)
+					return s.printJSON(resp.Body)
 				}
 				var body struct {
 					Environments []json.RawMessage `json:"environments"`

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/interlock-dev/interlock/client"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/spf13/pflag"
 )
@@ -55,7 +56,7 @@ func (s *session) getPropagation(ctx context.Context, r ref, seq uint64) (propag
 	if seq > 0 {
 		q.Set("sequence", strconv.FormatUint(seq, 10))
 	}
-	resp, err := s.client.get(ctx, flagPath(r, "propagation"), q)
+	resp, err := s.client.get(ctx, client.FlagPath(r.env, r.key, "propagation"), q)
 	if err != nil {
 		return propagation{}, nil, err
 	}
@@ -63,7 +64,7 @@ func (s *session) getPropagation(ctx context.Context, r ref, seq uint64) (propag
 	if err := decodeJSON(resp, "the propagation", &p); err != nil {
 		return propagation{}, nil, err
 	}
-	return p, resp.body, nil
+	return p, resp.Body, nil
 }
 
 func flagsPropagation() *command {
@@ -111,7 +112,7 @@ func subscribersCommand() *command {
 					return err
 				}
 				if s.json {
-					return s.printJSON(resp.body)
+					return s.printJSON(resp.Body)
 				}
 				var body struct {
 					Subscribers []struct {

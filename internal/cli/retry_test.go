@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/interlock-dev/interlock/client"
 )
 
 // A write goes with an Idempotency-Key and is sent again under the same key while the event store
@@ -54,8 +56,8 @@ func TestWriteOfUnknownOutcome(t *testing.T) {
 		t.Fatalf("exit %d, stderr %s", r.code, r.stderr)
 	}
 	reqs := srv.requests()
-	if len(reqs) != writeAttempts {
-		t.Fatalf("%d requests, want %d", len(reqs), writeAttempts)
+	if len(reqs) != client.DefaultWriteAttempts {
+		t.Fatalf("%d requests, want %d", len(reqs), client.DefaultWriteAttempts)
 	}
 	for _, req := range reqs {
 		if req.Header.Get("Idempotency-Key") != "drill-1" {

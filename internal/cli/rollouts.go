@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/interlock-dev/interlock/apiv1"
+	"github.com/interlock-dev/interlock/client"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
 	"github.com/spf13/pflag"
@@ -19,36 +21,11 @@ import (
 
 // rolloutPath is the API path of a flag's rollout, or of a command on it when verb is not empty.
 func rolloutPath(r ref, verb string) string {
-	p := flagPath(r, "rollout")
+	p := client.FlagPath(r.env, r.key, "rollout")
 	if verb != "" {
 		p += "/" + verb
 	}
 	return p
-}
-
-// rolloutStatus is the server's answer about a flag's rollout.
-type rolloutStatus struct {
-	Flag        string               `json:"flag"`
-	Environment string               `json:"environment"`
-	Version     uint64               `json:"version"`
-	Enabled     bool                 `json:"enabled"`
-	Rollout     *projections.Rollout `json:"rollout"`
-	Stage       struct {
-		Index   int             `json:"index"`
-		Count   int             `json:"count"`
-		Percent float64         `json:"percent"`
-		MinHold events.Duration `json:"minHold"`
-	} `json:"stage"`
-	Split events.Serve    `json:"split"`
-	Live  json.RawMessage `json:"live"`
-}
-
-// valveStatus is the server's answer about a flag's safety valve.
-type valveStatus struct {
-	Flag        string             `json:"flag"`
-	Environment string             `json:"environment"`
-	Version     uint64             `json:"version"`
-	Valve       *projections.Valve `json:"valve"`
 }
 
 func rolloutCreate() *command {
@@ -93,17 +70,17 @@ With --if-version the plan applies only to that version of the flag.`,
 				}
 				h := reasonHeaders(*reason)
 				if ifVersion.set {
-					h.Set("If-Match", strconv.Quote(strconv.FormatUint(ifVersion.v, 10)))
+					h.Set("If-Match", client.ETag(ifVersion.v))
 				}
-				resp, err := s.client.do(ctx, request{method: http.MethodPost, path: rolloutPath(r, ""), header: h,
-					contentType: "application/json", body: data})
+				resp, err := s.client.do(ctx, client.Request{Method: http.MethodPost, Path: rolloutPath(r, ""), Header: h,
+					ContentType: "application/json", Body: data})
 				if err != nil {
 					return err
 				}
 				if s.json {
-					return s.printJSON(resp.body)
+					return s.printJSON(resp.Body)
 				}
-				var st rolloutStatus
+				var st apiv1.RolloutStatus
 				if err := decodeJSON(resp, "the rollout", &st); err != nil {
 					return err
 				}
@@ -133,7 +110,7 @@ control's, and the e-value of the evidence for advancing (READY once it suffices
 				if err != nil {
 					return err
 				}
-				return show(s, resp, "the rollout", func(st *rolloutStatus) error { return renderRollout(s.stdout, st) })
+				return show(s, resp, "the rollout", func(st *apiv1.RolloutStatus) error { return renderRollout(s.stdout, st) })
 			}
 		},
 	}
@@ -224,7 +201,7 @@ command twice moves the rollout once: the second finds it has already left stage
 				}
 				ifMatch := ""
 				if ifVersion.set {
-					ifMatch = strconv.Quote(strconv.FormatUint(ifVersion.v, 10))
+					ifMatch = client.ETag(ifVersion.v)
 				} else if ifMatch, err = s.etagOf(ctx, rolloutPath(r, ""), r); err != nil {
 					return err
 				}
@@ -235,9 +212,9 @@ command twice moves the rollout once: the second finds it has already left stage
 					return err
 				}
 				if s.json {
-					return s.printJSON(resp.body)
+					return s.printJSON(resp.Body)
 				}
-				var st rolloutStatus
+				var st apiv1.RolloutStatus
 				if err := decodeJSON(resp, "the rollout", &st); err != nil {
 					return err
 				}
@@ -257,7 +234,7 @@ func (s *session) etagOf(ctx context.Context, path string, r ref) (string, error
 	var doc struct {
 		Version uint64 `json:"version"`
 	}
-	if etag := resp.header.Get("ETag"); etag != "" {
+	if etag := resp.Header.Get("ETag"); etag != "" {
 		return etag, nil
 	}
 	if err := decodeJSON(resp, "the flag's version", &doc); err != nil {
@@ -266,11 +243,11 @@ func (s *session) etagOf(ctx context.Context, path string, r ref) (string, error
 	if doc.Version == 0 {
 		return "", fmt.Errorf("the server answered %s without a version", r)
 	}
-	return strconv.Quote(strconv.FormatUint(doc.Version, 10)), nil
+	return client.ETag(doc.Version), nil
 }
 
 // stageText is "2/6 at 5%".
-func stageText(st *rolloutStatus) string {
+func stageText(st *apiv1.RolloutStatus) string {
 	if st.Stage.Count == 0 {
 		return "-"
 	}
@@ -278,7 +255,7 @@ func stageText(st *rolloutStatus) string {
 }
 
 // rolloutSummary says in a line where the rollout stands and what the flag serves.
-func rolloutSummary(st *rolloutStatus) string {
+func rolloutSummary(st *apiv1.RolloutStatus) string {
 	if st.Rollout == nil {
 		return "no rollout"
 	}
@@ -297,7 +274,7 @@ func rolloutSummary(st *rolloutStatus) string {
 }
 
 // renderRollout prints a rollout's status as a block, then the guard's live statistics if any.
-func renderRollout(w io.Writer, st *rolloutStatus) error {
+func renderRollout(w io.Writer, st *apiv1.RolloutStatus) error {
 	ro := st.Rollout
 	if ro == nil {
 		_, err := fmt.Fprintf(w, "%s/%s has no rollout\n", clean(st.Environment), clean(st.Flag))
@@ -462,7 +439,7 @@ func showNumber(raw json.RawMessage) string {
 
 // valvePath is the API path of a flag's valve, or of a command on it when verb is not empty.
 func valvePath(r ref, verb string) string {
-	p := flagPath(r, "valve")
+	p := client.FlagPath(r.env, r.key, "valve")
 	if verb != "" {
 		p += "/" + verb
 	}
@@ -535,8 +512,8 @@ change applies to the version read.`,
 				}
 				h := reasonHeaders(*reason)
 				h.Set("If-Match", ifMatch)
-				resp, err := s.client.do(ctx, request{method: http.MethodPut, path: valvePath(r, ""), header: h,
-					contentType: "application/json", body: data})
+				resp, err := s.client.do(ctx, client.Request{Method: http.MethodPut, Path: valvePath(r, ""), Header: h,
+					ContentType: "application/json", Body: data})
 				if err != nil {
 					return err
 				}
@@ -605,7 +582,7 @@ func valveClose() *command {
 		minArgs: 1, maxArgs: 1,
 		setup: func(fs *pflag.FlagSet) action {
 			return reasonAction(fs, " the valve closes", func(r ref) string { return valvePath(r, "close") },
-				func(s *session, resp *response) error { return s.showValveAction(resp, "closed valve") })
+				func(s *session, resp *client.Response) error { return s.showValveAction(resp, "closed valve") })
 		},
 	}
 }
@@ -625,15 +602,15 @@ func valveStatusCommand() *command {
 				if err != nil {
 					return err
 				}
-				return show(s, resp, "the valve", func(st *valveStatus) error { return renderValve(s.stdout, st) })
+				return show(s, resp, "the valve", func(st *apiv1.ValveStatus) error { return renderValve(s.stdout, st) })
 			}
 		},
 	}
 }
 
 // showValveAction prints the answer to a valve command: the JSON, or one line.
-func (s *session) showValveAction(resp *response, done string) error {
-	return show(s, resp, "the valve", func(st *valveStatus) error {
+func (s *session) showValveAction(resp *client.Response, done string) error {
+	return show(s, resp, "the valve", func(st *apiv1.ValveStatus) error {
 		_, err := fmt.Fprintf(s.stdout, "%s %s/%s: %s (version %d)\n", done, clean(st.Environment), clean(st.Flag), valveSummary(st.Valve), st.Version)
 		return err
 	})
@@ -662,7 +639,7 @@ func valveSummary(v *projections.Valve) string {
 }
 
 // renderValve prints a valve's state as a block.
-func renderValve(w io.Writer, st *valveStatus) error {
+func renderValve(w io.Writer, st *apiv1.ValveStatus) error {
 	v := st.Valve
 	if v == nil {
 		_, err := fmt.Fprintf(w, "%s/%s is not a safety valve\n", clean(st.Environment), clean(st.Flag))

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/interlock-dev/interlock/client"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/projections"
 	"github.com/spf13/pflag"
@@ -23,8 +24,9 @@ import (
 var segmentEntity = &entity[projections.Segment]{
 	noun: "segment", plural: "segments", operand: "ENV/SEGMENT", example: "production/beta-testers",
 	validateKey:    events.ValidateSegmentKey,
+	apiPath:        client.SegmentPath,
 	archiveSummary: "Retire a segment: hidden from lists; refused while live flags use it.",
-	decodeList: func(resp *response) ([]projections.Segment, error) {
+	decodeList: func(resp *client.Response) ([]projections.Segment, error) {
 		var body struct {
 			Segments []projections.Segment `json:"segments"`
 		}
@@ -248,7 +250,7 @@ refused (exit code 4) rather than overwritten.`,
 				}
 				ifMatch := ""
 				if ifVersion.set {
-					ifMatch = strconv.Quote(strconv.FormatUint(ifVersion.v, 10))
+					ifMatch = client.ETag(ifVersion.v)
 				}
 				if keyEdits || !ifVersion.set {
 					// The key lists are edited on the segment as read: the patch replaces them whole.
@@ -271,9 +273,9 @@ refused (exit code 4) rather than overwritten.`,
 				}
 				h := reasonHeaders(*reason)
 				h.Set("If-Match", ifMatch)
-				resp, err := s.client.do(ctx, request{
-					method: http.MethodPatch, path: segmentEntity.path(r, ""), header: h,
-					contentType: "application/merge-patch+json", body: body,
+				resp, err := s.client.do(ctx, client.Request{
+					Method: http.MethodPatch, Path: segmentEntity.path(r, ""), Header: h,
+					ContentType: "application/merge-patch+json", Body: body,
 				})
 				if err != nil {
 					return err
@@ -364,21 +366,14 @@ func sortedKeySet(keys []string) []string {
 
 // currentSegment reads the segment and returns it with the ETag of the version read.
 func (s *session) currentSegment(ctx context.Context, r ref) (projections.Segment, string, error) {
-	resp, err := s.client.get(ctx, segmentEntity.path(r, ""), nil)
+	seg, err := s.client.Segment(ctx, r.env, r.key)
 	if err != nil {
 		return projections.Segment{}, "", err
 	}
-	var seg projections.Segment
-	if err := decodeJSON(resp, "the segment", &seg); err != nil {
-		return projections.Segment{}, "", err
+	if seg.Version == 0 {
+		return projections.Segment{}, "", fmt.Errorf("the server answered %s without a version", r)
 	}
-	etag := resp.header.Get("ETag")
-	if etag == "" {
-		if seg.Version == 0 {
-			return projections.Segment{}, "", fmt.Errorf("the server answered %s without a version", r)
-		}
-		etag = strconv.Quote(strconv.FormatUint(seg.Version, 10))
-	}
+	etag := client.ETag(seg.Version)
 	return seg, etag, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/interlock-dev/interlock/client"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/auth"
 	"github.com/spf13/pflag"
@@ -66,7 +67,7 @@ it is lost.`,
 					return err
 				}
 				if s.json {
-					return s.printJSON(resp.body)
+					return s.printJSON(resp.Body)
 				}
 				var tk tokenInfo
 				if err := decodeJSON(resp, "the token", &tk); err != nil {
@@ -97,7 +98,7 @@ func tokensList() *command {
 					return err
 				}
 				if s.json {
-					return s.printJSON(resp.body)
+					return s.printJSON(resp.Body)
 				}
 				var body struct {
 					Tokens []tokenInfo `json:"tokens"`
@@ -137,7 +138,7 @@ The revocation is recorded in the audit trail. The admin token cannot be revoked
 		setup: func(fs *pflag.FlagSet) action {
 			reason := fs.String("reason", "", "why, for the audit trail")
 			return func(ctx context.Context, s *session, pos []string) error {
-				if _, err := s.client.do(ctx, request{method: http.MethodDelete, path: "/api/v1/tokens/" + url.PathEscape(pos[0]), header: reasonHeaders(*reason)}); err != nil {
+				if _, err := s.client.do(ctx, client.Request{Method: http.MethodDelete, Path: "/api/v1/tokens/" + url.PathEscape(pos[0]), Header: reasonHeaders(*reason)}); err != nil {
 					return err
 				}
 				if s.json {

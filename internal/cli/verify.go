@@ -75,7 +75,7 @@ func (s *session) auditVerify(ctx context.Context, q url.Values) error {
 		return err
 	}
 	if s.json {
-		if err := s.printJSON(resp.body); err != nil {
+		if err := s.printJSON(resp.Body); err != nil {
 			return err
 		}
 	} else if err := renderVerify(s, rep); err != nil {
@@ -152,7 +152,7 @@ sequence that fails verification makes /readyz answer 503 again.`,
 					return err
 				}
 				if s.json {
-					return s.printJSON(resp.body)
+					return s.printJSON(resp.Body)
 				}
 				var ack acknowledgement
 				if err := decodeJSON(resp, "the acknowledgement", &ack); err != nil {
