@@ -21,7 +21,6 @@ import (
 	"github.com/interlock-dev/interlock/internal/app"
 	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/config"
-	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/internal/promtest"
 	"github.com/interlock-dev/interlock/projections"
 )
@@ -360,7 +359,7 @@ func newRig(t *testing.T, prometheus bool) *rig {
 			t.Logf("interlock logs, without the requests:\n%s", withoutRequests(r.logs.String()))
 		}
 	})
-	natstest.Eventually(t, 30*time.Second, m.Ready, "interlock ready")
+	await.Eventually(t, 30*time.Second, m.Ready, "interlock ready")
 
 	var f projections.Flag
 	h := r.do(http.MethodPost, "/api/v1/environments/"+env+"/flags", nil,
@@ -379,7 +378,7 @@ func newRig(t *testing.T, prometheus bool) *rig {
 	r.source = fmt.Sprintf(`{"type": "scrape", "url": %q}`, r.demo.base+"/metrics")
 	if prometheus {
 		prom := promtest.Start(t, []string{strings.TrimPrefix(r.demo.base, "http://")}, promScrape)
-		natstest.Eventually(t, 30*time.Second, func() bool { return r.promHasBothArms(prom) }, "Prometheus to scrape the demo")
+		await.Eventually(t, 30*time.Second, func() bool { return r.promHasBothArms(prom) }, "Prometheus to scrape the demo")
 		r.source = fmt.Sprintf(`{"type": "prometheus", "url": %q, "lag": "2s"}`, prom)
 	}
 	// Registered last, so it runs first: the demo, then Interlock; Prometheus stops after both.

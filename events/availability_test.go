@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/natstest"
 )
 
@@ -65,7 +66,7 @@ func TestConsumersGoWithTheirClients(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 10*time.Second, func() bool { return consumers(t, js) == 0 }, "the follow's consumer is gone")
+	await.Eventually(t, 10*time.Second, func() bool { return consumers(t, js) == 0 }, "the follow's consumer is gone")
 }
 
 // With the connection down, appends and reads fail at once with ErrUnavailable, and nothing is
@@ -83,7 +84,7 @@ func TestUnavailableWhileDisconnected(t *testing.T) {
 		t.Fatal(err)
 	}
 	natstest.Shutdown(srv)
-	natstest.Eventually(t, 10*time.Second, func() bool { return nc.Status() != nats.CONNECTED }, "disconnected")
+	await.Eventually(t, 10*time.Second, func() bool { return nc.Status() != nats.CONNECTED }, "disconnected")
 
 	ev := newEvent(t, events.TypeFlagCreated, 1, events.FlagCreated{Flag: events.FlagConfig{Kind: events.KindRelease}})
 	start := time.Now()
@@ -97,7 +98,7 @@ func TestUnavailableWhileDisconnected(t *testing.T) {
 	}
 
 	natstest.Restart(t, srv)
-	natstest.Eventually(t, 10*time.Second, func() bool { return nc.Status() == nats.CONNECTED }, "reconnected")
+	await.Eventually(t, 10*time.Second, func() bool { return nc.Status() == nats.CONNECTED }, "reconnected")
 	// A round trip after the reconnect: anything the client had held back would be stored by now.
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)

@@ -10,8 +10,8 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/guard"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/command"
-	"github.com/interlock-dev/interlock/internal/natstest"
 )
 
 func TestRunnerValvePolicyOpensOnBurnAndClosesWhenHealthy(t *testing.T) {
@@ -254,7 +254,7 @@ func TestRunnerLiveDoesNotWaitForAPass(t *testing.T) {
 	<-cmds.entered // the pass is now inside a command
 	answered := make(chan bool, 1)
 	go func() { _, ok := w.guard.Live(testEnv, "live"); answered <- ok }()
-	natstest.Eventually(t, 30*time.Second, func() bool { return len(answered) == 1 }, "Live waited for the pass")
+	await.Eventually(t, 30*time.Second, func() bool { return len(answered) == 1 }, "Live waited for the pass")
 	close(cmds.release)
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/internal/snapshot"
 	"github.com/interlock-dev/interlock/local"
@@ -205,7 +206,7 @@ func TestLiveFollow(t *testing.T) {
 	}
 
 	// Observers are told just after WaitSequence returns.
-	natstest.Eventually(t, wait, func() bool {
+	await.Eventually(t, wait, func() bool {
 		all := seen.all()
 		return len(all) > 0 && all[len(all)-1].Sequence == upd
 	}, "the notice of the last event")
@@ -289,7 +290,7 @@ func TestCatchUpInOneBatch(t *testing.T) {
 	defer run()()
 	waitSequence(t, c, last)
 	var changed []local.Notice
-	natstest.Eventually(t, wait, func() bool { // observers are told after WaitSequence returns
+	await.Eventually(t, wait, func() bool { // observers are told after WaitSequence returns
 		changed = changed[:0]
 		for _, n := range seen.all() {
 			if n.Kind == local.NoticeChanged {
@@ -318,7 +319,7 @@ func TestCatchUpInOneBatch(t *testing.T) {
 	killed := s.kill(t, "prod", "f02")
 	waitSequence(t, c, killed.Sequence)
 	var live []local.Notice
-	natstest.Eventually(t, wait, func() bool {
+	await.Eventually(t, wait, func() bool {
 		live = live[:0]
 		for _, n := range seen.all() {
 			if n.Kind == local.NoticeChanged && n.Sequence > last {
@@ -363,11 +364,11 @@ func TestStaleWhileServerDown(t *testing.T) {
 	var seen notices
 	c := start(t, nc, local.Config{Environment: "prod", NoPresence: true, HeartbeatInterval: 100 * time.Millisecond, StaleAfter: time.Second}, seen.observe)
 	waitReady(t, c)
-	natstest.Eventually(t, wait, func() bool { return !c.Stale() }, "fresh after start")
+	await.Eventually(t, wait, func() bool { return !c.Stale() }, "fresh after start")
 
 	natstest.Shutdown(s.srv)
-	natstest.Eventually(t, wait, c.Stale, "stale once the server is down")
-	natstest.Eventually(t, wait, func() bool { return seen.has(local.NoticeStale) }, "a stale notice")
+	await.Eventually(t, wait, c.Stale, "stale once the server is down")
+	await.Eventually(t, wait, func() bool { return seen.has(local.NoticeStale) }, "a stale notice")
 	if got, _ := serves(c, "checkout"); got != "on" {
 		t.Fatalf("while down, checkout serves %q: the last-known state is lost", got)
 	}
@@ -379,8 +380,8 @@ func TestStaleWhileServerDown(t *testing.T) {
 	if got, _ := serves(c, "checkout"); got != "off" {
 		t.Fatalf("after the restart, checkout serves %q", got)
 	}
-	natstest.Eventually(t, wait, func() bool { return !c.Stale() }, "fresh again")
-	natstest.Eventually(t, wait, func() bool { return seen.has(local.NoticeFresh) }, "a fresh notice")
+	await.Eventually(t, wait, func() bool { return !c.Stale() }, "fresh again")
+	await.Eventually(t, wait, func() bool { return seen.has(local.NoticeFresh) }, "a fresh notice")
 	kinds := seen.kinds()
 	if i, j := slices.Index(kinds, local.NoticeStale), slices.Index(kinds, local.NoticeFresh); i < 0 || j < i {
 		t.Fatalf("notices %v: want stale, then fresh", kinds)
@@ -413,7 +414,7 @@ func TestStreamMissingIsAnError(t *testing.T) {
 	if err := s.js.DeleteStream(context.Background(), events.DefaultStreamName); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, wait, func() bool { return seen.has(local.NoticeError) }, "an error notice once the stream is gone")
+	await.Eventually(t, wait, func() bool { return seen.has(local.NoticeError) }, "an error notice once the stream is gone")
 	for _, n := range seen.all() {
 		if n.Kind == local.NoticeError && n.Err == nil {
 			t.Error("error notice without an error")
@@ -430,7 +431,7 @@ func TestStreamMissingIsAnError(t *testing.T) {
 	if _, err := events.Open(context.Background(), s.js, events.StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, wait, func() bool {
+	await.Eventually(t, wait, func() bool {
 		for _, n := range seen.all() {
 			if n.Kind == local.NoticeError && errors.Is(n.Err, local.ErrStreamReplaced) {
 				return true

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/local"
@@ -47,7 +48,7 @@ func TestVerifyKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, wait, func() bool { return c.Sequence() >= kill.Sequence }, "the kill applied")
+	await.Eventually(t, wait, func() bool { return c.Sequence() >= kill.Sequence }, "the kill applied")
 	if enabled(c) {
 		t.Fatal("the genuine kill was not applied")
 	}

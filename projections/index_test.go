@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
 )
@@ -128,7 +129,7 @@ func indexRun(t *testing.T, st *events.Store, seq uint64, opts ...projections.Ru
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	natstest.Eventually(t, 10*time.Second, func() bool { return c.Sequence() >= seq }, "runner caught up")
+	await.Eventually(t, 10*time.Second, func() bool { return c.Sequence() >= seq }, "runner caught up")
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -383,7 +384,7 @@ func indexRunPlain(t *testing.T, st *events.Store, seq uint64) (*projections.Run
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	natstest.Eventually(t, 10*time.Second, func() bool { return c.Sequence() >= seq }, "runner caught up")
+	await.Eventually(t, 10*time.Second, func() bool { return c.Sequence() >= seq }, "runner caught up")
 	cancel()
 	return r, c, <-done
 }

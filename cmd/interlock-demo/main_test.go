@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
@@ -127,7 +128,7 @@ func start(t *testing.T, s *system, args ...string) *demoProc {
 			t.Errorf("run returned %d when stopped, want 0; stderr:\n%s", c, p.stderr.String())
 		}
 	})
-	natstest.Eventually(t, within, func() bool {
+	await.Eventually(t, within, func() bool {
 		m := listening.FindStringSubmatch(p.stderr.String())
 		if m == nil {
 			select {
@@ -337,7 +338,7 @@ func latenciesOf(t *testing.T, flag string, fams map[string]*dto.MetricFamily) m
 func (p *demoProc) scrapeUntil(t *testing.T, what string, cond func(counts) bool) counts {
 	t.Helper()
 	var c counts
-	natstest.Eventually(t, within, func() bool {
+	await.Eventually(t, within, func() bool {
 		c = p.scrape(t)
 		return cond(c)
 	}, "%s; last scrape %v", what, &c)
@@ -348,7 +349,7 @@ func (p *demoProc) scrapeUntil(t *testing.T, what string, cond func(counts) bool
 func (p *demoProc) statusUntil(t *testing.T, what string, cond func(status) bool) status {
 	t.Helper()
 	var st status
-	natstest.Eventually(t, within, func() bool {
+	await.Eventually(t, within, func() bool {
 		st = p.status(t)
 		return cond(st)
 	}, "%s; last status %+v", what, &st)
@@ -666,7 +667,7 @@ func TestReportLines(t *testing.T) {
 	s.createFlag(t)
 	p := start(t, s, "--flag", flagKey, "--rate", "1000", "--report", "10ms")
 	re := regexp.MustCompile(`(?m)^requests=[1-9]\d* off=\d+ \(\d+ errors, \d+\.\d\d%\) on=\d+ \(\d+ errors, \d+\.\d\d%\)$`)
-	natstest.Eventually(t, within, func() bool { return re.MatchString(p.stdout.String()) }, "a report line with both variants; stdout:\n%s", p.stdout)
+	await.Eventually(t, within, func() bool { return re.MatchString(p.stdout.String()) }, "a report line with both variants; stdout:\n%s", p.stdout)
 }
 
 func TestStopsWhenContextEnds(t *testing.T) {

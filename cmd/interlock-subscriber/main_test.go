@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/natstest"
 )
 
@@ -217,11 +218,11 @@ func TestEveryEventAcrossARestart(t *testing.T) {
 	ctx, cancel = context.WithCancel(context.Background())
 	go func() { code <- run(ctx, args, out2, logs2) }()
 	want := a.in("production")[stopAt-1:]
-	natstest.Eventually(t, within, func() bool { return len(out2.printed()) >= len(want) }, "second run prints the rest")
+	await.Eventually(t, within, func() bool { return len(out2.printed()) >= len(want) }, "second run prints the rest")
 	// And live events, after it caught up.
 	a.add(events.TypeFlagEnabled, "production", "DeptA.TeamB.66623", events.FlagEnabled{})
 	want = a.in("production")[stopAt-1:]
-	natstest.Eventually(t, within, func() bool { return len(out2.printed()) >= len(want) }, "second run prints live events")
+	await.Eventually(t, within, func() bool { return len(out2.printed()) >= len(want) }, "second run prints live events")
 	cancel()
 	if c := <-code; c != 0 {
 		t.Fatalf("second run exited %d:\n%s", c, logs2)

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/interlock-dev/interlock/internal/await"
 )
 
 // TestMeasureSSEFlood measures the memory of a real `interlock serve` process before, during and
@@ -57,7 +57,7 @@ func TestMeasureSSEFlood(t *testing.T) {
 		t.Fatal("no address in the banner")
 	}
 	admin := "flood-admin-token-0123456789"
-	natstest.Eventually(t, 20*time.Second, func() bool {
+	await.Eventually(t, 20*time.Second, func() bool {
 		resp, err := http.Get(base + "/readyz")
 		if err != nil {
 			return false

@@ -19,8 +19,8 @@ import (
 	"github.com/interlock-dev/interlock/client"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/config"
-	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
 )
 
@@ -38,7 +38,7 @@ func server(t *testing.T, dir string, env map[string]string) (*app.Main, string)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	natstest.Eventually(t, 10*time.Second, m.Ready, "projections ready")
+	await.Eventually(t, 10*time.Second, m.Ready, "projections ready")
 	return m, out.String()
 }
 

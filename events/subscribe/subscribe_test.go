@@ -21,6 +21,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/events/subscribe"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/natstest"
 )
 
@@ -250,13 +251,13 @@ func TestEveryEventInOrder(t *testing.T) {
 	stop := start(t, cfg, rec.handle)
 
 	prod := func(ev events.Event) bool { return ev.Environment == "prod" }
-	natstest.Eventually(t, within, func() bool { return len(rec.succeeded()) == len(a.where(prod)) }, "history delivered")
+	await.Eventually(t, within, func() bool { return len(rec.succeeded()) == len(a.where(prod)) }, "history delivered")
 	// Live events, interleaved across flags, after the subscriber caught up.
 	a.lifecycle("prod", "search", 2)
 	a.add(events.TypeFlagKilled, "prod", "checkout", events.FlagKilled{})
 	a.add(events.TypeFlagKilled, "staging", "checkout", events.FlagKilled{})
 	a.add(events.TypeFlagUpdated, "prod", "DeptA.TeamB.66623", events.FlagUpdated{Flag: flagDoc, Patch: json.RawMessage(`{"enabled":true}`)})
-	natstest.Eventually(t, within, func() bool { return len(rec.succeeded()) == len(a.where(prod)) }, "live events delivered")
+	await.Eventually(t, within, func() bool { return len(rec.succeeded()) == len(a.where(prod)) }, "live events delivered")
 	if err := stop(); err != nil {
 		t.Fatalf("run: %v", err)
 	}
@@ -325,7 +326,7 @@ func TestFilters(t *testing.T) {
 			rec := &recorder{}
 			stop := start(t, cfg, rec.handle)
 			want := a.where(tc.keep)
-			natstest.Eventually(t, within, func() bool { return len(rec.succeeded()) >= len(want) }, "events delivered")
+			await.Eventually(t, within, func() bool { return len(rec.succeeded()) >= len(want) }, "events delivered")
 			if err := stop(); err != nil {
 				t.Fatal(err)
 			}
@@ -339,7 +340,7 @@ func readPoison(t *testing.T, js jetstream.JetStream, subject string, n int) []*
 	t.Helper()
 	ctx := context.Background()
 	var stream jetstream.Stream
-	natstest.Eventually(t, within, func() bool {
+	await.Eventually(t, within, func() bool {
 		name, err := js.StreamNameBySubject(ctx, subject)
 		if err != nil {
 			return false
@@ -377,7 +378,7 @@ func TestRetryThenPoison(t *testing.T) {
 	cfg := fast(s.ClientURL(), "notifier")
 	cfg.MaxRetries = 2
 	stop := start(t, cfg, rec.handle)
-	natstest.Eventually(t, within, func() bool { return len(rec.succeeded()) == len(a.all)-1 }, "the other events handled")
+	await.Eventually(t, within, func() bool { return len(rec.succeeded()) == len(a.all)-1 }, "the other events handled")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +435,7 @@ func TestPanicIsRecoveredAndPoisoned(t *testing.T) {
 	cfg := fast(s.ClientURL(), "panicky")
 	cfg.MaxRetries = -1
 	stop := start(t, cfg, rec.handle)
-	natstest.Eventually(t, within, func() bool { return len(rec.succeeded()) == 2 }, "the other events handled")
+	await.Eventually(t, within, func() bool { return len(rec.succeeded()) == 2 }, "the other events handled")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -472,7 +473,7 @@ func TestRedeliveryKeepsOrder(t *testing.T) {
 	cfg := fast(s.ClientURL(), "strict")
 	cfg.MaxRetries, cfg.NoPoisonQueue = -1, true
 	stop := start(t, cfg, rec.handle)
-	natstest.Eventually(t, within, func() bool { return len(rec.succeeded()) == len(a.all) }, "every event handled")
+	await.Eventually(t, within, func() bool { return len(rec.succeeded()) == len(a.all) }, "every event handled")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -546,7 +547,7 @@ func TestResumeAfterRestart(t *testing.T) {
 	second := &recorder{}
 	stop := start(t, cfg, second.handle)
 	// At least: an extra delivery must fail the exact checks below, not time out here.
-	natstest.Eventually(t, within, func() bool { return len(second.succeeded()) >= len(a.all)-(stopAt-1) }, "the rest handled")
+	await.Eventually(t, within, func() bool { return len(second.succeeded()) >= len(a.all)-(stopAt-1) }, "the rest handled")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -647,7 +648,7 @@ func TestNeedsNoRightsOverTheStream(t *testing.T) {
 		return nil
 	}}
 	stop := start(t, fast(serviceURL, "restricted"), rec.handle)
-	natstest.Eventually(t, within, func() bool { return len(rec.succeeded()) == len(a.all)-1 }, "events handled")
+	await.Eventually(t, within, func() bool { return len(rec.succeeded()) == len(a.all)-1 }, "events handled")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -664,7 +665,7 @@ func TestNeedsNoRightsOverTheStream(t *testing.T) {
 	a.add(events.TypeFlagKilled, "prod", "checkout", events.FlagKilled{})
 	rec2 := &recorder{}
 	stop = start(t, fast(serviceURL, "restricted"), rec2.handle)
-	natstest.Eventually(t, within, func() bool { return len(rec2.succeeded()) == 1 }, "the new event handled")
+	await.Eventually(t, within, func() bool { return len(rec2.succeeded()) == 1 }, "the new event handled")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -697,7 +698,7 @@ func TestSurvivesServerRestart(t *testing.T) {
 
 	rec := &recorder{}
 	stop := start(t, fast(url, "survivor"), rec.handle)
-	natstest.Eventually(t, within, func() bool { return len(rec.succeeded()) == 3 }, "first events")
+	await.Eventually(t, within, func() bool { return len(rec.succeeded()) == 3 }, "first events")
 
 	port := s.Addr().(*net.TCPAddr).Port
 	natstest.Shutdown(s)
@@ -706,7 +707,7 @@ func TestSurvivesServerRestart(t *testing.T) {
 	b.last, b.vers, b.all = a.last, a.vers, a.all
 	b.add(events.TypeFlagKilled, "prod", "checkout", events.FlagKilled{})
 	b.lifecycle("prod", "search", 1)
-	natstest.Eventually(t, within, func() bool { return len(rec.succeeded()) == len(b.all) }, "events after the restart")
+	await.Eventually(t, within, func() bool { return len(rec.succeeded()) == len(b.all) }, "events after the restart")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

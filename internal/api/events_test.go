@@ -27,6 +27,7 @@ import (
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/api"
 	"github.com/interlock-dev/interlock/internal/auth"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
@@ -365,7 +366,7 @@ func countGoroutines(frames ...string) int {
 
 func noFeedGoroutines(t testing.TB) {
 	t.Helper()
-	natstest.Eventually(t, feedWithin, func() bool { return feedGoroutines() == 0 }, "feed goroutines still running: %d", feedGoroutines())
+	await.Eventually(t, feedWithin, func() bool { return feedGoroutines() == 0 }, "feed goroutines still running: %d", feedGoroutines())
 }
 
 func TestEventFeedLive(t *testing.T) {
@@ -543,7 +544,7 @@ func TestEventFeedHeartbeatAndMalformed(t *testing.T) {
 	f := feedBoot(t, feedOptions{tune: func(c *api.Config) { c.EventsHeartbeat = 20 * time.Millisecond }})
 	c := openFeed(t, f.url, "/api/v1/events?after=0", nil)
 	beats := 0
-	natstest.Eventually(t, feedWithin, func() bool {
+	await.Eventually(t, feedWithin, func() bool {
 		select {
 		case e := <-c.events:
 			if slices.Contains(e.comments, "heartbeat") {
@@ -614,7 +615,7 @@ func TestEventFeedSlowClient(t *testing.T) {
 	fast.expect(t, want)
 
 	// Only the fast client's feed is left; the slow one's connection is closed.
-	natstest.Eventually(t, feedWithin, func() bool { return feedHandlers() == 1 }, "the slow feed ends")
+	await.Eventually(t, feedWithin, func() bool { return feedHandlers() == 1 }, "the slow feed ends")
 	body, err := io.ReadAll(resp.Body)
 	got := strings.Count(string(body), "\nevent: ")
 	if got >= n {
@@ -775,7 +776,7 @@ func TestEventFeedCaps(t *testing.T) {
 	}
 	// A client that leaves frees its place.
 	first.Body.Close()
-	natstest.Eventually(t, 5*time.Second, func() bool {
+	await.Eventually(t, 5*time.Second, func() bool {
 		resp := open(s.oncall)
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK

@@ -14,7 +14,7 @@ import (
 
 	"github.com/interlock-dev/interlock/internal/api"
 	"github.com/interlock-dev/interlock/internal/auth"
-	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/interlock-dev/interlock/internal/await"
 )
 
 // publicRoutes are the only routes anyone may call without a token.
@@ -52,7 +52,7 @@ func TestEveryRouteIsAuthorized(t *testing.T) {
 		t.Fatal(err)
 	}
 	expired := issue(auth.Spec{Name: "expired", Role: auth.RoleAdmin, ExpiresAt: time.Now().Add(50 * time.Millisecond)})
-	natstest.Eventually(t, 5*time.Second, func() bool {
+	await.Eventually(t, 5*time.Second, func() bool {
 		_, err := tokens.Authenticate(ctx, expired)
 		return errors.Is(err, auth.ErrExpired)
 	}, "the token expires")

@@ -8,7 +8,7 @@ import (
 
 	"github.com/interlock-dev/interlock/internal/api"
 	"github.com/interlock-dev/interlock/internal/auth"
-	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/interlock-dev/interlock/internal/await"
 )
 
 // withTokens gives the API the token store it authenticates with.
@@ -238,7 +238,7 @@ func TestExpiredTokenSaysSo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 5*time.Second, func() bool {
+	await.Eventually(t, 5*time.Second, func() bool {
 		return s.do(t, req{method: "GET", path: "/api/v1/environments", token: tok}).status == http.StatusUnauthorized
 	}, "the token expires")
 	msg := s.do(t, req{method: "GET", path: "/api/v1/environments", token: tok}).apiError(t, http.StatusUnauthorized, "unauthenticated")

@@ -19,6 +19,7 @@ import (
 	"github.com/interlock-dev/interlock/client"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
 )
@@ -87,7 +88,7 @@ func TestDeployClusterConf(t *testing.T) {
 	}
 	defer admin.Close()
 	ajs, _ := jetstream.New(admin)
-	natstest.Eventually(t, 30*time.Second, func() bool {
+	await.Eventually(t, 30*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := ajs.AccountInfo(ctx)
@@ -106,7 +107,7 @@ func TestDeployClusterConf(t *testing.T) {
 		t.Fatalf("start interlock on the cluster: %v", err)
 	}
 	defer m.Close()
-	natstest.Eventually(t, 30*time.Second, m.Ready, "interlock ready")
+	await.Eventually(t, 30*time.Second, m.Ready, "interlock ready")
 	api, err := client.New("http://"+m.HTTPAddr(), client.WithToken(cfg.AdminToken))
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +134,7 @@ func TestDeployClusterConf(t *testing.T) {
 	defer reader.Close()
 	refused := func(subject string) {
 		t.Helper()
-		natstest.Eventually(t, 20*time.Second, func() bool {
+		await.Eventually(t, 20*time.Second, func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, v := range violations {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/api"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
 )
@@ -51,7 +52,7 @@ func startAgainst(t *testing.T, urls []string, replicas int) *outageServer {
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	// A fresh cluster may not know all its peers yet: placing a 3-replica stream then fails.
 	var m *Main
-	natstest.Eventually(t, 20*time.Second, func() bool {
+	await.Eventually(t, 20*time.Second, func() bool {
 		var err error
 		m, err = Start(context.Background(), cfg, logger, io.Discard)
 		if err != nil {
@@ -77,7 +78,7 @@ func startAgainst(t *testing.T, urls []string, replicas int) *outageServer {
 			t.Logf("server logs:\n%s", logs.String())
 		}
 	})
-	natstest.Eventually(t, 20*time.Second, m.Ready, "ready")
+	await.Eventually(t, 20*time.Second, m.Ready, "ready")
 	return s
 }
 
@@ -189,7 +190,7 @@ func TestWritesAcrossNATSRestart(t *testing.T) {
 	}
 
 	natstest.Shutdown(ns)
-	natstest.Eventually(t, 10*time.Second, func() bool { return s.m.nc.Status() != nats.CONNECTED }, "the server sees NATS gone")
+	await.Eventually(t, 10*time.Second, func() bool { return s.m.nc.Status() != nats.CONNECTED }, "the server sees NATS gone")
 
 	patch := map[string]string{"If-Match": created.etag, "Idempotency-Key": "patch-1"}
 	a := s.want(s.do("PATCH", outagePath, `{"description":"during the outage"}`, patch), http.StatusServiceUnavailable, "patch during the outage")
@@ -209,7 +210,7 @@ func TestWritesAcrossNATSRestart(t *testing.T) {
 	t.Logf("OFREP during the outage: %d", ev.status)
 
 	natstest.Restart(t, ns)
-	natstest.Eventually(t, 20*time.Second, func() bool { return s.m.nc.Status() == nats.CONNECTED }, "the server reconnects")
+	await.Eventually(t, 20*time.Second, func() bool { return s.m.nc.Status() == nats.CONNECTED }, "the server reconnects")
 
 	// Nothing of the refused writes reached the stream, then or now.
 	if evs := storedFlagEvents(t, url, "checkout", 1); len(evs) != 1 {
@@ -217,7 +218,7 @@ func TestWritesAcrossNATSRestart(t *testing.T) {
 	}
 	// The client retries with the same keys: each is written once.
 	var patched answer
-	natstest.Eventually(t, 20*time.Second, func() bool {
+	await.Eventually(t, 20*time.Second, func() bool {
 		patched = s.do("PATCH", outagePath, `{"description":"during the outage"}`, patch)
 		return patched.status == http.StatusOK
 	}, "the patch goes through after the outage: %d %s", patched.status, patched.body)
@@ -376,7 +377,7 @@ func TestWritesAcrossStreamLeaderKill(t *testing.T) {
 	t.Logf("stream leader n%d stopped after %d writes", leader+1, len(got))
 	var elected time.Duration
 	var lastAtElection uint64 // the stream's last sequence when the new leader was seen
-	natstest.Eventually(t, 30*time.Second, func() bool {
+	await.Eventually(t, 30*time.Second, func() bool {
 		// Short requests: a request the stream cannot answer yet would hide the election.
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
@@ -405,7 +406,7 @@ func TestWritesAcrossStreamLeaderKill(t *testing.T) {
 	// before it).
 	ctx := context.Background()
 	firstNew := lastAtElection + 1
-	natstest.Eventually(t, 30*time.Second, func() bool { return s.m.catalog.Sequence() >= firstNew }, "the catalog applies sequence %d", firstNew)
+	await.Eventually(t, 30*time.Second, func() bool { return s.m.catalog.Sequence() >= firstNew }, "the catalog applies sequence %d", firstNew)
 	close(stopSampling)
 	ss := <-samples
 	var applied time.Time
@@ -505,7 +506,7 @@ func TestCloseWithTheStreamDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Close() })
-	natstest.Eventually(t, 20*time.Second, m.Ready, "ready")
+	await.Eventually(t, 20*time.Second, m.Ready, "ready")
 
 	nc, err := m.ConnectInternal()
 	if err != nil {
@@ -521,7 +522,7 @@ func TestCloseWithTheStreamDeleted(t *testing.T) {
 	if err := js.DeleteStream(ctx, events.DefaultStreamName); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 30*time.Second, func() bool {
+	await.Eventually(t, 30*time.Second, func() bool {
 		return strings.Contains(logs.String(), "following the stream stopped")
 	}, "the projections notice the stream is gone")
 	took := closeWithin(t, m, 30*time.Second)
@@ -534,7 +535,7 @@ func TestCloseWithNATSStopped(t *testing.T) {
 	s := startAgainst(t, []string{ns.ClientURL()}, 1)
 	s.want(s.do("POST", "/api/v1/environments/production/flags", outageFlag, nil), http.StatusCreated, "create")
 	natstest.Shutdown(ns)
-	natstest.Eventually(t, 10*time.Second, func() bool { return s.m.nc.Status() != nats.CONNECTED }, "the server sees NATS gone")
+	await.Eventually(t, 10*time.Second, func() bool { return s.m.nc.Status() != nats.CONNECTED }, "the server sees NATS gone")
 	a := s.do("POST", outagePath+"/kill", "", map[string]string{"X-Interlock-Reason": "drill"})
 	t.Logf("kill with NATS stopped: %d %s in %v", a.status, a.code, a.took)
 	s.client.CloseIdleConnections()
@@ -554,7 +555,7 @@ func TestPoisonMessageInHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Close() })
-	natstest.Eventually(t, 20*time.Second, m.Ready, "ready")
+	await.Eventually(t, 20*time.Second, m.Ready, "ready")
 	s := &outageServer{t: t, m: m, base: "http://" + m.HTTPAddr(), client: &http.Client{Transport: &http.Transport{}}}
 	t.Cleanup(s.client.CloseIdleConnections)
 	s.want(s.do("POST", "/api/v1/environments/production/flags", outageFlag, nil), http.StatusCreated, "create")
@@ -683,7 +684,7 @@ func TestWritesWithoutAStreamLeader(t *testing.T) {
 		servers[i] = natstest.Restart(t, servers[i])
 	}
 	var done answer
-	natstest.Eventually(t, 60*time.Second, func() bool {
+	await.Eventually(t, 60*time.Second, func() bool {
 		done = s.do("PATCH", outagePath, `{"description":"while leaderless"}`, h)
 		return done.status == http.StatusOK
 	}, "the same write is taken once the stream has a leader again")

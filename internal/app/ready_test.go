@@ -17,6 +17,7 @@ import (
 	"github.com/interlock-dev/interlock/apiv1"
 	"github.com/interlock-dev/interlock/client"
 	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
 )
@@ -62,12 +63,12 @@ func TestReadyzTellsTheTruth(t *testing.T) {
 		t.Fatal(err)
 		return 0, ""
 	}
-	natstest.Eventually(t, 10*time.Second, func() bool { s, _ := ready(); return s == 200 }, "ready")
+	await.Eventually(t, 10*time.Second, func() bool { s, _ := ready(); return s == 200 }, "ready")
 
 	port := srv.Addr().(*net.TCPAddr).Port
 	natstest.Shutdown(srv)
 	var cause string
-	natstest.Eventually(t, 10*time.Second, func() bool {
+	await.Eventually(t, 10*time.Second, func() bool {
 		var s int
 		s, cause = ready()
 		return s == http.StatusServiceUnavailable
@@ -80,7 +81,7 @@ func TestReadyzTellsTheTruth(t *testing.T) {
 	}
 
 	natstest.RunServer(t, natstest.Options{StoreDir: dir, Port: port})
-	natstest.Eventually(t, 30*time.Second, func() bool { s, _ := ready(); return s == 200 }, "ready again once NATS is back")
+	await.Eventually(t, 30*time.Second, func() bool { s, _ := ready(); return s == 200 }, "ready again once NATS is back")
 }
 
 // TestEvaluationThroughAnOutage is finding 2 of the honest-failures issue: with the event store
@@ -94,7 +95,7 @@ func TestEvaluationThroughAnOutage(t *testing.T) {
 	srv := natstest.RunServer(t, natstest.Options{StoreDir: dir})
 	m, cfg := startOn(t, srv)
 	base := "http://" + m.HTTPAddr()
-	natstest.Eventually(t, 10*time.Second, m.Ready, "ready")
+	await.Eventually(t, 10*time.Second, m.Ready, "ready")
 	call := func(method, path, token, body string) (int, http.Header, map[string]any) {
 		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
 		if err != nil {
@@ -157,7 +158,7 @@ func TestEvaluationThroughAnOutage(t *testing.T) {
 	t.Logf("%d evaluations in a minute of outage, every one 200 with the last-known value", calls)
 
 	natstest.RunServer(t, natstest.Options{StoreDir: dir, Port: port})
-	natstest.Eventually(t, 30*time.Second, func() bool {
+	await.Eventually(t, 30*time.Second, func() bool {
 		_, h, _ := evaluate()
 		return h.Get("X-Interlock-Stale") == ""
 	}, "fresh answers once the store is back")

@@ -56,7 +56,7 @@ func TestReplicasHandOverOnGracefulStop(t *testing.T) {
 	if err := f.replicas[acting].Close(); err != nil {
 		t.Errorf("close replica %d: %v", acting, err)
 	}
-	natstest.Eventually(t, 20*time.Second, survivor.GuardActing, "replica %d acts after replica %d stopped", 1-acting, acting)
+	await.Eventually(t, 20*time.Second, survivor.GuardActing, "replica %d acts after replica %d stopped", 1-acting, acting)
 	t.Logf("replica %d acts %v after replica %d was stopped gracefully", 1-acting, time.Since(stopped).Round(time.Millisecond), acting)
 
 	f.waitCompleted(survivor)
@@ -80,9 +80,9 @@ func TestReplicasTakeOverFromCrashedReplica(t *testing.T) {
 	// together.
 	stopped := time.Now()
 	f.crash(acting)
-	natstest.Eventually(t, 20*time.Second, func() bool { return !f.replicas[acting].GuardActing() }, "replica %d cut off NATS stops acting", acting)
+	await.Eventually(t, 20*time.Second, func() bool { return !f.replicas[acting].GuardActing() }, "replica %d cut off NATS stops acting", acting)
 	t.Logf("replica %d stopped believing it acts %v after it dropped off NATS", acting, time.Since(stopped).Round(time.Millisecond))
-	natstest.Eventually(t, 40*time.Second, survivor.GuardActing, "replica %d acts after replica %d crashed", 1-acting, acting)
+	await.Eventually(t, 40*time.Second, survivor.GuardActing, "replica %d acts after replica %d crashed", 1-acting, acting)
 	t.Logf("replica %d acts %v after replica %d dropped off NATS", 1-acting, time.Since(stopped).Round(time.Millisecond), acting)
 
 	f.waitCompleted(survivor)
@@ -162,7 +162,7 @@ func newFleet(t *testing.T, n int) *fleet {
 		}
 	})
 	for i, m := range f.replicas {
-		natstest.Eventually(t, 20*time.Second, m.Ready, "replica %d ready", i)
+		await.Eventually(t, 20*time.Second, m.Ready, "replica %d ready", i)
 	}
 	f.reader.Store(f.replicas[0])
 	f.monitor = startMonitor(t, f.replicas)
@@ -183,7 +183,7 @@ func (f *fleet) crash(i int) {
 func (f *fleet) rolloutUntilStage(stage int) int {
 	t := f.t
 	t.Helper()
-	natstest.Eventually(t, 20*time.Second, func() bool { return len(f.acting()) == 1 }, "exactly one replica acts")
+	await.Eventually(t, 20*time.Second, func() bool { return len(f.acting()) == 1 }, "exactly one replica acts")
 
 	base := "http://" + f.replicas[0].HTTPAddr()
 	flag := `{"key":"` + fleetFlag + `","kind":"release","variants":{"on":true,"off":false},` +
@@ -197,7 +197,7 @@ func (f *fleet) rolloutUntilStage(stage int) int {
 	f.call("POST", base+fleetPath+"/rollout/start", "", map[string]string{"If-Match": etag}, http.StatusOK)
 
 	var fl projections.Flag
-	natstest.Eventually(t, 60*time.Second, func() bool {
+	await.Eventually(t, 60*time.Second, func() bool {
 		fl = f.flag(f.replicas[0])
 		return fl.Rollout != nil && fl.Rollout.Stage >= stage
 	}, "rollout at stage %d", stage)
@@ -205,7 +205,7 @@ func (f *fleet) rolloutUntilStage(stage int) int {
 		t.Fatalf("rollout %s at stage %d, want it running", fl.Rollout.Status, fl.Rollout.Stage)
 	}
 	var acting []int
-	natstest.Eventually(t, 20*time.Second, func() bool { acting = f.acting(); return len(acting) == 1 }, "exactly one replica acts")
+	await.Eventually(t, 20*time.Second, func() bool { acting = f.acting(); return len(acting) == 1 }, "exactly one replica acts")
 	t.Logf("rollout at stage %d; replica %d acts", fl.Rollout.Stage, acting[0])
 	return acting[0]
 }
@@ -258,7 +258,7 @@ func (f *fleet) acting() []int {
 func (f *fleet) waitCompleted(m *Main) {
 	f.t.Helper()
 	var fl projections.Flag
-	natstest.Eventually(f.t, 90*time.Second, func() bool {
+	await.Eventually(f.t, 90*time.Second, func() bool {
 		fl = f.flag(m)
 		return fl.Rollout != nil && !fl.Rollout.Active()
 	}, "rollout finished")

@@ -59,7 +59,7 @@ func bootAt(t *testing.T, dir string) *node {
 			t.Logf("server logs:\n%s", logs.String())
 		}
 	})
-	natstest.Eventually(t, 30*time.Second, m.Ready, "projections ready")
+	await.Eventually(t, 30*time.Second, m.Ready, "projections ready")
 	return n
 }
 
@@ -183,7 +183,7 @@ func (n *node) replayed() (*projections.Catalog, *projections.Runner) {
 			n.t.Error(err)
 		}
 	})
-	natstest.Eventually(n.t, 30*time.Second, func() bool { return c.Sequence() >= n.m.Catalog().Sequence() }, "replay caught up")
+	await.Eventually(n.t, 30*time.Second, func() bool { return c.Sequence() >= n.m.Catalog().Sequence() }, "replay caught up")
 	return c, r
 }
 
@@ -281,20 +281,20 @@ func TestRestartStartsFromCheckpoint(t *testing.T) {
 	a.history(0)
 	js := a.js()
 	forged := a.forge(js, a.m.Catalog().Sequence())
-	natstest.Eventually(t, 10*time.Second, func() bool { return a.m.Catalog().Sequence() >= forged }, "forgery handled")
+	await.Eventually(t, 10*time.Second, func() bool { return a.m.Catalog().Sequence() >= forged }, "forgery handled")
 	// An operator acknowledges the forgery before the checkpoint: the restart keeps that.
 	ack, err := command.New(a.m.store, nil).AcknowledgeIntegrity(ctx, command.Meta{Actor: "ops", Reason: "drill"}, forged, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 10*time.Second, func() bool { return a.m.Catalog().Sequence() >= ack.Sequence }, "acknowledgement applied")
+	await.Eventually(t, 10*time.Second, func() bool { return a.m.Catalog().Sequence() >= ack.Sequence }, "acknowledgement applied")
 	if err := a.m.FlushCheckpoint(ctx); err != nil {
 		t.Fatal(err)
 	}
 	at := a.m.Catalog().Sequence()
 	a.history(1) // after the checkpoint: the restart reads these
 	after := a.forge(js, a.m.Catalog().Sequence())
-	natstest.Eventually(t, 10*time.Second, func() bool { return a.m.Catalog().Sequence() >= after }, "forgery handled")
+	await.Eventually(t, 10*time.Second, func() bool { return a.m.Catalog().Sequence() >= after }, "forgery handled")
 	a.close()
 
 	b := bootAt(t, dir)
@@ -313,7 +313,7 @@ func TestRestartStartsFromCheckpoint(t *testing.T) {
 	b.history(2)
 	jsb := b.js()
 	late := b.forge(jsb, b.m.Catalog().Sequence())
-	natstest.Eventually(t, 10*time.Second, func() bool { return b.m.Catalog().Sequence() >= late }, "forgery handled")
+	await.Eventually(t, 10*time.Second, func() bool { return b.m.Catalog().Sequence() >= late }, "forgery handled")
 	_, count := b.m.runner.Integrity().Problems()
 	if count != 3 {
 		t.Fatalf("%d integrity problems after the restart, want the 3 forgeries", count)

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/config"
-	"github.com/interlock-dev/interlock/internal/natstest"
 )
 
 // The guard fetches what a writer's plan names, so the server decides which URLs a plan may
@@ -53,7 +53,7 @@ func TestGuardSourcesRefusePlansBeforeAnythingIsWritten(t *testing.T) {
 					t.Error(err)
 				}
 			}()
-			natstest.Eventually(t, 20*time.Second, m.Ready, "ready")
+			await.Eventually(t, 20*time.Second, m.Ready, "ready")
 			base := "http://" + m.HTTPAddr() + "/api/v1/environments/" + fleetEnv + "/flags"
 			client := &http.Client{Timeout: 30 * time.Second}
 			defer client.CloseIdleConnections()

@@ -19,6 +19,7 @@ import (
 	"github.com/interlock-dev/interlock/client"
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/natstest"
 )
@@ -40,7 +41,7 @@ func startTLS(t *testing.T, cfg config.Config) (*app.Main, string) {
 			t.Errorf("close: %v", err)
 		}
 	})
-	natstest.Eventually(t, 30*time.Second, m.Ready, "ready")
+	await.Eventually(t, 30*time.Second, m.Ready, "ready")
 	return m, banner.String()
 }
 

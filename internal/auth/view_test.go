@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/natstest"
 )
 
@@ -21,7 +22,7 @@ func runStore(t *testing.T, s *Store) {
 			t.Errorf("run: %v", err)
 		}
 	})
-	natstest.Eventually(t, 10*time.Second, func() bool {
+	await.Eventually(t, 10*time.Second, func() bool {
 		s.mu.RLock()
 		defer s.mu.RUnlock()
 		return s.view.synced
@@ -45,7 +46,7 @@ func TestViewRevocationReachesEveryReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustAuthenticate(t, a, fresh)
-	natstest.Eventually(t, 5*time.Second, func() bool {
+	await.Eventually(t, 5*time.Second, func() bool {
 		_, err := b.Authenticate(t.Context(), fresh)
 		return err == nil
 	}, "the other replica accepts a new token")
@@ -58,7 +59,7 @@ func TestViewRevocationReachesEveryReplica(t *testing.T) {
 		t.Fatalf("the revoking replica still accepts the token: %v", err)
 	}
 	start := time.Now()
-	natstest.Eventually(t, 5*time.Second, func() bool {
+	await.Eventually(t, 5*time.Second, func() bool {
 		_, err := b.Authenticate(t.Context(), tok)
 		return errors.Is(err, ErrUnauthenticated)
 	}, "the other replica refuses the revoked token")

@@ -14,9 +14,9 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/cli"
 	"github.com/interlock-dev/interlock/internal/config"
-	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/local"
 )
 
@@ -52,7 +52,7 @@ func serve(t *testing.T) *waitServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	natstest.Eventually(t, wait, m.Ready, "server ready")
+	await.Eventually(t, wait, m.Ready, "server ready")
 	return &waitServer{m: m, env: map[string]string{"INTERLOCK_SERVER": "http://" + m.HTTPAddr(), "INTERLOCK_TOKEN": token}}
 }
 
@@ -122,7 +122,7 @@ func TestKillWait(t *testing.T) {
 	// still counts it once its process is gone.
 	s.subscriber(t, "svc-fast", "checkout-api", 100*time.Millisecond)
 	_, slowConn := s.subscriber(t, "svc-slow", "billing-worker", time.Minute)
-	natstest.Eventually(t, wait, func() bool {
+	await.Eventually(t, wait, func() bool {
 		var p propagation
 		r := s.run(t, "flags", "propagation", "prod/checkout", "-o", "json")
 		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &p) == nil && p.Total == 2 && p.Applied == 2
@@ -138,7 +138,7 @@ func TestKillWait(t *testing.T) {
 	}
 
 	s.must(t, "flags", "enable", "prod/checkout")
-	natstest.Eventually(t, wait, func() bool {
+	await.Eventually(t, wait, func() bool {
 		var p propagation
 		r := s.run(t, "flags", "propagation", "prod/checkout", "-o", "json")
 		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &p) == nil && p.Applied == 2

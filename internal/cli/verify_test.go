@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/cli"
 	"github.com/interlock-dev/interlock/internal/natstest"
 )
@@ -85,7 +86,7 @@ func TestForgedEventDetected(t *testing.T) {
 		Integrity integrityBody `json:"integrity"`
 	}
 	// Not ready while the problems wait for an acknowledgement, and the answer says why.
-	natstest.Eventually(t, wait, func() bool {
+	await.Eventually(t, wait, func() bool {
 		return s.getJSON(t, "/readyz", &ready) == http.StatusServiceUnavailable && ready.Integrity.Count == 3
 	}, "readyz names three problems")
 	if ready.Status != "unavailable" || ready.Integrity.Status != "problems" || !strings.Contains(ready.Cause, "integrity problems: 3 messages") {
@@ -149,7 +150,7 @@ func TestForgedEventDetected(t *testing.T) {
 
 	// The kill through the CLI goes through, after the forgeries, and chains.
 	s.must(t, "kill", "prod/checkout", "--reason", "real incident")
-	natstest.Eventually(t, wait, func() bool {
+	await.Eventually(t, wait, func() bool {
 		f, _ := s.m.Catalog().Flag("prod", "checkout")
 		return !f.Enabled && f.Version == 2
 	}, "the kill applied")
@@ -164,7 +165,7 @@ func TestForgedEventDetected(t *testing.T) {
 
 	// A new forgery after the acknowledged sequence: not ready again, until acknowledged too.
 	again := natstest.Forge(t, js, ev.Msg())
-	natstest.Eventually(t, wait, func() bool {
+	await.Eventually(t, wait, func() bool {
 		return s.getJSON(t, "/readyz", &ready) == http.StatusServiceUnavailable
 	}, "readyz answers 503 after a new forgery")
 	if ready.Integrity.Status != "problems" || !strings.Contains(ready.Cause, fmt.Sprintf("1 messages on the event stream failed verification and are not acknowledged (the latest at sequence %d)", again)) {

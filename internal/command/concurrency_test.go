@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
@@ -169,7 +170,7 @@ func TestKillRace(t *testing.T) {
 				}
 			})
 		}
-		natstest.Eventually(t, 10*time.Second, func() bool { return updates.Load() >= 20 }, "writers got going")
+		await.Eventually(t, 10*time.Second, func() bool { return updates.Load() >= 20 }, "writers got going")
 		f, kerr := flagOf(oncall.Handle(ctx, command.KillFlag{Meta: command.Meta{Actor: "oncall", Reason: "errors spiking"}, Env: env, Key: key}))
 		close(stop)
 		wg.Wait()

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
@@ -128,7 +129,7 @@ func TestSentAgainAfterManyEvents(t *testing.T) {
 			ctx := context.Background()
 			js := natstest.JetStream(t, servers[0])
 			var st *events.Store
-			natstest.Eventually(t, 30*time.Second, func() bool {
+			await.Eventually(t, 30*time.Second, func() bool {
 				var err error
 				st, err = events.Open(ctx, js, events.StreamConfig{Replicas: tc.replicas})
 				return err == nil
@@ -187,7 +188,7 @@ func TestSentAgainAfterManyEvents(t *testing.T) {
 				}
 			}
 			servers[leader] = natstest.Restart(t, servers[leader])
-			natstest.Eventually(t, 30*time.Second, func() bool {
+			await.Eventually(t, 30*time.Second, func() bool {
 				_, err := st.LastSequence(ctx)
 				return err == nil
 			}, "the store answers again")
@@ -198,7 +199,7 @@ func TestSentAgainAfterManyEvents(t *testing.T) {
 				again := func(what string, cmd func() (projections.Flag, error)) {
 					t.Helper()
 					var err error
-					natstest.Eventually(t, 30*time.Second, func() bool {
+					await.Eventually(t, 30*time.Second, func() bool {
 						_, err = cmd()
 						return !errors.Is(err, events.ErrUnavailable) && !errors.Is(err, events.ErrOutcomeUnknown)
 					}, "%s: %s is answered", name, what)

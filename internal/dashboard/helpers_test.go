@@ -17,8 +17,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/config"
-	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/internal/testdeps"
 )
 
@@ -42,7 +42,7 @@ func server(t testing.TB, extra ...string) (*app.Main, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	natstest.Eventually(t, 20*time.Second, m.Ready, "projections ready")
+	await.Eventually(t, 20*time.Second, m.Ready, "projections ready")
 	return m, "http://" + m.HTTPAddr()
 }
 

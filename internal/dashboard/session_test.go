@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/interlock-dev/interlock/internal/await"
 )
 
 // client is a browser without a browser: a cookie jar that does not follow redirects.
@@ -103,7 +103,7 @@ func TestSession(t *testing.T) {
 	if code := call(t, base, adminToken, "DELETE", "/api/v1/tokens/vic", nil, nil); code >= 300 {
 		t.Fatalf("revoke: %d", code)
 	}
-	natstest.Eventually(t, 15*time.Second, func() bool {
+	await.Eventually(t, 15*time.Second, func() bool {
 		resp, _ := fetch(t, c, base+flagsAt)
 		return resp.StatusCode == http.StatusSeeOther
 	}, "the session ends after its token was revoked")

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/natstest"
 )
 
@@ -191,7 +192,7 @@ func holderOf(t *testing.T, within time.Duration, ls ...*runningLease) (*running
 	t.Helper()
 	var who *runningLease
 	var epoch uint64
-	natstest.Eventually(t, within, func() bool {
+	await.Eventually(t, within, func() bool {
 		who, epoch = nil, 0
 		for _, l := range ls {
 			if held, e := l.Held(); held {
@@ -347,7 +348,7 @@ func (c *checker) stop() {
 // noLeaseGoroutines fails when a goroutine is still inside a Lease method.
 func noLeaseGoroutines(t *testing.T) {
 	t.Helper()
-	natstest.Eventually(t, 10*time.Second, func() bool {
+	await.Eventually(t, 10*time.Second, func() bool {
 		buf := make([]byte, 1<<20)
 		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "lease.(*Lease)")
 	}, "goroutines left in Lease methods")
@@ -403,7 +404,7 @@ func TestLeaseHandovers(t *testing.T) {
 				if holder == other {
 					other = ls["b"]
 				}
-				natstest.Eventually(t, 15*time.Second, func() bool { h, _ := other.Held(); return h },
+				await.Eventually(t, 15*time.Second, func() bool { h, _ := other.Held(); return h },
 					"round %d: %s takes over from %s", round, other.name, holder.name)
 				_, next := other.Held()
 				if next <= epoch {
@@ -457,14 +458,14 @@ func (r *logRecorder) has(msg string) bool {
 func TestLeaseGracefulStopHandsOverAtOnce(t *testing.T) {
 	s := natstest.RunServer(t)
 	a := startLease(t, s, leaseOpts("a", time.Minute, 1))
-	natstest.Eventually(t, 10*time.Second, func() bool { h, _ := a.Held(); return h }, "a acquires")
+	await.Eventually(t, 10*time.Second, func() bool { h, _ := a.Held(); return h }, "a acquires")
 	_, epochA := a.Held()
 
 	logs := &logRecorder{}
 	o := leaseOpts("b", time.Minute, 1)
 	o.Logger = slog.New(logs)
 	b := startLease(t, s, o)
-	natstest.Eventually(t, 10*time.Second, func() bool { return logs.has("lease held by another replica") },
+	await.Eventually(t, 10*time.Second, func() bool { return logs.has("lease held by another replica") },
 		"b tries and finds a holding")
 	if h, _ := b.Held(); h {
 		t.Fatal("b holds while a does")
@@ -487,7 +488,7 @@ func TestLeaseGracefulStopHandsOverAtOnce(t *testing.T) {
 	default:
 		t.Fatal("a's loss was not delivered on Changes")
 	}
-	natstest.Eventually(t, 10*time.Second, func() bool { h, _ := b.Held(); return h }, "b takes over")
+	await.Eventually(t, 10*time.Second, func() bool { h, _ := b.Held(); return h }, "b takes over")
 	if _, epochB := b.Held(); epochB <= epochA {
 		t.Fatalf("b's epoch %d is not above a's %d", epochB, epochA)
 	}
@@ -502,7 +503,7 @@ func TestLeaseCrashedHolder(t *testing.T) {
 	oa := leaseOpts("a", 2*time.Second, 1)
 	oa.Now = clock.Now
 	a := startLease(t, s, oa)
-	natstest.Eventually(t, 10*time.Second, func() bool { h, _ := a.Held(); return h }, "a acquires")
+	await.Eventually(t, 10*time.Second, func() bool { h, _ := a.Held(); return h }, "a acquires")
 	_, epochA := a.Held()
 	b := startLease(t, s, leaseOpts("b", 2*time.Second, 1))
 
@@ -511,7 +512,7 @@ func TestLeaseCrashedHolder(t *testing.T) {
 	if h, _ := a.Held(); h {
 		t.Fatal("a still holds a TTL after its last renewal, by its own clock")
 	}
-	natstest.Eventually(t, 10*time.Second, func() bool {
+	await.Eventually(t, 10*time.Second, func() bool {
 		select {
 		case st := <-a.Changes():
 			return !st.Held
@@ -519,7 +520,7 @@ func TestLeaseCrashedHolder(t *testing.T) {
 			return false
 		}
 	}, "a's loss is delivered on Changes")
-	natstest.Eventually(t, 15*time.Second, func() bool { h, _ := b.Held(); return h }, "b takes over")
+	await.Eventually(t, 15*time.Second, func() bool { h, _ := b.Held(); return h }, "b takes over")
 	if _, epochB := b.Held(); epochB <= epochA {
 		t.Fatalf("b's epoch %d is not above a's %d", epochB, epochA)
 	}
@@ -534,19 +535,19 @@ func TestLeaseCrashNoOverlap(t *testing.T) {
 	oa := leaseOpts("a", 2*time.Second, 1)
 	oa.Now = clock.Now
 	a := startLease(t, s, oa)
-	natstest.Eventually(t, 10*time.Second, func() bool { h, _ := a.Held(); return h }, "a acquires")
+	await.Eventually(t, 10*time.Second, func() bool { h, _ := a.Held(); return h }, "a acquires")
 	ob := leaseOpts("b", 2*time.Second, 1)
 	ob.Renew = 20 * time.Millisecond
 	b := startLease(t, s, ob)
 	c := startChecker(t, natstest.Connect(t, s), "lease_test", func() []*runningLease { return []*runningLease{a, b} })
 
-	natstest.Eventually(t, 10*time.Second, func() bool {
+	await.Eventually(t, 10*time.Second, func() bool {
 		rec, err := a.Holder(t.Context())
 		return err == nil && rec.Revision > rec.Epoch
 	}, "a renews")
 	clock.off.Store(-int64(a.margin / 2)) // a's clock runs late: it believes longer
 	a.nc.Close()
-	natstest.Eventually(t, 15*time.Second, func() bool { h, _ := b.Held(); return h }, "b takes over")
+	await.Eventually(t, 15*time.Second, func() bool { h, _ := b.Held(); return h }, "b takes over")
 	c.stop()
 }
 
@@ -563,7 +564,7 @@ func TestLeaseStopWithoutRelease(t *testing.T) {
 	}
 	la.noRelease = true
 	a := runLease(t, la, "a", nc)
-	natstest.Eventually(t, 10*time.Second, func() bool { h, _ := a.Held(); return h }, "a acquires")
+	await.Eventually(t, 10*time.Second, func() bool { h, _ := a.Held(); return h }, "a acquires")
 	_, epochA := a.Held()
 	a.stop(t)
 	st, holder, epoch, err := leaderRecord(nc, "lease_test", "guard")
@@ -572,7 +573,7 @@ func TestLeaseStopWithoutRelease(t *testing.T) {
 			st, holder, epoch, err, epochA)
 	}
 	b := startLease(t, s, leaseOpts("b", time.Second, 1))
-	natstest.Eventually(t, 10*time.Second, func() bool { h, _ := b.Held(); return h }, "b acquires after a's entry expires")
+	await.Eventually(t, 10*time.Second, func() bool { h, _ := b.Held(); return h }, "b acquires after a's entry expires")
 	if _, epochB := b.Held(); epochB <= epochA {
 		t.Fatalf("b's epoch %d is not above a's %d", epochB, epochA)
 	}
@@ -583,14 +584,14 @@ func TestLeaseStopWithoutRelease(t *testing.T) {
 func TestLeaseLosesRemovedEntry(t *testing.T) {
 	s := natstest.RunServer(t)
 	a := startLease(t, s, leaseOpts("a", 10*time.Second, 1))
-	natstest.Eventually(t, 10*time.Second, func() bool { h, _ := a.Held(); return h }, "a acquires")
+	await.Eventually(t, 10*time.Second, func() bool { h, _ := a.Held(); return h }, "a acquires")
 	_, epochA := a.Held()
 	<-a.Changes()
 
 	if err := a.kv.Delete(t.Context(), "guard"); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, 10*time.Second, func() bool {
+	await.Eventually(t, 10*time.Second, func() bool {
 		select {
 		case st := <-a.Changes():
 			return !st.Held || st.Epoch != epochA
@@ -598,7 +599,7 @@ func TestLeaseLosesRemovedEntry(t *testing.T) {
 			return false
 		}
 	}, "a's loss is delivered")
-	natstest.Eventually(t, 10*time.Second, func() bool { h, e := a.Held(); return h && e > epochA }, "a acquires again, with a new epoch")
+	await.Eventually(t, 10*time.Second, func() bool { h, e := a.Held(); return h && e > epochA }, "a acquires again, with a new epoch")
 }
 
 // TestLeaseAdoptsUnacknowledgedRenewal: a renewal written by the server whose answer never
@@ -607,7 +608,7 @@ func TestLeaseLosesRemovedEntry(t *testing.T) {
 func TestLeaseAdoptsUnacknowledgedRenewal(t *testing.T) {
 	s := natstest.RunServer(t)
 	a := startLease(t, s, leaseOpts("a", 10*time.Second, 1))
-	natstest.Eventually(t, 10*time.Second, func() bool { h, _ := a.Held(); return h }, "a acquires")
+	await.Eventually(t, 10*time.Second, func() bool { h, _ := a.Held(); return h }, "a acquires")
 	_, epochA := a.Held()
 	<-a.Changes()
 
@@ -617,7 +618,7 @@ func TestLeaseAdoptsUnacknowledgedRenewal(t *testing.T) {
 		t.Fatal(err)
 	}
 	var written uint64
-	natstest.Eventually(t, 10*time.Second, func() bool {
+	await.Eventually(t, 10*time.Second, func() bool {
 		e, err := kv.Get(t.Context(), "guard")
 		if err != nil {
 			return false
@@ -630,7 +631,7 @@ func TestLeaseAdoptsUnacknowledgedRenewal(t *testing.T) {
 		written = ack.Sequence
 		return true
 	}, "write a's own entry again at its revision")
-	natstest.Eventually(t, 10*time.Second, func() bool {
+	await.Eventually(t, 10*time.Second, func() bool {
 		rec, err := a.Holder(t.Context())
 		return err == nil && rec.Revision > written
 	}, "a renews after the unacknowledged write")
@@ -671,7 +672,7 @@ func TestLeaseAdoptsUnacknowledgedCreate(t *testing.T) {
 			}
 			l.token, l.tokenAt = tc.token, now // as if this lease had sent that create at now
 			r := runLease(t, l, "a", nc)
-			natstest.Eventually(t, 10*time.Second, func() bool { h, _ := r.Held(); return h }, "a holds")
+			await.Eventually(t, 10*time.Second, func() bool { h, _ := r.Held(); return h }, "a holds")
 			_, epoch := r.Held()
 			if tc.adopt && epoch != rev {
 				t.Fatalf("epoch %d, want the pending create's revision %d", epoch, rev)
@@ -706,7 +707,7 @@ func TestLeaseHolderAndErrors(t *testing.T) {
 	}
 	before := time.Now()
 	r := runLease(t, l, "a", nc)
-	natstest.Eventually(t, 10*time.Second, func() bool { h, _ := r.Held(); return h }, "a acquires")
+	await.Eventually(t, 10*time.Second, func() bool { h, _ := r.Held(); return h }, "a acquires")
 	_, epoch := r.Held()
 	rec, err := l.Holder(ctx)
 	if err != nil || rec.Holder != "a" || rec.Epoch != epoch || rec.TTL != 2*time.Second ||

@@ -18,7 +18,6 @@ import (
 	"github.com/interlock-dev/interlock/internal/app"
 	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/config"
-	"github.com/interlock-dev/interlock/internal/natstest"
 )
 
 const adminToken = "ilk_metrics-test-admin-token-0123456789abcdef"
@@ -53,7 +52,7 @@ func boot(t *testing.T, change func(*config.Config)) *server {
 			t.Error(err)
 		}
 	})
-	natstest.Eventually(t, 20*time.Second, m.Ready, "projections ready")
+	await.Eventually(t, 20*time.Second, m.Ready, "projections ready")
 	return s
 }
 
@@ -156,7 +155,7 @@ func (s *server) use() (stop func()) {
 	}
 	env := map[string]string{"X-Interlock-Environment": "production"}
 	for key, want := range map[string]int{"checkout": 200, "missing": 404} {
-		natstest.Eventually(s.t, 10*time.Second, func() bool {
+		await.Eventually(s.t, 10*time.Second, func() bool {
 			status, _, _ := s.do("POST", "/ofrep/v1/evaluate/flags/"+key, issued.Token, `{"context":{"targetingKey":"u1"}}`, env)
 			return status == want
 		}, "evaluate "+key)

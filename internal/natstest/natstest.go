@@ -187,7 +187,7 @@ func RunCluster(tb testing.TB) []*server.Server {
 // for placement", which a loaded machine makes likely.
 func WaitPeers(tb testing.TB, servers []*server.Server) {
 	tb.Helper()
-	Eventually(tb, 30*time.Second, func() bool {
+	await.Eventually(tb, 30*time.Second, func() bool {
 		for _, s := range servers {
 			if len(s.JetStreamClusterPeers()) >= len(servers) {
 				return true
@@ -248,10 +248,4 @@ func JetStream(tb testing.TB, s *server.Server) jetstream.JetStream {
 		tb.Fatal(err)
 	}
 	return js
-}
-
-// Eventually is [await.Eventually], for the tests that still call it here.
-func Eventually(tb testing.TB, within time.Duration, cond func() bool, format string, args ...any) {
-	tb.Helper()
-	await.Eventually(tb, within, cond, format, args...)
 }

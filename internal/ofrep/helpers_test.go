@@ -16,6 +16,7 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/auth"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/projections"
@@ -114,7 +115,7 @@ func (s *testServer) kill(env, key string) projections.Flag {
 
 func (s *testServer) waitApplied(env string, seq uint64) {
 	s.t.Helper()
-	natstest.Eventually(s.t, within, func() bool { return s.evals.Flagset(env).Sequence() >= seq },
+	await.Eventually(s.t, within, func() bool { return s.evals.Flagset(env).Sequence() >= seq },
 		"evaluators of %s to reach sequence %d", env, seq)
 }
 

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/interlock-dev/interlock/internal/auth"
-	"github.com/interlock-dev/interlock/internal/natstest"
+	"github.com/interlock-dev/interlock/internal/await"
 )
 
 func TestStreamRefetchAfterKill(t *testing.T) {
@@ -139,17 +139,17 @@ func TestStreamsEndWithoutLeaks(t *testing.T) {
 	for range 3 {
 		streams = append(streams, s.openStream("", bearer(s.token)...))
 	}
-	natstest.Eventually(t, within, func() bool { return s.handler.OpenStreams() == 3 }, "3 open streams")
+	await.Eventually(t, within, func() bool { return s.handler.OpenStreams() == 3 }, "3 open streams")
 
 	// A client going away ends its stream.
 	streams[0].close()
-	natstest.Eventually(t, within, func() bool { return s.handler.OpenStreams() == 2 }, "the closed stream to end")
+	await.Eventually(t, within, func() bool { return s.handler.OpenStreams() == 2 }, "the closed stream to end")
 
 	// Close ends the others, and refuses new ones.
 	s.handler.Close()
 	streams[1].ended(t)
 	streams[2].ended(t)
-	natstest.Eventually(t, within, func() bool { return s.handler.OpenStreams() == 0 && streamGoroutines() == 0 },
+	await.Eventually(t, within, func() bool { return s.handler.OpenStreams() == 0 && streamGoroutines() == 0 },
 		"no stream goroutines (open %d, goroutines %d)", s.handler.OpenStreams(), streamGoroutines())
 	status, hdr, _ := s.do(http.MethodGet, PathEvents, "", bearer(s.token)...)
 	if status != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" {
@@ -182,7 +182,7 @@ func TestStreamEndsWithServerShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	natstest.Eventually(t, within, func() bool { return s.handler.OpenStreams() == 1 }, "the stream to open")
+	await.Eventually(t, within, func() bool { return s.handler.OpenStreams() == 1 }, "the stream to open")
 
 	ctx, cancel := context.WithTimeout(t.Context(), within)
 	defer cancel()
@@ -195,5 +195,5 @@ func TestStreamEndsWithServerShutdown(t *testing.T) {
 	if _, err := io.ReadAll(resp.Body); err != nil {
 		t.Fatalf("the stream did not end cleanly: %v", err)
 	}
-	natstest.Eventually(t, within, func() bool { return streamGoroutines() == 0 }, "no stream goroutines")
+	await.Eventually(t, within, func() bool { return streamGoroutines() == 0 }, "no stream goroutines")
 }

@@ -11,8 +11,8 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/auth"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/embedded"
-	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/internal/perimeter"
 )
 
@@ -55,8 +55,8 @@ func TestExpiringToken(t *testing.T) {
 		t.Fatalf("connect before the expiry: %v", err)
 	}
 	t.Cleanup(nc.Close)
-	natstest.Eventually(t, wait, nc.IsClosed, "the connection closes at the expiry")
-	natstest.Eventually(t, wait, func() bool {
+	await.Eventually(t, wait, nc.IsClosed, "the connection closes at the expiry")
+	await.Eventually(t, wait, func() bool {
 		again, err := nats.Connect(ns.ClientURL(), events.TokenAuth(token), nats.MaxReconnects(0))
 		if err == nil {
 			again.Close()

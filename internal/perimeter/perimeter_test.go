@@ -17,8 +17,8 @@ import (
 
 	"github.com/interlock-dev/interlock/events"
 	"github.com/interlock-dev/interlock/internal/app"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/config"
-	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/local"
 	"github.com/interlock-dev/interlock/targeting"
 )
@@ -50,7 +50,7 @@ func serve(t *testing.T) *server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	natstest.Eventually(t, wait, m.Ready, "server ready")
+	await.Eventually(t, wait, m.Ready, "server ready")
 	return &server{m: m}
 }
 
@@ -149,7 +149,7 @@ func (s *server) mustConnect(t *testing.T, token string) *client {
 // a "*" token of subject stands for any one token.
 func (c *client) refused(t *testing.T, subject string) {
 	t.Helper()
-	natstest.Eventually(t, wait, func() bool {
+	await.Eventually(t, wait, func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		for _, err := range c.errs {
@@ -371,10 +371,10 @@ func TestLocalClientWithToken(t *testing.T) {
 		t.Fatalf("search serves %q before the kill", v)
 	}
 	s.kill(t, "staging", "search")
-	natstest.Eventually(t, wait, func() bool {
+	await.Eventually(t, wait, func() bool {
 		return variant(c, "search") == "off"
 	}, "the kill reaches the client")
-	natstest.Eventually(t, wait, func() bool {
+	await.Eventually(t, wait, func() bool {
 		var subs struct {
 			Subscribers []struct {
 				ID       string `json:"id"`
@@ -402,7 +402,7 @@ func TestRevokedTokenClosed(t *testing.T) {
 	keep := s.mustConnect(t, s.token(t, "stayer", "reader", ""))
 	c := s.mustConnect(t, token)
 	s.api(t, "DELETE", "/api/v1/tokens/leaver", "", http.StatusNoContent, nil)
-	natstest.Eventually(t, wait, c.nc.IsClosed, "the revoked token's connection is closed")
+	await.Eventually(t, wait, c.nc.IsClosed, "the revoked token's connection is closed")
 	if _, err := s.connect(t, events.TokenAuth(token)); !errors.Is(err, nats.ErrAuthorization) {
 		t.Fatalf("connect with the revoked token: %v, want an authorization violation", err)
 	}
@@ -444,9 +444,9 @@ func TestDurableOwnership(t *testing.T) {
 	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		t.Fatalf("durable billing: %v", err)
 	}
-	natstest.Eventually(t, wait, c.nc.IsClosed, "the connection that made another's durable is closed")
+	await.Eventually(t, wait, c.nc.IsClosed, "the connection that made another's durable is closed")
 	other := s.mustConnect(t, s.token(t, "billing", "reader", ""))
-	natstest.Eventually(t, wait, func() bool {
+	await.Eventually(t, wait, func() bool {
 		_, err := other.js.Consumer(t.Context(), events.DefaultStreamName, "billing")
 		return errors.Is(err, jetstream.ErrConsumerNotFound)
 	}, "the intruder's durable is deleted")

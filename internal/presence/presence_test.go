@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/internal/presence"
@@ -191,7 +192,7 @@ func TestAppliedOnNofM(t *testing.T) {
 		t.Fatal(err)
 	}
 	slow := run(t, slowConn, local.Config{Environment: "prod", ID: "slow", Name: "billing-worker", HeartbeatInterval: time.Minute})
-	natstest.Eventually(t, wait, func() bool {
+	await.Eventually(t, wait, func() bool {
 		p := tr.Propagation("prod", created.Sequence)
 		return p.Total == 2 && p.Applied == 2
 	}, "both subscribers applied the flag's creation")
@@ -201,7 +202,7 @@ func TestAppliedOnNofM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, wait, func() bool { return tr.Propagation("prod", killed.Sequence).Applied == 1 }, "the fast subscriber applied the kill")
+	await.Eventually(t, wait, func() bool { return tr.Propagation("prod", killed.Sequence).Applied == 1 }, "the fast subscriber applied the kill")
 	p := tr.Propagation("prod", killed.Sequence)
 	if p.Total != 2 || p.Applied != 1 || len(p.Pending) != 1 {
 		t.Fatalf("propagation %+v, want 1 of 2", p)
@@ -217,7 +218,7 @@ func TestAppliedOnNofM(t *testing.T) {
 	if err := fast.Close(); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, wait, func() bool { return !slices.Contains(subIDs(tr.Subscribers("prod")), "fast") }, "the fast subscriber is forgotten once it left")
+	await.Eventually(t, wait, func() bool { return !slices.Contains(subIDs(tr.Subscribers("prod")), "fast") }, "the fast subscriber is forgotten once it left")
 }
 
 // run runs a client until the test ends.

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/internal/snapshot"
@@ -173,7 +174,7 @@ func TestEveryNEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	var snap local.Snapshot
-	natstest.Eventually(t, wait, func() bool {
+	await.Eventually(t, wait, func() bool {
 		var ok bool
 		snap, ok = s.stored(t, "prod")
 		return ok
@@ -203,7 +204,7 @@ func TestEveryNEvents(t *testing.T) {
 func TestInterval(t *testing.T) {
 	s := boot(t, snapshot.Config{Every: 1000, Interval: 200 * time.Millisecond}, true)
 	seq := s.create(t, "prod", "a")
-	natstest.Eventually(t, wait, func() bool {
+	await.Eventually(t, wait, func() bool {
 		snap, ok := s.stored(t, "prod")
 		return ok && snap.Sequence == seq
 	}, "a snapshot after the interval")

@@ -17,6 +17,7 @@ import (
 	"github.com/open-feature/go-sdk/openfeature/memprovider"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/command"
 	"github.com/interlock-dev/interlock/internal/natstest"
 	"github.com/interlock-dev/interlock/local"
@@ -329,7 +330,7 @@ func TestProviderEvents(t *testing.T) {
 	// hand the READY of a synchronous init to the handlers of a named domain).
 	var rec recorder
 	rec.handle(client, of.ProviderReady, of.ProviderConfigChange, of.ProviderStale, of.ProviderError)
-	natstest.Eventually(t, wait, func() bool { return rec.count(of.ProviderReady) == 1 }, "PROVIDER_READY")
+	await.Eventually(t, wait, func() bool { return rec.count(of.ProviderReady) == 1 }, "PROVIDER_READY")
 	if client.State() != of.ReadyState {
 		t.Fatalf("state %s after init", client.State())
 	}
@@ -341,26 +342,26 @@ func TestProviderEvents(t *testing.T) {
 	if _, err := s.cmds.Handle(ctx, command.EnableFlag{Meta: meta, Env: "prod", Key: "old-ui"}); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, wait, func() bool { return slices.Equal(rec.changed(), []string{"dark-mode", "old-ui"}) },
+	await.Eventually(t, wait, func() bool { return slices.Equal(rec.changed(), []string{"dark-mode", "old-ui"}) },
 		"PROVIDER_CONFIGURATION_CHANGED naming dark-mode and old-ui (got %v)", rec.changed())
 
 	natstest.Shutdown(s.srv)
-	natstest.Eventually(t, wait, func() bool { return rec.count(of.ProviderStale) == 1 }, "PROVIDER_STALE with the server down")
-	natstest.Eventually(t, wait, func() bool { return client.State() == of.StaleState }, "state STALE")
+	await.Eventually(t, wait, func() bool { return rec.count(of.ProviderStale) == 1 }, "PROVIDER_STALE with the server down")
+	await.Eventually(t, wait, func() bool { return client.State() == of.StaleState }, "state STALE")
 	if v, err := client.BooleanValue(ctx, "dark-mode", true, of.NewEvaluationContext("u", nil)); err != nil || v {
 		t.Fatalf("while stale: %v, %v; want the last-known false", v, err)
 	}
 
 	srv := restart(t, dir, port)
-	natstest.Eventually(t, wait, func() bool { return rec.count(of.ProviderReady) == 2 }, "PROVIDER_READY once the server is back")
-	natstest.Eventually(t, wait, func() bool { return client.State() == of.ReadyState }, "state READY")
+	await.Eventually(t, wait, func() bool { return rec.count(of.ProviderReady) == 2 }, "PROVIDER_READY once the server is back")
+	await.Eventually(t, wait, func() bool { return client.State() == of.ReadyState }, "state READY")
 
 	js := natstest.JetStream(t, srv)
 	if err := js.DeleteStream(ctx, events.DefaultStreamName); err != nil {
 		t.Fatal(err)
 	}
-	natstest.Eventually(t, wait, func() bool { return rec.count(of.ProviderError) == 1 }, "PROVIDER_ERROR once the stream is gone")
-	natstest.Eventually(t, wait, func() bool { return client.State() == of.ErrorState }, "state ERROR")
+	await.Eventually(t, wait, func() bool { return rec.count(of.ProviderError) == 1 }, "PROVIDER_ERROR once the stream is gone")
+	await.Eventually(t, wait, func() bool { return client.State() == of.ErrorState }, "state ERROR")
 }
 
 func restart(t *testing.T, dir string, port int) *server.Server {
@@ -403,7 +404,7 @@ func TestInitTimeout(t *testing.T) {
 		_ = of.SetNamedProviderAndWait(domain, of.NoopProvider{})
 		p.Shutdown()
 	})
-	natstest.Eventually(t, wait, func() bool { return client.State() == of.ErrorState }, "state ERROR after init timed out")
+	await.Eventually(t, wait, func() bool { return client.State() == of.ErrorState }, "state ERROR after init timed out")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -414,8 +415,8 @@ func TestInitTimeout(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	natstest.Eventually(t, wait, func() bool { return rec.count(of.ProviderReady) == 1 }, "PROVIDER_READY once the client is ready")
-	natstest.Eventually(t, wait, func() bool { return client.State() == of.ReadyState }, "state READY")
+	await.Eventually(t, wait, func() bool { return rec.count(of.ProviderReady) == 1 }, "PROVIDER_READY once the client is ready")
+	await.Eventually(t, wait, func() bool { return client.State() == of.ReadyState }, "state READY")
 	if v, err := client.BooleanValue(context.Background(), "dark-mode", false, of.NewEvaluationContext("u", nil)); err != nil || !v {
 		t.Fatalf("after becoming ready: %v, %v", v, err)
 	}
