@@ -202,7 +202,7 @@ command twice moves the rollout once: the second finds it has already left stage
 				ifMatch := ""
 				if ifVersion.set {
 					ifMatch = client.ETag(ifVersion.v)
-				} else if ifMatch, err = s.etagOf(ctx, rolloutPath(r, ""), r); err != nil {
+				} else if ifMatch, err = s.rolloutETag(ctx, r); err != nil {
 					return err
 				}
 				h := http.Header{}
@@ -225,25 +225,17 @@ command twice moves the rollout once: the second finds it has already left stage
 	}
 }
 
-// etagOf reads path and returns the ETag of what it read, for If-Match.
-func (s *session) etagOf(ctx context.Context, path string, r ref) (string, error) {
-	resp, err := s.client.get(ctx, path, nil)
+// rolloutETag reads the rollout of the flag r and returns the ETag of the version read, for
+// If-Match.
+func (s *session) rolloutETag(ctx context.Context, r ref) (string, error) {
+	st, err := s.client.Rollout(ctx, r.env, r.key)
 	if err != nil {
 		return "", err
 	}
-	var doc struct {
-		Version uint64 `json:"version"`
-	}
-	if etag := resp.Header.Get("ETag"); etag != "" {
-		return etag, nil
-	}
-	if err := decodeJSON(resp, "the flag's version", &doc); err != nil {
-		return "", err
-	}
-	if doc.Version == 0 {
+	if st.Version == 0 {
 		return "", fmt.Errorf("the server answered %s without a version", r)
 	}
-	return client.ETag(doc.Version), nil
+	return client.ETag(st.Version), nil
 }
 
 // stageText is "2/6 at 5%".
