@@ -3,7 +3,6 @@ GO        ?= go
 PKGS      := ./...
 FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
-STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
 
 .PHONY: run build test lint bench fuzz clean ui
 
@@ -20,11 +19,10 @@ test: ## The whole suite, race detector on, fuzz seed corpora included
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
-	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
-	$(STATICCHECK) $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
 
 bench: ## Benchmarks recorded in docs/benchmarks.md
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 3 ./events/ ./projections/ ./internal/command/ ./guard/...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 3 ./events/ ./projections/ ./internal/command/ ./targeting/ ./local/ ./guard/...
 
 fuzz: ## Each fuzz target for FUZZTIME
 	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
