@@ -95,7 +95,7 @@ func entityAt[T any](ctx context.Context, r Reader, what, subject, env, key stri
 	if err := at.Validate(); err != nil {
 		return zero, err
 	}
-	err := readSubjects(ctx, r, subject, "", at.Sequence, func(ev events.Event, err error) error {
+	err := readSubjects(ctx, r, subject, "", 0, at.Sequence, func(ev events.Event, err error) error {
 		if at.after(&ev) {
 			return events.ErrStop
 		}
@@ -119,7 +119,9 @@ func entityAt[T any](ctx context.Context, r Reader, what, subject, env, key stri
 
 // EnvironmentAt returns every flag of env as it was at a point in the past (a time or a stream
 // sequence), archived ones included, sorted by key; none when the environment had no flag then.
-// Events are folded exactly as the live [Catalog] folds them.
+// Events are folded exactly as the live [Catalog] folds them. Through an [IndexedReader] it starts
+// from the newest environment state the index saved at or before the point (see [Index]) and folds
+// only the events after it, with the same result.
 //
 // Errors: one wrapping events.ErrInvalid for a bad environment or point, or a version point;
 // otherwise a read error.
@@ -134,8 +136,18 @@ func EnvironmentAt(ctx context.Context, r Reader, env string, at Point) ([]Flag,
 		return nil, &events.ValidationError{Field: "at", Message: "a version is a point in one flag's history, not an environment's"}
 	}
 	c := NewCatalog()
+	// Through an index, the fold starts from the newest state it saved that the point reaches.
+	var from uint64
+	if ir := indexed(r); ir != nil {
+		var flags []Flag
+		if flags, from = ir.index.stateAt(env, at); from != 0 {
+			if err := c.restore(flags, nil, from); err != nil {
+				return nil, fmt.Errorf("environment %s at %v: %w", env, at, err)
+			}
+		}
+	}
 	filter := events.EntitySubjects(env, events.EntityFlag)
-	err := readSubjects(ctx, r, filter, strings.TrimSuffix(filter, ">"), at.Sequence, func(ev events.Event, err error) error {
+	err := readSubjects(ctx, r, filter, strings.TrimSuffix(filter, ">"), from, at.Sequence, func(ev events.Event, err error) error {
 		if at.after(&ev) {
 			return events.ErrStop
 		}
@@ -187,7 +199,7 @@ func readHistory(ctx context.Context, r Reader, entity, env, key string, step fu
 	}
 	var entries []Entry
 	folded := false
-	err := readSubjects(ctx, r, subject, "", 0, func(ev events.Event, err error) error {
+	err := readSubjects(ctx, r, subject, "", 0, 0, func(ev events.Event, err error) error {
 		if err == nil {
 			changes, ferr := step(&ev)
 			if ferr == nil {

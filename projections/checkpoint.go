@@ -15,7 +15,7 @@ import (
 
 // CheckpointFormat is the version of the checkpoint document written now. A runner ignores
 // checkpoints of other versions and replays the stream instead.
-const CheckpointFormat = 2
+const CheckpointFormat = 3
 
 // ErrBadCheckpoint means a checkpoint cannot be used: it does not decode, is of another format
 // version, or does not match the stream it claims to be of.

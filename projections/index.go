@@ -33,11 +33,13 @@ type Index struct {
 	seq      uint64
 	subjects map[string]*seqList
 	actors   map[string]*seqList
+	// envs are the saved states of every environment (see envstate.go).
+	envs map[string]*envStates
 }
 
 // NewIndex returns an empty index at sequence 0.
 func NewIndex() *Index {
-	return &Index{subjects: make(map[string]*seqList), actors: make(map[string]*seqList)}
+	return &Index{subjects: make(map[string]*seqList), actors: make(map[string]*seqList), envs: make(map[string]*envStates)}
 }
 
 // seqList is an ascending list of sequences: their differences as unsigned varints.
@@ -314,6 +316,8 @@ type indexState struct {
 	Sequence uint64     `json:"sequence"`
 	Subjects []indexDoc `json:"subjects"`
 	Actors   []indexDoc `json:"actors"`
+	// Environments are the saved environment states.
+	Environments []envStatesDoc `json:"environments"`
 }
 
 // indexDoc is one list: its key, how many sequences, the last one, and the varints.
@@ -328,7 +332,7 @@ type indexDoc struct {
 func (ix *Index) state() *indexState {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	st := &indexState{Sequence: ix.seq, Subjects: docsOf(ix.subjects), Actors: docsOf(ix.actors)}
+	st := &indexState{Sequence: ix.seq, Subjects: docsOf(ix.subjects), Actors: docsOf(ix.actors), Environments: ix.envDocs()}
 	return st
 }
 
@@ -369,7 +373,7 @@ func (st *indexState) check(at uint64) error {
 			}
 		}
 	}
-	return nil
+	return checkEnvs(st.Environments, at)
 }
 
 // restore replaces the index's lists with those of a checked state.
@@ -384,13 +388,15 @@ func (ix *Index) restore(st *indexState) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	ix.seq, ix.subjects, ix.actors = st.Sequence, load(st.Subjects), load(st.Actors)
+	ix.envs = restoreEnvs(st.Environments)
 }
 
-// readSubjects calls h for every message on the subjects filter selects, in stream order, up to
-// sequence to (h may stop earlier; 0 is no bound), through the index when r has one. filter is
+// readSubjects calls h for every message on the subjects filter selects, in stream order, after
+// sequence after and up to sequence to (h may stop earlier; 0 is no bound), through the index
+// when r has one (after is only given with an index). filter is
 // one subject, or a prefix of subjects followed by ">"; prefix is then the index's prefix of the
 // same subjects ("" for one subject).
-func readSubjects(ctx context.Context, r Reader, filter, prefix string, to uint64, h events.Handler) error {
+func readSubjects(ctx context.Context, r Reader, filter, prefix string, after, to uint64, h events.Handler) error {
 	q := events.Query{Subjects: []string{filter}}
 	ir := indexed(r)
 	if ir == nil {
@@ -402,6 +408,6 @@ func readSubjects(ctx context.Context, r Reader, filter, prefix string, to uint6
 	} else {
 		lk = ir.index.subject(filter)
 	}
-	q.FromSequence = lk.seq + 1
-	return ir.readIndexed(ctx, lk.sequences(1, cmp.Or(to, lk.seq)), q, to, h)
+	q.FromSequence = max(lk.seq, after) + 1
+	return ir.readIndexed(ctx, lk.sequences(after+1, cmp.Or(to, lk.seq)), q, to, h)
 }

@@ -164,7 +164,8 @@ func sameResults(t *testing.T, st *events.Store, ix *projections.Index, w *write
 			projections.Point{Sequence: 1 + rnd.Uint64N(uint64(len(w.all))+3)})
 	}
 	for _, env := range randomEnvs {
-		for _, p := range points {
+		// Random points, and those on either side of each state the index saved.
+		for _, p := range append(points, projections.StatePoints(ix, env)...) {
 			check(fmt.Sprintf("environment %s at %v", env, p), func(r projections.Reader) (any, error) {
 				return projections.EnvironmentAt(ctx, r, env, p)
 			})
@@ -264,6 +265,9 @@ func TestIndexMatchesScan(t *testing.T) {
 				// Any dense run of messages read with a filtered read, however short.
 				defer projections.SetDense(16, 1)()
 			}
+			// An environment's state saved every few of its messages, at most four kept: the
+			// as-of queries start from them, and thinning runs many times.
+			defer projections.SetStates(3+int(seed), 4)()
 			s := newRandomStream(t, seed, seed%2 == 1)
 			s.write(60 + s.rnd.IntN(60))
 			last, err := s.st.LastSequence(context.Background())
@@ -271,6 +275,11 @@ func TestIndexMatchesScan(t *testing.T) {
 				t.Fatal(err)
 			}
 			r, ix, _ := indexRun(t, s.st, last)
+			for _, env := range randomEnvs {
+				if n, _ := ix.States(env); n < 2 || n > 4 {
+					t.Fatalf("the index keeps %d states of %s, want 2 to 4", n, env)
+				}
+			}
 			sameResults(t, s.st, ix, s.w, s.rnd)
 
 			// Events after the index: the queries read them from the stream.
@@ -297,6 +306,13 @@ func TestIndexMatchesScan(t *testing.T) {
 			if gs, ga, gb := restored.Len(); true {
 				if ws, wa, wb := full.Len(); gs != ws || ga != wa || gb != wb {
 					t.Fatalf("restored index holds %d subjects, %d actors, %d bytes; a replay's %d, %d, %d", gs, ga, gb, ws, wa, wb)
+				}
+			}
+			for _, env := range randomEnvs {
+				gn, gf := restored.States(env)
+				wn, wf := full.States(env)
+				if gn != wn || gf != wf || !reflect.DeepEqual(projections.StatePoints(restored, env), projections.StatePoints(full, env)) {
+					t.Fatalf("restored index keeps %d states of %s (%d flags), a replay's %d (%d)", gn, env, gf, wn, wf)
 				}
 			}
 			sameResults(t, s.st, restored, s.w, s.rnd)
@@ -342,7 +358,7 @@ func TestIndexCheckpointFallsBack(t *testing.T) {
 		{"without an index", func() (projections.Checkpoint, error) { return noIndex, nil }, "holds no history index"},
 		{"the previous format", func() (projections.Checkpoint, error) {
 			return projections.DecodeCheckpoint(spoil(func(doc map[string]any) { doc["format"] = 1 }))
-		}, "format 1, this version reads 2"},
+		}, "format 1, this version reads 3"},
 		{"a list that does not add up", func() (projections.Checkpoint, error) {
 			return projections.DecodeCheckpoint(spoil(func(doc map[string]any) {
 				l := doc["index"].(map[string]any)["subjects"].([]any)[0].(map[string]any)

@@ -263,6 +263,9 @@ func (r *Runner) folder(target uint64, start time.Time) func(events.Event, error
 				r.logger.Warn("skipping an event the catalog refuses", "sequence", ev.Sequence, "environment", ev.Environment, "key", ev.Key, "type", ev.Type, "error", err)
 			}
 		}
+		if r.index != nil {
+			r.trackMessage(&ev, ie)
+		}
 		if !r.follower.Ready() {
 			r.checkReady(target, start)
 		}
@@ -294,6 +297,19 @@ func (r *Runner) indexMessage(ev *events.Event, err error, ie *events.IntegrityE
 		actor = ev.Actor
 	}
 	r.index.add(subject, actor, ev.Sequence)
+}
+
+// trackMessage tells the index of a message on a flag's subject once the catalog folded it, so
+// that it saves the environment's state at intervals.
+func (r *Runner) trackMessage(ev *events.Event, ie *events.IntegrityError) {
+	subject := ""
+	switch {
+	case ie != nil:
+		subject = ie.Subject
+	case ev.Environment != "":
+		subject = ev.Subject()
+	}
+	r.index.track(subject, ev.Time, ev.Sequence, r.catalog)
 }
 
 // checkReady marks the runner ready once the catalog reached target.
