@@ -40,6 +40,16 @@ var (
 	randomActors = []string{"alice", "bob", "carol", "guard"}
 )
 
+// createFlags creates every flag but the last of randomKeys in each environment, so that most
+// of the random events that follow fold (an event on a flag that was not created is refused).
+func (s *randomStream) createFlags() {
+	for _, env := range randomEnvs {
+		for _, key := range randomKeys[:len(randomKeys)-1] {
+			s.w.create(env, key)
+		}
+	}
+}
+
 // write appends n random messages.
 func (s *randomStream) write(n int) {
 	s.t.Helper()
@@ -269,6 +279,7 @@ func TestIndexMatchesScan(t *testing.T) {
 			// as-of queries start from them, and thinning runs many times.
 			defer projections.SetStates(3+int(seed), 4)()
 			s := newRandomStream(t, seed, seed%2 == 1)
+			s.createFlags()
 			s.write(60 + s.rnd.IntN(60))
 			last, err := s.st.LastSequence(context.Background())
 			if err != nil {
@@ -276,8 +287,8 @@ func TestIndexMatchesScan(t *testing.T) {
 			}
 			r, ix, _ := indexRun(t, s.st, last)
 			for _, env := range randomEnvs {
-				if n, _ := ix.States(env); n < 2 || n > 4 {
-					t.Fatalf("the index keeps %d states of %s, want 2 to 4", n, env)
+				if n, flags := ix.States(env); n < 2 || n > 4 || flags == 0 {
+					t.Fatalf("the index keeps %d states of %s (%d flags), want 2 to 4 holding flags", n, env, flags)
 				}
 			}
 			sameResults(t, s.st, ix, s.w, s.rnd)
@@ -331,7 +342,9 @@ func (l loader) LoadCheckpoint(context.Context) (projections.Checkpoint, error) 
 // TestIndexCheckpointFallsBack checks that a runner keeping an index replays the stream rather
 // than start from a checkpoint without one, of the previous format, or with a spoilt list.
 func TestIndexCheckpointFallsBack(t *testing.T) {
+	defer projections.SetStates(2, 4)()
 	s := newRandomStream(t, 42, false)
+	s.createFlags()
 	s.write(40)
 	last, _ := s.st.LastSequence(context.Background())
 	plain, _, _ := indexRunPlain(t, s.st, last)
@@ -372,6 +385,26 @@ func TestIndexCheckpointFallsBack(t *testing.T) {
 				doc["index"].(map[string]any)["sequence"] = last + 1
 			}))
 		}, "index at sequence"},
+		{"a saved state past the checkpoint", func() (projections.Checkpoint, error) {
+			return projections.DecodeCheckpoint(spoil(func(doc map[string]any) {
+				env := doc["index"].(map[string]any)["environments"].([]any)[0].(map[string]any)
+				states := env["states"].([]any)
+				states[len(states)-1].(map[string]any)["sequence"] = last + 1
+			}))
+		}, "saved state of"},
+		{"a saved state with a flag of another environment", func() (projections.Checkpoint, error) {
+			return projections.DecodeCheckpoint(spoil(func(doc map[string]any) {
+				for _, env := range doc["index"].(map[string]any)["environments"].([]any) {
+					for _, st := range env.(map[string]any)["states"].([]any) {
+						if flags, _ := st.(map[string]any)["flags"].([]any); len(flags) > 0 {
+							flags[0].(map[string]any)["environment"] = "elsewhere"
+							return
+						}
+					}
+				}
+				t.Fatalf("no saved state holds a flag: %v", doc["index"].(map[string]any)["environments"])
+			}))
+		}, "holds a flag of"},
 		{"missing", func() (projections.Checkpoint, error) {
 			return projections.Checkpoint{}, fmt.Errorf("none: %w", projections.ErrNotFound)
 		}, "no checkpoint"},
