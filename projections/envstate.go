@@ -186,6 +186,20 @@ func (ix *Index) States(env string) (states, flags int) {
 	return 0, 0
 }
 
+// AllStates returns how many states the index keeps for all environments and how many flags
+// they hold in all.
+func (ix *Index) AllStates() (states, flags int) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	for _, es := range ix.envs {
+		states += len(es.states)
+		for _, st := range es.states {
+			flags += len(st.Flags)
+		}
+	}
+	return states, flags
+}
+
 // envStatesDoc is what a checkpoint holds of one environment's states.
 type envStatesDoc struct {
 	Environment string        `json:"environment"`

@@ -223,6 +223,11 @@ func timeRestart(t *testing.T, cfg config.Config, name string, queries bool, mid
 		t.Fatal(err)
 	}
 	t.Logf("%s: stopped (writing the checkpoint) in %v", name, time.Since(stop).Round(time.Millisecond))
+	for line := range strings.Lines(logs.String()) {
+		if strings.Contains(line, "checkpoint written") {
+			t.Logf("%s: %s", name, strings.TrimSpace(line))
+		}
+	}
 	return ready
 }
 
