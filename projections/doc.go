@@ -15,7 +15,10 @@
 //     holds the same catalog, chains and refusals as one that replayed the stream from its start.
 //   - An Index only saves scanning: the history, as-of and audit queries read through an
 //     IndexedReader deliver the same messages, in the same order, to the same folds as a read of
-//     the stream, and so give the same results.
+//     the stream, and so give the same results. The environment states an Index saves (every so
+//     many of an environment's events, a bounded number kept) are states a fold of the stream
+//     passes through, each with the latest event time it covers: an environment as of a point
+//     starts from the newest one the point reaches and folds only the events after it.
 //
 // A [Runner] replays and follows the stream on a [Follower], the same catch-up, backoff and
 // readiness the in-process client of package local follows with. Flag evaluation is package
