@@ -335,9 +335,8 @@ func (r *Runner) restore(ctx context.Context, streamLast uint64) bool {
 	attrs := []any{"sequence", cp.Sequence, "taken", cp.Time, "flags", len(cp.Flags), "segments", len(cp.Segments)}
 	if r.index != nil {
 		subjects, actors, size := r.index.Len()
-		states, flags := r.index.AllStates()
 		attrs = append(attrs, "index_subjects", subjects, "index_actors", actors, "index_bytes", size,
-			"saved_states", states, "saved_state_flags", flags)
+			"saved_states_bytes", r.index.pendingStates())
 	}
 	r.logger.Info("starting from a checkpoint", append(attrs, "stream_last", streamLast, "took", time.Since(start))...)
 	return true

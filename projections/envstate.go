@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -49,6 +50,37 @@ type envStates struct {
 	// changed holds the keys of the flags changed since the newest state.
 	changed map[string]bool
 	states  []envState
+	// raw holds the states as a checkpoint stored them, until first needed (see load); rawAt is
+	// the checkpoint's sequence.
+	raw   json.RawMessage
+	rawAt uint64
+}
+
+// load decodes and checks the states restored from a checkpoint, the first time they are needed,
+// so that a restart does not wait for them. States that do not decode or do not add up are
+// dropped: queries fold from the start, and the next state saved holds every flag. The caller
+// holds ix.mu for writing.
+func (es *envStates) load(env string) {
+	if es.raw == nil {
+		return
+	}
+	var docs []envStateDoc
+	err := json.Unmarshal(es.raw, &docs)
+	if err == nil {
+		err = checkStates(env, docs, es.rawAt, es.latest)
+	}
+	es.raw, es.states = nil, nil
+	if err != nil {
+		return
+	}
+	for _, sd := range docs {
+		st := envState{Sequence: sd.Sequence, Latest: sd.Latest, Flags: make([]Flag, len(sd.Flags))}
+		for i, fd := range sd.Flags {
+			st.Flags[i] = fd.Flag
+			st.Flags[i].Sequence = fd.Seq
+		}
+		es.states = append(es.states, st)
+	}
 }
 
 // envState is the environment's state after the message at Sequence: the flags changed since
@@ -99,6 +131,7 @@ func (ix *Index) track(subject string, t time.Time, seq uint64, c FlagState) {
 	if es.pending++; es.pending < es.every {
 		return
 	}
+	es.load(env)
 	st := envState{Sequence: seq, Latest: es.latest}
 	if len(es.states) == 0 {
 		// The first state of an environment (also after a restore from a checkpoint that kept
@@ -149,8 +182,15 @@ func thin(states []envState) []envState {
 // at (see above), and the sequence of that state; seq 0 when none applies.
 func (ix *Index) stateAt(env string, at Point) (flags []Flag, seq uint64) {
 	ix.mu.RLock()
-	defer ix.mu.RUnlock()
 	es := ix.envs[env]
+	if es != nil && es.raw != nil {
+		ix.mu.RUnlock()
+		ix.mu.Lock()
+		es.load(env)
+		ix.mu.Unlock()
+		ix.mu.RLock()
+	}
+	defer ix.mu.RUnlock()
 	if es == nil {
 		return nil, 0
 	}
@@ -175,9 +215,10 @@ func (ix *Index) stateAt(env string, at Point) (flags []Flag, seq uint64) {
 
 // States returns how many states the index keeps for env and how many flags they hold in all.
 func (ix *Index) States(env string) (states, flags int) {
-	ix.mu.RLock()
-	defer ix.mu.RUnlock()
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
 	if es := ix.envs[env]; es != nil {
+		es.load(env)
 		for _, st := range es.states {
 			flags += len(st.Flags)
 		}
@@ -186,28 +227,25 @@ func (ix *Index) States(env string) (states, flags int) {
 	return 0, 0
 }
 
-// AllStates returns how many states the index keeps for all environments and how many flags
-// they hold in all.
-func (ix *Index) AllStates() (states, flags int) {
+// pendingStates returns the bytes of the states restored from a checkpoint and not decoded yet.
+func (ix *Index) pendingStates() (bytes int) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	for _, es := range ix.envs {
-		states += len(es.states)
-		for _, st := range es.states {
-			flags += len(st.Flags)
-		}
+		bytes += len(es.raw)
 	}
-	return states, flags
+	return bytes
 }
 
 // envStatesDoc is what a checkpoint holds of one environment's states.
 type envStatesDoc struct {
-	Environment string        `json:"environment"`
-	Latest      time.Time     `json:"latest"`
-	Pending     int           `json:"pending"`
-	Every       int           `json:"every"`
-	Changed     []string      `json:"changed"`
-	States      []envStateDoc `json:"states"`
+	Environment string    `json:"environment"`
+	Latest      time.Time `json:"latest"`
+	Pending     int       `json:"pending"`
+	Every       int       `json:"every"`
+	Changed     []string  `json:"changed"`
+	// States are a list of envStateDoc, checked when first used.
+	States json.RawMessage `json:"states"`
 }
 
 type envStateDoc struct {
@@ -221,13 +259,17 @@ func (ix *Index) envDocs() []envStatesDoc {
 	out := make([]envStatesDoc, 0, len(ix.envs))
 	for env, es := range ix.envs {
 		d := envStatesDoc{Environment: env, Latest: es.latest, Pending: es.pending, Every: es.every,
-			Changed: slices.Sorted(maps.Keys(es.changed)), States: make([]envStateDoc, len(es.states))}
-		for i, st := range es.states {
-			sd := envStateDoc{Sequence: st.Sequence, Latest: st.Latest, Flags: make([]flagDoc, len(st.Flags))}
-			for j, f := range st.Flags {
-				sd.Flags[j] = flagDoc{f, f.Sequence}
+			Changed: slices.Sorted(maps.Keys(es.changed)), States: es.raw}
+		if es.raw == nil {
+			docs := make([]envStateDoc, len(es.states))
+			for i, st := range es.states {
+				sd := envStateDoc{Sequence: st.Sequence, Latest: st.Latest, Flags: make([]flagDoc, len(st.Flags))}
+				for j, f := range st.Flags {
+					sd.Flags[j] = flagDoc{f, f.Sequence}
+				}
+				docs[i] = sd
 			}
-			d.States[i] = sd
+			d.States, _ = json.Marshal(docs) // flags and times always encode
 		}
 		out = append(out, d)
 	}
@@ -235,9 +277,9 @@ func (ix *Index) envDocs() []envStatesDoc {
 	return out
 }
 
-// checkEnvs reports an error wrapping ErrBadCheckpoint unless every environment's states are
-// ascending in sequence and latest time, none after at, and hold valid flags of it.
-func checkEnvs(docs []envStatesDoc, at uint64) error {
+// checkEnvs reports an error wrapping ErrBadCheckpoint unless every environment is named once
+// and validly, with a positive interval. Its states are checked when first used (see load).
+func checkEnvs(docs []envStatesDoc) error {
 	seen := make(map[string]bool, len(docs))
 	for _, d := range docs {
 		if events.ValidateEnvironment(d.Environment) != nil || seen[d.Environment] {
@@ -247,41 +289,44 @@ func checkEnvs(docs []envStatesDoc, at uint64) error {
 		if d.Every <= 0 || d.Pending < 0 {
 			return fmt.Errorf("%w: saved states of %s every %d, %d pending", ErrBadCheckpoint, d.Environment, d.Every, d.Pending)
 		}
-		var prev envStateDoc
-		for i, st := range d.States {
-			if st.Sequence == 0 || st.Sequence > at || i > 0 && (st.Sequence <= prev.Sequence || st.Latest.Before(prev.Latest)) || st.Latest.After(d.Latest) {
-				return fmt.Errorf("%w: saved state of %s at sequence %d out of order", ErrBadCheckpoint, d.Environment, st.Sequence)
-			}
-			keys := make(map[string]bool, len(st.Flags))
-			for _, f := range st.Flags {
-				if f.Environment != d.Environment {
-					return fmt.Errorf("%w: saved state of %s holds a flag of %q", ErrBadCheckpoint, d.Environment, truncate(f.Environment))
-				}
-				if err := checkEntry("flag", f.Environment, f.Key, f.Version, f.Seq, st.Sequence, keys); err != nil {
-					return err
-				}
-			}
-			prev = st
-		}
 	}
 	return nil
 }
 
-// restoreEnvs turns checked documents back into states.
-func restoreEnvs(docs []envStatesDoc) map[string]*envStates {
+// checkStates reports an error unless the states of env are ascending in sequence and latest
+// time, none after at nor later than latest, and hold valid flags of env.
+func checkStates(env string, docs []envStateDoc, at uint64, latest time.Time) error {
+	var prev envStateDoc
+	for i, st := range docs {
+		if st.Sequence == 0 || st.Sequence > at || i > 0 && (st.Sequence <= prev.Sequence || st.Latest.Before(prev.Latest)) || st.Latest.After(latest) {
+			return fmt.Errorf("%w: saved state of %s at sequence %d out of order", ErrBadCheckpoint, env, st.Sequence)
+		}
+		keys := make(map[string]bool, len(st.Flags))
+		for _, f := range st.Flags {
+			if f.Environment != env {
+				return fmt.Errorf("%w: saved state of %s holds a flag of %q", ErrBadCheckpoint, env, truncate(f.Environment))
+			}
+			if err := checkEntry("flag", f.Environment, f.Key, f.Version, f.Seq, st.Sequence, keys); err != nil {
+				return err
+			}
+		}
+		prev = st
+	}
+	return nil
+}
+
+// restoreEnvs turns checked documents of a checkpoint at sequence at back into states, left
+// encoded until first used.
+func restoreEnvs(docs []envStatesDoc, at uint64) map[string]*envStates {
 	m := make(map[string]*envStates, len(docs))
 	for _, d := range docs {
-		es := &envStates{latest: d.Latest, pending: d.Pending, every: d.Every, changed: make(map[string]bool, len(d.Changed))}
+		es := &envStates{latest: d.Latest, pending: d.Pending, every: d.Every, changed: make(map[string]bool, len(d.Changed)),
+			raw: d.States, rawAt: at}
+		if len(es.raw) == 0 || string(es.raw) == "null" {
+			es.raw = nil
+		}
 		for _, k := range d.Changed {
 			es.changed[k] = true
-		}
-		for _, sd := range d.States {
-			st := envState{Sequence: sd.Sequence, Latest: sd.Latest, Flags: make([]Flag, len(sd.Flags))}
-			for i, fd := range sd.Flags {
-				st.Flags[i] = fd.Flag
-				st.Flags[i].Sequence = fd.Seq
-			}
-			es.states = append(es.states, st)
 		}
 		m[d.Environment] = es
 	}

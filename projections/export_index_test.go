@@ -22,10 +22,11 @@ func SetStates(every, keep int) (restore func()) {
 // StatePoints returns, for every state ix saved for env, the points on either side of it: its
 // sequence and the one before, its latest event time and the instant before.
 func StatePoints(ix *Index, env string) []Point {
-	ix.mu.RLock()
-	defer ix.mu.RUnlock()
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
 	var out []Point
 	if es := ix.envs[env]; es != nil {
+		es.load(env)
 		for _, st := range es.states {
 			out = append(out, Point{Sequence: st.Sequence}, Point{Sequence: st.Sequence - 1}, Point{Sequence: st.Sequence + 1},
 				Point{Time: st.Latest}, Point{Time: st.Latest.Add(-time.Nanosecond)})

@@ -373,7 +373,7 @@ func (st *indexState) check(at uint64) error {
 			}
 		}
 	}
-	return checkEnvs(st.Environments, at)
+	return checkEnvs(st.Environments)
 }
 
 // restore replaces the index's lists with those of a checked state.
@@ -388,7 +388,7 @@ func (ix *Index) restore(st *indexState) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	ix.seq, ix.subjects, ix.actors = st.Sequence, load(st.Subjects), load(st.Actors)
-	ix.envs = restoreEnvs(st.Environments)
+	ix.envs = restoreEnvs(st.Environments, st.Sequence)
 }
 
 // readSubjects calls h for every message on the subjects filter selects, in stream order, after

@@ -342,9 +342,7 @@ func (l loader) LoadCheckpoint(context.Context) (projections.Checkpoint, error) 
 // TestIndexCheckpointFallsBack checks that a runner keeping an index replays the stream rather
 // than start from a checkpoint without one, of the previous format, or with a spoilt list.
 func TestIndexCheckpointFallsBack(t *testing.T) {
-	defer projections.SetStates(2, 4)()
 	s := newRandomStream(t, 42, false)
-	s.createFlags()
 	s.write(40)
 	last, _ := s.st.LastSequence(context.Background())
 	plain, _, _ := indexRunPlain(t, s.st, last)
@@ -385,26 +383,6 @@ func TestIndexCheckpointFallsBack(t *testing.T) {
 				doc["index"].(map[string]any)["sequence"] = last + 1
 			}))
 		}, "index at sequence"},
-		{"a saved state past the checkpoint", func() (projections.Checkpoint, error) {
-			return projections.DecodeCheckpoint(spoil(func(doc map[string]any) {
-				env := doc["index"].(map[string]any)["environments"].([]any)[0].(map[string]any)
-				states := env["states"].([]any)
-				states[len(states)-1].(map[string]any)["sequence"] = last + 1
-			}))
-		}, "saved state of"},
-		{"a saved state with a flag of another environment", func() (projections.Checkpoint, error) {
-			return projections.DecodeCheckpoint(spoil(func(doc map[string]any) {
-				for _, env := range doc["index"].(map[string]any)["environments"].([]any) {
-					for _, st := range env.(map[string]any)["states"].([]any) {
-						if flags, _ := st.(map[string]any)["flags"].([]any); len(flags) > 0 {
-							flags[0].(map[string]any)["environment"] = "elsewhere"
-							return
-						}
-					}
-				}
-				t.Fatalf("no saved state holds a flag: %v", doc["index"].(map[string]any)["environments"])
-			}))
-		}, "holds a flag of"},
 		{"missing", func() (projections.Checkpoint, error) {
 			return projections.Checkpoint{}, fmt.Errorf("none: %w", projections.ErrNotFound)
 		}, "no checkpoint"},
@@ -436,4 +414,72 @@ func indexRunPlain(t *testing.T, st *events.Store, seq uint64) (*projections.Run
 	await.Eventually(t, 10*time.Second, func() bool { return c.Sequence() >= seq }, "runner caught up")
 	cancel()
 	return r, c, <-done
+}
+
+// TestSpoiltStatesFallBack checks that saved states a checkpoint holds which do not add up are
+// dropped when first needed, the checkpoint being used all the same: the as-of queries then fold
+// from the start, and give what a read of the stream gives.
+func TestSpoiltStatesFallBack(t *testing.T) {
+	defer projections.SetStates(2, 4)()
+	s := newRandomStream(t, 7, false)
+	s.createFlags()
+	s.write(60)
+	last, _ := s.st.LastSequence(context.Background())
+	r, ix, _ := indexRun(t, s.st, last)
+	good, err := func() ([]byte, error) { cp := r.Checkpoint(); return cp.Encode() }()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, env := range randomEnvs {
+		if n, flags := ix.States(env); n == 0 || flags == 0 {
+			t.Fatalf("no saved state of %s holds a flag", env)
+		}
+	}
+	tests := []struct {
+		name  string
+		spoil func(states []any)
+	}{
+		{"a state past the checkpoint", func(states []any) { states[len(states)-1].(map[string]any)["sequence"] = last + 1 }},
+		{"a flag of another environment", func(states []any) {
+			for _, st := range states {
+				if flags, _ := st.(map[string]any)["flags"].([]any); len(flags) > 0 {
+					flags[0].(map[string]any)["environment"] = "elsewhere"
+					return
+				}
+			}
+			t.Fatal("no saved state holds a flag")
+		}},
+		{"states out of order", func(states []any) { states[0], states[1] = states[1], states[0] }},
+		{"not a list", func([]any) {}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var doc map[string]any
+			if err := json.Unmarshal(good, &doc); err != nil {
+				t.Fatal(err)
+			}
+			env := doc["index"].(map[string]any)["environments"].([]any)[0].(map[string]any)
+			if tc.name == "not a list" {
+				env["states"] = "nonsense"
+			} else {
+				tc.spoil(env["states"].([]any))
+			}
+			data, _ := json.Marshal(doc)
+			cp, err := projections.DecodeCheckpoint(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, restored, logs := indexRun(t, s.st, last, projections.WithCheckpoints(loader{cp, nil}))
+			if !strings.Contains(logs, "starting from a checkpoint") {
+				t.Fatalf("the runner did not start from the checkpoint:\n%s", logs)
+			}
+			spoilt := env["environment"].(string)
+			for _, e := range randomEnvs {
+				if n, _ := restored.States(e); (n == 0) != (e == spoilt) {
+					t.Fatalf("%d saved states of %s kept, the states of %s spoilt", n, e, spoilt)
+				}
+			}
+			sameResults(t, s.st, restored, s.w, s.rnd)
+		})
+	}
 }
