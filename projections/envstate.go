@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -64,8 +65,14 @@ func (es *envStates) load(env string) {
 	if es.raw == nil {
 		return
 	}
-	var docs []envStateDoc
-	err := json.Unmarshal(es.raw, &docs)
+	var raws []json.RawMessage
+	err := json.Unmarshal(es.raw, &raws)
+	docs := make([]envStateDoc, len(raws))
+	for i := range raws {
+		if err == nil {
+			err = json.Unmarshal(raws[i], &docs[i])
+		}
+	}
 	if err == nil {
 		err = checkStates(env, docs, es.rawAt, es.latest)
 	}
@@ -73,8 +80,8 @@ func (es *envStates) load(env string) {
 	if err != nil {
 		return
 	}
-	for _, sd := range docs {
-		st := envState{Sequence: sd.Sequence, Latest: sd.Latest, Flags: make([]Flag, len(sd.Flags))}
+	for i, sd := range docs {
+		st := envState{Sequence: sd.Sequence, Latest: sd.Latest, Flags: make([]Flag, len(sd.Flags)), enc: raws[i]}
 		for i, fd := range sd.Flags {
 			st.Flags[i] = fd.Flag
 			st.Flags[i].Sequence = fd.Seq
@@ -89,6 +96,18 @@ type envState struct {
 	Sequence uint64
 	Latest   time.Time
 	Flags    []Flag
+	// enc is the state's JSON for a checkpoint, made when the state is, so that a checkpoint
+	// taken while the runner waits only joins them.
+	enc json.RawMessage
+}
+
+// encode sets st.enc.
+func (st *envState) encode() {
+	sd := envStateDoc{Sequence: st.Sequence, Latest: st.Latest, Flags: make([]flagDoc, len(st.Flags))}
+	for i, f := range st.Flags {
+		sd.Flags[i] = flagDoc{f, f.Sequence}
+	}
+	st.enc, _ = json.Marshal(sd) // flags and times always encode
 }
 
 // FlagState is where a runner's index reads the state of the flags it saves: *Catalog.
@@ -144,6 +163,7 @@ func (ix *Index) track(subject string, t time.Time, seq uint64, c FlagState) {
 			}
 		}
 	}
+	st.encode()
 	es.states = append(es.states, st)
 	es.pending = 0
 	clear(es.changed)
@@ -173,6 +193,7 @@ func thin(states []envState) []envState {
 			}
 		}
 		slices.SortFunc(next.Flags, func(a, b Flag) int { return strings.Compare(a.Key, b.Key) })
+		next.encode()
 	}
 	slices.Reverse(out)
 	return out
@@ -261,15 +282,11 @@ func (ix *Index) envDocs() []envStatesDoc {
 		d := envStatesDoc{Environment: env, Latest: es.latest, Pending: es.pending, Every: es.every,
 			Changed: slices.Sorted(maps.Keys(es.changed)), States: es.raw}
 		if es.raw == nil {
-			docs := make([]envStateDoc, len(es.states))
+			encs := make([][]byte, len(es.states))
 			for i, st := range es.states {
-				sd := envStateDoc{Sequence: st.Sequence, Latest: st.Latest, Flags: make([]flagDoc, len(st.Flags))}
-				for j, f := range st.Flags {
-					sd.Flags[j] = flagDoc{f, f.Sequence}
-				}
-				docs[i] = sd
+				encs[i] = st.enc
 			}
-			d.States, _ = json.Marshal(docs) // flags and times always encode
+			d.States = slices.Concat([]byte("["), bytes.Join(encs, []byte(",")), []byte("]"))
 		}
 		out = append(out, d)
 	}
