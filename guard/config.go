@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -87,9 +88,14 @@ type MachineConfig struct {
 // setDefaults sets zero fields to their defaults. c gets its own Metrics slice first, so the
 // caller's is never changed.
 func (c *MachineConfig) setDefaults() {
-	c.Metrics = append([]MetricRule(nil), c.Metrics...)
+	// The rules are copied before a default is written into them, never the caller's slice; a
+	// copy only when one is needed keeps the guard's tick free of it.
+	copied := false
 	for i := range c.Metrics {
 		if c.Metrics[i].Kind == KindMean && c.Metrics[i].Tau == 0 {
+			if !copied {
+				c.Metrics, copied = slices.Clone(c.Metrics), true
+			}
 			c.Metrics[i].Tau = DefaultMeanTau
 		}
 	}
