@@ -21,6 +21,9 @@
 //   - A read ([Store.Read], [Store.Load]) returns at least every event acknowledged before it
 //     began, on a replicated stream too, whichever replica its consumer is placed on: it reads up
 //     to the last sequence the stream leader holds on its subjects.
+//   - An append sent again after it was stored is answered with the stored copy, which a
+//     replicated stream's leader provides: never a conflict or an unknown outcome because a
+//     follower had not stored it yet.
 //   - Keys and environment names are validated by [ValidateFlagKey] and [ValidateEnvironment]
 //     before anything is written; a decoder never panics on bad input.
 package events

@@ -268,7 +268,7 @@ func (s *Store) Append(ctx context.Context, ev *Event, expectedSeq uint64) (uint
 	}
 	// The subject moved on. Either this very event was stored by an earlier attempt (then it is
 	// the first message on the subject after expectedSeq) or somebody else won.
-	next, gerr := s.stream.GetMsg(ctx, expectedSeq+1, jetstream.WithGetMsgSubject(msg.Subject))
+	next, gerr := s.getMsg(ctx, expectedSeq+1, msg.Subject)
 	if gerr == nil && next.Header.Get(HeaderID) == ev.ID {
 		return s.decodeStored(ev, next)
 	}
@@ -280,7 +280,7 @@ func (s *Store) Append(ctx context.Context, ev *Event, expectedSeq uint64) (uint
 
 // stored sets *ev to the copy of it stored at seq, after a duplicate acknowledgement.
 func (s *Store) stored(ctx context.Context, ev *Event, subject string, seq uint64) (uint64, error) {
-	raw, err := s.stream.GetMsg(ctx, seq)
+	raw, err := s.getMsg(ctx, seq, "")
 	if err != nil {
 		// The event is stored at seq; only its stored copy could not be read.
 		ev.Sequence = seq
@@ -736,10 +736,49 @@ func (s *Store) read(ctx context.Context, q Query, fn rawHandler) error {
 }
 
 // lastOnLeader is the sequence of the last message on any of subjects as the stream leader
-// stores it (0 when there is none). It asks with JetStream's message get, which only the stream
-// leader answers; the direct get that nats.go uses for a stream allowing it may be answered by
-// any replica.
+// stores it (0 when there is none).
 func (s *Store) lastOnLeader(ctx context.Context, subjects []string) (uint64, error) {
+	var last uint64
+	for _, subject := range subjects {
+		msg, err := s.leaderGet(ctx, msgGetRequest{LastFor: subject, NoHeaders: true})
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			continue
+		case err != nil:
+			return 0, fmt.Errorf("last message on %s: %w", subject, err)
+		}
+		last = max(last, msg.Sequence)
+	}
+	return last, nil
+}
+
+// getMsg is the message at seq, or with a subject the first on it at or after seq, as stored
+// when it is asked for: on a replicated stream the leader answers (see [Store.leaderGet]),
+// since a follower may not have stored a message that was just acknowledged. It returns
+// jetstream.ErrMsgNotFound when there is none.
+func (s *Store) getMsg(ctx context.Context, seq uint64, subject string) (*jetstream.RawStreamMsg, error) {
+	if s.replicated {
+		return s.leaderGet(ctx, msgGetRequest{Seq: seq, NextFor: subject})
+	}
+	if subject != "" {
+		return s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+	}
+	return s.stream.GetMsg(ctx, seq)
+}
+
+// msgGetRequest is a request of JetStream's message get API.
+type msgGetRequest struct {
+	Seq       uint64 `json:"seq,omitempty"`
+	NextFor   string `json:"next_by_subj,omitempty"`
+	LastFor   string `json:"last_by_subj,omitempty"`
+	NoHeaders bool   `json:"no_hdr,omitempty"`
+}
+
+// leaderGet asks the stream leader for a message with JetStream's message get API, which only
+// the leader answers; the direct get that nats.go's GetMsg uses for a stream allowing it may be
+// answered by any replica, including one that is behind. It returns jetstream.ErrMsgNotFound
+// when there is no such message.
+func (s *Store) leaderGet(ctx context.Context, req msgGetRequest) (*jetstream.RawStreamMsg, error) {
 	opts := s.js.Options()
 	prefix := jetstream.DefaultAPIPrefix
 	switch {
@@ -753,39 +792,43 @@ func (s *Store) lastOnLeader(ctx context.Context, subjects []string) (uint64, er
 		ctx, cancel = context.WithTimeout(ctx, opts.DefaultTimeout)
 		defer cancel()
 	}
-	var last uint64
-	for _, subject := range subjects {
-		req, err := json.Marshal(struct {
-			LastFor   string `json:"last_by_subj"`
-			NoHeaders bool   `json:"no_hdr"`
-		}{subject, true})
-		if err != nil {
-			return 0, err
-		}
-		msg, err := s.js.Conn().RequestWithContext(ctx, prefix+"STREAM.MSG.GET."+s.name, req)
-		if err != nil {
-			return 0, fmt.Errorf("last message on %s: %w", subject, err)
-		}
-		var resp struct {
-			Error   *jetstream.APIError `json:"error"`
-			Message *struct {
-				Sequence uint64 `json:"seq"`
-			} `json:"message"`
-		}
-		if err := json.Unmarshal(msg.Data, &resp); err != nil {
-			return 0, fmt.Errorf("last message on %s: %w", subject, err)
-		}
-		switch {
-		case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
-			continue
-		case resp.Error != nil:
-			return 0, fmt.Errorf("last message on %s: %w", subject, resp.Error)
-		case resp.Message == nil:
-			return 0, fmt.Errorf("last message on %s: %w", subject, jetstream.ErrInvalidJetStreamResponse)
-		}
-		last = max(last, resp.Message.Sequence)
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
 	}
-	return last, nil
+	answer, err := s.js.Conn().RequestWithContext(ctx, prefix+"STREAM.MSG.GET."+s.name, body)
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Subject  string    `json:"subject"`
+			Sequence uint64    `json:"seq"`
+			Header   []byte    `json:"hdrs"`
+			Data     []byte    `json:"data"`
+			Time     time.Time `json:"time"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(answer.Data, &resp); err != nil {
+		return nil, fmt.Errorf("decode the message get answer: %w", err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return nil, jetstream.ErrMsgNotFound
+	case resp.Error != nil:
+		return nil, resp.Error
+	case resp.Message == nil:
+		return nil, jetstream.ErrInvalidJetStreamResponse
+	}
+	m := resp.Message
+	var header nats.Header
+	if len(m.Header) > 0 {
+		if header, err = nats.DecodeHeadersMsg(m.Header); err != nil {
+			return nil, fmt.Errorf("decode the headers of message %d: %w", m.Sequence, err)
+		}
+	}
+	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Sequence, Header: header, Data: m.Data, Time: m.Time}, nil
 }
 
 // deleteConsumer deletes a consumer of this store's once its reader is done, briefly: if it cannot

@@ -112,3 +112,44 @@ func BenchmarkRead(b *testing.B) {
 		})
 	}
 }
+
+// An append sent again after it was stored is answered with the stored copy, on a 3-replica
+// stream too: the copy is read from the stream leader, since a follower may not have stored the
+// event yet when the duplicate acknowledgement arrives. Each round appends one event and at once
+// appends it again with the same id and the same expected sequence. On loopback a follower is
+// rarely behind at that moment, so this checks the leader's answer (the stored copy, headers and
+// all) more than it reproduces the lag.
+func TestAppendAgainAnsweredFromLeaderR3(t *testing.T) {
+	const rounds, flags = 300, 5
+	st := openStore(t, natstest.RunCluster(t)[1], 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	last := make([]uint64, flags)
+	failed := 0
+	for i := range rounds {
+		f := i % flags
+		typ, payload := events.TypeFlagEnabled, any(events.FlagEnabled{})
+		if last[f] == 0 {
+			typ, payload = events.TypeFlagCreated, any(created)
+		}
+		ev, err := events.NewEvent(typ, "production", fmt.Sprintf("again-%d", f), payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.Actor, ev.Version = "a", uint64(i/flags+1)
+		again := ev
+		seq, err := st.Append(ctx, &ev, last[f])
+		if err != nil {
+			t.Fatalf("round %d: append: %v", i, err)
+		}
+		seq2, err := st.Append(ctx, &again, last[f])
+		if err != nil || seq2 != seq || again.ID != ev.ID || again.Sequence != seq {
+			failed++
+			t.Logf("round %d: sent again: sequence %d (first %d), %v", i, seq2, seq, err)
+		}
+		last[f] = seq
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d appends sent again were not answered with the stored copy", failed, rounds)
+	}
+}
