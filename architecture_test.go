@@ -45,7 +45,7 @@ var allowed = map[string][]string{
 	"internal/natstest":        {"events", "internal/await"},
 	"internal/await":           nil,
 	"internal/testdeps":        nil,
-	"internal/promtest":        {"internal/testdeps"},
+	"internal/promtest":        {"internal/await", "internal/testdeps"},
 	"cmd/interlock":            {"internal/app", "internal/cli", "internal/config"},
 	"cmd/interlock-subscriber": {"events", "events/subscribe"},
 	"cmd/interlock-demo":       {"events", "projections", "targeting", "local"},

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -56,24 +55,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // system is the Interlock side the demo connects to.
 type system struct {
 	url   string
@@ -83,7 +64,7 @@ type system struct {
 // demoProc is one run of the demo.
 type demoProc struct {
 	base   string // http://127.0.0.1:port
-	stderr *syncBuffer
+	stderr *await.Output
 	stop   func() int // interrupts the process and returns its exit code
 }
 
@@ -93,7 +74,7 @@ var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
 // process is interrupted when the test ends; it must exit with 0 then.
 func start(t *testing.T, s *system, args ...string) *demoProc {
 	t.Helper()
-	p := &demoProc{stderr: &syncBuffer{}}
+	p := &demoProc{stderr: &await.Output{}}
 	all := append([]string{"--nats-url", s.url, "--listen", "127.0.0.1:0", "--env", env, "--report", "0", "--token", s.token}, args...)
 	cmd := exec.Command(demoBinary, all...)
 	cmd.Stdout, cmd.Stderr = io.Discard, p.stderr

@@ -320,7 +320,7 @@ type rig struct {
 	t      *testing.T
 	base   string // Interlock's http://host:port
 	client *http.Client
-	logs   *syncBuffer
+	logs   *await.Output
 	demo   *demoProc
 	source string // the plan's metric source, JSON
 }
@@ -332,7 +332,7 @@ func newRig(t *testing.T, prometheus bool) *rig {
 	if prometheus {
 		promtest.Binary(t, "prometheus") // skip or fail before starting anything
 	}
-	r := &rig{t: t, logs: &syncBuffer{}, client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{}}}
+	r := &rig{t: t, logs: &await.Output{}, client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{}}}
 	// First, so that it runs after every other cleanup: the goroutines of Interlock, the demo,
 	// their NATS connections and HTTP clients must be gone.
 	await.Goroutines(t, 30*time.Second, func() {

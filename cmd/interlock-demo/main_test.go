@@ -35,24 +35,6 @@ const (
 
 var meta = command.Meta{Actor: "test", Reason: "testing the demo"}
 
-// syncBuffer is a log sink safe for the demo's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // system is the Interlock side, in process: a JetStream server over TCP and the command
 // service that appends to its event stream.
 type system struct {
@@ -90,8 +72,8 @@ func (s *system) createFlag(t *testing.T) {
 // demoProc is one run of the program.
 type demoProc struct {
 	base   string // http://127.0.0.1:port
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *await.Output
+	stderr *await.Output
 	stop   func() int // cancels the run and returns its exit code
 }
 
@@ -102,7 +84,7 @@ var listening = regexp.MustCompile(`msg=listening addr=(\S+)`)
 func start(t *testing.T, s *system, args ...string) *demoProc {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &demoProc{stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	p := &demoProc{stdout: &await.Output{}, stderr: &await.Output{}}
 	code := make(chan int, 1)
 	all := append([]string{"--nats-url", s.url, "--listen", "127.0.0.1:0", "--env", env, "--report", "0"}, args...)
 	if s.token != "" {
@@ -735,7 +717,7 @@ func TestListenFailure(t *testing.T) {
 	s := boot(t)
 	p := start(t, s, "--flag", flagKey)
 	addr := strings.TrimPrefix(p.base, "http://")
-	var stderr syncBuffer
+	var stderr await.Output
 	code := run(context.Background(), []string{"--nats-url", s.url, "--flag", flagKey, "--listen", addr}, io.Discard, &stderr)
 	if code != 1 || !strings.Contains(stderr.String(), "listen:") {
 		t.Errorf("second demo on %s: %d, stderr:\n%s", addr, code, stderr.String())

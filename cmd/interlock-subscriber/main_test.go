@@ -54,24 +54,6 @@ func (o *output) printed() []string {
 	return append([]string(nil), o.lines...)
 }
 
-// syncBuffer is a log sink safe for the subscriber's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // printedLine is one line of output, decoded.
 type printedLine struct {
 	events.Event
@@ -190,7 +172,7 @@ func TestEveryEventAcrossARestart(t *testing.T) {
 	// First run: it stops while printing the fifth event.
 	const stopAt = 5
 	out1 := &output{blockAt: stopAt, blocked: make(chan struct{}), release: make(chan struct{})}
-	logs1 := &syncBuffer{}
+	logs1 := &await.Output{}
 	ctx, cancel := context.WithCancel(context.Background())
 	code := make(chan int, 1)
 	go func() { code <- run(ctx, args, out1, logs1) }()
@@ -214,7 +196,7 @@ func TestEveryEventAcrossARestart(t *testing.T) {
 
 	// Second run, same durable: it starts with the unacknowledged fifth event, delivered again.
 	out2 := &output{}
-	logs2 := &syncBuffer{}
+	logs2 := &await.Output{}
 	ctx, cancel = context.WithCancel(context.Background())
 	go func() { code <- run(ctx, args, out2, logs2) }()
 	want := a.in("production")[stopAt-1:]
@@ -246,7 +228,7 @@ func TestUsage(t *testing.T) {
 		{"no server", []string{"--durable", "x", "--nats-url", "nats://127.0.0.1:1"}, 1, "connect to nats"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr syncBuffer
+			var stdout, stderr await.Output
 			if c := run(context.Background(), tc.args, &stdout, &stderr); c != tc.code {
 				t.Fatalf("exit %d, want %d; stderr:\n%s", c, tc.code, stderr.String())
 			}

@@ -36,7 +36,7 @@ type outageServer struct {
 	m      *Main
 	base   string
 	client *http.Client
-	logs   *syncBuffer
+	logs   *await.Output
 }
 
 func startAgainst(t *testing.T, urls []string, replicas int) *outageServer {
@@ -48,7 +48,7 @@ func startAgainst(t *testing.T, urls []string, replicas int) *outageServer {
 	cfg.Replicas = replicas
 	cfg.HTTP = "127.0.0.1:0"
 	cfg.AdminToken = outageToken
-	logs := &syncBuffer{}
+	logs := &await.Output{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	// A fresh cluster may not know all its peers yet: placing a 3-replica stream then fails.
 	var m *Main
@@ -499,7 +499,7 @@ func TestCloseWithTheStreamDeleted(t *testing.T) {
 	cfg.NATSListen = "none"
 	cfg.HTTP = "127.0.0.1:0"
 	cfg.AdminToken = outageToken
-	logs := &syncBuffer{}
+	logs := &await.Output{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	m, err := Start(context.Background(), cfg, logger, io.Discard)
 	if err != nil {

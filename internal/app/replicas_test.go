@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -99,7 +98,7 @@ type fleet struct {
 	t        *testing.T
 	ctx      context.Context
 	replicas []*Main
-	logs     []*syncBuffer
+	logs     []*await.Output
 	metrics  *exposition
 	url      string // the exposition endpoint
 	client   *http.Client
@@ -139,7 +138,7 @@ func newFleet(t *testing.T, n int) *fleet {
 		cfg.Replicas = 3
 		cfg.HTTP = "127.0.0.1:0"
 		cfg.AdminToken = fleetToken
-		logs := &syncBuffer{}
+		logs := &await.Output{}
 		logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})).With("replica", i)
 		m, err := Start(ctx, cfg, logger, io.Discard)
 		if err != nil {
@@ -583,22 +582,4 @@ func (lm *leaseMonitor) stop() int {
 	lm.mu.Lock()
 	defer lm.mu.Unlock()
 	return len(lm.holdings)
-}
-
-// syncBuffer is a buffer that several goroutines may write.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

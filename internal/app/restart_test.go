@@ -33,7 +33,7 @@ const restartToken = "restart-test-admin-token-0123456789"
 type node struct {
 	t    *testing.T
 	m    *Main
-	logs *syncBuffer
+	logs *await.Output
 	base string
 }
 
@@ -46,7 +46,7 @@ func bootAt(t *testing.T, dir string) *node {
 	cfg.NATSListen = "none"
 	cfg.NoSync = true
 	cfg.AdminToken = restartToken
-	logs := &syncBuffer{}
+	logs := &await.Output{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	m, err := Start(context.Background(), cfg, logger, io.Discard)
 	if err != nil {

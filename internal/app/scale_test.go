@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/interlock-dev/interlock/events"
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/config"
 	"github.com/interlock-dev/interlock/internal/embedded"
 )
@@ -186,7 +187,7 @@ func scaleEvent(t *testing.T, env, key string, round, f int) events.Event {
 // /readyz answers 200; with queries, it also times them. The stop writes the checkpoint.
 func timeRestart(t *testing.T, cfg config.Config, name string, queries bool, mid time.Time) time.Duration {
 	start := time.Now()
-	logs := &syncBuffer{}
+	logs := &await.Output{}
 	m, err := Start(context.Background(), cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})), io.Discard)
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@
 package promtest
 
 import (
-	"bytes"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,12 +13,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/model"
 
+	"github.com/interlock-dev/interlock/internal/await"
 	"github.com/interlock-dev/interlock/internal/testdeps"
 )
 
@@ -52,7 +51,7 @@ func Start(tb testing.TB, targets []string, scrapeInterval time.Duration) string
 	if err := os.WriteFile(configFile, []byte(config(targets, scrapeInterval)), 0o600); err != nil {
 		tb.Fatalf("promtest: write config: %v", err)
 	}
-	var out lockedBuffer
+	var out await.Output
 	cmd := exec.Command(bin,
 		"--config.file="+configFile,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),
@@ -131,22 +130,4 @@ func ready(client *http.Client, base string) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
-}
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
